@@ -1,0 +1,1 @@
+"""The ``forge-advisor`` command line: one module per command."""

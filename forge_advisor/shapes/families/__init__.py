@@ -1,0 +1,3 @@
+"""Family parsers. Importing this package registers every family."""
+
+from forge_advisor.shapes.families import llama  # noqa: F401

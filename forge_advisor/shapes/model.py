@@ -1,0 +1,158 @@
+"""`ModelShape`: the Python twin of the Rust ``ModelShape`` (rust/src/shape.rs).
+
+The parser fills these dataclasses from a ``config.json``; :meth:`ModelShape.native`
+hands them to Rust once (as JSON) and every count and estimate runs there.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from typing import Any, Literal
+
+from forge_advisor.errors import ForgeError
+
+__all__ = ["Linear", "LayerType", "Param", "ModelShape", "Role", "ParamRole"]
+
+Role = Literal["attention", "mlp", "expert", "shared_expert", "router", "other"]
+ParamRole = Literal["embedding", "position", "lm_head", "norm", "other"]
+
+
+@dataclass(frozen=True)
+class Linear:
+    """A linear map inside a layer, named as the model names it (``self_attn.q_proj``)."""
+
+    name: str
+    in_features: int
+    out_features: int
+    bias: bool
+    role: Role
+    count: int = 1
+    lora_targetable: bool = True
+
+    @property
+    def leaf(self) -> str:
+        """The last component of the name, which is what peft's ``target_modules`` match."""
+        return self.name.rsplit(".", 1)[-1]
+
+    @property
+    def num_parameters(self) -> int:
+        return (self.in_features * self.out_features + (self.out_features if self.bias else 0)) * self.count
+
+
+@dataclass(frozen=True)
+class LayerType:
+    stack: Literal["decoder", "encoder"]
+    linears: tuple[Linear, ...]
+    other_parameters: int = 0
+    moe: bool = False
+    cross_attention: bool = False
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(lin.num_parameters for lin in self.linears) + self.other_parameters
+
+
+@dataclass(frozen=True)
+class Param:
+    """A parameter tensor outside the layers (embeddings, position table, final norm, head)."""
+
+    name: str
+    numel: int
+    role: ParamRole
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """Everything the estimator needs to know about a model, exactly."""
+
+    name: str
+    model_type: str
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int
+    tie_word_embeddings: bool
+    norm: Literal["rms_norm", "layer_norm"]
+    gated_mlp: bool
+    layer_types: tuple[LayerType, ...]
+    layers: tuple[int, ...]
+    params: tuple[Param, ...]
+    num_encoder_layers: int = 0
+    num_experts: int = 0
+    num_experts_per_tok: int = 0
+    moe_intermediate_size: int = 0
+    is_encoder_decoder: bool = False
+    parallel_attn: bool = False
+    # Not part of the Rust twin: facts for the runtime and for messages.
+    hidden_act: str = "silu"
+    max_position_embeddings: int | None = None
+    torch_dtype: str | None = None
+    source: str = ""
+    architectures: tuple[str, ...] = field(default_factory=tuple)
+
+    _PYTHON_ONLY = ("hidden_act", "max_position_embeddings", "torch_dtype", "source", "architectures")
+
+    # -- conversion -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """The dict the Rust core reads (Python-only facts left out)."""
+        d = asdict(self)
+        for key in self._PYTHON_ONLY:
+            d.pop(key)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    @cached_property
+    def native(self) -> Any:
+        """The validated Rust ``Shape`` (built once per shape)."""
+        from forge_advisor import _native
+
+        try:
+            return _native.Shape.from_json(self.to_json())
+        except ValueError as exc:
+            raise ForgeError(f"{self.name}: {exc}") from None
+
+    # -- counts (exact; computed in Rust with overflow checks) --------------------------
+    @property
+    def num_parameters(self) -> int:
+        return int(self.native.num_parameters())
+
+    @property
+    def active_parameters(self) -> int:
+        return int(self.native.active_parameters())
+
+    @property
+    def embedding_parameters(self) -> int:
+        return int(self.native.embedding_parameters())
+
+    @property
+    def layer_parameters(self) -> list[int]:
+        return list(self.native.layer_parameters())
+
+    # -- inventory helpers --------------------------------------------------------------
+    def decoder_layer_indices(self) -> list[int]:
+        return [i for i, t in enumerate(self.layers) if self.layer_types[t].stack == "decoder"]
+
+    def linear_names(self) -> list[str]:
+        """Distinct leaf names of the LoRA-targetable linears (what peft's target_modules match)."""
+        seen: dict[str, None] = {}
+        for lt in self.layer_types:
+            for lin in lt.linears:
+                if lin.lora_targetable:
+                    seen.setdefault(lin.leaf, None)
+        return list(seen)
+
+    def attention_linear_names(self) -> list[str]:
+        """The attention projections (q/k/v/o, fused or not), for the default LoRA targets."""
+        seen: dict[str, None] = {}
+        for lt in self.layer_types:
+            for lin in lt.linears:
+                if lin.role == "attention" and lin.lora_targetable:
+                    seen.setdefault(lin.leaf, None)
+        return list(seen)

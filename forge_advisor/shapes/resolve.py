@@ -1,0 +1,108 @@
+"""Turn what the user typed after ``--model`` into a :class:`ModelShape`.
+
+Order: a local ``config.json`` or model directory; the embedded catalog; the Hugging
+Face Hub (``config.json`` only, cached by huggingface_hub, needs the ``[hub]`` extra and
+a network). Remote code is never executed: only the JSON is read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from forge_advisor.errors import ForgeError, did_you_mean
+from forge_advisor.shapes.catalog import catalog_models, find_catalog_model
+from forge_advisor.shapes.model import ModelShape
+from forge_advisor.shapes.registry import UnsupportedArchitecture, build_shape
+
+__all__ = ["load_config", "load_shape", "shape_from_config"]
+
+_MAX_CONFIG_BYTES = 16 << 20  # a config.json is a few KiB; refuse to slurp huge files
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        if path.stat().st_size > _MAX_CONFIG_BYTES:
+            raise ForgeError(f"{path}: {path.stat().st_size} bytes is too large for a config.json")
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ForgeError(f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except UnicodeDecodeError:
+        raise ForgeError(f"{path}: not a UTF-8 text file") from None
+    except OSError as exc:
+        raise ForgeError(f"{path}: cannot read ({exc.strerror})") from None
+    if not isinstance(data, dict):
+        raise ForgeError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _from_path(model: str) -> tuple[dict[str, Any], str] | None:
+    path = Path(model).expanduser()
+    if path.is_dir():
+        cfg = path / "config.json"
+        if not cfg.is_file():
+            raise ForgeError(f"{path}: directory has no config.json")
+        return _read_json(cfg), str(cfg)
+    if path.is_file():
+        return _read_json(path), str(path)
+    looks_local = model.startswith((".", "/", "~")) or model.endswith(".json") or os.sep in model and model.count("/") > 1
+    if looks_local:
+        raise ForgeError(f"{model}: no such file or directory")
+    return None
+
+
+def _from_hub(model: str) -> tuple[dict[str, Any], str] | None:
+    if model.count("/") != 1 or os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
+        return None
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        return None
+    try:
+        path = hf_hub_download(model, "config.json")
+    except Exception:  # offline, gated, missing: the caller explains the options
+        return None
+    return _read_json(Path(path)), f"hub:{model}"
+
+
+def load_config(model: str) -> tuple[dict[str, Any], str, str]:
+    """``(config, display_name, source)`` for a catalog id, a path or a Hub id."""
+    if not model or not model.strip():
+        raise ForgeError("--model is empty: give a catalog id, a config.json path or a Hub id")
+    local = _from_path(model)
+    if local is not None:
+        cfg, source = local
+        return cfg, model, source
+    entry = find_catalog_model(model)
+    if entry is not None:
+        return dict(entry.config), entry.id, f"catalog:{entry.id}"
+    hub = _from_hub(model)
+    if hub is not None:
+        cfg, source = hub
+        return cfg, model, source
+    hint = did_you_mean(model, [m.id for m in catalog_models()] + [m.id.split("/")[-1] for m in catalog_models()])
+    raise ForgeError(
+        f"unknown model '{model}'{hint}: it is not in the embedded catalog (forge-advisor models), "
+        f"so give a local config.json or model directory, or install forge-advisor[hub] and go online for a Hub id"
+    )
+
+
+def shape_from_config(config: dict[str, Any], name: str, source: str | None = None) -> ModelShape:
+    """Parse a config dict; unknown architectures fall back to meta-device instantiation."""
+    try:
+        shape = build_shape(config, name, source)
+    except UnsupportedArchitecture as exc:
+        from forge_advisor.shapes import meta
+
+        shape = meta.shape_from_meta(config, name, exc)
+    shape.native  # validate in Rust now, so errors surface at load time  # noqa: B018
+    return shape
+
+
+def load_shape(model: str) -> ModelShape:
+    config, name, source = load_config(model)
+    shape = shape_from_config(config, name, source)
+    object.__setattr__(shape, "source", source)
+    return shape

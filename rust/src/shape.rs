@@ -1,0 +1,293 @@
+//! The shape of a model: what every estimate is computed from.
+//!
+//! A [`ModelShape`] is produced by the Python parser (`forge_advisor.shapes`) from a
+//! Hugging Face `config.json` and handed over as JSON. It carries the global sizes and
+//! an inventory of every parameter tensor: per layer type, the linear modules with their
+//! real names and shapes, plus the "other" per-layer parameters (norms, per-head norms);
+//! outside the layers, the embeddings, position tables, final norm and LM head.
+//!
+//! Parameter counts are exact: `nn.Linear(in, out, bias)` holds `in·out (+ out)`
+//! parameters (torch.nn.Linear docs), and the parser lists every other tensor.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{checked_sum, Checked, Error, Result};
+
+/// Anything above this many parameters is treated as a typo, not a model (10 trillion).
+pub const MAX_PARAMETERS: u64 = 10_000_000_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Attention projections (q/k/v/o, fused qkv, c_attn, query_key_value…).
+    Attention,
+    /// Dense MLP projections.
+    Mlp,
+    /// Projections inside a mixture-of-experts block, stored `count` times.
+    Expert,
+    /// Shared (always active) experts of an MoE block.
+    SharedExpert,
+    /// The router / gate of an MoE block.
+    Router,
+    /// Anything else (cross-attention lives under Attention).
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stack {
+    Decoder,
+    Encoder,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NormKind {
+    RmsNorm,
+    LayerNorm,
+}
+
+/// One linear map inside a layer, e.g. `self_attn.q_proj`: `in_features → out_features`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Linear {
+    /// Module path relative to the layer, with the model's own spelling.
+    pub name: String,
+    pub in_features: u64,
+    pub out_features: u64,
+    pub bias: bool,
+    /// How many copies the layer holds (number of experts for stacked expert weights).
+    #[serde(default = "one")]
+    pub count: u64,
+    pub role: Role,
+    /// Whether it is an `nn.Linear` module that peft can wrap by name. Fused expert
+    /// tensors (`nn.Parameter` of shape `[E, out, in]`) are not.
+    #[serde(default = "yes")]
+    pub lora_targetable: bool,
+}
+
+fn one() -> u64 {
+    1
+}
+fn yes() -> bool {
+    true
+}
+
+impl Linear {
+    /// `in·out (+ out)` per copy, times `count`.
+    pub fn num_parameters(&self) -> Result<u64> {
+        let weight = self.in_features.mul_or(self.out_features, "linear weight size")?;
+        let bias = if self.bias { self.out_features } else { 0 };
+        weight.add_or(bias, "linear size")?.mul_or(self.count, "expert weights")
+    }
+}
+
+/// A kind of layer; a model lists its layers as indices into its layer types.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerType {
+    pub stack: Stack,
+    pub linears: Vec<Linear>,
+    /// Parameters of the layer that are not in `linears` (norm weights and biases,
+    /// per-head q/k norms, layer scales…).
+    #[serde(default)]
+    pub other_parameters: u64,
+    /// Whether the layer's MLP is a mixture of experts.
+    #[serde(default)]
+    pub moe: bool,
+    /// Whether the layer has cross-attention (seq2seq decoder).
+    #[serde(default)]
+    pub cross_attention: bool,
+}
+
+impl LayerType {
+    pub fn num_parameters(&self) -> Result<u64> {
+        let lin = self.linears.iter().map(Linear::num_parameters).collect::<Result<Vec<_>>>()?;
+        checked_sum(lin, "layer parameters")?.add_or(self.other_parameters, "layer parameters")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamRole {
+    /// The input token embedding (frozen first by a freeze ratio).
+    Embedding,
+    /// Learned absolute position table (GPT-2 `wpe`, OPT `embed_positions`).
+    Position,
+    /// An untied output head.
+    LmHead,
+    /// Final norm(s) and embedding norms.
+    Norm,
+    /// Anything else outside the layers (relative-attention bias, projections).
+    Other,
+}
+
+/// A parameter tensor outside the layers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Param {
+    pub name: String,
+    pub numel: u64,
+    pub role: ParamRole,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelShape {
+    pub name: String,
+    pub model_type: String,
+    pub hidden_size: u64,
+    /// Decoder layers (for seq2seq: decoder layers; encoder layers are in `num_encoder_layers`).
+    pub num_hidden_layers: u64,
+    #[serde(default)]
+    pub num_encoder_layers: u64,
+    pub num_attention_heads: u64,
+    pub num_key_value_heads: u64,
+    pub head_dim: u64,
+    pub intermediate_size: u64,
+    pub vocab_size: u64,
+    pub tie_word_embeddings: bool,
+    pub norm: NormKind,
+    pub gated_mlp: bool,
+    #[serde(default)]
+    pub num_experts: u64,
+    #[serde(default)]
+    pub num_experts_per_tok: u64,
+    #[serde(default)]
+    pub moe_intermediate_size: u64,
+    #[serde(default)]
+    pub is_encoder_decoder: bool,
+    /// Attention and MLP read the same normed input (Falcon, GPT-J, Phi-2, GPT-NeoX parallel residual).
+    #[serde(default)]
+    pub parallel_attn: bool,
+    pub layer_types: Vec<LayerType>,
+    /// One index into `layer_types` per layer, in forward order (encoder first).
+    pub layers: Vec<u32>,
+    pub params: Vec<Param>,
+}
+
+impl ModelShape {
+    pub fn from_json(text: &str) -> Result<Self> {
+        let shape: ModelShape =
+            serde_json::from_str(text).map_err(|e| Error::Decode { message: format!("bad model shape: {e}") })?;
+        shape.validate()?;
+        Ok(shape)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a ModelShape always serialises")
+    }
+
+    /// Check every size that later arithmetic relies on.
+    pub fn validate(&self) -> Result<()> {
+        let positive = [
+            ("hidden_size", self.hidden_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_key_value_heads", self.num_key_value_heads),
+            ("head_dim", self.head_dim),
+            ("intermediate_size", self.intermediate_size),
+            ("vocab_size", self.vocab_size),
+        ];
+        for (field, value) in positive {
+            if value == 0 {
+                return Err(Error::field(field, value, "a positive integer"));
+            }
+        }
+        if self.num_attention_heads % self.num_key_value_heads != 0 {
+            return Err(Error::field(
+                "num_key_value_heads",
+                self.num_key_value_heads,
+                format!("a divisor of num_attention_heads={}", self.num_attention_heads),
+            ));
+        }
+        if self.num_experts_per_tok > self.num_experts {
+            return Err(Error::field(
+                "num_experts_per_tok",
+                self.num_experts_per_tok,
+                format!("at most num_experts={}", self.num_experts),
+            ));
+        }
+        if self.layer_types.is_empty() {
+            return Err(Error::field("layer_types", "[]", "at least one layer type"));
+        }
+        let decoder = self.layers_in(Stack::Decoder)?;
+        let encoder = self.layers_in(Stack::Encoder)?;
+        if decoder != self.num_hidden_layers {
+            return Err(Error::field("layers", decoder, format!("num_hidden_layers={} decoder layers", self.num_hidden_layers)));
+        }
+        if encoder != self.num_encoder_layers {
+            return Err(Error::field("layers", encoder, format!("num_encoder_layers={} encoder layers", self.num_encoder_layers)));
+        }
+        for lt in &self.layer_types {
+            for lin in &lt.linears {
+                if lin.in_features == 0 || lin.out_features == 0 || lin.count == 0 {
+                    return Err(Error::field(
+                        format!("{}.shape", lin.name),
+                        format!("[{}, {}]x{}", lin.out_features, lin.in_features, lin.count),
+                        "positive sizes",
+                    ));
+                }
+            }
+        }
+        let total = self.num_parameters()?;
+        if total > MAX_PARAMETERS {
+            return Err(Error::field("num_parameters", total, format!("at most {MAX_PARAMETERS} (10 trillion)")));
+        }
+        Ok(())
+    }
+
+    fn layers_in(&self, stack: Stack) -> Result<u64> {
+        let mut n = 0u64;
+        for &idx in &self.layers {
+            let lt = self
+                .layer_types
+                .get(idx as usize)
+                .ok_or_else(|| Error::field("layers", idx, format!("an index below {}", self.layer_types.len())))?;
+            if lt.stack == stack {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Per-layer parameter counts, in forward order.
+    pub fn layer_parameters(&self) -> Result<Vec<u64>> {
+        let per_type = self.layer_types.iter().map(LayerType::num_parameters).collect::<Result<Vec<_>>>()?;
+        Ok(self.layers.iter().map(|&i| per_type[i as usize]).collect())
+    }
+
+    /// Parameters outside the layers, each tensor once (a tied head is not listed).
+    pub fn non_layer_parameters(&self) -> Result<u64> {
+        checked_sum(self.params.iter().map(|p| p.numel), "non-layer parameters")
+    }
+
+    pub fn embedding_parameters(&self) -> u64 {
+        self.params.iter().filter(|p| matches!(p.role, ParamRole::Embedding | ParamRole::Position)).map(|p| p.numel).sum()
+    }
+
+    /// Total parameters, counted like `sum(p.numel() for p in model.parameters())`
+    /// (shared tensors once).
+    pub fn num_parameters(&self) -> Result<u64> {
+        let layers = checked_sum(self.layer_parameters()?, "total parameters")?;
+        layers.add_or(self.non_layer_parameters()?, "total parameters")
+    }
+
+    /// Parameters that the forward pass of one token touches (MoE: only `top_k` of the
+    /// routed experts). Used for FLOPs.
+    pub fn active_parameters(&self) -> Result<u64> {
+        let mut total = self.non_layer_parameters()?;
+        for &i in &self.layers {
+            let lt = &self.layer_types[i as usize];
+            for lin in &lt.linears {
+                let mut p = lin.num_parameters()?;
+                if lin.role == Role::Expert && lin.count > 0 && self.num_experts_per_tok > 0 {
+                    p = p / lin.count * self.num_experts_per_tok.min(lin.count);
+                }
+                total = total.add_or(p, "active parameters")?;
+            }
+            total = total.add_or(lt.other_parameters, "active parameters")?;
+        }
+        Ok(total)
+    }
+}
