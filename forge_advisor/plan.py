@@ -1,0 +1,148 @@
+"""`Plan`: one fully resolved training configuration, the unit the estimator prices and
+the advisor searches. Field names are Hugging Face's (TrainingArguments, LoraConfig,
+BitsAndBytesConfig, trl's SFTConfig/DPOConfig) wherever one exists.
+
+Validation happens in ``__post_init__``; every error names the field, the bad value and
+what is allowed (peft-style).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Literal, get_args
+
+from forge_advisor.errors import ForgeError, did_you_mean
+
+__all__ = ["Plan", "METHODS", "DTYPES", "OPTIMIZERS", "ATTENTION", "DISTRIBUTED", "TRAINERS"]
+
+Method = Literal["full", "lora", "qlora", "lora_8bit"]
+Trainer = Literal["sft", "dpo"]
+Dtype = Literal["bf16", "fp16", "amp-bf16", "amp-fp16", "fp32"]
+# transformers.training_args.OptimizerNames values
+Optim = Literal[
+    "adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "adafactor", "sgd"
+]
+Attention = Literal["sdpa", "flash_attention_2", "eager"]
+Distributed = Literal["none", "ddp", "fsdp", "zero2", "zero3"]
+
+METHODS: tuple[str, ...] = get_args(Method)
+TRAINERS: tuple[str, ...] = get_args(Trainer)
+DTYPES: tuple[str, ...] = get_args(Dtype)
+OPTIMIZERS: tuple[str, ...] = get_args(Optim)
+ATTENTION: tuple[str, ...] = get_args(Attention)
+DISTRIBUTED: tuple[str, ...] = get_args(Distributed)
+
+MAX_BATCH = 1 << 16
+MAX_LENGTH = 1 << 24  # 16M tokens: beyond any published context window
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ForgeError(f"{name}={value!r} is not one of {', '.join(allowed)}{did_you_mean(str(value), allowed)}")
+
+
+def _int_range(name: str, value: Any, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ForgeError(f"{name}={value!r} must be an integer in [{lo}, {hi}]")
+    if not lo <= value <= hi:
+        raise ForgeError(f"{name}={value} is out of range: allowed [{lo}, {hi}]")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A training configuration. Defaults are LoRA on bf16 weights, as the ``lora`` preset."""
+
+    method: Method = "lora"
+    trainer: Trainer = "sft"
+    dtype: Dtype = "bf16"
+    # LoRA (peft.LoraConfig names); ignored for method="full"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: tuple[str, ...] | Literal["all-linear"] | None = None  # None: attention q/k/v/o
+    # 4-bit (transformers.BitsAndBytesConfig names); only for method="qlora"
+    bnb_4bit_use_double_quant: bool = True
+    # batch (TrainingArguments names); max_length as in trl's SFTConfig/DPOConfig
+    per_device_train_batch_size: int = 4
+    gradient_accumulation_steps: int = 4
+    max_length: int = 1024
+    freeze_ratio: float = 0.0
+    gradient_checkpointing: bool = True
+    attn_implementation: Attention = "sdpa"
+    optim: Optim = "adamw_torch"
+    # DPO: a separate frozen reference model unless PEFT lets the base serve as reference
+    dpo_beta: float = 0.1
+    # several GPUs
+    num_gpus: int = 1
+    distributed: Distributed = "none"
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _choice("method", self.method, METHODS)
+        _choice("trainer", self.trainer, TRAINERS)
+        _choice("dtype", self.dtype, DTYPES)
+        _choice("optim", self.optim, OPTIMIZERS)
+        _choice("attn_implementation", self.attn_implementation, ATTENTION)
+        _choice("distributed", self.distributed, DISTRIBUTED)
+        _int_range("per_device_train_batch_size", self.per_device_train_batch_size, 1, MAX_BATCH)
+        _int_range("gradient_accumulation_steps", self.gradient_accumulation_steps, 1, MAX_BATCH)
+        _int_range("max_length", self.max_length, 1, MAX_LENGTH)
+        _int_range("num_gpus", self.num_gpus, 1, 4096)
+        if self.uses_lora:
+            _int_range("lora_r", self.lora_r, 1, 1 << 16)
+            _int_range("lora_alpha", self.lora_alpha, 1, 1 << 20)
+            if not isinstance(self.lora_dropout, (int, float)) or not 0.0 <= self.lora_dropout < 1.0:
+                raise ForgeError(f"lora_dropout={self.lora_dropout!r} is out of range: allowed [0, 1)")
+        if isinstance(self.lora_target_modules, list):
+            object.__setattr__(self, "lora_target_modules", tuple(self.lora_target_modules))
+        if isinstance(self.lora_target_modules, tuple) and not self.lora_target_modules:
+            raise ForgeError("lora_target_modules=() is empty: name modules or use 'all-linear'")
+        if isinstance(self.freeze_ratio, bool) or not isinstance(self.freeze_ratio, (int, float)):
+            raise ForgeError(f"freeze_ratio={self.freeze_ratio!r} must be a number in [0, 1)")
+        if not 0.0 <= self.freeze_ratio < 1.0:
+            raise ForgeError(f"freeze_ratio={self.freeze_ratio} is out of range: allowed [0, 1)")
+        if self.method == "qlora" and self.dtype in ("fp32", "amp-bf16", "amp-fp16"):
+            raise ForgeError(f"dtype={self.dtype!r} with method='qlora': 4-bit training computes in bf16 or fp16")
+        if self.distributed == "none" and self.num_gpus > 1:
+            object.__setattr__(self, "distributed", "ddp")
+        if self.distributed != "none" and self.num_gpus == 1:
+            object.__setattr__(self, "distributed", "none")
+        if self.method in ("qlora", "lora_8bit") and self.distributed in ("fsdp", "zero3"):
+            # bitsandbytes-quantized bases shard only with extra setup (FSDP-QLoRA); keep plans honest
+            pass
+
+    @property
+    def uses_lora(self) -> bool:
+        return self.method != "full"
+
+    @property
+    def global_batch_size(self) -> int:
+        """per-device × accumulation × GPUs, e.g. 4 × 4 × 1 = 16 sequences per optimizer step."""
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps * self.num_gpus
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Global batch × length, e.g. 16 seqs × 1024 tokens = 16,384 tokens per optimizer step."""
+        return self.global_batch_size * self.max_length
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("extra")
+        if isinstance(d["lora_target_modules"], tuple):
+            d["lora_target_modules"] = list(d["lora_target_modules"])
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Plan:
+        known = {f.name for f in fields(cls)} - {"extra"}
+        unknown = [k for k in data if k not in known]
+        if unknown:
+            raise ForgeError(f"unknown plan field '{unknown[0]}'{did_you_mean(unknown[0], known)}")
+        return cls(**data)
+
+    def with_(self, **changes: Any) -> Plan:
+        """A copy with some fields changed (validated again)."""
+        unknown = [k for k in changes if k not in {f.name for f in fields(self)}]
+        if unknown:
+            raise ForgeError(f"unknown plan field '{unknown[0]}'{did_you_mean(unknown[0], [f.name for f in fields(self)])}")
+        return replace(self, **changes)
