@@ -69,7 +69,7 @@ class Plan:
     freeze_ratio: float = 0.0
     gradient_checkpointing: bool = True
     attn_implementation: Attention = "sdpa"
-    optim: Optim = "adamw_torch"
+    optim: Optim = "adamw_torch_fused"  # TrainingArguments default with torch >= 2.8
     # DPO: a separate frozen reference model unless PEFT lets the base serve as reference
     dpo_beta: float = 0.1
     # several GPUs

@@ -94,6 +94,9 @@ class ModelShape:
     torch_dtype: str | None = None
     source: str = ""
     architectures: tuple[str, ...] = field(default_factory=tuple)
+    # Facts that change activation memory (rust/src/shape.rs `Hints`): norm_fp32_weight,
+    # qk_norm, hidden_dropout, attention_dropout, *_softcapping, eager_only.
+    hints: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     _PYTHON_ONLY = ("hidden_act", "max_position_embeddings", "torch_dtype", "source", "architectures")
 
@@ -103,6 +106,7 @@ class ModelShape:
         d = asdict(self)
         for key in self._PYTHON_ONLY:
             d.pop(key)
+        d["hints"] = {"hidden_act": self.hidden_act, **self.hints}
         return d
 
     def to_json(self) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 
 from forge_advisor.errors import ForgeError
 from forge_advisor.shapes.config import ConfigReader
+from forge_advisor.shapes.hints import hints_for
 from forge_advisor.shapes.model import ModelShape
 
 __all__ = ["register_architecture", "supported_model_types", "build_shape", "Builder"]
@@ -52,7 +53,10 @@ def build_shape(config: Mapping[str, Any], name: str, source: str | None = None)
     builder = builder_for(model_type)
     if builder is None:
         raise UnsupportedArchitecture(model_type, reader.source)
-    return builder(reader, name)
+    shape = builder(reader, name)
+    if not shape.hints:
+        object.__setattr__(shape, "hints", hints_for(reader, model_type))
+    return shape
 
 
 class UnsupportedArchitecture(ForgeError):

@@ -2,11 +2,20 @@
 //! throughput estimator. Pure Rust; the Python wiring lives in `python.rs` alone,
 //! behind the `python` feature that maturin turns on.
 
+pub mod activations;
+pub mod analysis;
 pub mod error;
+pub mod estimator;
+pub mod gpu;
+pub mod plan;
 pub mod shape;
+pub mod throughput;
 
 #[cfg(feature = "python")]
 mod python;
 
 pub use error::{Error, Result};
+pub use estimator::{Breakdown, Estimate, Estimator, Phase};
+pub use gpu::GpuSpec;
+pub use plan::Plan;
 pub use shape::{LayerType, Linear, ModelShape, NormKind, Param, ParamRole, Role, Stack};

@@ -3,8 +3,12 @@
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use crate::error::Error;
+use crate::estimator::{Estimate, Estimator};
+use crate::gpu::GpuSpec;
+use crate::plan::Plan;
 use crate::shape::ModelShape;
 
 fn to_py(err: Error) -> PyErr {
@@ -58,9 +62,89 @@ impl PyShape {
     }
 }
 
+/// Estimates plans for one model (and optionally one GPU).
+#[pyclass(name = "Estimator", module = "forge_advisor._native", frozen)]
+struct PyEstimator {
+    inner: Estimator,
+    gpu: Option<GpuSpec>,
+}
+
+fn estimate_dict<'py>(py: Python<'py>, e: &Estimate) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("peak_allocated_bytes", e.peak_allocated_bytes)?;
+    d.set_item("peak_reserved_bytes", e.peak_reserved_bytes)?;
+    d.set_item("peak_phase", serde_json::to_value(e.peak_phase).ok().and_then(|v| v.as_str().map(str::to_owned)))?;
+    let b = PyDict::new(py);
+    for (k, v) in e.breakdown.entries() {
+        b.set_item(k, v)?;
+    }
+    d.set_item("breakdown", b)?;
+    let dev = PyDict::new(py);
+    dev.set_item("cuda_context", e.device.cuda_context)?;
+    dev.set_item("cublas_workspace", e.device.cublas_workspace)?;
+    dev.set_item("allocator_reserve", e.device.allocator_reserve)?;
+    dev.set_item("paged_optimizer_states", e.device.paged_optimizer_states)?;
+    d.set_item("device", dev)?;
+    d.set_item("total_parameters", e.total_parameters)?;
+    d.set_item("trainable_parameters", e.trainable_parameters)?;
+    d.set_item("frozen_layers", e.frozen_layers)?;
+    d.set_item("flops_per_token", e.flops_per_token)?;
+    d.set_item("tokens_per_step", e.tokens_per_step)?;
+    d.set_item("tokens_per_second", e.tokens_per_second)?;
+    d.set_item("step_seconds", e.step_seconds)?;
+    d.set_item("mfu", e.mfu)?;
+    Ok(d)
+}
+
+#[pymethods]
+impl PyEstimator {
+    #[new]
+    #[pyo3(signature = (shape_json, gpu_json=None))]
+    fn new(shape_json: &str, gpu_json: Option<&str>) -> PyResult<Self> {
+        let inner = Estimator::from_json(shape_json).map_err(to_py)?;
+        let gpu = gpu_json.map(GpuSpec::from_json).transpose().map_err(to_py)?;
+        Ok(PyEstimator { inner, gpu })
+    }
+
+    /// Estimate one plan given as JSON; returns a dict.
+    fn estimate<'py>(&self, py: Python<'py>, plan_json: &str) -> PyResult<Bound<'py, PyDict>> {
+        let plan = Plan::from_json(plan_json).map_err(to_py)?;
+        let e = self.inner.estimate(&plan, self.gpu.as_ref()).map_err(to_py)?;
+        estimate_dict(py, &e)
+    }
+
+    /// Estimate many plans; returns `(peak_allocated, peak_reserved, tokens_per_second or None)`
+    /// per plan, or the error message in place of a tuple.
+    fn estimate_batch(&self, py: Python<'_>, plans_json: Vec<String>) -> PyResult<Vec<Py<PyAny>>> {
+        let plans: Vec<Result<Plan, Error>> = plans_json.iter().map(|t| Plan::from_json(t)).collect();
+        let gpu = self.gpu.as_ref();
+        let results: Vec<Result<(u64, u64, Option<f64>), String>> = py.detach(|| {
+            plans
+                .iter()
+                .map(|p| match p {
+                    Ok(p) => self
+                        .inner
+                        .estimate(p, gpu)
+                        .map(|e| (e.peak_allocated_bytes, e.peak_reserved_bytes, e.tokens_per_second))
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                })
+                .collect()
+        });
+        results
+            .into_iter()
+            .map(|r| match r {
+                Ok(t) => Ok(t.into_pyobject(py)?.into_any().unbind()),
+                Err(m) => Ok(m.into_pyobject(py)?.into_any().unbind()),
+            })
+            .collect()
+    }
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<PyShape>()?;
+    m.add_class::<PyEstimator>()?;
     Ok(())
 }

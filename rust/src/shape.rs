@@ -160,10 +160,50 @@ pub struct ModelShape {
     /// Attention and MLP read the same normed input (Falcon, GPT-J, Phi-2, GPT-NeoX parallel residual).
     #[serde(default)]
     pub parallel_attn: bool,
+    /// Facts that change what autograd keeps (see `activations.rs`).
+    #[serde(default)]
+    pub hints: Hints,
     pub layer_types: Vec<LayerType>,
     /// One index into `layer_types` per layer, in forward order (encoder first).
     pub layers: Vec<u32>,
     pub params: Vec<Param>,
+}
+
+/// Architecture facts that change activation memory but not parameter counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Hints {
+    /// `hidden_act` as in config.json; selects what the activation saves for backward.
+    pub hidden_act: String,
+    /// Gemma's RMSNorm computes `x.float() * (1 + w.float())` in fp32 (modeling_gemma.py).
+    pub norm_fp32_weight: bool,
+    /// Per-head RMSNorm on q and k (Qwen3, Gemma 3, OLMo 2).
+    pub qk_norm: bool,
+    /// Dropout probability on residual branches and embeddings (GPT-2 `resid_pdrop`…).
+    pub hidden_dropout: f64,
+    /// Dropout on attention probabilities (eager kernels store a mask; SDPA does not).
+    pub attention_dropout: f64,
+    /// `final_logit_softcapping` present (Gemma 2): tanh over the logits.
+    pub final_logit_softcapping: bool,
+    /// `attn_logit_softcapping` present (Gemma 2): tanh over attention scores.
+    pub attn_logit_softcapping: bool,
+    /// The architecture refuses SDPA in transformers 5 and runs eager attention.
+    pub eager_only: bool,
+}
+
+impl Default for Hints {
+    fn default() -> Self {
+        Hints {
+            hidden_act: "silu".into(),
+            norm_fp32_weight: false,
+            qk_norm: false,
+            hidden_dropout: 0.0,
+            attention_dropout: 0.0,
+            final_logit_softcapping: false,
+            attn_logit_softcapping: false,
+            eager_only: false,
+        }
+    }
 }
 
 impl ModelShape {

@@ -1,0 +1,285 @@
+//! What autograd keeps for backward, per token, op by op.
+//!
+//! Each rule follows an op's derivative formula in PyTorch's
+//! `tools/autograd/derivatives.yaml`: a product `a * b` keeps `b` if `a` needs a gradient
+//! and `a` if `b` does; `F.linear(x, W)` keeps `x` only if `W` trains; SiLU/GELU keep their
+//! input; native `layer_norm` keeps input, mean and rstd; SDPA's flash and
+//! memory-efficient kernels keep q, k, v, the output and a fp32 log-sum-exp per head.
+//! Module code is transformers 5's (`modeling_llama.py` and relatives) and peft's
+//! `LoraLayer.forward` (the input is cast to the adapter's fp32 dtype, then dropout).
+//!
+//! Units: `b_*` = bytes per token, `s_*` = bytes per token per token of context (eager
+//! attention's score matrices), `c_*` = bytes independent of tokens (autocast copies).
+
+use crate::analysis::{Block, LayerInfo, Lin, Side};
+use crate::plan::{Attention, Dtype, Plan};
+use crate::shape::{Hints, ModelShape, NormKind};
+
+/// Saved-for-backward bytes of one layer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Saved {
+    pub per_token: u64,
+    pub per_token_ctx: u64,
+    pub constant: u64,
+}
+
+impl Saved {
+    pub fn bytes(&self, tokens: u64, ctx: u64) -> u64 {
+        self.per_token
+            .saturating_mul(tokens)
+            .saturating_add(self.per_token_ctx.saturating_mul(tokens).saturating_mul(ctx))
+            .saturating_add(self.constant)
+    }
+}
+
+/// Which parts of one layer take part in autograd.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerGrad {
+    /// The layer's input requires grad (something below trains).
+    pub input: bool,
+    /// The base weights train (full fine-tuning, layer not frozen).
+    pub weights: bool,
+    /// LoRA target mask active in this layer (0 when frozen or full fine-tuning).
+    pub lora: u64,
+}
+
+impl LayerGrad {
+    fn lora_on(&self, lin: &Lin) -> bool {
+        lin.targetable && self.lora & (1 << lin.bit) != 0
+    }
+    pub fn any_trains(&self, info: &LayerInfo) -> bool {
+        self.weights || info.lins.iter().any(|l| self.lora_on(l))
+    }
+}
+
+/// Bytes per element for the tensors a plan produces.
+#[derive(Debug, Clone, Copy)]
+pub struct Widths {
+    /// Matmul outputs (bf16/fp16 under half or autocast, fp32 otherwise).
+    pub e: u64,
+    /// Residual stream and norm outputs (fp32 under autocast).
+    pub r: u64,
+    pub amp: bool,
+}
+
+impl Widths {
+    pub fn of(dtype: Dtype) -> Self {
+        Widths { e: dtype.compute_bytes(), r: dtype.residual_bytes(), amp: dtype.is_amp() }
+    }
+}
+
+/// How many `e`-sized tensors of the MLP width an activation keeps (derivatives.yaml:
+/// silu/gelu/relu keep one; transformers' python `NewGELUActivation`, "gelu_new", keeps
+/// x, tanh(...), 0.5·x and 1+tanh(...)).
+pub fn act_saved(hidden_act: &str) -> u64 {
+    match hidden_act {
+        "gelu_new" | "gelu_fast" | "gelu_python" => 4,
+        "quick_gelu" => 2,
+        _ => 1,
+    }
+}
+
+/// Saved bytes per token of one norm over `h` features.
+fn norm_saved(shape: &ModelShape, w: Widths, input_grad: bool, weight_trains: bool, h: u64) -> u64 {
+    match shape.norm {
+        // HF RMSNorm: x.to(fp32); pow keeps x32; rsqrt keeps its [.,1] output; then
+        // weight * normed.to(dtype) keeps normed (Gemma: in fp32) when the weight trains.
+        NormKind::RmsNorm => {
+            let x = if input_grad { 4 * h + 4 } else { 0 };
+            let wt = if weight_trains { if shape.hints.norm_fp32_weight { 4 * h } else { w.r * h } } else { 0 };
+            x + wt
+        }
+        // native_layer_norm keeps input, mean and rstd (fp32).
+        NormKind::LayerNorm => {
+            if input_grad || weight_trains {
+                w.r * h + 8
+            } else {
+                0
+            }
+        }
+    }
+}
+
+/// peft LoRA branch on a linear with `in_f` inputs: `lora_B(lora_A(dropout(x.to(fp32))))`.
+fn lora_saved(w: Widths, p_drop: f64, in_f: u64, r: u64) -> u64 {
+    let (x, mid) = if w.amp {
+        // x already fp32; lora_A under autocast keeps its bf16 cast; dropout keeps a bool mask
+        (2 * in_f + if p_drop > 0.0 { in_f } else { 0 }, 2 * r)
+    } else {
+        // half base: a fp32 copy per adapted module; dropout keeps mask + its fp32 output
+        (4 * in_f + if p_drop > 0.0 { in_f } else { 0 }, 4 * r)
+    };
+    x + mid
+}
+
+/// Input kept by the base linears of one block: one shared tensor in half/fp32, one
+/// autocast copy per linear under amp.
+fn base_inputs(w: Widths, g: &LayerGrad, lins: &[&Lin]) -> u64 {
+    if !g.weights {
+        return 0;
+    }
+    if w.amp {
+        lins.iter().map(|l| 2 * l.in_f).sum()
+    } else {
+        lins.first().map(|l| w.e * l.in_f).unwrap_or(0)
+    }
+}
+
+fn lora_inputs(w: Widths, g: &LayerGrad, lins: &[&Lin], plan: &Plan) -> u64 {
+    lins.iter().filter(|l| g.lora_on(l)).map(|l| lora_saved(w, plan.lora_dropout, l.in_f, plan.lora_r)).sum()
+}
+
+/// Saved bytes of one layer for a plan (no checkpointing).
+pub fn layer_saved(shape: &ModelShape, info: &LayerInfo, g: &LayerGrad, plan: &Plan) -> Saved {
+    let w = Widths::of(plan.dtype);
+    let hints: &Hints = &shape.hints;
+    let h = shape.hidden_size;
+    let heads = shape.num_attention_heads;
+    let qd = heads * shape.head_dim;
+    let kd = shape.num_key_value_heads * shape.head_dim;
+    let mut out = Saved::default();
+    let trains = g.any_trains(info);
+    if !g.input && !trains {
+        return out; // not in the graph at all
+    }
+    let norms_per_block = if hints_norms(shape) >= 4 { 2 } else { 1 };
+
+    // ---- attention block ----
+    let attn_in: Vec<&Lin> = info.lins.iter().filter(|l| l.block == Block::Attention && l.side == Side::In).collect();
+    let attn_out: Vec<&Lin> = info.lins.iter().filter(|l| l.block == Block::Attention && l.side == Side::Out).collect();
+    let attn_trains = g.weights || attn_in.iter().chain(attn_out.iter()).any(|l| g.lora_on(l));
+    out.per_token += norm_saved(shape, w, g.input, g.weights, h) * norms_per_block;
+    out.per_token += base_inputs(w, g, &attn_in) + lora_inputs(w, g, &attn_in, plan);
+    let qkv_grad = g.input || g.weights || attn_in.iter().any(|l| g.lora_on(l));
+    if qkv_grad {
+        if hints.qk_norm {
+            // per-head RMSNorm on q and k: fp32 copies and rsqrt per head
+            out.per_token += 4 * (qd + kd) + 4 * (heads + shape.num_key_value_heads);
+            if g.weights {
+                out.per_token += w.e * (qd + kd);
+            }
+        }
+        let eager = plan.attn_implementation == Attention::Eager || hints.eager_only;
+        if eager {
+            let rep = if shape.num_key_value_heads == heads { kd } else { qd };
+            out.per_token += w.e * (qd + 2 * rep);
+            // fp32 softmax output + its cast to the compute dtype, per (token, context)
+            let mut s = (4 + w.e) * heads;
+            if hints.attn_logit_softcapping {
+                s += w.e * heads; // tanh keeps its output
+            }
+            if hints.attention_dropout > 0.0 {
+                s += (1 + w.e) * heads;
+            }
+            out.per_token_ctx += s;
+        } else {
+            // q, k, v (GQA passed natively), output, fp32 logsumexp per head
+            out.per_token += w.e * (2 * qd + 2 * kd) + 4 * heads;
+        }
+    }
+    let o_in: u64 = attn_out.iter().map(|l| l.in_f).max().unwrap_or(qd);
+    if g.weights {
+        out.per_token += if w.amp { 2 * o_in } else { w.e * o_in } * attn_out.len().max(1) as u64 / attn_out.len().max(1) as u64;
+    }
+    out.per_token += lora_inputs(w, g, &attn_out, plan);
+    if hints.hidden_dropout > 0.0 {
+        out.per_token += h; // bool mask on the attention branch
+    }
+    if info.cross_attention {
+        // cross-attention: same projections over encoder states (approximation: as self)
+        out.per_token += base_inputs(w, g, &attn_in) + w.e * (2 * qd + 2 * kd) + 4 * heads;
+    }
+
+    // ---- MLP block ----
+    let mlp_grad_in = g.input || attn_trains;
+    out.per_token += norm_saved(shape, w, mlp_grad_in, g.weights, h) * norms_per_block;
+    if shape.parallel_attn {
+        // attention and MLP read the same normed input: one norm's worth is shared
+        out.per_token -= norm_saved(shape, w, mlp_grad_in, g.weights, h).min(out.per_token);
+    }
+    let act = act_saved(&hints.hidden_act);
+    let mlp_in: Vec<&Lin> = info.lins.iter().filter(|l| matches!(l.block, Block::Mlp) && l.side == Side::In).collect();
+    let mlp_out: Vec<&Lin> = info.lins.iter().filter(|l| matches!(l.block, Block::Mlp) && l.side == Side::Out).collect();
+    let mlp_grad = mlp_grad_in || g.weights || mlp_in.iter().chain(mlp_out.iter()).any(|l| g.lora_on(l));
+    if !mlp_in.is_empty() {
+        out.per_token += base_inputs(w, g, &mlp_in) + lora_inputs(w, g, &mlp_in, plan);
+        let inter = mlp_out.first().map(|l| l.in_f).unwrap_or(shape.intermediate_size);
+        if mlp_grad {
+            out.per_token += if shape.gated_mlp { (act + 2) * w.e * inter } else { act * w.e * inter };
+        }
+        if g.weights {
+            out.per_token += if w.amp { 2 * inter } else { w.e * inter };
+        }
+        out.per_token += lora_inputs(w, g, &mlp_out, plan);
+    }
+    if info.moe {
+        let experts = shape.num_experts.max(1);
+        let k = shape.num_experts_per_tok.max(1);
+        let mi = shape.moe_intermediate_size.max(1);
+        // router logits softmax in fp32 + routing weights
+        out.per_token += 4 * experts + 8 * k;
+        if g.weights {
+            out.per_token += w.e * h; // router input
+        }
+        // per routed token: gathered input (if experts train), gate_up output, act output,
+        // product (if experts train), expert output kept by the routing-weight multiply
+        let per_route = (if g.weights { w.e * h } else { 0 })
+            + w.e * 2 * mi
+            + act * w.e * mi
+            + (if g.weights { w.e * mi } else { 0 })
+            + w.e * h
+            + 8;
+        out.per_token += k * per_route;
+        let shared: Vec<&Lin> = info.lins.iter().filter(|l| l.block == Block::SharedExpert).collect();
+        if !shared.is_empty() {
+            let si = shared.iter().filter(|l| l.side == Side::Out).map(|l| l.in_f).next().unwrap_or(mi);
+            out.per_token += (act + 2) * w.e * si + if g.weights { 2 * w.e * si.max(h) } else { 0 } + 2 * w.e * h;
+        }
+    }
+    if hints.hidden_dropout > 0.0 {
+        out.per_token += h;
+    }
+    // autocast keeps a half copy of every fp32 weight whose grad path needs it until backward
+    if w.amp && (g.weights || g.input || trains) {
+        let lin_w: u64 = info.lins.iter().map(|l| l.in_f * l.out_f * l.count).sum();
+        out.constant += 2 * lin_w;
+    }
+    out
+}
+
+/// Saved bytes of a layer under non-reentrant checkpointing: only its input.
+pub fn layer_checkpointed(shape: &ModelShape, w: Widths) -> Saved {
+    Saved { per_token: w.r * shape.hidden_size, per_token_ctx: 0, constant: 0 }
+}
+
+/// Extra bytes alive while one layer back-propagates (gradient buffers of its
+/// intermediate tensors; the residual gradient in and out).
+pub fn layer_backward_transient(shape: &ModelShape, info: &LayerInfo, plan: &Plan) -> Saved {
+    let w = Widths::of(plan.dtype);
+    let h = shape.hidden_size;
+    let inter = info
+        .lins
+        .iter()
+        .filter(|l| l.block == Block::Mlp && l.side == Side::Out)
+        .map(|l| l.in_f)
+        .next()
+        .unwrap_or(shape.intermediate_size);
+    let mut per_token = 2 * w.r * h + if shape.gated_mlp { 3 * w.e * inter } else { 2 * w.e * inter };
+    if info.moe {
+        per_token += shape.num_experts_per_tok * 3 * w.e * shape.moe_intermediate_size;
+    }
+    let mut per_token_ctx = 0;
+    if plan.attn_implementation == Attention::Eager || shape.hints.eager_only {
+        per_token_ctx = (2 * w.e + 4) * shape.num_attention_heads;
+    }
+    Saved { per_token, per_token_ctx, constant: 0 }
+}
+
+fn hints_norms(shape: &ModelShape) -> u64 {
+    // gemma2/3: four norms per layer (pre and post, attention and MLP)
+    if shape.model_type.starts_with("gemma2") || shape.model_type.starts_with("gemma3") {
+        4
+    } else {
+        2
+    }
+}

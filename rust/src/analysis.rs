@@ -1,0 +1,225 @@
+//! Plan-independent facts about a shape, computed once per model so that each estimate
+//! is straight-line arithmetic (the advisor evaluates millions of plans).
+
+use crate::error::{Error, Result};
+use crate::shape::{ModelShape, NormKind, ParamRole, Role, Stack};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Block {
+    Attention,
+    Mlp,
+    Expert,
+    SharedExpert,
+    Router,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Reads the block's input (q/k/v, gate/up, c_attn, fc1…).
+    In,
+    /// Writes back to the residual stream (o_proj, down_proj, c_proj, fc2…).
+    Out,
+}
+
+#[derive(Debug, Clone)]
+pub struct Lin {
+    /// Bit of the leaf name in the target mask.
+    pub bit: u32,
+    pub in_f: u64,
+    pub out_f: u64,
+    pub count: u64,
+    pub bias: bool,
+    pub block: Block,
+    pub side: Side,
+    pub targetable: bool,
+    pub params: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct LayerInfo {
+    pub stack: Stack,
+    pub lins: Vec<Lin>,
+    pub other_params: u64,
+    pub params: u64,
+    /// Parameters in linear weights (what bitsandbytes quantises); biases excluded.
+    pub linear_weight_params: u64,
+    pub moe: bool,
+    pub cross_attention: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    /// Leaf names of targetable linears, indexed by bit.
+    pub names: Vec<String>,
+    /// Full names (``self_attn.q_proj``) for suffix matching, with their bit.
+    pub full_names: Vec<(String, u32)>,
+    pub attention_mask: u64,
+    pub all_linear_mask: u64,
+    pub types: Vec<LayerInfo>,
+    pub layers: Vec<u32>,
+    pub embedding_params: u64,
+    pub position_params: u64,
+    pub head_params: u64,
+    pub norm_params: u64,
+    pub other_params: u64,
+    pub total_params: u64,
+    /// Largest single tensor (Adafactor works tensor by tensor).
+    pub largest_tensor: u64,
+    /// Number of parameter tensors (per-tensor optimizer bookkeeping).
+    pub num_tensors: u64,
+}
+
+const OUT_NAMES: &[&str] =
+    &["o_proj", "out_proj", "dense", "c_proj", "o", "wo", "down_proj", "fc2", "dense_4h_to_h", "w2", "proj"];
+
+fn block_of(role: Role) -> Block {
+    match role {
+        Role::Attention => Block::Attention,
+        Role::Mlp => Block::Mlp,
+        Role::Expert => Block::Expert,
+        Role::SharedExpert => Block::SharedExpert,
+        Role::Router => Block::Router,
+        Role::Other => Block::Other,
+    }
+}
+
+impl Analysis {
+    pub fn new(shape: &ModelShape) -> Result<Self> {
+        shape.validate()?;
+        let mut names: Vec<String> = Vec::new();
+        let mut full_names: Vec<(String, u32)> = Vec::new();
+        let mut attention_mask = 0u64;
+        let mut all_linear_mask = 0u64;
+        let mut types = Vec::with_capacity(shape.layer_types.len());
+        let mut largest = 0u64;
+        let mut num_tensors = 0u64;
+        for lt in &shape.layer_types {
+            let mut lins = Vec::with_capacity(lt.linears.len());
+            let mut linear_weight_params = 0u64;
+            for lin in &lt.linears {
+                let leaf = lin.name.rsplit('.').next().unwrap_or(&lin.name).to_string();
+                let bit = match names.iter().position(|n| *n == leaf) {
+                    Some(i) => i as u32,
+                    None => {
+                        if names.len() >= 64 {
+                            return Err(Error::field("linear module names", names.len() + 1, "at most 64 distinct names"));
+                        }
+                        names.push(leaf.clone());
+                        (names.len() - 1) as u32
+                    }
+                };
+                if !full_names.iter().any(|(n, _)| *n == lin.name) {
+                    full_names.push((lin.name.clone(), bit));
+                }
+                let block = block_of(lin.role);
+                let side = if OUT_NAMES.contains(&leaf.as_str()) || (lin.out_features == shape.hidden_size && lin.in_features != shape.hidden_size) {
+                    Side::Out
+                } else {
+                    Side::In
+                };
+                if lin.lora_targetable {
+                    all_linear_mask |= 1 << bit;
+                    if block == Block::Attention {
+                        attention_mask |= 1 << bit;
+                    }
+                }
+                let params = lin.num_parameters()?;
+                linear_weight_params += lin.in_features * lin.out_features * lin.count;
+                largest = largest.max(lin.in_features * lin.out_features * lin.count);
+                num_tensors += if lin.bias { 2 } else { 1 };
+                lins.push(Lin {
+                    bit,
+                    in_f: lin.in_features,
+                    out_f: lin.out_features,
+                    count: lin.count,
+                    bias: lin.bias,
+                    block,
+                    side,
+                    targetable: lin.lora_targetable,
+                    params,
+                });
+            }
+            types.push(LayerInfo {
+                stack: lt.stack,
+                lins,
+                other_params: lt.other_parameters,
+                params: lt.num_parameters()?,
+                linear_weight_params,
+                moe: lt.moe,
+                cross_attention: lt.cross_attention,
+            });
+        }
+        let (mut embedding_params, mut position_params, mut head_params, mut norm_params, mut other_params) = (0, 0, 0, 0, 0);
+        for p in &shape.params {
+            largest = largest.max(p.numel);
+            num_tensors += 1;
+            match p.role {
+                ParamRole::Embedding => embedding_params += p.numel,
+                ParamRole::Position => position_params += p.numel,
+                ParamRole::LmHead => head_params += p.numel,
+                ParamRole::Norm => norm_params += p.numel,
+                ParamRole::Other => other_params += p.numel,
+            }
+        }
+        // norms inside layers: 1-2 tensors each, a handful per layer
+        num_tensors += shape.layers.len() as u64 * if shape.norm == NormKind::LayerNorm { 4 } else { 2 };
+        Ok(Analysis {
+            names,
+            full_names,
+            attention_mask,
+            all_linear_mask,
+            types,
+            layers: shape.layers.clone(),
+            embedding_params,
+            position_params,
+            head_params,
+            norm_params,
+            other_params,
+            total_params: shape.num_parameters()?,
+            largest_tensor: largest,
+            num_tensors,
+        })
+    }
+
+    /// Resolve peft-style `target_modules` to a bit mask; a name matches a module whose
+    /// full name equals it or ends with `.name` (peft `check_target_module_exists`).
+    pub fn target_mask(&self, targets: Option<&crate::plan::Targets>) -> Result<u64> {
+        use crate::plan::Targets;
+        match targets {
+            None => Ok(self.attention_mask),
+            Some(Targets::Keyword(k)) if k == "all-linear" => Ok(self.all_linear_mask),
+            Some(Targets::Keyword(k)) => self.target_mask(Some(&Targets::Names(vec![k.clone()]))),
+            Some(Targets::Names(list)) => {
+                let mut mask = 0u64;
+                for want in list {
+                    let mut hit = false;
+                    for (full, bit) in &self.full_names {
+                        if full == want || full.ends_with(&format!(".{want}")) {
+                            if self.all_linear_mask & (1 << bit) == 0 {
+                                return Err(Error::field(
+                                    "lora_target_modules",
+                                    want,
+                                    "nn.Linear modules (fused expert tensors cannot take LoRA by name)",
+                                ));
+                            }
+                            mask |= 1 << bit;
+                            hit = true;
+                        }
+                    }
+                    if !hit {
+                        let have: Vec<&str> = self
+                            .names
+                            .iter()
+                            .enumerate()
+                            .filter(|(i, _)| self.all_linear_mask & (1 << i) != 0)
+                            .map(|(_, n)| n.as_str())
+                            .collect();
+                        return Err(Error::field("lora_target_modules", want, format!("one of the model's linear modules: {}", have.join(", "))));
+                    }
+                }
+                Ok(mask)
+            }
+        }
+    }
+}

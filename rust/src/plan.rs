@@ -1,0 +1,217 @@
+//! The training plan, mirrored from `forge_advisor/plan.py` (Hugging Face field names).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    Full,
+    Lora,
+    Qlora,
+    #[serde(rename = "lora_8bit")]
+    Lora8bit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trainer {
+    Sft,
+    Dpo,
+}
+
+/// `bf16`/`fp16`: weights, grads and optimizer states in half precision (transformers 5
+/// loads a bf16 checkpoint as bf16 and trains it as is). `amp-*`: fp32 master weights with
+/// autocast. `fp32`: no autocast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Dtype {
+    #[serde(rename = "bf16")]
+    Bf16,
+    #[serde(rename = "fp16")]
+    Fp16,
+    #[serde(rename = "amp-bf16")]
+    AmpBf16,
+    #[serde(rename = "amp-fp16")]
+    AmpFp16,
+    #[serde(rename = "fp32")]
+    Fp32,
+}
+
+impl Dtype {
+    /// Bytes of one stored weight of the base model (and of its grads and Adam states).
+    pub fn param_bytes(self) -> u64 {
+        match self {
+            Dtype::Bf16 | Dtype::Fp16 => 2,
+            Dtype::AmpBf16 | Dtype::AmpFp16 | Dtype::Fp32 => 4,
+        }
+    }
+    /// Bytes of one activation element that matmuls produce (autocast computes in half).
+    pub fn compute_bytes(self) -> u64 {
+        match self {
+            Dtype::Fp32 => 4,
+            _ => 2,
+        }
+    }
+    /// Bytes of the residual stream between layers (autocast keeps it in fp32: the
+    /// embedding output is fp32 and `fp32 + bf16` promotes to fp32).
+    pub fn residual_bytes(self) -> u64 {
+        self.param_bytes()
+    }
+    pub fn is_amp(self) -> bool {
+        matches!(self, Dtype::AmpBf16 | Dtype::AmpFp16)
+    }
+    /// Peak-throughput column of the GPU this dtype runs on.
+    pub fn compute_kind(self) -> ComputeKind {
+        match self {
+            Dtype::Bf16 | Dtype::AmpBf16 => ComputeKind::Bf16,
+            Dtype::Fp16 | Dtype::AmpFp16 => ComputeKind::Fp16,
+            Dtype::Fp32 => ComputeKind::Tf32,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ComputeKind {
+    Bf16,
+    Fp16,
+    Tf32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Optim {
+    AdamwTorch,
+    AdamwTorchFused,
+    #[serde(rename = "adamw_8bit")]
+    Adamw8bit,
+    #[serde(rename = "paged_adamw_8bit")]
+    PagedAdamw8bit,
+    #[serde(rename = "paged_adamw_32bit")]
+    PagedAdamw32bit,
+    Adafactor,
+    Sgd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Attention {
+    Sdpa,
+    #[serde(rename = "flash_attention_2")]
+    FlashAttention2,
+    Eager,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Distributed {
+    None,
+    Ddp,
+    Fsdp,
+    Zero2,
+    Zero3,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Targets {
+    /// `"all-linear"`: every targetable linear but the output head (peft's rule).
+    Keyword(String),
+    Names(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    pub method: Method,
+    pub trainer: Trainer,
+    pub dtype: Dtype,
+    pub lora_r: u64,
+    pub lora_alpha: u64,
+    pub lora_dropout: f64,
+    /// `None`: the attention projections, as the `lora` preset does.
+    pub lora_target_modules: Option<Targets>,
+    pub bnb_4bit_use_double_quant: bool,
+    pub per_device_train_batch_size: u64,
+    pub gradient_accumulation_steps: u64,
+    pub max_length: u64,
+    pub freeze_ratio: f64,
+    pub gradient_checkpointing: bool,
+    pub attn_implementation: Attention,
+    pub optim: Optim,
+    #[serde(default = "default_beta")]
+    pub dpo_beta: f64,
+    pub num_gpus: u64,
+    pub distributed: Distributed,
+}
+
+fn default_beta() -> f64 {
+    0.1
+}
+
+impl Default for Plan {
+    fn default() -> Self {
+        Plan {
+            method: Method::Lora,
+            trainer: Trainer::Sft,
+            dtype: Dtype::Bf16,
+            lora_r: 16,
+            lora_alpha: 32,
+            lora_dropout: 0.05,
+            lora_target_modules: None,
+            bnb_4bit_use_double_quant: true,
+            per_device_train_batch_size: 4,
+            gradient_accumulation_steps: 4,
+            max_length: 1024,
+            freeze_ratio: 0.0,
+            gradient_checkpointing: true,
+            attn_implementation: Attention::Sdpa,
+            optim: Optim::AdamwTorchFused,
+            dpo_beta: 0.1,
+            num_gpus: 1,
+            distributed: Distributed::None,
+        }
+    }
+}
+
+impl Plan {
+    pub fn from_json(text: &str) -> Result<Self> {
+        let plan: Plan = serde_json::from_str(text).map_err(|e| Error::Decode { message: format!("bad plan: {e}") })?;
+        plan.validate()?;
+        Ok(plan)
+    }
+
+    pub fn uses_lora(&self) -> bool {
+        self.method != Method::Full
+    }
+
+    /// The same ranges as `forge_advisor.plan.Plan.__post_init__`.
+    pub fn validate(&self) -> Result<()> {
+        let ranges: [(&str, u64, u64, u64); 4] = [
+            ("per_device_train_batch_size", self.per_device_train_batch_size, 1, 1 << 16),
+            ("gradient_accumulation_steps", self.gradient_accumulation_steps, 1, 1 << 16),
+            ("max_length", self.max_length, 1, 1 << 24),
+            ("num_gpus", self.num_gpus, 1, 4096),
+        ];
+        for (field, v, lo, hi) in ranges {
+            if v < lo || v > hi {
+                return Err(Error::field(field, v, format!("[{lo}, {hi}]")));
+            }
+        }
+        if self.uses_lora() {
+            if self.lora_r == 0 || self.lora_r > 1 << 16 {
+                return Err(Error::field("lora_r", self.lora_r, "[1, 65536]"));
+            }
+            if !(0.0..1.0).contains(&self.lora_dropout) {
+                return Err(Error::field("lora_dropout", self.lora_dropout, "[0, 1)"));
+            }
+        }
+        if !(0.0..1.0).contains(&self.freeze_ratio) {
+            return Err(Error::field("freeze_ratio", self.freeze_ratio, "[0, 1)"));
+        }
+        if self.method == Method::Qlora && !matches!(self.dtype, Dtype::Bf16 | Dtype::Fp16) {
+            return Err(Error::field("dtype", format!("{:?}", self.dtype), "bf16 or fp16 with method=qlora"));
+        }
+        Ok(())
+    }
+}

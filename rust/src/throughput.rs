@@ -1,0 +1,108 @@
+//! Training FLOPs per token and the time they take.
+//!
+//! Matmul FLOPs follow Kaplan et al. 2020 / Narayanan et al. 2021: a linear layer costs
+//! 2·in·out per token forward, and backward costs 2·in·out for the input gradient plus
+//! 2·in·out for the weight gradient when the weight trains. Causal attention costs
+//! 2·2·heads·head_dim·ctx/2 per token forward (QKᵀ and PV, half the matrix is masked;
+//! eager attention computes the whole matrix); FlashAttention's backward recomputes the
+//! scores, 2.5× the forward (Dao 2023). Gradient checkpointing adds one more forward of
+//! the checkpointed layers.
+//!
+//! Time = FLOPs / (peak × efficiency), efficiency rising with tokens per micro-batch
+//! (small matmuls under-fill the GPU). The constants are uncalibrated defaults until a
+//! measured calibration is stored for the device.
+
+use crate::analysis::Block;
+use crate::estimator::Estimator;
+use crate::gpu::GpuSpec;
+use crate::plan::{Attention, Method, Plan};
+
+/// Best sustained fraction of dense peak for large transformer matmuls.
+pub const EFFICIENCY_MAX: f64 = 0.55;
+/// Tokens per micro-batch at which efficiency reaches half of `EFFICIENCY_MAX`.
+pub const EFFICIENCY_HALF_TOKENS: f64 = 512.0;
+
+pub fn flops_per_token(est: &Estimator, plan: &Plan, mask: u64, frozen: u64, lowest_trainable: Option<usize>) -> f64 {
+    let shape = &est.shape;
+    let an = &est.analysis;
+    let full = plan.method == Method::Full;
+    let s = plan.max_length as f64;
+    let top_k = shape.num_experts_per_tok.max(1) as f64;
+    let eager = plan.attn_implementation == Attention::Eager || shape.hints.eager_only;
+    let attn_fwd_per_layer = 4.0 * (shape.num_attention_heads * shape.head_dim) as f64 * s * if eager { 1.0 } else { 0.5 };
+    let attn_bwd_factor = if eager { 2.0 } else { 2.5 };
+    let r = plan.lora_r as f64;
+    let lowest = lowest_trainable.unwrap_or(an.layers.len());
+    let mut total = 0.0;
+    for (i, &t) in an.layers.iter().enumerate() {
+        let info = &an.types[t as usize];
+        let live = (i as u64) >= frozen;
+        let in_graph = i >= lowest;
+        let mut fwd = attn_fwd_per_layer;
+        let mut bwd = if in_graph { attn_fwd_per_layer * attn_bwd_factor } else { 0.0 };
+        for l in &info.lins {
+            let mut mac = (l.in_f * l.out_f) as f64;
+            if l.block == Block::Expert {
+                mac = mac * top_k; // each token visits top_k of the `count` experts
+            } else {
+                mac *= l.count as f64;
+            }
+            fwd += 2.0 * mac;
+            if in_graph {
+                bwd += 2.0 * mac; // input gradient
+                if full && live {
+                    bwd += 2.0 * mac; // weight gradient
+                }
+            }
+            if !full && live && l.targetable && mask & (1 << l.bit) != 0 {
+                let lora = 2.0 * r * (l.in_f + l.out_f) as f64;
+                fwd += lora;
+                bwd += 2.0 * lora;
+            }
+        }
+        total += fwd + bwd;
+        if plan.gradient_checkpointing && in_graph {
+            total += fwd;
+        }
+    }
+    let head = 2.0 * (shape.hidden_size * shape.vocab_size) as f64;
+    let head_trains = full && (!shape.tie_word_embeddings || frozen == 0);
+    total += head + head + if head_trains { head } else { 0.0 };
+    total
+}
+
+/// (tokens/s, seconds per optimizer step, model FLOPs utilisation) on `gpu`.
+pub fn speed(
+    est: &Estimator,
+    plan: &Plan,
+    gpu: &GpuSpec,
+    flops_per_token: f64,
+    _weights: u64,
+    _quant_state: u64,
+    tokens_per_step: u64,
+) -> (Option<f64>, Option<f64>, Option<f64>) {
+    let Some(peak) = gpu.peak_flops(plan.dtype.compute_kind()) else {
+        return (None, None, None);
+    };
+    let micro_tokens = (plan.per_device_train_batch_size * plan.max_length) as f64;
+    let eff = EFFICIENCY_MAX * micro_tokens / (micro_tokens + EFFICIENCY_HALF_TOKENS);
+    let n = plan.num_gpus as f64;
+    let per_gpu_tokens = tokens_per_step as f64 / n;
+    let mut seconds = per_gpu_tokens * flops_per_token / (peak * eff);
+    if let Some(bw) = gpu.bandwidth_bytes_per_s.filter(|b| *b > 0.0) {
+        let micro_batches = (plan.gradient_accumulation_steps) as f64;
+        let lin_w: f64 = est.analysis.layers.iter().map(|&t| est.analysis.types[t as usize].linear_weight_params as f64).sum();
+        if plan.method == Method::Qlora {
+            // dequantise every 4-bit weight to bf16 in forward, backward and recompute:
+            // read 0.5 B + write 2 B per weight per pass (bitsandbytes dequantize_4bit)
+            let passes = if plan.gradient_checkpointing { 3.0 } else { 2.0 };
+            seconds += micro_batches * passes * 2.5 * lin_w / bw;
+        }
+        // optimizer step: read/write param, grad, two states (memory bound)
+        let trainable_bytes = if plan.method == Method::Full { est.analysis.total_params as f64 * 2.0 } else { 0.0 };
+        seconds += 4.0 * trainable_bytes / bw;
+    }
+    let tps = tokens_per_step as f64 / seconds;
+    let mfu = tps * flops_per_token / (peak * n);
+    (Some(tps), Some(seconds), Some(mfu))
+}
