@@ -1,3 +1,12 @@
 """Family parsers. Importing this package registers every family."""
 
-from forge_advisor.shapes.families import llama  # noqa: F401
+from forge_advisor.shapes.families import (  # noqa: F401
+    falcon,
+    gemma3,
+    gpt2,
+    gpt_neox,
+    llama,
+    opt,
+    phi,
+    t5,
+)

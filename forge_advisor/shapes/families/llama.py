@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from forge_advisor.shapes.config import ConfigReader
+from forge_advisor.shapes.families.common import python_facts
 from forge_advisor.shapes.model import LayerType, Linear, ModelShape, Param
 from forge_advisor.shapes.registry import register_architecture
 
@@ -19,6 +20,9 @@ class Variant:
 
     qkv_bias: bool | None = None  # None: read `attention_bias`
     o_bias: bool | None = None  # None: read `attention_bias`
+    mlp_bias: bool | None = None  # None: read `mlp_bias`
+    attention_bias_default: bool = False  # seed_oss: configuration_seed_oss.py attention_bias=True
+    o_bias_field: str | None = None  # seed_oss: o_proj bias from `attention_out_bias` (default false)
     norms_per_layer: int = 2  # gemma2/3: 4 (pre/post attention and feed-forward)
     qk_norm: bool = False  # per-head RMSNorm on q and k (qwen3, gemma3)
     fused: bool = False  # phi3: qkv_proj and gate_up_proj
@@ -26,25 +30,46 @@ class Variant:
     moe: str | None = None  # "mixtral" | "qwen2_moe" | "qwen3_moe"
 
 
+# Checked against meta-device instantiation of tiny configs in tests/test_shapes_meta.py
+# (with and without attention_bias / mlp_bias / tie_word_embeddings): most transformers 5
+# MLPs are built with bias=False whatever `mlp_bias` says (e.g. modeling_mistral.py
+# MistralMLP), only Llama's own reads it.
+_NO_MLP_BIAS = {"mlp_bias": False}
 VARIANTS: dict[str, Variant] = {
     "llama": Variant(),
-    "mistral": Variant(qkv_bias=False, o_bias=False),
-    "qwen2": Variant(qkv_bias=True, o_bias=False),
-    "qwen3": Variant(qk_norm=True),
-    "gemma": Variant(qkv_bias=None, o_bias=None, tie_default=True),
-    "gemma2": Variant(norms_per_layer=4, tie_default=True),
-    "gemma3_text": Variant(norms_per_layer=4, qk_norm=True, tie_default=True),
-    "phi3": Variant(qkv_bias=False, o_bias=False, fused=True),
-    "mixtral": Variant(qkv_bias=False, o_bias=False, moe="mixtral"),
-    "qwen2_moe": Variant(qkv_bias=True, o_bias=False, moe="qwen2_moe"),
-    "qwen3_moe": Variant(qk_norm=True, moe="qwen3_moe"),
+    "mistral": Variant(qkv_bias=False, o_bias=False, **_NO_MLP_BIAS),
+    "qwen2": Variant(qkv_bias=True, o_bias=False, **_NO_MLP_BIAS),
+    "qwen3": Variant(qk_norm=True, **_NO_MLP_BIAS),
+    "gemma": Variant(qkv_bias=None, o_bias=None, tie_default=True, **_NO_MLP_BIAS),
+    "gemma2": Variant(norms_per_layer=4, tie_default=True, **_NO_MLP_BIAS),
+    "gemma3_text": Variant(norms_per_layer=4, qk_norm=True, tie_default=True, **_NO_MLP_BIAS),
+    "phi3": Variant(qkv_bias=False, o_bias=False, fused=True, **_NO_MLP_BIAS),
+    "mixtral": Variant(qkv_bias=False, o_bias=False, moe="mixtral", **_NO_MLP_BIAS),
+    "qwen2_moe": Variant(qkv_bias=True, o_bias=False, moe="qwen2_moe", **_NO_MLP_BIAS),
+    "qwen3_moe": Variant(qk_norm=True, moe="qwen3_moe", **_NO_MLP_BIAS),
+    # Found by sweeping transformers' causal-LM model types (tests/test_shapes_meta.py,
+    # test_swept_model_type): modeling files that follow Llama's module layout exactly.
+    "granite": Variant(),  # modeling_granite.py: Llama + scalar multipliers (no parameters)
+    "internlm3": Variant(),
+    "iquestcoder": Variant(),
+    "smollm3": Variant(tie_default=True),  # configuration_smollm3.py: tie_word_embeddings=True
+    "ministral": Variant(qkv_bias=False, o_bias=False, **_NO_MLP_BIAS),
+    "ministral3": Variant(qkv_bias=False, o_bias=False, **_NO_MLP_BIAS),
+    "cwm": Variant(qkv_bias=False, o_bias=False),
+    # modeling_seed_oss.py: q/k/v bias from attention_bias (default true), o_proj from
+    # attention_out_bias (default false)
+    "seed_oss": Variant(attention_bias_default=True, o_bias_field="attention_out_bias"),
+    "hunyuan_v1_dense": Variant(qk_norm=True, **_NO_MLP_BIAS),
+    "hyperclovax": Variant(norms_per_layer=4),
 }
 
 
 def _attention(c: ConfigReader, v: Variant, hidden: int, heads: int, kv: int, head_dim: int) -> list[Linear]:
-    attn_bias = c.bool("attention_bias", default=False)
+    attn_bias = c.bool("attention_bias", default=v.attention_bias_default)
     qkv_bias = attn_bias if v.qkv_bias is None else v.qkv_bias
     o_bias = attn_bias if v.o_bias is None else v.o_bias
+    if v.o_bias_field:
+        o_bias = c.bool(v.o_bias_field, default=False)
     q, k = heads * head_dim, kv * head_dim
     if v.fused:
         return [
@@ -60,7 +85,7 @@ def _attention(c: ConfigReader, v: Variant, hidden: int, heads: int, kv: int, he
 
 
 def _dense_mlp(c: ConfigReader, v: Variant, hidden: int, inter: int, prefix: str = "mlp", role: str = "mlp") -> list[Linear]:
-    bias = c.bool("mlp_bias", default=False)
+    bias = c.bool("mlp_bias", default=False) if v.mlp_bias is None else v.mlp_bias
     if v.fused:
         return [
             Linear(f"{prefix}.gate_up_proj", hidden, 2 * inter, bias, role),  # type: ignore[arg-type]
@@ -84,7 +109,9 @@ def _moe_mlp(c: ConfigReader, v: Variant, hidden: int) -> tuple[list[Linear], in
         inter = c.int("moe_intermediate_size")
     top_k = c.int("num_experts_per_tok", minimum=1, maximum=experts)
     linears = [
-        Linear("mlp.gate", hidden, experts, False, "router", lora_targetable=True),
+        # the router is a `<Type>TopKRouter` holding `weight [E, H]` as an nn.Parameter, not
+        # an nn.Linear (modeling_mixtral.py, MixtralTopKRouter), so peft cannot wrap it
+        Linear("mlp.gate", hidden, experts, False, "router", lora_targetable=False),
         Linear("mlp.experts.gate_up_proj", hidden, 2 * inter, False, "expert", count=experts, lora_targetable=False),
         Linear("mlp.experts.down_proj", inter, hidden, False, "expert", count=experts, lora_targetable=False),
     ]
@@ -157,10 +184,8 @@ def build_llama_like(c: ConfigReader, name: str) -> ModelShape:
         num_experts=experts,
         num_experts_per_tok=top_k,
         moe_intermediate_size=moe_inter,
-        hidden_act=c.str("hidden_act", "hidden_activation", default="silu"),
-        max_position_embeddings=c.int("max_position_embeddings", default=0, minimum=0) or None,
-        torch_dtype=c.str("dtype", "torch_dtype", default="") or None,
-        architectures=tuple(c.data.get("architectures") or ()),
+        # Gemma's modeling reads `hidden_activation` (gemma-7b's config.json has both fields)
+        **python_facts(c, act=("hidden_activation", "hidden_act") if model_type.startswith("gemma") else ("hidden_act",)),
     )
 
 
