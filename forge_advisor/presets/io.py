@@ -1,0 +1,82 @@
+"""Save and load presets as JSON or YAML, stamped with the forge-advisor version.
+
+File layout::
+
+    {"forge_advisor_version": "0.1.0", "preset": "lora", "config": {"lora_r": 16, ...}}
+
+Loading looks ``preset`` up in the registry (a custom preset must be registered first) and
+validates ``config`` like overrides, so a hand-edited file gets the same errors as a CLI flag.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from forge_advisor.errors import ForgeError
+
+if TYPE_CHECKING:
+    from forge_advisor.presets.base import BasePreset
+
+__all__ = ["save_preset", "load_preset"]
+
+_YAML = (".yaml", ".yml")
+
+
+def _format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        return "json"
+    if suffix in _YAML:
+        return "yaml"
+    raise ForgeError(f"{path}: unknown preset file type '{suffix}': use .json, .yaml or .yml")
+
+
+def save_preset(preset: BasePreset, path: str | Path) -> Path:
+    from forge_advisor import __version__
+
+    path = Path(path)
+    doc = {"forge_advisor_version": __version__, "preset": preset.name, "config": preset.to_dict()}
+    if _format(path) == "json":
+        text = json.dumps(doc, indent=2) + "\n"
+    else:
+        import yaml
+
+        text = yaml.safe_dump(doc, sort_keys=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # atomic: a crash never leaves half a preset file
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_preset(path: str | Path) -> BasePreset:
+    from forge_advisor.presets.registry import get_preset
+
+    path = Path(path)
+    fmt = _format(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ForgeError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        if fmt == "json":
+            doc: Any = json.loads(text)
+        else:
+            import yaml
+
+            doc = yaml.safe_load(text)
+    except Exception as exc:
+        raise ForgeError(f"{path}: malformed {fmt.upper()}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(doc, dict) or "preset" not in doc or not isinstance(doc.get("config", {}), dict):
+        raise ForgeError(f"{path}: expected keys 'preset' and 'config' (a preset file written by save())")
+    return get_preset(doc["preset"], **doc.get("config", {}))

@@ -1,0 +1,109 @@
+"""The runner end to end on a tiny random model: every preset, resume, data formats, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from forge_advisor.cli.main import main
+from forge_advisor.train import run
+from forge_advisor.train.demo import build_demo_model, demo_data_path, write_demo_dpo
+
+FAST = {"max_steps": 2, "logging_steps": 1, "save_steps": 100}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return str(build_demo_model(tmp_path_factory.mktemp("m") / "model"))
+
+
+@pytest.fixture(scope="module")
+def dpo_data(tmp_path_factory):
+    return str(write_demo_dpo(tmp_path_factory.mktemp("d") / "pairs.jsonl"))
+
+
+@pytest.mark.parametrize("preset", ["sft", "lora", "qlora", "memory_efficient", "dpo"])
+def test_every_preset_trains(preset, model_dir, dpo_data, tmp_path):
+    data = dpo_data if preset == "dpo" else None
+    r = run(model_dir, data, preset, tmp_path / "out", demo=True, overrides=FAST, quiet=True)
+    assert r.status == "completed" and r.global_step == 2 and r.final_loss is not None
+    name = "model" if preset == "sft" else "adapter"
+    assert (tmp_path / "out" / name).is_dir() and (tmp_path / "out" / "ema").is_dir()
+    assert not list((tmp_path / "out").glob(".*tmp*"))  # atomic saves leave no temp folders
+    assert json.loads((tmp_path / "out" / "preset.json").read_text())["preset"] == preset
+    if preset in ("qlora", "memory_efficient"):
+        cfg = json.loads((tmp_path / "out" / "adapter" / "adapter_config.json").read_text())
+        assert cfg["r"] == 16
+
+
+def test_freeze_ratio_through_runner(model_dir, tmp_path):
+    r = run(model_dir, None, "lora", tmp_path / "o", demo=True, overrides={**FAST, "freeze_ratio": 0.5}, quiet=True)
+    # demo model: 2 layers; LoRA r 16 on q/k/v/o per layer: 16·(64+64)·2 + 16·(64+32)·2 = 7,168
+    assert r.frozen_layers == (0,) and r.trainable_parameters == 7168
+
+
+def test_resume_keeps_ema(model_dir, tmp_path):
+    out = tmp_path / "out"
+    over = {"logging_steps": 1, "save_steps": 2}
+    run(model_dir, None, "lora", out, demo=True, overrides={**over, "max_steps": 4}, quiet=True)
+    r = run(model_dir, None, "lora", out, demo=True, resume=True, overrides={**over, "max_steps": 6}, quiet=True)
+    assert r.global_step == 6
+    state = torch.load(out / "checkpoint-6" / "ema_state.pt", weights_only=True)
+    assert state["num_updates"] == 6  # 4 restored + 2 new (a restart would give 2)
+
+
+def test_chat_and_save_to_disk_data(model_dir, tmp_path):
+    import datasets
+
+    chat = tmp_path / "chat.jsonl"
+    rows = [{"messages": [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": "hello"}]}
+            for i in range(8)]
+    chat.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert run(model_dir, str(chat), "lora", tmp_path / "a", overrides=FAST, quiet=True,
+               demo=True).global_step == 2
+    disk = tmp_path / "disk"
+    datasets.Dataset.from_list([{"text": f"line {i}"} for i in range(8)]).save_to_disk(str(disk))
+    assert run(model_dir, str(disk), "lora", tmp_path / "b", overrides=FAST, quiet=True,
+               demo=True).global_step == 2
+
+
+def _cli(capsys, *argv):
+    code = main(["train", *argv])
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+def test_bad_inputs_exit_2_with_one_line(model_dir, tmp_path, capsys):
+    good = str(demo_data_path())
+    (tmp_path / "fields.jsonl").write_text('{"content": "x"}\n')
+    (tmp_path / "empty.jsonl").write_text("\n")
+    (tmp_path / "noconfig").mkdir()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("earlier work")
+    out = str(tmp_path / "out")
+    cases = [
+        (["--model", model_dir, "--data", str(tmp_path / "missing.jsonl"), "--output", out], "no such data file"),
+        (["--model", model_dir, "--data", str(tmp_path / "fields.jsonl"), "--output", out], "found: content"),
+        (["--model", model_dir, "--data", str(tmp_path / "empty.jsonl"), "--output", out], "empty"),
+        (["--model", str(tmp_path / "noconfig"), "--data", good, "--output", out], "no config.json"),
+        (["--model", model_dir, "--data", good, "--output", out, "--lora-r", "100"], "lora_r=100 is larger"),
+        (["--model", model_dir, "--data", good, "--output", out, "--preset", "dpo"], "DPO needs"),
+        (["--model", model_dir, "--data", good, "--output", str(kept)], "not empty"),
+        (["--model", model_dir, "--data", good, "--output", out, "--preset", "auto"], "not available yet"),
+        (["--model", model_dir, "--data", good, "--output", out, "--set", "lora_rr=4"], "did you mean 'lora_r'"),
+    ]
+    for argv, message in cases:
+        code, err = _cli(capsys, *argv)
+        assert code == 2, (argv, err)
+        assert len(err.splitlines()) == 1 and err.startswith("error: ") and message in err, err
+    assert not (tmp_path / "out").exists()  # nothing written before the checks pass
+    assert (kept / "notes.txt").read_text() == "earlier work"
+
+
+def test_demo_cli(tmp_path, capsys):
+    code = main(["train", "--demo", "--output", str(tmp_path / "d"), "--max-steps", "3", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["global_step"] == 3 and report["monitor"]["tokens_per_second"]
