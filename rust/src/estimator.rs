@@ -120,6 +120,8 @@ pub struct Estimate {
     pub tokens_per_second: Option<f64>,
     pub step_seconds: Option<f64>,
     pub mfu: Option<f64>,
+    /// The method's quality score (objective.rs).
+    pub quality: f64,
 }
 
 /// A model prepared for estimating many plans.
@@ -246,7 +248,7 @@ impl Estimator {
 
         // ---- optimizer states and temporaries ---------------------------------------
         let n_tensors_trainable = if full { an.num_tensors } else { 2 * (an.layers.len() as u64) * (mask.count_ones() as u64) };
-        let (mut states, temporaries, paged) = match plan.optim {
+        let (mut states, mut temporaries, paged) = match plan.optim {
             // exp_avg + exp_avg_sq in the parameter dtype, + a fp32 `step` per tensor
             Optim::AdamwTorchFused => (sat(trainable, 2 * state_bytes_per) + 4 * n_tensors_trainable, 0, 0),
             // foreach: `_foreach_sqrt(exp_avg_sq)` materialises one more state-sized list
@@ -279,16 +281,19 @@ impl Estimator {
             Distributed::Ddp => dist_buffers = gradients,
             Distributed::Zero2 => {
                 states /= n_gpus;
+                temporaries /= n_gpus;
                 gradients /= n_gpus;
                 dist_buffers = sat(500_000_000, grad_bytes_per).min(sat(trainable, grad_bytes_per)); // reduce bucket
             }
             Distributed::Fsdp | Distributed::Zero3 => {
                 states /= n_gpus;
+                temporaries /= n_gpus;
                 gradients /= n_gpus;
                 let largest_layer = an.types.iter().map(|t| t.params).max().unwrap_or(0);
                 weights /= n_gpus;
-                // two unsharded layers in flight (current + prefetch), params and grads
-                dist_buffers = sat(largest_layer, 2 * pb) + sat(largest_layer, 2 * grad_bytes_per);
+                // two unsharded layers in flight (current + prefetch): params gathered and
+                // grads reduced in the compute dtype (FSDP MixedPrecision / ZeRO-3 bf16)
+                dist_buffers = sat(largest_layer, 2 * 2 * w.e);
             }
         }
         let reference_model = if plan.trainer == Trainer::Dpo && full { weights } else { 0 };
@@ -298,7 +303,11 @@ impl Estimator {
         let b = plan.per_device_train_batch_size * seq_factor;
         let s = plan.max_length;
         let tokens = sat(b, s);
-        let mut input_grad = embed_trains;
+        // transformers 5 `gradient_checkpointing_enable` calls `enable_input_require_grads`
+        // (modeling_utils.py): the embedding output requires grad, so frozen lower layers
+        // stay in the graph (their checkpoint inputs are kept, backward runs through them).
+        let mut input_grad = embed_trains || plan.gradient_checkpointing;
+        let mut first_in_graph: Option<usize> = None;
         let mut saved_all: Vec<u64> = Vec::with_capacity(an.layers.len());
         let mut full_saved: Vec<u64> = Vec::with_capacity(an.layers.len());
         let mut transient: Vec<u64> = Vec::with_capacity(an.layers.len());
@@ -323,6 +332,9 @@ impl Estimator {
             saved_all.push(kept);
             full_saved.push(if in_graph { full_bytes } else { 0 });
             transient.push(if in_graph { layer_backward_transient(shape, info, plan).bytes(tokens, s) } else { 0 });
+            if in_graph && first_in_graph.is_none() {
+                first_in_graph = Some(i);
+            }
             if in_graph && lowest_trainable.is_none() && g.any_trains(info) {
                 lowest_trainable = Some(i);
             }
@@ -370,6 +382,11 @@ impl Estimator {
             )
         };
 
+        if matches!(plan.distributed, Distributed::Fsdp | Distributed::Zero3) {
+            // half copies exist only for the gathered units: the shard plus two in flight
+            autocast_copies /= n_gpus;
+        }
+
         // ---- timeline --------------------------------------------------------------------
         let accum = plan.gradient_accumulation_steps > 1;
         let base = Breakdown {
@@ -398,7 +415,7 @@ impl Estimator {
         let mut grads_done = if accum { gradients } else { head_grad.min(gradients) };
         let mut below: u64 = saved_all.iter().fold(tail_saved, |a, &x| a.saturating_add(x));
         let grad_scale = if matches!(plan.distributed, Distributed::Zero2 | Distributed::Fsdp | Distributed::Zero3) { n_gpus } else { 1 };
-        let stop = lowest_trainable.unwrap_or(an.layers.len());
+        let stop = first_in_graph.unwrap_or(an.layers.len());
         for i in (stop..an.layers.len()).rev() {
             below = below.saturating_sub(saved_all[i]);
             let layer_grads = sat(per_layer_trainable[i], grad_bytes_per) / grad_scale;
@@ -445,7 +462,7 @@ impl Estimator {
             .saturating_add(device.paged_optimizer_states);
 
         // ---- throughput -----------------------------------------------------------------
-        let flops_per_token = crate::throughput::flops_per_token(self, plan, mask, frozen, lowest_trainable);
+        let flops_per_token = crate::throughput::flops_per_token(self, plan, mask, frozen, first_in_graph);
         let tokens_per_step = sat(sat(plan.per_device_train_batch_size, s), sat(plan.gradient_accumulation_steps, n_gpus));
         let (tps, step, mfu) = match gpu {
             Some(g) => crate::throughput::speed(self, plan, g, flops_per_token, weights, quant_state, tokens_per_step),
@@ -466,6 +483,7 @@ impl Estimator {
             tokens_per_second: tps,
             step_seconds: step,
             mfu,
+            quality: crate::objective::quality_score(plan, crate::objective::targets_all_linear(plan, mask, an.all_linear_mask)),
         })
     }
 

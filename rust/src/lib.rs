@@ -7,7 +7,9 @@ pub mod analysis;
 pub mod error;
 pub mod estimator;
 pub mod gpu;
+pub mod objective;
 pub mod plan;
+pub mod search;
 pub mod shape;
 pub mod throughput;
 

@@ -9,6 +9,7 @@ use crate::error::Error;
 use crate::estimator::{Estimate, Estimator};
 use crate::gpu::GpuSpec;
 use crate::plan::Plan;
+use crate::search::{Scored, Space};
 use crate::shape::ModelShape;
 
 fn to_py(err: Error) -> PyErr {
@@ -93,6 +94,16 @@ fn estimate_dict<'py>(py: Python<'py>, e: &Estimate) -> PyResult<Bound<'py, PyDi
     d.set_item("tokens_per_second", e.tokens_per_second)?;
     d.set_item("step_seconds", e.step_seconds)?;
     d.set_item("mfu", e.mfu)?;
+    d.set_item("quality", e.quality)?;
+    Ok(d)
+}
+
+fn scored_dict<'py>(py: Python<'py>, s: &Scored) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("plan_json", serde_json::to_string(&s.plan).map_err(|e| PyValueError::new_err(e.to_string()))?)?;
+    d.set_item("estimate", estimate_dict(py, &s.estimate)?)?;
+    d.set_item("value", s.value)?;
+    d.set_item("fits", s.fits)?;
     Ok(d)
 }
 
@@ -141,10 +152,50 @@ impl PyEstimator {
     }
 }
 
+/// A search space bound to an estimator: the inner solve and the exhaustive search.
+#[pyclass(name = "Search", module = "forge_advisor._native", frozen)]
+struct PySearch {
+    estimator: Py<PyEstimator>,
+    space: Space,
+}
+
+#[pymethods]
+impl PySearch {
+    #[new]
+    fn new(estimator: Py<PyEstimator>, space_json: &str) -> PyResult<Self> {
+        Ok(PySearch { estimator, space: Space::from_json(space_json).map_err(to_py)? })
+    }
+
+    /// Number of outer choices (what the Optuna study searches).
+    fn outer_count(&self) -> usize {
+        self.space.outer_plans().len()
+    }
+
+    /// Best (batch, accumulation, checkpointing) for an outer plan; None if no batch divides.
+    fn inner<'py>(&self, py: Python<'py>, outer_json: &str) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let outer = Plan::from_json(outer_json).map_err(to_py)?;
+        let est = self.estimator.get();
+        match est.inner.best_inner(&outer, &self.space, est.gpu.as_ref()).map_err(to_py)? {
+            Some(s) => Ok(Some(scored_dict(py, &s)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Exhaustive search over the whole space: (best or None, plans evaluated, seconds).
+    fn brute_force<'py>(&self, py: Python<'py>) -> PyResult<(Option<Bound<'py, PyDict>>, u64, f64)> {
+        let est = self.estimator.get();
+        let t0 = std::time::Instant::now();
+        let (best, n) = py.detach(|| est.inner.brute_force(&self.space, est.gpu.as_ref())).map_err(to_py)?;
+        let secs = t0.elapsed().as_secs_f64();
+        Ok((best.map(|s| scored_dict(py, &s)).transpose()?, n, secs))
+    }
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<PyShape>()?;
     m.add_class::<PyEstimator>()?;
+    m.add_class::<PySearch>()?;
     Ok(())
 }

@@ -22,7 +22,7 @@ pub const EFFICIENCY_MAX: f64 = 0.55;
 /// Tokens per micro-batch at which efficiency reaches half of `EFFICIENCY_MAX`.
 pub const EFFICIENCY_HALF_TOKENS: f64 = 512.0;
 
-pub fn flops_per_token(est: &Estimator, plan: &Plan, mask: u64, frozen: u64, lowest_trainable: Option<usize>) -> f64 {
+pub fn flops_per_token(est: &Estimator, plan: &Plan, mask: u64, frozen: u64, first_in_graph: Option<usize>) -> f64 {
     let shape = &est.shape;
     let an = &est.analysis;
     let full = plan.method == Method::Full;
@@ -32,7 +32,7 @@ pub fn flops_per_token(est: &Estimator, plan: &Plan, mask: u64, frozen: u64, low
     let attn_fwd_per_layer = 4.0 * (shape.num_attention_heads * shape.head_dim) as f64 * s * if eager { 1.0 } else { 0.5 };
     let attn_bwd_factor = if eager { 2.0 } else { 2.5 };
     let r = plan.lora_r as f64;
-    let lowest = lowest_trainable.unwrap_or(an.layers.len());
+    let lowest = first_in_graph.unwrap_or(an.layers.len());
     let mut total = 0.0;
     for (i, &t) in an.layers.iter().enumerate() {
         let info = &an.types[t as usize];

@@ -1,0 +1,18 @@
+"""The advisor: search training plans under a GPU's memory with Optuna over the Rust estimator."""
+
+from forge_advisor.advisor.fit import FitReport, MethodFit, fit
+from forge_advisor.advisor.recommend import Candidate, Recommendation, auto_preset, recommend
+from forge_advisor.advisor.request import DEFAULT_HEADROOM, OBJECTIVES, SearchRequest
+
+__all__ = [
+    "DEFAULT_HEADROOM",
+    "OBJECTIVES",
+    "Candidate",
+    "FitReport",
+    "MethodFit",
+    "Recommendation",
+    "SearchRequest",
+    "auto_preset",
+    "fit",
+    "recommend",
+]

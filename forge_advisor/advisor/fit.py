@@ -1,0 +1,121 @@
+"""``fit``: for each preset, the least memory it needs (batch 1, checkpointing on, the
+preset's other defaults) and whether that fits — plus what would fit when nothing does."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from forge_advisor.advisor.request import DEFAULT_HEADROOM, PRESETS
+from forge_advisor.errors import ForgeError
+from forge_advisor.estimate import EstimateResult, estimate
+from forge_advisor.units import fmt_bytes
+
+if TYPE_CHECKING:
+    from forge_advisor.gpus import GPU
+    from forge_advisor.shapes import ModelShape
+
+__all__ = ["FitReport", "MethodFit", "fit", "COMMON_GPUS"]
+
+# what `fit` compares against when no GPU is named or present: 24 GB consumer, A100s, H100
+COMMON_GPUS = ("RTX 4090", "A100 40GB SXM", "A100 80GB SXM", "H100 SXM")
+
+
+@dataclass(frozen=True)
+class MethodFit:
+    preset: str
+    estimate: EstimateResult
+    fits: bool | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "preset": self.preset,
+            "min_peak_reserved_bytes": self.estimate.peak_reserved_bytes,
+            "min_peak_allocated_bytes": self.estimate.peak_allocated_bytes,
+            "fits": self.fits,
+            "plan": self.estimate.plan.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class FitReport:
+    model: str
+    gpu: GPU | None
+    usable_bytes: int | None
+    methods: list[MethodFit]
+    suggestion: str | None
+    table: dict[str, dict[str, bool]] | None = None  # preset -> common GPU -> fits (no GPU given)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "model": self.model,
+            "gpu": None if self.gpu is None else self.gpu.name,
+            "usable_bytes": self.usable_bytes,
+            "methods": [m.to_dict() for m in self.methods],
+            "suggestion": self.suggestion,
+        }
+        if self.table is not None:
+            d["common_gpus"] = self.table
+        return d
+
+
+def _leanest(shape: ModelShape, preset: str, gpu: GPU | None, seq_len: int, num_gpus: int, **extra: Any) -> EstimateResult:
+    return estimate(
+        shape, preset, gpu=gpu, per_device_train_batch_size=1, gradient_accumulation_steps=1,
+        gradient_checkpointing=True, max_length=seq_len, num_gpus=num_gpus, **extra,
+    )
+
+
+def _usable(gpu: GPU, headroom: float) -> int:
+    return int(gpu.memory_bytes * (1.0 - headroom))
+
+
+def suggest(shape: ModelShape, methods: list[MethodFit], gpu: GPU, headroom: float, seq_len: int) -> str:
+    """What would fit: the smallest catalog GPU for the leanest method, or N GPUs with FSDP."""
+    from forge_advisor.gpus import gpu_catalog
+
+    leanest = min(methods, key=lambda m: m.estimate.peak_reserved_bytes)
+    need = leanest.estimate.peak_reserved_bytes
+    bigger = sorted((g for g in gpu_catalog() if _usable(g, headroom) >= need), key=lambda g: (g.memory_bytes, g.name))
+    parts = [f"{leanest.preset} needs at least {fmt_bytes(need)}, {gpu.name} has {fmt_bytes(_usable(gpu, headroom))} usable"]
+    if bigger:
+        parts.append(f"the smallest catalog GPU that fits it is the {bigger[0].name} ({bigger[0].memory_label})")
+    for n in (2, 4, 8, 16, 32, 64, 128, 256):
+        sharded = _leanest(shape, "sft", gpu, seq_len, n, distributed="fsdp")
+        if sharded.peak_reserved_bytes <= _usable(gpu, headroom):
+            parts.append(f"full fine-tuning fits on {n} × {gpu.name} with FSDP full-shard ({fmt_bytes(sharded.peak_reserved_bytes)} each)")
+            break
+    return "; ".join(parts)
+
+
+def fit(
+    model: str | ModelShape,
+    gpu: str | GPU | None = None,
+    *,
+    seq_len: int = 2048,
+    num_gpus: int = 1,
+    headroom: float = DEFAULT_HEADROOM,
+) -> FitReport:
+    from forge_advisor.gpus import find_gpu, probe, resolve_gpu
+    from forge_advisor.shapes import load_shape
+
+    if not 0.0 <= headroom < 0.9:
+        raise ForgeError(f"headroom={headroom} is out of range: allowed [0, 0.9)")
+    shape = model if not isinstance(model, str) else load_shape(model)
+    if isinstance(gpu, str):
+        gpu = resolve_gpu(gpu)
+    elif gpu is None:
+        found = probe()
+        gpu = found.devices[0].gpu if found.devices else None
+    if gpu is None:
+        methods = [MethodFit(p, _leanest(shape, p, None, seq_len, num_gpus), None) for p in PRESETS]
+        table = {}
+        for m in methods:
+            table[m.preset] = {}
+            for name in COMMON_GPUS:
+                g = find_gpu(name)
+                table[m.preset][g.name] = m.estimate.peak_reserved_bytes <= _usable(g, headroom)
+        return FitReport(shape.name, None, None, methods, None, table)
+    methods = [MethodFit(p, r, r.peak_reserved_bytes <= _usable(gpu, headroom)) for p in PRESETS for r in [_leanest(shape, p, gpu, seq_len, num_gpus)]]
+    suggestion = None if any(m.fits for m in methods) else suggest(shape, methods, gpu, headroom, seq_len)
+    return FitReport(shape.name, gpu, _usable(gpu, headroom), methods, suggestion)

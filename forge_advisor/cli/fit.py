@@ -1,0 +1,63 @@
+"""``forge-advisor fit --model X [--gpu G]``: the least memory each method needs, and where it fits."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from forge_advisor.cli.output import console, emit_json
+from forge_advisor.units import fmt_bytes
+
+
+def add_parser(sub: Any) -> None:
+    from forge_advisor.advisor.request import DEFAULT_HEADROOM
+
+    p = sub.add_parser("fit", help="which fine-tuning methods fit a model on a GPU")
+    p.add_argument("--model", required=True, help="catalog id, local config.json / model directory, or Hub id")
+    p.add_argument("--gpu", help="catalog name or 'auto'; without it: the local GPU, else common GPUs")
+    p.add_argument("--seq-len", type=int, default=2048, metavar="T")
+    p.add_argument("--num-gpus", type=int, default=1, metavar="N")
+    p.add_argument("--headroom", type=float, default=DEFAULT_HEADROOM, metavar="F")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p.set_defaults(run=run)
+
+
+def compute(args: argparse.Namespace) -> Any:
+    from forge_advisor.advisor import fit
+
+    return fit(args.model, args.gpu, seq_len=args.seq_len, num_gpus=args.num_gpus, headroom=args.headroom)
+
+
+def render(report: Any) -> None:
+    from rich.table import Table
+
+    con = console()
+    title = f"{report.model}: least memory per method (batch 1, checkpointing)"
+    table = Table(title=title)
+    table.add_column("preset")
+    table.add_column("needs", justify="right")
+    if report.gpu is not None:
+        table.add_column(f"{report.gpu.name} ({fmt_bytes(report.usable_bytes)} usable)", justify="center")
+        for m in report.methods:
+            table.add_row(m.preset, fmt_bytes(m.estimate.peak_reserved_bytes), "[green]fits[/]" if m.fits else "[red]no[/]")
+    else:
+        gpus = list(next(iter(report.table.values())).keys())
+        for g in gpus:
+            table.add_column(g, justify="center")
+        for m in report.methods:
+            marks = ["[green]✓[/]" if report.table[m.preset][g] else "[red]✗[/]" for g in gpus]
+            table.add_row(m.preset, fmt_bytes(m.estimate.peak_reserved_bytes), *marks)
+    con.print(table)
+    if report.gpu is None:
+        con.print("No GPU named or found: compared with common GPUs. Add --gpu NAME for yours.")
+    if report.suggestion:
+        con.print(f"[red]Nothing fits.[/] {report.suggestion}")
+
+
+def run(args: argparse.Namespace) -> int:
+    report = compute(args)
+    if args.json:
+        emit_json(report.to_dict())
+    else:
+        render(report)
+    return 0

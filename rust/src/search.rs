@@ -1,0 +1,173 @@
+//! The discrete search space and the exhaustive search over it.
+//!
+//! The advisor's Optuna study chooses the "outer" knobs (method, rank, targets, freeze
+//! ratio, optimizer, attention, sharding); for each outer choice [`Estimator::best_inner`]
+//! solves the per-device batch × checkpointing sub-problem exactly. [`Estimator::brute_force`]
+//! enumerates the whole space: the benchmark's ground truth for search quality.
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::estimator::{Estimate, Estimator};
+use crate::gpu::GpuSpec;
+use crate::objective::{objective_value, Objective};
+use crate::plan::{Attention, Distributed, Method, Optim, Plan, Targets};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Space {
+    /// Values of every field no axis sets (trainer, dtype, max_length, LoRA alpha…).
+    pub base: Plan,
+    pub methods: Vec<Method>,
+    pub lora_r: Vec<u64>,
+    /// `null` = the attention projections.
+    pub targets: Vec<Option<Targets>>,
+    pub batch: Vec<u64>,
+    pub freeze: Vec<f64>,
+    pub gradient_checkpointing: Vec<bool>,
+    pub optim: Vec<Optim>,
+    pub attn: Vec<Attention>,
+    pub distributed: Vec<Distributed>,
+    /// Sequences per optimizer step over all GPUs: batch × accumulation × GPUs.
+    pub global_batch: u64,
+    /// A plan fits when its peak reserved memory is at most this.
+    pub usable_bytes: u64,
+    pub objective: Objective,
+}
+
+#[derive(Debug, Clone)]
+pub struct Scored {
+    pub plan: Plan,
+    pub estimate: Estimate,
+    pub value: f64,
+    pub fits: bool,
+}
+
+impl Space {
+    pub fn from_json(text: &str) -> Result<Self> {
+        let space: Space =
+            serde_json::from_str(text).map_err(|e| Error::Decode { message: format!("bad search space: {e}") })?;
+        if space.global_batch == 0 {
+            return Err(Error::field("global_batch", 0, "at least 1 sequence per step"));
+        }
+        for (name, empty) in [
+            ("methods", space.methods.is_empty()),
+            ("batch", space.batch.is_empty()),
+            ("freeze", space.freeze.is_empty()),
+            ("gradient_checkpointing", space.gradient_checkpointing.is_empty()),
+            ("optim", space.optim.is_empty()),
+            ("attn", space.attn.is_empty()),
+            ("distributed", space.distributed.is_empty()),
+        ] {
+            if empty {
+                return Err(Error::field(name, "[]", "at least one value"));
+            }
+        }
+        Ok(space)
+    }
+
+    /// Per-device batches that divide the global batch exactly, with their accumulation.
+    pub fn batch_options(&self, num_gpus: u64) -> Vec<(u64, u64)> {
+        self.batch
+            .iter()
+            .filter_map(|&b| {
+                let per_step = b.checked_mul(num_gpus)?;
+                (per_step > 0 && self.global_batch % per_step == 0).then(|| (b, self.global_batch / per_step))
+            })
+            .collect()
+    }
+
+    /// Every outer choice (method, r, targets, freeze, optim, attn, distributed) as a plan
+    /// with the base's batch; full fine-tuning ignores rank and targets.
+    pub fn outer_plans(&self) -> Vec<Plan> {
+        let mut out = Vec::new();
+        for &method in &self.methods {
+            let ranks: Vec<u64> = if method == Method::Full { vec![self.base.lora_r] } else { self.lora_r.clone() };
+            let targets: Vec<Option<Targets>> =
+                if method == Method::Full { vec![None] } else { self.targets.clone() };
+            for &r in &ranks {
+                for t in &targets {
+                    for &f in &self.freeze {
+                        for &o in &self.optim {
+                            for &a in &self.attn {
+                                for &d in &self.distributed {
+                                    out.push(Plan {
+                                        method,
+                                        lora_r: r,
+                                        lora_target_modules: t.clone(),
+                                        freeze_ratio: f,
+                                        optim: o,
+                                        attn_implementation: a,
+                                        distributed: d,
+                                        ..self.base.clone()
+                                    });
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Estimator {
+    /// Estimate and score one plan.
+    pub fn score(&self, plan: &Plan, gpu: Option<&GpuSpec>, objective: Objective, usable: u64) -> Result<Scored> {
+        let estimate = self.estimate(plan, gpu)?;
+        let value = objective_value(objective, estimate.tokens_per_second, estimate.quality);
+        let fits = estimate.peak_reserved_bytes <= usable;
+        Ok(Scored { plan: plan.clone(), estimate, value, fits })
+    }
+
+    /// The best fitting (batch, accumulation, checkpointing) for one outer choice, or the
+    /// leanest non-fitting one (for the constraint's violation) when none fits.
+    pub fn best_inner(&self, outer: &Plan, space: &Space, gpu: Option<&GpuSpec>) -> Result<Option<Scored>> {
+        let mut best: Option<Scored> = None;
+        let mut leanest: Option<Scored> = None;
+        for (b, accum) in space.batch_options(outer.num_gpus) {
+            for &ckpt in &space.gradient_checkpointing {
+                let plan = Plan {
+                    per_device_train_batch_size: b,
+                    gradient_accumulation_steps: accum,
+                    gradient_checkpointing: ckpt,
+                    ..outer.clone()
+                };
+                let s = match self.score(&plan, gpu, space.objective, space.usable_bytes) {
+                    Ok(s) => s,
+                    Err(Error::InvalidField { .. }) => continue, // e.g. rank above a layer's width
+                    Err(e) => return Err(e),
+                };
+                if s.fits {
+                    if best.as_ref().is_none_or(|cur| s.value > cur.value) {
+                        best = Some(s);
+                    }
+                } else if leanest
+                    .as_ref()
+                    .is_none_or(|cur| s.estimate.peak_reserved_bytes < cur.estimate.peak_reserved_bytes)
+                {
+                    leanest = Some(s);
+                }
+            }
+        }
+        Ok(best.or(leanest))
+    }
+
+    /// Exhaustive search: the best fitting plan of the whole space and how many plans
+    /// were evaluated.
+    pub fn brute_force(&self, space: &Space, gpu: Option<&GpuSpec>) -> Result<(Option<Scored>, u64)> {
+        let mut best: Option<Scored> = None;
+        let mut evaluated = 0u64;
+        let n_inner = (space.batch_options(space.base.num_gpus).len() * space.gradient_checkpointing.len()) as u64;
+        for outer in space.outer_plans() {
+            evaluated += n_inner;
+            if let Some(s) = self.best_inner(&outer, space, gpu)? {
+                if s.fits && best.as_ref().is_none_or(|cur| s.value > cur.value) {
+                    best = Some(s);
+                }
+            }
+        }
+        Ok((best, evaluated))
+    }
+}
