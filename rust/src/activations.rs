@@ -59,12 +59,21 @@ pub struct Widths {
     pub e: u64,
     /// Residual stream and norm outputs (fp32 under autocast).
     pub r: u64,
+    /// fp32 master weights under autocast.
     pub amp: bool,
+    /// The forward runs under `torch.autocast`: Trainer's `bf16=True` wraps it even when
+    /// the weights are already bf16 (accelerate `convert_outputs_to_fp32(autocast(...))`).
+    pub autocast: bool,
 }
 
 impl Widths {
     pub fn of(dtype: Dtype) -> Self {
-        Widths { e: dtype.compute_bytes(), r: dtype.residual_bytes(), amp: dtype.is_amp() }
+        Widths {
+            e: dtype.compute_bytes(),
+            r: dtype.residual_bytes(),
+            amp: dtype.is_amp(),
+            autocast: !matches!(dtype, Dtype::Fp32 | Dtype::Fp16),
+        }
     }
 }
 
@@ -100,10 +109,12 @@ fn norm_saved(shape: &ModelShape, w: Widths, input_grad: bool, weight_trains: bo
     }
 }
 
-/// peft LoRA branch on a linear with `in_f` inputs: `lora_B(lora_A(dropout(x.to(fp32))))`.
+/// peft LoRA branch on a linear with `in_f` inputs: `lora_B(lora_A(dropout(x.to(fp32))))`
+/// (peft `LoraLayer._cast_input_dtype` casts to the fp32 adapter dtype).
 fn lora_saved(w: Widths, p_drop: f64, in_f: u64, r: u64) -> u64 {
-    let (x, mid) = if w.amp {
-        // x already fp32; lora_A under autocast keeps its bf16 cast; dropout keeps a bool mask
+    let (x, mid) = if w.autocast {
+        // under autocast lora_A keeps its half cast of the (fp32) input; dropout keeps a
+        // bool mask; the fp32 copy and dropout's output are temporaries
         (2 * in_f + if p_drop > 0.0 { in_f } else { 0 }, 2 * r)
     } else {
         // half base: a fp32 copy per adapted module; dropout keeps mask + its fp32 output

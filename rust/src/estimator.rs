@@ -265,7 +265,10 @@ impl Estimator {
             // works tensor by tensor with fp32 copies of grad, param, update.
             Optim::Adafactor => {
                 let factored = (trainable as f64).sqrt() as u64 * 2 * state_bytes_per;
-                (factored.max(sat(trainable / 1024, state_bytes_per)), sat(an.largest_tensor.min(trainable), 12), 0)
+                // per tensor: grad.float(), p.float() (half params only), grad²+eps, and the
+                // rank-1 approximation row⊗col — all fp32 (transformers/optimization.py Adafactor.step)
+                let copies = if state_bytes_per < 4 || pb < 4 { 4 } else { 2 };
+                (factored.max(sat(trainable / 1024, state_bytes_per)), sat(an.largest_tensor.min(trainable), 4 * copies), 0)
             }
             Optim::Sgd => (0, 0, 0), // TrainingArguments has momentum 0 for SGD
         };
@@ -312,6 +315,7 @@ impl Estimator {
         let mut full_saved: Vec<u64> = Vec::with_capacity(an.layers.len());
         let mut transient: Vec<u64> = Vec::with_capacity(an.layers.len());
         let mut autocast_copies = 0u64;
+        let mut layer_const: Vec<u64> = Vec::with_capacity(an.layers.len());
         let mut lowest_trainable: Option<usize> = None;
         for (i, &t) in an.layers.iter().enumerate() {
             let info = &an.types[t as usize];
@@ -321,7 +325,12 @@ impl Estimator {
             let saved = layer_saved(shape, info, &g, plan);
             let act = Saved { constant: 0, ..saved };
             let full_bytes = act.bytes(tokens, s);
-            autocast_copies = autocast_copies.saturating_add(saved.constant);
+            // autocast's weight cache is dropped when the forward leaves autocast; a copy
+            // outlives it only if autograd saved it, which checkpointing prevents
+            if !plan.gradient_checkpointing && in_graph {
+                autocast_copies = autocast_copies.saturating_add(saved.constant);
+            }
+            layer_const.push(if in_graph { saved.constant } else { 0 });
             let kept = if !in_graph {
                 0
             } else if plan.gradient_checkpointing {
@@ -368,8 +377,9 @@ impl Estimator {
         }
         let tv = sat(tokens, v);
         let (logits_fwd, logits_saved, logits_bwd) = if plan.trainer == Trainer::Dpo {
-            // trl selective_log_softmax: row-wise log_softmax in the logits dtype
-            (sat(tv, 2 * w.e), sat(tv, w.e), sat(tv, 3 * w.e))
+            // trl ≥ 1.x DPOTrainer computes log-probs through a fused LM head in chunks
+            // (trl add_fused_lm_head): no [tokens, vocab] tensor is materialised
+            (0, 0, 0)
         } else {
             let softcap = if shape.hints.final_logit_softcapping { sat(tv, w.e) } else { 0 };
             // logits (e) + fp32 upcast (ForCausalLMLoss: logits.float()) + log_softmax out (fp32)
@@ -413,6 +423,8 @@ impl Estimator {
         // walk down the layers in backward order
         let head_grad = sat(if full { head_train_params - if embed_trains { an.embedding_params + an.position_params } else { 0 } } else { 0 }, grad_bytes_per);
         let mut grads_done = if accum { gradients } else { head_grad.min(gradients) };
+        // a tied head's grad waits in autograd's input buffer for the embedding's
+        let held_head = if shape.tie_word_embeddings && embed_trains { sat(an.embedding_params, grad_bytes_per) } else { 0 };
         let mut below: u64 = saved_all.iter().fold(tail_saved, |a, &x| a.saturating_add(x));
         let grad_scale = if matches!(plan.distributed, Distributed::Zero2 | Distributed::Fsdp | Distributed::Zero3) { n_gpus } else { 1 };
         let stop = first_in_graph.unwrap_or(an.layers.len());
@@ -425,7 +437,9 @@ impl Estimator {
                 Breakdown {
                     gradients: if accum { gradients } else { grads_done.saturating_add(layer_grads).min(gradients) },
                     activations: here,
-                    backward_buffers: transient[i],
+                    backward_buffers: transient[i].saturating_add(held_head),
+                    // the recomputed layer casts its weights again
+                    autocast_copies: if plan.gradient_checkpointing { base.autocast_copies + layer_const[i] } else { base.autocast_copies },
                     ..base
                 },
             ));
@@ -435,7 +449,22 @@ impl Estimator {
         }
         // the autograd graph (and with it autocast's weight copies) is gone after backward
         let after = Breakdown { autocast_copies: 0, ..base };
-        candidates.push((Phase::BackwardEnd, Breakdown { gradients, ..after }));
+        // embedding backward: a dense [vocab, hidden] grad (embedding_dense_backward); with a
+        // tied head, the head's contribution is held until it is summed with it (autograd
+        // InputBuffer), so three such tensors are alive at once; accumulation adds the result
+        // into the existing .grad, otherwise it becomes the .grad
+        let vh = sat(an.embedding_params, grad_bytes_per);
+        let embed_transient = match (embed_trains, shape.tie_word_embeddings, accum) {
+            (false, _, _) => 0,
+            (true, true, true) => sat(vh, 3),
+            (true, true, false) => sat(vh, 2),
+            (true, false, true) => vh,
+            (true, false, false) => 0,
+        };
+        candidates.push((
+            Phase::BackwardEnd,
+            Breakdown { gradients, backward_buffers: embed_transient, ..after }
+        ));
         candidates.push((Phase::OptimizerStep, Breakdown { gradients, optimizer_temporaries: temporaries, ..after }));
         let (peak_phase, breakdown) = candidates
             .into_iter()
