@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import torch  # noqa: E402
+import transformers  # noqa: E402
 
 from forge_advisor.errors import ForgeError  # noqa: E402
 from forge_advisor.shapes import shape_from_config, supported_model_types  # noqa: E402
