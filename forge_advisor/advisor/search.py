@@ -102,13 +102,6 @@ def build_space(shape: ModelShape, gpu: GPU, req: SearchRequest) -> dict[str, An
     return space
 
 
-def _with_gpu_dtype(plan_dict: dict[str, Any]) -> dict[str, Any]:
-    # full fine-tuning runs with fp32 master weights under autocast (forge_advisor.presets)
-    if plan_dict["method"] == "full" and not plan_dict["dtype"].startswith("amp-") and plan_dict["dtype"] != "fp32":
-        plan_dict = {**plan_dict, "dtype": "amp-" + plan_dict["dtype"]}
-    return plan_dict
-
-
 def run_search(
     shape: ModelShape,
     gpu: GPU,
@@ -131,7 +124,6 @@ def run_search(
     cache: dict[str, Evaluated | None] = {}
 
     def inner(outer: dict[str, Any]) -> Evaluated | None:
-        outer = _with_gpu_dtype(outer)
         key = json.dumps(outer, sort_keys=True)
         if key not in cache:
             try:
@@ -229,7 +221,74 @@ def run_search(
         if progress is not None:
             progress(done[0], n_trials)
 
+    def params_of(method: str, r: Any, t: Any, f: Any, o: str, d: Any) -> dict[str, Any]:
+        p: dict[str, Any] = {"method": method, "freeze_ratio": f, f"optim[{method}]": o}
+        if method != "full":
+            p["lora_r"], p["lora_target_modules"] = r, json.dumps(t)
+        if len(space["distributed"]) > 1:
+            p["distributed"] = d
+        return p
+
+    if not brute:
+        # seed the corners: each method at its most faithful and at its fastest settings
+        for m, opts in choices.items():
+            study.enqueue_trial(params_of(m, max(space["lora_r"]), space["targets"][-1], min(space["freeze"]), opts[0], space["distributed"][0]))
+            study.enqueue_trial(params_of(m, min(space["lora_r"]), space["targets"][0], max(space["freeze"]), opts[0], space["distributed"][-1]))
     study.optimize(objective, n_trials=n_trials, callbacks=[tick], catch=())
+
+    if not brute:
+        # polish: coordinate moves from the incumbent, one knob at a time, as further trials
+        axes = {"lora_r": space["lora_r"], "lora_target_modules": space["targets"], "freeze_ratio": space["freeze"],
+                "optim": None, "distributed": space["distributed"]}
+        for _ in range(6):
+            incumbent = max((e for e in _unique(cache) if e.fits), key=lambda e: e.value, default=None)
+            if incumbent is None:
+                break
+            p = incumbent.plan
+            cur = {"lora_r": p.lora_r, "lora_target_modules": p.to_dict()["lora_target_modules"], "freeze_ratio": p.freeze_ratio,
+                   "optim": p.optim, "distributed": p.distributed}
+            queued = 0
+            moves: list[tuple[str, dict[str, Any]]] = []
+            for method in choices:
+                for axis, values in axes.items():
+                    if method == "full" and axis in ("lora_r", "lora_target_modules"):
+                        continue
+                    for v in values if values is not None else choices[method]:
+                        moves.append((method, {axis: v}))
+                # pairs of the knobs that trade memory against each other: optimizer,
+                # freeze ratio and rank
+                for o in choices[method]:
+                    for f in space["freeze"]:
+                        moves.append((method, {"optim": o, "freeze_ratio": f}))
+                    if method != "full":
+                        for r in space["lora_r"]:
+                            moves.append((method, {"optim": o, "lora_r": r}))
+                if method != "full":
+                    for r in space["lora_r"]:
+                        for f in space["freeze"]:
+                            moves.append((method, {"lora_r": r, "freeze_ratio": f}))
+            for method, change in moves:
+                if True:
+                    if True:
+                        trial_vals = {**cur, **change}
+                        if trial_vals["optim"] not in choices[method]:
+                            trial_vals["optim"] = choices[method][0]
+                        outer = {**base, "method": method, "freeze_ratio": trial_vals["freeze_ratio"], "optim": trial_vals["optim"],
+                                 "distributed": trial_vals["distributed"]}
+                        if method != "full":
+                            outer["lora_r"], outer["lora_target_modules"] = trial_vals["lora_r"], trial_vals["lora_target_modules"]
+                        if json.dumps(outer, sort_keys=True) in cache:
+                            continue
+                        study.enqueue_trial(params_of(method, trial_vals["lora_r"], trial_vals["lora_target_modules"],
+                                                      trial_vals["freeze_ratio"], trial_vals["optim"], trial_vals["distributed"]))
+                        queued += 1
+            if not queued:
+                break
+            n_trials += queued
+            study.optimize(objective, n_trials=queued, callbacks=[tick], catch=())
+            after = max((e for e in _unique(cache) if e.fits), key=lambda e: e.value, default=None)
+            if after is incumbent:
+                break
     evaluated = _unique(cache)
     feasible = [e for e in evaluated if e.fits]
     return SearchOutcome(evaluated, _pareto(feasible), n_trials, sampler_name, n_outer, screened_out)

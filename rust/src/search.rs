@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::estimator::{Estimate, Estimator};
 use crate::gpu::GpuSpec;
 use crate::objective::{objective_value, Objective};
-use crate::plan::{Attention, Distributed, Method, Optim, Plan, Targets};
+use crate::plan::{Attention, Distributed, Dtype, Method, Optim, Plan, Targets};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,6 +77,17 @@ impl Space {
             .collect()
     }
 
+    /// Full fine-tuning trains fp32 master weights under autocast, as the runtime's `sft`
+    /// preset does (forge_advisor/presets/planning.py); adapters train on a half base.
+    pub fn normalize(&self, plan: Plan) -> Plan {
+        let dtype = match (plan.method, plan.dtype) {
+            (Method::Full, Dtype::Bf16) => Dtype::AmpBf16,
+            (Method::Full, Dtype::Fp16) => Dtype::AmpFp16,
+            (_, d) => d,
+        };
+        Plan { dtype, ..plan }
+    }
+
     /// Every outer choice (method, r, targets, freeze, optim, attn, distributed) as a plan
     /// with the base's batch; full fine-tuning ignores rank and targets.
     pub fn outer_plans(&self) -> Vec<Plan> {
@@ -91,7 +102,7 @@ impl Space {
                         for &o in &self.optim {
                             for &a in &self.attn {
                                 for &d in &self.distributed {
-                                    out.push(Plan {
+                                    out.push(self.normalize(Plan {
                                         method,
                                         lora_r: r,
                                         lora_target_modules: t.clone(),
@@ -100,7 +111,7 @@ impl Space {
                                         attn_implementation: a,
                                         distributed: d,
                                         ..self.base.clone()
-                                    });
+                                    }));
                                 }
                             }
                         }
@@ -128,12 +139,12 @@ impl Estimator {
         let mut leanest: Option<Scored> = None;
         for (b, accum) in space.batch_options(outer.num_gpus) {
             for &ckpt in &space.gradient_checkpointing {
-                let plan = Plan {
+                let plan = space.normalize(Plan {
                     per_device_train_batch_size: b,
                     gradient_accumulation_steps: accum,
                     gradient_checkpointing: ckpt,
                     ..outer.clone()
-                };
+                });
                 let s = match self.score(&plan, gpu, space.objective, space.usable_bytes) {
                     Ok(s) => s,
                     Err(Error::InvalidField { .. }) => continue, // e.g. rank above a layer's width
