@@ -77,14 +77,22 @@ impl Widths {
     }
 }
 
-/// How many `e`-sized tensors of the MLP width an activation keeps (derivatives.yaml:
-/// silu/gelu/relu keep one; transformers' python `NewGELUActivation`, "gelu_new", keeps
-/// x, tanh(...), 0.5·x and 1+tanh(...)).
-pub fn act_saved(hidden_act: &str) -> u64 {
+/// Bytes per MLP-width element an activation keeps (derivatives.yaml: silu/gelu/relu keep
+/// their input). transformers' python `NewGELUActivation` ("gelu_new": GPT-2, Phi-2)
+/// computes `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))` and keeps x (for pow), tanh(…),
+/// 0.5·x and 1+tanh(…); under autocast `pow` and `tanh` run in fp32 (autocast's fp32 op
+/// list), so three of the four are fp32: 4 + 4 + 2 + 4 = 14 bytes instead of 4 × 2.
+pub fn act_saved_bytes(hidden_act: &str, w: Widths) -> u64 {
     match hidden_act {
-        "gelu_new" | "gelu_fast" | "gelu_python" => 4,
-        "quick_gelu" => 2,
-        _ => 1,
+        "gelu_new" | "gelu_fast" | "gelu_python" => {
+            if w.autocast && w.e < 4 {
+                14
+            } else {
+                4 * w.e
+            }
+        }
+        "quick_gelu" => 2 * w.e,
+        _ => w.e,
     }
 }
 
@@ -98,10 +106,11 @@ fn norm_saved(shape: &ModelShape, w: Widths, input_grad: bool, weight_trains: bo
             let wt = if weight_trains { if shape.hints.norm_fp32_weight { 4 * h } else { w.r * h } } else { 0 };
             x + wt
         }
-        // native_layer_norm keeps input, mean and rstd (fp32).
+        // native_layer_norm keeps input, mean and rstd (fp32); layer_norm is on autocast's
+        // fp32 list, so a half input is first copied to fp32 and that copy is kept.
         NormKind::LayerNorm => {
             if input_grad || weight_trains {
-                w.r * h + 8
+                (if w.autocast { 4 } else { w.r }) * h + 8
             } else {
                 0
             }
@@ -208,7 +217,7 @@ pub fn layer_saved(shape: &ModelShape, info: &LayerInfo, g: &LayerGrad, plan: &P
         // attention and MLP read the same normed input: one norm's worth is shared
         out.per_token -= norm_saved(shape, w, mlp_grad_in, g.weights, h).min(out.per_token);
     }
-    let act = act_saved(&hints.hidden_act);
+    let act = act_saved_bytes(&hints.hidden_act, w);
     let mlp_in: Vec<&Lin> = info.lins.iter().filter(|l| matches!(l.block, Block::Mlp) && l.side == Side::In).collect();
     let mlp_out: Vec<&Lin> = info.lins.iter().filter(|l| matches!(l.block, Block::Mlp) && l.side == Side::Out).collect();
     let mlp_grad = mlp_grad_in || g.weights || mlp_in.iter().chain(mlp_out.iter()).any(|l| g.lora_on(l));
@@ -216,7 +225,7 @@ pub fn layer_saved(shape: &ModelShape, info: &LayerInfo, g: &LayerGrad, plan: &P
         out.per_token += base_inputs(w, g, &mlp_in) + lora_inputs(w, g, &mlp_in, plan);
         let inter = mlp_out.first().map(|l| l.in_f).unwrap_or(shape.intermediate_size);
         if mlp_grad {
-            out.per_token += if shape.gated_mlp { (act + 2) * w.e * inter } else { act * w.e * inter };
+            out.per_token += if shape.gated_mlp { (act + 2 * w.e) * inter } else { act * inter };
         }
         if g.weights {
             out.per_token += if w.amp { 2 * inter } else { w.e * inter };
@@ -236,7 +245,7 @@ pub fn layer_saved(shape: &ModelShape, info: &LayerInfo, g: &LayerGrad, plan: &P
         // product (if experts train), expert output kept by the routing-weight multiply
         let per_route = (if g.weights { w.e * h } else { 0 })
             + w.e * 2 * mi
-            + act * w.e * mi
+            + act * mi
             + (if g.weights { w.e * mi } else { 0 })
             + w.e * h
             + 8;
@@ -244,7 +253,7 @@ pub fn layer_saved(shape: &ModelShape, info: &LayerInfo, g: &LayerGrad, plan: &P
         let shared: Vec<&Lin> = info.lins.iter().filter(|l| l.block == Block::SharedExpert).collect();
         if !shared.is_empty() {
             let si = shared.iter().filter(|l| l.side == Side::Out).map(|l| l.in_f).next().unwrap_or(mi);
-            out.per_token += (act + 2) * w.e * si + if g.weights { 2 * w.e * si.max(h) } else { 0 } + 2 * w.e * h;
+            out.per_token += (act + 2 * w.e) * si + if g.weights { 2 * w.e * si.max(h) } else { 0 } + 2 * w.e * h;
         }
     }
     if hints.hidden_dropout > 0.0 {
