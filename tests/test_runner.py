@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -92,7 +94,7 @@ def test_bad_inputs_exit_2_with_one_line(model_dir, tmp_path, capsys):
         (["--model", model_dir, "--data", good, "--output", out, "--lora-r", "100"], "lora_r=100 is larger"),
         (["--model", model_dir, "--data", good, "--output", out, "--preset", "dpo"], "DPO needs"),
         (["--model", model_dir, "--data", good, "--output", str(kept)], "not empty"),
-        (["--model", model_dir, "--data", good, "--output", out, "--preset", "auto"], "not available yet"),
+        (["--model", model_dir, "--data", good, "--output", out, "--preset", "auto"], "no GPU found"),
         (["--model", model_dir, "--data", good, "--output", out, "--set", "lora_rr=4"], "did you mean 'lora_r'"),
     ]
     for argv, message in cases:
@@ -107,3 +109,19 @@ def test_demo_cli(tmp_path, capsys):
     code = main(["train", "--demo", "--output", str(tmp_path / "d"), "--max-steps", "3", "--json"])
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["global_step"] == 3 and report["monitor"]["tokens_per_second"]
+
+
+def test_preset_auto_asks_the_advisor() -> None:
+    """--preset auto --gpu G: the preset the advisor ranks first, before any training."""
+    import json as _json
+
+    from forge_advisor.advisor import recommend
+
+    res = subprocess.run(
+        [sys.executable, "-m", "forge_advisor.cli.main", "train", "--model", "meta-llama/Llama-3.1-8B",
+         "--preset", "auto", "--gpu", "RTX 4090", "--show"], capture_output=True, text=True, timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    top = recommend("meta-llama/Llama-3.1-8B", "RTX 4090", top=1).recommendations[0]
+    assert f"{top.plan.lora_r}" in res.stdout and top.preset in res.stdout
+    assert _json.dumps(top.plan.per_device_train_batch_size) in res.stdout

@@ -45,7 +45,8 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("train", help="fine-tune a model with a preset and save adapter + EMA weights")
     p.add_argument("--model", help="model folder (config.json + weights) or Hub id")
     p.add_argument("--data", help=".jsonl (text / messages / prompt,chosen,rejected) or a save_to_disk folder")
-    p.add_argument("--preset", default="lora", help="sft, lora, qlora, dpo, memory_efficient (default lora); auto: later")
+    p.add_argument("--preset", default="lora", help="sft, lora, qlora, dpo, memory_efficient (default lora), or auto: ask the advisor")
+    p.add_argument("--gpu", help="with --preset auto: the GPU to plan for (catalog name; default: probe NVML)")
     p.add_argument("--preset-file", metavar="PATH", help="a preset saved as .json/.yaml (overrides --preset)")
     p.add_argument("--output", help="folder for checkpoints, adapter/, ema/ and preset.json")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output")
@@ -97,6 +98,10 @@ def run(args: argparse.Namespace) -> int:
     if args.preset_file:
         preset: Any = load_preset(args.preset_file)
         preset = preset.replace(**overrides) if overrides else preset
+    elif args.preset == "auto":
+        from forge_advisor.train.runner import _resolve_preset
+
+        preset = _resolve_preset("auto", overrides, args.model, args.gpu)
     else:
         preset = get_preset(args.preset, **overrides)  # unknown names / bad values fail here
     if args.show:
@@ -132,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace, preset: Any, overrides: dict[str, Any], train: Any, peak: int | None) -> Any:
     return train(
-        args.model, args.data, preset if args.preset_file else args.preset, args.output, overrides=overrides,
+        args.model, args.data, preset if (args.preset_file or args.preset == "auto") else args.preset, args.output,
+        overrides={} if args.preset == "auto" else overrides,
         resume=args.resume, demo=args.demo, ema_decay=args.ema_decay, ema_cpu_offload=args.ema_cpu,
         on_nonfinite="skip" if args.skip_nonfinite else "stop", predicted_peak_bytes=peak, quiet=args.json,
     )

@@ -50,12 +50,30 @@ class TrainResult:
         return d
 
 
-def _resolve_preset(preset: str | BasePreset, overrides: dict[str, Any]) -> BasePreset:
+def _resolve_preset(preset: str | BasePreset, overrides: dict[str, Any], model: str | None = None, gpu: str | None = None) -> BasePreset:
     if isinstance(preset, BasePreset):
         return preset.replace(**overrides) if overrides else preset
     if not isinstance(preset, str):
         raise ForgeError(f"preset={preset!r} must be a preset name or a BasePreset")
+    if preset == "auto":
+        # the advisor's best plan for this model on this GPU (NVML) or the one named
+        from forge_advisor.advisor import auto_preset
+
+        if model is None:
+            raise ForgeError("--preset auto needs --model (the advisor plans for a named model)")
+        chosen = auto_preset(model, gpu or "auto")
+        return chosen.replace(**overrides) if overrides else chosen
     return get_preset(preset, **overrides)
+
+
+def _predicted_peak(cfg: BasePreset, shape: Any) -> int | None:
+    """The estimator's peak for the plan being run, for the monitor to compare against."""
+    from forge_advisor.estimate import estimate
+
+    try:
+        return estimate(shape, cfg.to_plan()).peak_allocated_bytes
+    except ForgeError:
+        return None
 
 
 class _Interrupt:
@@ -110,6 +128,7 @@ def run(
     predicted_peak_bytes: int | None = None,
     callbacks: list[Any] | tuple[Any, ...] = (),
     quiet: bool = False,
+    gpu: str | None = None,
 ) -> TrainResult:
     """Fine-tune ``model`` on ``data`` with ``preset`` (+ HF-named ``overrides``).
 
@@ -122,13 +141,17 @@ def run(
         from forge_advisor.train.demo import DEMO_OVERRIDES
 
         overrides = {**DEMO_OVERRIDES, **overrides}
-    cfg = _resolve_preset(preset, overrides)
+    if preset == "auto" and demo:
+        raise ForgeError("--preset auto plans for a real model on a GPU; the demo uses a fixed tiny preset")
+    cfg = _resolve_preset(preset, overrides, model, gpu)
     out = check_output_dir(output_dir, resume)
     if demo:
         model, data = _prepare_demo(cfg, out, model, data)
     info = check_model(model)  # type: ignore[arg-type]
     targets = check_lora_rank(cfg, info.shape) if cfg.uses_lora else None
     data_info = inspect_data(data, cfg.trainer)  # type: ignore[arg-type]
+    if predicted_peak_bytes is None and info.shape is not None:
+        predicted_peak_bytes = _predicted_peak(cfg, info.shape)
     from forge_advisor.train.session import TrainingSession
 
     session = TrainingSession(cfg, info, data_info, out, targets=targets, resume=resume,
