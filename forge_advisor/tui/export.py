@@ -1,0 +1,287 @@
+"""Export a plan: the ``forge-advisor train`` / ``estimate`` commands, the plan as JSON or
+YAML, and the Python ``get_preset(...)`` snippet.
+
+Pure functions (no textual, no I/O): the TUI's export screen and its train screen use them,
+and so can anything else. A plan is given the way the editor holds it — a preset name plus
+Plan-field overrides (Hugging Face names, as :func:`forge_advisor.estimate.estimate` takes
+them) — and only what differs from the preset is written out::
+
+    >>> train_argv("meta-llama/Llama-3.1-8B", "qlora", {"lora_r": 32}, data="d.jsonl", output="out")
+    ['forge-advisor', 'train', '--model', 'meta-llama/Llama-3.1-8B', '--preset', 'qlora', '--data', 'd.jsonl', '--output', 'out', '--lora-r', '32']
+
+``forge-advisor train`` takes every preset field as a flag (``--per-device-train-batch-size``,
+``--max-length``…) and ``--set FIELD=VALUE`` for the rest (``method``, ``trainer``);
+``forge-advisor estimate`` takes the short flags (``--batch-size``, ``--seq-len``…).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any
+
+from forge_advisor.errors import ForgeError
+
+if TYPE_CHECKING:
+    from forge_advisor.gpus import GPU
+    from forge_advisor.plan import Plan
+
+__all__ = [
+    "ESTIMATE_FLAGS",
+    "estimate_argv",
+    "format_command",
+    "plan_diff",
+    "plan_document",
+    "plan_json",
+    "plan_yaml",
+    "preset_overrides",
+    "preset_snippet",
+    "train_argv",
+]
+
+PROGRAM = "forge-advisor"
+
+# Plan field -> `forge-advisor estimate` flag (the inverse of forge_advisor.cli.estimate's table)
+ESTIMATE_FLAGS: dict[str, str] = {
+    "lora_r": "--lora-r",
+    "lora_alpha": "--lora-alpha",
+    "lora_dropout": "--lora-dropout",
+    "lora_target_modules": "--lora-target-modules",
+    "per_device_train_batch_size": "--batch-size",
+    "gradient_accumulation_steps": "--grad-accum",
+    "max_length": "--seq-len",
+    "freeze_ratio": "--freeze-ratio",
+    "gradient_checkpointing": "--gradient-checkpointing",
+    "attn_implementation": "--attn",
+    "optim": "--optimizer",
+    "dtype": "--dtype",
+    "num_gpus": "--num-gpus",
+    "distributed": "--distributed",
+}
+
+# preset fields that `forge-advisor train` has no flag for (it takes them as --set FIELD=VALUE)
+_SET_ONLY = ("method", "trainer")
+
+
+def _plan_fields() -> list[str]:
+    from forge_advisor.plan import Plan
+
+    return [f.name for f in fields(Plan) if f.name != "extra"]
+
+
+def _resolve(preset: str, overrides: Mapping[str, Any], gpu: GPU | None) -> tuple[Plan, Plan]:
+    from forge_advisor.estimate import resolve_plan
+
+    return resolve_plan(preset, gpu), resolve_plan(preset, gpu, **dict(overrides))
+
+
+def plan_diff(preset: str, overrides: Mapping[str, Any], gpu: GPU | None = None) -> dict[str, Any]:
+    """Plan fields (in Plan order) where ``preset`` + ``overrides`` differs from ``preset`` alone.
+
+    ``gpu`` decides the preset's half type (bf16, or fp16 on GPUs without bf16), as in
+    :func:`~forge_advisor.estimate.resolve_plan`. Raises :class:`ForgeError` on bad values."""
+    base, plan = _resolve(preset, overrides, gpu)
+    b, p = base.to_dict(), plan.to_dict()
+    return {k: p[k] for k in _plan_fields() if p[k] != b[k]}
+
+
+def preset_overrides(preset: str, overrides: Mapping[str, Any], gpu: GPU | None = None) -> dict[str, Any]:
+    """The :func:`~forge_advisor.presets.get_preset` keyword arguments (preset field names)
+    that give this plan: Plan names map 1:1 except ``dpo_beta`` -> ``beta`` and ``dtype`` ->
+    ``bf16``/``fp16`` (``bnb_4bit_compute_dtype`` for QLoRA, whose weights compute in it)."""
+    diff = plan_diff(preset, overrides, gpu)
+    _, plan = _resolve(preset, overrides, gpu)
+    out: dict[str, Any] = {}
+    for key, value in diff.items():
+        if key == "dpo_beta":
+            out["beta"] = value
+        elif key == "dtype":
+            half = str(value).removeprefix("amp-")
+            if plan.method == "qlora":
+                out["bnb_4bit_compute_dtype"] = "float16" if half == "fp16" else "bfloat16"
+            elif half == "fp32":
+                out["bf16"], out["fp16"] = False, False
+            else:
+                out["bf16"], out["fp16"] = half == "bf16", half == "fp16"
+        elif key == "lora_target_modules" and isinstance(value, list):
+            out[key] = tuple(value)
+        else:
+            out[key] = value
+    # preset-only fields given by name (an advisor's ``learning_rate``…): kept when not the preset's own
+    from forge_advisor.presets import get_preset
+
+    plan_fields = set(_plan_fields())
+    default = get_preset(preset).to_dict()
+    for key, value in overrides.items():
+        if key not in plan_fields and key not in out and default.get(key) != value:
+            out[key] = tuple(value) if isinstance(value, list) else value
+    if out.get("method") in ("qlora", "lora_8bit"):
+        # the preset's quantisation flags follow the method; say so explicitly, the flags win there
+        out["load_in_4bit"] = out["method"] == "qlora"
+        out["load_in_8bit"] = out["method"] == "lora_8bit"
+    elif "method" in out:
+        out["load_in_4bit"] = out["load_in_8bit"] = False
+    return out
+
+
+def _cli_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    if value is None:
+        return "auto"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def train_argv(
+    model: str | None,
+    preset: str,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    gpu: GPU | None = None,
+    data: str | None = None,
+    output: str = "forge-output",
+    predicted_peak_bytes: int | None = None,
+    demo: bool = False,
+    program: Sequence[str] = (PROGRAM,),
+) -> list[str]:
+    """argv of ``forge-advisor train`` for this plan. ``demo=True`` (or no ``data``) adds
+    ``--demo``: the runtime's tiny model and shipped text, with only the knobs that mean the
+    same on it (LoRA targets, freeze ratio) — its own small batch, length and rank (its layers
+    are 64 wide) are what make a demo quick. ``predicted_peak_bytes`` is
+    passed as ``--predicted-peak-gib`` so the monitor reports measured / predicted."""
+    if not preset:
+        raise ForgeError("no preset: choose one of sft, lora, qlora, dpo, memory_efficient")
+    argv = [*program, "train"]
+    demo = demo or not data
+    if model and not demo:
+        argv += ["--model", model]
+    argv += ["--preset", preset]
+    if demo:
+        argv.append("--demo")
+    else:
+        argv += ["--data", str(data)]
+    argv += ["--output", output]
+    over = preset_overrides(preset, overrides or {}, gpu)
+    if demo:
+        keep = ("lora_dropout", "lora_target_modules", "freeze_ratio")
+        over = {k: v for k, v in over.items() if k in keep}
+    for key, value in over.items():
+        if key in _SET_ONLY:
+            argv += ["--set", f"{key}={_cli_value(value)}"]
+        else:
+            argv += [f"--{key.replace('_', '-')}", _cli_value(value)]
+    if predicted_peak_bytes and not demo:
+        argv += ["--predicted-peak-gib", f"{predicted_peak_bytes / (1 << 30):.2f}"]
+    return argv
+
+
+def estimate_argv(
+    model: str,
+    preset: str,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    gpu: GPU | None = None,
+    gpu_name: str | None = None,
+    dataset_tokens: int | None = None,
+    program: Sequence[str] = (PROGRAM,),
+) -> list[str]:
+    """argv of ``forge-advisor estimate`` that prices the same plan."""
+    argv = [*program, "estimate", "--model", model, "--preset", preset]
+    name = gpu_name or (gpu.name if gpu is not None else None)
+    if name:
+        argv += ["--gpu", name]
+    if dataset_tokens:
+        argv += ["--dataset-tokens", str(dataset_tokens)]
+    for key, value in plan_diff(preset, overrides or {}, gpu).items():
+        flag = ESTIMATE_FLAGS.get(key)
+        if flag is None:
+            continue  # method / trainer / dpo_beta / 4-bit double quant: the preset decides
+        if key == "gradient_checkpointing":
+            argv.append(flag if value else "--no-gradient-checkpointing")
+        else:
+            argv += [flag, _cli_value(value)]
+    return argv
+
+
+def format_command(argv: Sequence[str], width: int = 88) -> str:
+    """A shell command, quoted; broken with `` \\`` before flags when longer than ``width``."""
+    words = [shlex.quote(str(a)) for a in argv]
+    one = " ".join(words)
+    if len(one) <= width:
+        return one
+    lines: list[str] = []
+    cur: list[str] = []
+    for w in words:
+        if w.startswith("--") and cur and (len(lines) > 0 or len(cur) >= 2):
+            lines.append(" ".join(cur))
+            cur = []
+        cur.append(w)
+    lines.append(" ".join(cur))
+    return " \\\n    ".join(lines)
+
+
+def plan_document(
+    model: str,
+    preset: str,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    gpu: GPU | None = None,
+    estimate: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``{"model", "gpu", "preset", "overrides", "plan"[, "estimate"]}``: ``plan`` is
+    :meth:`Plan.to_dict` (``Plan.from_dict`` reads it back); ``overrides`` the preset fields
+    that differ; ``estimate`` (optional) the headline figures of ``estimate --json``."""
+    _, plan = _resolve(preset, overrides or {}, gpu)
+    over = {k: (list(v) if isinstance(v, tuple) else v) for k, v in preset_overrides(preset, overrides or {}, gpu).items()}
+    doc: dict[str, Any] = {
+        "model": model,
+        "gpu": None if gpu is None else gpu.name,
+        "preset": preset,
+        "overrides": over,
+        "plan": plan.to_dict(),
+    }
+    if estimate is not None:
+        mem, thr = estimate.get("memory", {}), estimate.get("throughput", {})
+        doc["estimate"] = {
+            "peak_reserved_bytes": mem.get("peak_reserved_bytes"),
+            "peak_allocated_bytes": mem.get("peak_allocated_bytes"),
+            "fits": estimate.get("fits"),
+            "tokens_per_second": thr.get("tokens_per_second"),
+            "epoch_seconds": thr.get("epoch_seconds"),
+        }
+    return doc
+
+
+def plan_json(doc: Mapping[str, Any]) -> str:
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def plan_yaml(doc: Mapping[str, Any]) -> str:
+    import yaml
+
+    return yaml.safe_dump(dict(doc), sort_keys=False, default_flow_style=False)
+
+
+def preset_snippet(
+    model: str, preset: str, overrides: Mapping[str, Any] | None = None, *, gpu: GPU | None = None,
+    output: str = "forge-output",
+) -> str:
+    """Python that builds this plan with :func:`forge_advisor.presets.get_preset`."""
+    over = preset_overrides(preset, overrides or {}, gpu)
+    args = [repr(preset)] + [f"{k}={v!r}" for k, v in over.items()]
+    one = f"preset = get_preset({', '.join(args)})"
+    call = one if len(one) <= 88 else "preset = get_preset(\n" + "".join(f"    {a},\n" for a in args) + ")"
+    return (
+        "from forge_advisor.presets import get_preset\n"
+        "\n"
+        f"{call}\n"
+        f"training_args = preset.get_training_args(output_dir={output!r})\n"
+        f"lora_config = preset.get_lora_config({model!r})  # None for full fine-tuning\n"
+        "bnb_config = preset.get_bnb_config()  # None unless 4-/8-bit\n"
+    )

@@ -1,0 +1,91 @@
+"""Stand-ins for the TUI tests (no tests here): an advisor with the agreed API, NVML probes, a train program."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from forge_advisor.estimate import EstimateResult, estimate
+from forge_advisor.gpus import GPU, Probe, ProbedDevice, find_gpu
+from forge_advisor.plan import Plan
+
+
+@dataclass
+class Candidate:
+    preset: str
+    overrides: dict[str, Any]
+    plan: Plan
+    estimate: EstimateResult
+    why: str
+
+
+@dataclass
+class Recommendation:
+    recommendations: list[Candidate]
+    pareto: list[Candidate] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"recommendations": [c.preset for c in self.recommendations]}
+
+
+def fake_advisor(calls: list[dict[str, Any]] | None = None) -> types.ModuleType:
+    """A module with ``recommend(...)`` as agreed for ``forge_advisor.advisor``."""
+    mod = types.ModuleType("forge_advisor.advisor")
+
+    def recommend(model, gpu=None, *, num_gpus=1, objective="balanced", seq_len=2048, global_batch=None,
+                  dataset_tokens=None, headroom=0.08, allowed_presets=None, min_lora_r=None, max_freeze_ratio=None,
+                  fixed=None, n_trials=None, seed=0, top=5, progress=None):
+        if calls is not None:
+            calls.append({"objective": objective, "seq_len": seq_len, "headroom": headroom, "gpu": gpu})
+        trials = [("qlora", {"lora_r": 64}), ("memory_efficient", {"lora_r": 8, "gradient_checkpointing": True}),
+                  ("lora", {"per_device_train_batch_size": 1, "gradient_accumulation_steps": 16})]
+        out = []
+        for i, (preset, over) in enumerate(trials):
+            over = {**over, "max_length": seq_len}
+            est = estimate(model, preset, gpu=gpu, num_gpus=num_gpus, dataset_tokens=dataset_tokens, **over)
+            out.append(Candidate(preset, over, est.plan, est, f"{preset}: fits with room to spare"))
+            if progress is not None:
+                progress(i + 1, len(trials))
+        return Recommendation(out, [out[1], out[0]])
+
+    mod.recommend = recommend  # type: ignore[attr-defined]
+    mod.OBJECTIVES = ("balanced", "speed", "memory")  # type: ignore[attr-defined]
+    mod.Candidate, mod.Recommendation = Candidate, Recommendation  # type: ignore[attr-defined]
+    return mod
+
+
+def no_gpu_probe() -> Probe:
+    return Probe(reason="no NVIDIA driver (NVML library libnvidia-ml not found)")
+
+
+def rtx4090_probe() -> Probe:
+    gpu: GPU = find_gpu("RTX 4090")
+    dev = ProbedDevice(0, "NVIDIA GeForce RTX 4090", gpu.memory_bytes, gpu.memory_bytes, (8, 9), None, gpu.name, gpu)
+    return Probe(devices=(dev,), driver_version="570.00", cuda_driver_version="12.8")
+
+
+TRAIN_SCRIPT = r'''
+import sys, time
+from pathlib import Path
+Path(sys.argv[1]).write_text("\n".join(sys.argv[2:]))
+out = sys.stdout
+for step in (5, 10):
+    out.write(f" {step * 3}%|###   | {step}/10 [00:01<00:02,  2.00it/s]\r"); out.flush()
+    out.write(f"[monitor] step {step} | loss {6 - step / 10:.4f} | grad-norm {0.5 / step:.3g} | 1,234 tok/s\n"); out.flush()
+    time.sleep(0.05)
+out.write("[monitor] step 11: non-finite gradient in 'layers.0.q_proj.lora_A', step skipped\n")
+out.write("[monitor] peak GPU memory 1.00 GiB (torch); predicted 2.00 GiB, measured/predicted = 0.50\n")
+out.write("done: 10 steps, final loss 5.0000\n")
+'''
+
+
+def train_program(tmp: Path) -> tuple[tuple[str, ...], Path]:
+    """An argv prefix that stands in for ``forge-advisor`` and records the argv it got."""
+    script = tmp / "fake_train.py"
+    script.write_text(textwrap.dedent(TRAIN_SCRIPT))
+    record = tmp / "argv.txt"
+    return (sys.executable, str(script), str(record)), record
