@@ -103,7 +103,7 @@ def _gpu_json(gpu: GPU | None) -> str | None:
     if gpu is None:
         return None
     d = gpu.to_dict()
-    keep = ("name", "memory_bytes", "peak_tflops", "bandwidth_bytes_per_s")
+    keep = ("name", "memory_bytes", "peak_tflops", "bandwidth_bytes_per_s", "compute_capability")
     return json.dumps({k: d[k] for k in keep})
 
 

@@ -217,14 +217,6 @@ def test_accelerate_configs(tmp_path):
         write_accelerate_config(Plan(), tmp_path / "x.yaml")
 
 
-def test_memory_helpers_without_the_estimator(monkeypatch):
-    from forge_advisor.train import memory
-
-    monkeypatch.setitem(sys.modules, "forge_advisor.estimate", None)  # import now raises ImportError
-    with pytest.raises(NotImplementedError, match="Rust estimator"):
-        memory._estimate(None, Plan())  # type: ignore[arg-type]
-
-
 def test_memory_helpers_on_a_live_model():
     from transformers import LlamaConfig, LlamaForCausalLM
 

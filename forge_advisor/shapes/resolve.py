@@ -53,17 +53,41 @@ def _from_path(model: str) -> tuple[dict[str, Any], str] | None:
     return None
 
 
+def _hub_reachable(timeout: float = 1.5) -> bool:
+    """A TCP connect to the Hub endpoint: offline machines answer in milliseconds here
+    instead of huggingface_hub's retries with back-off (~25 s of warnings)."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def _from_hub(model: str) -> tuple[dict[str, Any], str] | None:
     if model.count("/") != 1 or os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
         return None
     try:
-        from huggingface_hub import hf_hub_download
+        from huggingface_hub import hf_hub_download, try_to_load_from_cache
+        from huggingface_hub.utils import logging as hub_logging
     except ImportError:
         return None
+    cached = try_to_load_from_cache(model, "config.json")
+    if isinstance(cached, str):
+        return _read_json(Path(cached)), f"hub-cache:{model}"
+    if not _hub_reachable():
+        return None
+    verbosity = hub_logging.get_verbosity()
+    hub_logging.set_verbosity_error()
     try:
         path = hf_hub_download(model, "config.json")
-    except Exception:  # offline, gated, missing: the caller explains the options
+    except Exception:  # gated, missing, network: the caller explains the options
         return None
+    finally:
+        hub_logging.set_verbosity(verbosity)
     return _read_json(Path(path)), f"hub:{model}"
 
 

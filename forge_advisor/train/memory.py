@@ -17,14 +17,10 @@ __all__ = ["get_memory_savings_estimate", "print_model_info", "estimate_model_me
 
 
 def _estimate(shape: ModelShape, plan: Plan) -> Any:
-    """The estimator's answer for ``(shape, plan)``; assumes ``forge_advisor.estimate.estimate``."""
-    try:
-        from forge_advisor import estimate as estimator
-    except ImportError:
-        raise NotImplementedError(
-            "memory estimates need the Rust estimator (forge_advisor.estimate), which is not built yet"
-        ) from None
-    return estimator.estimate(shape, plan)
+    """The Rust estimator's answer for ``(shape, plan)``: the same numbers as ``forge-advisor estimate``."""
+    from forge_advisor.estimate import estimate
+
+    return estimate(shape, plan)
 
 
 def shape_of(model: Any) -> ModelShape:
