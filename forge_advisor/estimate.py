@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
+from forge_advisor.calibration import Calibration, load_calibration
 from forge_advisor.errors import ForgeError, did_you_mean
 from forge_advisor.plan import Plan
 from forge_advisor.shapes import ModelShape, load_shape
@@ -29,14 +30,24 @@ class EstimateResult:
     plan: Plan
     raw: dict[str, Any]
     dataset_tokens: int | None = None
+    calibration: Calibration | None = None
 
     @property
     def peak_allocated_bytes(self) -> int:
         return int(self.raw["peak_allocated_bytes"])
 
     @property
+    def device_terms(self) -> dict[str, int]:
+        terms = dict(self.raw["device"])
+        if self.calibration is not None:  # the allocator reserve as measured on this device
+            terms["allocator_reserve"] = int(terms["allocator_reserve"] * self.calibration.reserve_factor)
+        return terms
+
+    @property
     def peak_reserved_bytes(self) -> int:
-        return int(self.raw["peak_reserved_bytes"])
+        if self.calibration is None:
+            return int(self.raw["peak_reserved_bytes"])
+        return self.peak_allocated_bytes + sum(self.device_terms.values())
 
     @property
     def breakdown(self) -> dict[str, int]:
@@ -44,11 +55,13 @@ class EstimateResult:
 
     @property
     def tokens_per_second(self) -> float | None:
-        return self.raw["tokens_per_second"]
+        tps = self.raw["tokens_per_second"]
+        return tps * self.calibration.speed_factor if tps is not None and self.calibration else tps
 
     @property
     def step_seconds(self) -> float | None:
-        return self.raw["step_seconds"]
+        step = self.raw["step_seconds"]
+        return step / self.calibration.speed_factor if step is not None and self.calibration else step
 
     @property
     def headroom_bytes(self) -> int | None:
@@ -77,7 +90,7 @@ class EstimateResult:
                 "peak_reserved_bytes": self.peak_reserved_bytes,
                 "peak_phase": raw["peak_phase"],
                 "breakdown": self.breakdown,
-                "device": dict(raw["device"]),
+                "device": self.device_terms,
                 "gpu_memory_bytes": None if self.gpu is None else self.gpu.memory_bytes,
             },
             "parameters": {
@@ -90,9 +103,10 @@ class EstimateResult:
                 "step_seconds": self.step_seconds,
                 "tokens_per_step": raw["tokens_per_step"],
                 "flops_per_token": raw["flops_per_token"],
-                "mfu": raw["mfu"],
+                "mfu": None if raw["mfu"] is None else raw["mfu"] * (self.calibration.speed_factor if self.calibration else 1.0),
                 "epoch_seconds": self.epoch_seconds,
-                "calibrated": False,
+                "calibrated": self.calibration is not None,
+                "calibration": None if self.calibration is None else self.calibration.to_dict(),
             },
             "fits": self.fits,
             "headroom_bytes": self.headroom_bytes,
@@ -168,4 +182,4 @@ def estimate(
         raw = native_estimator(shape, gpu).estimate(json.dumps(plan.to_dict()))
     except ValueError as exc:
         raise ForgeError(str(exc)) from None
-    return EstimateResult(shape.name, gpu, plan, raw, dataset_tokens)
+    return EstimateResult(shape.name, gpu, plan, raw, dataset_tokens, load_calibration(gpu))

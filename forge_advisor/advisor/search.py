@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from forge_advisor.advisor.request import BATCHES, FREEZE_RATIOS, RANKS, SEARCH_OPTIMIZERS, SearchRequest
+from forge_advisor.calibration import load_calibration
 from forge_advisor.errors import ForgeError
 from forge_advisor.estimate import EstimateResult, native_estimator
 from forge_advisor.plan import Plan
@@ -122,6 +123,7 @@ def run_search(
         raise ForgeError(str(exc)) from None
 
     cache: dict[str, Evaluated | None] = {}
+    calibration = load_calibration(gpu)
 
     def inner(outer: dict[str, Any]) -> Evaluated | None:
         key = json.dumps(outer, sort_keys=True)
@@ -134,7 +136,10 @@ def run_search(
                 cache[key] = None
             else:
                 plan = Plan.from_dict(_plan_fields(json.loads(res["plan_json"])))
-                cache[key] = Evaluated(plan, EstimateResult(shape.name, gpu, plan, res["estimate"], req.dataset_tokens), res["value"], res["fits"])
+                est = EstimateResult(shape.name, gpu, plan, res["estimate"], req.dataset_tokens, calibration)
+                # with a calibration the reserve is the device's measured one: judge fit on that
+                fits = res["fits"] if calibration is None else est.peak_reserved_bytes <= space["usable_bytes"]
+                cache[key] = Evaluated(plan, est, res["value"], fits)
         return cache[key]
 
     # 1. screen: leanest settings per (method, optimizer)

@@ -131,7 +131,9 @@ def render(report: dict[str, Any]) -> None:
         verdict = "[green]fits[/]" if report["fits"] else "[red]does not fit[/]"
         con.print(f"{report['gpu']}: {_bar(mem['peak_reserved_bytes'], cap)} {fmt_bytes(mem['peak_reserved_bytes'])} / {fmt_bytes(cap)} — {verdict}, headroom {fmt_bytes(report['headroom_bytes'])}")
     if thr["tokens_per_second"]:
-        line = f"≈ {thr['tokens_per_second']:,.0f} tokens/s, {thr['step_seconds']:.2f} s per step of {thr['tokens_per_step']:,} tokens (uncalibrated)"
+        cal = thr["calibration"]
+        how = f"calibrated on this GPU from {cal['samples']} measured trials" if cal else "uncalibrated: run recommend --measure on the GPU to calibrate"
+        line = f"≈ {thr['tokens_per_second']:,.0f} tokens/s, {thr['step_seconds']:.2f} s per step of {thr['tokens_per_step']:,} tokens ({how})"
         if thr["epoch_seconds"]:
             line += f", {thr['epoch_seconds'] / 3600:.2f} h per epoch"
         con.print(line)
