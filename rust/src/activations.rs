@@ -12,6 +12,7 @@
 //! attention's score matrices), `c_*` = bytes independent of tokens (autocast copies).
 
 use crate::analysis::{Block, LayerInfo, Lin, Side};
+use crate::gpu::GpuSpec;
 use crate::plan::{Attention, Dtype, Plan};
 use crate::shape::{Hints, ModelShape, NormKind};
 
@@ -149,8 +150,38 @@ fn lora_inputs(w: Widths, g: &LayerGrad, lins: &[&Lin], plan: &Plan) -> u64 {
     lins.iter().filter(|l| g.lora_on(l)).map(|l| lora_saved(w, plan.lora_dropout, l.in_f, plan.lora_r)).sum()
 }
 
+/// The attention kernel PyTorch's SDPA dispatch picks (torch/nn/attention, sdp_utils):
+/// cuDNN on Hopper and newer for half inputs without dropout, memory-efficient attention
+/// for fp32 or dropout, FlashAttention otherwise. Without a GPU, Hopper is assumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttnKernel {
+    Eager,
+    Cudnn,
+    Flash,
+    Efficient,
+}
+
+pub fn attention_kernel(shape: &ModelShape, plan: &Plan, gpu: Option<&GpuSpec>) -> AttnKernel {
+    if plan.attn_implementation == Attention::Eager || shape.hints.eager_only {
+        return AttnKernel::Eager;
+    }
+    if plan.attn_implementation == Attention::FlashAttention2 {
+        return AttnKernel::Flash;
+    }
+    let w = Widths::of(plan.dtype);
+    if w.e == 4 || shape.hints.attention_dropout > 0.0 {
+        return AttnKernel::Efficient;
+    }
+    let hopper = gpu.and_then(GpuSpec::cc_major).is_none_or(|major| major >= 9);
+    if hopper && shape.head_dim <= 128 {
+        AttnKernel::Cudnn
+    } else {
+        AttnKernel::Flash
+    }
+}
+
 /// Saved bytes of one layer for a plan (no checkpointing).
-pub fn layer_saved(shape: &ModelShape, info: &LayerInfo, g: &LayerGrad, plan: &Plan) -> Saved {
+pub fn layer_saved(shape: &ModelShape, info: &LayerInfo, g: &LayerGrad, plan: &Plan, kernel: AttnKernel) -> Saved {
     let w = Widths::of(plan.dtype);
     let hints: &Hints = &shape.hints;
     let h = shape.hidden_size;
@@ -179,8 +210,7 @@ pub fn layer_saved(shape: &ModelShape, info: &LayerInfo, g: &LayerGrad, plan: &P
                 out.per_token += w.e * (qd + kd);
             }
         }
-        let eager = plan.attn_implementation == Attention::Eager || hints.eager_only;
-        if eager {
+        if kernel == AttnKernel::Eager {
             let rep = if shape.num_key_value_heads == heads { kd } else { qd };
             out.per_token += w.e * (qd + 2 * rep);
             // fp32 softmax output + its cast to the compute dtype, per (token, context)
@@ -195,10 +225,17 @@ pub fn layer_saved(shape: &ModelShape, info: &LayerInfo, g: &LayerGrad, plan: &P
         } else {
             // q, k, v (GQA passed natively), output, fp32 logsumexp per head
             out.per_token += w.e * (2 * qd + 2 * kd) + 4 * heads;
+            if kernel == AttnKernel::Cudnn {
+                // cuDNN keeps its layout-normalised copies of q, k, v and an output in
+                // [b, s, h, d] layout (measured on fake-H100 SDPA, benches/truth)
+                out.per_token += w.e * (qd + 2 * kd) + w.e * qd;
+            }
         }
     }
     let o_in: u64 = attn_out.iter().map(|l| l.in_f).max().unwrap_or(qd);
-    if g.weights {
+    // under cuDNN the output is already contiguous after `transpose(1, 2)`: o_proj keeps
+    // the very tensor counted above
+    if g.weights && !(qkv_grad && kernel == AttnKernel::Cudnn) {
         out.per_token += if w.amp { 2 * o_in } else { w.e * o_in } * attn_out.len().max(1) as u64 / attn_out.len().max(1) as u64;
     }
     out.per_token += lora_inputs(w, g, &attn_out, plan);
@@ -227,7 +264,10 @@ pub fn layer_saved(shape: &ModelShape, info: &LayerInfo, g: &LayerGrad, plan: &P
         if mlp_grad {
             out.per_token += if shape.gated_mlp { (act + 2 * w.e) * inter } else { act * inter };
         }
-        if g.weights {
+        // the down projection keeps its input, unless that tensor is already kept: ReLU
+        // saves its own output (derivatives.yaml `threshold_backward(grad, result, 0)`)
+        let shared_with_act = !shape.gated_mlp && hints.hidden_act == "relu" && mlp_grad;
+        if g.weights && !shared_with_act {
             out.per_token += if w.amp { 2 * inter } else { w.e * inter };
         }
         out.per_token += lora_inputs(w, g, &mlp_out, plan);

@@ -68,6 +68,18 @@ pub struct Analysis {
     pub largest_tensor: u64,
     /// Number of parameter tensors (per-tensor optimizer bookkeeping).
     pub num_tensors: u64,
+    /// `layers` as runs of consecutive layers of one type: `(type, start, end)`, so that an
+    /// estimate prices each distinct layer once instead of once per layer.
+    pub runs: Vec<(u32, usize, usize)>,
+    /// Σ over layers of `linear_weight_params` (what bitsandbytes quantises).
+    pub layers_linear_weight_params: u64,
+    /// Σ over layers of the linears' output rows × count (LLM.int8 keeps a scale per row).
+    pub layers_linear_rows: u64,
+    /// The largest layer type's parameters (FSDP / ZeRO-3 gather one at a time).
+    pub largest_layer_params: u64,
+    /// Per target bit, the smallest side of the targetable linears with that leaf name
+    /// (the largest LoRA rank they take); `u64::MAX` for unused bits.
+    pub min_side_by_bit: [u64; 64],
 }
 
 const OUT_NAMES: &[&str] =
@@ -164,6 +176,27 @@ impl Analysis {
         }
         // norms inside layers: 1-2 tensors each, a handful per layer
         num_tensors += shape.layers.len() as u64 * if shape.norm == NormKind::LayerNorm { 4 } else { 2 };
+        let mut runs: Vec<(u32, usize, usize)> = Vec::new();
+        for (i, &t) in shape.layers.iter().enumerate() {
+            match runs.last_mut() {
+                Some((rt, _, end)) if *rt == t => *end = i + 1,
+                _ => runs.push((t, i, i + 1)),
+            }
+        }
+        // the same sums the estimator used to take per call (no overflow: the shape is
+        // validated to at most MAX_PARAMETERS parameters)
+        let layers_linear_weight_params: u64 = shape.layers.iter().map(|&t| types[t as usize].linear_weight_params).sum();
+        let layers_linear_rows: u64 = shape
+            .layers
+            .iter()
+            .map(|&t| types[t as usize].lins.iter().map(|l| l.out_f * l.count).sum::<u64>())
+            .sum();
+        let largest_layer_params = types.iter().map(|t| t.params).max().unwrap_or(0);
+        let mut min_side_by_bit = [u64::MAX; 64];
+        for l in types.iter().flat_map(|t| t.lins.iter()).filter(|l| l.targetable) {
+            let m = &mut min_side_by_bit[l.bit as usize];
+            *m = (*m).min(l.in_f.min(l.out_f));
+        }
         Ok(Analysis {
             names,
             full_names,
@@ -179,6 +212,11 @@ impl Analysis {
             total_params: shape.num_parameters()?,
             largest_tensor: largest,
             num_tensors,
+            runs,
+            layers_linear_weight_params,
+            layers_linear_rows,
+            largest_layer_params,
+            min_side_by_bit,
         })
     }
 
@@ -189,37 +227,43 @@ impl Analysis {
         match targets {
             None => Ok(self.attention_mask),
             Some(Targets::Keyword(k)) if k == "all-linear" => Ok(self.all_linear_mask),
-            Some(Targets::Keyword(k)) => self.target_mask(Some(&Targets::Names(vec![k.clone()]))),
-            Some(Targets::Names(list)) => {
-                let mut mask = 0u64;
-                for want in list {
-                    let mut hit = false;
-                    for (full, bit) in &self.full_names {
-                        if full == want || full.ends_with(&format!(".{want}")) {
-                            if self.all_linear_mask & (1 << bit) == 0 {
-                                return Err(Error::field(
-                                    "lora_target_modules",
-                                    want,
-                                    "nn.Linear modules (fused expert tensors cannot take LoRA by name)",
-                                ));
-                            }
-                            mask |= 1 << bit;
-                            hit = true;
-                        }
+            Some(Targets::Keyword(k)) => self.names_mask(std::slice::from_ref(k)),
+            Some(Targets::Names(list)) => self.names_mask(list),
+        }
+    }
+
+    fn names_mask(&self, list: &[String]) -> Result<u64> {
+        let mut mask = 0u64;
+        for want in list {
+            let mut hit = false;
+            for (full, bit) in &self.full_names {
+                // `full == want || full.ends_with(&format!(".{want}"))`, without the String
+                let suffix = full.len() > want.len()
+                    && full.ends_with(want.as_str())
+                    && full.as_bytes()[full.len() - want.len() - 1] == b'.';
+                if full == want || suffix {
+                    if self.all_linear_mask & (1 << bit) == 0 {
+                        return Err(Error::field(
+                            "lora_target_modules",
+                            want,
+                            "nn.Linear modules (fused expert tensors cannot take LoRA by name)",
+                        ));
                     }
-                    if !hit {
-                        let have: Vec<&str> = self
-                            .names
-                            .iter()
-                            .enumerate()
-                            .filter(|(i, _)| self.all_linear_mask & (1 << i) != 0)
-                            .map(|(_, n)| n.as_str())
-                            .collect();
-                        return Err(Error::field("lora_target_modules", want, format!("one of the model's linear modules: {}", have.join(", "))));
-                    }
+                    mask |= 1 << bit;
+                    hit = true;
                 }
-                Ok(mask)
+            }
+            if !hit {
+                let have: Vec<&str> = self
+                    .names
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| self.all_linear_mask & (1 << i) != 0)
+                    .map(|(_, n)| n.as_str())
+                    .collect();
+                return Err(Error::field("lora_target_modules", want, format!("one of the model's linear modules: {}", have.join(", "))));
             }
         }
+        Ok(mask)
     }
 }

@@ -18,7 +18,7 @@
 use serde::Serialize;
 
 use crate::activations::{layer_backward_transient, layer_checkpointed, layer_saved, LayerGrad, Saved, Widths};
-use crate::analysis::Analysis;
+use crate::analysis::{Analysis, LayerInfo};
 use crate::error::{Error, Result};
 use crate::gpu::GpuSpec;
 use crate::plan::{Distributed, Method, Optim, Plan, Trainer};
@@ -144,6 +144,92 @@ fn nf4_bytes(n: u64, double_quant: bool) -> (u64, u64) {
     (packed, state)
 }
 
+/// Trainable parameters of one unfrozen layer: all of them under full fine-tuning, else
+/// the LoRA adapters of its targeted linears (lora_A: r×in, lora_B: out×r, peft
+/// `LoraLayer.update_layer`).
+fn layer_trainable(info: &LayerInfo, full: bool, mask: u64, r: u64) -> u64 {
+    if full {
+        return info.params;
+    }
+    let mut tp = 0;
+    for l in &info.lins {
+        if l.targetable && mask & (1 << l.bit) != 0 {
+            tp += sat(r, l.in_f + l.out_f) * l.count;
+        }
+    }
+    tp
+}
+
+/// Layers that back-propagate, grouped into runs of identical layers (bottom to top).
+#[derive(Debug, Clone, Copy, Default)]
+struct Segment {
+    /// Number of layers.
+    n: u64,
+    /// Bytes each keeps until its backward (its input alone under checkpointing).
+    kept: u64,
+    /// Bytes each holds while it back-propagates (everything it saved).
+    full: u64,
+    /// Gradient buffers alive during its backward.
+    transient: u64,
+    /// Autocast's half copies of its weights.
+    constant: u64,
+    /// Gradient bytes each adds (sharded over the GPUs where grads are).
+    layer_grads: u64,
+}
+
+/// A few segments inline; spills to the heap only for unusual stacks of many layer types.
+struct Segments {
+    inline: [Segment; 8],
+    len: usize,
+    spill: Vec<Segment>,
+}
+
+impl Segments {
+    fn new() -> Self {
+        Segments { inline: [Segment::default(); 8], len: 0, spill: Vec::new() }
+    }
+    fn push(&mut self, s: Segment) {
+        if self.spill.is_empty() && self.len < self.inline.len() {
+            self.inline[self.len] = s;
+            self.len += 1;
+        } else {
+            if self.spill.is_empty() {
+                self.spill.extend_from_slice(&self.inline[..self.len]);
+            }
+            self.spill.push(s);
+        }
+    }
+    fn as_slice(&self) -> &[Segment] {
+        if self.spill.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.spill
+        }
+    }
+}
+
+/// The running peak over the step's phases.
+#[derive(Default)]
+struct Peak {
+    total: Option<u64>,
+    phase: Option<Phase>,
+    breakdown: Breakdown,
+}
+
+impl Peak {
+    fn offer(&mut self, phase: Phase, b: Breakdown) {
+        self.offer_total(phase, b.total(), b);
+    }
+    /// `total` is `b.total()` (for a layer phase, computed exactly and clipped to u64).
+    fn offer_total(&mut self, phase: Phase, total: u64, b: Breakdown) {
+        if self.total.map_or(true, |t| total >= t) {
+            self.total = Some(total);
+            self.phase = Some(phase);
+            self.breakdown = b;
+        }
+    }
+}
+
 impl Estimator {
     pub fn new(shape: ModelShape) -> Result<Self> {
         let analysis = Analysis::new(&shape)?;
@@ -168,7 +254,15 @@ impl Estimator {
             return Err(Error::field("trainer", "dpo", "decoder-only models (seq2seq DPO is not modelled)"));
         }
         let mask = if plan.uses_lora() { an.target_mask(plan.lora_target_modules.as_ref())? } else { 0 };
-        if plan.uses_lora() {
+        // fast check first: the rank fits the narrowest targeted linear of every target bit;
+        // otherwise find the first offending linear for the message
+        let mut rank_fits = true;
+        let mut bits = mask;
+        while bits != 0 {
+            rank_fits &= plan.lora_r <= an.min_side_by_bit[bits.trailing_zeros() as usize];
+            bits &= bits - 1;
+        }
+        if plan.uses_lora() && !rank_fits {
             for t in &an.types {
                 for l in &t.lins {
                     if mask & (1 << l.bit) != 0 && l.targetable && plan.lora_r > l.in_f.min(l.out_f) {
@@ -190,7 +284,7 @@ impl Estimator {
         let head_trains = full && (!shape.tie_word_embeddings || embed_trains);
 
         // ---- parameters: weights, adapters, trainable set --------------------------
-        let layer_lin_w: u64 = an.layers.iter().map(|&t| an.types[t as usize].linear_weight_params).sum();
+        let layer_lin_w: u64 = an.layers_linear_weight_params;
         let (weights, quant_state) = match plan.method {
             Method::Full | Method::Lora => (sat(an.total_params, pb), 0),
             // peft `prepare_model_for_kbit_training` casts every non-quantised half
@@ -201,33 +295,23 @@ impl Estimator {
             }
             // LLM.int8: int8 weights plus a fp32 scale per output row (SCB).
             Method::Lora8bit => {
-                let rows: u64 = an.layers.iter().map(|&t| an.types[t as usize].lins.iter().map(|l| l.out_f * l.count).sum::<u64>()).sum();
+                let rows: u64 = an.layers_linear_rows;
                 (layer_lin_w.saturating_add(sat(an.total_params - layer_lin_w, 4)), sat(rows, 4))
             }
         };
+        // every layer of a type trains the same parameters unless frozen: price each run of
+        // one type once (`live` = its unfrozen layers)
         let mut adapter_params = 0u64;
         let mut trainable = 0u64;
-        let mut per_layer_trainable: Vec<u64> = Vec::with_capacity(an.layers.len());
-        for (i, &t) in an.layers.iter().enumerate() {
-            let info = &an.types[t as usize];
-            let live = (i as u64) >= frozen;
-            let mut tp = 0;
-            if live {
-                if full {
-                    tp = info.params;
-                } else {
-                    for l in &info.lins {
-                        if l.targetable && mask & (1 << l.bit) != 0 {
-                            // lora_A: r×in, lora_B: out×r (peft LoraLayer.update_layer)
-                            let p = sat(plan.lora_r, l.in_f + l.out_f) * l.count;
-                            adapter_params += p;
-                            tp += p;
-                        }
-                    }
+        for &(t, start, end) in &an.runs {
+            let live = (end as u64).saturating_sub(frozen.max(start as u64));
+            if live > 0 {
+                let tp = layer_trainable(&an.types[t as usize], full, mask, plan.lora_r);
+                if !full {
+                    adapter_params += tp * live;
                 }
+                trainable += tp * live;
             }
-            trainable += tp;
-            per_layer_trainable.push(tp);
         }
         let mut head_train_params = 0u64;
         if full {
@@ -292,7 +376,7 @@ impl Estimator {
                 states /= n_gpus;
                 temporaries /= n_gpus;
                 gradients /= n_gpus;
-                let largest_layer = an.types.iter().map(|t| t.params).max().unwrap_or(0);
+                let largest_layer = an.largest_layer_params;
                 weights /= n_gpus;
                 // two unsharded layers in flight (current + prefetch): params gathered and
                 // grads reduced in the compute dtype (FSDP MixedPrecision / ZeRO-3 bf16)
@@ -311,43 +395,47 @@ impl Estimator {
         // stay in the graph (their checkpoint inputs are kept, backward runs through them).
         let mut input_grad = embed_trains || plan.gradient_checkpointing;
         let mut first_in_graph: Option<usize> = None;
-        let mut saved_all: Vec<u64> = Vec::with_capacity(an.layers.len());
-        let mut full_saved: Vec<u64> = Vec::with_capacity(an.layers.len());
-        let mut transient: Vec<u64> = Vec::with_capacity(an.layers.len());
         let mut autocast_copies = 0u64;
-        let mut layer_const: Vec<u64> = Vec::with_capacity(an.layers.len());
-        let mut lowest_trainable: Option<usize> = None;
-        for (i, &t) in an.layers.iter().enumerate() {
+        let grad_scale = if matches!(plan.distributed, Distributed::Zero2 | Distributed::Fsdp | Distributed::Zero3) { n_gpus } else { 1 };
+        // Consecutive layers with the same type, liveness and input-grad flag save, keep and
+        // free exactly the same bytes: each such segment is priced once. Liveness changes at
+        // `frozen`; the input flag can change once, after the first layer in the graph.
+        let ckpt_bytes = layer_checkpointed(shape, w).bytes(tokens, s);
+        let mut segs = Segments::new();
+        for &(t, start, end) in &an.runs {
             let info = &an.types[t as usize];
-            let live = (i as u64) >= frozen;
-            let g = LayerGrad { input: input_grad, weights: full && live, lora: if live && !full { mask } else { 0 } };
-            let in_graph = g.input || g.any_trains(info);
-            let saved = layer_saved(shape, info, &g, plan);
-            let act = Saved { constant: 0, ..saved };
-            let full_bytes = act.bytes(tokens, s);
-            // autocast's weight cache is dropped when the forward leaves autocast; a copy
-            // outlives it only if autograd saved it, which checkpointing prevents
-            if !plan.gradient_checkpointing && in_graph {
-                autocast_copies = autocast_copies.saturating_add(saved.constant);
+            let mut transient: Option<u64> = None;
+            let first_live = (frozen.min(end as u64) as usize).max(start);
+            for (mut lo, hi, live) in [(start, first_live, false), (first_live, end, true)] {
+                while lo < hi {
+                    let g = LayerGrad { input: input_grad, weights: full && live, lora: if live && !full { mask } else { 0 } };
+                    let in_graph = g.input || g.any_trains(info);
+                    let n = if in_graph == input_grad { hi - lo } else { 1 };
+                    if in_graph {
+                        let saved = layer_saved(shape, info, &g, plan, crate::activations::attention_kernel(shape, plan, gpu));
+                        let full_bytes = Saved { constant: 0, ..saved }.bytes(tokens, s);
+                        // autocast's weight cache is dropped when the forward leaves autocast; a
+                        // copy outlives it only if autograd saved it, which checkpointing prevents
+                        if !plan.gradient_checkpointing {
+                            autocast_copies = autocast_copies.saturating_add(sat(saved.constant, n as u64));
+                        }
+                        let tp = if live { layer_trainable(info, full, mask, plan.lora_r) } else { 0 };
+                        segs.push(Segment {
+                            n: n as u64,
+                            kept: if plan.gradient_checkpointing { ckpt_bytes } else { full_bytes },
+                            full: full_bytes,
+                            transient: *transient.get_or_insert_with(|| layer_backward_transient(shape, info, plan).bytes(tokens, s)),
+                            constant: saved.constant,
+                            layer_grads: sat(tp, grad_bytes_per) / grad_scale,
+                        });
+                        if first_in_graph.is_none() {
+                            first_in_graph = Some(lo);
+                        }
+                    }
+                    input_grad = in_graph;
+                    lo += n;
+                }
             }
-            layer_const.push(if in_graph { saved.constant } else { 0 });
-            let kept = if !in_graph {
-                0
-            } else if plan.gradient_checkpointing {
-                layer_checkpointed(shape, w).bytes(tokens, s)
-            } else {
-                full_bytes
-            };
-            saved_all.push(kept);
-            full_saved.push(if in_graph { full_bytes } else { 0 });
-            transient.push(if in_graph { layer_backward_transient(shape, info, plan).bytes(tokens, s) } else { 0 });
-            if in_graph && first_in_graph.is_none() {
-                first_in_graph = Some(i);
-            }
-            if in_graph && lowest_trainable.is_none() && g.any_trains(info) {
-                lowest_trainable = Some(i);
-            }
-            input_grad = in_graph;
         }
 
         // ---- tail: final norm, head, logits and loss --------------------------------
@@ -410,41 +498,88 @@ impl Estimator {
             ..Default::default()
         };
         let grads_prev = if accum { gradients } else { 0 };
-        let acts_total: u64 = saved_all.iter().fold(tail_saved, |a, &x| a.saturating_add(x));
-        let mut candidates: Vec<(Phase, Breakdown)> = Vec::with_capacity(8);
-        candidates.push((
+        let acts_total: u64 = segs.as_slice().iter().fold(tail_saved, |a, sg| a.saturating_add(sat(sg.kept, sg.n)));
+        // the phase with the largest total; on a tie the later phase wins (as `max_by_key`)
+        let mut peak = Peak::default();
+        peak.offer(
             Phase::Forward,
             Breakdown { gradients: grads_prev, activations: acts_total, logits_and_loss: logits_fwd, ..base },
-        ));
-        candidates.push((
+        );
+        peak.offer(
             Phase::LossBackward,
             Breakdown { gradients: grads_prev, activations: acts_total, logits_and_loss: logits_bwd.max(logits_saved), ..base },
-        ));
+        );
         // walk down the layers in backward order
         let head_grad = sat(if full { head_train_params - if embed_trains { an.embedding_params + an.position_params } else { 0 } } else { 0 }, grad_bytes_per);
         let mut grads_done = if accum { gradients } else { head_grad.min(gradients) };
         // a tied head's grad waits in autograd's input buffer for the embedding's
         let held_head = if shape.tie_word_embeddings && embed_trains { sat(an.embedding_params, grad_bytes_per) } else { 0 };
-        let mut below: u64 = saved_all.iter().fold(tail_saved, |a, &x| a.saturating_add(x));
-        let grad_scale = if matches!(plan.distributed, Distributed::Zero2 | Distributed::Fsdp | Distributed::Zero3) { n_gpus } else { 1 };
-        let stop = first_in_graph.unwrap_or(an.layers.len());
-        for i in (stop..an.layers.len()).rev() {
-            below = below.saturating_sub(saved_all[i]);
-            let layer_grads = sat(per_layer_trainable[i], grad_bytes_per) / grad_scale;
-            let here = below.saturating_add(full_saved[i]);
-            candidates.push((
-                Phase::LayerBackward,
-                Breakdown {
-                    gradients: if accum { gradients } else { grads_done.saturating_add(layer_grads).min(gradients) },
-                    activations: here,
-                    backward_buffers: transient[i].saturating_add(held_head),
-                    // the recomputed layer casts its weights again
-                    autocast_copies: if plan.gradient_checkpointing { base.autocast_copies + layer_const[i] } else { base.autocast_copies },
-                    ..base
-                },
-            ));
+        // exact (u128) running sum of the activations kept below the current layer
+        let mut below: u128 = segs.as_slice().iter().fold(tail_saved as u128, |a, sg| a + sg.kept as u128 * sg.n as u128);
+        for sg in segs.as_slice().iter().rev() {
+            let backward_buffers = sg.transient.saturating_add(held_head);
+            // the recomputed layer casts its weights again
+            let layer_autocast = if plan.gradient_checkpointing { base.autocast_copies + sg.constant } else { base.autocast_copies };
+            let fixed = [
+                base.weights,
+                base.quant_state,
+                base.lora_adapters,
+                base.reference_model,
+                base.optimizer_states,
+                base.optimizer_temporaries,
+                layer_autocast,
+                base.logits_and_loss,
+                backward_buffers,
+                base.distributed_buffers,
+            ]
+            .iter()
+            .map(|&x| x as u128)
+            .sum::<u128>();
+            // The m-th layer of the segment from the top (m = 1..=n) holds
+            //   activations = below − m·kept + full,  gradients = min(done + m·grads, all)
+            // (all of them under accumulation): a concave function of m, linear on each side
+            // of the point where the gradients reach their total, so its last maximum is at
+            // an end of one of those two pieces.
+            let (n, kept, lg) = (sg.n as u128, sg.kept as u128, sg.layer_grads as u128);
+            let (done, all) = (grads_done as u128, gradients as u128);
+            let grads_at = |m: u128| if accum { all } else { (done + m * lg).min(all) };
+            let acts_at = |m: u128| below - m * kept + sg.full as u128;
+            let (uncapped_end, capped_start) = if accum || done > all {
+                (0, 1)
+            } else {
+                match (all - done).checked_div(lg) {
+                    None => (n, n + 1), // no grads: never capped
+                    Some(mc) => (mc.min(n), mc + 1),
+                }
+            };
+            let mut best: Option<(u128, u128)> = None; // (total, m)
+            for m in [1, uncapped_end, capped_start, n] {
+                let on_piece = (m >= 1 && m <= uncapped_end) || (m >= capped_start.max(1) && m <= n);
+                if !on_piece {
+                    continue;
+                }
+                let total = fixed + acts_at(m) + grads_at(m);
+                if best.map_or(true, |(bt, bm)| total > bt || (total == bt && m > bm)) {
+                    best = Some((total, m));
+                }
+            }
+            if let Some((total, m)) = best {
+                let clip = |x: u128| u64::try_from(x).unwrap_or(u64::MAX);
+                peak.offer_total(
+                    Phase::LayerBackward,
+                    clip(total),
+                    Breakdown {
+                        gradients: clip(grads_at(m)),
+                        activations: clip(acts_at(m)),
+                        backward_buffers,
+                        autocast_copies: layer_autocast,
+                        ..base
+                    },
+                );
+            }
+            below -= n * kept;
             if !accum {
-                grads_done = grads_done.saturating_add(layer_grads);
+                grads_done = grads_done.saturating_add(sat(sg.layer_grads, sg.n));
             }
         }
         // the autograd graph (and with it autocast's weight copies) is gone after backward
@@ -461,15 +596,9 @@ impl Estimator {
             (true, false, true) => vh,
             (true, false, false) => 0,
         };
-        candidates.push((
-            Phase::BackwardEnd,
-            Breakdown { gradients, backward_buffers: embed_transient, ..after }
-        ));
-        candidates.push((Phase::OptimizerStep, Breakdown { gradients, optimizer_temporaries: temporaries, ..after }));
-        let (peak_phase, breakdown) = candidates
-            .into_iter()
-            .max_by_key(|(_, b)| b.total())
-            .expect("at least one phase");
+        peak.offer(Phase::BackwardEnd, Breakdown { gradients, backward_buffers: embed_transient, ..after });
+        peak.offer(Phase::OptimizerStep, Breakdown { gradients, optimizer_temporaries: temporaries, ..after });
+        let (peak_phase, breakdown) = (peak.phase.expect("at least one phase"), peak.breakdown);
         let peak_allocated = breakdown.total();
         if peak_allocated >= u64::MAX / 4 {
             return Err(Error::overflow("peak memory"));

@@ -26,6 +26,9 @@ pub struct GpuSpec {
     pub peak_tflops: PeakTflops,
     #[serde(default)]
     pub bandwidth_bytes_per_s: Option<f64>,
+    /// "9.0" for Hopper; decides which SDPA kernel PyTorch picks.
+    #[serde(default)]
+    pub compute_capability: Option<String>,
 }
 
 impl GpuSpec {
@@ -35,6 +38,11 @@ impl GpuSpec {
             return Err(Error::field("memory_bytes", 0, "a positive number of bytes"));
         }
         Ok(gpu)
+    }
+
+    /// Compute capability major version (9 for H100/H200), if known.
+    pub fn cc_major(&self) -> Option<u32> {
+        self.compute_capability.as_deref()?.split('.').next()?.trim().parse().ok()
     }
 
     /// Dense tensor-core peak in FLOP/s for this kind of compute, if known.

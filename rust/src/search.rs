@@ -126,10 +126,15 @@ impl Space {
 impl Estimator {
     /// Estimate and score one plan.
     pub fn score(&self, plan: &Plan, gpu: Option<&GpuSpec>, objective: Objective, usable: u64) -> Result<Scored> {
-        let estimate = self.estimate(plan, gpu)?;
+        self.score_owned(plan.clone(), gpu, objective, usable)
+    }
+
+    /// [`Estimator::score`] of a plan the caller gives away (no second copy of it).
+    fn score_owned(&self, plan: Plan, gpu: Option<&GpuSpec>, objective: Objective, usable: u64) -> Result<Scored> {
+        let estimate = self.estimate(&plan, gpu)?;
         let value = objective_value(objective, estimate.tokens_per_second, estimate.quality);
         let fits = estimate.peak_reserved_bytes <= usable;
-        Ok(Scored { plan: plan.clone(), estimate, value, fits })
+        Ok(Scored { plan, estimate, value, fits })
     }
 
     /// The best fitting (batch, accumulation, checkpointing) for one outer choice, or the
@@ -145,7 +150,7 @@ impl Estimator {
                     gradient_checkpointing: ckpt,
                     ..outer.clone()
                 });
-                let s = match self.score(&plan, gpu, space.objective, space.usable_bytes) {
+                let s = match self.score_owned(plan, gpu, space.objective, space.usable_bytes) {
                     Ok(s) => s,
                     Err(Error::InvalidField { .. }) => continue, // e.g. rank above a layer's width
                     Err(e) => return Err(e),

@@ -33,11 +33,9 @@ pub fn flops_per_token(est: &Estimator, plan: &Plan, mask: u64, frozen: u64, fir
     let attn_bwd_factor = if eager { 2.0 } else { 2.5 };
     let r = plan.lora_r as f64;
     let lowest = first_in_graph.unwrap_or(an.layers.len());
-    let mut total = 0.0;
-    for (i, &t) in an.layers.iter().enumerate() {
+    // FLOPs of one layer of type `t` (forward, backward), by liveness and graph membership
+    let layer = |t: u32, live: bool, in_graph: bool| -> (f64, f64) {
         let info = &an.types[t as usize];
-        let live = (i as u64) >= frozen;
-        let in_graph = i >= lowest;
         let mut fwd = attn_fwd_per_layer;
         let mut bwd = if in_graph { attn_fwd_per_layer * attn_bwd_factor } else { 0.0 };
         for l in &info.lins {
@@ -60,15 +58,89 @@ pub fn flops_per_token(est: &Estimator, plan: &Plan, mask: u64, frozen: u64, fir
                 bwd += 2.0 * lora;
             }
         }
-        total += fwd + bwd;
-        if plan.gradient_checkpointing && in_graph {
-            total += fwd;
+        (fwd, bwd)
+    };
+    // Runs of one layer type split where layers unfreeze and where the graph starts: the
+    // layers of a segment cost the same.
+    let frozen_at = frozen.min(an.layers.len() as u64) as usize;
+    let segments = an.runs.iter().flat_map(|&(t, start, end)| {
+        let (a, b) = (frozen_at.clamp(start, end), lowest.clamp(start, end));
+        let (p, q) = (a.min(b), a.max(b));
+        [(start, p), (p, q), (q, end)].into_iter().filter(|(lo, hi)| lo < hi).map(move |(lo, hi)| (t, lo, hi))
+    });
+    // Every term above is an integer. Summed exactly in integers, the total is what the
+    // float loop below computes whenever all its intermediates stay under 2^53 (then no
+    // float operation rounds): guaranteed when the total is under 2^52.
+    let head_trains = full && (!shape.tie_word_embeddings || frozen == 0);
+    if let Some(exact) = integer_flops(est, plan, mask, frozen, lowest, eager, head_trains) {
+        if exact < 1u128 << 52 {
+            return exact as f64;
+        }
+    }
+    let mut total = 0.0;
+    for (t, lo, hi) in segments {
+        let (live, in_graph) = (lo as u64 >= frozen, lo >= lowest);
+        let (fwd, bwd) = layer(t, live, in_graph);
+        for _ in lo..hi {
+            total += fwd + bwd;
+            if plan.gradient_checkpointing && in_graph {
+                total += fwd;
+            }
         }
     }
     let head = 2.0 * (shape.hidden_size * shape.vocab_size) as f64;
-    let head_trains = full && (!shape.tie_word_embeddings || frozen == 0);
     total += head + head + if head_trains { head } else { 0.0 };
     total
+}
+
+/// `flops_per_token` in exact integer arithmetic (segment by segment), or `None` if it
+/// does not fit 128 bits.
+fn integer_flops(est: &Estimator, plan: &Plan, mask: u64, frozen: u64, lowest: usize, eager: bool, head_trains: bool) -> Option<u128> {
+    let shape = &est.shape;
+    let an = &est.analysis;
+    let full = plan.method == Method::Full;
+    let qd_s = (shape.num_attention_heads as u128).checked_mul(shape.head_dim as u128)?.checked_mul(plan.max_length as u128)?;
+    if qd_s >= 1 << 100 {
+        return None;
+    }
+    // 4·qd·s·(1 | ½) forward; backward 2× (eager) or 2.5× (flash / memory-efficient)
+    let (attn_fwd, attn_bwd) = if eager { (4 * qd_s, 8 * qd_s) } else { (2 * qd_s, 5 * qd_s) };
+    let top_k = shape.num_experts_per_tok.max(1) as u128;
+    let r = plan.lora_r as u128;
+    let frozen_at = frozen.min(an.layers.len() as u64) as usize;
+    let mut total: u128 = 0;
+    for &(t, start, end) in &an.runs {
+        let info = &an.types[t as usize];
+        let (a, b) = (frozen_at.clamp(start, end), lowest.clamp(start, end));
+        let (p, q) = (a.min(b), a.max(b));
+        for (lo, hi) in [(start, p), (p, q), (q, end)] {
+            if lo >= hi {
+                continue;
+            }
+            let (live, in_graph) = (lo as u64 >= frozen, lo >= lowest);
+            let mut fwd = attn_fwd;
+            let mut bwd = if in_graph { attn_bwd } else { 0 };
+            for l in &info.lins {
+                let mac = (l.in_f as u128 * l.out_f as u128) * if l.block == Block::Expert { top_k } else { l.count as u128 };
+                fwd += 2 * mac;
+                if in_graph {
+                    bwd += 2 * mac;
+                    if full && live {
+                        bwd += 2 * mac;
+                    }
+                }
+                if !full && live && l.targetable && mask & (1 << l.bit) != 0 {
+                    let lora = 2 * r * (l.in_f as u128 + l.out_f as u128);
+                    fwd += lora;
+                    bwd += 2 * lora;
+                }
+            }
+            let per = fwd + bwd + if plan.gradient_checkpointing && in_graph { fwd } else { 0 };
+            total = total.checked_add(per.checked_mul((hi - lo) as u128)?)?;
+        }
+    }
+    let head = 2 * shape.hidden_size as u128 * shape.vocab_size as u128;
+    total.checked_add(head * if head_trains { 3 } else { 2 })
 }
 
 /// (tokens/s, seconds per optimizer step, model FLOPs utilisation) on `gpu`.
@@ -91,7 +163,8 @@ pub fn speed(
     let mut seconds = per_gpu_tokens * flops_per_token / (peak * eff);
     if let Some(bw) = gpu.bandwidth_bytes_per_s.filter(|b| *b > 0.0) {
         let micro_batches = (plan.gradient_accumulation_steps) as f64;
-        let lin_w: f64 = est.analysis.layers.iter().map(|&t| est.analysis.types[t as usize].linear_weight_params as f64).sum();
+        // an exact integer sum (at most MAX_PARAMETERS < 2^53): the same as a float sum
+        let lin_w = est.analysis.layers_linear_weight_params as f64;
         if plan.method == Method::Qlora {
             // dequantise every 4-bit weight to bf16 in forward, backward and recompute:
             // read 0.5 B + write 2 B per weight per pass (bitsandbytes dequantize_4bit)

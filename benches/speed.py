@@ -1,0 +1,291 @@
+"""Speed benchmarks of the issue, side by side with their targets (targets, not tests).
+
+    /opt/venv/bin/python benches/speed.py
+
+runs, and writes ``benches/results/speed.md`` and ``benches/results/speed.json``:
+
+1. ``python -m pytest benches/test_speed.py --benchmark-json=…`` — one ``estimate()`` call
+   from Python (target ≤ 20 µs) and the native call alone;
+2. ``taskset -c 1 cargo bench --bench estimator_speed`` — the Rust estimator on one core
+   (target ≥ 10 M plan evaluations/s), read from ``target/criterion/**/new/estimates.json``;
+3. CLI wall times (hyperfine if installed, else the median of repeated subprocess runs):
+   ``forge-advisor estimate`` (target ≤ 0.3 s), ``forge-advisor recommend`` (target ≤ 1 s)
+   and accelerate's own Python path on the same model, offline (``init_empty_weights`` +
+   ``AutoModelForCausalLM.from_config`` + ``calculate_maximum_sizes`` in a fresh
+   interpreter — what ``accelerate estimate-memory`` does after fetching the config);
+4. the Rust exhaustive search over the space ``recommend`` searches
+   (``forge_advisor._native.Search(...).brute_force()``).
+
+Nothing asserts a time. The machine is shared: the load average before and after is
+recorded with the numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benches" / "results"
+PY = sys.executable
+BIN = Path(PY).parent
+FORGE = str(BIN / "forge-advisor") if (BIN / "forge-advisor").exists() else "forge-advisor"
+MODEL = "meta-llama/Llama-3.1-8B"
+GPU = "RTX 4090"
+CORE = os.environ.get("SPEED_CORE", "1")
+
+ACCELERATE_PATH = """
+import json, sys
+from accelerate import init_empty_weights
+from accelerate.utils import calculate_maximum_sizes
+from transformers import AutoConfig, AutoModelForCausalLM
+config = json.load(open(sys.argv[1]))
+with init_empty_weights():
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config))
+total, largest = calculate_maximum_sizes(model)
+print(json.dumps({"total_size": total, "largest_layer": largest[0]}))
+"""
+
+
+def sh(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+    print("+", " ".join(cmd), file=sys.stderr, flush=True)
+    return subprocess.run(cmd, cwd=ROOT, text=True, capture_output=True, check=True, **kw)
+
+
+def load() -> str:
+    return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__() if Path("/proc/loadavg").exists() else "?"
+
+
+def machine() -> dict[str, Any]:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    rustc = subprocess.run(["rustc", "--version"], text=True, capture_output=True).stdout.strip()
+    return {
+        "nproc": int(subprocess.run(["nproc"], text=True, capture_output=True).stdout.strip() or 0),
+        "cpu_model": cpu,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "rustc": rustc,
+    }
+
+
+# ---- 1. pytest-benchmark -----------------------------------------------------------------
+def python_calls() -> dict[str, Any]:
+    out = RESULTS / "speed.pytest.json"
+    cmd = [PY, "-m", "pytest", "benches/test_speed.py", "-q", "-p", "no:cacheprovider", f"--benchmark-json={out.relative_to(ROOT)}"]
+    sh(cmd)
+    data = json.loads(out.read_text())
+    res = {}
+    for b in data["benchmarks"]:
+        s = b["stats"]
+        res[b["name"]] = {"median_us": s["median"] * 1e6, "min_us": s["min"] * 1e6, "mean_us": s["mean"] * 1e6, "rounds": s["rounds"]}
+    return {"command": "python " + " ".join(cmd[1:]), "results": res}
+
+
+# ---- 2. criterion ------------------------------------------------------------------------
+def rust_bench() -> dict[str, Any]:
+    taskset = ["taskset", "-c", CORE] if shutil.which("taskset") else []
+    cmd = [*taskset, "cargo", "bench", "--bench", "estimator_speed"]
+    sh(cmd)
+    res = {}
+    crit = ROOT / "target" / "criterion"
+    for est in sorted(crit.glob("*/*/new/estimates.json")):
+        group, name = est.parts[-4], est.parts[-3]
+        bench = json.loads((est.parent / "benchmark.json").read_text())
+        e = json.loads(est.read_text())
+        elements = (bench.get("throughput") or {}).get("Elements") or 1
+        ns = e["median"]["point_estimate"]
+        res[f"{group}/{name}"] = {
+            "median_ns_per_iter": ns,
+            "elements_per_iter": elements,
+            "ns_per_element": ns / elements,
+            "elements_per_second": elements / (ns * 1e-9),
+        }
+    return {"command": " ".join(cmd), "results": res}
+
+
+# ---- 3. CLI wall times -------------------------------------------------------------------
+def wall(name: str, argv: list[str], runs: int = 10) -> dict[str, Any]:
+    cmdline = " ".join(f"'{a}'" if (" " in a or "\n" in a) else a for a in argv)
+    if shutil.which("hyperfine") and "\n" not in cmdline:
+        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+            path = f.name
+        sh(["hyperfine", "-N", "--warmup", "2", "--runs", str(runs), "--export-json", path, cmdline])
+        r = json.loads(Path(path).read_text())["results"][0]
+        os.unlink(path)
+        return {"name": name, "tool": "hyperfine", "runs": runs, "median_s": r["median"], "mean_s": r["mean"], "min_s": r["min"], "command": cmdline}
+    times = []
+    for i in range(runs + 2):
+        t0 = time.perf_counter()
+        subprocess.run(argv, cwd=ROOT, check=True, capture_output=True)
+        if i >= 2:
+            times.append(time.perf_counter() - t0)
+    return {"name": name, "tool": "subprocess", "runs": runs, "median_s": statistics.median(times), "mean_s": statistics.fmean(times), "min_s": min(times), "command": cmdline}
+
+
+def cli_walls() -> dict[str, Any]:
+    script = RESULTS / ".accelerate_path.py"
+    script.write_text(ACCELERATE_PATH)
+    config = "benches/data/llama-3.1-8b.config.json"
+    out = {
+        "estimate": wall("forge-advisor estimate", [FORGE, "estimate", "--model", MODEL, "--preset", "lora", "--json"]),
+        "recommend": wall("forge-advisor recommend", [FORGE, "recommend", "--model", MODEL, "--gpu", GPU, "--json"]),
+        "accelerate": wall("accelerate path (offline)", [PY, str(script.relative_to(ROOT)), config], runs=10),
+    }
+    acc = json.loads(sh([PY, str(script.relative_to(ROOT)), config]).stdout)
+    out["accelerate"]["output"] = acc
+    script.unlink()
+    return out
+
+
+# ---- 4. Rust exhaustive search over recommend's space ------------------------------------
+def brute_force() -> dict[str, Any]:
+    code = f"""
+import json, statistics
+from forge_advisor import _native
+from forge_advisor.advisor.request import SearchRequest
+from forge_advisor.advisor.search import build_space
+from forge_advisor.estimate import native_estimator
+from forge_advisor.gpus import find_gpu
+from forge_advisor.shapes import load_shape
+shape, g = load_shape({MODEL!r}), find_gpu({GPU!r})
+search = _native.Search(native_estimator(shape, g), json.dumps(build_space(shape, g, SearchRequest())))
+runs = [search.brute_force() for _ in range(7)]
+secs = [r[2] for r in runs]
+print(json.dumps({{"evaluated": runs[0][1], "median_s": statistics.median(secs), "min_s": min(secs)}}))
+"""
+    r = json.loads(sh([PY, "-c", code]).stdout)
+    r["plans_per_second"] = r["evaluated"] / r["median_s"]
+    return r
+
+
+def fmt_s(x: float) -> str:
+    return f"{x * 1e3:.1f} ms" if x < 1 else f"{x:.2f} s"
+
+
+def main() -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any]
+    if "--render" in sys.argv:  # rewrite speed.md from speed.json, measuring nothing
+        report = json.loads((RESULTS / "speed.json").read_text())
+        load_before = report["load_before"]
+    else:
+        load_before = load()
+        report = {"machine": machine(), "load_before": load_before, "pinned_core": CORE}
+        report["python"] = python_calls()
+        report["cli"] = cli_walls()
+        report["brute_force_python"] = brute_force()
+        report["rust"] = rust_bench()
+        report["load_after"] = load()
+        report["command"] = f"{Path(PY).name} benches/speed.py"
+        report["date"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+
+    rust = report["rust"]["results"]
+    py = report["python"]["results"]
+    cli = report["cli"]
+    bf = report["brute_force_python"]
+    one = rust.get("estimate/lora_default", {})
+    many = rust.get("estimate_many/varied_10000", {})
+    targets = {
+        "rust_batch_plans_per_second": {"value": many.get("elements_per_second"), "target": 1e7, "met": (many.get("elements_per_second") or 0) >= 1e7},
+        "rust_single_estimate_ns": {"value": one.get("ns_per_element"), "target": 100, "met": (one.get("ns_per_element") or 1e9) <= 100},
+        "python_estimate_us": {"value": py["test_estimate_plan_objects"]["median_us"], "target": 20, "met": py["test_estimate_plan_objects"]["median_us"] <= 20},
+        "cli_estimate_s": {"value": cli["estimate"]["median_s"], "target": 0.3, "met": cli["estimate"]["median_s"] <= 0.3},
+        "cli_recommend_s": {"value": cli["recommend"]["median_s"], "target": 1.0, "met": cli["recommend"]["median_s"] <= 1.0},
+    }
+    report["targets"] = targets
+    report["accelerate_over_forge_estimate"] = cli["accelerate"]["median_s"] / cli["estimate"]["median_s"]
+    (RESULTS / "speed.json").write_text(json.dumps(report, indent=2) + "\n")
+
+    m = report["machine"]
+    yes = lambda ok: "**met**" if ok else "**not met**"  # noqa: E731
+    lines = [
+        "# Speed benchmarks",
+        "",
+        f"`{report['command']}` on {report['date']}: {m['nproc']} cores ({m['cpu_model']}), {m['rustc']}, Python {m['python']}.",
+        f"Load average (1, 5, 15 min) before {load_before}, after {report['load_after']}: the machine is shared with other workers,",
+        f"so numbers carry noise. The Rust benches ran pinned to core {CORE} (`{report['rust']['command']}`).",
+        "",
+        "## Targets",
+        "",
+        "| what | measured | target | |",
+        "|---|---|---|---|",
+        f"| Rust batch API, `estimate_many` of 10,000 varied Llama-3.1-8B plans, one core | {targets['rust_batch_plans_per_second']['value'] / 1e6:.2f} M plans/s ({many.get('ns_per_element', 0):.0f} ns/plan) | ≥ 10 M/s | {yes(targets['rust_batch_plans_per_second']['met'])} |",
+        f"| Rust `Estimator::estimate`, one plan (lora preset) | {one.get('ns_per_element', 0):.0f} ns | ≤ 100 ns | {yes(targets['rust_single_estimate_ns']['met'])} |",
+        f"| Python `estimate(shape, plan, gpu=gpu)`, Plan object, warm cache | {py['test_estimate_plan_objects']['median_us']:.1f} µs | ≤ 20 µs | {yes(targets['python_estimate_us']['met'])} |",
+        f"| `forge-advisor estimate --model {MODEL} --preset lora --json` | {fmt_s(cli['estimate']['median_s'])} | ≤ 0.3 s | {yes(targets['cli_estimate_s']['met'])} |",
+        f"| `forge-advisor recommend --model {MODEL} --gpu \"{GPU}\" --json` | {fmt_s(cli['recommend']['median_s'])} | ≤ 1 s | {yes(targets['cli_recommend_s']['met'])} |",
+        "",
+        "## Side by side",
+        "",
+        "| what | median | note |",
+        "|---|---|---|",
+        f"| `forge-advisor estimate` (fresh process) | {fmt_s(cli['estimate']['median_s'])} | {cli['estimate']['tool']}, {cli['estimate']['runs']} runs |",
+        f"| accelerate's path, offline (fresh process) | {fmt_s(cli['accelerate']['median_s'])} | `init_empty_weights` + `AutoModelForCausalLM.from_config` + `calculate_maximum_sizes`; total_size {cli['accelerate']['output']['total_size']:,} B |",
+        f"| ratio accelerate / forge-advisor | {report['accelerate_over_forge_estimate']:.0f}× | |",
+        f"| `forge-advisor recommend` (fresh process) | {fmt_s(cli['recommend']['median_s'])} | Optuna study over the space below |",
+        f"| Rust exhaustive search over the same space (`_native.Search.brute_force`) | {fmt_s(bf['median_s'])} | {bf['evaluated']:,} plans, {bf['plans_per_second'] / 1e6:.2f} M plans/s (not pinned) |",
+        "",
+        "## Rust (criterion, median)",
+        "",
+        "| bench | per iteration | per plan | plans/s |",
+        "|---|---|---|---|",
+    ]
+    base_path = RESULTS / "speed.baseline.json"
+    before = json.loads(base_path.read_text())["median_ns_per_iter"] if base_path.exists() else {}
+    lines[-2] = "| bench | per iteration | per plan | plans/s | before the speed work (speed.baseline.json) |"
+    lines[-1] = "|---|---|---|---|---|"
+    ns_str = lambda ns: f"{ns / 1e6:.2f} ms" if ns > 1e5 else (f"{ns / 1e3:.2f} µs" if ns > 1e3 else f"{ns:.0f} ns")  # noqa: E731
+    for k, v in rust.items():
+        per = v["median_ns_per_iter"]
+        b = before.get(k)
+        was = f"{ns_str(b)} ({b / per:.0f}× slower)" if b else ""
+        lines.append(f"| `{k}` | {ns_str(per)} | {v['ns_per_element']:.0f} ns | {v['elements_per_second'] / 1e6:.2f} M | {was} |")
+    lines += [
+        "",
+        "## Python (pytest-benchmark, median)",
+        "",
+        f"`{report['python']['command']}`",
+        "",
+        "| bench | median | min |",
+        "|---|---|---|",
+    ]
+    for k, v in py.items():
+        lines.append(f"| `{k}` | {v['median_us']:.1f} µs | {v['min_us']:.1f} µs |")
+    lines += [
+        "",
+        "## Where the time goes (profiled with `perf`, reasoning in the hand-back)",
+        "",
+        "- Rust `estimate` was ~6 µs: a loop over every layer calling `activations::layer_saved` (4 `Vec` allocations each),",
+        "  5 per-layer `Vec`s, a `Vec` of candidate phases, a float loop over every layer × linear for the FLOPs, and",
+        "  `format!` in target matching. Now identical layers are priced once per segment (type × frozen × in-graph), the",
+        "  backward walk is a closed-form maximum per segment, FLOPs are summed exactly in integers, per-shape sums live",
+        "  in `Analysis`: ~250 ns, outputs unchanged (golden test + a 384,000-plan differential run).",
+        "- What is left is spread out: `estimate`'s own arithmetic (~35%), `layer_saved` (~20%, its `Vec`s included;",
+        "  an inline-storage version of them was tried and did not help), FLOPs (~12%), `speed` (~6%). ≤ 100 ns needs",
+        "  `layer_saved` itself made cheaper (per-type precomputed linear groups), which belongs to `activations.rs`.",
+        "- Python `estimate()`: of ~27 µs, `Plan.to_dict()` (`dataclasses.asdict`) costs ~17 µs, `json.dumps` ~4 µs,",
+        "  the native call ~3.4 µs. A field-by-field `to_dict` would bring it under 20 µs.",
+        "",
+    ]
+    (RESULTS / "speed.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
