@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["EstimateResult", "estimate", "resolve_plan", "native_estimator"]
 
 _PLAN_FIELDS = frozenset(f.name for f in fields(Plan)) - {"extra"}
+_JSON = json.JSONEncoder(separators=(",", ":")).encode
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,7 @@ def estimate(
     if dataset_tokens is not None and (isinstance(dataset_tokens, bool) or not isinstance(dataset_tokens, int) or dataset_tokens < 1):
         raise ForgeError(f"dataset_tokens={dataset_tokens!r} must be a positive integer")
     try:
-        raw = native_estimator(shape, gpu).estimate(json.dumps(plan.to_dict()))
+        raw = native_estimator(shape, gpu).estimate(_JSON(plan.to_dict()))
     except ValueError as exc:
         raise ForgeError(str(exc)) from None
     return EstimateResult(shape.name, gpu, plan, raw, dataset_tokens, load_calibration(gpu))

@@ -135,7 +135,7 @@ fn lora_saved(w: Widths, p_drop: f64, in_f: u64, r: u64) -> u64 {
 
 /// Input kept by the base linears of one block: one shared tensor in half/fp32, one
 /// autocast copy per linear under amp.
-fn base_inputs(w: Widths, g: &LayerGrad, lins: &[&Lin]) -> u64 {
+fn base_inputs(w: Widths, g: &LayerGrad, lins: &[Lin]) -> u64 {
     if !g.weights {
         return 0;
     }
@@ -146,7 +146,7 @@ fn base_inputs(w: Widths, g: &LayerGrad, lins: &[&Lin]) -> u64 {
     }
 }
 
-fn lora_inputs(w: Widths, g: &LayerGrad, lins: &[&Lin], plan: &Plan) -> u64 {
+fn lora_inputs(w: Widths, g: &LayerGrad, lins: &[Lin], plan: &Plan) -> u64 {
     lins.iter().filter(|l| g.lora_on(l)).map(|l| lora_saved(w, plan.lora_dropout, l.in_f, plan.lora_r)).sum()
 }
 
@@ -196,11 +196,11 @@ pub fn layer_saved(shape: &ModelShape, info: &LayerInfo, g: &LayerGrad, plan: &P
     let norms_per_block = if hints_norms(shape) >= 4 { 2 } else { 1 };
 
     // ---- attention block ----
-    let attn_in: Vec<&Lin> = info.lins.iter().filter(|l| l.block == Block::Attention && l.side == Side::In).collect();
-    let attn_out: Vec<&Lin> = info.lins.iter().filter(|l| l.block == Block::Attention && l.side == Side::Out).collect();
+    let attn_in = &info.attn_in[..];
+    let attn_out = &info.attn_out[..];
     let attn_trains = g.weights || attn_in.iter().chain(attn_out.iter()).any(|l| g.lora_on(l));
     out.per_token += norm_saved(shape, w, g.input, g.weights, h) * norms_per_block;
-    out.per_token += base_inputs(w, g, &attn_in) + lora_inputs(w, g, &attn_in, plan);
+    out.per_token += base_inputs(w, g, attn_in) + lora_inputs(w, g, attn_in, plan);
     let qkv_grad = g.input || g.weights || attn_in.iter().any(|l| g.lora_on(l));
     if qkv_grad {
         if hints.qk_norm {
@@ -238,13 +238,13 @@ pub fn layer_saved(shape: &ModelShape, info: &LayerInfo, g: &LayerGrad, plan: &P
     if g.weights && !(qkv_grad && kernel == AttnKernel::Cudnn) {
         out.per_token += if w.amp { 2 * o_in } else { w.e * o_in } * attn_out.len().max(1) as u64 / attn_out.len().max(1) as u64;
     }
-    out.per_token += lora_inputs(w, g, &attn_out, plan);
+    out.per_token += lora_inputs(w, g, attn_out, plan);
     if hints.hidden_dropout > 0.0 {
         out.per_token += h; // bool mask on the attention branch
     }
     if info.cross_attention {
         // cross-attention: same projections over encoder states (approximation: as self)
-        out.per_token += base_inputs(w, g, &attn_in) + w.e * (2 * qd + 2 * kd) + 4 * heads;
+        out.per_token += base_inputs(w, g, attn_in) + w.e * (2 * qd + 2 * kd) + 4 * heads;
     }
 
     // ---- MLP block ----
@@ -255,11 +255,11 @@ pub fn layer_saved(shape: &ModelShape, info: &LayerInfo, g: &LayerGrad, plan: &P
         out.per_token -= norm_saved(shape, w, mlp_grad_in, g.weights, h).min(out.per_token);
     }
     let act = act_saved_bytes(&hints.hidden_act, w);
-    let mlp_in: Vec<&Lin> = info.lins.iter().filter(|l| matches!(l.block, Block::Mlp) && l.side == Side::In).collect();
-    let mlp_out: Vec<&Lin> = info.lins.iter().filter(|l| matches!(l.block, Block::Mlp) && l.side == Side::Out).collect();
+    let mlp_in = &info.mlp_in[..];
+    let mlp_out = &info.mlp_out[..];
     let mlp_grad = mlp_grad_in || g.weights || mlp_in.iter().chain(mlp_out.iter()).any(|l| g.lora_on(l));
     if !mlp_in.is_empty() {
-        out.per_token += base_inputs(w, g, &mlp_in) + lora_inputs(w, g, &mlp_in, plan);
+        out.per_token += base_inputs(w, g, mlp_in) + lora_inputs(w, g, mlp_in, plan);
         let inter = mlp_out.first().map(|l| l.in_f).unwrap_or(shape.intermediate_size);
         if mlp_grad {
             out.per_token += if shape.gated_mlp { (act + 2 * w.e) * inter } else { act * inter };
@@ -270,7 +270,7 @@ pub fn layer_saved(shape: &ModelShape, info: &LayerInfo, g: &LayerGrad, plan: &P
         if g.weights && !shared_with_act {
             out.per_token += if w.amp { 2 * inter } else { w.e * inter };
         }
-        out.per_token += lora_inputs(w, g, &mlp_out, plan);
+        out.per_token += lora_inputs(w, g, mlp_out, plan);
     }
     if info.moe {
         let experts = shape.num_experts.max(1);
@@ -290,7 +290,7 @@ pub fn layer_saved(shape: &ModelShape, info: &LayerInfo, g: &LayerGrad, plan: &P
             + w.e * h
             + 8;
         out.per_token += k * per_route;
-        let shared: Vec<&Lin> = info.lins.iter().filter(|l| l.block == Block::SharedExpert).collect();
+        let shared = &info.shared_expert[..];
         if !shared.is_empty() {
             let si = shared.iter().filter(|l| l.side == Side::Out).map(|l| l.in_f).next().unwrap_or(mi);
             out.per_token += (act + 2 * w.e) * si + if g.weights { 2 * w.e * si.max(h) } else { 0 } + 2 * w.e * h;

@@ -46,6 +46,12 @@ pub struct LayerInfo {
     pub linear_weight_params: u64,
     pub moe: bool,
     pub cross_attention: bool,
+    /// The linears by block and side, grouped once so estimates allocate nothing.
+    pub attn_in: Vec<Lin>,
+    pub attn_out: Vec<Lin>,
+    pub mlp_in: Vec<Lin>,
+    pub mlp_out: Vec<Lin>,
+    pub shared_expert: Vec<Lin>,
 }
 
 #[derive(Debug, Clone)]
@@ -152,8 +158,19 @@ impl Analysis {
                     params,
                 });
             }
+            let group = |block: Block, side: Option<Side>| -> Vec<Lin> {
+                lins.iter().filter(|l| l.block == block && side.is_none_or(|sd| l.side == sd)).cloned().collect()
+            };
+            let (attn_in, attn_out) = (group(Block::Attention, Some(Side::In)), group(Block::Attention, Some(Side::Out)));
+            let (mlp_in, mlp_out) = (group(Block::Mlp, Some(Side::In)), group(Block::Mlp, Some(Side::Out)));
+            let shared_expert = group(Block::SharedExpert, None);
             types.push(LayerInfo {
                 stack: lt.stack,
+                attn_in,
+                attn_out,
+                mlp_in,
+                mlp_out,
+                shared_expert,
                 lins,
                 other_params: lt.other_parameters,
                 params: lt.num_parameters()?,
