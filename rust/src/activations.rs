@@ -13,7 +13,7 @@
 
 use crate::analysis::{Block, LayerInfo, Lin, Side};
 use crate::gpu::GpuSpec;
-use crate::plan::{Attention, Dtype, Plan};
+use crate::plan::{Attention, Dtype, Plan, Trainer};
 use crate::shape::{Hints, ModelShape, NormKind};
 
 /// Saved-for-backward bytes of one layer.
@@ -97,6 +97,16 @@ pub fn act_saved_bytes(hidden_act: &str, w: Widths) -> u64 {
     }
 }
 
+/// A dropout probability as training sees it: trl's DPOTrainer sets every dropout to 0
+/// (`DPOConfig.disable_dropout=True`), LoRA's included.
+pub fn dropout(plan: &Plan, p: f64) -> f64 {
+    if plan.trainer == Trainer::Dpo {
+        0.0
+    } else {
+        p
+    }
+}
+
 /// Saved bytes per token of one norm over `h` features.
 fn norm_saved(shape: &ModelShape, w: Widths, input_grad: bool, weight_trains: bool, h: u64) -> u64 {
     match shape.norm {
@@ -147,7 +157,7 @@ fn base_inputs(w: Widths, g: &LayerGrad, lins: &[Lin]) -> u64 {
 }
 
 fn lora_inputs(w: Widths, g: &LayerGrad, lins: &[Lin], plan: &Plan) -> u64 {
-    lins.iter().filter(|l| g.lora_on(l)).map(|l| lora_saved(w, plan.lora_dropout, l.in_f, plan.lora_r)).sum()
+    lins.iter().filter(|l| g.lora_on(l)).map(|l| lora_saved(w, dropout(plan, plan.lora_dropout), l.in_f, plan.lora_r)).sum()
 }
 
 /// The attention kernel PyTorch's SDPA dispatch picks (torch/nn/attention, sdp_utils):
@@ -169,7 +179,7 @@ pub fn attention_kernel(shape: &ModelShape, plan: &Plan, gpu: Option<&GpuSpec>) 
         return AttnKernel::Flash;
     }
     let w = Widths::of(plan.dtype);
-    if w.e == 4 || shape.hints.attention_dropout > 0.0 {
+    if w.e == 4 || dropout(plan, shape.hints.attention_dropout) > 0.0 {
         return AttnKernel::Efficient;
     }
     let hopper = gpu.and_then(GpuSpec::cc_major).is_none_or(|major| major >= 9);
@@ -218,7 +228,7 @@ pub fn layer_saved(shape: &ModelShape, info: &LayerInfo, g: &LayerGrad, plan: &P
             if hints.attn_logit_softcapping {
                 s += w.e * heads; // tanh keeps its output
             }
-            if hints.attention_dropout > 0.0 {
+            if dropout(plan, hints.attention_dropout) > 0.0 {
                 s += (1 + w.e) * heads;
             }
             out.per_token_ctx += s;
@@ -239,7 +249,7 @@ pub fn layer_saved(shape: &ModelShape, info: &LayerInfo, g: &LayerGrad, plan: &P
         out.per_token += if w.amp { 2 * o_in } else { w.e * o_in } * attn_out.len().max(1) as u64 / attn_out.len().max(1) as u64;
     }
     out.per_token += lora_inputs(w, g, attn_out, plan);
-    if hints.hidden_dropout > 0.0 {
+    if dropout(plan, hints.hidden_dropout) > 0.0 {
         out.per_token += h; // bool mask on the attention branch
     }
     if info.cross_attention {
@@ -296,7 +306,7 @@ pub fn layer_saved(shape: &ModelShape, info: &LayerInfo, g: &LayerGrad, plan: &P
             out.per_token += (act + 2 * w.e) * si + if g.weights { 2 * w.e * si.max(h) } else { 0 } + 2 * w.e * h;
         }
     }
-    if hints.hidden_dropout > 0.0 {
+    if dropout(plan, hints.hidden_dropout) > 0.0 {
         out.per_token += h;
     }
     // autocast keeps a half copy of every fp32 weight whose grad path needs it until backward

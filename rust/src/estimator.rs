@@ -455,7 +455,7 @@ impl Estimator {
             if embed_trains {
                 per_tok += 8; // token ids kept by the embedding
             }
-            if shape.hints.hidden_dropout > 0.0 {
+            if crate::activations::dropout(plan, shape.hints.hidden_dropout) > 0.0 {
                 per_tok += h;
             }
             sat(tokens, per_tok)
