@@ -63,6 +63,8 @@ class Recommendation:
     pareto: list[Candidate]
     suggestion: str | None
     search: dict[str, Any] = field(default_factory=dict)
+    measured: list[dict[str, Any]] | None = None  # --measure: one entry per trial
+    calibration: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -87,6 +89,8 @@ class Recommendation:
             ],
             "suggestion": self.suggestion,
             "search": self.search,
+            "measured": self.measured,
+            "calibration": self.calibration,
         }
 
 
@@ -132,11 +136,22 @@ def recommend(
     top: int = 5,
     storage: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    measure: bool = False,
+    measure_top: int = 3,
+    measure_steps: int = 3,
 ) -> Recommendation:
-    """Search plans for ``model`` on ``gpu`` (catalog name, ``"auto"`` or None = NVML probe)."""
+    """Search plans for ``model`` on ``gpu`` (catalog name, ``"auto"`` or None = NVML probe).
+
+    ``measure=True`` then runs the best ``measure_top`` plans for ``measure_steps`` real steps
+    on this GPU, drops those that run out of memory, re-ranks by measured speed and stores a
+    calibration for the device."""
     from forge_advisor.gpus import resolve_gpu
     from forge_advisor.shapes import load_shape
 
+    if measure:
+        from forge_advisor.advisor.measure import require_cuda
+
+        require_cuda()
     t0 = time.perf_counter()
     shape = model if not isinstance(model, str) else load_shape(model)
     gpu = resolve_gpu(gpu or "auto") if not hasattr(gpu, "memory_bytes") else gpu  # type: ignore[arg-type]
@@ -177,7 +192,38 @@ def recommend(
         "seconds": round(time.perf_counter() - t0, 4),
         "seed": seed,
     }
-    return Recommendation(shape.name, gpu, req, usable, cands, pareto, suggestion, search)  # type: ignore[arg-type]
+    rec = Recommendation(shape.name, gpu, req, usable, cands, pareto, suggestion, search)  # type: ignore[arg-type]
+    if measure and cands:
+        rec = _measured(rec, model, measure_top, measure_steps, progress)
+    return rec
+
+
+def _measured(rec: Recommendation, model: Any, top: int, steps: int, progress: Any) -> Recommendation:
+    """Run the best candidates for real, drop those that OOM, rank by measured speed."""
+    import dataclasses
+
+    from forge_advisor.advisor.measure import measure_candidates
+    from forge_advisor.shapes import load_config
+
+    if not isinstance(model, str):
+        raise ForgeError("--measure needs the model's config.json: pass the model id or path, not a shape")
+    config, _, _ = load_config(model)
+    trials, calibration = measure_candidates(config, rec.recommendations[:top], rec.gpu, steps=steps, seed=rec.request.seed, progress=progress)
+    by_plan = {id(t.candidate): t for t in trials}
+    kept: list[tuple[float, Candidate]] = []
+    for cand in rec.recommendations:
+        t = by_plan.get(id(cand))
+        if t is not None and t.oom:
+            continue  # does not fit after all
+        value = cand.objective_value
+        est_tps = cand.estimate.tokens_per_second
+        if t is not None and est_tps and rec.request.objective != "quality":
+            value *= t.result["tokens_per_second"] / est_tps  # type: ignore[index]
+        kept.append((value, cand))
+    ranked = [c for _, c in sorted(kept, key=lambda vc: -vc[0])]
+    measured = [{"preset": t.candidate.preset, "overrides": t.candidate.overrides, **t.to_dict()} for t in trials]
+    return dataclasses.replace(rec, recommendations=ranked, measured=measured,
+                               calibration=None if calibration is None else calibration.to_dict())
 
 
 def _nothing_fits(shape: ModelShape, gpu: GPU, req: SearchRequest, outcome: Any) -> str:

@@ -6,7 +6,6 @@ import argparse
 from typing import Any
 
 from forge_advisor.cli.output import console, emit_json
-from forge_advisor.errors import ForgeError
 from forge_advisor.units import fmt_bytes
 
 
@@ -56,7 +55,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--top", type=int, default=5)
     p.add_argument("--storage", metavar="URL|PATH", help="Optuna storage to keep/resume the study (sqlite:///x.db or a journal file)")
-    p.add_argument("--measure", action="store_true", help="run the best candidates for a few real steps on this GPU")
+    p.add_argument("--measure", action="store_true",
+                   help="run the best candidates for a few real steps on this GPU (needs [train]); calibrates later estimates")
+    p.add_argument("--measure-top", type=int, default=3, metavar="N", help="how many candidates --measure runs (default 3)")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     p.set_defaults(run=run)
 
@@ -64,8 +65,6 @@ def add_parser(sub: Any) -> None:
 def compute(args: argparse.Namespace, progress: Any = None) -> Any:
     from forge_advisor.advisor import recommend
 
-    if args.measure:
-        raise ForgeError("--measure needs a CUDA GPU and the [train] extra; it is not available in this version yet")
     presets = None if args.presets is None else tuple(x.strip() for x in args.presets.split(",") if x.strip())
     return recommend(
         args.model, args.gpu, num_gpus=args.num_gpus, objective=args.objective, seq_len=args.seq_len,
@@ -73,7 +72,7 @@ def compute(args: argparse.Namespace, progress: Any = None) -> Any:
         dataset_tokens=args.dataset_tokens, headroom=args.headroom, trainer="dpo" if args.dpo else "sft",
         allowed_presets=presets, min_lora_r=args.min_lora_r, max_freeze_ratio=args.max_freeze_ratio,
         fixed=dict(args.fix), n_trials=args.trials, seed=args.seed, top=args.top, storage=args.storage,
-        progress=progress,
+        progress=progress, measure=args.measure, measure_top=args.measure_top,
     )
 
 
@@ -116,6 +115,17 @@ def render(rec: Any) -> None:
             front.add_row(c.preset, _overrides_text(c.overrides), f"{(c.estimate.tokens_per_second or 0):,.0f}",
                           f"{c.quality:.3f}", fmt_bytes(c.estimate.peak_reserved_bytes))
         con.print(front)
+    if rec.measured:
+        meas = Table(title=f"measured on this GPU ({len(rec.measured)} trials)")
+        for col in ("preset", "overrides", "tok/s", "peak allocated", "peak reserved"):
+            meas.add_column(col)
+        for m in rec.measured:
+            if m["oom"]:
+                meas.add_row(m["preset"], _overrides_text(m["overrides"]), "[red]out of memory[/]", "-", "-")
+            else:
+                meas.add_row(m["preset"], _overrides_text(m["overrides"]), f"{m['tokens_per_second']:,.0f}",
+                             fmt_bytes(m["peak_allocated_bytes"]), fmt_bytes(m["peak_reserved_bytes"]))
+        con.print(meas)
     best = rec.recommendations[0]
     con.print("\n[bold]Run it:[/]")
     con.print(best.command(rec.model), soft_wrap=True, markup=False)

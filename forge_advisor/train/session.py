@@ -59,15 +59,6 @@ class TrainingSession:
         self.freeze_report: Any = None
 
     # -- loading ----------------------------------------------------------------------------------
-    def _device_map(self) -> Any:
-        import torch
-
-        if not (self.preset.load_in_4bit or self.preset.load_in_8bit):
-            return None  # Trainer/accelerate place the model
-        if torch.cuda.is_available():
-            return {"": int(os.environ.get("LOCAL_RANK", "0"))}
-        return {"": "cpu"}
-
     def load_tokenizer(self) -> Any:
         from transformers import AutoTokenizer
 
@@ -77,45 +68,7 @@ class TrainingSession:
         return tok
 
     def load_model(self) -> Any:
-        from transformers import AutoModelForCausalLM
-
-        from forge_advisor.presets.convert import compute_dtype_name
-        from forge_advisor.presets.detect import attn_implementation_for
-
-        p = self.preset
-        precision = p.resolved_precision()
-        if p.load_in_4bit:
-            dtype = _torch_dtype({"bfloat16": "bf16", "float16": "fp16"}.get(compute_dtype_name(p)))
-        elif p.uses_lora:
-            dtype = _torch_dtype(precision)  # frozen base in the half type; adapters are kept fp32 by peft
-        else:
-            dtype = _torch_dtype(None)  # full training: fp32 master weights, autocast does the half math
-        attn = p.attn_implementation or attn_implementation_for(self.model_info.shape.model_type)
-        model = AutoModelForCausalLM.from_pretrained(
-            self.model_info.name,
-            dtype=dtype,
-            attn_implementation=attn,
-            quantization_config=p.get_bnb_config(),
-            device_map=self._device_map(),
-        )
-        if p.load_in_4bit or p.load_in_8bit:
-            from peft import prepare_model_for_kbit_training
-
-            model = prepare_model_for_kbit_training(
-                model,
-                use_gradient_checkpointing=p.gradient_checkpointing,
-                gradient_checkpointing_kwargs={"use_reentrant": False},
-            )
-        if p.uses_lora:
-            from peft import get_peft_model
-
-            model = get_peft_model(model, p.get_lora_config(self.model_info.shape))
-        if p.freeze_ratio > 0:
-            from forge_advisor.train.freezing import setup_lp_lora_style
-
-            self.freeze_report = setup_lp_lora_style(model, p.freeze_ratio)
-        if getattr(model, "config", None) is not None:
-            model.config.use_cache = False  # no KV cache while training (and with checkpointing)
+        model, self.freeze_report = load_model_for(self.preset, self.model_info)
         return model
 
     def build_dataset(self, tokenizer: Any) -> Any:
@@ -205,3 +158,60 @@ class TrainingSession:
         with self.ema.average_parameters(model):
             result.ema_dir = atomic_dir(self.out / "ema", write)
         save_preset(self.preset, self.out / "preset.json")
+
+
+def _device_map(preset: BasePreset) -> Any:
+    import torch
+
+    if not (preset.load_in_4bit or preset.load_in_8bit):
+        return None  # Trainer/accelerate place the model
+    if torch.cuda.is_available():
+        return {"": int(os.environ.get("LOCAL_RANK", "0"))}
+    return {"": "cpu"}
+
+
+def load_model_for(preset: BasePreset, model_info: Any) -> tuple[Any, Any]:
+    """Load a model set up for ``preset``: quantised where it says, prepared for k-bit
+    training, LoRA applied, lowest layers frozen. The trainer and measured trials
+    (forge_advisor.train.trial) both load through here. Returns (model, freeze report)."""
+    from transformers import AutoModelForCausalLM
+
+    from forge_advisor.presets.convert import compute_dtype_name
+    from forge_advisor.presets.detect import attn_implementation_for
+
+    p = preset
+    precision = p.resolved_precision()
+    if p.load_in_4bit:
+        dtype = _torch_dtype({"bfloat16": "bf16", "float16": "fp16"}.get(compute_dtype_name(p)))
+    elif p.uses_lora:
+        dtype = _torch_dtype(precision)  # frozen base in the half type; adapters are kept fp32 by peft
+    else:
+        dtype = _torch_dtype(None)  # full training: fp32 master weights, autocast does the half math
+    attn = p.attn_implementation or attn_implementation_for(model_info.shape.model_type)
+    model = AutoModelForCausalLM.from_pretrained(
+        model_info.name,
+        dtype=dtype,
+        attn_implementation=attn,
+        quantization_config=p.get_bnb_config(),
+        device_map=_device_map(p),
+    )
+    if p.load_in_4bit or p.load_in_8bit:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=p.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    if p.uses_lora:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, p.get_lora_config(model_info.shape))
+    report = None
+    if p.freeze_ratio > 0:
+        from forge_advisor.train.freezing import setup_lp_lora_style
+
+        report = setup_lp_lora_style(model, p.freeze_ratio)
+    if getattr(model, "config", None) is not None:
+        model.config.use_cache = False  # no KV cache while training (and with checkpointing)
+    return model, report

@@ -280,7 +280,9 @@ impl Estimator {
         let full = plan.method == Method::Full;
         let frozen = self.frozen_layers(plan);
         let n_layers = an.layers.len() as u64;
-        let embed_trains = full && frozen == 0;
+        // any freeze ratio > 0 freezes the input embeddings, even when it rounds to 0 layers
+        // (forge_advisor.train.freezing.setup_lp_lora_style, benches/truth)
+        let embed_trains = full && plan.freeze_ratio == 0.0;
         let head_trains = full && (!shape.tie_word_embeddings || embed_trains);
 
         // ---- parameters: weights, adapters, trainable set --------------------------

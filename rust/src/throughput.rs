@@ -71,7 +71,7 @@ pub fn flops_per_token(est: &Estimator, plan: &Plan, mask: u64, frozen: u64, fir
     // Every term above is an integer. Summed exactly in integers, the total is what the
     // float loop below computes whenever all its intermediates stay under 2^53 (then no
     // float operation rounds): guaranteed when the total is under 2^52.
-    let head_trains = full && (!shape.tie_word_embeddings || frozen == 0);
+    let head_trains = full && (!shape.tie_word_embeddings || plan.freeze_ratio == 0.0);
     if let Some(exact) = integer_flops(est, plan, mask, frozen, lowest, eager, head_trains) {
         if exact < 1u128 << 52 {
             return exact as f64;
