@@ -269,18 +269,17 @@ def main() -> None:
         lines.append(f"| `{k}` | {v['median_us']:.1f} µs | {v['min_us']:.1f} µs |")
     lines += [
         "",
-        "## Where the time goes (profiled with `perf`, reasoning in the hand-back)",
+        "## Where the time went (history of the speed work)",
         "",
-        "- Rust `estimate` was ~6 µs: a loop over every layer calling `activations::layer_saved` (4 `Vec` allocations each),",
-        "  5 per-layer `Vec`s, a `Vec` of candidate phases, a float loop over every layer × linear for the FLOPs, and",
-        "  `format!` in target matching. Now identical layers are priced once per segment (type × frozen × in-graph), the",
-        "  backward walk is a closed-form maximum per segment, FLOPs are summed exactly in integers, per-shape sums live",
-        "  in `Analysis`: ~250 ns, outputs unchanged (golden test + a 384,000-plan differential run).",
-        "- What is left is spread out: `estimate`'s own arithmetic (~35%), `layer_saved` (~20%, its `Vec`s included;",
-        "  an inline-storage version of them was tried and did not help), FLOPs (~12%), `speed` (~6%). ≤ 100 ns needs",
-        "  `layer_saved` itself made cheaper (per-type precomputed linear groups), which belongs to `activations.rs`.",
-        "- Python `estimate()`: of ~27 µs, `Plan.to_dict()` (`dataclasses.asdict`) costs ~17 µs, `json.dumps` ~4 µs,",
-        "  the native call ~3.4 µs. A field-by-field `to_dict` would bring it under 20 µs.",
+        "- Rust `estimate` was ~6 µs: a loop over every layer calling `activations::layer_saved` with `Vec`",
+        "  allocations, per-layer `Vec`s, a float loop for the FLOPs and `format!` in target matching. Identical layers",
+        "  are now priced once per segment, the backward walk is a closed-form maximum per segment, FLOPs are summed",
+        "  exactly in integers, per-shape sums and per-type linear groups live in `Analysis`: outputs unchanged",
+        "  (golden test + a 384,000-plan differential run).",
+        "- What is left is spread over `estimate`'s own arithmetic, `layer_saved`, FLOPs and `speed`; reaching",
+        "  10 M plans/s needs a batch path that prices a plan's structure once and evaluates batch sizes as affine",
+        "  functions of the token count (not done yet).",
+        "- Python `estimate()`: `Plan.to_dict()` is field by field (it was `dataclasses.asdict`, ~17 µs).",
         "",
     ]
     (RESULTS / "speed.md").write_text("\n".join(lines))
