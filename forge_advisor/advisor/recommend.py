@@ -35,10 +35,10 @@ class Candidate:
     objective_value: float
 
     def command(self, model: str) -> str:
-        return train_command(model, self.preset, self.overrides)
+        return train_command(model, self.plan, self.estimate.gpu)
 
-    def python(self) -> str:
-        return python_snippet(self.preset, self.overrides)
+    def python(self, model: str) -> str:
+        return python_snippet(model, self.plan, self.estimate.gpu)
 
     def to_dict(self, model: str) -> dict[str, Any]:
         return {
@@ -49,7 +49,7 @@ class Candidate:
             "quality": self.quality,
             "objective_value": self.objective_value,
             "command": self.command(model),
-            "python": self.python(),
+            "python": self.python(model),
         }
 
 
@@ -95,7 +95,7 @@ class Recommendation:
 
 
 def _candidate(ev: Evaluated, best_full: Evaluated | None, leanest_full: int | None, usable: int, best_tps: float) -> Candidate:
-    preset, overrides = preset_and_overrides(ev.plan)
+    preset, overrides = preset_and_overrides(ev.plan, ev.estimate.gpu)
     return Candidate(preset, overrides, ev.plan, ev.estimate, why(ev, best_full, leanest_full, usable, best_tps), ev.quality, ev.value)
 
 

@@ -130,7 +130,7 @@ def render(rec: Any) -> None:
     con.print("\n[bold]Run it:[/]")
     con.print(best.command(rec.model), soft_wrap=True, markup=False)
     con.print("\n[bold]Or from Python:[/]")
-    con.print(best.python(), soft_wrap=True, markup=False)
+    con.print(best.python(rec.model), soft_wrap=True, markup=False)
     s = rec.search
     con.print(f"\n[dim]{s['sampler']} over {s['outer_space']} choices, {s['trials']} trials, {s['plans_priced']} plans priced "
               f"in {s['seconds']:.2f} s (seed {s['seed']}); " + ("speed calibrated from measured trials on this GPU[/]" if rec.recommendations and rec.recommendations[0].estimate.calibration else "estimates uncalibrated[/]"))

@@ -2,7 +2,7 @@
 
 Layout of this package:
 
-* pure modules, no textual (unit-tested, reusable): :mod:`~forge_advisor.tui.export`
+* pure modules, no textual (unit-tested, reusable): :mod:`~forge_advisor.export` (shared with the advisor)
   (train command, plan JSON/YAML, ``get_preset`` snippet), :mod:`~forge_advisor.tui.state`
   (knobs, parsing, one estimate, memory groups), :mod:`~forge_advisor.tui.train_log`
   (the runtime's output -> monitor events);

@@ -1,6 +1,6 @@
 """`ExportScreen`: the current plan as a ``forge-advisor train`` command, an ``estimate``
 command, JSON, YAML and a Python ``get_preset(...)`` snippet (all from
-:mod:`forge_advisor.tui.export`). ``c`` copies the shown text (OSC 52), ``s`` saves it to a
+:mod:`forge_advisor.export`). ``c`` copies the shown text (OSC 52), ``s`` saves it to a
 file in the current folder.
 """
 
@@ -16,7 +16,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Label, Static, TabbedContent, TabPane, TextArea
 
 from forge_advisor.errors import ForgeError
-from forge_advisor.tui import export as ex
+from forge_advisor import export as ex
 from forge_advisor.tui.screens.base import ForgeModal
 from forge_advisor.tui.widgets.too_small import TooSmall
 

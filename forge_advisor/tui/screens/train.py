@@ -27,7 +27,7 @@ from textual.containers import Horizontal
 from textual.widgets import Button, Footer, Input, Label, ProgressBar, RichLog, Static
 
 from forge_advisor.errors import ForgeError
-from forge_advisor.tui import export as ex
+from forge_advisor import export as ex
 from forge_advisor.tui.messages import TrainFinished, TrainOutput
 from forge_advisor.tui.screens.base import ForgeScreen
 from forge_advisor.tui.train_log import LineSplitter, MonitorState, TrainEvent, clean_line, parse_line

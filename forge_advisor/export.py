@@ -1,8 +1,8 @@
 """Export a plan: the ``forge-advisor train`` / ``estimate`` commands, the plan as JSON or
 YAML, and the Python ``get_preset(...)`` snippet.
 
-Pure functions (no textual, no I/O): the TUI's export screen and its train screen use them,
-and so can anything else. A plan is given the way the editor holds it — a preset name plus
+Pure functions (no textual, no I/O): the advisor's recommendations, the TUI's export and
+train screens all write their commands with them. A plan is given the way the editor holds it — a preset name plus
 Plan-field overrides (Hugging Face names, as :func:`forge_advisor.estimate.estimate` takes
 them) — and only what differs from the preset is written out::
 
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ESTIMATE_FLAGS",
+    "launch_command",
     "estimate_argv",
     "format_command",
     "plan_diff",
@@ -285,3 +286,15 @@ def preset_snippet(
         f"lora_config = preset.get_lora_config({model!r})  # None for full fine-tuning\n"
         "bnb_config = preset.get_bnb_config()  # None unless 4-/8-bit\n"
     )
+
+
+def launch_command(argv: Sequence[str], num_gpus: int, config_path: str = "accelerate.yaml") -> str:
+    """Several GPUs: write the plan's accelerate config (FSDP / DeepSpeed ZeRO / DDP) with
+    the same flags, then run the same training under ``accelerate launch``."""
+    argv = list(argv)
+    if num_gpus <= 1:
+        return shlex.join(argv)
+    write = [*argv, "--write-accelerate-config", config_path]
+    launch = ["accelerate", "launch", "--config_file", config_path, "--num_processes", str(num_gpus),
+              "-m", "forge_advisor.cli.main", *argv[1:]]
+    return shlex.join(write) + " && \\\n  " + shlex.join(launch)

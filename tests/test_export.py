@@ -1,4 +1,4 @@
-"""forge_advisor.tui.export: the commands parse with the real CLI parsers and describe the
+"""forge_advisor.export: the commands parse with the real CLI parsers and describe the
 same plan; JSON/YAML read back; the Python snippet builds the same preset."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from forge_advisor.errors import ForgeError
 from forge_advisor.estimate import resolve_plan
 from forge_advisor.gpus import find_gpu
 from forge_advisor.plan import Plan
-from forge_advisor.tui import export as ex
+from forge_advisor import export as ex
 
 MODEL = "meta-llama/Llama-3.1-8B"
 CASES = [
@@ -124,3 +124,16 @@ def test_bad_plans_raise_forge_errors() -> None:
         ex.train_argv(MODEL, "lora", {"per_device_train_batch_size": 0}, data="d", output="o")
     with pytest.raises(ForgeError, match="unknown preset"):
         ex.preset_snippet(MODEL, "lroa", {})
+
+
+def test_several_gpus_write_the_accelerate_config_then_launch() -> None:
+    import shlex
+
+    argv = ex.train_argv("meta-llama/Llama-3.1-70B", "lora", {"num_gpus": 4, "distributed": "fsdp"},
+                         data="d.jsonl", output="out")
+    write, launch = ex.launch_command(argv, 4).split(" && \\\n  ")
+    assert shlex.split(write) == [*argv, "--write-accelerate-config", "accelerate.yaml"]
+    assert shlex.split(launch)[:8] == ["accelerate", "launch", "--config_file", "accelerate.yaml",
+                                       "--num_processes", "4", "-m", "forge_advisor.cli.main"]
+    assert shlex.split(launch)[8:] == argv[1:]
+    assert ex.launch_command(argv, 1) == shlex.join(argv)

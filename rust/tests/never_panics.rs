@@ -1,0 +1,134 @@
+//! Property test: any shape and plan the JSON boundary can carry gives an estimate or an
+//! error — never a panic, never a silent overflow (peaks stay below 2^62).
+
+use forge_core::{Estimator, Plan};
+use proptest::prelude::*;
+
+fn shape_json(hidden: u64, layers: u64, heads: u64, kv: u64, inter: u64, vocab: u64, experts: u64) -> String {
+    let head_dim = (hidden / heads.max(1)).max(1);
+    let moe = experts > 1;
+    let mlp = if moe {
+        format!(
+            r#"{{"name":"mlp.experts.gate_up_proj","in_features":{hidden},"out_features":{},"bias":false,"count":{experts},"role":"expert","lora_targetable":false}},
+               {{"name":"mlp.experts.down_proj","in_features":{inter},"out_features":{hidden},"bias":false,"count":{experts},"role":"expert","lora_targetable":false}}"#,
+            2 * inter
+        )
+    } else {
+        format!(
+            r#"{{"name":"mlp.gate_proj","in_features":{hidden},"out_features":{inter},"bias":false,"role":"mlp"}},
+               {{"name":"mlp.up_proj","in_features":{hidden},"out_features":{inter},"bias":false,"role":"mlp"}},
+               {{"name":"mlp.down_proj","in_features":{inter},"out_features":{hidden},"bias":false,"role":"mlp"}}"#
+        )
+    };
+    let q = heads * head_dim;
+    let k = kv * head_dim;
+    let layers_list = vec!["0"; layers as usize].join(",");
+    format!(
+        r#"{{"name":"p","model_type":"llama","hidden_size":{hidden},"num_hidden_layers":{layers},"num_attention_heads":{heads},
+            "num_key_value_heads":{kv},"head_dim":{head_dim},"intermediate_size":{inter},"vocab_size":{vocab},
+            "tie_word_embeddings":false,"norm":"rms_norm","gated_mlp":true,"num_experts":{e},"num_experts_per_tok":{topk},
+            "moe_intermediate_size":{mi},
+            "layer_types":[{{"stack":"decoder","moe":{moe},"other_parameters":{},"linears":[
+               {{"name":"self_attn.q_proj","in_features":{hidden},"out_features":{q},"bias":false,"role":"attention"}},
+               {{"name":"self_attn.k_proj","in_features":{hidden},"out_features":{k},"bias":false,"role":"attention"}},
+               {{"name":"self_attn.v_proj","in_features":{hidden},"out_features":{k},"bias":false,"role":"attention"}},
+               {{"name":"self_attn.o_proj","in_features":{q},"out_features":{hidden},"bias":false,"role":"attention"}},
+               {mlp}]}}],
+            "layers":[{layers_list}],
+            "params":[{{"name":"model.embed_tokens.weight","numel":{},"role":"embedding"}},{{"name":"lm_head.weight","numel":{},"role":"lm_head"}}]}}"#,
+        2 * hidden,
+        vocab.saturating_mul(hidden),
+        vocab.saturating_mul(hidden),
+        e = if moe { experts } else { 0 },
+        topk = if moe { 2.min(experts) } else { 0 },
+        mi = if moe { inter } else { 0 },
+    )
+}
+
+const METHODS: &[&str] = &["full", "lora", "qlora", "lora_8bit"];
+const DTYPES: &[&str] = &["bf16", "fp16", "amp-bf16", "amp-fp16", "fp32"];
+const OPTIMS: &[&str] = &["adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "adafactor", "sgd"];
+const DIST: &[&str] = &["none", "ddp", "fsdp", "zero2", "zero3"];
+
+fn plan_json(
+    method: usize, dpo: bool, dtype: usize, r: u64, dropout: f64, all_linear: bool, batch: u64, accum: u64,
+    seq: u64, freeze: f64, ckpt: bool, eager: bool, optim: usize, gpus: u64, dist: usize,
+) -> String {
+    format!(
+        r#"{{"method":"{}","trainer":"{}","dtype":"{}","lora_r":{r},"lora_alpha":16,"lora_dropout":{dropout},
+            "lora_target_modules":{},"bnb_4bit_use_double_quant":true,"per_device_train_batch_size":{batch},
+            "gradient_accumulation_steps":{accum},"max_length":{seq},"freeze_ratio":{freeze},"gradient_checkpointing":{ckpt},
+            "attn_implementation":"{}","optim":"{}","num_gpus":{gpus},"distributed":"{}"}}"#,
+        METHODS[method], if dpo { "dpo" } else { "sft" }, DTYPES[dtype],
+        if all_linear { "\"all-linear\"" } else { "null" },
+        if eager { "eager" } else { "sdpa" }, OPTIMS[optim], DIST[dist],
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, .. ProptestConfig::default() })]
+
+    /// In the valid domain every plan is priced, and the terms add up.
+    #[test]
+    fn valid_plans_are_priced_consistently(
+        hidden_pow in 6u32..14, layers in 1u64..96, heads_pow in 0u32..6, kv_div in 0u32..4, inter_mul in 1u64..6,
+        vocab in 1000u64..260_000, experts in 0u64..12,
+        method in 0usize..4, dtype in 0usize..5, optim in 0usize..7, dist in 0usize..5,
+        r in 1u64..64, batch in 1u64..64, accum in 1u64..32, seq_pow in 4u32..15,
+        freeze in 0.0f64..0.95, ckpt: bool, eager: bool, dpo: bool, gpus in 1u64..9,
+        dropout in 0.0f64..0.5, all_linear: bool,
+    ) {
+        let hidden = 1u64 << hidden_pow;
+        let heads = (1u64 << heads_pow).min(hidden);
+        let kv = (heads >> kv_div).max(1);
+        let est = Estimator::from_json(&shape_json(hidden, layers, heads, kv, hidden * inter_mul, vocab, experts))
+            .expect("a well-formed shape");
+        // documented restrictions: QLoRA computes in half precision; a rank fits the narrowest
+        // targeted linear (k/v project to kv·head_dim ≥ hidden/8 here)
+        let r = r.min(hidden / 8).max(1);
+        let dtype = if METHODS[method] == "qlora" && dtype >= 2 { 0 } else { dtype };
+        let plan = Plan::from_json(&plan_json(method, dpo, dtype, r, dropout, all_linear, batch, accum, 1 << seq_pow,
+                                              freeze, ckpt, eager, optim, gpus, dist)).expect("a valid plan");
+        let e = est.estimate(&plan, None).expect("the valid domain is priced");
+        prop_assert!(e.peak_allocated_bytes > 0 && e.peak_allocated_bytes < u64::MAX / 4);
+        prop_assert!(e.peak_reserved_bytes >= e.peak_allocated_bytes);
+        prop_assert_eq!(e.breakdown.total(), e.peak_allocated_bytes);
+        prop_assert!(e.trainable_parameters <= e.total_parameters || plan.method != forge_core::plan::Method::Full);
+    }
+
+    /// Anything the JSON boundary can carry: an estimate or an error, never a panic.
+    #[test]
+    fn any_input_estimates_or_errors(
+        hidden in 0u64..(1u64 << 40), layers in 0u64..200, heads in 0u64..200, kv in 0u64..200, inter in 0u64..(1u64 << 40),
+        vocab in 0u64..(1u64 << 40), experts in 0u64..300,
+        method in 0usize..4, dtype in 0usize..5, optim in 0usize..7, dist in 0usize..5,
+        r in 0u64..(1u64 << 20), batch in 0u64..(1u64 << 20), accum in 0u64..(1u64 << 18), seq in 0u64..(1u64 << 26),
+        freeze in -0.5f64..1.5, ckpt: bool, eager: bool, dpo: bool, gpus in 0u64..5000,
+        dropout in -0.1f64..1.1, all_linear: bool,
+    ) {
+        let Ok(est) = Estimator::from_json(&shape_json(hidden.max(1), layers, heads.max(1), kv.max(1), inter, vocab, experts)) else {
+            return Ok(());
+        };
+        if let Ok(plan) = Plan::from_json(&plan_json(method, dpo, dtype, r, dropout, all_linear, batch, accum, seq,
+                                                     freeze, ckpt, eager, optim, gpus, dist)) {
+            if let Ok(e) = est.estimate(&plan, None) {
+                prop_assert!(e.peak_allocated_bytes < u64::MAX / 4);
+                prop_assert_eq!(e.breakdown.total(), e.peak_allocated_bytes);
+            }
+        }
+    }
+}
+
+#[test]
+fn out_of_range_plans_are_rejected() {
+    for bad in [
+        plan_json(1, false, 0, 0, 0.05, false, 1, 1, 512, 0.0, true, false, 0, 1, 0),  // rank 0
+        plan_json(1, false, 0, 8, 0.05, false, 0, 1, 512, 0.0, true, false, 0, 1, 0),  // batch 0
+        plan_json(1, false, 0, 8, 0.05, false, 1, 1, 512, 1.0, true, false, 0, 1, 0),  // freeze 1
+        plan_json(2, false, 4, 8, 0.05, false, 1, 1, 512, 0.0, true, false, 0, 1, 0),  // qlora + fp32
+        plan_json(1, false, 0, 8, 1.0, false, 1, 1, 512, 0.0, true, false, 0, 1, 0),   // dropout 1
+    ] {
+        let err = Plan::from_json(&bad).expect_err(&bad);
+        assert!(!err.to_string().contains('\n'), "one line: {err}");
+    }
+}
