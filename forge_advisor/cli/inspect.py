@@ -72,6 +72,9 @@ def compute(shape: ModelShape) -> dict[str, Any]:
     }
 
 
+_ROLE = {"attention": "attn", "shared_expert": "shared", "expert": "expert", "router": "router", "mlp": "mlp", "other": "other"}
+
+
 def render(report: dict[str, Any]) -> None:
     from rich.table import Table
 
@@ -99,15 +102,34 @@ def render(report: dict[str, Any]) -> None:
     summary.add_row("shape", shape_line)
     con.print(summary)
 
-    table = Table(title="linear modules (per layer)")
-    for col in ("module", "stack", "layers", "in", "out", "bias", "×", "role", "LoRA", "params/layer"):
-        table.add_column(col, justify="right" if col in ("layers", "in", "out", "×", "params/layer") else "left")
-    for lin in report["linear_modules"]:
-        table.add_row(
-            lin["name"], lin["stack"], str(lin["layers"]), str(lin["in_features"]), str(lin["out_features"]),
-            "yes" if lin["bias"] else "", str(lin["count"]) if lin["count"] > 1 else "", lin["role"],
-            "yes" if lin["lora_targetable"] else "no", f"{lin['parameters']:,}",
-        )
+    lins = report["linear_modules"]
+    show_stack = any(lin["stack"] != "decoder" for lin in lins)
+    show_count = any(lin["count"] > 1 for lin in lins)
+    show_bias = any(lin["bias"] for lin in lins)
+    table = Table(title="linear modules per layer (n: layers that have it; LoRA: targetable by name)")
+    table.add_column("module", no_wrap=True)
+    if show_stack:
+        table.add_column("stack")
+    for col in ("n", "in", "out"):
+        table.add_column(col, justify="right", no_wrap=True)
+    if show_bias:
+        table.add_column("bias")
+    if show_count:
+        table.add_column("×", justify="right")
+    table.add_column("role", no_wrap=True)
+    table.add_column("LoRA", no_wrap=True)
+    table.add_column("params", justify="right", no_wrap=True)
+    for lin in lins:
+        row = [lin["name"]]
+        if show_stack:
+            row.append(lin["stack"])
+        row += [str(lin["layers"]), str(lin["in_features"]), str(lin["out_features"])]
+        if show_bias:
+            row.append("yes" if lin["bias"] else "")
+        if show_count:
+            row.append(str(lin["count"]) if lin["count"] > 1 else "")
+        row += [_ROLE.get(lin["role"], lin["role"]), "yes" if lin["lora_targetable"] else "no", fmt_count(lin["parameters"])]
+        table.add_row(*row)
     con.print(table)
 
 
