@@ -11,7 +11,8 @@
 //! Units: `b_*` = bytes per token, `s_*` = bytes per token per token of context (eager
 //! attention's score matrices), `c_*` = bytes independent of tokens (autocast copies).
 
-use crate::analysis::{Block, LayerInfo, Lin, Side};
+use crate::analysis::{LayerInfo, Lin, Side};
+use crate::shape::Role;
 use crate::gpu::GpuSpec;
 use crate::plan::{Attention, Dtype, Plan, Trainer};
 use crate::shape::{Hints, ModelShape, NormKind};
@@ -330,7 +331,7 @@ pub fn layer_backward_transient(shape: &ModelShape, info: &LayerInfo, plan: &Pla
     let inter = info
         .lins
         .iter()
-        .filter(|l| l.block == Block::Mlp && l.side == Side::Out)
+        .filter(|l| l.block == Role::Mlp && l.side == Side::Out)
         .map(|l| l.in_f)
         .next()
         .unwrap_or(shape.intermediate_size);

@@ -5,16 +5,6 @@ use crate::error::{Error, Result};
 use crate::shape::{ModelShape, NormKind, ParamRole, Role, Stack};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Block {
-    Attention,
-    Mlp,
-    Expert,
-    SharedExpert,
-    Router,
-    Other,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
     /// Reads the block's input (q/k/v, gate/up, c_attn, fc1…).
     In,
@@ -30,7 +20,8 @@ pub struct Lin {
     pub out_f: u64,
     pub count: u64,
     pub bias: bool,
-    pub block: Block,
+    /// What the linear belongs to (the shape's role).
+    pub block: Role,
     pub side: Side,
     pub targetable: bool,
     pub params: u64,
@@ -91,17 +82,6 @@ pub struct Analysis {
 const OUT_NAMES: &[&str] =
     &["o_proj", "out_proj", "dense", "c_proj", "o", "wo", "down_proj", "fc2", "dense_4h_to_h", "w2", "proj"];
 
-fn block_of(role: Role) -> Block {
-    match role {
-        Role::Attention => Block::Attention,
-        Role::Mlp => Block::Mlp,
-        Role::Expert => Block::Expert,
-        Role::SharedExpert => Block::SharedExpert,
-        Role::Router => Block::Router,
-        Role::Other => Block::Other,
-    }
-}
-
 impl Analysis {
     pub fn new(shape: &ModelShape) -> Result<Self> {
         shape.validate()?;
@@ -130,7 +110,7 @@ impl Analysis {
                 if !full_names.iter().any(|(n, _)| *n == lin.name) {
                     full_names.push((lin.name.clone(), bit));
                 }
-                let block = block_of(lin.role);
+                let block = lin.role;
                 let side = if OUT_NAMES.contains(&leaf.as_str()) || (lin.out_features == shape.hidden_size && lin.in_features != shape.hidden_size) {
                     Side::Out
                 } else {
@@ -138,7 +118,7 @@ impl Analysis {
                 };
                 if lin.lora_targetable {
                     all_linear_mask |= 1 << bit;
-                    if block == Block::Attention {
+                    if block == Role::Attention {
                         attention_mask |= 1 << bit;
                     }
                 }
@@ -158,12 +138,12 @@ impl Analysis {
                     params,
                 });
             }
-            let group = |block: Block, side: Option<Side>| -> Vec<Lin> {
+            let group = |block: Role, side: Option<Side>| -> Vec<Lin> {
                 lins.iter().filter(|l| l.block == block && side.is_none_or(|sd| l.side == sd)).cloned().collect()
             };
-            let (attn_in, attn_out) = (group(Block::Attention, Some(Side::In)), group(Block::Attention, Some(Side::Out)));
-            let (mlp_in, mlp_out) = (group(Block::Mlp, Some(Side::In)), group(Block::Mlp, Some(Side::Out)));
-            let shared_expert = group(Block::SharedExpert, None);
+            let (attn_in, attn_out) = (group(Role::Attention, Some(Side::In)), group(Role::Attention, Some(Side::Out)));
+            let (mlp_in, mlp_out) = (group(Role::Mlp, Some(Side::In)), group(Role::Mlp, Some(Side::Out)));
+            let shared_expert = group(Role::SharedExpert, None);
             types.push(LayerInfo {
                 stack: lt.stack,
                 attn_in,

@@ -12,7 +12,7 @@
 //! (small matmuls under-fill the GPU). The constants are uncalibrated defaults until a
 //! measured calibration is stored for the device.
 
-use crate::analysis::Block;
+use crate::shape::Role;
 use crate::estimator::Estimator;
 use crate::gpu::GpuSpec;
 use crate::plan::{Attention, Method, Plan};
@@ -40,7 +40,7 @@ pub fn flops_per_token(est: &Estimator, plan: &Plan, mask: u64, frozen: u64, fir
         let mut bwd = if in_graph { attn_fwd_per_layer * attn_bwd_factor } else { 0.0 };
         for l in &info.lins {
             let mut mac = (l.in_f * l.out_f) as f64;
-            if l.block == Block::Expert {
+            if l.block == Role::Expert {
                 mac = mac * top_k; // each token visits top_k of the `count` experts
             } else {
                 mac *= l.count as f64;
@@ -121,7 +121,7 @@ fn integer_flops(est: &Estimator, plan: &Plan, mask: u64, frozen: u64, lowest: u
             let mut fwd = attn_fwd;
             let mut bwd = if in_graph { attn_bwd } else { 0 };
             for l in &info.lins {
-                let mac = (l.in_f as u128 * l.out_f as u128) * if l.block == Block::Expert { top_k } else { l.count as u128 };
+                let mac = (l.in_f as u128 * l.out_f as u128) * if l.block == Role::Expert { top_k } else { l.count as u128 };
                 fwd += 2 * mac;
                 if in_graph {
                     bwd += 2 * mac;
