@@ -137,3 +137,10 @@ def test_recommend_bad_input_exits_2_with_one_line(argv: list[str]) -> None:
 def test_global_batch_zero_is_refused() -> None:
     with pytest.raises(ForgeError, match="global_batch"):
         recommend("meta-llama/Llama-3.1-8B", "RTX 4090", global_batch=0)
+
+
+@pytest.mark.parametrize("storage", ["/nonexistent/dir/study.log", "sqlite:////nonexistent/dir/study.db", "bogus://x"])
+def test_bad_storage_is_one_line(storage: str) -> None:
+    out = subprocess.run([*CLI, "recommend", "--model", "meta-llama/Llama-3.1-8B", "--gpu", "RTX 4090", "--storage", storage],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and out.stderr.startswith("error: --storage") and out.stderr.count("\n") == 1

@@ -186,13 +186,19 @@ def run_search(
         sampler = optuna.samplers.NSGAIISampler(seed=req.seed, population_size=32, **kwargs)
         sampler_name = "NSGA-II"
     study_name = f"forge-advisor:{shape.name}:{gpu.name}:{req.objective}:{req.seq_len}:{req.global_batch}:{req.seed}"
-    study = optuna.create_study(
-        directions=["maximize", "maximize"],
-        sampler=sampler,
-        storage=_storage(storage),
-        study_name=study_name if storage else None,
-        load_if_exists=bool(storage),
-    )
+    try:
+        study = optuna.create_study(
+            directions=["maximize", "maximize"],
+            sampler=sampler,
+            storage=_storage(storage),
+            study_name=study_name if storage else None,
+            load_if_exists=bool(storage),
+        )
+    except ForgeError:
+        raise
+    except Exception as exc:  # a bad database URL, a locked or foreign file
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ForgeError(f"--storage {storage}: {first}") from None
     methods = list(choices)
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
@@ -304,6 +310,11 @@ def _storage(storage: str | None) -> Any:
         return None
     if "://" in storage:
         return storage  # sqlite:///study.db and other RDB URLs (optuna-dashboard reads them)
+    from pathlib import Path
+
+    folder = Path(storage).expanduser().resolve().parent
+    if not folder.is_dir():
+        raise ForgeError(f"--storage {storage}: folder {folder} does not exist")
     import optuna
 
     try:
