@@ -162,15 +162,15 @@ fn layer_trainable(info: &LayerInfo, full: bool, mask: u64, r: u64) -> u64 {
 
 /// Layers that back-propagate, grouped into runs of identical layers (bottom to top).
 #[derive(Debug, Clone, Copy, Default)]
-struct Segment {
+pub(crate) struct Segment {
     /// Number of layers.
     n: u64,
-    /// Bytes each keeps until its backward (its input alone under checkpointing).
-    kept: u64,
-    /// Bytes each holds while it back-propagates (everything it saved).
-    full: u64,
+    /// What each keeps until its backward (its input alone under checkpointing).
+    kept: Saved,
+    /// What each holds while it back-propagates (everything it saved).
+    full: Saved,
     /// Gradient buffers alive during its backward.
-    transient: u64,
+    transient: Saved,
     /// Autocast's half copies of its weights.
     constant: u64,
     /// Gradient bytes each adds (sharded over the GPUs where grads are).
@@ -178,7 +178,7 @@ struct Segment {
 }
 
 /// A few segments inline; spills to the heap only for unusual stacks of many layer types.
-struct Segments {
+pub(crate) struct Segments {
     inline: [Segment; 8],
     len: usize,
     spill: Vec<Segment>,
@@ -247,6 +247,13 @@ impl Estimator {
     }
 
     pub fn estimate(&self, plan: &Plan, gpu: Option<&GpuSpec>) -> Result<Estimate> {
+        self.prepare(plan, gpu)?.finish(plan.per_device_train_batch_size, plan.gradient_accumulation_steps)
+    }
+
+    /// Everything about `plan` that does not depend on the batch: the batch API prices a
+    /// plan's structure once and each (per-device batch, accumulation) with
+    /// [`Prepared::finish`], whose terms are products of per-token quantities.
+    pub fn prepare<'a>(&'a self, plan: &'a Plan, gpu: Option<&'a GpuSpec>) -> Result<Prepared<'a>> {
         plan.validate()?;
         let shape = &self.shape;
         let an = &self.analysis;
@@ -387,11 +394,7 @@ impl Estimator {
         }
         let reference_model = if plan.trainer == Trainer::Dpo && full { weights } else { 0 };
 
-        // ---- activations per layer --------------------------------------------------------
-        let seq_factor = if plan.trainer == Trainer::Dpo { 2 } else { 1 };
-        let b = plan.per_device_train_batch_size * seq_factor;
-        let s = plan.max_length;
-        let tokens = sat(b, s);
+        // ---- activations per layer (per token; multiplied out in `finish`) ---------------
         // transformers 5 `gradient_checkpointing_enable` calls `enable_input_require_grads`
         // (modeling_utils.py): the embedding output requires grad, so frozen lower layers
         // stay in the graph (their checkpoint inputs are kept, backward runs through them).
@@ -402,11 +405,11 @@ impl Estimator {
         // Consecutive layers with the same type, liveness and input-grad flag save, keep and
         // free exactly the same bytes: each such segment is priced once. Liveness changes at
         // `frozen`; the input flag can change once, after the first layer in the graph.
-        let ckpt_bytes = layer_checkpointed(shape, w).bytes(tokens, s);
+        let ckpt_saved = layer_checkpointed(shape, w);
         let mut segs = Segments::new();
         for &(t, start, end) in &an.runs {
             let info = &an.types[t as usize];
-            let mut transient: Option<u64> = None;
+            let mut transient: Option<Saved> = None;
             let first_live = (frozen.min(end as u64) as usize).max(start);
             for (mut lo, hi, live) in [(start, first_live, false), (first_live, end, true)] {
                 while lo < hi {
@@ -415,7 +418,7 @@ impl Estimator {
                     let n = if in_graph == input_grad { hi - lo } else { 1 };
                     if in_graph {
                         let saved = layer_saved(shape, info, &g, plan, crate::activations::attention_kernel(shape, plan, gpu));
-                        let full_bytes = Saved { constant: 0, ..saved }.bytes(tokens, s);
+                        let full_saved = Saved { constant: 0, ..saved };
                         // autocast's weight cache is dropped when the forward leaves autocast; a
                         // copy outlives it only if autograd saved it, which checkpointing prevents
                         if !plan.gradient_checkpointing {
@@ -424,9 +427,9 @@ impl Estimator {
                         let tp = if live { layer_trainable(info, full, mask, plan.lora_r) } else { 0 };
                         segs.push(Segment {
                             n: n as u64,
-                            kept: if plan.gradient_checkpointing { ckpt_bytes } else { full_bytes },
-                            full: full_bytes,
-                            transient: *transient.get_or_insert_with(|| layer_backward_transient(shape, info, plan).bytes(tokens, s)),
+                            kept: if plan.gradient_checkpointing { ckpt_saved } else { full_saved },
+                            full: full_saved,
+                            transient: *transient.get_or_insert_with(|| layer_backward_transient(shape, info, plan)),
                             constant: saved.constant,
                             layer_grads: sat(tp, grad_bytes_per) / grad_scale,
                         });
@@ -442,8 +445,7 @@ impl Estimator {
 
         // ---- tail: final norm, head, logits and loss --------------------------------
         let h = shape.hidden_size;
-        let v = shape.vocab_size;
-        let tail_saved = {
+        let tail_per_token = {
             let mut per_tok = 0u64;
             if input_grad || full {
                 per_tok += if shape.norm == crate::shape::NormKind::RmsNorm { 4 * h + 4 } else { w.r * h + 8 };
@@ -460,26 +462,22 @@ impl Estimator {
             if crate::activations::dropout(plan, shape.hints.hidden_dropout) > 0.0 {
                 per_tok += h;
             }
-            sat(tokens, per_tok)
+            per_tok
         };
         if w.amp {
             autocast_copies = autocast_copies.saturating_add(sat(an.head_params.max(if shape.tie_word_embeddings { an.embedding_params } else { 0 }), 2));
         }
-        let tv = sat(tokens, v);
-        let (logits_fwd, logits_saved, logits_bwd) = if plan.trainer == Trainer::Dpo {
+        // bytes per (token × vocabulary entry) of the logits and loss
+        let logits_per_tv: (u64, u64, u64) = if plan.trainer == Trainer::Dpo {
             // trl ≥ 1.x DPOTrainer computes log-probs through a fused LM head in chunks
             // (trl add_fused_lm_head): no [tokens, vocab] tensor is materialised
             (0, 0, 0)
         } else {
-            let softcap = if shape.hints.final_logit_softcapping { sat(tv, w.e) } else { 0 };
+            let softcap = if shape.hints.final_logit_softcapping { w.e } else { 0 };
             // logits (e) + fp32 upcast (ForCausalLMLoss: logits.float()) + log_softmax out (fp32)
             let upcast = if w.e == 4 { 0 } else { 4 };
-            (
-                sat(tv, w.e + upcast + 4).saturating_add(softcap),
-                sat(tv, 4).saturating_add(softcap),
-                // log_softmax backward: saved output + incoming grad + grad input, all fp32
-                sat(tv, 12).saturating_add(softcap),
-            )
+            // log_softmax backward: saved output + incoming grad + grad input, all fp32
+            (w.e + upcast + 4 + softcap, 4 + softcap, 12 + softcap)
         };
 
         if matches!(plan.distributed, Distributed::Fsdp | Distributed::Zero3) {
@@ -487,20 +485,114 @@ impl Estimator {
             autocast_copies /= n_gpus;
         }
 
+        let head_grad = sat(if full { head_train_params - if embed_trains { an.embedding_params + an.position_params } else { 0 } } else { 0 }, grad_bytes_per);
+        // a tied head's grad waits in autograd's input buffer for the embedding's
+        let held_head = if shape.tie_word_embeddings && embed_trains { sat(an.embedding_params, grad_bytes_per) } else { 0 };
+        let vh = sat(an.embedding_params, grad_bytes_per);
+        let flops_per_token = crate::throughput::flops_per_token(self, plan, mask, frozen, first_in_graph);
+        let quality = crate::objective::quality_score(plan, crate::objective::targets_all_linear(plan, mask, an.all_linear_mask));
+        Ok(Prepared {
+            est: self,
+            plan,
+            gpu,
+            segs,
+            tail_per_token,
+            logits_per_tv,
+            weights,
+            quant_state,
+            adapter_bytes,
+            reference_model,
+            states,
+            temporaries,
+            paged,
+            dist_buffers,
+            autocast_copies,
+            gradients,
+            head_grad,
+            held_head,
+            vh,
+            embed_trains,
+            trainable,
+            frozen: frozen.min(n_layers),
+            flops_per_token,
+            quality,
+        })
+    }
+
+    /// Evaluate many plans against one model and GPU (the advisor's batch API).
+    pub fn estimate_many(&self, plans: &[Plan], gpu: Option<&GpuSpec>) -> Vec<Result<Estimate>> {
+        plans.iter().map(|p| self.estimate(p, gpu)).collect()
+    }
+}
+
+/// A plan priced up to its batch size (see [`Estimator::prepare`]).
+pub struct Prepared<'a> {
+    est: &'a Estimator,
+    plan: &'a Plan,
+    gpu: Option<&'a GpuSpec>,
+    segs: Segments,
+    tail_per_token: u64,
+    logits_per_tv: (u64, u64, u64),
+    weights: u64,
+    quant_state: u64,
+    adapter_bytes: u64,
+    reference_model: u64,
+    states: u64,
+    temporaries: u64,
+    paged: u64,
+    dist_buffers: u64,
+    autocast_copies: u64,
+    gradients: u64,
+    head_grad: u64,
+    held_head: u64,
+    vh: u64,
+    embed_trains: bool,
+    trainable: u64,
+    frozen: u64,
+    flops_per_token: f64,
+    quality: f64,
+}
+
+impl Prepared<'_> {
+    /// The estimate for `batch` sequences per device and `accumulation` micro-batches per
+    /// optimizer step (the plan's own values give [`Estimator::estimate`]).
+    pub fn finish(&self, batch: u64, accumulation: u64) -> Result<Estimate> {
+        for (field, v) in [("per_device_train_batch_size", batch), ("gradient_accumulation_steps", accumulation)] {
+            if !(1..=1 << 16).contains(&v) {
+                return Err(Error::field(field, v, "[1, 65536]"));
+            }
+        }
+        let (est, plan, gpu) = (self.est, self.plan, self.gpu);
+        let (shape, an) = (&est.shape, &est.analysis);
+        let segs = &self.segs;
+        let (weights, quant_state, gradients, temporaries, paged) =
+            (self.weights, self.quant_state, self.gradients, self.temporaries, self.paged);
+        let (held_head, embed_trains, vh) = (self.held_head, self.embed_trains, self.vh);
+        let n_gpus = plan.num_gpus;
+        let seq_factor = if plan.trainer == Trainer::Dpo { 2 } else { 1 };
+        let s = plan.max_length;
+        let tokens = sat(batch * seq_factor, s);
+        let tail_saved = sat(tokens, self.tail_per_token);
+        let tv = sat(tokens, shape.vocab_size);
+        let (logits_fwd, logits_saved, logits_bwd) =
+            (sat(tv, self.logits_per_tv.0), sat(tv, self.logits_per_tv.1), sat(tv, self.logits_per_tv.2));
+
         // ---- timeline --------------------------------------------------------------------
-        let accum = plan.gradient_accumulation_steps > 1;
+        let accum = accumulation > 1;
         let base = Breakdown {
             weights,
             quant_state,
-            lora_adapters: adapter_bytes,
-            reference_model,
-            optimizer_states: states,
-            distributed_buffers: dist_buffers,
-            autocast_copies,
+            lora_adapters: self.adapter_bytes,
+            reference_model: self.reference_model,
+            optimizer_states: self.states,
+            distributed_buffers: self.dist_buffers,
+            autocast_copies: self.autocast_copies,
             ..Default::default()
         };
         let grads_prev = if accum { gradients } else { 0 };
-        let acts_total: u64 = segs.as_slice().iter().fold(tail_saved, |a, sg| a.saturating_add(sat(sg.kept, sg.n)));
+        // per-segment bytes at this token count
+        let bytes = |x: &Saved| x.bytes(tokens, s);
+        let acts_total: u64 = segs.as_slice().iter().fold(tail_saved, |a, sg| a.saturating_add(sat(bytes(&sg.kept), sg.n)));
         // the phase with the largest total; on a tie the later phase wins (as `max_by_key`)
         let mut peak = Peak::default();
         peak.offer(
@@ -512,14 +604,11 @@ impl Estimator {
             Breakdown { gradients: grads_prev, activations: acts_total, logits_and_loss: logits_bwd.max(logits_saved), ..base },
         );
         // walk down the layers in backward order
-        let head_grad = sat(if full { head_train_params - if embed_trains { an.embedding_params + an.position_params } else { 0 } } else { 0 }, grad_bytes_per);
-        let mut grads_done = if accum { gradients } else { head_grad.min(gradients) };
-        // a tied head's grad waits in autograd's input buffer for the embedding's
-        let held_head = if shape.tie_word_embeddings && embed_trains { sat(an.embedding_params, grad_bytes_per) } else { 0 };
+        let mut grads_done = if accum { gradients } else { self.head_grad.min(gradients) };
         // exact (u128) running sum of the activations kept below the current layer
-        let mut below: u128 = segs.as_slice().iter().fold(tail_saved as u128, |a, sg| a + sg.kept as u128 * sg.n as u128);
+        let mut below: u128 = segs.as_slice().iter().fold(tail_saved as u128, |a, sg| a + bytes(&sg.kept) as u128 * sg.n as u128);
         for sg in segs.as_slice().iter().rev() {
-            let backward_buffers = sg.transient.saturating_add(held_head);
+            let backward_buffers = bytes(&sg.transient).saturating_add(held_head);
             // the recomputed layer casts its weights again
             let layer_autocast = if plan.gradient_checkpointing { base.autocast_copies + sg.constant } else { base.autocast_copies };
             let fixed = [
@@ -542,10 +631,11 @@ impl Estimator {
             // (all of them under accumulation): a concave function of m, linear on each side
             // of the point where the gradients reach their total, so its last maximum is at
             // an end of one of those two pieces.
-            let (n, kept, lg) = (sg.n as u128, sg.kept as u128, sg.layer_grads as u128);
+            let (n, kept, lg) = (sg.n as u128, bytes(&sg.kept) as u128, sg.layer_grads as u128);
+            let full_bytes = bytes(&sg.full) as u128;
             let (done, all) = (grads_done as u128, gradients as u128);
             let grads_at = |m: u128| if accum { all } else { (done + m * lg).min(all) };
-            let acts_at = |m: u128| below - m * kept + sg.full as u128;
+            let acts_at = |m: u128| below - m * kept + full_bytes;
             let (uncapped_end, capped_start) = if accum || done > all {
                 (0, 1)
             } else {
@@ -590,7 +680,6 @@ impl Estimator {
         // tied head, the head's contribution is held until it is summed with it (autograd
         // InputBuffer), so three such tensors are alive at once; accumulation adds the result
         // into the existing .grad, otherwise it becomes the .grad
-        let vh = sat(an.embedding_params, grad_bytes_per);
         let embed_transient = match (embed_trains, shape.tie_word_embeddings, accum) {
             (false, _, _) => 0,
             (true, true, true) => sat(vh, 3),
@@ -622,10 +711,10 @@ impl Estimator {
             .saturating_add(device.paged_optimizer_states);
 
         // ---- throughput -----------------------------------------------------------------
-        let flops_per_token = crate::throughput::flops_per_token(self, plan, mask, frozen, first_in_graph);
-        let tokens_per_step = sat(sat(plan.per_device_train_batch_size, s), sat(plan.gradient_accumulation_steps, n_gpus));
+        let flops_per_token = self.flops_per_token;
+        let tokens_per_step = sat(sat(batch, s), sat(accumulation, n_gpus));
         let (tps, step, mfu) = match gpu {
-            Some(g) => crate::throughput::speed(self, plan, g, flops_per_token, weights, quant_state, tokens_per_step),
+            Some(g) => crate::throughput::speed(est, plan, g, flops_per_token, batch, accumulation, tokens_per_step),
             None => (None, None, None),
         };
 
@@ -636,19 +725,14 @@ impl Estimator {
             breakdown,
             device,
             total_parameters: an.total_params,
-            trainable_parameters: trainable,
-            frozen_layers: frozen.min(n_layers),
+            trainable_parameters: self.trainable,
+            frozen_layers: self.frozen,
             flops_per_token,
             tokens_per_step,
             tokens_per_second: tps,
             step_seconds: step,
             mfu,
-            quality: crate::objective::quality_score(plan, crate::objective::targets_all_linear(plan, mask, an.all_linear_mask)),
+            quality: self.quality,
         })
-    }
-
-    /// Evaluate many plans against one model and GPU (the advisor's batch API).
-    pub fn estimate_many(&self, plans: &[Plan], gpu: Option<&GpuSpec>) -> Vec<Result<Estimate>> {
-        plans.iter().map(|p| self.estimate(p, gpu)).collect()
     }
 }

@@ -140,34 +140,48 @@ impl Estimator {
     /// The best fitting (batch, accumulation, checkpointing) for one outer choice, or the
     /// leanest non-fitting one (for the constraint's violation) when none fits.
     pub fn best_inner(&self, outer: &Plan, space: &Space, gpu: Option<&GpuSpec>) -> Result<Option<Scored>> {
-        let mut best: Option<Scored> = None;
-        let mut leanest: Option<Scored> = None;
+        // one structure per checkpointing choice, priced once; each batch is then a product
+        // of per-token terms (Prepared::finish)
+        let plans: Vec<Plan> = space
+            .gradient_checkpointing
+            .iter()
+            .map(|&ckpt| space.normalize(Plan { gradient_checkpointing: ckpt, ..outer.clone() }))
+            .collect();
+        let mut prepared = Vec::with_capacity(plans.len());
+        for plan in &plans {
+            prepared.push(match self.prepare(plan, gpu) {
+                Ok(p) => Some(p),
+                Err(Error::InvalidField { .. }) => None, // e.g. rank above a layer's width
+                Err(e) => return Err(e),
+            });
+        }
+        let mut best: Option<(f64, Estimate, usize, u64, u64)> = None;
+        let mut leanest: Option<(f64, Estimate, usize, u64, u64)> = None;
         for (b, accum) in space.batch_options(outer.num_gpus) {
-            for &ckpt in &space.gradient_checkpointing {
-                let plan = space.normalize(Plan {
-                    per_device_train_batch_size: b,
-                    gradient_accumulation_steps: accum,
-                    gradient_checkpointing: ckpt,
-                    ..outer.clone()
-                });
-                let s = match self.score_owned(plan, gpu, space.objective, space.usable_bytes) {
-                    Ok(s) => s,
-                    Err(Error::InvalidField { .. }) => continue, // e.g. rank above a layer's width
+            for (i, prep) in prepared.iter().enumerate() {
+                let Some(prep) = prep else { continue };
+                let estimate = match prep.finish(b, accum) {
+                    Ok(e) => e,
+                    Err(Error::InvalidField { .. }) => continue,
                     Err(e) => return Err(e),
                 };
-                if s.fits {
-                    if best.as_ref().is_none_or(|cur| s.value > cur.value) {
-                        best = Some(s);
+                let value = objective_value(space.objective, estimate.tokens_per_second, estimate.quality);
+                if estimate.peak_reserved_bytes <= space.usable_bytes {
+                    if best.as_ref().is_none_or(|cur| value > cur.0) {
+                        best = Some((value, estimate, i, b, accum));
                     }
-                } else if leanest
-                    .as_ref()
-                    .is_none_or(|cur| s.estimate.peak_reserved_bytes < cur.estimate.peak_reserved_bytes)
-                {
-                    leanest = Some(s);
+                } else if leanest.as_ref().is_none_or(|cur| estimate.peak_reserved_bytes < cur.1.peak_reserved_bytes) {
+                    leanest = Some((value, estimate, i, b, accum));
                 }
             }
         }
-        Ok(best.or(leanest))
+        let fits = best.is_some();
+        Ok(best.or(leanest).map(|(value, estimate, i, b, accum)| Scored {
+            plan: Plan { per_device_train_batch_size: b, gradient_accumulation_steps: accum, ..plans[i].clone() },
+            estimate,
+            value,
+            fits,
+        }))
     }
 
     /// Exhaustive search: the best fitting plan of the whole space and how many plans

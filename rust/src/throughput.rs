@@ -149,20 +149,20 @@ pub fn speed(
     plan: &Plan,
     gpu: &GpuSpec,
     flops_per_token: f64,
-    _weights: u64,
-    _quant_state: u64,
+    batch: u64,
+    accumulation: u64,
     tokens_per_step: u64,
 ) -> (Option<f64>, Option<f64>, Option<f64>) {
     let Some(peak) = gpu.peak_flops(plan.dtype.compute_kind()) else {
         return (None, None, None);
     };
-    let micro_tokens = (plan.per_device_train_batch_size * plan.max_length) as f64;
+    let micro_tokens = (batch * plan.max_length) as f64;
     let eff = EFFICIENCY_MAX * micro_tokens / (micro_tokens + EFFICIENCY_HALF_TOKENS);
     let n = plan.num_gpus as f64;
     let per_gpu_tokens = tokens_per_step as f64 / n;
     let mut seconds = per_gpu_tokens * flops_per_token / (peak * eff);
     if let Some(bw) = gpu.bandwidth_bytes_per_s.filter(|b| *b > 0.0) {
-        let micro_batches = (plan.gradient_accumulation_steps) as f64;
+        let micro_batches = accumulation as f64;
         // an exact integer sum (at most MAX_PARAMETERS < 2^53): the same as a float sum
         let lin_w = est.analysis.layers_linear_weight_params as f64;
         if plan.method == Method::Qlora {
