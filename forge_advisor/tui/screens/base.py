@@ -9,7 +9,7 @@ from textual.screen import ModalScreen, Screen
 
 from forge_advisor.tui.widgets.too_small import MIN_SIZE
 
-__all__ = ["ForgeModal", "ForgeScreen"]
+__all__ = ["ForgeModal", "ForgeScreen", "SearchPicker"]
 
 
 class _TinyAware:
@@ -29,3 +29,22 @@ class ForgeScreen(_TinyAware, Screen[Any]):
 
 class ForgeModal(_TinyAware, ModalScreen[Any]):
     pass
+
+
+class SearchPicker(ForgeModal):
+    """A dialog with a search field (``#query``) over a list (``#results``) that subclasses
+    fill in ``_fill(text)``: the model and GPU pickers."""
+
+    def on_mount(self) -> None:
+        self._fill("")
+        self.query_one("#query").focus()
+
+    def _fill(self, text: str) -> None:
+        raise NotImplementedError
+
+    def _cleared_results(self) -> Any:
+        from textual.widgets import OptionList
+
+        results = self.query_one("#results", OptionList)
+        results.clear_options()
+        return results

@@ -15,7 +15,7 @@ from textual.widgets.option_list import Option
 
 from forge_advisor.gpus import GPU, search_gpus
 from forge_advisor.tui.messages import GpuChoice, ProbeFinished
-from forge_advisor.tui.screens.base import ForgeModal
+from forge_advisor.tui.screens.base import SearchPicker
 from forge_advisor.tui.widgets.too_small import TooSmall
 from forge_advisor.units import fmt_bytes
 
@@ -24,7 +24,7 @@ __all__ = ["GpuPickerScreen"]
 _NONE = "__none__"
 
 
-class GpuPickerScreen(ForgeModal):
+class GpuPickerScreen(SearchPicker):
     CSS_PATH = "pick_gpu.tcss"
     BINDINGS = [
         Binding("escape", "dismiss_none", "Cancel"),
@@ -48,13 +48,8 @@ class GpuPickerScreen(ForgeModal):
             yield Label("Enter choose · ↓ list · ctrl+p probe · Esc cancel", classes="hint")
         yield TooSmall()
 
-    def on_mount(self) -> None:
-        self._fill("")
-        self.query_one("#query", Input).focus()
-
     def _fill(self, text: str) -> None:
-        results = self.query_one("#results", OptionList)
-        results.clear_options()
+        results = self._cleared_results()
         for i, g in enumerate(self.probed):
             results.add_option(Option(Text.assemble(("detected: ", "green"), (g.name, "bold"),
                                                     f"  {fmt_bytes(g.memory_bytes)}"), id=f"probe:{i}"))

@@ -19,13 +19,13 @@ from textual.widgets.option_list import Option
 from forge_advisor.errors import ForgeError
 from forge_advisor.shapes.catalog import search_catalog
 from forge_advisor.tui.messages import ShapeLoaded
-from forge_advisor.tui.screens.base import ForgeModal
+from forge_advisor.tui.screens.base import SearchPicker
 from forge_advisor.tui.widgets.too_small import TooSmall
 
 __all__ = ["ModelPickerScreen"]
 
 
-class ModelPickerScreen(ForgeModal):
+class ModelPickerScreen(SearchPicker):
     CSS_PATH = "pick_model.tcss"
     BINDINGS = [
         Binding("escape", "dismiss_none", "Cancel"),
@@ -46,13 +46,8 @@ class ModelPickerScreen(ForgeModal):
             yield Label("Enter choose · ↓ list · Esc cancel", classes="hint")
         yield TooSmall()
 
-    def on_mount(self) -> None:
-        self._fill("")
-        self.query_one("#query", Input).focus()
-
     def _fill(self, text: str) -> None:
-        results = self.query_one("#results", OptionList)
-        results.clear_options()
+        results = self._cleared_results()
         found = search_catalog(text)
         for m in found:
             label = Text.assemble((m.id, "bold"), f"  {m.family} · {m.published_parameters}")
