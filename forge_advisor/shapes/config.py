@@ -7,6 +7,7 @@ Rust core's overflow checks see them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,7 +46,13 @@ class ConfigReader:
                 alias = f" (or {', '.join(names[1:])})" if len(names) > 1 else ""
                 raise ForgeError(f"{self.source}: field '{name}'{alias} is missing")
             return int(default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        # bools are ints in Python; NaN and ±Infinity parse from JSON as floats
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or (isinstance(value, float) and not math.isfinite(value))
+            or value != int(value)
+        ):
             raise ForgeError(f"{self.source}: field '{name}'={value!r} must be an integer")
         ivalue = int(value)
         if ivalue < minimum:
