@@ -64,7 +64,7 @@ def parse(config: dict[str, Any]) -> ModelShape:
     return shape_from_config(config, "fuzz")
 
 
-# a generous deadline still catches a hang; 2 s tripped on a loaded 2-core machine
+# a generous deadline still catches a hang without flaking on a loaded 2-core machine
 COMMON = settings(max_examples=300, deadline=10_000, suppress_health_check=[HealthCheck.too_slow])
 
 
