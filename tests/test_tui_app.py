@@ -264,11 +264,25 @@ async def test_advise_with_another_objective_and_a_click(advisor) -> None:
         adv.query_one("#knob-objective", Knob).focus()
         await pilot.press("right", "r")
         await settle(app, pilot)
-        assert advisor[-1]["objective"] == "speed"
+        assert advisor[-1]["objective"] == "fastest"  # the advisor's second objective
         table = adv.query_one("#table-ranked")
         table.focus()
         await pilot.press("l")  # load the highlighted (first) row
         assert main(app).preset == "qlora" and main(app).overrides["lora_r"] == 64
+
+
+async def test_advise_shows_what_would_fit_when_nothing_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = fake_advisor(nothing_fits=True)
+    monkeypatch.setitem(sys.modules, "forge_advisor.advisor", mod)
+    monkeypatch.setattr(forge_advisor, "advisor", mod, raising=False)
+    app = ForgeApp(gpu="RTX 4090")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("a")
+        await settle(app, pilot)
+        adv = app.screen
+        status = str(adv.query_one("#advise-status").render())
+        assert "nothing fits" in status and "A100 40GB SXM" in status
+        assert adv.query_one("#table-ranked").row_count == 0
 
 
 async def test_advise_says_when_the_advisor_is_missing(no_advisor) -> None:

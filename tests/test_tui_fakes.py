@@ -5,35 +5,19 @@ from __future__ import annotations
 import sys
 import textwrap
 import types
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from forge_advisor.estimate import EstimateResult, estimate
+from forge_advisor.advisor import OBJECTIVES, Candidate, Recommendation, SearchRequest
+from forge_advisor.estimate import estimate
 from forge_advisor.gpus import GPU, Probe, ProbedDevice, find_gpu
-from forge_advisor.plan import Plan
 
 
-@dataclass
-class Candidate:
-    preset: str
-    overrides: dict[str, Any]
-    plan: Plan
-    estimate: EstimateResult
-    why: str
-
-
-@dataclass
-class Recommendation:
-    recommendations: list[Candidate]
-    pareto: list[Candidate] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"recommendations": [c.preset for c in self.recommendations]}
-
-
-def fake_advisor(calls: list[dict[str, Any]] | None = None) -> types.ModuleType:
-    """A module with ``recommend(...)`` as agreed for ``forge_advisor.advisor``."""
+def fake_advisor(calls: list[dict[str, Any]] | None = None, nothing_fits: bool = False) -> types.ModuleType:
+    """``forge_advisor.advisor`` with a fixed ``recommend(...)``: the real API and result types
+    (Candidate, Recommendation), three fixed candidates instead of a search, so the TUI's
+    tests and snapshots do not move when the search does. ``nothing_fits`` answers as the
+    advisor does when no plan fits: no candidates and a suggestion."""
     mod = types.ModuleType("forge_advisor.advisor")
 
     def recommend(model, gpu=None, *, num_gpus=1, objective="balanced", seq_len=2048, global_batch=None,
@@ -44,16 +28,21 @@ def fake_advisor(calls: list[dict[str, Any]] | None = None) -> types.ModuleType:
         trials = [("qlora", {"lora_r": 64}), ("memory_efficient", {"lora_r": 8, "gradient_checkpointing": True}),
                   ("lora", {"per_device_train_batch_size": 1, "gradient_accumulation_steps": 16})]
         out = []
-        for i, (preset, over) in enumerate(trials):
+        for i, (preset, over) in enumerate(trials if not nothing_fits else []):
             over = {**over, "max_length": seq_len}
             est = estimate(model, preset, gpu=gpu, num_gpus=num_gpus, dataset_tokens=dataset_tokens, **over)
-            out.append(Candidate(preset, over, est.plan, est, f"{preset}: fits with room to spare"))
+            out.append(Candidate(preset, over, est.plan, est, f"{preset}: fits with room to spare",
+                                 quality=float(est.raw["quality"]), objective_value=0.0))
             if progress is not None:
                 progress(i + 1, len(trials))
-        return Recommendation(out, [out[1], out[0]])
+        g = gpu if isinstance(gpu, GPU) else find_gpu(gpu or "RTX 4090")
+        request = SearchRequest(objective=objective, seq_len=seq_len, headroom=headroom)
+        suggestion = "QLoRA needs at least 30.00 GiB; the smallest catalog GPU that fits it is the A100 40GB SXM" if nothing_fits else None
+        return Recommendation(str(model), g, request, int(g.memory_bytes * (1 - headroom)), out,
+                              [out[1], out[0]] if out else [], suggestion)
 
     mod.recommend = recommend  # type: ignore[attr-defined]
-    mod.OBJECTIVES = ("balanced", "speed", "memory")  # type: ignore[attr-defined]
+    mod.OBJECTIVES = OBJECTIVES  # type: ignore[attr-defined]
     mod.Candidate, mod.Recommendation = Candidate, Recommendation  # type: ignore[attr-defined]
     return mod
 

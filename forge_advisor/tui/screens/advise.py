@@ -178,6 +178,12 @@ class AdviseScreen(ForgeScreen):
             for i, c in enumerate(cands):
                 t.add_row(*self._row(i, c), key=f"{name}:{i}")
         n = len(self.rows["ranked"])
+        suggestion = getattr(rec, "suggestion", None)
+        if n == 0:
+            # nothing fits: the advisor's answer is what would (another preset, GPU, N GPUs)
+            status.set_class(True, "-error")
+            status.update(Text.assemble(("nothing fits: ", "bold"), str(suggestion or "try a smaller plan or a bigger GPU")))
+            return
         status.update(f"{n} recommendation{'s' if n != 1 else ''}, {len(self.rows['pareto'])} on the Pareto front"
                       " · Enter loads the highlighted row")
         table = self.query_one("#table-ranked", DataTable)
