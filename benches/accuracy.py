@@ -29,11 +29,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from benches.results_io import RESULTS, write_results
+
 from forge_advisor.estimate import estimate
 from forge_advisor.plan import Plan
 from forge_advisor.shapes import shape_from_config
 
-RESULTS = Path(__file__).resolve().parent / "results"
 TRUTH_FILES = {"fake-tensor": RESULTS / "truth_faketensor.json", "gpu": RESULTS / "truth_gpu.json"}
 _PLAN_FIELDS = set(Plan.__dataclass_fields__) - {"extra"}
 ROOT = Path(__file__).resolve().parent.parent
@@ -210,11 +211,7 @@ def to_markdown(report: dict[str, Any]) -> str:
 
 def main() -> int:
     report = run(with_peers="--no-peers" not in sys.argv)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "accuracy.json").write_text(json.dumps(report, indent=1) + "\n")
-    md = to_markdown(report)
-    (RESULTS / "accuracy.md").write_text(md)
-    print(md)
+    write_results("accuracy", report, to_markdown(report))
     return 0
 
 

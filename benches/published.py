@@ -6,16 +6,15 @@ settings; ours computed for the closest settings we can state, each row says whi
 
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
 from typing import Any
+
+from benches.results_io import write_results
 
 from forge_advisor.advisor import fit
 from forge_advisor.estimate import estimate
 from forge_advisor.plan import Plan
 
-RESULTS = Path(__file__).resolve().parent / "results"
 GiB = 1 << 30
 
 # torchtune's README, as quoted in this project's issue: Llama-3.1-8B on one RTX 4090.
@@ -84,11 +83,7 @@ def to_markdown(report: dict[str, Any]) -> str:
 
 def main() -> int:
     report = run()
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "published.json").write_text(json.dumps(report, indent=1) + "\n")
-    md = to_markdown(report)
-    (RESULTS / "published.md").write_text(md)
-    print(md)
+    write_results("published", report, to_markdown(report))
     return 0
 
 

@@ -12,8 +12,9 @@ import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
+
+from benches.results_io import write_results
 
 from forge_advisor import _native
 from forge_advisor.advisor import recommend
@@ -23,7 +24,6 @@ from forge_advisor.estimate import native_estimator
 from forge_advisor.gpus import find_gpu
 from forge_advisor.shapes import load_shape
 
-RESULTS = Path(__file__).resolve().parent / "results"
 
 MODELS = [
     "Qwen/Qwen2.5-0.5B", "meta-llama/Llama-3.2-1B", "meta-llama/Llama-3.2-3B", "meta-llama/Llama-3.1-8B",
@@ -97,11 +97,7 @@ def to_markdown(report: dict[str, Any]) -> str:
 
 def main() -> int:
     report = run()
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "search_quality.json").write_text(json.dumps(report, indent=1) + "\n")
-    md = to_markdown(report)
-    (RESULTS / "search_quality.md").write_text(md)
-    print(md)
+    write_results("search_quality", report, to_markdown(report))
     return 0
 
 
