@@ -11,8 +11,7 @@
 //! Units: `b_*` = bytes per token, `s_*` = bytes per token per token of context (eager
 //! attention's score matrices), `c_*` = bytes independent of tokens (autocast copies).
 
-use crate::analysis::{LayerInfo, Lin, Side};
-use crate::shape::Role;
+use crate::analysis::{Act, Analysis, LayerInfo, LoraSums, GROUP_ATTN_IN, GROUP_ATTN_OUT, GROUP_MLP_IN, GROUP_MLP_OUT};
 use crate::gpu::GpuSpec;
 use crate::plan::{Attention, Dtype, Plan, Trainer};
 use crate::shape::{Hints, ModelShape, NormKind};
@@ -41,16 +40,40 @@ pub struct LayerGrad {
     pub input: bool,
     /// The base weights train (full fine-tuning, layer not frozen).
     pub weights: bool,
-    /// LoRA target mask active in this layer (0 when frozen or full fine-tuning).
-    pub lora: u64,
+    /// The adapted linears of this layer (all zero when frozen or full fine-tuning).
+    pub lora: LoraSums,
 }
 
 impl LayerGrad {
-    fn lora_on(&self, lin: &Lin) -> bool {
-        lin.targetable && self.lora & (1 << lin.bit) != 0
+    pub fn any_trains(&self) -> bool {
+        self.weights || self.lora.any
     }
-    pub fn any_trains(&self, info: &LayerInfo) -> bool {
-        self.weights || info.lins.iter().any(|l| self.lora_on(l))
+}
+
+/// What every layer of one plan shares: widths, the attention kernel, which dropouts are on.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanCtx {
+    pub w: Widths,
+    pub kernel: AttnKernel,
+    pub lora_r: u64,
+    /// LoRA dropout is active (it keeps a mask).
+    pub lora_dropout: bool,
+    /// Residual-branch dropout is active.
+    pub hidden_dropout: bool,
+    /// Attention-probability dropout is active.
+    pub attention_dropout: bool,
+}
+
+impl PlanCtx {
+    pub fn new(shape: &ModelShape, plan: &Plan, gpu: Option<&GpuSpec>) -> Self {
+        PlanCtx {
+            w: Widths::of(plan.dtype),
+            kernel: attention_kernel(shape, plan, gpu),
+            lora_r: plan.lora_r,
+            lora_dropout: dropout(plan, plan.lora_dropout) > 0.0,
+            hidden_dropout: dropout(plan, shape.hints.hidden_dropout) > 0.0,
+            attention_dropout: dropout(plan, shape.hints.attention_dropout) > 0.0,
+        }
     }
 }
 
@@ -84,17 +107,17 @@ impl Widths {
 /// computes `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))` and keeps x (for pow), tanh(…),
 /// 0.5·x and 1+tanh(…); under autocast `pow` and `tanh` run in fp32 (autocast's fp32 op
 /// list), so three of the four are fp32: 4 + 4 + 2 + 4 = 14 bytes instead of 4 × 2.
-pub fn act_saved_bytes(hidden_act: &str, w: Widths) -> u64 {
-    match hidden_act {
-        "gelu_new" | "gelu_fast" | "gelu_python" => {
+pub fn act_saved_bytes(act: Act, w: Widths) -> u64 {
+    match act {
+        Act::GeluTanh => {
             if w.autocast && w.e < 4 {
                 14
             } else {
                 4 * w.e
             }
         }
-        "quick_gelu" => 2 * w.e,
-        _ => w.e,
+        Act::QuickGelu => 2 * w.e,
+        Act::Relu | Act::Other => w.e,
     }
 }
 
@@ -130,35 +153,32 @@ fn norm_saved(shape: &ModelShape, w: Widths, input_grad: bool, weight_trains: bo
     }
 }
 
-/// peft LoRA branch on a linear with `in_f` inputs: `lora_B(lora_A(dropout(x.to(fp32))))`
-/// (peft `LoraLayer._cast_input_dtype` casts to the fp32 adapter dtype).
-fn lora_saved(w: Widths, p_drop: f64, in_f: u64, r: u64) -> u64 {
-    let (x, mid) = if w.autocast {
+/// peft LoRA branch on the adapted linears of one group: per linear with `in_f` inputs,
+/// `lora_B(lora_A(dropout(x.to(fp32))))` (peft `LoraLayer._cast_input_dtype` casts to the
+/// fp32 adapter dtype).
+fn lora_inputs(cx: &PlanCtx, g: &LayerGrad, group: usize) -> u64 {
+    let (in_f, n) = (g.lora.in_f[group], g.lora.n[group]);
+    let drop = if cx.lora_dropout { in_f } else { 0 };
+    if cx.w.autocast {
         // under autocast lora_A keeps its half cast of the (fp32) input; dropout keeps a
         // bool mask; the fp32 copy and dropout's output are temporaries
-        (2 * in_f + if p_drop > 0.0 { in_f } else { 0 }, 2 * r)
+        2 * in_f + drop + 2 * cx.lora_r * n
     } else {
         // half base: a fp32 copy per adapted module; dropout keeps mask + its fp32 output
-        (4 * in_f + if p_drop > 0.0 { in_f } else { 0 }, 4 * r)
-    };
-    x + mid
+        4 * in_f + drop + 4 * cx.lora_r * n
+    }
 }
 
-/// Input kept by the base linears of one block: one shared tensor in half/fp32, one
+/// Input kept by the base linears of one group: one shared tensor in half/fp32, one
 /// autocast copy per linear under amp.
-fn base_inputs(w: Widths, g: &LayerGrad, lins: &[Lin]) -> u64 {
+fn base_inputs(w: Widths, g: &LayerGrad, info: &LayerInfo, group: usize) -> u64 {
     if !g.weights {
-        return 0;
-    }
-    if w.amp {
-        lins.iter().map(|l| 2 * l.in_f).sum()
+        0
+    } else if w.amp {
+        2 * info.group_in_sum[group]
     } else {
-        lins.first().map(|l| w.e * l.in_f).unwrap_or(0)
+        w.e * info.group_first_in[group]
     }
-}
-
-fn lora_inputs(w: Widths, g: &LayerGrad, lins: &[Lin], plan: &Plan) -> u64 {
-    lins.iter().filter(|l| g.lora_on(l)).map(|l| lora_saved(w, dropout(plan, plan.lora_dropout), l.in_f, plan.lora_r)).sum()
 }
 
 /// The attention kernel PyTorch's SDPA dispatch picks (torch/nn/attention, sdp_utils):
@@ -192,27 +212,26 @@ pub fn attention_kernel(shape: &ModelShape, plan: &Plan, gpu: Option<&GpuSpec>) 
 }
 
 /// Saved bytes of one layer for a plan (no checkpointing).
-pub fn layer_saved(shape: &ModelShape, info: &LayerInfo, g: &LayerGrad, plan: &Plan, kernel: AttnKernel) -> Saved {
-    let w = Widths::of(plan.dtype);
+pub fn layer_saved(shape: &ModelShape, an: &Analysis, info: &LayerInfo, g: &LayerGrad, cx: &PlanCtx) -> Saved {
+    let w = cx.w;
+    let kernel = cx.kernel;
     let hints: &Hints = &shape.hints;
     let h = shape.hidden_size;
     let heads = shape.num_attention_heads;
     let qd = heads * shape.head_dim;
     let kd = shape.num_key_value_heads * shape.head_dim;
     let mut out = Saved::default();
-    let trains = g.any_trains(info);
+    let trains = g.any_trains();
     if !g.input && !trains {
         return out; // not in the graph at all
     }
-    let norms_per_block = if hints_norms(shape) >= 4 { 2 } else { 1 };
+    let norms_per_block = an.norms_per_block;
 
     // ---- attention block ----
-    let attn_in = &info.attn_in[..];
-    let attn_out = &info.attn_out[..];
-    let attn_trains = g.weights || attn_in.iter().chain(attn_out.iter()).any(|l| g.lora_on(l));
+    let attn_trains = g.weights || g.lora.n[GROUP_ATTN_IN] + g.lora.n[GROUP_ATTN_OUT] > 0;
     out.per_token += norm_saved(shape, w, g.input, g.weights, h) * norms_per_block;
-    out.per_token += base_inputs(w, g, attn_in) + lora_inputs(w, g, attn_in, plan);
-    let qkv_grad = g.input || g.weights || attn_in.iter().any(|l| g.lora_on(l));
+    out.per_token += base_inputs(w, g, info, GROUP_ATTN_IN) + lora_inputs(cx, g, GROUP_ATTN_IN);
+    let qkv_grad = g.input || g.weights || g.lora.n[GROUP_ATTN_IN] > 0;
     if qkv_grad {
         if hints.qk_norm {
             // per-head RMSNorm on q and k: fp32 copies and rsqrt per head
@@ -229,7 +248,7 @@ pub fn layer_saved(shape: &ModelShape, info: &LayerInfo, g: &LayerGrad, plan: &P
             if hints.attn_logit_softcapping {
                 s += w.e * heads; // tanh keeps its output
             }
-            if dropout(plan, hints.attention_dropout) > 0.0 {
+            if cx.attention_dropout {
                 s += (1 + w.e) * heads;
             }
             out.per_token_ctx += s;
@@ -243,19 +262,19 @@ pub fn layer_saved(shape: &ModelShape, info: &LayerInfo, g: &LayerGrad, plan: &P
             }
         }
     }
-    let o_in: u64 = attn_out.iter().map(|l| l.in_f).max().unwrap_or(qd);
+    let o_in: u64 = info.attn_out_in.unwrap_or(qd);
     // under cuDNN the output is already contiguous after `transpose(1, 2)`: o_proj keeps
     // the very tensor counted above
     if g.weights && !(qkv_grad && kernel == AttnKernel::Cudnn) {
-        out.per_token += if w.amp { 2 * o_in } else { w.e * o_in } * attn_out.len().max(1) as u64 / attn_out.len().max(1) as u64;
+        out.per_token += if w.amp { 2 * o_in } else { w.e * o_in };
     }
-    out.per_token += lora_inputs(w, g, attn_out, plan);
-    if dropout(plan, hints.hidden_dropout) > 0.0 {
+    out.per_token += lora_inputs(cx, g, GROUP_ATTN_OUT);
+    if cx.hidden_dropout {
         out.per_token += h; // bool mask on the attention branch
     }
     if info.cross_attention {
         // cross-attention: same projections over encoder states (approximation: as self)
-        out.per_token += base_inputs(w, g, attn_in) + w.e * (2 * qd + 2 * kd) + 4 * heads;
+        out.per_token += base_inputs(w, g, info, GROUP_ATTN_IN) + w.e * (2 * qd + 2 * kd) + 4 * heads;
     }
 
     // ---- MLP block ----
@@ -265,23 +284,21 @@ pub fn layer_saved(shape: &ModelShape, info: &LayerInfo, g: &LayerGrad, plan: &P
         // attention and MLP read the same normed input: one norm's worth is shared
         out.per_token -= norm_saved(shape, w, mlp_grad_in, g.weights, h).min(out.per_token);
     }
-    let act = act_saved_bytes(&hints.hidden_act, w);
-    let mlp_in = &info.mlp_in[..];
-    let mlp_out = &info.mlp_out[..];
-    let mlp_grad = mlp_grad_in || g.weights || mlp_in.iter().chain(mlp_out.iter()).any(|l| g.lora_on(l));
-    if !mlp_in.is_empty() {
-        out.per_token += base_inputs(w, g, mlp_in) + lora_inputs(w, g, mlp_in, plan);
-        let inter = mlp_out.first().map(|l| l.in_f).unwrap_or(shape.intermediate_size);
+    let act = act_saved_bytes(an.act, w);
+    let mlp_grad = mlp_grad_in || g.weights || g.lora.n[GROUP_MLP_IN] + g.lora.n[GROUP_MLP_OUT] > 0;
+    if !info.mlp_in.is_empty() {
+        out.per_token += base_inputs(w, g, info, GROUP_MLP_IN) + lora_inputs(cx, g, GROUP_MLP_IN);
+        let inter = info.mlp_inter.unwrap_or(shape.intermediate_size);
         if mlp_grad {
             out.per_token += if shape.gated_mlp { (act + 2 * w.e) * inter } else { act * inter };
         }
         // the down projection keeps its input, unless that tensor is already kept: ReLU
         // saves its own output (derivatives.yaml `threshold_backward(grad, result, 0)`)
-        let shared_with_act = !shape.gated_mlp && hints.hidden_act == "relu" && mlp_grad;
+        let shared_with_act = !shape.gated_mlp && an.act == Act::Relu && mlp_grad;
         if g.weights && !shared_with_act {
             out.per_token += if w.amp { 2 * inter } else { w.e * inter };
         }
-        out.per_token += lora_inputs(w, g, mlp_out, plan);
+        out.per_token += lora_inputs(cx, g, GROUP_MLP_OUT);
     }
     if info.moe {
         let experts = shape.num_experts.max(1);
@@ -301,19 +318,16 @@ pub fn layer_saved(shape: &ModelShape, info: &LayerInfo, g: &LayerGrad, plan: &P
             + w.e * h
             + 8;
         out.per_token += k * per_route;
-        let shared = &info.shared_expert[..];
-        if !shared.is_empty() {
-            let si = shared.iter().filter(|l| l.side == Side::Out).map(|l| l.in_f).next().unwrap_or(mi);
+        if let Some(si) = info.shared_inter {
             out.per_token += (act + 2 * w.e) * si + if g.weights { 2 * w.e * si.max(h) } else { 0 } + 2 * w.e * h;
         }
     }
-    if dropout(plan, hints.hidden_dropout) > 0.0 {
+    if cx.hidden_dropout {
         out.per_token += h;
     }
     // autocast keeps a half copy of every fp32 weight whose grad path needs it until backward
     if w.amp && (g.weights || g.input || trains) {
-        let lin_w: u64 = info.lins.iter().map(|l| l.in_f * l.out_f * l.count).sum();
-        out.constant += 2 * lin_w;
+        out.constant += 2 * info.linear_weight_params;
     }
     out
 }
@@ -328,13 +342,7 @@ pub fn layer_checkpointed(shape: &ModelShape, w: Widths) -> Saved {
 pub fn layer_backward_transient(shape: &ModelShape, info: &LayerInfo, plan: &Plan) -> Saved {
     let w = Widths::of(plan.dtype);
     let h = shape.hidden_size;
-    let inter = info
-        .lins
-        .iter()
-        .filter(|l| l.block == Role::Mlp && l.side == Side::Out)
-        .map(|l| l.in_f)
-        .next()
-        .unwrap_or(shape.intermediate_size);
+    let inter = info.mlp_inter.unwrap_or(shape.intermediate_size);
     let mut per_token = 2 * w.r * h + if shape.gated_mlp { 3 * w.e * inter } else { 2 * w.e * inter };
     if info.moe {
         per_token += shape.num_experts_per_tok * 3 * w.e * shape.moe_intermediate_size;
@@ -344,13 +352,4 @@ pub fn layer_backward_transient(shape: &ModelShape, info: &LayerInfo, plan: &Pla
         per_token_ctx = (2 * w.e + 4) * shape.num_attention_heads;
     }
     Saved { per_token, per_token_ctx, constant: 0 }
-}
-
-fn hints_norms(shape: &ModelShape) -> u64 {
-    // gemma2/3: four norms per layer (pre and post, attention and MLP)
-    if shape.model_type.starts_with("gemma2") || shape.model_type.starts_with("gemma3") {
-        4
-    } else {
-        2
-    }
 }

@@ -25,6 +25,54 @@ pub struct Lin {
     pub side: Side,
     pub targetable: bool,
     pub params: u64,
+    /// Index of the block/side group it belongs to (`GROUP_*`), or `GROUP_OTHER`.
+    pub group: usize,
+}
+
+/// The linear groups the activation rules read: attention in/out, MLP in/out.
+pub const GROUP_ATTN_IN: usize = 0;
+pub const GROUP_ATTN_OUT: usize = 1;
+pub const GROUP_MLP_IN: usize = 2;
+pub const GROUP_MLP_OUT: usize = 3;
+/// Shared experts, routed experts and anything else outside the four groups.
+pub const GROUP_OTHER: usize = 4;
+
+/// What the MLP activation saves for backward (see `activations::act_saved_bytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Act {
+    /// `gelu_new`, `gelu_fast`, `gelu_python`: transformers' python tanh-GELU.
+    GeluTanh,
+    QuickGelu,
+    Relu,
+    /// SiLU, exact GELU and the rest: their input alone.
+    Other,
+}
+
+impl Act {
+    pub fn of(hidden_act: &str) -> Self {
+        match hidden_act {
+            "gelu_new" | "gelu_fast" | "gelu_python" => Act::GeluTanh,
+            "quick_gelu" => Act::QuickGelu,
+            "relu" => Act::Relu,
+            _ => Act::Other,
+        }
+    }
+}
+
+/// The LoRA-adapted linears of one layer type under one target mask, summed once per
+/// plan so the activation and FLOP rules are products instead of loops.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoraSums {
+    /// Per group (`GROUP_*`, the four groups): Σ in_features of the adapted linears…
+    pub in_f: [u64; 4],
+    /// …and how many there are.
+    pub n: [u64; 4],
+    /// Any linear of the layer is adapted.
+    pub any: bool,
+    /// Adapter parameters per unit of rank: Σ (in + out) · count (lora_A r×in, lora_B out×r).
+    pub params_per_rank: u64,
+    /// Σ (in + out) over the adapted linears (the LoRA matmuls' FLOPs per unit of rank / 2).
+    pub in_plus_out: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -43,6 +91,39 @@ pub struct LayerInfo {
     pub mlp_in: Vec<Lin>,
     pub mlp_out: Vec<Lin>,
     pub shared_expert: Vec<Lin>,
+    /// Per group: Σ in_features, and the first linear's in_features (0 when empty).
+    pub group_in_sum: [u64; 4],
+    pub group_first_in: [u64; 4],
+    /// The widest input of the attention output projections (`None`: there are none).
+    pub attn_out_in: Option<u64>,
+    /// The MLP output projection's input width: the intermediate size of this layer.
+    pub mlp_inter: Option<u64>,
+    /// The shared expert's intermediate width, when there is a shared expert.
+    pub shared_inter: Option<u64>,
+    /// 2 · Σ in·out per token forward over the linears (routed experts: `top_k` of them).
+    pub fwd_flops_linear: u128,
+}
+
+impl LayerInfo {
+    /// The adapted linears of this layer type under `mask` (peft: targetable and named).
+    pub fn lora_sums(&self, mask: u64) -> LoraSums {
+        let mut s = LoraSums::default();
+        if mask == 0 {
+            return s;
+        }
+        for l in &self.lins {
+            if l.targetable && mask & (1 << l.bit) != 0 {
+                s.any = true;
+                s.params_per_rank += (l.in_f + l.out_f) * l.count;
+                s.in_plus_out += l.in_f + l.out_f;
+                if l.group < GROUP_OTHER {
+                    s.in_f[l.group] += l.in_f;
+                    s.n[l.group] += 1;
+                }
+            }
+        }
+        s
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -77,6 +158,10 @@ pub struct Analysis {
     /// Per target bit, the smallest side of the targetable linears with that leaf name
     /// (the largest LoRA rank they take); `u64::MAX` for unused bits.
     pub min_side_by_bit: [u64; 64],
+    /// What the MLP activation saves (from `hints.hidden_act`).
+    pub act: Act,
+    /// Norms per block that keep their input: 2 for Gemma 2/3 (pre and post norms), else 1.
+    pub norms_per_block: u64,
 }
 
 const OUT_NAMES: &[&str] =
@@ -136,6 +221,13 @@ impl Analysis {
                     side,
                     targetable: lin.lora_targetable,
                     params,
+                    group: match (block, side) {
+                        (Role::Attention, Side::In) => GROUP_ATTN_IN,
+                        (Role::Attention, Side::Out) => GROUP_ATTN_OUT,
+                        (Role::Mlp, Side::In) => GROUP_MLP_IN,
+                        (Role::Mlp, Side::Out) => GROUP_MLP_OUT,
+                        _ => GROUP_OTHER,
+                    },
                 });
             }
             let group = |block: Role, side: Option<Side>| -> Vec<Lin> {
@@ -144,7 +236,26 @@ impl Analysis {
             let (attn_in, attn_out) = (group(Role::Attention, Some(Side::In)), group(Role::Attention, Some(Side::Out)));
             let (mlp_in, mlp_out) = (group(Role::Mlp, Some(Side::In)), group(Role::Mlp, Some(Side::Out)));
             let shared_expert = group(Role::SharedExpert, None);
+            let groups = [&attn_in, &attn_out, &mlp_in, &mlp_out];
+            let group_in_sum = groups.map(|g| g.iter().map(|l| l.in_f).sum());
+            let group_first_in = groups.map(|g| g.first().map_or(0, |l| l.in_f));
+            let top_k = shape.num_experts_per_tok.max(1) as u128;
+            // each token visits top_k of the `count` routed experts
+            let fwd_flops_linear = lins
+                .iter()
+                .map(|l| 2 * l.in_f as u128 * l.out_f as u128 * if l.block == Role::Expert { top_k } else { l.count as u128 })
+                .sum();
             types.push(LayerInfo {
+                group_in_sum,
+                group_first_in,
+                attn_out_in: attn_out.iter().map(|l| l.in_f).max(),
+                mlp_inter: mlp_out.first().map(|l| l.in_f),
+                shared_inter: if shared_expert.is_empty() {
+                    None
+                } else {
+                    Some(shared_expert.iter().find(|l| l.side == Side::Out).map_or(shape.moe_intermediate_size.max(1), |l| l.in_f))
+                },
+                fwd_flops_linear,
                 stack: lt.stack,
                 attn_in,
                 attn_out,
@@ -214,6 +325,9 @@ impl Analysis {
             layers_linear_rows,
             largest_layer_params,
             min_side_by_bit,
+            act: Act::of(&shape.hints.hidden_act),
+            // gemma2/3: four norms per layer (pre and post, attention and MLP)
+            norms_per_block: if shape.model_type.starts_with("gemma2") || shape.model_type.starts_with("gemma3") { 2 } else { 1 },
         })
     }
 

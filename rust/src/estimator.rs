@@ -17,8 +17,8 @@
 
 use serde::Serialize;
 
-use crate::activations::{layer_backward_transient, layer_checkpointed, layer_saved, LayerGrad, Saved, Widths};
-use crate::analysis::{Analysis, LayerInfo};
+use crate::activations::{layer_backward_transient, layer_checkpointed, layer_saved, LayerGrad, PlanCtx, Saved, Widths};
+use crate::analysis::{Analysis, LoraSums};
 use crate::error::{Error, Result};
 use crate::gpu::GpuSpec;
 use crate::plan::{Distributed, Method, Optim, Plan, Trainer};
@@ -147,34 +147,38 @@ fn nf4_bytes(n: u64, double_quant: bool) -> (u64, u64) {
 /// Trainable parameters of one unfrozen layer: all of them under full fine-tuning, else
 /// the LoRA adapters of its targeted linears (lora_A: r×in, lora_B: out×r, peft
 /// `LoraLayer.update_layer`).
-fn layer_trainable(info: &LayerInfo, full: bool, mask: u64, r: u64) -> u64 {
+fn layer_trainable(params: u64, lora: &LoraSums, full: bool, r: u64) -> u64 {
     if full {
-        return info.params;
+        params
+    } else {
+        sat(r, lora.params_per_rank)
     }
-    let mut tp = 0;
-    for l in &info.lins {
-        if l.targetable && mask & (1 << l.bit) != 0 {
-            tp += sat(r, l.in_f + l.out_f) * l.count;
-        }
-    }
-    tp
 }
 
 /// Layers that back-propagate, grouped into runs of identical layers (bottom to top).
+/// Byte counts are per token at the plan's sequence length (`Saved::per_token +
+/// per_token_ctx · max_length`), so a batch multiplies them by its token count.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Segment {
     /// Number of layers.
     n: u64,
     /// What each keeps until its backward (its input alone under checkpointing).
-    kept: Saved,
+    kept: u64,
     /// What each holds while it back-propagates (everything it saved).
-    full: Saved,
+    full: u64,
     /// Gradient buffers alive during its backward.
-    transient: Saved,
+    transient: u64,
     /// Autocast's half copies of its weights.
     constant: u64,
     /// Gradient bytes each adds (sharded over the GPUs where grads are).
     layer_grads: u64,
+}
+
+impl Segment {
+    /// Bytes per token of `x` at context length `ctx` (saturating, as `Saved::bytes`).
+    fn per_token(x: &Saved, ctx: u64) -> u64 {
+        x.per_token.saturating_add(x.per_token_ctx.saturating_mul(ctx))
+    }
 }
 
 /// A few segments inline; spills to the heap only for unusual stacks of many layer types.
@@ -208,26 +212,33 @@ impl Segments {
     }
 }
 
-/// The running peak over the step's phases.
-#[derive(Default)]
+/// The phase with the largest total so far and what it holds beyond the fixed terms.
+#[derive(Clone, Copy)]
 struct Peak {
-    total: Option<u64>,
-    phase: Option<Phase>,
-    breakdown: Breakdown,
+    total: u64,
+    phase: Phase,
+    gradients: u64,
+    activations: u64,
+    logits_and_loss: u64,
+    backward_buffers: u64,
+    autocast_copies: u64,
+    optimizer_temporaries: u64,
 }
 
 impl Peak {
-    fn offer(&mut self, phase: Phase, b: Breakdown) {
-        self.offer_total(phase, b.total(), b);
-    }
-    /// `total` is `b.total()` (for a layer phase, computed exactly and clipped to u64).
-    fn offer_total(&mut self, phase: Phase, total: u64, b: Breakdown) {
-        if self.total.map_or(true, |t| total >= t) {
-            self.total = Some(total);
-            self.phase = Some(phase);
-            self.breakdown = b;
+    /// Keep `candidate` if its total is at least the current one (on a tie the later
+    /// phase wins, as `max_by_key`).
+    fn offer(&mut self, candidate: Peak) {
+        if candidate.total >= self.total {
+            *self = candidate;
         }
     }
+}
+
+/// `x` clipped to 64 bits: `min(x, u64::MAX)`, which is also what the saturating sums of
+/// non-negative terms in this file compute.
+fn clip(x: u128) -> u64 {
+    u64::try_from(x).unwrap_or(u64::MAX)
 }
 
 impl Estimator {
@@ -253,7 +264,7 @@ impl Estimator {
     /// Everything about `plan` that does not depend on the batch: the batch API prices a
     /// plan's structure once and each (per-device batch, accumulation) with
     /// [`Prepared::finish`], whose terms are products of per-token quantities.
-    pub fn prepare<'a>(&'a self, plan: &'a Plan, gpu: Option<&'a GpuSpec>) -> Result<Prepared<'a>> {
+    pub fn prepare(&self, plan: &Plan, gpu: Option<&GpuSpec>) -> Result<Prepared<'_>> {
         plan.validate()?;
         let shape = &self.shape;
         let an = &self.analysis;
@@ -315,7 +326,8 @@ impl Estimator {
         for &(t, start, end) in &an.runs {
             let live = (end as u64).saturating_sub(frozen.max(start as u64));
             if live > 0 {
-                let tp = layer_trainable(&an.types[t as usize], full, mask, plan.lora_r);
+                let info = &an.types[t as usize];
+                let tp = layer_trainable(info.params, &info.lora_sums(mask), full, plan.lora_r);
                 if !full {
                     adapter_params += tp * live;
                 }
@@ -405,31 +417,39 @@ impl Estimator {
         // Consecutive layers with the same type, liveness and input-grad flag save, keep and
         // free exactly the same bytes: each such segment is priced once. Liveness changes at
         // `frozen`; the input flag can change once, after the first layer in the graph.
-        let ckpt_saved = layer_checkpointed(shape, w);
+        let cx = PlanCtx::new(shape, plan, gpu);
+        let ctx = plan.max_length;
+        let ckpt_kept = Segment::per_token(&layer_checkpointed(shape, w), ctx);
         let mut segs = Segments::new();
         for &(t, start, end) in &an.runs {
             let info = &an.types[t as usize];
-            let mut transient: Option<Saved> = None;
+            let lora = info.lora_sums(mask);
+            let mut transient: Option<u64> = None;
             let first_live = (frozen.min(end as u64) as usize).max(start);
             for (mut lo, hi, live) in [(start, first_live, false), (first_live, end, true)] {
                 while lo < hi {
-                    let g = LayerGrad { input: input_grad, weights: full && live, lora: if live && !full { mask } else { 0 } };
-                    let in_graph = g.input || g.any_trains(info);
+                    let g = LayerGrad {
+                        input: input_grad,
+                        weights: full && live,
+                        lora: if live && !full { lora } else { LoraSums::default() },
+                    };
+                    let in_graph = g.input || g.any_trains();
                     let n = if in_graph == input_grad { hi - lo } else { 1 };
                     if in_graph {
-                        let saved = layer_saved(shape, info, &g, plan, crate::activations::attention_kernel(shape, plan, gpu));
-                        let full_saved = Saved { constant: 0, ..saved };
+                        let saved = layer_saved(shape, an, info, &g, &cx);
                         // autocast's weight cache is dropped when the forward leaves autocast; a
                         // copy outlives it only if autograd saved it, which checkpointing prevents
                         if !plan.gradient_checkpointing {
                             autocast_copies = autocast_copies.saturating_add(sat(saved.constant, n as u64));
                         }
-                        let tp = if live { layer_trainable(info, full, mask, plan.lora_r) } else { 0 };
+                        let tp = if live { layer_trainable(info.params, &lora, full, plan.lora_r) } else { 0 };
+                        let full_saved = Segment::per_token(&saved, ctx);
                         segs.push(Segment {
                             n: n as u64,
-                            kept: if plan.gradient_checkpointing { ckpt_saved } else { full_saved },
+                            kept: if plan.gradient_checkpointing { ckpt_kept } else { full_saved },
                             full: full_saved,
-                            transient: *transient.get_or_insert_with(|| layer_backward_transient(shape, info, plan)),
+                            transient: *transient
+                                .get_or_insert_with(|| Segment::per_token(&layer_backward_transient(shape, info, plan), ctx)),
                             constant: saved.constant,
                             layer_grads: sat(tp, grad_bytes_per) / grad_scale,
                         });
@@ -459,7 +479,7 @@ impl Estimator {
             if embed_trains {
                 per_tok += 8; // token ids kept by the embedding
             }
-            if crate::activations::dropout(plan, shape.hints.hidden_dropout) > 0.0 {
+            if cx.hidden_dropout {
                 per_tok += h;
             }
             per_tok
@@ -491,21 +511,29 @@ impl Estimator {
         let vh = sat(an.embedding_params, grad_bytes_per);
         let flops_per_token = crate::throughput::flops_per_token(self, plan, mask, frozen, first_in_graph);
         let quality = crate::objective::quality_score(plan, crate::objective::targets_all_linear(plan, mask, an.all_linear_mask));
+        let base = Breakdown {
+            weights,
+            quant_state,
+            lora_adapters: adapter_bytes,
+            reference_model,
+            optimizer_states: states,
+            distributed_buffers: dist_buffers,
+            ..Default::default()
+        };
         Ok(Prepared {
             est: self,
-            plan,
-            gpu,
+            tokens_per_sequence: if plan.trainer == Trainer::Dpo { 2 * plan.max_length } else { plan.max_length },
+            max_length: plan.max_length,
+            num_gpus: plan.num_gpus,
+            gradient_checkpointing: plan.gradient_checkpointing,
+            speed: gpu.and_then(|g| crate::throughput::SpeedModel::new(self, plan, g)),
             segs,
             tail_per_token,
             logits_per_tv,
-            weights,
-            quant_state,
-            adapter_bytes,
-            reference_model,
-            states,
+            fixed: base.entries().iter().map(|&(_, x)| x as u128).sum(),
+            base,
             temporaries,
             paged,
-            dist_buffers,
             autocast_copies,
             gradients,
             head_grad,
@@ -528,19 +556,22 @@ impl Estimator {
 /// A plan priced up to its batch size (see [`Estimator::prepare`]).
 pub struct Prepared<'a> {
     est: &'a Estimator,
-    plan: &'a Plan,
-    gpu: Option<&'a GpuSpec>,
+    /// Tokens one sequence puts through the model (DPO: chosen + rejected).
+    tokens_per_sequence: u64,
+    max_length: u64,
+    num_gpus: u64,
+    gradient_checkpointing: bool,
+    speed: Option<crate::throughput::SpeedModel>,
     segs: Segments,
     tail_per_token: u64,
     logits_per_tv: (u64, u64, u64),
-    weights: u64,
-    quant_state: u64,
-    adapter_bytes: u64,
-    reference_model: u64,
-    states: u64,
+    /// The terms alive in every phase: weights, quantisation state, adapters, reference
+    /// model, optimizer states, distributed buffers…
+    base: Breakdown,
+    /// …and their exact sum.
+    fixed: u128,
     temporaries: u64,
     paged: u64,
-    dist_buffers: u64,
     autocast_copies: u64,
     gradients: u64,
     head_grad: u64,
@@ -554,24 +585,88 @@ pub struct Prepared<'a> {
 }
 
 impl Prepared<'_> {
-    /// The estimate for `batch` sequences per device and `accumulation` micro-batches per
-    /// optimizer step (the plan's own values give [`Estimator::estimate`]).
-    pub fn finish(&self, batch: u64, accumulation: u64) -> Result<Estimate> {
+    /// What the search ranks a (batch, accumulation) by: peak memory and speed, without
+    /// the breakdown ([`Prepared::finish`] gives the whole estimate).
+    pub fn evaluate(&self, batch: u64, accumulation: u64) -> Result<Evaluation> {
         for (field, v) in [("per_device_train_batch_size", batch), ("gradient_accumulation_steps", accumulation)] {
             if !(1..=1 << 16).contains(&v) {
                 return Err(Error::field(field, v, "[1, 65536]"));
             }
         }
-        let (est, plan, gpu) = (self.est, self.plan, self.gpu);
-        let (shape, an) = (&est.shape, &est.analysis);
-        let segs = &self.segs;
-        let (weights, quant_state, gradients, temporaries, paged) =
-            (self.weights, self.quant_state, self.gradients, self.temporaries, self.paged);
-        let (held_head, embed_trains, vh) = (self.held_head, self.embed_trains, self.vh);
-        let n_gpus = plan.num_gpus;
-        let seq_factor = if plan.trainer == Trainer::Dpo { 2 } else { 1 };
-        let s = plan.max_length;
-        let tokens = sat(batch * seq_factor, s);
+        let peak = self.peak(batch, accumulation);
+        let peak_allocated = peak.total;
+        if peak_allocated >= u64::MAX / 4 {
+            return Err(Error::overflow("peak memory"));
+        }
+        let device = DeviceTerms {
+            cuda_context: 500 * MIB,
+            cublas_workspace: 32 * MIB,
+            // caching allocator: blocks rounded up (512 B / 2 MiB pools) and split; grows
+            // with the number of distinct large activations; 5% of the peak is typical
+            allocator_reserve: peak_allocated / 20,
+            paged_optimizer_states: self.paged,
+        };
+        let peak_reserved = peak_allocated
+            .saturating_add(device.cuda_context)
+            .saturating_add(device.cublas_workspace)
+            .saturating_add(device.allocator_reserve)
+            .saturating_add(device.paged_optimizer_states);
+        // e.g. 4 seqs × 1024 tokens × 4 accum × 1 GPU = 16,384 tokens per optimizer step
+        let tokens_per_step = sat(sat(batch, self.max_length), sat(accumulation, self.num_gpus));
+        let (tokens_per_second, step_seconds, mfu) = match &self.speed {
+            Some(m) => m.speed(self.flops_per_token, batch, accumulation, tokens_per_step),
+            None => (None, None, None),
+        };
+        Ok(Evaluation { peak, device, peak_reserved_bytes: peak_reserved, tokens_per_step, tokens_per_second, step_seconds, mfu })
+    }
+
+    /// The method's quality score (the same for every batch).
+    pub fn quality(&self) -> f64 {
+        self.quality
+    }
+
+    /// The estimate for `batch` sequences per device and `accumulation` micro-batches per
+    /// optimizer step (the plan's own values give [`Estimator::estimate`]).
+    pub fn finish(&self, batch: u64, accumulation: u64) -> Result<Estimate> {
+        let ev = self.evaluate(batch, accumulation)?;
+        let peak = ev.peak;
+        let breakdown = Breakdown {
+            gradients: peak.gradients,
+            activations: peak.activations,
+            logits_and_loss: peak.logits_and_loss,
+            backward_buffers: peak.backward_buffers,
+            autocast_copies: peak.autocast_copies,
+            optimizer_temporaries: peak.optimizer_temporaries,
+            ..self.base
+        };
+        debug_assert_eq!(peak.total, breakdown.total());
+        Ok(Estimate {
+            peak_allocated_bytes: peak.total,
+            peak_reserved_bytes: ev.peak_reserved_bytes,
+            peak_phase: peak.phase,
+            breakdown,
+            device: ev.device,
+            total_parameters: self.est.analysis.total_params,
+            trainable_parameters: self.trainable,
+            frozen_layers: self.frozen,
+            flops_per_token: self.flops_per_token,
+            tokens_per_step: ev.tokens_per_step,
+            tokens_per_second: ev.tokens_per_second,
+            step_seconds: ev.step_seconds,
+            mfu: ev.mfu,
+            quality: self.quality,
+        })
+    }
+
+    /// The largest phase of the step: its total (exact, clipped to 64 bits: the same
+    /// `min(true, u64::MAX)` as the saturating sum of its breakdown) and the terms that
+    /// vary between phases.
+    fn peak(&self, batch: u64, accumulation: u64) -> Peak {
+        let shape = &self.est.shape;
+        let segs = self.segs.as_slice();
+        let gradients = self.gradients;
+        // e.g. 4 seqs × 1024 tokens = 4,096 tokens per micro-batch (DPO: × 2)
+        let tokens = sat(batch, self.tokens_per_sequence);
         let tail_saved = sat(tokens, self.tail_per_token);
         let tv = sat(tokens, shape.vocab_size);
         let (logits_fwd, logits_saved, logits_bwd) =
@@ -579,60 +674,43 @@ impl Prepared<'_> {
 
         // ---- timeline --------------------------------------------------------------------
         let accum = accumulation > 1;
-        let base = Breakdown {
-            weights,
-            quant_state,
-            lora_adapters: self.adapter_bytes,
-            reference_model: self.reference_model,
-            optimizer_states: self.states,
-            distributed_buffers: self.dist_buffers,
-            autocast_copies: self.autocast_copies,
-            ..Default::default()
-        };
+        let fixed = self.fixed;
+        let autocast = self.autocast_copies;
         let grads_prev = if accum { gradients } else { 0 };
-        // per-segment bytes at this token count
-        let bytes = |x: &Saved| x.bytes(tokens, s);
-        let acts_total: u64 = segs.as_slice().iter().fold(tail_saved, |a, sg| a.saturating_add(sat(bytes(&sg.kept), sg.n)));
-        // the phase with the largest total; on a tie the later phase wins (as `max_by_key`)
-        let mut peak = Peak::default();
-        peak.offer(
-            Phase::Forward,
-            Breakdown { gradients: grads_prev, activations: acts_total, logits_and_loss: logits_fwd, ..base },
-        );
-        peak.offer(
-            Phase::LossBackward,
-            Breakdown { gradients: grads_prev, activations: acts_total, logits_and_loss: logits_bwd.max(logits_saved), ..base },
-        );
+        let acts_total: u64 = segs.iter().fold(tail_saved, |a, sg| a.saturating_add(sat(sat(sg.kept, tokens), sg.n)));
+        let mut peak = Peak {
+            total: clip(fixed + autocast as u128 + grads_prev as u128 + acts_total as u128 + logits_fwd as u128),
+            phase: Phase::Forward,
+            gradients: grads_prev,
+            activations: acts_total,
+            logits_and_loss: logits_fwd,
+            backward_buffers: 0,
+            autocast_copies: autocast,
+            optimizer_temporaries: 0,
+        };
+        let loss_bwd = logits_bwd.max(logits_saved);
+        peak.offer(Peak {
+            total: clip(fixed + autocast as u128 + grads_prev as u128 + acts_total as u128 + loss_bwd as u128),
+            phase: Phase::LossBackward,
+            logits_and_loss: loss_bwd,
+            ..peak
+        });
         // walk down the layers in backward order
         let mut grads_done = if accum { gradients } else { self.head_grad.min(gradients) };
         // exact (u128) running sum of the activations kept below the current layer
-        let mut below: u128 = segs.as_slice().iter().fold(tail_saved as u128, |a, sg| a + bytes(&sg.kept) as u128 * sg.n as u128);
-        for sg in segs.as_slice().iter().rev() {
-            let backward_buffers = bytes(&sg.transient).saturating_add(held_head);
+        let mut below: u128 = segs.iter().fold(tail_saved as u128, |a, sg| a + sat(sg.kept, tokens) as u128 * sg.n as u128);
+        for sg in segs.iter().rev() {
+            let backward_buffers = sat(sg.transient, tokens).saturating_add(self.held_head);
             // the recomputed layer casts its weights again
-            let layer_autocast = if plan.gradient_checkpointing { base.autocast_copies + sg.constant } else { base.autocast_copies };
-            let fixed = [
-                base.weights,
-                base.quant_state,
-                base.lora_adapters,
-                base.reference_model,
-                base.optimizer_states,
-                base.optimizer_temporaries,
-                layer_autocast,
-                base.logits_and_loss,
-                backward_buffers,
-                base.distributed_buffers,
-            ]
-            .iter()
-            .map(|&x| x as u128)
-            .sum::<u128>();
+            let layer_autocast = if self.gradient_checkpointing { autocast + sg.constant } else { autocast };
+            let fixed = fixed + layer_autocast as u128 + backward_buffers as u128;
             // The m-th layer of the segment from the top (m = 1..=n) holds
             //   activations = below − m·kept + full,  gradients = min(done + m·grads, all)
             // (all of them under accumulation): a concave function of m, linear on each side
             // of the point where the gradients reach their total, so its last maximum is at
             // an end of one of those two pieces.
-            let (n, kept, lg) = (sg.n as u128, bytes(&sg.kept) as u128, sg.layer_grads as u128);
-            let full_bytes = bytes(&sg.full) as u128;
+            let (n, kept, lg) = (sg.n as u128, sat(sg.kept, tokens) as u128, sg.layer_grads as u128);
+            let full_bytes = sat(sg.full, tokens) as u128;
             let (done, all) = (grads_done as u128, gradients as u128);
             let grads_at = |m: u128| if accum { all } else { (done + m * lg).min(all) };
             let acts_at = |m: u128| below - m * kept + full_bytes;
@@ -656,83 +734,70 @@ impl Prepared<'_> {
                 }
             }
             if let Some((total, m)) = best {
-                let clip = |x: u128| u64::try_from(x).unwrap_or(u64::MAX);
-                peak.offer_total(
-                    Phase::LayerBackward,
-                    clip(total),
-                    Breakdown {
-                        gradients: clip(grads_at(m)),
-                        activations: clip(acts_at(m)),
-                        backward_buffers,
-                        autocast_copies: layer_autocast,
-                        ..base
-                    },
-                );
+                peak.offer(Peak {
+                    total: clip(total),
+                    phase: Phase::LayerBackward,
+                    gradients: clip(grads_at(m)),
+                    activations: clip(acts_at(m)),
+                    logits_and_loss: 0,
+                    backward_buffers,
+                    autocast_copies: layer_autocast,
+                    optimizer_temporaries: 0,
+                });
             }
             below -= n * kept;
             if !accum {
                 grads_done = grads_done.saturating_add(sat(sg.layer_grads, sg.n));
             }
         }
-        // the autograd graph (and with it autocast's weight copies) is gone after backward
-        let after = Breakdown { autocast_copies: 0, ..base };
+        // the autograd graph (and with it autocast's weight copies) is gone after backward;
         // embedding backward: a dense [vocab, hidden] grad (embedding_dense_backward); with a
         // tied head, the head's contribution is held until it is summed with it (autograd
         // InputBuffer), so three such tensors are alive at once; accumulation adds the result
         // into the existing .grad, otherwise it becomes the .grad
-        let embed_transient = match (embed_trains, shape.tie_word_embeddings, accum) {
+        let embed_transient = match (self.embed_trains, shape.tie_word_embeddings, accum) {
             (false, _, _) => 0,
-            (true, true, true) => sat(vh, 3),
-            (true, true, false) => sat(vh, 2),
-            (true, false, true) => vh,
+            (true, true, true) => sat(self.vh, 3),
+            (true, true, false) => sat(self.vh, 2),
+            (true, false, true) => self.vh,
             (true, false, false) => 0,
         };
-        peak.offer(Phase::BackwardEnd, Breakdown { gradients, backward_buffers: embed_transient, ..after });
-        peak.offer(Phase::OptimizerStep, Breakdown { gradients, optimizer_temporaries: temporaries, ..after });
-        let (peak_phase, breakdown) = (peak.phase.expect("at least one phase"), peak.breakdown);
-        let peak_allocated = breakdown.total();
-        if peak_allocated >= u64::MAX / 4 {
-            return Err(Error::overflow("peak memory"));
-        }
-
-        // ---- device terms (reserved) ------------------------------------------------------
-        let device = DeviceTerms {
-            cuda_context: 500 * MIB,
-            cublas_workspace: 32 * MIB,
-            // caching allocator: blocks rounded up (512 B / 2 MiB pools) and split; grows
-            // with the number of distinct large activations; 5% of the peak is typical
-            allocator_reserve: peak_allocated / 20,
-            paged_optimizer_states: paged,
+        let after = Peak {
+            total: clip(fixed + gradients as u128 + embed_transient as u128),
+            phase: Phase::BackwardEnd,
+            gradients,
+            activations: 0,
+            logits_and_loss: 0,
+            backward_buffers: embed_transient,
+            autocast_copies: 0,
+            optimizer_temporaries: 0,
         };
-        let peak_reserved = peak_allocated
-            .saturating_add(device.cuda_context)
-            .saturating_add(device.cublas_workspace)
-            .saturating_add(device.allocator_reserve)
-            .saturating_add(device.paged_optimizer_states);
+        peak.offer(after);
+        peak.offer(Peak {
+            total: clip(fixed + gradients as u128 + self.temporaries as u128),
+            phase: Phase::OptimizerStep,
+            backward_buffers: 0,
+            optimizer_temporaries: self.temporaries,
+            ..after
+        });
+        peak
+    }
+}
 
-        // ---- throughput -----------------------------------------------------------------
-        let flops_per_token = self.flops_per_token;
-        let tokens_per_step = sat(sat(batch, s), sat(accumulation, n_gpus));
-        let (tps, step, mfu) = match gpu {
-            Some(g) => crate::throughput::speed(est, plan, g, flops_per_token, batch, accumulation, tokens_per_step),
-            None => (None, None, None),
-        };
+/// Peak memory and speed of one (batch, accumulation): what [`Prepared::evaluate`] gives.
+#[derive(Clone, Copy)]
+pub struct Evaluation {
+    peak: Peak,
+    device: DeviceTerms,
+    pub peak_reserved_bytes: u64,
+    pub tokens_per_step: u64,
+    pub tokens_per_second: Option<f64>,
+    pub step_seconds: Option<f64>,
+    pub mfu: Option<f64>,
+}
 
-        Ok(Estimate {
-            peak_allocated_bytes: peak_allocated,
-            peak_reserved_bytes: peak_reserved,
-            peak_phase,
-            breakdown,
-            device,
-            total_parameters: an.total_params,
-            trainable_parameters: self.trainable,
-            frozen_layers: self.frozen,
-            flops_per_token,
-            tokens_per_step,
-            tokens_per_second: tps,
-            step_seconds: step,
-            mfu,
-            quality: self.quality,
-        })
+impl Evaluation {
+    pub fn peak_allocated_bytes(&self) -> u64 {
+        self.peak.total
     }
 }

@@ -140,47 +140,60 @@ impl Estimator {
     /// The best fitting (batch, accumulation, checkpointing) for one outer choice, or the
     /// leanest non-fitting one (for the constraint's violation) when none fits.
     pub fn best_inner(&self, outer: &Plan, space: &Space, gpu: Option<&GpuSpec>) -> Result<Option<Scored>> {
-        // one structure per checkpointing choice, priced once; each batch is then a product
-        // of per-token terms (Prepared::finish)
-        let plans: Vec<Plan> = space
-            .gradient_checkpointing
-            .iter()
-            .map(|&ckpt| space.normalize(Plan { gradient_checkpointing: ckpt, ..outer.clone() }))
-            .collect();
-        let mut prepared = Vec::with_capacity(plans.len());
-        for plan in &plans {
-            prepared.push(match self.prepare(plan, gpu) {
+        let plan = space.normalize(outer.clone());
+        let options = space.batch_options(outer.num_gpus);
+        Ok(self.inner_search(&plan, &options, space, gpu)?.map(|w| w.scored(plan)))
+    }
+
+    /// [`Estimator::best_inner`] over the given (batch, accumulation) options: each
+    /// checkpointing choice is priced once ([`Estimator::prepare`]) and each batch is a
+    /// product of per-token terms ([`crate::estimator::Prepared::evaluate`]); only the
+    /// winner's full estimate is built.
+    fn inner_search(&self, plan: &Plan, options: &[(u64, u64)], space: &Space, gpu: Option<&GpuSpec>) -> Result<Option<Winner>> {
+        let mut variant = plan.clone();
+        let mut prepared = Vec::with_capacity(space.gradient_checkpointing.len());
+        for &ckpt in &space.gradient_checkpointing {
+            variant.gradient_checkpointing = ckpt;
+            prepared.push(match self.prepare(&variant, gpu) {
                 Ok(p) => Some(p),
                 Err(Error::InvalidField { .. }) => None, // e.g. rank above a layer's width
                 Err(e) => return Err(e),
             });
         }
-        let mut best: Option<(f64, Estimate, usize, u64, u64)> = None;
-        let mut leanest: Option<(f64, Estimate, usize, u64, u64)> = None;
-        for (b, accum) in space.batch_options(outer.num_gpus) {
+        // (value, peak reserved, variant, batch, accumulation); batch-major order, the first
+        // of equals wins
+        type Pick = (f64, u64, usize, u64, u64);
+        let mut best: Option<Pick> = None;
+        let mut leanest: Option<Pick> = None;
+        for &(b, accum) in options {
             for (i, prep) in prepared.iter().enumerate() {
                 let Some(prep) = prep else { continue };
-                let estimate = match prep.finish(b, accum) {
+                let ev = match prep.evaluate(b, accum) {
                     Ok(e) => e,
                     Err(Error::InvalidField { .. }) => continue,
                     Err(e) => return Err(e),
                 };
-                let value = objective_value(space.objective, estimate.tokens_per_second, estimate.quality);
-                if estimate.peak_reserved_bytes <= space.usable_bytes {
-                    if best.as_ref().is_none_or(|cur| value > cur.0) {
-                        best = Some((value, estimate, i, b, accum));
+                let value = objective_value(space.objective, ev.tokens_per_second, prep.quality());
+                let reserved = ev.peak_reserved_bytes;
+                if reserved <= space.usable_bytes {
+                    if best.is_none_or(|cur| value > cur.0) {
+                        best = Some((value, reserved, i, b, accum));
                     }
-                } else if leanest.as_ref().is_none_or(|cur| estimate.peak_reserved_bytes < cur.1.peak_reserved_bytes) {
-                    leanest = Some((value, estimate, i, b, accum));
+                } else if leanest.is_none_or(|cur| reserved < cur.1) {
+                    leanest = Some((value, reserved, i, b, accum));
                 }
             }
         }
         let fits = best.is_some();
-        Ok(best.or(leanest).map(|(value, estimate, i, b, accum)| Scored {
-            plan: Plan { per_device_train_batch_size: b, gradient_accumulation_steps: accum, ..plans[i].clone() },
-            estimate,
+        let Some((value, _, i, b, accum)) = best.or(leanest) else { return Ok(None) };
+        let prep = prepared[i].as_ref().expect("a picked variant was prepared");
+        Ok(Some(Winner {
+            estimate: prep.finish(b, accum)?,
             value,
             fits,
+            gradient_checkpointing: space.gradient_checkpointing[i],
+            batch: b,
+            accumulation: accum,
         }))
     }
 
@@ -189,15 +202,42 @@ impl Estimator {
     pub fn brute_force(&self, space: &Space, gpu: Option<&GpuSpec>) -> Result<(Option<Scored>, u64)> {
         let mut best: Option<Scored> = None;
         let mut evaluated = 0u64;
-        let n_inner = (space.batch_options(space.base.num_gpus).len() * space.gradient_checkpointing.len()) as u64;
+        let options = space.batch_options(space.base.num_gpus);
+        let n_inner = (options.len() * space.gradient_checkpointing.len()) as u64;
         for outer in space.outer_plans() {
             evaluated += n_inner;
-            if let Some(s) = self.best_inner(&outer, space, gpu)? {
-                if s.fits && best.as_ref().is_none_or(|cur| s.value > cur.value) {
-                    best = Some(s);
+            if let Some(w) = self.inner_search(&outer, &options, space, gpu)? {
+                if w.fits && best.as_ref().is_none_or(|cur| w.value > cur.value) {
+                    best = Some(w.scored(outer));
                 }
             }
         }
         Ok((best, evaluated))
+    }
+}
+
+/// The best (or leanest) inner choice of one outer plan.
+struct Winner {
+    estimate: Estimate,
+    value: f64,
+    fits: bool,
+    gradient_checkpointing: bool,
+    batch: u64,
+    accumulation: u64,
+}
+
+impl Winner {
+    fn scored(self, outer: Plan) -> Scored {
+        Scored {
+            plan: Plan {
+                gradient_checkpointing: self.gradient_checkpointing,
+                per_device_train_batch_size: self.batch,
+                gradient_accumulation_steps: self.accumulation,
+                ..outer
+            },
+            estimate: self.estimate,
+            value: self.value,
+            fits: self.fits,
+        }
     }
 }

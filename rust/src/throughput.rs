@@ -105,12 +105,12 @@ fn integer_flops(est: &Estimator, plan: &Plan, mask: u64, frozen: u64, lowest: u
     }
     // 4·qd·s·(1 | ½) forward; backward 2× (eager) or 2.5× (flash / memory-efficient)
     let (attn_fwd, attn_bwd) = if eager { (4 * qd_s, 8 * qd_s) } else { (2 * qd_s, 5 * qd_s) };
-    let top_k = shape.num_experts_per_tok.max(1) as u128;
     let r = plan.lora_r as u128;
     let frozen_at = frozen.min(an.layers.len() as u64) as usize;
     let mut total: u128 = 0;
     for &(t, start, end) in &an.runs {
         let info = &an.types[t as usize];
+        let lora = info.lora_sums(if full { 0 } else { mask });
         let (a, b) = (frozen_at.clamp(start, end), lowest.clamp(start, end));
         let (p, q) = (a.min(b), a.max(b));
         for (lo, hi) in [(start, p), (p, q), (q, end)] {
@@ -118,22 +118,17 @@ fn integer_flops(est: &Estimator, plan: &Plan, mask: u64, frozen: u64, lowest: u
                 continue;
             }
             let (live, in_graph) = (lo as u64 >= frozen, lo >= lowest);
-            let mut fwd = attn_fwd;
-            let mut bwd = if in_graph { attn_bwd } else { 0 };
-            for l in &info.lins {
-                let mac = (l.in_f as u128 * l.out_f as u128) * if l.block == Role::Expert { top_k } else { l.count as u128 };
-                fwd += 2 * mac;
-                if in_graph {
-                    bwd += 2 * mac;
-                    if full && live {
-                        bwd += 2 * mac;
-                    }
-                }
-                if !full && live && l.targetable && mask & (1 << l.bit) != 0 {
-                    let lora = 2 * r * (l.in_f as u128 + l.out_f as u128);
-                    fwd += lora;
-                    bwd += 2 * lora;
-                }
+            let mac2 = info.fwd_flops_linear;
+            let mut fwd = attn_fwd + mac2;
+            let mut bwd = if in_graph { attn_bwd + mac2 } else { 0 }; // input gradient
+            if in_graph && full && live {
+                bwd += mac2; // weight gradient
+            }
+            if !full && live {
+                // LoRA: 2·r·(in + out) per adapted linear forward, twice that backward
+                let lora = 2 * r * lora.in_plus_out as u128;
+                fwd += lora;
+                bwd += 2 * lora;
             }
             let per = fwd + bwd + if plan.gradient_checkpointing && in_graph { fwd } else { 0 };
             total = total.checked_add(per.checked_mul((hi - lo) as u128)?)?;
@@ -143,39 +138,69 @@ fn integer_flops(est: &Estimator, plan: &Plan, mask: u64, frozen: u64, lowest: u
     total.checked_add(head * if head_trains { 3 } else { 2 })
 }
 
-/// (tokens/s, seconds per optimizer step, model FLOPs utilisation) on `gpu`.
-pub fn speed(
-    est: &Estimator,
-    plan: &Plan,
-    gpu: &GpuSpec,
-    flops_per_token: f64,
-    batch: u64,
-    accumulation: u64,
-    tokens_per_step: u64,
-) -> (Option<f64>, Option<f64>, Option<f64>) {
-    let Some(peak) = gpu.peak_flops(plan.dtype.compute_kind()) else {
-        return (None, None, None);
-    };
-    let micro_tokens = (batch * plan.max_length) as f64;
-    let eff = EFFICIENCY_MAX * micro_tokens / (micro_tokens + EFFICIENCY_HALF_TOKENS);
-    let n = plan.num_gpus as f64;
-    let per_gpu_tokens = tokens_per_step as f64 / n;
-    let mut seconds = per_gpu_tokens * flops_per_token / (peak * eff);
-    if let Some(bw) = gpu.bandwidth_bytes_per_s.filter(|b| *b > 0.0) {
-        let micro_batches = accumulation as f64;
-        // an exact integer sum (at most MAX_PARAMETERS < 2^53): the same as a float sum
-        let lin_w = est.analysis.layers_linear_weight_params as f64;
-        if plan.method == Method::Qlora {
-            // dequantise every 4-bit weight to bf16 in forward, backward and recompute:
-            // read 0.5 B + write 2 B per weight per pass (bitsandbytes dequantize_4bit)
-            let passes = if plan.gradient_checkpointing { 3.0 } else { 2.0 };
-            seconds += micro_batches * passes * 2.5 * lin_w / bw;
-        }
-        // optimizer step: read/write param, grad, two states (memory bound)
-        let trainable_bytes = if plan.method == Method::Full { est.analysis.total_params as f64 * 2.0 } else { 0.0 };
-        seconds += 4.0 * trainable_bytes / bw;
+/// The batch-independent part of the time model for one plan on one GPU.
+#[derive(Debug, Clone, Copy)]
+pub struct SpeedModel {
+    /// Dense peak in FLOP/s for the plan's compute dtype.
+    peak: f64,
+    max_length: u64,
+    num_gpus: f64,
+    /// Memory-bound terms: bandwidth, the 4-bit weights' dequantisation passes per
+    /// micro-batch (QLoRA) and the optimizer step's seconds.
+    bandwidth: Option<Bandwidth>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bandwidth {
+    bytes_per_s: f64,
+    dequant_passes: Option<f64>,
+    linear_weights: f64,
+    optimizer_seconds: f64,
+}
+
+impl SpeedModel {
+    /// `None` when the GPU's peak for the plan's dtype is unknown.
+    pub fn new(est: &Estimator, plan: &Plan, gpu: &GpuSpec) -> Option<Self> {
+        let peak = gpu.peak_flops(plan.dtype.compute_kind())?;
+        let bandwidth = gpu.bandwidth_bytes_per_s.filter(|b| *b > 0.0).map(|bw| {
+            // optimizer step: read/write param, grad, two states (memory bound)
+            let trainable_bytes = if plan.method == Method::Full { est.analysis.total_params as f64 * 2.0 } else { 0.0 };
+            Bandwidth {
+                bytes_per_s: bw,
+                // dequantise every 4-bit weight to bf16 in forward, backward and recompute:
+                // read 0.5 B + write 2 B per weight per pass (bitsandbytes dequantize_4bit)
+                dequant_passes: (plan.method == Method::Qlora).then_some(if plan.gradient_checkpointing { 3.0 } else { 2.0 }),
+                // an exact integer sum (at most MAX_PARAMETERS < 2^53): the same as a float sum
+                linear_weights: est.analysis.layers_linear_weight_params as f64,
+                optimizer_seconds: 4.0 * trainable_bytes / bw,
+            }
+        });
+        Some(SpeedModel { peak, max_length: plan.max_length, num_gpus: plan.num_gpus as f64, bandwidth })
     }
-    let tps = tokens_per_step as f64 / seconds;
-    let mfu = tps * flops_per_token / (peak * n);
-    (Some(tps), Some(seconds), Some(mfu))
+
+    /// (tokens/s, seconds per optimizer step, model FLOPs utilisation).
+    pub fn speed(
+        &self,
+        flops_per_token: f64,
+        batch: u64,
+        accumulation: u64,
+        tokens_per_step: u64,
+    ) -> (Option<f64>, Option<f64>, Option<f64>) {
+        let peak = self.peak;
+        let micro_tokens = (batch * self.max_length) as f64;
+        let eff = EFFICIENCY_MAX * micro_tokens / (micro_tokens + EFFICIENCY_HALF_TOKENS);
+        let n = self.num_gpus;
+        let per_gpu_tokens = tokens_per_step as f64 / n;
+        let mut seconds = per_gpu_tokens * flops_per_token / (peak * eff);
+        if let Some(bw) = &self.bandwidth {
+            let micro_batches = accumulation as f64;
+            if let Some(passes) = bw.dequant_passes {
+                seconds += micro_batches * passes * 2.5 * bw.linear_weights / bw.bytes_per_s;
+            }
+            seconds += bw.optimizer_seconds;
+        }
+        let tps = tokens_per_step as f64 / seconds;
+        let mfu = tps * flops_per_token / (peak * n);
+        (Some(tps), Some(seconds), Some(mfu))
+    }
 }
