@@ -17,14 +17,15 @@
 
 use serde::Serialize;
 
-use crate::activations::{layer_backward_transient, layer_checkpointed, layer_saved, LayerGrad, PlanCtx, Saved, Widths};
+use crate::activations::{layer_backward_transient, layer_checkpointed, layer_saved, LayerGrad, PlanCtx, Widths};
 use crate::analysis::{Analysis, LoraSums};
 use crate::error::{Error, Result};
 use crate::gpu::GpuSpec;
 use crate::plan::{Distributed, Method, Optim, Plan, Trainer};
 use crate::shape::ModelShape;
+use crate::timeline::{Prepared, Scalars, Segment};
 
-const MIB: u64 = 1 << 20;
+pub(crate) const MIB: u64 = 1 << 20;
 
 /// Named memory terms at the peak, in bytes. They add up to `peak_allocated`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -130,7 +131,7 @@ pub struct Estimator {
     pub analysis: Analysis,
 }
 
-fn sat(a: u64, b: u64) -> u64 {
+pub(crate) fn sat(a: u64, b: u64) -> u64 {
     a.saturating_mul(b)
 }
 
@@ -155,92 +156,6 @@ fn layer_trainable(params: u64, lora: &LoraSums, full: bool, r: u64) -> u64 {
     }
 }
 
-/// Layers that back-propagate, grouped into runs of identical layers (bottom to top).
-/// Byte counts are per token at the plan's sequence length (`Saved::per_token +
-/// per_token_ctx · max_length`), so a batch multiplies them by its token count.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Segment {
-    /// Number of layers.
-    n: u64,
-    /// What each keeps until its backward (its input alone under checkpointing).
-    kept: u64,
-    /// What each holds while it back-propagates (everything it saved).
-    full: u64,
-    /// Gradient buffers alive during its backward.
-    transient: u64,
-    /// Autocast's half copies of its weights.
-    constant: u64,
-    /// Gradient bytes each adds (sharded over the GPUs where grads are).
-    layer_grads: u64,
-}
-
-impl Segment {
-    /// Bytes per token of `x` at context length `ctx` (saturating, as `Saved::bytes`).
-    fn per_token(x: &Saved, ctx: u64) -> u64 {
-        x.per_token.saturating_add(x.per_token_ctx.saturating_mul(ctx))
-    }
-}
-
-/// A few segments inline; spills to the heap only for unusual stacks of many layer types.
-pub(crate) struct Segments {
-    inline: [Segment; 8],
-    len: usize,
-    spill: Vec<Segment>,
-}
-
-impl Segments {
-    fn new() -> Self {
-        Segments { inline: [Segment::default(); 8], len: 0, spill: Vec::new() }
-    }
-    fn push(&mut self, s: Segment) {
-        if self.spill.is_empty() && self.len < self.inline.len() {
-            self.inline[self.len] = s;
-            self.len += 1;
-        } else {
-            if self.spill.is_empty() {
-                self.spill.extend_from_slice(&self.inline[..self.len]);
-            }
-            self.spill.push(s);
-        }
-    }
-    fn as_slice(&self) -> &[Segment] {
-        if self.spill.is_empty() {
-            &self.inline[..self.len]
-        } else {
-            &self.spill
-        }
-    }
-}
-
-/// The phase with the largest total so far and what it holds beyond the fixed terms.
-#[derive(Clone, Copy)]
-struct Peak {
-    total: u64,
-    phase: Phase,
-    gradients: u64,
-    activations: u64,
-    logits_and_loss: u64,
-    backward_buffers: u64,
-    autocast_copies: u64,
-    optimizer_temporaries: u64,
-}
-
-impl Peak {
-    /// Keep `candidate` if its total is at least the current one (on a tie the later
-    /// phase wins, as `max_by_key`).
-    fn offer(&mut self, candidate: Peak) {
-        if candidate.total >= self.total {
-            *self = candidate;
-        }
-    }
-}
-
-/// `x` clipped to 64 bits: `min(x, u64::MAX)`, which is also what the saturating sums of
-/// non-negative terms in this file compute.
-fn clip(x: u128) -> u64 {
-    u64::try_from(x).unwrap_or(u64::MAX)
-}
-
 impl Estimator {
     pub fn new(shape: ModelShape) -> Result<Self> {
         let analysis = Analysis::new(&shape)?;
@@ -258,13 +173,24 @@ impl Estimator {
     }
 
     pub fn estimate(&self, plan: &Plan, gpu: Option<&GpuSpec>) -> Result<Estimate> {
-        self.prepare(plan, gpu)?.finish(plan.per_device_train_batch_size, plan.gradient_accumulation_steps)
+        let mut prepared = Prepared::empty(self);
+        self.prepare_in(plan, gpu, &mut prepared, false)?;
+        prepared.finish(plan.per_device_train_batch_size, plan.gradient_accumulation_steps)
     }
 
     /// Everything about `plan` that does not depend on the batch: the batch API prices a
     /// plan's structure once and each (per-device batch, accumulation) with
     /// [`Prepared::finish`], whose terms are products of per-token quantities.
     pub fn prepare(&self, plan: &Plan, gpu: Option<&GpuSpec>) -> Result<Prepared<'_>> {
+        let mut prepared = Prepared::empty(self);
+        self.prepare_in(plan, gpu, &mut prepared, true)?;
+        Ok(prepared)
+    }
+
+    /// [`Estimator::prepare`] into a slot (the search reuses its slots instead of moving
+    /// kilobyte structs); `lines` builds what [`Prepared::evaluate`] needs, which one
+    /// [`Prepared::finish`] does not.
+    pub(crate) fn prepare_in<'a>(&'a self, plan: &Plan, gpu: Option<&GpuSpec>, out: &mut Prepared<'a>, lines: bool) -> Result<()> {
         plan.validate()?;
         let shape = &self.shape;
         let an = &self.analysis;
@@ -420,7 +346,9 @@ impl Estimator {
         let cx = PlanCtx::new(shape, plan, gpu);
         let ctx = plan.max_length;
         let ckpt_kept = Segment::per_token(&layer_checkpointed(shape, w), ctx);
-        let mut segs = Segments::new();
+        out.est = self;
+        let segs = &mut out.segs;
+        segs.clear();
         for &(t, start, end) in &an.runs {
             let info = &an.types[t as usize];
             let lora = info.lora_sums(mask);
@@ -520,14 +448,12 @@ impl Estimator {
             distributed_buffers: dist_buffers,
             ..Default::default()
         };
-        Ok(Prepared {
-            est: self,
+        out.s = Scalars {
             tokens_per_sequence: if plan.trainer == Trainer::Dpo { 2 * plan.max_length } else { plan.max_length },
             max_length: plan.max_length,
             num_gpus: plan.num_gpus,
             gradient_checkpointing: plan.gradient_checkpointing,
             speed: gpu.and_then(|g| crate::throughput::SpeedModel::new(self, plan, g)),
-            segs,
             tail_per_token,
             logits_per_tv,
             fixed: base.entries().iter().map(|&(_, x)| x as u128).sum(),
@@ -544,7 +470,11 @@ impl Estimator {
             frozen: frozen.min(n_layers),
             flops_per_token,
             quality,
-        })
+        };
+        if lines {
+            out.build_lines();
+        }
+        Ok(())
     }
 
     /// Evaluate many plans against one model and GPU (the advisor's batch API).
@@ -553,251 +483,3 @@ impl Estimator {
     }
 }
 
-/// A plan priced up to its batch size (see [`Estimator::prepare`]).
-pub struct Prepared<'a> {
-    est: &'a Estimator,
-    /// Tokens one sequence puts through the model (DPO: chosen + rejected).
-    tokens_per_sequence: u64,
-    max_length: u64,
-    num_gpus: u64,
-    gradient_checkpointing: bool,
-    speed: Option<crate::throughput::SpeedModel>,
-    segs: Segments,
-    tail_per_token: u64,
-    logits_per_tv: (u64, u64, u64),
-    /// The terms alive in every phase: weights, quantisation state, adapters, reference
-    /// model, optimizer states, distributed buffers…
-    base: Breakdown,
-    /// …and their exact sum.
-    fixed: u128,
-    temporaries: u64,
-    paged: u64,
-    autocast_copies: u64,
-    gradients: u64,
-    head_grad: u64,
-    held_head: u64,
-    vh: u64,
-    embed_trains: bool,
-    trainable: u64,
-    frozen: u64,
-    flops_per_token: f64,
-    quality: f64,
-}
-
-impl Prepared<'_> {
-    /// What the search ranks a (batch, accumulation) by: peak memory and speed, without
-    /// the breakdown ([`Prepared::finish`] gives the whole estimate).
-    pub fn evaluate(&self, batch: u64, accumulation: u64) -> Result<Evaluation> {
-        for (field, v) in [("per_device_train_batch_size", batch), ("gradient_accumulation_steps", accumulation)] {
-            if !(1..=1 << 16).contains(&v) {
-                return Err(Error::field(field, v, "[1, 65536]"));
-            }
-        }
-        let peak = self.peak(batch, accumulation);
-        let peak_allocated = peak.total;
-        if peak_allocated >= u64::MAX / 4 {
-            return Err(Error::overflow("peak memory"));
-        }
-        let device = DeviceTerms {
-            cuda_context: 500 * MIB,
-            cublas_workspace: 32 * MIB,
-            // caching allocator: blocks rounded up (512 B / 2 MiB pools) and split; grows
-            // with the number of distinct large activations; 5% of the peak is typical
-            allocator_reserve: peak_allocated / 20,
-            paged_optimizer_states: self.paged,
-        };
-        let peak_reserved = peak_allocated
-            .saturating_add(device.cuda_context)
-            .saturating_add(device.cublas_workspace)
-            .saturating_add(device.allocator_reserve)
-            .saturating_add(device.paged_optimizer_states);
-        // e.g. 4 seqs × 1024 tokens × 4 accum × 1 GPU = 16,384 tokens per optimizer step
-        let tokens_per_step = sat(sat(batch, self.max_length), sat(accumulation, self.num_gpus));
-        let (tokens_per_second, step_seconds, mfu) = match &self.speed {
-            Some(m) => m.speed(self.flops_per_token, batch, accumulation, tokens_per_step),
-            None => (None, None, None),
-        };
-        Ok(Evaluation { peak, device, peak_reserved_bytes: peak_reserved, tokens_per_step, tokens_per_second, step_seconds, mfu })
-    }
-
-    /// The method's quality score (the same for every batch).
-    pub fn quality(&self) -> f64 {
-        self.quality
-    }
-
-    /// The estimate for `batch` sequences per device and `accumulation` micro-batches per
-    /// optimizer step (the plan's own values give [`Estimator::estimate`]).
-    pub fn finish(&self, batch: u64, accumulation: u64) -> Result<Estimate> {
-        let ev = self.evaluate(batch, accumulation)?;
-        let peak = ev.peak;
-        let breakdown = Breakdown {
-            gradients: peak.gradients,
-            activations: peak.activations,
-            logits_and_loss: peak.logits_and_loss,
-            backward_buffers: peak.backward_buffers,
-            autocast_copies: peak.autocast_copies,
-            optimizer_temporaries: peak.optimizer_temporaries,
-            ..self.base
-        };
-        debug_assert_eq!(peak.total, breakdown.total());
-        Ok(Estimate {
-            peak_allocated_bytes: peak.total,
-            peak_reserved_bytes: ev.peak_reserved_bytes,
-            peak_phase: peak.phase,
-            breakdown,
-            device: ev.device,
-            total_parameters: self.est.analysis.total_params,
-            trainable_parameters: self.trainable,
-            frozen_layers: self.frozen,
-            flops_per_token: self.flops_per_token,
-            tokens_per_step: ev.tokens_per_step,
-            tokens_per_second: ev.tokens_per_second,
-            step_seconds: ev.step_seconds,
-            mfu: ev.mfu,
-            quality: self.quality,
-        })
-    }
-
-    /// The largest phase of the step: its total (exact, clipped to 64 bits: the same
-    /// `min(true, u64::MAX)` as the saturating sum of its breakdown) and the terms that
-    /// vary between phases.
-    fn peak(&self, batch: u64, accumulation: u64) -> Peak {
-        let shape = &self.est.shape;
-        let segs = self.segs.as_slice();
-        let gradients = self.gradients;
-        // e.g. 4 seqs × 1024 tokens = 4,096 tokens per micro-batch (DPO: × 2)
-        let tokens = sat(batch, self.tokens_per_sequence);
-        let tail_saved = sat(tokens, self.tail_per_token);
-        let tv = sat(tokens, shape.vocab_size);
-        let (logits_fwd, logits_saved, logits_bwd) =
-            (sat(tv, self.logits_per_tv.0), sat(tv, self.logits_per_tv.1), sat(tv, self.logits_per_tv.2));
-
-        // ---- timeline --------------------------------------------------------------------
-        let accum = accumulation > 1;
-        let fixed = self.fixed;
-        let autocast = self.autocast_copies;
-        let grads_prev = if accum { gradients } else { 0 };
-        let acts_total: u64 = segs.iter().fold(tail_saved, |a, sg| a.saturating_add(sat(sat(sg.kept, tokens), sg.n)));
-        let mut peak = Peak {
-            total: clip(fixed + autocast as u128 + grads_prev as u128 + acts_total as u128 + logits_fwd as u128),
-            phase: Phase::Forward,
-            gradients: grads_prev,
-            activations: acts_total,
-            logits_and_loss: logits_fwd,
-            backward_buffers: 0,
-            autocast_copies: autocast,
-            optimizer_temporaries: 0,
-        };
-        let loss_bwd = logits_bwd.max(logits_saved);
-        peak.offer(Peak {
-            total: clip(fixed + autocast as u128 + grads_prev as u128 + acts_total as u128 + loss_bwd as u128),
-            phase: Phase::LossBackward,
-            logits_and_loss: loss_bwd,
-            ..peak
-        });
-        // walk down the layers in backward order
-        let mut grads_done = if accum { gradients } else { self.head_grad.min(gradients) };
-        // exact (u128) running sum of the activations kept below the current layer
-        let mut below: u128 = segs.iter().fold(tail_saved as u128, |a, sg| a + sat(sg.kept, tokens) as u128 * sg.n as u128);
-        for sg in segs.iter().rev() {
-            let backward_buffers = sat(sg.transient, tokens).saturating_add(self.held_head);
-            // the recomputed layer casts its weights again
-            let layer_autocast = if self.gradient_checkpointing { autocast + sg.constant } else { autocast };
-            let fixed = fixed + layer_autocast as u128 + backward_buffers as u128;
-            // The m-th layer of the segment from the top (m = 1..=n) holds
-            //   activations = below − m·kept + full,  gradients = min(done + m·grads, all)
-            // (all of them under accumulation): a concave function of m, linear on each side
-            // of the point where the gradients reach their total, so its last maximum is at
-            // an end of one of those two pieces.
-            let (n, kept, lg) = (sg.n as u128, sat(sg.kept, tokens) as u128, sg.layer_grads as u128);
-            let full_bytes = sat(sg.full, tokens) as u128;
-            let (done, all) = (grads_done as u128, gradients as u128);
-            let grads_at = |m: u128| if accum { all } else { (done + m * lg).min(all) };
-            let acts_at = |m: u128| below - m * kept + full_bytes;
-            let (uncapped_end, capped_start) = if accum || done > all {
-                (0, 1)
-            } else {
-                match (all - done).checked_div(lg) {
-                    None => (n, n + 1), // no grads: never capped
-                    Some(mc) => (mc.min(n), mc + 1),
-                }
-            };
-            let mut best: Option<(u128, u128)> = None; // (total, m)
-            for m in [1, uncapped_end, capped_start, n] {
-                let on_piece = (m >= 1 && m <= uncapped_end) || (m >= capped_start.max(1) && m <= n);
-                if !on_piece {
-                    continue;
-                }
-                let total = fixed + acts_at(m) + grads_at(m);
-                if best.map_or(true, |(bt, bm)| total > bt || (total == bt && m > bm)) {
-                    best = Some((total, m));
-                }
-            }
-            if let Some((total, m)) = best {
-                peak.offer(Peak {
-                    total: clip(total),
-                    phase: Phase::LayerBackward,
-                    gradients: clip(grads_at(m)),
-                    activations: clip(acts_at(m)),
-                    logits_and_loss: 0,
-                    backward_buffers,
-                    autocast_copies: layer_autocast,
-                    optimizer_temporaries: 0,
-                });
-            }
-            below -= n * kept;
-            if !accum {
-                grads_done = grads_done.saturating_add(sat(sg.layer_grads, sg.n));
-            }
-        }
-        // the autograd graph (and with it autocast's weight copies) is gone after backward;
-        // embedding backward: a dense [vocab, hidden] grad (embedding_dense_backward); with a
-        // tied head, the head's contribution is held until it is summed with it (autograd
-        // InputBuffer), so three such tensors are alive at once; accumulation adds the result
-        // into the existing .grad, otherwise it becomes the .grad
-        let embed_transient = match (self.embed_trains, shape.tie_word_embeddings, accum) {
-            (false, _, _) => 0,
-            (true, true, true) => sat(self.vh, 3),
-            (true, true, false) => sat(self.vh, 2),
-            (true, false, true) => self.vh,
-            (true, false, false) => 0,
-        };
-        let after = Peak {
-            total: clip(fixed + gradients as u128 + embed_transient as u128),
-            phase: Phase::BackwardEnd,
-            gradients,
-            activations: 0,
-            logits_and_loss: 0,
-            backward_buffers: embed_transient,
-            autocast_copies: 0,
-            optimizer_temporaries: 0,
-        };
-        peak.offer(after);
-        peak.offer(Peak {
-            total: clip(fixed + gradients as u128 + self.temporaries as u128),
-            phase: Phase::OptimizerStep,
-            backward_buffers: 0,
-            optimizer_temporaries: self.temporaries,
-            ..after
-        });
-        peak
-    }
-}
-
-/// Peak memory and speed of one (batch, accumulation): what [`Prepared::evaluate`] gives.
-#[derive(Clone, Copy)]
-pub struct Evaluation {
-    peak: Peak,
-    device: DeviceTerms,
-    pub peak_reserved_bytes: u64,
-    pub tokens_per_step: u64,
-    pub tokens_per_second: Option<f64>,
-    pub step_seconds: Option<f64>,
-    pub mfu: Option<f64>,
-}
-
-impl Evaluation {
-    pub fn peak_allocated_bytes(&self) -> u64 {
-        self.peak.total
-    }
-}

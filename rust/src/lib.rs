@@ -12,12 +12,14 @@ pub mod plan;
 pub mod search;
 pub mod shape;
 pub mod throughput;
+pub mod timeline;
 
 #[cfg(feature = "python")]
 mod python;
 
 pub use error::{Error, Result};
 pub use estimator::{Breakdown, Estimate, Estimator, Phase};
+pub use timeline::{Evaluation, Prepared};
 pub use gpu::GpuSpec;
 pub use plan::Plan;
 pub use shape::{LayerType, Linear, ModelShape, NormKind, Param, ParamRole, Role, Stack};

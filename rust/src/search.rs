@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::estimator::{Estimate, Estimator};
+use crate::timeline::Prepared;
 use crate::gpu::GpuSpec;
 use crate::objective::{objective_value, Objective};
 use crate::plan::{Attention, Distributed, Dtype, Method, Optim, Plan, Targets};
@@ -142,23 +143,30 @@ impl Estimator {
     pub fn best_inner(&self, outer: &Plan, space: &Space, gpu: Option<&GpuSpec>) -> Result<Option<Scored>> {
         let plan = space.normalize(outer.clone());
         let options = space.batch_options(outer.num_gpus);
-        Ok(self.inner_search(&plan, &options, space, gpu)?.map(|w| w.scored(plan)))
+        let mut slots = Slots::new(self, space);
+        Ok(self.inner_search(&plan, &options, space, gpu, &mut slots)?.map(|w| w.scored(plan)))
     }
 
     /// [`Estimator::best_inner`] over the given (batch, accumulation) options: each
-    /// checkpointing choice is priced once ([`Estimator::prepare`]) and each batch is a
-    /// product of per-token terms ([`crate::estimator::Prepared::evaluate`]); only the
+    /// checkpointing choice is priced once ([`Estimator::prepare`], into a reused slot) and
+    /// each batch is a product of per-token terms ([`Prepared::evaluate`]); only the
     /// winner's full estimate is built.
-    fn inner_search(&self, plan: &Plan, options: &[(u64, u64)], space: &Space, gpu: Option<&GpuSpec>) -> Result<Option<Winner>> {
+    fn inner_search<'a>(
+        &'a self,
+        plan: &Plan,
+        options: &[(u64, u64)],
+        space: &Space,
+        gpu: Option<&GpuSpec>,
+        slots: &mut Slots<'a>,
+    ) -> Result<Option<Winner>> {
         let mut variant = plan.clone();
-        let mut prepared = Vec::with_capacity(space.gradient_checkpointing.len());
-        for &ckpt in &space.gradient_checkpointing {
+        for (i, &ckpt) in space.gradient_checkpointing.iter().enumerate() {
             variant.gradient_checkpointing = ckpt;
-            prepared.push(match self.prepare(&variant, gpu) {
-                Ok(p) => Some(p),
-                Err(Error::InvalidField { .. }) => None, // e.g. rank above a layer's width
+            slots.ok[i] = match self.prepare_in(&variant, gpu, &mut slots.prepared[i], true) {
+                Ok(()) => true,
+                Err(Error::InvalidField { .. }) => false, // e.g. rank above a layer's width
                 Err(e) => return Err(e),
-            });
+            };
         }
         // (value, peak reserved, variant, batch, accumulation); batch-major order, the first
         // of equals wins
@@ -166,8 +174,10 @@ impl Estimator {
         let mut best: Option<Pick> = None;
         let mut leanest: Option<Pick> = None;
         for &(b, accum) in options {
-            for (i, prep) in prepared.iter().enumerate() {
-                let Some(prep) = prep else { continue };
+            for (i, prep) in slots.prepared.iter().enumerate() {
+                if !slots.ok[i] {
+                    continue;
+                }
                 let ev = match prep.evaluate(b, accum) {
                     Ok(e) => e,
                     Err(Error::InvalidField { .. }) => continue,
@@ -186,9 +196,8 @@ impl Estimator {
         }
         let fits = best.is_some();
         let Some((value, _, i, b, accum)) = best.or(leanest) else { return Ok(None) };
-        let prep = prepared[i].as_ref().expect("a picked variant was prepared");
         Ok(Some(Winner {
-            estimate: prep.finish(b, accum)?,
+            estimate: slots.prepared[i].finish(b, accum)?,
             value,
             fits,
             gradient_checkpointing: space.gradient_checkpointing[i],
@@ -204,15 +213,30 @@ impl Estimator {
         let mut evaluated = 0u64;
         let options = space.batch_options(space.base.num_gpus);
         let n_inner = (options.len() * space.gradient_checkpointing.len()) as u64;
+        let mut slots = Slots::new(self, space);
         for outer in space.outer_plans() {
             evaluated += n_inner;
-            if let Some(w) = self.inner_search(&outer, &options, space, gpu)? {
+            if let Some(w) = self.inner_search(&outer, &options, space, gpu, &mut slots)? {
                 if w.fits && best.as_ref().is_none_or(|cur| w.value > cur.value) {
                     best = Some(w.scored(outer));
                 }
             }
         }
         Ok((best, evaluated))
+    }
+}
+
+/// One prepared plan per checkpointing choice, reused from one outer plan to the next.
+struct Slots<'a> {
+    prepared: Vec<Prepared<'a>>,
+    /// Whether `prepared[i]` holds a valid plan for the current outer choice.
+    ok: Vec<bool>,
+}
+
+impl<'a> Slots<'a> {
+    fn new(est: &'a Estimator, space: &Space) -> Self {
+        let n = space.gradient_checkpointing.len();
+        Slots { prepared: (0..n).map(|_| Prepared::empty(est)).collect(), ok: vec![false; n] }
     }
 }
 

@@ -178,14 +178,8 @@ impl SpeedModel {
         Some(SpeedModel { peak, max_length: plan.max_length, num_gpus: plan.num_gpus as f64, bandwidth })
     }
 
-    /// (tokens/s, seconds per optimizer step, model FLOPs utilisation).
-    pub fn speed(
-        &self,
-        flops_per_token: f64,
-        batch: u64,
-        accumulation: u64,
-        tokens_per_step: u64,
-    ) -> (Option<f64>, Option<f64>, Option<f64>) {
+    /// (tokens/s, seconds per optimizer step).
+    pub fn speed(&self, flops_per_token: f64, batch: u64, accumulation: u64, tokens_per_step: u64) -> (f64, f64) {
         let peak = self.peak;
         let micro_tokens = (batch * self.max_length) as f64;
         let eff = EFFICIENCY_MAX * micro_tokens / (micro_tokens + EFFICIENCY_HALF_TOKENS);
@@ -200,7 +194,11 @@ impl SpeedModel {
             seconds += bw.optimizer_seconds;
         }
         let tps = tokens_per_step as f64 / seconds;
-        let mfu = tps * flops_per_token / (peak * n);
-        (Some(tps), Some(seconds), Some(mfu))
+        (tps, seconds)
+    }
+
+    /// Model FLOPs utilisation at `tokens_per_second`: achieved over peak FLOP/s.
+    pub fn mfu(&self, flops_per_token: f64, tokens_per_second: f64) -> f64 {
+        tokens_per_second * flops_per_token / (self.peak * self.num_gpus)
     }
 }

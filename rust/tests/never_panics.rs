@@ -1,7 +1,7 @@
 //! Property test: any shape and plan the JSON boundary can carry gives an estimate or an
 //! error — never a panic, never a silent overflow (peaks stay below 2^62).
 
-use forge_core::{Estimator, Plan};
+use forge_core::{Estimator, GpuSpec, Plan};
 use proptest::prelude::*;
 
 fn shape_json(hidden: u64, layers: u64, heads: u64, kv: u64, inter: u64, vocab: u64, experts: u64) -> String {
@@ -114,6 +114,57 @@ proptest! {
             if let Ok(e) = est.estimate(&plan, None) {
                 prop_assert!(e.peak_allocated_bytes < u64::MAX / 4);
                 prop_assert_eq!(e.breakdown.total(), e.peak_allocated_bytes);
+            }
+            // the search's evaluation (affine lines, exact up to a token limit) agrees with
+            // the phase walk everywhere, overflow errors included
+            if let Ok(prepared) = est.prepare(&plan, None) {
+                let (b, a) = (plan.per_device_train_batch_size, plan.gradient_accumulation_steps);
+                match (prepared.finish(b, a), prepared.evaluate(b, a)) {
+                    (Ok(f), Ok(ev)) => {
+                        prop_assert_eq!(f.peak_allocated_bytes, ev.peak_allocated_bytes);
+                        prop_assert_eq!(f.peak_reserved_bytes, ev.peak_reserved_bytes);
+                    }
+                    (Err(x), Err(y)) => prop_assert_eq!(x.to_string(), y.to_string()),
+                    (f, ev) => prop_assert!(false, "finish {:?} but evaluate ok={}", f.map(|e| e.peak_allocated_bytes), ev.is_ok()),
+                }
+            }
+        }
+    }
+
+    /// `Prepared::evaluate` (what the search ranks by) gives the very peak memory and speed
+    /// of `Prepared::finish` for every batch and accumulation of a prepared plan.
+    #[test]
+    fn search_evaluation_matches_the_full_estimate(
+        hidden_pow in 6u32..14, layers in 1u64..96, heads_pow in 0u32..6, kv_div in 0u32..4, inter_mul in 1u64..6,
+        vocab in 1000u64..260_000, experts in 0u64..12,
+        method in 0usize..4, dtype in 0usize..5, optim in 0usize..7, dist in 0usize..5,
+        r in 1u64..64, seq_pow in 4u32..15,
+        freeze in 0.0f64..0.95, ckpt: bool, eager: bool, dpo: bool, gpus in 1u64..9,
+        dropout in 0.0f64..0.5, all_linear: bool,
+        batches in proptest::collection::vec((1u64..65_536, 1u64..65_536), 1..6),
+    ) {
+        let hidden = 1u64 << hidden_pow;
+        let heads = (1u64 << heads_pow).min(hidden);
+        let kv = (heads >> kv_div).max(1);
+        let est = Estimator::from_json(&shape_json(hidden, layers, heads, kv, hidden * inter_mul, vocab, experts))
+            .expect("a well-formed shape");
+        let r = r.min(hidden / 8).max(1);
+        let dtype = if METHODS[method] == "qlora" && dtype >= 2 { 0 } else { dtype };
+        let plan = Plan::from_json(&plan_json(method, dpo, dtype, r, dropout, all_linear, 1, 1, 1 << seq_pow,
+                                              freeze, ckpt, eager, optim, gpus, dist)).expect("a valid plan");
+        let gpu = GpuSpec::from_json(r#"{"name": "H100", "memory_bytes": 85520809984, "peak_tflops": {"bf16": 989, "tf32": 494},
+                                         "bandwidth_bytes_per_s": 3.35e12, "compute_capability": "9.0"}"#).expect("gpu");
+        let prepared = est.prepare(&plan, Some(&gpu)).expect("the valid domain is priced");
+        for (b, a) in batches.into_iter().chain([(1, 1), (1, 2)]) {
+            match (prepared.finish(b, a), prepared.evaluate(b, a)) {
+                (Ok(f), Ok(ev)) => {
+                    prop_assert_eq!(f.peak_allocated_bytes, ev.peak_allocated_bytes);
+                    prop_assert_eq!(f.peak_reserved_bytes, ev.peak_reserved_bytes);
+                    prop_assert_eq!(f.tokens_per_second, ev.tokens_per_second);
+                    prop_assert_eq!(f.step_seconds, ev.step_seconds);
+                }
+                (Err(x), Err(y)) => prop_assert_eq!(x.to_string(), y.to_string()),
+                (f, ev) => prop_assert!(false, "finish {:?} but evaluate ok={}", f.map(|e| e.peak_allocated_bytes), ev.is_ok()),
             }
         }
     }

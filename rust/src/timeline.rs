@@ -1,0 +1,502 @@
+//! A prepared plan over one training step: the phases' peak memory as a function of the
+//! per-device batch.
+//!
+//! [`crate::Estimator::prepare`] prices everything about a plan that does not depend on
+//! its batch; [`Prepared::finish`] walks the step's phases (forward, loss backward, each
+//! layer's backward, backward end, optimizer step, see `estimator.rs`) at one batch and
+//! builds the estimate of the largest. [`Prepared::evaluate`] gives what the search
+//! ranks by (peak memory and speed) without the breakdown.
+
+use crate::activations::Saved;
+use crate::error::{Error, Result};
+use crate::estimator::{sat, Breakdown, DeviceTerms, Estimate, Estimator, Phase, MIB};
+use crate::throughput::SpeedModel;
+
+/// Layers that back-propagate, grouped into runs of identical layers (bottom to top).
+/// Byte counts are per token at the plan's sequence length (`Saved::per_token +
+/// per_token_ctx · max_length`), so a batch multiplies them by its token count.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Segment {
+    /// Number of layers.
+    pub(crate) n: u64,
+    /// What each keeps until its backward (its input alone under checkpointing).
+    pub(crate) kept: u64,
+    /// What each holds while it back-propagates (everything it saved).
+    pub(crate) full: u64,
+    /// Gradient buffers alive during its backward.
+    pub(crate) transient: u64,
+    /// Autocast's half copies of its weights.
+    pub(crate) constant: u64,
+    /// Gradient bytes each adds (sharded over the GPUs where grads are).
+    pub(crate) layer_grads: u64,
+}
+
+impl Segment {
+    /// Bytes per token of `x` at context length `ctx` (saturating, as `Saved::bytes`).
+    pub(crate) fn per_token(x: &Saved, ctx: u64) -> u64 {
+        x.per_token.saturating_add(x.per_token_ctx.saturating_mul(ctx))
+    }
+}
+
+/// A few segments inline; spills to the heap only for unusual stacks of many layer types.
+pub(crate) struct Segments {
+    inline: [Segment; 6],
+    len: usize,
+    spill: Vec<Segment>,
+}
+
+impl Segments {
+    pub(crate) fn new() -> Self {
+        Segments { inline: [Segment::default(); 6], len: 0, spill: Vec::new() }
+    }
+    pub(crate) fn clear(&mut self) {
+        self.len = 0;
+        self.spill.clear();
+    }
+    pub(crate) fn push(&mut self, s: Segment) {
+        if self.spill.is_empty() && self.len < self.inline.len() {
+            self.inline[self.len] = s;
+            self.len += 1;
+        } else {
+            if self.spill.is_empty() {
+                self.spill.extend_from_slice(&self.inline[..self.len]);
+            }
+            self.spill.push(s);
+        }
+    }
+    fn as_slice(&self) -> &[Segment] {
+        if self.spill.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.spill
+        }
+    }
+}
+
+/// The phase with the largest total so far and what it holds beyond the fixed terms.
+#[derive(Clone, Copy)]
+struct Peak {
+    total: u64,
+    phase: Phase,
+    gradients: u64,
+    activations: u64,
+    logits_and_loss: u64,
+    backward_buffers: u64,
+    autocast_copies: u64,
+    optimizer_temporaries: u64,
+}
+
+impl Peak {
+    /// Keep `candidate` if its total is at least the current one (on a tie the later
+    /// phase wins, as `max_by_key`).
+    fn offer(&mut self, candidate: Peak) {
+        if candidate.total >= self.total {
+            *self = candidate;
+        }
+    }
+}
+
+/// `x` clipped to 64 bits: `min(x, u64::MAX)`, which is also what the saturating sums of
+/// non-negative terms in this file compute.
+fn clip(x: u128) -> u64 {
+    u64::try_from(x).unwrap_or(u64::MAX)
+}
+
+/// A plan priced up to its batch size (see [`Estimator::prepare`]).
+pub struct Prepared<'a> {
+    pub(crate) est: &'a Estimator,
+    /// Everything about the plan but its layers (written whole by `prepare`).
+    pub(crate) s: Scalars,
+    pub(crate) segs: Segments,
+    /// The peak as affine functions of the micro-batch's tokens, without and with
+    /// gradient accumulation.
+    pub(crate) lines: [Lines; 2],
+    /// Up to this many tokens per micro-batch no per-token product saturates, and the
+    /// lines are exact.
+    pub(crate) fast_tokens_max: u64,
+}
+
+/// The batch-independent numbers of a prepared plan.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Scalars {
+    /// Tokens one sequence puts through the model (DPO: chosen + rejected).
+    pub(crate) tokens_per_sequence: u64,
+    pub(crate) max_length: u64,
+    pub(crate) num_gpus: u64,
+    pub(crate) gradient_checkpointing: bool,
+    pub(crate) speed: Option<SpeedModel>,
+    pub(crate) tail_per_token: u64,
+    pub(crate) logits_per_tv: (u64, u64, u64),
+    /// The terms alive in every phase: weights, quantisation state, adapters, reference
+    /// model, optimizer states, distributed buffers…
+    pub(crate) base: Breakdown,
+    /// …and their exact sum.
+    pub(crate) fixed: u128,
+    pub(crate) temporaries: u64,
+    pub(crate) paged: u64,
+    pub(crate) autocast_copies: u64,
+    pub(crate) gradients: u64,
+    pub(crate) head_grad: u64,
+    pub(crate) held_head: u64,
+    pub(crate) vh: u64,
+    pub(crate) embed_trains: bool,
+    pub(crate) trainable: u64,
+    pub(crate) frozen: u64,
+    pub(crate) flops_per_token: f64,
+    pub(crate) quality: f64,
+}
+
+impl Prepared<'_> {
+    /// What the search ranks a (batch, accumulation) by: peak memory and speed, without
+    /// the breakdown ([`Prepared::finish`] gives the whole estimate).
+    pub fn evaluate(&self, batch: u64, accumulation: u64) -> Result<Evaluation> {
+        check_batch(batch, accumulation)?;
+        let tokens = sat(batch, self.s.tokens_per_sequence);
+        let lines = &self.lines[usize::from(accumulation > 1)];
+        let peak_allocated = if lines.complete && tokens <= self.fast_tokens_max {
+            clip(lines.max_at(tokens))
+        } else {
+            self.peak(batch, accumulation).total
+        };
+        debug_assert_eq!(peak_allocated, self.peak(batch, accumulation).total, "lines vs phases");
+        self.evaluation(peak_allocated, batch, accumulation)
+    }
+
+    /// Device terms and speed once the peak is known.
+    fn evaluation(&self, peak_allocated: u64, batch: u64, accumulation: u64) -> Result<Evaluation> {
+        if peak_allocated >= u64::MAX / 4 {
+            return Err(Error::overflow("peak memory"));
+        }
+        let device = DeviceTerms {
+            cuda_context: 500 * MIB,
+            cublas_workspace: 32 * MIB,
+            // caching allocator: blocks rounded up (512 B / 2 MiB pools) and split; grows
+            // with the number of distinct large activations; 5% of the peak is typical
+            allocator_reserve: peak_allocated / 20,
+            paged_optimizer_states: self.s.paged,
+        };
+        let peak_reserved = peak_allocated
+            .saturating_add(device.cuda_context)
+            .saturating_add(device.cublas_workspace)
+            .saturating_add(device.allocator_reserve)
+            .saturating_add(device.paged_optimizer_states);
+        // e.g. 4 seqs × 1024 tokens × 4 accum × 1 GPU = 16,384 tokens per optimizer step
+        let tokens_per_step = sat(sat(batch, self.s.max_length), sat(accumulation, self.s.num_gpus));
+        let (tokens_per_second, step_seconds) = match &self.s.speed {
+            Some(m) => {
+                let (tps, step) = m.speed(self.s.flops_per_token, batch, accumulation, tokens_per_step);
+                (Some(tps), Some(step))
+            }
+            None => (None, None),
+        };
+        Ok(Evaluation { peak_allocated_bytes: peak_allocated, device, peak_reserved_bytes: peak_reserved, tokens_per_step, tokens_per_second, step_seconds })
+    }
+
+    /// The method's quality score (the same for every batch).
+    pub fn quality(&self) -> f64 {
+        self.s.quality
+    }
+
+    /// The estimate for `batch` sequences per device and `accumulation` micro-batches per
+    /// optimizer step (the plan's own values give [`Estimator::estimate`]).
+    pub fn finish(&self, batch: u64, accumulation: u64) -> Result<Estimate> {
+        check_batch(batch, accumulation)?;
+        let peak = self.peak(batch, accumulation);
+        let ev = self.evaluation(peak.total, batch, accumulation)?;
+        let breakdown = Breakdown {
+            gradients: peak.gradients,
+            activations: peak.activations,
+            logits_and_loss: peak.logits_and_loss,
+            backward_buffers: peak.backward_buffers,
+            autocast_copies: peak.autocast_copies,
+            optimizer_temporaries: peak.optimizer_temporaries,
+            ..self.s.base
+        };
+        debug_assert_eq!(peak.total, breakdown.total());
+        Ok(Estimate {
+            peak_allocated_bytes: peak.total,
+            peak_reserved_bytes: ev.peak_reserved_bytes,
+            peak_phase: peak.phase,
+            breakdown,
+            device: ev.device,
+            total_parameters: self.est.analysis.total_params,
+            trainable_parameters: self.s.trainable,
+            frozen_layers: self.s.frozen,
+            flops_per_token: self.s.flops_per_token,
+            tokens_per_step: ev.tokens_per_step,
+            tokens_per_second: ev.tokens_per_second,
+            step_seconds: ev.step_seconds,
+            mfu: self.s.speed.zip(ev.tokens_per_second).map(|(m, tps)| m.mfu(self.s.flops_per_token, tps)),
+            quality: self.s.quality,
+        })
+    }
+
+    /// The largest phase of the step: its total (exact, clipped to 64 bits: the same
+    /// `min(true, u64::MAX)` as the saturating sum of its breakdown) and the terms that
+    /// vary between phases.
+    fn peak(&self, batch: u64, accumulation: u64) -> Peak {
+        let shape = &self.est.shape;
+        let segs = self.segs.as_slice();
+        let gradients = self.s.gradients;
+        // e.g. 4 seqs × 1024 tokens = 4,096 tokens per micro-batch (DPO: × 2)
+        let tokens = sat(batch, self.s.tokens_per_sequence);
+        let tail_saved = sat(tokens, self.s.tail_per_token);
+        let tv = sat(tokens, shape.vocab_size);
+        let (logits_fwd, logits_saved, logits_bwd) =
+            (sat(tv, self.s.logits_per_tv.0), sat(tv, self.s.logits_per_tv.1), sat(tv, self.s.logits_per_tv.2));
+
+        // ---- timeline --------------------------------------------------------------------
+        let accum = accumulation > 1;
+        let fixed = self.s.fixed;
+        let autocast = self.s.autocast_copies;
+        let grads_prev = if accum { gradients } else { 0 };
+        let acts_total: u64 = segs.iter().fold(tail_saved, |a, sg| a.saturating_add(sat(sat(sg.kept, tokens), sg.n)));
+        let mut peak = Peak {
+            total: clip(fixed + autocast as u128 + grads_prev as u128 + acts_total as u128 + logits_fwd as u128),
+            phase: Phase::Forward,
+            gradients: grads_prev,
+            activations: acts_total,
+            logits_and_loss: logits_fwd,
+            backward_buffers: 0,
+            autocast_copies: autocast,
+            optimizer_temporaries: 0,
+        };
+        let loss_bwd = logits_bwd.max(logits_saved);
+        peak.offer(Peak {
+            total: clip(fixed + autocast as u128 + grads_prev as u128 + acts_total as u128 + loss_bwd as u128),
+            phase: Phase::LossBackward,
+            logits_and_loss: loss_bwd,
+            ..peak
+        });
+        // walk down the layers in backward order
+        let mut grads_done = if accum { gradients } else { self.s.head_grad.min(gradients) };
+        // exact (u128) running sum of the activations kept below the current layer
+        let mut below: u128 = segs.iter().fold(tail_saved as u128, |a, sg| a + sat(sg.kept, tokens) as u128 * sg.n as u128);
+        for sg in segs.iter().rev() {
+            let backward_buffers = sat(sg.transient, tokens).saturating_add(self.s.held_head);
+            // the recomputed layer casts its weights again
+            let layer_autocast = if self.s.gradient_checkpointing { autocast + sg.constant } else { autocast };
+            let fixed = fixed + layer_autocast as u128 + backward_buffers as u128;
+            // The m-th layer of the segment from the top (m = 1..=n) holds
+            //   activations = below − m·kept + full,  gradients = min(done + m·grads, all)
+            // (all of them under accumulation): a concave function of m, linear on each side
+            // of the point where the gradients reach their total, so its last maximum is at
+            // an end of one of those two pieces.
+            let (n, kept, lg) = (sg.n as u128, sat(sg.kept, tokens) as u128, sg.layer_grads as u128);
+            let full_bytes = sat(sg.full, tokens) as u128;
+            let (done, all) = (grads_done as u128, gradients as u128);
+            let grads_at = |m: u128| if accum { all } else { (done + m * lg).min(all) };
+            let acts_at = |m: u128| below - m * kept + full_bytes;
+            // (64-bit division: `done`, `all` and `lg` are u64 values)
+            let (uncapped_end, capped_start) = if accum || grads_done > gradients {
+                (0, 1)
+            } else {
+                match (gradients - grads_done).checked_div(sg.layer_grads) {
+                    None => (n, n + 1), // no grads: never capped
+                    Some(mc) => ((mc as u128).min(n), mc as u128 + 1),
+                }
+            };
+            let mut best: Option<(u128, u128)> = None; // (total, m)
+            for m in [1, uncapped_end, capped_start, n] {
+                let on_piece = (m >= 1 && m <= uncapped_end) || (m >= capped_start.max(1) && m <= n);
+                if !on_piece {
+                    continue;
+                }
+                let total = fixed + acts_at(m) + grads_at(m);
+                if best.map_or(true, |(bt, bm)| total > bt || (total == bt && m > bm)) {
+                    best = Some((total, m));
+                }
+            }
+            if let Some((total, m)) = best {
+                peak.offer(Peak {
+                    total: clip(total),
+                    phase: Phase::LayerBackward,
+                    gradients: clip(grads_at(m)),
+                    activations: clip(acts_at(m)),
+                    logits_and_loss: 0,
+                    backward_buffers,
+                    autocast_copies: layer_autocast,
+                    optimizer_temporaries: 0,
+                });
+            }
+            below -= n * kept;
+            if !accum {
+                grads_done = grads_done.saturating_add(sat(sg.layer_grads, sg.n));
+            }
+        }
+        // the autograd graph (and with it autocast's weight copies) is gone after backward
+        let embed_transient = self.embed_transient(accum);
+        let after = Peak {
+            total: clip(fixed + gradients as u128 + embed_transient as u128),
+            phase: Phase::BackwardEnd,
+            gradients,
+            activations: 0,
+            logits_and_loss: 0,
+            backward_buffers: embed_transient,
+            autocast_copies: 0,
+            optimizer_temporaries: 0,
+        };
+        peak.offer(after);
+        peak.offer(Peak {
+            total: clip(fixed + gradients as u128 + self.s.temporaries as u128),
+            phase: Phase::OptimizerStep,
+            backward_buffers: 0,
+            optimizer_temporaries: self.s.temporaries,
+            ..after
+        });
+        peak
+    }
+}
+
+/// Peak memory and speed of one (batch, accumulation): what [`Prepared::evaluate`] gives.
+#[derive(Clone, Copy)]
+pub struct Evaluation {
+    pub peak_allocated_bytes: u64,
+    device: DeviceTerms,
+    pub peak_reserved_bytes: u64,
+    pub tokens_per_step: u64,
+    pub tokens_per_second: Option<f64>,
+    pub step_seconds: Option<f64>,
+}
+
+fn check_batch(batch: u64, accumulation: u64) -> Result<()> {
+    for (field, v) in [("per_device_train_batch_size", batch), ("gradient_accumulation_steps", accumulation)] {
+        if !(1..=1 << 16).contains(&v) {
+            return Err(Error::field(field, v, "[1, 65536]"));
+        }
+    }
+    Ok(())
+}
+
+/// At most this many lines per set: the forward, a few per layer segment, the end.
+const LINES: usize = 12;
+
+/// The step's phase totals as affine functions of the micro-batch's tokens `T`,
+/// `a + b·T`: the peak is their maximum. Exact while no per-token product saturates
+/// (`Prepared::fast_tokens_max`), which `Prepared::evaluate` checks in debug builds
+/// against the phase walk of [`Prepared::finish`].
+#[derive(Clone, Copy)]
+pub(crate) struct Lines {
+    a: [u64; LINES],
+    b: [u64; LINES],
+    len: usize,
+    /// All of the phases' lines are here (else the phase walk is used).
+    complete: bool,
+}
+
+impl Default for Lines {
+    fn default() -> Self {
+        Lines { a: [0; LINES], b: [0; LINES], len: 0, complete: false }
+    }
+}
+
+impl Lines {
+    /// `None` when full, or when a term does not fit 64 bits (the phase walk is used then).
+    fn push(&mut self, a: u128, b: u128) -> Option<()> {
+        if self.len == LINES {
+            return None;
+        }
+        // the same (a, b) as the line before it adds nothing to the maximum
+        let (a, b) = (u64::try_from(a).ok()?, u64::try_from(b).ok()?);
+        if self.len > 0 && self.a[self.len - 1] == a && self.b[self.len - 1] == b {
+            return Some(());
+        }
+        self.a[self.len] = a;
+        self.b[self.len] = b;
+        self.len += 1;
+        Some(())
+    }
+
+    fn max_at(&self, tokens: u64) -> u128 {
+        let t = tokens as u128;
+        (0..self.len).map(|i| self.a[i] as u128 + self.b[i] as u128 * t).max().unwrap_or(0)
+    }
+}
+
+impl<'a> Prepared<'a> {
+    /// A slot for [`Estimator::prepare`] to fill.
+    pub(crate) fn empty(est: &'a Estimator) -> Self {
+        Prepared { est, s: Scalars::default(), segs: Segments::new(), lines: [Lines::default(); 2], fast_tokens_max: 0 }
+    }
+}
+
+impl Prepared<'_> {
+    /// Build the lines of [`Lines`] (the same phases as [`Prepared::peak`], with every
+    /// per-token product exact) and the token count up to which they hold.
+    pub(crate) fn build_lines(&mut self) {
+        let segs = self.segs.as_slice();
+        let vocab = self.est.shape.vocab_size;
+        let (c0, c1, c2) = self.s.logits_per_tv;
+        // the largest per-token factor of any product `sat(x, T)` in `peak`
+        let logits = [c0, c1, c2].iter().try_fold(vocab, |m, &c| vocab.checked_mul(c).map(|v| m.max(v)));
+        self.fast_tokens_max = match logits {
+            None => 0, // vocab × bytes overflows: always walk the phases
+            Some(l) => {
+                let coef = segs.iter().fold(l.max(self.s.tail_per_token), |m, sg| m.max(sg.kept).max(sg.full).max(sg.transient));
+                u64::MAX.checked_div(coef).unwrap_or(u64::MAX)
+            }
+        };
+        for accum in [false, true] {
+            let mut lines = Lines::default();
+            lines.complete = self.lines_for(accum, &mut lines).is_some();
+            self.lines[usize::from(accum)] = lines;
+        }
+    }
+
+    fn lines_for(&self, accum: bool, lines: &mut Lines) -> Option<()> {
+        let segs = self.segs.as_slice();
+        let (c0, c1, c2) = self.s.logits_per_tv;
+        let vocab = self.est.shape.vocab_size as u128;
+        let gradients = self.s.gradients;
+        let (fixed, autocast) = (self.s.fixed, self.s.autocast_copies as u128);
+        let kept_total: u128 = segs.iter().map(|sg| sg.kept as u128 * sg.n as u128).sum();
+        // forward end and loss backward: the same terms but the logits' (c0 vs c1, c2)
+        let grads_prev = if accum { gradients as u128 } else { 0 };
+        let mut below = self.s.tail_per_token as u128 + kept_total;
+        lines.push(fixed + autocast + grads_prev, below + vocab * c0.max(c1).max(c2) as u128)?;
+        // each layer segment from the top: the candidates of `peak`'s walk
+        let mut grads_done = if accum { gradients } else { self.s.head_grad.min(gradients) };
+        for sg in segs.iter().rev() {
+            let layer_autocast = if self.s.gradient_checkpointing { autocast + sg.constant as u128 } else { autocast };
+            let a = fixed + layer_autocast + self.s.held_head as u128;
+            let b = below + sg.full as u128 + sg.transient as u128;
+            let (n, lg) = (sg.n as u128, sg.layer_grads as u128);
+            let (done, all) = (grads_done as u128, gradients as u128);
+            let (uncapped_end, capped_start) = if accum || grads_done > gradients {
+                (0, 1)
+            } else {
+                match (gradients - grads_done).checked_div(sg.layer_grads) {
+                    None => (n, n + 1),
+                    Some(mc) => ((mc as u128).min(n), mc as u128 + 1),
+                }
+            };
+            for m in [1, uncapped_end, capped_start, n] {
+                if (m >= 1 && m <= uncapped_end) || (m >= capped_start.max(1) && m <= n) {
+                    let grads = if accum { all } else { (done + m * lg).min(all) };
+                    lines.push(a + grads, b - m * sg.kept as u128)?;
+                }
+            }
+            below -= n * sg.kept as u128;
+            if !accum {
+                grads_done = grads_done.saturating_add(sat(sg.layer_grads, sg.n));
+            }
+        }
+        // backward end (embedding grad transients) and optimizer step (its temporaries)
+        let embed = self.embed_transient(accum);
+        lines.push(fixed + gradients as u128 + embed.max(self.s.temporaries) as u128, 0)
+    }
+
+    /// Embedding backward: a dense [vocab, hidden] grad (embedding_dense_backward); with a
+    /// tied head, the head's contribution is held until it is summed with it (autograd
+    /// InputBuffer), so three such tensors are alive at once; accumulation adds the result
+    /// into the existing .grad, otherwise it becomes the .grad.
+    fn embed_transient(&self, accum: bool) -> u64 {
+        match (self.s.embed_trains, self.est.shape.tie_word_embeddings, accum) {
+            (false, _, _) => 0,
+            (true, true, true) => sat(self.s.vh, 3),
+            (true, true, false) => sat(self.s.vh, 2),
+            (true, false, true) => self.s.vh,
+            (true, false, false) => 0,
+        }
+    }
+}
