@@ -117,6 +117,38 @@ def test_checkpointing_and_batch_move_memory_the_right_way() -> None:
     assert on < off < bigger
 
 
+def test_native_batch_equals_one_plan_at_a_time() -> None:
+    """`estimate_batch` (one preparation per run of plans that differ in batch only) gives,
+    per plan, what `estimate` gives alone; a bad plan is its error message in place."""
+    from forge_advisor.estimate import native_estimator
+    from forge_advisor.gpus import find_gpu
+    from forge_advisor.presets import get_preset
+
+    shape = load_shape("meta-llama/Llama-3.1-8B")
+    gpu = find_gpu("H100 SXM")
+    est = native_estimator(shape, gpu)
+    base = get_preset("lora").to_plan()
+    plans = [
+        base.with_(per_device_train_batch_size=b, gradient_checkpointing=c, lora_r=r)
+        for r in (8, 64)
+        for c in (False, True)
+        for b in (1, 2, 4, 8)
+    ]
+    texts = [json.dumps(p.to_dict()) for p in plans]
+    bad = json.dumps({**plans[0].to_dict(), "per_device_train_batch_size": 0})
+    texts.insert(3, bad)
+    texts.insert(5, "{not json")
+    out = est.estimate_batch(texts)
+    assert len(out) == len(texts)
+    assert isinstance(out[3], str) and "per_device_train_batch_size" in out[3]
+    assert isinstance(out[5], str)
+    for text, got in zip(texts, out):
+        if text in (bad, "{not json"):
+            continue
+        one = est.estimate(text)
+        assert got == (one["peak_allocated_bytes"], one["peak_reserved_bytes"], one["tokens_per_second"])
+
+
 def test_known_lora_count_llama_3_8b() -> None:
     # r=16 on q,k,v,o of Llama-3-8B: 32 × 16 × (4096+4096 + 2×(4096+1024) + 4096+4096) = 13,631,488
     est = estimate("meta-llama/Llama-3.1-8B", "lora", lora_r=16)

@@ -102,11 +102,21 @@ pub struct LayerInfo {
     pub shared_inter: Option<u64>,
     /// 2 · Σ in·out per token forward over the linears (routed experts: `top_k` of them).
     pub fwd_flops_linear: u128,
+    /// `lora_sums` of the usual masks (none, the attention projections, all-linear),
+    /// summed once.
+    pub common_lora: [(u64, LoraSums); 3],
 }
 
 impl LayerInfo {
     /// The adapted linears of this layer type under `mask` (peft: targetable and named).
     pub fn lora_sums(&self, mask: u64) -> LoraSums {
+        if let Some((_, sums)) = self.common_lora.iter().find(|(m, _)| *m == mask) {
+            return *sums;
+        }
+        self.sum_lora(mask)
+    }
+
+    fn sum_lora(&self, mask: u64) -> LoraSums {
         let mut s = LoraSums::default();
         if mask == 0 {
             return s;
@@ -256,6 +266,7 @@ impl Analysis {
                     Some(shared_expert.iter().find(|l| l.side == Side::Out).map_or(shape.moe_intermediate_size.max(1), |l| l.in_f))
                 },
                 fwd_flops_linear,
+                common_lora: [(0, LoraSums::default()); 3],
                 stack: lt.stack,
                 attn_in,
                 attn_out,
@@ -284,6 +295,9 @@ impl Analysis {
         }
         // norms inside layers: 1-2 tensors each, a handful per layer
         num_tensors += shape.layers.len() as u64 * if shape.norm == NormKind::LayerNorm { 4 } else { 2 };
+        for t in &mut types {
+            t.common_lora = [0, attention_mask, all_linear_mask].map(|m| (m, t.sum_lora(m)));
+        }
         let mut runs: Vec<(u32, usize, usize)> = Vec::new();
         for (i, &t) in shape.layers.iter().enumerate() {
             match runs.last_mut() {

@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::gpu::GpuSpec;
 use crate::plan::{Distributed, Method, Optim, Plan, Trainer};
 use crate::shape::ModelShape;
-use crate::timeline::{Prepared, Scalars, Segment};
+use crate::timeline::{Evaluation, Prepared, Scalars, Segment};
 
 pub(crate) const MIB: u64 = 1 << 20;
 
@@ -473,13 +473,53 @@ impl Estimator {
         };
         if lines {
             out.build_lines();
+        } else {
+            out.lines = Default::default();
         }
         Ok(())
     }
 
-    /// Evaluate many plans against one model and GPU (the advisor's batch API).
+    /// The full estimate of many plans against one model and GPU. Consecutive plans that
+    /// differ only in per-device batch and accumulation share one prepared structure.
     pub fn estimate_many(&self, plans: &[Plan], gpu: Option<&GpuSpec>) -> Vec<Result<Estimate>> {
-        plans.iter().map(|p| self.estimate(p, gpu)).collect()
+        self.map_prepared(plans, gpu, false, |prepared, p| {
+            prepared.finish(p.per_device_train_batch_size, p.gradient_accumulation_steps)
+        })
+    }
+
+    /// Peak memory and speed of many plans: what a search ranks by, without the breakdown
+    /// (the advisor's batch API). Consecutive plans that differ only in per-device batch
+    /// and accumulation share one prepared structure.
+    pub fn evaluate_many(&self, plans: &[Plan], gpu: Option<&GpuSpec>) -> Vec<Result<Evaluation>> {
+        self.map_prepared(plans, gpu, true, |prepared, p| {
+            prepared.evaluate(p.per_device_train_batch_size, p.gradient_accumulation_steps)
+        })
+    }
+
+    fn map_prepared<T>(
+        &self,
+        plans: &[Plan],
+        gpu: Option<&GpuSpec>,
+        lines: bool,
+        f: impl Fn(&Prepared<'_>, &Plan) -> Result<T>,
+    ) -> Vec<Result<T>> {
+        let mut slot = Prepared::empty(self);
+        // the plan whose structure `slot` holds (none after an error)
+        let mut held: Option<&Plan> = None;
+        plans
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                if !held.is_some_and(|h| h.same_structure(p)) {
+                    held = None;
+                    // the lines pay off only for a structure that the next plan shares
+                    let shared = plans.get(i + 1).is_some_and(|next| next.same_structure(p));
+                    self.prepare_in(p, gpu, &mut slot, lines && shared)?;
+                    held = Some(p);
+                }
+                f(&slot, p)
+            })
+            .collect()
     }
 }
 

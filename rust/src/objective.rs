@@ -35,7 +35,8 @@ pub fn quality_score(plan: &Plan, all_linear: bool) -> f64 {
     let mut q = match plan.method {
         Method::Full => 1.0,
         Method::Lora | Method::Qlora | Method::Lora8bit => {
-            let r = (plan.lora_r.max(1) as f64).log2(); // 2 (r=4) .. 8 (r=256)
+            // 2 (r=4) .. 8 (r=256); a power of two's log2 is its exponent, exactly
+            let r = if plan.lora_r.is_power_of_two() { plan.lora_r.trailing_zeros() as f64 } else { (plan.lora_r.max(1) as f64).log2() };
             let mut q = 0.90 + 0.04 * ((r - 3.0) / 5.0).clamp(-0.5, 1.0);
             if all_linear {
                 q += 0.03;

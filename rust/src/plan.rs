@@ -181,6 +181,48 @@ impl Plan {
         Ok(plan)
     }
 
+    /// Whether `other` differs from this plan in per-device batch and accumulation only:
+    /// then one prepared structure prices both (`Estimator::estimate_many`). Floats compare
+    /// by bits; every field is named, so a new field cannot be forgotten here.
+    pub fn same_structure(&self, other: &Plan) -> bool {
+        let Plan {
+            method,
+            trainer,
+            dtype,
+            lora_r,
+            lora_alpha,
+            lora_dropout,
+            lora_target_modules,
+            bnb_4bit_use_double_quant,
+            per_device_train_batch_size: _,
+            gradient_accumulation_steps: _,
+            max_length,
+            freeze_ratio,
+            gradient_checkpointing,
+            attn_implementation,
+            optim,
+            dpo_beta,
+            num_gpus,
+            distributed,
+        } = self;
+        *method == other.method
+            && *trainer == other.trainer
+            && *dtype == other.dtype
+            && *lora_r == other.lora_r
+            && *lora_alpha == other.lora_alpha
+            && lora_dropout.to_bits() == other.lora_dropout.to_bits()
+            && *lora_target_modules == other.lora_target_modules
+            && *bnb_4bit_use_double_quant == other.bnb_4bit_use_double_quant
+            && *max_length == other.max_length
+            && freeze_ratio.to_bits() == other.freeze_ratio.to_bits()
+            && *gradient_checkpointing == other.gradient_checkpointing
+            && *attn_implementation == other.attn_implementation
+            && *optim == other.optim
+            && dpo_beta.to_bits() == other.dpo_beta.to_bits()
+            && *num_gpus == other.num_gpus
+            && *distributed == other.distributed
+    }
+
     pub fn uses_lora(&self) -> bool {
         self.method != Method::Full
     }

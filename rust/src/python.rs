@@ -127,18 +127,31 @@ impl PyEstimator {
     /// Estimate many plans; returns `(peak_allocated, peak_reserved, tokens_per_second or None)`
     /// per plan, or the error message in place of a tuple.
     fn estimate_batch(&self, py: Python<'_>, plans_json: Vec<String>) -> PyResult<Vec<Py<PyAny>>> {
-        let plans: Vec<Result<Plan, Error>> = plans_json.iter().map(|t| Plan::from_json(t)).collect();
+        // the plans that parse, evaluated in one batch (consecutive plans of one structure
+        // share its preparation), then put back among the parse errors
+        let mut plans: Vec<Plan> = Vec::with_capacity(plans_json.len());
+        let parse_errors: Vec<Option<String>> = plans_json
+            .iter()
+            .map(|t| match Plan::from_json(t) {
+                Ok(p) => {
+                    plans.push(p);
+                    None
+                }
+                Err(e) => Some(e.to_string()),
+            })
+            .collect();
         let gpu = self.gpu.as_ref();
         let results: Vec<Result<(u64, u64, Option<f64>), String>> = py.detach(|| {
-            plans
-                .iter()
-                .map(|p| match p {
-                    Ok(p) => self
-                        .inner
-                        .estimate(p, gpu)
+            let mut evaluated = self.inner.evaluate_many(&plans, gpu).into_iter();
+            parse_errors
+                .into_iter()
+                .map(|err| match err {
+                    None => evaluated
+                        .next()
+                        .expect("one evaluation per parsed plan")
                         .map(|e| (e.peak_allocated_bytes, e.peak_reserved_bytes, e.tokens_per_second))
                         .map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
+                    Some(m) => Err(m),
                 })
                 .collect()
         });

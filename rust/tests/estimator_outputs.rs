@@ -273,3 +273,67 @@ fn out_of_range_plan_fields_are_rejected() {
         let _ = err_of(&llama(), &plan);
     }
 }
+
+/// The batch APIs reuse one prepared structure for consecutive plans that differ in batch
+/// and accumulation only: every result, errors included, is what `estimate` gives for that
+/// plan alone.
+#[test]
+fn batch_apis_equal_one_plan_at_a_time() {
+    let est = llama();
+    let gpu = gpu();
+    let mut plans = Vec::new();
+    for (_, p) in llama_plans() {
+        let own = (p.per_device_train_batch_size, p.gradient_accumulation_steps);
+        for (b, a) in [own, (1, 1), (0, 4), (8, 2), (65_536, 1), (2, 0), (3, 1 << 16)] {
+            plans.push(Plan { per_device_train_batch_size: b, gradient_accumulation_steps: a, ..p.clone() });
+        }
+    }
+    // then pairs of plans that differ in one structural field only (each field chosen
+    // where it changes the estimate)
+    let base = Plan::default();
+    let qlora = Plan { method: Method::Qlora, ..base.clone() };
+    let zero3 = Plan { num_gpus: 4, distributed: Distributed::Zero3, ..base.clone() };
+    let pairs = [
+        (base.clone(), qlora.clone()),
+        (base.clone(), Plan { trainer: Trainer::Dpo, ..base.clone() }),
+        (base.clone(), Plan { dtype: Dtype::AmpBf16, ..base.clone() }),
+        (base.clone(), Plan { lora_r: 64, ..base.clone() }),
+        (Plan { gradient_checkpointing: false, ..base.clone() }, Plan { gradient_checkpointing: false, lora_dropout: 0.0, ..base.clone() }),
+        (base.clone(), Plan { lora_target_modules: all_linear(), ..base.clone() }),
+        (qlora.clone(), Plan { bnb_4bit_use_double_quant: false, ..qlora.clone() }),
+        (base.clone(), Plan { max_length: 4096, ..base.clone() }),
+        (base.clone(), Plan { freeze_ratio: 0.5, ..base.clone() }),
+        (base.clone(), Plan { gradient_checkpointing: false, ..base.clone() }),
+        (base.clone(), Plan { attn_implementation: Attention::Eager, ..base.clone() }),
+        (base.clone(), Plan { optim: Optim::Adamw8bit, ..base.clone() }),
+        (zero3.clone(), Plan { num_gpus: 8, ..zero3.clone() }),
+        (zero3.clone(), Plan { distributed: Distributed::Zero2, ..zero3.clone() }),
+    ];
+    for (before, after) in pairs {
+        assert_ne!(est.estimate(&before, Some(&gpu)).ok(), est.estimate(&after, Some(&gpu)).ok(), "{after:?}");
+        plans.push(before);
+        plans.push(after);
+    }
+    let many = est.estimate_many(&plans, Some(&gpu));
+    let evaluated = est.evaluate_many(&plans, Some(&gpu));
+    assert_eq!((many.len(), evaluated.len()), (plans.len(), plans.len()));
+    let mut ok = 0;
+    for (i, plan) in plans.iter().enumerate() {
+        match (est.estimate(plan, Some(&gpu)), &many[i], &evaluated[i]) {
+            (Ok(one), Ok(m), Ok(ev)) => {
+                assert_eq!(&one, m, "plan {i}");
+                assert_eq!(one.peak_allocated_bytes, ev.peak_allocated_bytes, "plan {i}");
+                assert_eq!(one.peak_reserved_bytes, ev.peak_reserved_bytes, "plan {i}");
+                assert_eq!(one.tokens_per_second, ev.tokens_per_second, "plan {i}");
+                ok += 1;
+            }
+            (Err(one), Err(m), Err(ev)) => {
+                assert_eq!(one.to_string(), m.to_string(), "plan {i}");
+                assert_eq!(one.to_string(), ev.to_string(), "plan {i}");
+            }
+            (one, m, ev) => panic!("plan {i}: estimate ok={} many ok={} evaluate ok={}", one.is_ok(), m.is_ok(), ev.is_ok()),
+        }
+    }
+    // most plans are priced (the zero batches and accumulations are the errors)
+    assert!(ok * 2 > plans.len(), "{ok} of {}", plans.len());
+}
