@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from benches.results_io import RESULTS, write_results
+from benches.truth.faketensor import config_at_depth
 
 from forge_advisor.estimate import estimate
 from forge_advisor.plan import Plan
@@ -46,19 +47,9 @@ def _shape(case: dict[str, Any]) -> Any:
     return shape_from_config(_config(case), case["name"])
 
 
-# every spelling of the depth a config may use (gpt2 `n_layer`, t5 `num_layers`…)
-_DEPTH_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "num_decoder_layers")
-
-
 def _config(case: dict[str, Any]) -> dict[str, Any]:
     """The case's config with its depth set to the number of layers the harness built."""
-    config = dict(case["config"])
-    n = case.get("num_layers")
-    if n:
-        present = [k for k in _DEPTH_KEYS if k in config]
-        for key in present or ["num_hidden_layers"]:
-            config[key] = n
-    return config
+    return config_at_depth(case["config"], case.get("num_layers"))
 
 
 def accelerate_estimate(case: dict[str, Any]) -> int | None:

@@ -29,7 +29,9 @@ class Estimator:
         peak_phase, breakdown, device, total/trainable parameters, frozen_layers,
         flops_per_token, tokens_per_step, tokens_per_second, step_seconds, mfu, quality."""
     def estimate_batch(self, plans_json: list[str]) -> list[tuple[int, int, float | None] | str]:
-        """Many plans: (peak allocated, peak reserved, tokens/s) or the error message, per plan."""
+        """Many plans: (peak allocated, peak reserved, tokens/s) or the error message, per plan.
+        Consecutive plans that differ only in per-device batch and accumulation share one
+        preparation of their structure (Rust `Estimator::evaluate_many`)."""
 
 class Search:
     """A discrete search space (rust/src/search.rs `Space`) bound to an estimator."""

@@ -206,3 +206,46 @@ def test_freeze_rounding_and_case_key():
     assert faketensor.case_key(TINY, {"method": "full"}, 2) != faketensor.case_key(TINY, {"method": "full"}, 3)
     # defaults are resolved before hashing
     assert faketensor.case_key(TINY, {}, None) == faketensor.case_key(TINY, {"method": "lora"}, None)
+
+
+# ---- the GPU half of the truth (benches/truth/run_gpu.py) ----------------------------------
+def test_config_at_depth_sets_every_depth_spelling_and_cuts_layer_types():
+    cfg = {"model_type": "gemma3_text", "num_hidden_layers": 6, "layer_types": ["sliding_attention"] * 5 + ["full_attention"]}
+    out = faketensor.config_at_depth(cfg, 2)
+    assert out["num_hidden_layers"] == 2 and out["layer_types"] == ["sliding_attention"] * 2
+    assert cfg["num_hidden_layers"] == 6  # the case's own config is left alone
+    assert faketensor.config_at_depth({"n_layer": 12}, 3) == {"n_layer": 3}
+    assert faketensor.config_at_depth({"hidden_size": 8}, 4) == {"hidden_size": 8, "num_hidden_layers": 4}
+    assert faketensor.config_at_depth({"n_layer": 12}, None) == {"n_layer": 12}
+
+
+def test_gpu_cases_add_qlora_twins_and_skip_multi_gpu():
+    from benches.truth.run_gpu import gpu_cases
+
+    cases = [
+        {"name": "a-lora", "config": {"model_type": "llama"}, "plan": {"method": "lora", "dtype": "bf16"}},
+        {"name": "a-lora-fp32", "config": {"model_type": "llama"}, "plan": {"method": "lora", "dtype": "fp32"}},
+        {"name": "a-full", "config": {"model_type": "llama"}, "plan": {"method": "full", "dtype": "amp-bf16"}},
+        {"name": "a-ddp", "config": {"model_type": "llama"}, "plan": {"method": "lora", "num_gpus": 2, "distributed": "ddp"}},
+    ]
+    out = gpu_cases(cases, with_qlora=True)
+    assert [c["name"] for c in out] == ["a-lora", "a-lora-qlora", "a-lora-fp32", "a-full"]
+    twin = out[1]["plan"]
+    assert twin["method"] == "qlora" and {k: v for k, v in twin.items() if k != "method"} == {
+        k: v for k, v in out[0]["plan"].items() if k != "method"
+    }
+    assert [c["name"] for c in gpu_cases(cases, with_qlora=False)] == ["a-lora", "a-lora-fp32", "a-full"]
+
+
+def test_gpu_truth_without_cuda_is_one_line_and_writes_nothing(tmp_path):
+    import os
+
+    out = tmp_path / "truth_gpu.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benches.truth.run_gpu", "benches/cases_accuracy.json", "--out", str(out)],
+        capture_output=True, text=True, cwd=ROOT,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},  # no GPU, even on a machine that has one
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "no CUDA device" in proc.stderr
+    assert not out.exists()

@@ -162,6 +162,24 @@ def check_supported(p: dict[str, Any]) -> None:
         raise NotImplementedError("only single-device plans are measured (num_gpus=1, distributed='none')")
 
 
+# every spelling of the depth a config may use (gpt2 `n_layer`, t5 `num_layers`…)
+DEPTH_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "num_decoder_layers")
+
+
+def config_at_depth(config: dict[str, Any], num_layers: int | None) -> dict[str, Any]:
+    """The config with its depth set to ``num_layers`` under every spelling it uses, and a
+    per-layer ``layer_types`` list cut to that depth (what the harness builds)."""
+    out = dict(config)
+    if num_layers:
+        present = [k for k in DEPTH_KEYS if k in out]
+        lt = out.get("layer_types")
+        if isinstance(lt, list) and present and len(lt) == out[present[0]]:
+            out["layer_types"] = lt[:num_layers]
+        for key in present or ["num_hidden_layers"]:
+            out[key] = num_layers
+    return out
+
+
 def case_key(config: dict[str, Any], plan: dict[str, Any], num_layers: int | None) -> str:
     """Stable hash of one case (resolved plan; harness version included)."""
     blob = json.dumps(
