@@ -150,6 +150,7 @@ fn benches(c: &mut Criterion) {
     g.throughput(Throughput::Elements(search_plans.len() as u64));
     g.measurement_time(Duration::from_secs(8));
     g.bench_function("search_space_8700", |b| b.iter(|| est.evaluate_many(black_box(&search_plans), black_box(Some(&gpu)))));
+    g.throughput(Throughput::Elements(plans.len() as u64));
     g.bench_function("varied_10000", |b| b.iter(|| est.evaluate_many(black_box(&plans), black_box(Some(&gpu)))));
     g.finish();
     let mut g = c.benchmark_group("estimate_many");

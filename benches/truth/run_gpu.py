@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from typing import Any
 
 from benches.truth.faketensor import REPO_ROOT, case_key, config_at_depth, resolve_plan
 from benches.truth.run_cases import load_cases
+from benches.truth.run_cases import _write as write_atomic
 
 DEFAULT_OUT = REPO_ROOT / "benches" / "results" / "truth_gpu.json"
 def gpu_cases(cases: list[dict[str, Any]], *, with_qlora: bool) -> list[dict[str, Any]]:
@@ -102,10 +102,7 @@ def run(cases: list[dict[str, Any]], out: Path, *, steps: int, force: bool, time
         entry["wall_seconds"] = round(time.time() - t0, 1)
         entry["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         results[key] = entry
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
-        os.replace(tmp, out)  # atomic: an interrupted run keeps every case measured so far
+        write_atomic(out, results)  # an interrupted run keeps every case measured so far
         if "result" in entry:
             r = entry["result"]
             print(f"ok   {case['name']:<32} allocated {r['peak_allocated_bytes'] / 2**20:10.1f} MiB  "

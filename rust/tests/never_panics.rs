@@ -65,6 +65,31 @@ fn plan_json(
     )
 }
 
+/// (hidden as a power of two, layers, heads as a power of two, kv divisor as a shift,
+/// intermediate multiple, vocab, experts)
+type ShapeDraw = (u32, u64, u32, u32, u64, u64, u64);
+/// (method, dpo, dtype, rank, dropout, all-linear, batch, accumulation, length as a power of
+/// two, freeze ratio, checkpointing, eager, optimizer, GPUs, sharding)
+type PlanDraw = (usize, bool, usize, u64, f64, bool, u64, u64, u32, f64, bool, bool, usize, u64, usize);
+
+/// A shape and a plan in the valid domain, from the drawn values.
+fn valid_case(shape: ShapeDraw, plan: PlanDraw) -> (Estimator, Plan) {
+    let (hidden_pow, layers, heads_pow, kv_div, inter_mul, vocab, experts) = shape;
+    let (method, dpo, dtype, r, dropout, all_linear, batch, accum, seq_pow, freeze, ckpt, eager, optim, gpus, dist) = plan;
+    let hidden = 1u64 << hidden_pow;
+    let heads = (1u64 << heads_pow).min(hidden);
+    let kv = (heads >> kv_div).max(1);
+    let est = Estimator::from_json(&shape_json(hidden, layers, heads, kv, hidden * inter_mul, vocab, experts))
+        .expect("a well-formed shape");
+    // documented restrictions: QLoRA computes in half precision; a rank fits the narrowest
+    // targeted linear (k/v project to kv·head_dim ≥ hidden/8 here)
+    let r = r.min(hidden / 8).max(1);
+    let dtype = if METHODS[method] == "qlora" && dtype >= 2 { 0 } else { dtype };
+    let plan = Plan::from_json(&plan_json(method, dpo, dtype, r, dropout, all_linear, batch, accum, 1 << seq_pow,
+                                          freeze, ckpt, eager, optim, gpus, dist)).expect("a valid plan");
+    (est, plan)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 300, .. ProptestConfig::default() })]
 
@@ -78,17 +103,8 @@ proptest! {
         freeze in 0.0f64..0.95, ckpt: bool, eager: bool, dpo: bool, gpus in 1u64..9,
         dropout in 0.0f64..0.5, all_linear: bool,
     ) {
-        let hidden = 1u64 << hidden_pow;
-        let heads = (1u64 << heads_pow).min(hidden);
-        let kv = (heads >> kv_div).max(1);
-        let est = Estimator::from_json(&shape_json(hidden, layers, heads, kv, hidden * inter_mul, vocab, experts))
-            .expect("a well-formed shape");
-        // documented restrictions: QLoRA computes in half precision; a rank fits the narrowest
-        // targeted linear (k/v project to kv·head_dim ≥ hidden/8 here)
-        let r = r.min(hidden / 8).max(1);
-        let dtype = if METHODS[method] == "qlora" && dtype >= 2 { 0 } else { dtype };
-        let plan = Plan::from_json(&plan_json(method, dpo, dtype, r, dropout, all_linear, batch, accum, 1 << seq_pow,
-                                              freeze, ckpt, eager, optim, gpus, dist)).expect("a valid plan");
+        let (est, plan) = valid_case((hidden_pow, layers, heads_pow, kv_div, inter_mul, vocab, experts),
+                                     (method, dpo, dtype, r, dropout, all_linear, batch, accum, seq_pow, freeze, ckpt, eager, optim, gpus, dist));
         let e = est.estimate(&plan, None).expect("the valid domain is priced");
         prop_assert!(e.peak_allocated_bytes > 0 && e.peak_allocated_bytes < u64::MAX / 4);
         prop_assert!(e.peak_reserved_bytes >= e.peak_allocated_bytes);
@@ -143,15 +159,8 @@ proptest! {
         dropout in 0.0f64..0.5, all_linear: bool,
         batches in proptest::collection::vec((1u64..65_536, 1u64..65_536), 1..6),
     ) {
-        let hidden = 1u64 << hidden_pow;
-        let heads = (1u64 << heads_pow).min(hidden);
-        let kv = (heads >> kv_div).max(1);
-        let est = Estimator::from_json(&shape_json(hidden, layers, heads, kv, hidden * inter_mul, vocab, experts))
-            .expect("a well-formed shape");
-        let r = r.min(hidden / 8).max(1);
-        let dtype = if METHODS[method] == "qlora" && dtype >= 2 { 0 } else { dtype };
-        let plan = Plan::from_json(&plan_json(method, dpo, dtype, r, dropout, all_linear, 1, 1, 1 << seq_pow,
-                                              freeze, ckpt, eager, optim, gpus, dist)).expect("a valid plan");
+        let (est, plan) = valid_case((hidden_pow, layers, heads_pow, kv_div, inter_mul, vocab, experts),
+                                     (method, dpo, dtype, r, dropout, all_linear, 1, 1, seq_pow, freeze, ckpt, eager, optim, gpus, dist));
         let gpu = GpuSpec::from_json(r#"{"name": "H100", "memory_bytes": 85520809984, "peak_tflops": {"bf16": 989, "tf32": 494},
                                          "bandwidth_bytes_per_s": 3.35e12, "compute_capability": "9.0"}"#).expect("gpu");
         let prepared = est.prepare(&plan, Some(&gpu)).expect("the valid domain is priced");
