@@ -24,15 +24,6 @@ pub struct Saved {
     pub constant: u64,
 }
 
-impl Saved {
-    pub fn bytes(&self, tokens: u64, ctx: u64) -> u64 {
-        self.per_token
-            .saturating_mul(tokens)
-            .saturating_add(self.per_token_ctx.saturating_mul(tokens).saturating_mul(ctx))
-            .saturating_add(self.constant)
-    }
-}
-
 /// Which parts of one layer take part in autograd.
 #[derive(Debug, Clone, Copy)]
 pub struct LayerGrad {

@@ -32,7 +32,8 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    /// Bytes per token of `x` at context length `ctx` (saturating, as `Saved::bytes`).
+    /// Bytes per token of `x` at context length `ctx`, `per_token + per_token_ctx · ctx`
+    /// (saturating: `min(true, u64::MAX)`; times the tokens it is the layer's bytes).
     pub(crate) fn per_token(x: &Saved, ctx: u64) -> u64 {
         x.per_token.saturating_add(x.per_token_ctx.saturating_mul(ctx))
     }
