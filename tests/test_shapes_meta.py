@@ -175,9 +175,8 @@ def test_parallel_and_norm_facts() -> None:
 # -- the meta-device fallback for model types without a parser ----------------------------------
 
 FALLBACK = {
-    "olmo2": dict(TINY, model_type="olmo2"),
-    "starcoder2": dict(TINY, model_type="starcoder2", use_bias=True),
-    "olmoe": dict(TINY, model_type="olmoe", num_experts=4, num_experts_per_tok=2),
+    "mamba": dict(TINY, model_type="mamba"),
+    "jamba": dict(TINY, model_type="jamba", num_experts=4, num_experts_per_tok=2, attn_layer_period=2, attn_layer_offset=1, expert_layer_period=1, expert_layer_offset=0),
     "bart": dict(model_type="bart", d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=96, decoder_ffn_dim=96, vocab_size=100, max_position_embeddings=32),
 }
 
@@ -195,7 +194,7 @@ def test_meta_fallback_counts_unparsed_model_types(model_type: str, capsys: pyte
     block = real["decoder"][0]
     lt = shape.layer_types[shape.layers[shape.num_encoder_layers]]
     assert {(lin.name, lin.in_features, lin.out_features, lin.bias) for lin in lt.linears if lin.lora_targetable} == real_linears(block)
-    if model_type == "olmoe":
+    if model_type == "jamba":
         assert shape.num_experts == 4 and any(not lin.lora_targetable for lin in lt.linears)
         assert shape.active_parameters < shape.num_parameters
     if model_type == "bart":
@@ -207,8 +206,8 @@ def test_meta_fallback_errors_are_one_line() -> None:
         shape_from_config({"model_type": "no-such-architecture", "hidden_size": 8}, "x")
     assert "\n" not in str(exc.value)
     with pytest.raises(ForgeError, match="absurdly large") as exc:
-        shape_from_config(dict(TINY, model_type="olmo2", num_hidden_layers=10**6), "x")
+        shape_from_config(dict(TINY, model_type="mamba", num_hidden_layers=10**6), "x")
     assert "\n" not in str(exc.value)
     with pytest.raises(ForgeError) as exc:  # transformers' own validation, wrapped
-        shape_from_config(dict(TINY, model_type="olmo2", hidden_size="big"), "x")
+        shape_from_config(dict(TINY, model_type="mamba", hidden_size="big"), "x")
     assert "\n" not in str(exc.value)

@@ -169,13 +169,13 @@ def test_from_json_one_broken_value(data: st.DataObject, base: dict[str, Any], v
 
 # -- the meta-device fallback (transformers' own model types without a parser) -----------------
 
-TINY_OLMO2 = {"model_type": "olmo2", "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+TINY_FALLBACK = {"model_type": "mamba", "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
               "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 64}
 
 
 @settings(max_examples=40, deadline=20_000, suppress_health_check=[HealthCheck.too_slow])
-@given(field=st.sampled_from(sorted(TINY_OLMO2) + ["head_dim", "tie_word_embeddings", "max_position_embeddings"]), value=BAD_SCALARS)
+@given(field=st.sampled_from(sorted(TINY_FALLBACK) + ["head_dim", "tie_word_embeddings", "max_position_embeddings"]), value=BAD_SCALARS)
 def test_meta_fallback_broken_field(field: str, value: Any) -> None:
-    config = dict(TINY_OLMO2)
+    config = dict(TINY_FALLBACK)
     config[field] = value
     assert_valid(check_outcome(parse, config))

@@ -48,7 +48,7 @@ def shape_from_meta(config: dict[str, Any], name: str, reason: ForgeError) -> Mo
     except ImportError:
         raise reason from None
     model_type = config.get("model_type")
-    source = reason.args[0].split(": model_type")[0] if isinstance(reason, UnsupportedArchitecture) else name
+    source = reason.source if isinstance(reason, UnsupportedArchitecture) else name
     _check_sizes(config, source)
     model = _instantiate(config, str(model_type), source, reason)
     shape = shape_from_module(model, name, str(model_type), source)

@@ -60,9 +60,16 @@ def build_shape(config: Mapping[str, Any], name: str, source: str | None = None)
 
 
 class UnsupportedArchitecture(ForgeError):
+    """A ``model_type`` without a torch-free parser; ``reason`` names the mechanism the
+    parser does not model (forge_advisor/shapes/unsupported.py)."""
+
     def __init__(self, model_type: str, source: str) -> None:
+        from forge_advisor.shapes.unsupported import reason_for
+
         self.model_type = model_type
+        self.source = source
+        self.reason = reason_for(model_type)
         super().__init__(
-            f"{source}: model_type '{model_type}' has no built-in parser "
+            f"{source}: model_type '{model_type}' is unsupported without torch: {self.reason} "
             f"(install the [train] extra to count it on the meta device)"
         )

@@ -25,7 +25,7 @@ from forge_advisor.shapes.model import LayerType, Linear, ModelShape, Param
 from forge_advisor.shapes.registry import register_architecture
 
 
-@register_architecture("gpt2")
+@register_architecture("gpt2", "gpt-sw3")  # GPT-SW3 is GPT2LMHeadModel (modeling_auto.py)
 def build_gpt2(c: ConfigReader, name: str) -> ModelShape:
     hidden = c.int("n_embd", "hidden_size")
     n_layers = c.layers("n_layer", "num_hidden_layers")
@@ -61,7 +61,7 @@ def build_gpt2(c: ConfigReader, name: str) -> ModelShape:
         params.append(Param("lm_head.weight", vocab * hidden, "lm_head"))
     return ModelShape(
         name=name,
-        model_type="gpt2",
+        model_type=c.str("model_type", default="gpt2"),
         hidden_size=hidden,
         num_hidden_layers=n_layers,
         num_attention_heads=heads,

@@ -105,7 +105,7 @@ def _moe_mlp(c: ConfigReader, v: Variant, hidden: int) -> tuple[list[Linear], in
         experts = c.int("num_local_experts")
         inter = c.int("intermediate_size")
     else:
-        experts = c.int("num_experts")
+        experts = c.int("num_experts", "num_local_experts")
         inter = c.int("moe_intermediate_size")
     top_k = c.int("num_experts_per_tok", minimum=1, maximum=experts)
     linears = [
@@ -130,7 +130,7 @@ def _is_sparse_layer(c: ConfigReader, v: Variant, idx: int) -> bool:
     # Qwen2-MoE / Qwen3-MoE: modeling_qwen2_moe.py, Qwen2MoeDecoderLayer.__init__
     mlp_only = set(c.int_list("mlp_only_layers"))
     step = c.int("decoder_sparse_step", default=1)
-    experts = c.int("num_experts", default=0, minimum=0)
+    experts = c.int("num_experts", "num_local_experts", default=0, minimum=0)  # transformers 5 renames the field
     return idx not in mlp_only and experts > 0 and (idx + 1) % step == 0
 
 

@@ -1,0 +1,238 @@
+"""The architecture sweep: every causal-LM model type transformers ships, against the
+torch-free parser.
+
+For each ``model_type`` in ``MODEL_FOR_CAUSAL_LM_MAPPING_NAMES`` (transformers 5), the
+default config (``CONFIG_MAPPING[model_type]()``) is shrunk to 2 layers and small sizes
+(:func:`shrink`), instantiated with ``AutoModelForCausalLM.from_config`` on the meta device,
+and parsed by ``forge_advisor.shapes`` without torch (the meta fallback is not used). The
+result is one of:
+
+* ``exact``: same total ``sum(p.numel())``, same per-layer counts, same ``nn.Linear``
+  inventory (name, in, out, bias) in every layer, same fused expert tensors;
+* ``unsupported: <reason>``: the parser refuses with the mechanism it does not model
+  (forge_advisor/shapes/unsupported.py); the advisor then offers the meta fallback;
+* ``mismatch: ...``: a parser bug (tests/test_arch_sweep.py fails on any);
+* ``not buildable: ...``: transformers itself cannot build the shrunk default config.
+
+    python -m benches.arch_sweep          # writes benches/results/arch_sweep.{md,json}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import platform
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+from benches.results_io import write_results
+
+# fields holding a depth, and small values for the sizes (chosen so that every head and
+# expert count divides what it must)
+LAYER_FIELDS = (
+    "num_hidden_layers", "num_layers", "n_layer", "n_layers", "num_decoder_layers", "num_encoder_layers",
+    "decoder_layers", "encoder_layers",
+)
+SMALL = {
+    "hidden_size": 64, "n_embd": 64, "d_model": 64, "intermediate_size": 96, "ffn_dim": 96, "n_inner": 96, "d_ff": 96,
+    "moe_intermediate_size": 32, "shared_expert_intermediate_size": 48, "intermediate_size_mlp": 80,
+    "num_attention_heads": 4, "n_head": 4, "num_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+    "num_local_experts": 4, "num_experts": 4, "n_routed_experts": 4, "num_experts_per_tok": 2,
+    "q_lora_rank": 32, "kv_lora_rank": 16, "qk_rope_head_dim": 8, "qk_nope_head_dim": 8, "v_head_dim": 16,
+    "n_group": 1, "topk_group": 1, "encoder_ffn_dim": 96, "decoder_ffn_dim": 96,
+    "encoder_attention_heads": 4, "decoder_attention_heads": 4, "first_k_dense_replace": 1,
+}
+LAYERS = 2
+VOCAB = 256
+
+
+def shrink(config: dict[str, Any]) -> dict[str, Any]:
+    """A small version of a config dict: ``LAYERS`` layers, ``SMALL`` sizes (never larger
+    than the default), per-layer lists cut to the new depth, nested ``*_config`` shrunk."""
+    depth = next((config[k] for k in LAYER_FIELDS if isinstance(config.get(k), int)), None)
+    out = dict(config)
+    for k, v in config.items():
+        if isinstance(v, dict) and k.endswith("config"):
+            out[k] = shrink(v)
+        elif k in LAYER_FIELDS and isinstance(v, int):
+            out[k] = min(v, LAYERS)
+        elif k in SMALL and isinstance(v, int) and not isinstance(v, bool):
+            out[k] = min(v, SMALL[k]) if v > 0 else v
+        elif k == "vocab_size" and isinstance(v, int):
+            out[k] = min(v, VOCAB)
+        elif isinstance(v, list) and depth and len(v) == depth:
+            out[k] = v[:LAYERS]
+        elif isinstance(v, dict) and v and all(str(x).isdigit() for x in v):
+            out[k] = {x: y for x, y in v.items() if int(x) < LAYERS}
+    for k, v in list(out.items()):
+        if k.endswith("_token_id") and isinstance(v, int) and v >= out.get("vocab_size", 1 << 62):
+            out[k] = 1
+    return out
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    import transformers
+
+    level = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        transformers.logging.set_verbosity(level)
+
+
+def causal_lm_types() -> list[str]:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    return sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+
+
+def small_config(model_type: str) -> dict[str, Any]:
+    """The shrunk default config of ``model_type`` as a plain config.json dict."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    with quiet():
+        raw = CONFIG_MAPPING[model_type]().to_dict()
+    cfg = shrink(raw)
+    for k in ("transformers_version", "architectures", "_name_or_path"):
+        cfg.pop(k, None)
+    cfg["model_type"] = model_type
+    return cfg
+
+
+def meta_model(config: dict[str, Any]) -> Any:
+    import torch
+    import transformers
+
+    fields = {k: v for k, v in config.items() if k != "model_type"}
+    with quiet():
+        cfg = transformers.AutoConfig.for_model(config["model_type"], **fields)
+        with torch.device("meta"):
+            return transformers.AutoModelForCausalLM.from_config(cfg)
+
+
+def _layer_stack(model: Any, depth: int) -> Any:
+    """The ``ModuleList`` of ``depth`` blocks holding the most parameters."""
+    import torch
+
+    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == depth]
+    if not lists:
+        return None
+    return max(lists, key=lambda m: sum(p.numel() for p in m.parameters()))
+
+
+def _real_block(block: Any) -> tuple[set[tuple[str, int, int, bool]], set[tuple[str, int]]]:
+    import torch
+
+    linears = set()
+    for name, mod in block.named_modules():
+        if isinstance(mod, torch.nn.Linear):
+            linears.add((name, mod.in_features, mod.out_features, mod.bias is not None))
+        elif type(mod).__name__ == "Conv1D":
+            linears.add((name, mod.weight.shape[0], mod.weight.shape[1], mod.bias is not None))
+    experts = {(n, p.numel()) for n, p in block.named_parameters() if p.dim() == 3}
+    return linears, experts
+
+
+def compare(shape: Any, model: Any) -> str | None:
+    """``None`` when the parsed shape is the model exactly, else what differs."""
+    golden = sum(p.numel() for p in model.parameters())
+    if shape.num_parameters != golden:
+        return f"{shape.num_parameters:,} parameters, transformers has {golden:,}"
+    stack = _layer_stack(model, shape.num_hidden_layers)
+    if stack is None:
+        return f"no ModuleList of {shape.num_hidden_layers} layers in the model"
+    counts = [sum(p.numel() for p in block.parameters()) for block in stack]
+    if shape.layer_parameters != counts:
+        return f"per-layer counts {shape.layer_parameters} != {counts}"
+    for i, block in enumerate(stack):
+        lt = shape.layer_types[shape.layers[i]]
+        linears, experts = _real_block(block)
+        ours = {(lin.name, lin.in_features, lin.out_features, lin.bias) for lin in lt.linears if lin.lora_targetable}
+        if ours != linears:
+            return f"layer {i} linears: ours-only {sorted(ours - linears)}, real-only {sorted(linears - ours)}"
+        ours_e = {(lin.name, lin.count * lin.in_features * lin.out_features) for lin in lt.linears if lin.role == "expert"}
+        if ours_e != experts:
+            return f"layer {i} expert tensors {sorted(ours_e)} != {sorted(experts)}"
+    return None
+
+
+def sweep_one(model_type: str) -> dict[str, Any]:
+    from forge_advisor.errors import ForgeError
+    from forge_advisor.shapes.registry import UnsupportedArchitecture, build_shape
+
+    t0 = time.perf_counter()
+    row: dict[str, Any] = {"model_type": model_type}
+    try:
+        config = small_config(model_type)
+        model = meta_model(config)
+    except Exception as exc:  # transformers cannot build it: outside the sweep's scope
+        first = (str(exc).strip().splitlines() or [""])[0][:120]
+        row.update(status="not buildable", detail=f"{type(exc).__name__}: {first}")
+        return row
+    row["parameters"] = sum(p.numel() for p in model.parameters())
+    try:
+        shape = build_shape(config, model_type)
+    except UnsupportedArchitecture as exc:
+        row.update(status="unsupported", detail=exc.reason)
+    except ForgeError as exc:
+        row.update(status="mismatch", detail=f"parser error: {exc}")
+    else:
+        diff = compare(shape, model)
+        row.update(status="exact" if diff is None else "mismatch", detail=diff or "")
+    row["seconds"] = round(time.perf_counter() - t0, 3)
+    return row
+
+
+def run() -> dict[str, Any]:
+    t0 = time.perf_counter()
+    rows = [sweep_one(mt) for mt in causal_lm_types()]
+    import transformers
+
+    buildable = [r for r in rows if r["status"] != "not buildable"]
+    exact = [r for r in buildable if r["status"] == "exact"]
+    return {
+        "transformers": transformers.__version__,
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "python": sys.version.split()[0],
+        "seconds": round(time.perf_counter() - t0, 1),
+        "types": len(rows),
+        "buildable": len(buildable),
+        "exact": len(exact),
+        "unsupported": sum(r["status"] == "unsupported" for r in rows),
+        "mismatch": sum(r["status"] == "mismatch" for r in rows),
+        "rows": rows,
+    }
+
+
+def markdown(report: dict[str, Any]) -> str:
+    b, e = report["buildable"], report["exact"]
+    lines = [
+        f"Causal-LM model types in transformers {report['transformers']}: {report['types']}; "
+        f"buildable from their shrunk default config: {b}; "
+        f"**exact without torch: {e} ({100 * e / max(b, 1):.0f}%)**, unsupported with a reason: {report['unsupported']}, "
+        f"mismatches: {report['mismatch']}. Sweep time {report['seconds']} s (`python -m benches.arch_sweep`).",
+        "",
+        "| model_type | result | parameters (2 layers) | detail |",
+        "|---|---|---:|---|",
+    ]
+    for r in report["rows"]:
+        params = f"{r['parameters']:,}" if "parameters" in r else ""
+        detail = str(r.get("detail", "")).replace("|", "\\|")
+        lines.append(f"| `{r['model_type']}` | {r['status']} | {params} | {detail} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    report = run()
+    write_results("arch_sweep", report, markdown(report))
+
+
+if __name__ == "__main__":
+    main()

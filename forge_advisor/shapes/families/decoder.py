@@ -1,0 +1,520 @@
+"""Decoder-only transformers described by mechanism, not by family.
+
+Most causal LMs in transformers 5 share one module layout (``model.embed_tokens``,
+``model.layers[i].{self_attn,mlp}``, ``model.norm``, ``lm_head``) and differ by a handful
+of mechanisms. A :class:`Spec` names those mechanisms for one ``model_type``; one builder
+turns a config into the exact inventory:
+
+* attention: separate ``q/k/v/o`` projections, fused ``qkv``, or multi-head latent
+  attention (DeepSeek-V2/V3 MLA: ``q_a_proj → q_a_layernorm → q_b_proj``,
+  ``kv_a_proj_with_mqa → kv_a_layernorm → kv_b_proj``; modeling_deepseek_v3.py);
+  biases from config flags; per-head or full-width Q/K norms; attention sinks
+  (gpt-oss: one learned logit per head, ``self_attn.sinks [heads]``);
+* norms: the per-layer norms by name (pre, post, sandwich), RMSNorm or LayerNorm
+  (weight and bias), or parameter-free (OLMo's ``OlmoLayerNorm``);
+* MLP: gated (``gate/up/down``, fused ``gate_up_proj``) or plain (``up/down``,
+  ``c_fc/c_proj``), biases from config flags;
+* mixture of experts: a router (``weight [E, H]``, optionally a bias), fused expert
+  tensors ``experts.gate_up_proj [E, 2I, H]`` and ``experts.down_proj [E, H, I]``
+  (transformers 5 stores experts fused; optional per-expert biases as in gpt-oss),
+  shared experts (size ``moe_intermediate_size · n_shared_experts`` or their own field),
+  a shared-expert gate, and which layers are sparse (all, after ``first_k_dense_replace``,
+  every ``decoder_sparse_step``-th outside ``mlp_only_layers``, ``moe_layers``,
+  ``mlp_layer_types``).
+
+Every spec is checked against meta-device instantiation by the architecture sweep
+(``python -m benches.arch_sweep``, tests/test_arch_sweep.py) and by tiny configs with the
+switches flipped (tests/test_shapes_decoder.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal, Union
+
+from forge_advisor.errors import ForgeError
+from forge_advisor.shapes.config import ConfigReader
+from forge_advisor.shapes.families.common import python_facts
+from forge_advisor.shapes.hints import hints_for
+from forge_advisor.shapes.model import LayerType, Linear, ModelShape, Param
+from forge_advisor.shapes.registry import register_architecture
+
+# A yes/no fact: a constant, or a config field read with a default: ("attention_bias", False)
+Flag = Union[bool, tuple[str, bool]]
+
+
+def flag(c: ConfigReader, f: Flag) -> bool:
+    if isinstance(f, bool):
+        return f
+    name, default = f
+    return c.bool(name, default=default)
+
+
+@dataclass(frozen=True)
+class Attn:
+    kind: Literal["mha", "fused", "mla"] = "mha"
+    prefix: str = "self_attn"
+    names: tuple[str, str, str, str] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    qkv_bias: Flag = ("attention_bias", False)
+    o_bias: Flag = ("attention_bias", False)
+    # "head": RMSNorm(head_dim) on q and k (Qwen3); "full": RMSNorm over all heads
+    # (OLMo 2: q_norm [heads·hd], k_norm [kv·hd]); "head_ln": LayerNorm(head_dim) with bias
+    qk_norm: Literal["head", "full", "head_ln", "shared_ln"] | None = None
+    qk_norm_names: tuple[str, str] = ("q_norm", "k_norm")
+    qk_norm_when: Flag = True
+    sinks: bool = False  # learned per-head sink logits (gpt-oss)
+    o_in_hidden: bool = False  # o_proj reads hidden_size, not heads·head_dim (StableLM)
+
+
+@dataclass(frozen=True)
+class Mlp:
+    kind: Literal["gated", "gated_fused", "plain"] = "gated"
+    prefix: str = "mlp"
+    names: tuple[str, ...] = ("gate_proj", "up_proj", "down_proj")
+    bias: Flag = False
+    inter: tuple[str, ...] = ("intermediate_size",)
+
+
+@dataclass(frozen=True)
+class Moe:
+    prefix: str = "mlp"
+    router: str = "gate"
+    router_bias: bool = False
+    router_linear: bool = False  # an nn.Linear subclass peft can wrap (Llama 4's router)
+    experts: tuple[str, ...] = ("num_experts", "num_local_experts", "n_routed_experts")
+    inter: tuple[str, ...] = ("moe_intermediate_size",)
+    expert_bias: bool = False  # gpt-oss: gate_up_proj_bias [E, 2I], down_proj_bias [E, H]
+    shared: str | None = None  # submodule name of the shared expert(s)
+    # shared size: a field of its own, else moe_intermediate_size * n_shared_experts
+    shared_inter: tuple[str, ...] = ()
+    shared_count: tuple[str, ...] = ("n_shared_experts",)
+    shared_gate: bool = False  # Qwen2-MoE's shared_expert_gate: Linear(H, 1)
+    shared_mlp: Mlp = Mlp()  # the shared expert's own layout (GraniteMoeShared: fused input_linear)
+    top_k: tuple[str, ...] = ("num_experts_per_tok", "top_k", "moe_topk")
+    correction_bias: bool = False  # a learned [E] routing bias held as a parameter (ERNIE 4.5)
+    extra_norms: int = 0  # norms of hidden size inside the sparse block (A.X K1 post_mlp_layernorm)
+    # which layers are sparse
+    sparse: Literal["all", "first_k_dense", "step", "moe_layers", "interval"] = "all"
+
+
+@dataclass(frozen=True)
+class Spec:
+    attn: Attn = Attn()
+    norms: tuple[str, ...] = ("input_layernorm", "post_attention_layernorm")
+    norm: Literal["rms", "ln", "none"] = "rms"
+    norm_bias: Flag = True  # for "ln": LayerNorm bias
+    mlp: Mlp = Mlp()
+    moe: Moe | None = None
+    final_norm: bool = True
+    tie_default: bool = False
+    lm_head_bias: Flag = False
+    parallel: Flag = False  # attention and MLP read one normed input
+    text_config: bool = False  # the causal LM reads config["text_config"] (Llama 4)
+    hidden_act: tuple[str, ...] = ("hidden_act",)
+    extra_layer_params: tuple[str, ...] = ()  # scalar-per-hidden parameters in each layer
+
+
+def _norm_params(spec: Spec, c: ConfigReader, dim: int) -> int:
+    if spec.norm == "none":
+        return 0
+    if spec.norm == "ln":
+        return dim * (2 if flag(c, spec.norm_bias) else 1)
+    return dim
+
+
+def _attention(c: ConfigReader, s: Spec, hidden: int, heads: int, kv: int, head_dim: int) -> tuple[list[Linear], int]:
+    a = s.attn
+    p = a.prefix
+    qkv_bias, o_bias = flag(c, a.qkv_bias), flag(c, a.o_bias)
+    q, k = heads * head_dim, kv * head_dim
+    other = heads if a.sinks else 0
+    if a.kind == "mla":
+        return _mla(c, p, hidden, heads)
+    qn, kn, vn, on = a.names
+    o_in = hidden if a.o_in_hidden else q
+    if a.kind == "fused":
+        lin = [Linear(f"{p}.{qn}", hidden, q + 2 * k, qkv_bias, "attention"), Linear(f"{p}.{on}", o_in, hidden, o_bias, "attention")]
+    else:
+        lin = [
+            Linear(f"{p}.{qn}", hidden, q, qkv_bias, "attention"),
+            Linear(f"{p}.{kn}", hidden, k, qkv_bias, "attention"),
+            Linear(f"{p}.{vn}", hidden, k, qkv_bias, "attention"),
+            Linear(f"{p}.{on}", o_in, hidden, o_bias, "attention"),
+        ]
+    if a.qk_norm and flag(c, a.qk_norm_when):
+        if a.qk_norm == "head":
+            other += 2 * head_dim
+        elif a.qk_norm == "full":
+            other += q + k
+        elif a.qk_norm == "shared_ln":  # one LayerNorm(head_dim) with bias for q, one for k (Persimmon)
+            other += 4 * head_dim
+        else:  # per-head LayerNorm(head_dim) with bias, one per head (StableLmLayerNormPerHead)
+            other += 2 * head_dim * (heads + kv)
+    return lin, other
+
+
+def _mla(c: ConfigReader, p: str, hidden: int, heads: int) -> tuple[list[Linear], int]:
+    """Multi-head latent attention, modeling_deepseek_v3.py ``DeepseekV3Attention``."""
+    bias = c.bool("attention_bias", default=False)
+    rope = c.int("qk_rope_head_dim")
+    nope = c.int("qk_nope_head_dim")
+    v_dim = c.int("v_head_dim")
+    kv_rank = c.int("kv_lora_rank")
+    q_rank = c.int("q_lora_rank", default=0, minimum=0)
+    qk_dim = nope + rope
+    lin: list[Linear] = []
+    other = kv_rank  # kv_a_layernorm
+    if q_rank:
+        lin += [
+            Linear(f"{p}.q_a_proj", hidden, q_rank, bias, "attention"),
+            Linear(f"{p}.q_b_proj", q_rank, heads * qk_dim, False, "attention"),
+        ]
+        other += q_rank  # q_a_layernorm
+    else:
+        lin.append(Linear(f"{p}.q_proj", hidden, heads * qk_dim, False, "attention"))
+    lin += [
+        Linear(f"{p}.kv_a_proj_with_mqa", hidden, kv_rank + rope, bias, "attention"),
+        Linear(f"{p}.kv_b_proj", kv_rank, heads * (nope + v_dim), False, "attention"),
+        Linear(f"{p}.o_proj", heads * v_dim, hidden, bias, "attention"),
+    ]
+    return lin, other
+
+
+def _mlp(c: ConfigReader, m: Mlp, hidden: int, inter: int, prefix: str | None = None, role: str = "mlp") -> list[Linear]:
+    p = prefix or m.prefix
+    bias = flag(c, m.bias)
+    if m.kind == "gated_fused":
+        up, down = m.names if len(m.names) == 2 else ("gate_up_proj", "down_proj")
+        return [Linear(f"{p}.{up}", hidden, 2 * inter, bias, role), Linear(f"{p}.{down}", inter, hidden, bias, role)]  # type: ignore[arg-type]
+    if m.kind == "plain":
+        up, down = m.names[-2:]
+        return [Linear(f"{p}.{up}", hidden, inter, bias, role), Linear(f"{p}.{down}", inter, hidden, bias, role)]  # type: ignore[arg-type]
+    g, u, d = m.names
+    return [
+        Linear(f"{p}.{g}", hidden, inter, bias, role),  # type: ignore[arg-type]
+        Linear(f"{p}.{u}", hidden, inter, bias, role),  # type: ignore[arg-type]
+        Linear(f"{p}.{d}", inter, hidden, bias, role),  # type: ignore[arg-type]
+    ]
+
+
+def _sparse_layers(c: ConfigReader, moe: Moe, n_layers: int) -> list[bool]:
+    if c.data.get("mlp_layer_types") is not None:
+        # transformers >= 5 configs spell the pattern out: "dense" / "sparse" per layer
+        kinds = c.data["mlp_layer_types"]
+        if not isinstance(kinds, list) or len(kinds) != n_layers or not all(k in ("dense", "sparse") for k in kinds):
+            raise ForgeError(f"{c.source}: field 'mlp_layer_types'={kinds!r} must list 'dense' or 'sparse' for each of {n_layers} layers")
+        return [k == "sparse" for k in kinds]
+    if moe.sparse == "all":
+        return [True] * n_layers
+    if moe.sparse == "first_k_dense":
+        k = c.int("first_k_dense_replace", default=0, minimum=0)
+        return [i >= k for i in range(n_layers)]
+    if moe.sparse == "interval":
+        # modeling_ernie4_5_moe.py, Ernie4_5_MoeDecoderLayer: every moe_layer_interval-th
+        # layer between moe_layer_start_index and moe_layer_end_index
+        every = c.int("moe_layer_interval", default=1)
+        start = c.int("moe_layer_start_index", default=0, minimum=0)
+        end = c.int("moe_layer_end_index", default=n_layers - 1, minimum=0)
+        return [(i + 1) % every == 0 and start <= i <= end for i in range(n_layers)]
+    if moe.sparse == "moe_layers":
+        # configuration_llama4.py: moe_layers, else every interleave_moe_layer_step-th layer
+        listed = c.data.get("moe_layers")
+        if listed is not None:
+            chosen = set(c.int_list("moe_layers"))
+        else:
+            step = c.int("interleave_moe_layer_step", default=1)
+            chosen = set(range(step - 1, n_layers, step))
+        return [i in chosen for i in range(n_layers)]
+    # modeling_qwen2_moe.py, Qwen2MoeDecoderLayer: sparse unless in mlp_only_layers, every step-th
+    mlp_only = set(c.int_list("mlp_only_layers"))
+    step = c.int("decoder_sparse_step", default=1)
+    return [i not in mlp_only and (i + 1) % step == 0 for i in range(n_layers)]
+
+
+def _moe(c: ConfigReader, s: Spec, hidden: int) -> tuple[list[Linear], int, int, int, int]:
+    m = s.moe
+    assert m is not None
+    experts = c.int(*m.experts)
+    inter = c.int(*m.inter)
+    # DeepSeek-V2's configuration leaves num_experts_per_tok unset (None); only the active
+    # parameter count reads it, which then counts one routed expert per token
+    top_k = c.int(*m.top_k, default=1, minimum=1, maximum=experts)
+    p = m.prefix
+    lin = [
+        Linear(f"{p}.{m.router}", hidden, experts, m.router_bias, "router", lora_targetable=m.router_linear),
+        Linear(f"{p}.experts.gate_up_proj", hidden, 2 * inter, m.expert_bias, "expert", count=experts, lora_targetable=False),
+        Linear(f"{p}.experts.down_proj", inter, hidden, m.expert_bias, "expert", count=experts, lora_targetable=False),
+    ]
+    if m.shared:
+        if m.shared_inter:
+            shared = c.int(*m.shared_inter, default=0, minimum=0)
+        else:
+            shared = inter * c.int(*m.shared_count, default=0, minimum=0)
+        if shared:
+            shared_mlp = replace(m.shared_mlp, bias=s.mlp.bias) if m.shared_mlp == Mlp() else m.shared_mlp
+            lin += _mlp(c, shared_mlp, hidden, shared, prefix=f"{p}.{m.shared}", role="shared_expert")
+            if m.shared_gate:
+                lin.append(Linear(f"{p}.shared_expert_gate", hidden, 1, False, "router"))
+    other = (experts if m.correction_bias else 0) + m.extra_norms * hidden
+    return lin, other, experts, top_k, inter
+
+
+def build_decoder(c: ConfigReader, name: str, spec: Spec, model_type: str) -> ModelShape:
+    source = c
+    if spec.text_config and isinstance(c.data.get("text_config"), dict):
+        c = c.sub("text_config")
+    hidden = c.int("hidden_size")
+    n_layers = c.layers("num_hidden_layers")
+    heads = c.int("num_attention_heads")
+    kv = c.int("num_key_value_heads", default=heads)
+    if heads % kv:
+        raise ForgeError(f"{c.source}: num_key_value_heads={kv} must divide num_attention_heads={heads}")
+    head_dim = c.int("head_dim", default=max(hidden // heads, 1))
+    vocab = c.int("vocab_size")
+    tie = source.bool("tie_word_embeddings", default=spec.tie_default)
+    inter = c.int(*spec.mlp.inter, default=0, minimum=0) if spec.moe else c.int(*spec.mlp.inter)
+
+    attention, attn_other = _attention(c, spec, hidden, heads, kv, head_dim)
+    norms = len(spec.norms) * _norm_params(spec, c, hidden) + len(spec.extra_layer_params) * hidden
+    other = attn_other + norms
+    layer_types: list[LayerType] = []
+    flags = [False] * n_layers
+    experts = top_k = moe_inter = 0
+    if spec.moe is not None:
+        flags = _sparse_layers(c, spec.moe, n_layers)
+    if not all(flags):
+        if not inter:
+            raise ForgeError(f"{c.source}: field 'intermediate_size' is missing (the dense layers need it)")
+        layer_types.append(LayerType("decoder", tuple(attention + _mlp(c, spec.mlp, hidden, inter)), other_parameters=other))
+    if any(flags):
+        moe_lin, moe_other, experts, top_k, moe_inter = _moe(c, spec, hidden)
+        layer_types.append(LayerType("decoder", tuple(attention + moe_lin), other_parameters=other + moe_other, moe=True))
+    sparse_index = len(layer_types) - 1
+    layers = tuple(sparse_index if f else 0 for f in flags)
+
+    params = [Param("model.embed_tokens.weight", vocab * hidden, "embedding")]
+    if spec.final_norm and spec.norm != "none":
+        params.append(Param("model.norm", _norm_params(spec, c, hidden), "norm"))
+    if not tie:
+        params.append(Param("lm_head.weight", vocab * hidden, "lm_head"))
+    if flag(c, spec.lm_head_bias):
+        params.append(Param("lm_head.bias", vocab, "lm_head"))
+
+    return ModelShape(
+        name=name,
+        model_type=model_type,
+        hidden_size=hidden,
+        num_hidden_layers=n_layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv,
+        head_dim=head_dim,
+        intermediate_size=inter or moe_inter,
+        vocab_size=vocab,
+        tie_word_embeddings=tie,
+        norm="layer_norm" if spec.norm == "ln" else "rms_norm",
+        gated_mlp=spec.mlp.kind != "plain",
+        layer_types=tuple(layer_types),
+        layers=layers,
+        params=tuple(params),
+        num_experts=experts,
+        num_experts_per_tok=top_k,
+        moe_intermediate_size=moe_inter,
+        parallel_attn=flag(c, spec.parallel),
+        **python_facts(c, act=spec.hidden_act),
+    )
+
+
+# -- the specs ---------------------------------------------------------------------------
+# Each line cites the modeling file whose __init__ it transcribes (transformers 5).
+
+_NO_BIAS = Attn(qkv_bias=False, o_bias=False)
+_QWEN3_MOE = Moe(sparse="step")
+_DEEPSEEK_MOE = Moe(shared="shared_experts", sparse="first_k_dense")
+
+SPECS: dict[str, Spec] = {
+    # modeling_starcoder2.py: every linear biased by use_bias, LayerNorm(bias), c_fc/c_proj MLP
+    "starcoder2": Spec(
+        attn=Attn(qkv_bias=("use_bias", True), o_bias=("use_bias", True)),
+        norm="ln",
+        mlp=Mlp(kind="plain", names=("c_fc", "c_proj"), bias=("use_bias", True)),
+        tie_default=True,
+        hidden_act=("hidden_act",),
+    ),
+    # modeling_stablelm.py: q/k/v bias from use_qkv_bias, o_proj Linear(H, H) unbiased,
+    # optional per-head LayerNorm q/k (qk_layernorm), LayerNorm(bias) everywhere; with
+    # use_parallel_residual the layer has no post_attention_layernorm (built separately below)
+    "stablelm": Spec(
+        attn=Attn(qkv_bias=("use_qkv_bias", False), o_bias=False, qk_norm="head_ln", qk_norm_when=("qk_layernorm", False), o_in_hidden=True),
+        norm="ln",
+    ),
+    # modeling_olmo.py: OlmoLayerNorm has no parameters; q/k/v/o bias from attention_bias
+    "olmo": Spec(norm="none"),
+    # modeling_olmo2.py: post-norms only (post_attention/post_feedforward), q_norm/k_norm over
+    # all heads (RMSNorm(heads·hd), RMSNorm(kv·hd))
+    "olmo2": Spec(attn=Attn(qk_norm="full"), norms=("post_attention_layernorm", "post_feedforward_layernorm")),
+    "olmo3": Spec(attn=Attn(qk_norm="full"), norms=("post_attention_layernorm", "post_feedforward_layernorm")),
+    # modeling_exaone4.py: OLMo-2-style post-norms with per-head q/k norms
+    "exaone4": Spec(attn=Attn(qk_norm="head"), norms=("post_attention_layernorm", "post_feedforward_layernorm")),
+    # modeling_olmoe.py: full-width q/k norms, all layers sparse
+    "olmoe": Spec(attn=Attn(qk_norm="full"), moe=Moe(inter=("intermediate_size",))),
+    # modeling_flex_olmo.py: OLMo-2 post-norms + OLMoE experts
+    "flex_olmo": Spec(attn=Attn(qk_norm="full"), norms=("post_attention_layernorm", "post_feedforward_layernorm"), moe=Moe(inter=("intermediate_size",))),
+    # modeling_gpt_oss.py: biased q/k/v/o, sinks, router Linear-like with bias, expert biases
+    "gpt_oss": Spec(
+        attn=Attn(qkv_bias=("attention_bias", True), o_bias=("attention_bias", True), sinks=True),
+        moe=Moe(router="router", router_bias=True, inter=("intermediate_size",), expert_bias=True),
+    ),
+    # modeling_llama4.py: Llama4Router is an nn.Linear; shared_expert sized intermediate_size;
+    # dense layers use intermediate_size_mlp; moe_layers / interleave_moe_layer_step
+    "llama4_text": Spec(
+        mlp=Mlp(prefix="feed_forward", inter=("intermediate_size_mlp",)),
+        moe=Moe(prefix="feed_forward", router="router", router_linear=True, inter=("intermediate_size",), shared="shared_expert", shared_inter=("intermediate_size",), sparse="moe_layers"),
+    ),
+    "llama4": Spec(
+        mlp=Mlp(prefix="feed_forward", inter=("intermediate_size_mlp",)),
+        moe=Moe(prefix="feed_forward", router="router", router_linear=True, inter=("intermediate_size",), shared="shared_expert", shared_inter=("intermediate_size",), sparse="moe_layers"),
+        text_config=True,
+    ),
+    # modeling_deepseek_v3.py: MLA, dense first_k_dense_replace layers, shared experts
+    "deepseek_v3": Spec(attn=Attn(kind="mla"), moe=_DEEPSEEK_MOE),
+    "deepseek_v2": Spec(attn=Attn(kind="mla"), moe=_DEEPSEEK_MOE),
+    # modeling_glm4_moe.py: GQA with q/k/v bias from attention_bias, optional qk norm
+    "glm4_moe": Spec(attn=Attn(o_bias=False, qk_norm="head", qk_norm_when=("use_qk_norm", False)), moe=_DEEPSEEK_MOE),
+    "glm4_moe_lite": Spec(attn=Attn(kind="mla"), moe=_DEEPSEEK_MOE),
+    # modeling_minicpm3.py / modeling_youtu.py: MLA with a dense MLP
+    "minicpm3": Spec(attn=Attn(kind="mla"), tie_default=True),
+    "youtu": Spec(attn=Attn(kind="mla"), tie_default=True),
+    # modeling_cohere.py: one LayerNorm (no bias) feeding attention and MLP in parallel
+    "cohere": Spec(norms=("input_layernorm",), norm="ln", norm_bias=False, tie_default=True, parallel=True, attn=Attn(qk_norm="head_ln", qk_norm_when=("use_qk_norm", False))),
+    "cohere2": Spec(norms=("input_layernorm",), norm="ln", norm_bias=False, tie_default=True, parallel=True),
+    # modeling_arcee.py: plain up/down MLP (ReLU²)
+    "arcee": Spec(mlp=Mlp(kind="plain", names=("up_proj", "down_proj"), bias=("mlp_bias", False))),
+    # modeling_ernie4_5.py: every linear biased by use_bias
+    "ernie4_5": Spec(attn=Attn(qkv_bias=("use_bias", False), o_bias=("use_bias", False)), mlp=Mlp(bias=("use_bias", False)), tie_default=True),
+    # modeling_glm.py: fused gate_up_proj, q/k/v bias (attention_bias defaults to true)
+    "glm": Spec(attn=Attn(qkv_bias=("attention_bias", True), o_bias=False), mlp=Mlp(kind="gated_fused", names=("gate_up_proj", "down_proj"))),
+    # modeling_glm4.py: glm + sandwich norms (post_self_attn_layernorm, post_mlp_layernorm)
+    "glm4": Spec(
+        attn=Attn(qkv_bias=("attention_bias", True), o_bias=False),
+        norms=("input_layernorm", "post_attention_layernorm", "post_self_attn_layernorm", "post_mlp_layernorm"),
+        mlp=Mlp(kind="gated_fused", names=("gate_up_proj", "down_proj")),
+    ),
+    # modeling_helium.py, modeling_emu3.py, modeling_exaone.py...: Llama's layout
+    "helium": Spec(attn=_NO_BIAS),
+    "emu3": Spec(text_config=True),
+    "exaone": Spec(),
+    # modeling_minimax_m2.py / modeling_mellum.py: Qwen3-MoE layout
+    "minimax_m2": Spec(attn=Attn(qk_norm="full"), moe=Moe(inter=("intermediate_size",))),
+    # modeling_granitemoe.py: block_sparse_moe with a router module
+    "granitemoe": Spec(moe=Moe(prefix="block_sparse_moe", router="router", inter=("intermediate_size",))),
+    # modeling_phimoe.py: LayerNorm with bias, q/k/v bias from attention_bias
+    "phimoe": Spec(norm="ln", moe=Moe(prefix="mlp", router="router", router_linear=True, inter=("intermediate_size",))),
+    # modeling_solar_open.py: shared experts in every layer
+    "solar_open": Spec(moe=Moe(shared="shared_experts")),
+    # modeling_jais2.py: biased linears and LayerNorm, plain up/down MLP
+    "jais2": Spec(
+        attn=Attn(qkv_bias=("attention_bias", True), o_bias=("attention_bias", True)),
+        norm="ln",
+        mlp=Mlp(kind="plain", names=("up_proj", "down_proj"), bias=("mlp_bias", True)),
+    ),
+    # modeling_vaultgemma.py: Gemma with input/pre_feedforward norms only
+    "vaultgemma": Spec(norms=("input_layernorm", "pre_feedforward_layernorm"), tie_default=True, hidden_act=("hidden_activation", "hidden_act")),
+    # modeling_diffllama.py: Llama + four lambda vectors of head_dim per layer
+    "diffllama": Spec(),
+    # modeling_bitnet.py: sub-norms inside attention (attn_sub_norm [H]) and MLP (ffn_sub_norm [I])
+    "bitnet": Spec(),
+    # modeling_granite_swa.py: Llama layout with attention sinks
+    "granite_swa": Spec(attn=Attn(sinks=True), tie_default=True),
+    # modeling_flint.py: per-head q/k norms and sinks
+    "flint": Spec(attn=Attn(qk_norm="head", sinks=True)),
+    # modeling_ministral3.py / modeling_cwm.py / mllama text: Llama layout
+    # modeling_nanochat.py: parameter-free RMSNorm, plain fc1/fc2 MLP (relu²)
+    "nanochat": Spec(norm="none", mlp=Mlp(kind="plain", names=("fc1", "fc2"))),
+    # modeling_exaone_moe.py / modeling_hy_v3.py: per-head q/k norms, shared experts sized
+    # moe_intermediate_size · num_shared_experts, dense/sparse from mlp_layer_types
+    "exaone_moe": Spec(attn=Attn(qk_norm="head"), moe=Moe(shared="shared_experts", shared_count=("num_shared_experts",), sparse="first_k_dense")),
+    "hy_v3": Spec(attn=Attn(qk_norm="head"), moe=Moe(shared="shared_experts", shared_count=("num_shared_experts",), sparse="first_k_dense")),
+    # modeling_sarvam_moe.py (GLM-4-MoE classes) / sarvam_mla (DeepSeek-V3 classes)
+    "sarvam_moe": Spec(attn=Attn(o_bias=False, qk_norm="head", qk_norm_when=("use_qk_norm", False)), moe=_DEEPSEEK_MOE),
+    "sarvam_mla": Spec(attn=Attn(kind="mla"), moe=_DEEPSEEK_MOE),
+    # modeling_axk1.py: DeepSeek-V3 + a post_mlp_layernorm inside each sparse block
+    "axk1": Spec(attn=Attn(kind="mla"), moe=replace(_DEEPSEEK_MOE, extra_norms=1)),
+    # modeling_mellum.py: Qwen3-MoE layout
+    "mellum": Spec(attn=Attn(qk_norm="head"), moe=Moe()),
+    # modeling_kolibri1.py: sandwich norms, per-head q/k norms, shared experts of their own size
+    "kolibri1": Spec(
+        attn=Attn(qk_norm="head"),
+        norms=("input_layernorm", "post_attention_layernorm", "post_self_attn_layernorm", "post_mlp_layernorm"),
+        moe=Moe(shared="shared_experts", shared_inter=("shared_expert_intermediate_size",)),
+    ),
+    # modeling_cohere2_moe.py: Cohere's parallel block with experts sized intermediate_size
+    "cohere2_moe": Spec(
+        norms=("input_layernorm",), norm="ln", norm_bias=False, tie_default=True, parallel=True,
+        moe=Moe(inter=("intermediate_size",), shared="shared_experts", shared_count=("num_shared_experts",)),
+    ),
+    # modeling_granitemoeshared.py: shared_mlp (fused input_linear H→2S, output_linear) when
+    # shared_intermediate_size > 0
+    "granitemoeshared": Spec(
+        moe=Moe(prefix="block_sparse_moe", router="router", inter=("intermediate_size",), shared="shared_mlp",
+                shared_inter=("shared_intermediate_size",), shared_mlp=Mlp(kind="gated_fused", names=("input_linear", "output_linear"))),
+    ),
+    "granitemoe_swa": Spec(attn=Attn(sinks=True), moe=Moe(prefix="block_sparse_moe", router="router", inter=("intermediate_size",))),
+    # modeling_aria.py (text): router module, shared experts moe_num_shared_experts · I
+    "aria_text": Spec(moe=Moe(router="router", experts=("moe_num_experts",), inter=("intermediate_size",), top_k=("moe_topk",), shared="shared_experts", shared_count=("moe_num_shared_experts",))),
+    # modeling_ernie4_5_moe.py: use_bias everywhere, [1, E] learned correction bias, sparse
+    # layers by interval between start and end indices
+    "ernie4_5_moe": Spec(
+        attn=Attn(qkv_bias=("use_bias", False), o_bias=("use_bias", False)),
+        mlp=Mlp(bias=("use_bias", False)),
+        tie_default=True,
+        lm_head_bias=("use_bias", False),
+        moe=Moe(experts=("moe_num_experts",), top_k=("moe_k",), shared="shared_experts", shared_count=("moe_num_shared_experts",), correction_bias=True, sparse="interval"),
+    ),
+    # modeling_apertus.py: xIELU activation with two learned scalars, plain up/down MLP
+    "apertus": Spec(attn=Attn(qk_norm="head"), norms=("attention_layernorm", "feedforward_layernorm"), mlp=Mlp(kind="plain", names=("up_proj", "down_proj"), bias=("mlp_bias", False))),
+    "apertus1p5_text": Spec(attn=Attn(qk_norm="head"), norms=("attention_layernorm", "feedforward_layernorm"), mlp=Mlp(kind="plain", names=("up_proj", "down_proj"), bias=("mlp_bias", False))),
+    # modeling_persimmon.py: fused biased query_key_value + dense, LayerNorm q/k norms,
+    # LayerNorm(bias) everywhere, plain biased dense_h_to_4h / dense_4h_to_h
+    "persimmon": Spec(
+        attn=Attn(kind="fused", names=("query_key_value", "", "", "dense"), qkv_bias=True, o_bias=True, qk_norm="shared_ln", qk_norm_when=("qk_layernorm", True)),
+        norm="ln",
+        mlp=Mlp(kind="plain", names=("dense_h_to_4h", "dense_4h_to_h"), bias=True),
+    ),
+}
+
+
+def _builder(model_type: str):  # noqa: ANN202
+    spec = SPECS[model_type]
+
+    def build(c: ConfigReader, name: str) -> ModelShape:
+        shape = _fixups(c, build_decoder(c, name, spec, model_type), model_type)
+        hints = hints_for(c, model_type)
+        text = c.sub("text_config") if spec.text_config and isinstance(c.data.get("text_config"), dict) else c
+        if spec.attn.qk_norm and flag(text, spec.attn.qk_norm_when):
+            hints["qk_norm"] = True  # the Q/K norms save their inputs for backward (activations.rs)
+        object.__setattr__(shape, "hints", hints)
+        return shape
+
+    return build
+
+
+def _fixups(c: ConfigReader, shape: ModelShape, model_type: str) -> ModelShape:
+    """Per-layer tensors that only one family has (each with its modeling file)."""
+    extra = 0
+    if model_type == "stablelm" and c.bool("use_parallel_residual", default=False):
+        # modeling_stablelm.py: no post_attention_layernorm with the parallel residual
+        extra -= 2 * shape.hidden_size
+    if model_type == "diffllama":
+        extra += 4 * shape.head_dim  # lambda_q1, lambda_k1, lambda_q2, lambda_k2 [head_dim]
+    if model_type.startswith("apertus"):
+        extra += 2  # XIELUActivation: alpha_p [1], alpha_n [1] (activations.py)
+    if model_type == "bitnet":
+        extra += shape.hidden_size + shape.intermediate_size  # attn_sub_norm [H], ffn_sub_norm [I]
+    if not extra:
+        return shape
+    lts = tuple(replace(lt, other_parameters=lt.other_parameters + extra) for lt in shape.layer_types)
+    return replace(shape, layer_types=lts)
+
+
+for _mt in SPECS:
+    register_architecture(_mt)(_builder(_mt))

@@ -1,0 +1,84 @@
+"""Why a ``model_type`` has no torch-free parser: the mechanism the parsers do not model.
+
+``reason_for`` gives the one line that ``UnsupportedArchitecture`` prints (and that the
+architecture sweep, benches/arch_sweep.py, records). Types transformers does not know at
+all get the generic line.
+"""
+
+from __future__ import annotations
+
+__all__ = ["REASONS", "reason_for"]
+
+_SSM = "state-space (Mamba) mixer layers"
+_HYBRID_SSM = "hybrid attention + state-space (Mamba) layers"
+_LINEAR_ATTN = "hybrid linear-attention layers (Gated DeltaNet / linear recurrences)"
+_BERT = "BERT-style encoder used as a decoder (token-type embeddings, MLM prediction head)"
+_SEQ2SEQ_DECODER = "decoder of an encoder-decoder model (cross-attention layers, learned positions)"
+_VISION = "a vision or audio tower besides the language model"
+_RECURRENT = "recurrent (RNN-style) layers instead of attention"
+_HYPER = "hyper-connections (learned multi-stream residual mixing)"
+_SPARSE_IDX = "DeepSeek sparse attention indexer"
+
+REASONS: dict[str, str] = {
+    # state-space and recurrent mixers
+    "mamba": _SSM, "mamba2": _SSM, "falcon_mamba": _SSM,
+    "jamba": _HYBRID_SSM, "bamba": _HYBRID_SSM, "zamba": _HYBRID_SSM, "zamba2": _HYBRID_SSM,
+    "falcon_h1": _HYBRID_SSM, "granitemoehybrid": _HYBRID_SSM, "nemotron_h": _HYBRID_SSM,
+    "rwkv": _RECURRENT, "xlstm": _RECURRENT, "recurrent_gemma": _RECURRENT,
+    "qwen3_next": _LINEAR_ATTN, "qwen3_5": _LINEAR_ATTN, "qwen3_5_text": _LINEAR_ATTN,
+    "qwen3_5_moe": _LINEAR_ATTN, "qwen3_5_moe_text": _LINEAR_ATTN, "lara_mini": _LINEAR_ATTN,
+    "kimi_linear": _LINEAR_ATTN, "bailing_hybrid": _LINEAR_ATTN, "olmo_hybrid": _LINEAR_ATTN,
+    "lfm2": "short-convolution operator layers (LFM2)", "lfm2_moe": "short-convolution operator layers (LFM2)",
+    "lfm3": "short-convolution operator layers (LFM2)",
+    # encoder-style decoders
+    "bert": _BERT, "bert-generation": _BERT, "big_bird": _BERT, "camembert": _BERT, "data2vec-text": _BERT,
+    "electra": _BERT, "ernie": _BERT, "megatron-bert": _BERT, "rembert": _BERT, "roberta": _BERT,
+    "roberta-prelayernorm": _BERT, "roc_bert": _BERT, "roformer": _BERT, "xlm-roberta": _BERT,
+    "xlm-roberta-xl": _BERT, "xmod": _BERT, "xlm": _BERT,
+    # decoders of seq2seq models
+    "bart": _SEQ2SEQ_DECODER, "mbart": _SEQ2SEQ_DECODER, "blenderbot": _SEQ2SEQ_DECODER,
+    "blenderbot-small": _SEQ2SEQ_DECODER, "marian": _SEQ2SEQ_DECODER, "mvp": _SEQ2SEQ_DECODER,
+    "pegasus": _SEQ2SEQ_DECODER, "plbart": _SEQ2SEQ_DECODER, "bigbird_pegasus": _SEQ2SEQ_DECODER,
+    "trocr": _SEQ2SEQ_DECODER, "whisper": _SEQ2SEQ_DECODER, "prophetnet": _SEQ2SEQ_DECODER,
+    "musicgen": _SEQ2SEQ_DECODER, "musicgen_melody": _SEQ2SEQ_DECODER,
+    # multimodal causal LMs
+    "fuyu": _VISION, "git": _VISION, "got_ocr2": _VISION, "phi4_multimodal": _VISION,
+    "moss_transcribe_diarize": _VISION, "moshi": "audio codebook streams (Moshi depth decoder)",
+    # other mechanisms
+    "deepseek_v4": _HYPER, "hy_v4": _HYPER, "qwen4_exp": _HYPER, "qwen4_exp_text": _HYPER,
+    "deepseek_v32": _SPARSE_IDX, "glm_moe_dsa": _SPARSE_IDX, "axk2": _SPARSE_IDX,
+    "blt": "byte-latent patching (local encoder/decoder around a global transformer)",
+    "hrm_text": "hierarchical reasoning modules (two recurrent transformer stacks)",
+    "longcat_flash": "two attention/MLP sub-layers per layer with zero-computation experts",
+    "jetmoe": "mixture of attention heads (attention experts)",
+    "cpmant": "segment embeddings with relative position buckets (CPM-Ant)",
+    "zaya": "convolutional QK projections and residual scaling (ZAYA)",
+    "inkling_text": "short convolutions around attention and MLP", "inkling2_text": "short convolutions around attention and MLP",
+    "inkling2_loop_text": "short convolutions around attention and MLP",
+    "doge": "dynamic mask attention with learned residual weights (Doge)",
+    # families before Llama's layout that no parser reads yet
+    "bloom": "ALiBi decoder with an embedding LayerNorm (BLOOM layout)",
+    "codegen": "GPT-J-style parallel block with a mixed qkv projection (CodeGen layout)",
+    "gptj": "GPT-J parallel block (rotary on part of each head, biased lm_head)",
+    "gpt_neo": "GPT-Neo local/global attention layout",
+    "gpt_bigcode": "GPT-2 layout with multi-query c_attn (GPT-BigCode)",
+    "gpt_neox_japanese": "GPT-NeoX-Japanese layout (separate dense bias parameter)",
+    "openai-gpt": "original GPT layout (post-norm, Conv1D)",
+    "ctrl": "CTRL layout (sinusoidal positions, Wq/Wk/Wv naming)",
+    "mpt": "MPT layout (ALiBi, fused Wqkv, no biases)",
+    "xglm": "XGLM layout (sinusoidal positions, fairseq-style naming)",
+    "biogpt": "BioGPT layout (fairseq-style naming, learned positions)",
+    "modernbert-decoder": "ModernBERT decoder layout (embedding norm, fused Wi)",
+    "mllama": "cross-attention image layers inside the text decoder (Llama 3.2 Vision)",
+    "minimax_m3_vl_text": "mixed full/linear attention layers (MiniMax)",
+    "minimax": "mixed full/linear attention layers (MiniMax)",
+    "mimo_v2_flash": "per-layer attention shapes (sliding layers with their own head counts and sinks)",
+    "laguna": "per-layer attention head counts with gated attention output",
+    "afmoe": "gated attention output (self_attn.gate_proj) with learned expert bias",
+    "beam": "gated attention output with a per-head gate bias",
+}
+_DEFAULT = "no built-in parser for this model_type"
+
+
+def reason_for(model_type: str) -> str:
+    return REASONS.get(model_type, _DEFAULT)
