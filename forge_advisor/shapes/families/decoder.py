@@ -57,9 +57,11 @@ class Attn:
     names: tuple[str, str, str, str] = ("q_proj", "k_proj", "v_proj", "o_proj")
     qkv_bias: Flag = ("attention_bias", False)
     o_bias: Flag = ("attention_bias", False)
-    # "head": RMSNorm(head_dim) on q and k (Qwen3); "full": RMSNorm over all heads
-    # (OLMo 2: q_norm [heads·hd], k_norm [kv·hd]); "head_ln": LayerNorm(head_dim) with bias
-    qk_norm: Literal["head", "full", "head_ln", "shared_ln"] | None = None
+    # "head": RMSNorm(head_dim) on q and k (Qwen3); "full": a weight per head and channel
+    # (OLMo 2: q_norm [heads·hd], k_norm [kv·hd]; Cohere: [heads, hd], [kv, hd]);
+    # "per_head": one LayerNorm(head_dim, bias=False) per head (StableLmLayerNormPerHead);
+    # "shared_ln": one LayerNorm(head_dim) with bias for q and one for k (Persimmon)
+    qk_norm: Literal["head", "full", "per_head", "shared_ln"] | None = None
     qk_norm_names: tuple[str, str] = ("q_norm", "k_norm")
     qk_norm_when: Flag = True
     sinks: bool = False  # learned per-head sink logits (gpt-oss)
@@ -90,6 +92,7 @@ class Moe:
     shared_count: tuple[str, ...] = ("n_shared_experts",)
     shared_gate: bool = False  # Qwen2-MoE's shared_expert_gate: Linear(H, 1)
     shared_mlp: Mlp = Mlp()  # the shared expert's own layout (GraniteMoeShared: fused input_linear)
+    shared_in_layer: bool = False  # the shared expert hangs off the layer, not the sparse block
     top_k: tuple[str, ...] = ("num_experts_per_tok", "top_k", "moe_topk")
     correction_bias: bool = False  # a learned [E] routing bias held as a parameter (ERNIE 4.5)
     extra_norms: int = 0  # norms of hidden size inside the sparse block (A.X K1 post_mlp_layernorm)
@@ -144,12 +147,12 @@ def _attention(c: ConfigReader, s: Spec, hidden: int, heads: int, kv: int, head_
     if a.qk_norm and flag(c, a.qk_norm_when):
         if a.qk_norm == "head":
             other += 2 * head_dim
-        elif a.qk_norm == "full":
+        elif a.qk_norm in ("full",):
             other += q + k
         elif a.qk_norm == "shared_ln":  # one LayerNorm(head_dim) with bias for q, one for k (Persimmon)
             other += 4 * head_dim
-        else:  # per-head LayerNorm(head_dim) with bias, one per head (StableLmLayerNormPerHead)
-            other += 2 * head_dim * (heads + kv)
+        else:
+            other += head_dim * (heads + kv)
     return lin, other
 
 
@@ -160,6 +163,8 @@ def _mla(c: ConfigReader, p: str, hidden: int, heads: int) -> tuple[list[Linear]
     nope = c.int("qk_nope_head_dim")
     v_dim = c.int("v_head_dim")
     kv_rank = c.int("kv_lora_rank")
+    if "q_lora_rank" not in c.data:  # null means "no q LoRA"; absent would mean the class default
+        raise ForgeError(f"{c.source}: field 'q_lora_rank' is missing (null when queries have no low-rank projection)")
     q_rank = c.int("q_lora_rank", default=0, minimum=0)
     qk_dim = nope + rope
     lin: list[Linear] = []
@@ -214,7 +219,8 @@ def _sparse_layers(c: ConfigReader, moe: Moe, n_layers: int) -> list[bool]:
         # layer between moe_layer_start_index and moe_layer_end_index
         every = c.int("moe_layer_interval", default=1)
         start = c.int("moe_layer_start_index", default=0, minimum=0)
-        end = c.int("moe_layer_end_index", default=n_layers - 1, minimum=0)
+        end = c.int("moe_layer_end_index", default=-1, minimum=-1)
+        end = n_layers - 1 if end == -1 else end  # configuration_ernie4_5_moe.py: -1 is the last layer
         return [(i + 1) % every == 0 and start <= i <= end for i in range(n_layers)]
     if moe.sparse == "moe_layers":
         # configuration_llama4.py: moe_layers, else every interleave_moe_layer_step-th layer
@@ -252,7 +258,8 @@ def _moe(c: ConfigReader, s: Spec, hidden: int) -> tuple[list[Linear], int, int,
             shared = inter * c.int(*m.shared_count, default=0, minimum=0)
         if shared:
             shared_mlp = replace(m.shared_mlp, bias=s.mlp.bias) if m.shared_mlp == Mlp() else m.shared_mlp
-            lin += _mlp(c, shared_mlp, hidden, shared, prefix=f"{p}.{m.shared}", role="shared_expert")
+            where = m.shared if m.shared_in_layer else f"{p}.{m.shared}"
+            lin += _mlp(c, shared_mlp, hidden, shared, prefix=where, role="shared_expert")
             if m.shared_gate:
                 lin.append(Linear(f"{p}.shared_expert_gate", hidden, 1, False, "router"))
     other = (experts if m.correction_bias else 0) + m.extra_norms * hidden
@@ -344,7 +351,7 @@ SPECS: dict[str, Spec] = {
     # optional per-head LayerNorm q/k (qk_layernorm), LayerNorm(bias) everywhere; with
     # use_parallel_residual the layer has no post_attention_layernorm (built separately below)
     "stablelm": Spec(
-        attn=Attn(qkv_bias=("use_qkv_bias", False), o_bias=False, qk_norm="head_ln", qk_norm_when=("qk_layernorm", False), o_in_hidden=True),
+        attn=Attn(qkv_bias=("use_qkv_bias", False), o_bias=False, qk_norm="per_head", qk_norm_when=("qk_layernorm", False), o_in_hidden=True),
         norm="ln",
     ),
     # modeling_olmo.py: OlmoLayerNorm has no parameters; q/k/v/o bias from attention_bias
@@ -385,7 +392,7 @@ SPECS: dict[str, Spec] = {
     "minicpm3": Spec(attn=Attn(kind="mla"), tie_default=True),
     "youtu": Spec(attn=Attn(kind="mla"), tie_default=True),
     # modeling_cohere.py: one LayerNorm (no bias) feeding attention and MLP in parallel
-    "cohere": Spec(norms=("input_layernorm",), norm="ln", norm_bias=False, tie_default=True, parallel=True, attn=Attn(qk_norm="head_ln", qk_norm_when=("use_qk_norm", False))),
+    "cohere": Spec(norms=("input_layernorm",), norm="ln", norm_bias=False, tie_default=True, parallel=True, attn=Attn(qk_norm="full", qk_norm_when=("use_qk_norm", False))),
     "cohere2": Spec(norms=("input_layernorm",), norm="ln", norm_bias=False, tie_default=True, parallel=True),
     # modeling_arcee.py: plain up/down MLP (ReLU²)
     "arcee": Spec(mlp=Mlp(kind="plain", names=("up_proj", "down_proj"), bias=("mlp_bias", False))),
@@ -456,7 +463,7 @@ SPECS: dict[str, Spec] = {
     # shared_intermediate_size > 0
     "granitemoeshared": Spec(
         moe=Moe(prefix="block_sparse_moe", router="router", inter=("intermediate_size",), shared="shared_mlp",
-                shared_inter=("shared_intermediate_size",), shared_mlp=Mlp(kind="gated_fused", names=("input_linear", "output_linear"))),
+                shared_inter=("shared_intermediate_size",), shared_mlp=Mlp(kind="gated_fused", names=("input_linear", "output_linear")), shared_in_layer=True),
     ),
     "granitemoe_swa": Spec(attn=Attn(sinks=True), moe=Moe(prefix="block_sparse_moe", router="router", inter=("intermediate_size",))),
     # modeling_aria.py (text): router module, shared experts moe_num_shared_experts · I

@@ -1,0 +1,58 @@
+"""The mechanism-driven decoder parser (forge_advisor/shapes/families/decoder.py) with the
+config switches flipped that the sweep's default configs leave off: biases, Q/K norms,
+parallel residual, MLA without a q LoRA, dense-first MoE layers, interleaved MoE, shared
+experts, sinks. Golden: the meta-device model transformers builds from the same config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from benches.arch_sweep import compare, meta_model
+from forge_advisor.shapes import shape_from_config, supported_model_types
+
+T = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+         head_dim=16, vocab_size=128, max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+MLA = dict(q_lora_rank=32, kv_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16)
+DS_MOE = dict(n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, n_shared_experts=2, n_group=1, topk_group=1)
+
+CASES: dict[str, dict[str, Any]] = {
+    "starcoder2-no-bias-untied": dict(T, model_type="starcoder2", use_bias=False, tie_word_embeddings=False),
+    "stablelm-qkv-bias-qk-norm": dict(T, model_type="stablelm", use_qkv_bias=True, qk_layernorm=True),
+    "stablelm-parallel-residual": dict(T, model_type="stablelm", use_parallel_residual=True, tie_word_embeddings=True),
+    "olmo2-bias-tied": dict(T, model_type="olmo2", attention_bias=True, tie_word_embeddings=True),
+    "olmo-bias": dict(T, model_type="olmo", attention_bias=True),
+    "gpt_oss-no-attention-bias": dict(T, model_type="gpt_oss", attention_bias=False, num_local_experts=4, num_experts_per_tok=2),
+    "llama4-interleaved": dict(T, model_type="llama4_text", num_local_experts=4, num_experts_per_tok=1, interleave_moe_layer_step=2, intermediate_size_mlp=80),
+    "deepseek_v3-dense-first": dict(**T, **MLA, **DS_MOE, model_type="deepseek_v3", first_k_dense_replace=1),
+    "deepseek_v3-no-q-lora-bias": dict(**T, **DS_MOE, **{**MLA, "q_lora_rank": None}, model_type="deepseek_v3", attention_bias=True, first_k_dense_replace=2),
+    "deepseek_v2-all-sparse": dict(**T, **MLA, **DS_MOE, model_type="deepseek_v2", first_k_dense_replace=0),
+    "glm4_moe-qk-norm-bias": dict(**T, **DS_MOE, model_type="glm4_moe", use_qk_norm=True, attention_bias=True, first_k_dense_replace=1),
+    "ernie4_5_moe-bias-interval": dict(T, model_type="ernie4_5_moe", use_bias=True, moe_num_experts=4, moe_k=2, moe_intermediate_size=32, moe_num_shared_experts=1, moe_layer_start_index=1, moe_layer_interval=1),
+    "granitemoeshared-shared": dict(T, model_type="granitemoeshared", num_local_experts=4, num_experts_per_tok=2, shared_intermediate_size=48),
+    "cohere2_moe-shared": dict(T, model_type="cohere2_moe", num_experts=4, num_experts_per_tok=2, num_shared_experts=1, layer_types=None, mlp_layer_types=None),
+    "cohere-qk-norm": dict(T, model_type="cohere", use_qk_norm=True),
+    "exaone4-tied": dict(T, model_type="exaone4", tie_word_embeddings=True),
+    "persimmon-no-qk-norm": dict(T, model_type="persimmon", qk_layernorm=False, num_key_value_heads=4),
+    "jais2-no-bias": dict(T, model_type="jais2", attention_bias=False, mlp_bias=False),
+    "minicpm3-untied": dict(**T, **MLA, model_type="minicpm3", tie_word_embeddings=False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_switch_matches_meta(name: str) -> None:
+    # None drops a field (the class default applies); q_lora_rank=None is DeepSeek's "no q LoRA"
+    config = {k: v for k, v in CASES[name].items() if v is not None or k == "q_lora_rank"}
+    shape = shape_from_config(dict(config), name)
+    assert shape.model_type in supported_model_types()  # parsed, not the meta fallback
+    diff = compare(shape, meta_model(config))
+    assert diff is None, diff
+
+
+def test_qk_norm_is_a_hint_for_the_activation_model() -> None:
+    on = shape_from_config(dict(T, model_type="olmo2"), "o")
+    off = shape_from_config(dict(T, model_type="starcoder2"), "s")
+    assert on.hints.get("qk_norm") and not off.hints.get("qk_norm")
+    assert shape_from_config(dict(T, model_type="cohere", use_qk_norm=True), "c").hints.get("qk_norm")
+    assert not shape_from_config(dict(T, model_type="cohere"), "c").hints.get("qk_norm")
