@@ -80,8 +80,9 @@ def assert_same_as_meta(shape: ModelShape, model: Any) -> None:
         assert lt.stack == stack
         ours = {(lin.name, lin.in_features, lin.out_features, lin.bias) for lin in lt.linears if lin.lora_targetable}
         assert ours == real_linears(block), f"{shape.name}: {stack} layer 0 linear modules differ"
-        experts = {(lin.name, (lin.count, lin.out_features, lin.in_features)) for lin in lt.linears if lin.role == "expert"}
-        assert experts == real_expert_tensors(block)
+        # fused expert tensors are [E, out, in] (Mixtral, Qwen3-MoE) or [E, in, out] (gpt-oss, Llama 4)
+        experts = {(lin.name, (lin.count, *sorted((lin.out_features, lin.in_features)))) for lin in lt.linears if lin.role == "expert"}
+        assert experts == {(n, (s[0], *sorted(s[1:]))) for n, s in real_expert_tensors(block)}
         for lin in lt.linears:  # every non-LoRA entry is a real tensor of that shape
             if not lin.lora_targetable and lin.role != "expert":
                 assert tuple(block.get_submodule(lin.name).weight.shape) == (lin.out_features, lin.in_features)
