@@ -196,8 +196,9 @@ def test_find_gpu_unknown_suggests():
     with pytest.raises(ForgeError) as e:
         find_gpu("rtx 9090")
     assert "unknown GPU 'rtx 9090'" in str(e.value) and "RTX 4090" in str(e.value)
-    with pytest.raises(ForgeError, match="unknown GPU 'h20'"):
-        find_gpu("h20")  # a real GPU that is not in the catalog: never silently H200
+    with pytest.raises(ForgeError, match="unknown GPU 'a800'"):
+        find_gpu("a800")  # a real GPU that is not in the catalog: never silently an A100
+    assert find_gpu("h20").name == "H20" and find_gpu("h200").name == "H200"  # numbers compare whole
     with pytest.raises(ForgeError, match="unknown GPU '3060 8gb'"):
         find_gpu("3060 8gb")  # the 8 GB variant is not in the catalog
     with pytest.raises(ForgeError, match="empty"):
@@ -222,6 +223,14 @@ def test_gpu_from_nvml_known_keeps_device_memory():
     assert g.bandwidth_bytes_per_s == 3_350_000_000_000
 
 
+def test_2026_gpus_resolve_by_nvml_name():
+    h20 = gpu_from_nvml(NvmlRecord(name="NVIDIA H20", memory_total_bytes=97871 * MiB, compute_capability=(9, 0)))
+    assert h20.name == "H20" and h20.peak_tflops["bf16"] == 148 and h20.bandwidth_bytes_per_s == 4_000_000_000_000
+    pro = find_gpu("NVIDIA RTX PRO 6000 Blackwell Server Edition")
+    assert pro.name == "RTX PRO 6000 Blackwell" and pro.memory_bytes == 96 * GiB
+    assert find_gpu("5080").name == "RTX 5080" and find_gpu("rtx pro 6000").name == "RTX PRO 6000 Blackwell"
+
+
 def test_gpu_from_nvml_older_driver_name_and_other_memory_variant():
     assert gpu_from_nvml(NvmlRecord("A100-SXM4-40GB", 40960 * MiB)).name == "A100 40GB SXM"
     # an 8 GB RTX 3060 shares the NVML name of the catalog's 12 GB card: keep the NVML name
@@ -230,8 +239,8 @@ def test_gpu_from_nvml_older_driver_name_and_other_memory_variant():
 
 
 def test_gpu_from_nvml_unknown():
-    g = gpu_from_nvml(NvmlRecord(name="NVIDIA H20", memory_total_bytes=97871 * MiB, compute_capability=(9, 0)))
-    assert g.name == "NVIDIA H20" and g.memory_bytes == 97871 * MiB
+    g = gpu_from_nvml(NvmlRecord(name="NVIDIA A800-SXM4-80GB", memory_total_bytes=81251 * MiB, compute_capability=(8, 0)))
+    assert g.name == "NVIDIA A800-SXM4-80GB" and g.memory_bytes == 81251 * MiB
     assert g.peak_tflops == {k: None for k in PEAK_DTYPES} and not g.known
     assert g.bandwidth_bytes_per_s is None and g.bf16 is True
     old = gpu_from_nvml(NvmlRecord(name="Tesla P100-PCIE-16GB", memory_total_bytes=16280 * MiB, compute_capability=(6, 0)))
