@@ -56,3 +56,21 @@ def test_qk_norm_is_a_hint_for_the_activation_model() -> None:
     assert on.hints.get("qk_norm") and not off.hints.get("qk_norm")
     assert shape_from_config(dict(T, model_type="cohere", use_qk_norm=True), "c").hints.get("qk_norm")
     assert not shape_from_config(dict(T, model_type="cohere"), "c").hints.get("qk_norm")
+
+
+def test_attention_sinks_mean_eager_attention() -> None:
+    """Models with sink logits declare `_supports_sdpa = False`; the estimate prices eager."""
+    import transformers
+
+    for mt, cls in (("gpt_oss", "GptOssPreTrainedModel"), ("flint", "FlintPreTrainedModel")):
+        module = __import__(f"transformers.models.{mt}.modeling_{mt}", fromlist=[cls])
+        assert getattr(module, cls)._supports_sdpa is False
+    shape = shape_from_config(dict(T, model_type="gpt_oss", num_local_experts=4, num_experts_per_tok=2), "g")
+    assert shape.hints.get("eager_only")
+    assert not shape_from_config(dict(T, model_type="olmo2"), "o").hints.get("eager_only")
+    assert transformers.__version__.startswith("5.")
+
+
+def test_residual_dropout_is_a_hidden_dropout() -> None:
+    shape = shape_from_config(dict(T, model_type="starcoder2", residual_dropout=0.1, attention_dropout=0.05), "s")
+    assert shape.hints["hidden_dropout"] == 0.1 and shape.hints["attention_dropout"] == 0.05

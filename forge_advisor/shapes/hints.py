@@ -14,7 +14,7 @@ _QK_NORM = {"qwen3", "qwen3_moe", "gemma3", "gemma3_text", "olmo2"}
 # transformers 5 runs these with eager attention whatever is asked (Gemma 2 soft-caps scores)
 _EAGER_ONLY = {"gemma2"}
 # config fields holding dropout probabilities, by what they drop
-_HIDDEN_DROPOUT = ("resid_pdrop", "hidden_dropout", "dropout", "dropout_rate", "hidden_dropout_prob")
+_HIDDEN_DROPOUT = ("resid_pdrop", "hidden_dropout", "dropout", "dropout_rate", "hidden_dropout_prob", "residual_dropout")
 _ATTN_DROPOUT = ("attention_dropout", "attn_pdrop", "attention_probs_dropout_prob")
 
 

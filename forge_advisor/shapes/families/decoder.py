@@ -499,6 +499,10 @@ def _builder(model_type: str):  # noqa: ANN202
         text = c.sub("text_config") if spec.text_config and isinstance(c.data.get("text_config"), dict) else c
         if spec.attn.qk_norm and flag(text, spec.attn.qk_norm_when):
             hints["qk_norm"] = True  # the Q/K norms save their inputs for backward (activations.rs)
+        if spec.attn.sinks:
+            # sink logits join the softmax, which SDPA cannot do: these models declare
+            # `_supports_sdpa = False` (modeling_gpt_oss.py, modeling_flint.py) and run eager
+            hints["eager_only"] = True
         object.__setattr__(shape, "hints", hints)
         return shape
 
