@@ -51,6 +51,18 @@ class EstimateResult:
         return self.peak_allocated_bytes + sum(self.device_terms.values())
 
     @property
+    def peak_reserved_upper_bytes(self) -> int:
+        """The fit bound: peak reserved plus the error band measured on the published-GPU set
+        (Rust `device::reserved_upper`); a plan fits when this stays under the GPU's memory."""
+        upper = int(self.raw["peak_reserved_upper_bytes"])
+        return upper + (self.peak_reserved_bytes - int(self.raw["peak_reserved_bytes"]))
+
+    @property
+    def default_headroom(self) -> float:
+        """Headroom derived from the measured error distribution (Rust `device::DEFAULT_HEADROOM`)."""
+        return float(self.raw["default_headroom"])
+
+    @property
     def breakdown(self) -> dict[str, int]:
         return dict(self.raw["breakdown"])
 
@@ -89,6 +101,7 @@ class EstimateResult:
             "memory": {
                 "peak_allocated_bytes": self.peak_allocated_bytes,
                 "peak_reserved_bytes": self.peak_reserved_bytes,
+                "peak_reserved_upper_bytes": self.peak_reserved_upper_bytes,
                 "peak_phase": raw["peak_phase"],
                 "breakdown": self.breakdown,
                 "device": self.device_terms,

@@ -163,7 +163,7 @@ async def test_probe_finds_the_local_gpu() -> None:
         assert screen.evaluation.verdict == "unknown"  # no GPU yet: memory only
         await pilot.press("p")
         await settle(app, pilot)
-        assert app.gpu.name == "RTX 4090" and screen.evaluation.verdict in ("fits", "tight")
+        assert app.gpu.name == "RTX 4090" and screen.evaluation.verdict in ("fits", "tight", "no-fit")  # judged against the GPU
         assert "probed: NVIDIA GeForce RTX 4090" in message(app)
 
 

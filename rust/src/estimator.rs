@@ -25,8 +25,6 @@ use crate::plan::{Distributed, Method, Optim, Plan, Trainer};
 use crate::shape::ModelShape;
 use crate::timeline::{Evaluation, Prepared, Scalars, Segment};
 
-pub(crate) const MIB: u64 = 1 << 20;
-
 /// Named memory terms at the peak, in bytes. They add up to `peak_allocated`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Breakdown {
@@ -85,11 +83,14 @@ impl Breakdown {
 /// Memory the device holds beyond tensors: not seen by `max_memory_allocated`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct DeviceTerms {
-    /// CUDA context and kernels loaded lazily (CUDA ≥ 11.7 `CUDA_MODULE_LOADING=LAZY`).
+    /// CUDA context and kernels loaded lazily (CUDA ≥ 11.7 `CUDA_MODULE_LOADING=LAZY`):
+    /// nvidia-smi counts it, `max_memory_reserved` does not (`device::CUDA_CONTEXT_BYTES`).
     pub cuda_context: u64,
-    /// cuBLAS/cuBLASLt workspace: `CUBLAS_WORKSPACE_CONFIG=:4096:8` on Hopper = 32 MiB.
+    /// cuBLAS/cuBLASLt workspaces, one per handle (forward and backward threads), sized by
+    /// GPU generation (`device::cublas_workspace`); inside `memory_allocated` on a GPU.
     pub cublas_workspace: u64,
-    /// The caching allocator's reserved-but-unallocated blocks (fragmentation, rounding).
+    /// The caching allocator's reserved-but-unallocated blocks: a fraction of the bytes
+    /// that churn within the step, plus segment rounding (`device::allocator_reserve`).
     pub allocator_reserve: u64,
     /// Paged optimizer states live in CUDA managed memory, outside PyTorch's allocator.
     pub paged_optimizer_states: u64,
@@ -109,6 +110,9 @@ pub enum Phase {
 pub struct Estimate {
     pub peak_allocated_bytes: u64,
     pub peak_reserved_bytes: u64,
+    /// The fit bound: `peak_reserved_bytes` plus the measured error band
+    /// ([`crate::device::reserved_upper`]); a plan fits when this stays under the GPU.
+    pub peak_reserved_upper_bytes: u64,
     pub peak_phase: Phase,
     pub breakdown: Breakdown,
     pub device: DeviceTerms,
@@ -453,13 +457,14 @@ impl Estimator {
             max_length: plan.max_length,
             num_gpus: plan.num_gpus,
             gradient_checkpointing: plan.gradient_checkpointing,
-            speed: gpu.and_then(|g| crate::throughput::SpeedModel::new(self, plan, g)),
+            speed: gpu.and_then(|g| crate::throughput::SpeedModel::new(self, plan, g, trainable / grad_scale)),
             tail_per_token,
             logits_per_tv,
             fixed: base.entries().iter().map(|&(_, x)| x as u128).sum(),
             base,
             temporaries,
             paged,
+            cublas_workspace: crate::device::cublas_workspace(gpu),
             autocast_copies,
             gradients,
             head_grad,

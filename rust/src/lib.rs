@@ -4,6 +4,7 @@
 
 pub mod activations;
 pub mod analysis;
+pub mod device;
 pub mod error;
 pub mod estimator;
 pub mod gpu;

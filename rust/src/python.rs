@@ -74,6 +74,8 @@ fn estimate_dict<'py>(py: Python<'py>, e: &Estimate) -> PyResult<Bound<'py, PyDi
     let d = PyDict::new(py);
     d.set_item("peak_allocated_bytes", e.peak_allocated_bytes)?;
     d.set_item("peak_reserved_bytes", e.peak_reserved_bytes)?;
+    d.set_item("peak_reserved_upper_bytes", e.peak_reserved_upper_bytes)?;
+    d.set_item("default_headroom", crate::device::DEFAULT_HEADROOM)?;
     d.set_item("peak_phase", serde_json::to_value(e.peak_phase).ok().and_then(|v| v.as_str().map(str::to_owned)))?;
     let b = PyDict::new(py);
     for (k, v) in e.breakdown.entries() {

@@ -8,18 +8,27 @@
 //! scores, 2.5× the forward (Dao 2023). Gradient checkpointing adds one more forward of
 //! the checkpointed layers.
 //!
-//! Time = FLOPs / (peak × efficiency), efficiency rising with tokens per micro-batch
-//! (small matmuls under-fill the GPU). The constants are uncalibrated defaults until a
-//! measured calibration is stored for the device.
+//! Time per optimizer step is a roofline sum: matmul FLOPs / (peak × efficiency), the
+//! efficiency rising with tokens per micro-batch (small matmuls under-fill the GPU); the
+//! memory-bound work at the GPU's bandwidth (logits and loss, the optimizer step and
+//! gradient clipping over every trainable parameter, 4-bit dequantisation); and a host
+//! overhead per layer and micro-batch. Two constants are fitted on the calibration rows of
+//! `benches/published_gpu` (`EFFICIENCY_MAX`, `HOST_SECONDS_PER_LAYER`); the byte counts
+//! are counted in the libraries' source. A measured calibration stored for the device
+//! scales the result.
 
 use crate::shape::Role;
 use crate::estimator::Estimator;
 use crate::gpu::GpuSpec;
-use crate::plan::{Attention, Method, Plan};
+use crate::plan::{Attention, Method, Optim, Plan, Trainer};
 
-/// Best sustained fraction of dense peak for large transformer matmuls.
-pub const EFFICIENCY_MAX: f64 = 0.55;
-/// Tokens per micro-batch at which efficiency reaches half of `EFFICIENCY_MAX`.
+/// Best sustained fraction of dense peak for large transformer matmuls. Fitted on the
+/// calibration rows of `benches/published_gpu`: the per-token slope of PEFT's LoRA r32 step
+/// time on an L40S (7.3e-5 s per token for 13.0 GFLOP/token: 49% of the 362 TFLOP/s peak at
+/// 836 tokens per micro-batch, so 0.49 × (836 + 512) / 836 = 0.79 at the asymptote).
+pub const EFFICIENCY_MAX: f64 = 0.79;
+/// Tokens per micro-batch at which efficiency reaches half of `EFFICIENCY_MAX` (small
+/// matmuls under-fill the GPU's SMs; not fitted: every published row has ~840 tokens).
 pub const EFFICIENCY_HALF_TOKENS: f64 = 512.0;
 
 pub fn flops_per_token(est: &Estimator, plan: &Plan, mask: u64, frozen: u64, first_in_graph: Option<usize>) -> f64 {
@@ -138,6 +147,46 @@ fn integer_flops(est: &Estimator, plan: &Plan, mask: u64, frozen: u64, lowest: u
     total.checked_add(head * if head_trains { 3 } else { 2 })
 }
 
+/// Bytes moved per (token × vocabulary entry) by the logits and the loss, forward and
+/// backward, on the Hugging Face path (transformers 5 `ForCausalLMLoss`, PyTorch's
+/// `log_softmax` / `nll_loss` kernels): write the half logits (2), read them and write the
+/// fp32 upcast (2 + 4), read it and write log-softmax (4 + 4); backward: read the saved
+/// output and the incoming gradient and write the input gradient (4 + 4 + 4), read it and
+/// write the half gradient of the logits (4 + 2), which the head's matmuls read (2):
+/// 2 + 6 + 8 + 12 + 6 + 2 = 36 bytes.
+pub const LOGITS_BYTES_PER_TV: f64 = 36.0;
+
+/// Passes over the trainable parameters' bytes by the optimizer step (each pass reads or
+/// writes one parameter-sized tensor), counted in PyTorch's `torch/optim/adamw.py`:
+/// foreach AdamW (`_multi_tensor_adamw`): decay `p.mul_` (2), `exp_avg.lerp_` (3),
+/// `exp_avg_sq.mul_` (2), `.addcmul_` (3), `_foreach_sqrt` (2), `_foreach_div_` (2),
+/// `_foreach_add_(eps)` (2), `p.addcdiv_` (4) = 20; the fused kernel reads p, g, m, v and
+/// writes p, m, v = 7; bitsandbytes 8-bit Adam reads/writes two 1-byte states next to a
+/// half parameter and grad, ≈ 4 half-width passes; SGD without momentum: read p, g, write
+/// p = 3; Adafactor (transformers `Adafactor.step`): fp32 copies of grad and param, the
+/// squared grad, the row/col means and the update, ≈ 12.
+pub fn optimizer_passes(optim: Optim) -> f64 {
+    match optim {
+        Optim::AdamwTorch => 20.0,
+        Optim::AdamwTorchFused | Optim::PagedAdamw32bit => 7.0,
+        Optim::Adamw8bit | Optim::PagedAdamw8bit => 4.0,
+        Optim::Adafactor => 12.0,
+        Optim::Sgd => 3.0,
+    }
+}
+
+/// Gradient clipping (`TrainingArguments.max_grad_norm` = 1.0 by default):
+/// `clip_grad_norm_` reads every grad once for `_foreach_norm` and scales them in place
+/// with `_foreach_mul_` (read + write) = 3 passes over the gradients.
+pub const CLIP_PASSES: f64 = 3.0;
+
+/// Host-side cost per transformer layer per micro-batch: eager PyTorch launches every op
+/// of the layer's forward and backward from Python (≈ 100–200 kernels per layer at
+/// ~10 µs each), which a step of few tokens cannot hide behind GPU work. Fitted on the
+/// calibration rows of `benches/published_gpu` (the zero-token intercept of the step time
+/// of PEFT's LoRA r32 run on an L40S, 0.0555 s over 28 layers, less its optimizer step).
+pub const HOST_SECONDS_PER_LAYER: f64 = 1.95e-3;
+
 /// The batch-independent part of the time model for one plan on one GPU.
 #[derive(Debug, Clone, Copy)]
 pub struct SpeedModel {
@@ -145,8 +194,9 @@ pub struct SpeedModel {
     peak: f64,
     max_length: u64,
     num_gpus: f64,
-    /// Memory-bound terms: bandwidth, the 4-bit weights' dequantisation passes per
-    /// micro-batch (QLoRA) and the optimizer step's seconds.
+    /// Host overhead of one micro-batch (layers × `HOST_SECONDS_PER_LAYER`).
+    host_seconds: f64,
+    /// Memory-bound terms (absent when the GPU's bandwidth is unknown).
     bandwidth: Option<Bandwidth>,
 }
 
@@ -155,16 +205,23 @@ struct Bandwidth {
     bytes_per_s: f64,
     dequant_passes: Option<f64>,
     linear_weights: f64,
+    /// Logits and loss bytes per token of a micro-batch.
+    logits_bytes_per_token: f64,
+    /// Optimizer step and gradient clipping, once per optimizer step.
     optimizer_seconds: f64,
 }
 
 impl SpeedModel {
     /// `None` when the GPU's peak for the plan's dtype is unknown.
-    pub fn new(est: &Estimator, plan: &Plan, gpu: &GpuSpec) -> Option<Self> {
+    pub fn new(est: &Estimator, plan: &Plan, gpu: &GpuSpec, trainable: u64) -> Option<Self> {
         let peak = gpu.peak_flops(plan.dtype.compute_kind())?;
         let bandwidth = gpu.bandwidth_bytes_per_s.filter(|b| *b > 0.0).map(|bw| {
-            // optimizer step: read/write param, grad, two states (memory bound)
-            let trainable_bytes = if plan.method == Method::Full { est.analysis.total_params as f64 * 2.0 } else { 0.0 };
+            // trainable parameters: half (or fp32) weights under full fine-tuning, fp32 adapters
+            // otherwise (peft's autocast_adapter_dtype); grads and states have their width
+            let width = if plan.method == Method::Full { plan.dtype.param_bytes() as f64 } else { 4.0 };
+            let opt_bytes = trainable as f64 * width * (optimizer_passes(plan.optim) + CLIP_PASSES);
+            // DPO: trl's fused LM head computes log-probs in chunks without a [tokens, vocab] tensor
+            let logits = if plan.trainer == Trainer::Dpo { 0.0 } else { LOGITS_BYTES_PER_TV * est.shape.vocab_size as f64 };
             Bandwidth {
                 bytes_per_s: bw,
                 // dequantise every 4-bit weight to bf16 in forward, backward and recompute:
@@ -172,25 +229,29 @@ impl SpeedModel {
                 dequant_passes: (plan.method == Method::Qlora).then_some(if plan.gradient_checkpointing { 3.0 } else { 2.0 }),
                 // an exact integer sum (at most MAX_PARAMETERS < 2^53): the same as a float sum
                 linear_weights: est.analysis.layers_linear_weight_params as f64,
-                optimizer_seconds: 4.0 * trainable_bytes / bw,
+                logits_bytes_per_token: logits,
+                optimizer_seconds: opt_bytes / bw,
             }
         });
-        Some(SpeedModel { peak, max_length: plan.max_length, num_gpus: plan.num_gpus as f64, bandwidth })
+        let host_seconds = est.analysis.layers.len() as f64 * HOST_SECONDS_PER_LAYER;
+        Some(SpeedModel { peak, max_length: plan.max_length, num_gpus: plan.num_gpus as f64, host_seconds, bandwidth })
     }
 
-    /// (tokens/s, seconds per optimizer step).
+    /// (tokens/s, seconds per optimizer step): matmul FLOPs at the efficiency of the
+    /// micro-batch's token count, memory-bound work at the GPU's bandwidth, host overhead.
     pub fn speed(&self, flops_per_token: f64, batch: u64, accumulation: u64, tokens_per_step: u64) -> (f64, f64) {
         let peak = self.peak;
         let micro_tokens = (batch * self.max_length) as f64;
         let eff = EFFICIENCY_MAX * micro_tokens / (micro_tokens + EFFICIENCY_HALF_TOKENS);
         let n = self.num_gpus;
         let per_gpu_tokens = tokens_per_step as f64 / n;
-        let mut seconds = per_gpu_tokens * flops_per_token / (peak * eff);
+        let micro_batches = accumulation as f64;
+        let mut seconds = per_gpu_tokens * flops_per_token / (peak * eff) + micro_batches * self.host_seconds;
         if let Some(bw) = &self.bandwidth {
-            let micro_batches = accumulation as f64;
             if let Some(passes) = bw.dequant_passes {
                 seconds += micro_batches * passes * 2.5 * bw.linear_weights / bw.bytes_per_s;
             }
+            seconds += per_gpu_tokens * bw.logits_bytes_per_token / bw.bytes_per_s;
             seconds += bw.optimizer_seconds;
         }
         let tps = tokens_per_step as f64 / seconds;

@@ -9,7 +9,8 @@
 
 use crate::activations::Saved;
 use crate::error::{Error, Result};
-use crate::estimator::{sat, Breakdown, DeviceTerms, Estimate, Estimator, Phase, MIB};
+use crate::device::{allocator_reserve, reserved_upper, CUDA_CONTEXT_BYTES};
+use crate::estimator::{sat, Breakdown, DeviceTerms, Estimate, Estimator, Phase};
 use crate::throughput::SpeedModel;
 
 /// Layers that back-propagate, grouped into runs of identical layers (bottom to top).
@@ -135,6 +136,8 @@ pub(crate) struct Scalars {
     pub(crate) fixed: u128,
     pub(crate) temporaries: u64,
     pub(crate) paged: u64,
+    /// cuBLAS workspaces of the step's handles ([`crate::device::cublas_workspace`]).
+    pub(crate) cublas_workspace: u64,
     pub(crate) autocast_copies: u64,
     pub(crate) gradients: u64,
     pub(crate) head_grad: u64,
@@ -169,11 +172,9 @@ impl Prepared<'_> {
             return Err(Error::overflow("peak memory"));
         }
         let device = DeviceTerms {
-            cuda_context: 500 * MIB,
-            cublas_workspace: 32 * MIB,
-            // caching allocator: blocks rounded up (512 B / 2 MiB pools) and split; grows
-            // with the number of distinct large activations; 5% of the peak is typical
-            allocator_reserve: peak_allocated / 20,
+            cuda_context: CUDA_CONTEXT_BYTES,
+            cublas_workspace: self.s.cublas_workspace,
+            allocator_reserve: allocator_reserve(peak_allocated, self.s.fixed),
             paged_optimizer_states: self.s.paged,
         };
         let peak_reserved = peak_allocated
@@ -181,6 +182,7 @@ impl Prepared<'_> {
             .saturating_add(device.cublas_workspace)
             .saturating_add(device.allocator_reserve)
             .saturating_add(device.paged_optimizer_states);
+        let peak_reserved_upper = reserved_upper(peak_reserved, device.cuda_context);
         // e.g. 4 seqs × 1024 tokens × 4 accum × 1 GPU = 16,384 tokens per optimizer step
         let tokens_per_step = sat(sat(batch, self.s.max_length), sat(accumulation, self.s.num_gpus));
         let (tokens_per_second, step_seconds) = match &self.s.speed {
@@ -190,7 +192,15 @@ impl Prepared<'_> {
             }
             None => (None, None),
         };
-        Ok(Evaluation { peak_allocated_bytes: peak_allocated, device, peak_reserved_bytes: peak_reserved, tokens_per_step, tokens_per_second, step_seconds })
+        Ok(Evaluation {
+            peak_allocated_bytes: peak_allocated,
+            device,
+            peak_reserved_bytes: peak_reserved,
+            peak_reserved_upper_bytes: peak_reserved_upper,
+            tokens_per_step,
+            tokens_per_second,
+            step_seconds,
+        })
     }
 
     /// The method's quality score (the same for every batch).
@@ -217,6 +227,7 @@ impl Prepared<'_> {
         Ok(Estimate {
             peak_allocated_bytes: peak.total,
             peak_reserved_bytes: ev.peak_reserved_bytes,
+            peak_reserved_upper_bytes: ev.peak_reserved_upper_bytes,
             peak_phase: peak.phase,
             breakdown,
             device: ev.device,
@@ -355,6 +366,8 @@ pub struct Evaluation {
     pub peak_allocated_bytes: u64,
     device: DeviceTerms,
     pub peak_reserved_bytes: u64,
+    /// What a plan must stay under to fit: see [`crate::device::reserved_upper`].
+    pub peak_reserved_upper_bytes: u64,
     pub tokens_per_step: u64,
     pub tokens_per_second: Option<f64>,
     pub step_seconds: Option<f64>,
