@@ -172,16 +172,24 @@ def run(args: argparse.Namespace) -> int:
         result = train(
             args.model, args.data, preset, args.output, resume=args.resume, overwrite=args.overwrite, demo=args.demo,
             ema_decay=args.ema_decay, ema_cpu_offload=args.ema_cpu, on_nonfinite="skip" if args.skip_nonfinite else "stop",
-            predicted_peak_bytes=peak, quiet=args.json, gpu=args.gpu, events=args.events,
+            predicted_peak_bytes=peak, quiet=args.json, gpu=args.gpu, events=args.events, hold_interrupt=True,
         )
     if args.json:
         emit_json(result.to_dict())
-        return 130 if result.status == "interrupted" else 0
-    return _report(result)
+        code = 0
+    else:
+        code = _report(result, to_stderr=args.events == "-")
+    if result.status == "interrupted":
+        from forge_advisor.train.interrupt import EXIT_INTERRUPTED, exit_now
+
+        exit_now(EXIT_INTERRUPTED)  # a second Ctrl-C still lands in the runtime's handler, not in shutdown
+    return code
 
 
-def _report(result: Any) -> int:
-    con = console()
+def _report(result: Any, to_stderr: bool = False) -> int:
+    from rich.console import Console
+
+    con = Console(highlight=False, stderr=True) if to_stderr else console()  # --events -: stdout holds events only
     if result.status == "interrupted":
         con.print(f"interrupted at step {result.global_step}: checkpoint {result.checkpoint}; continue with --resume")
         return 130

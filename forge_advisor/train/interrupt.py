@@ -18,7 +18,7 @@ import os
 import signal
 from typing import Any
 
-__all__ = ["ABORT_LINE", "EXIT_INTERRUPTED", "InterruptFlag", "interrupt_callback"]
+__all__ = ["ABORT_LINE", "EXIT_INTERRUPTED", "InterruptFlag", "exit_now", "interrupt_callback"]
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention
 FIRST_LINE = "\ninterrupt: saving a checkpoint after this step (Ctrl-C again to abort without saving)\n"
@@ -26,9 +26,15 @@ ABORT_LINE = "interrupt: aborted without saving; --resume continues from the las
 
 
 class InterruptFlag:
-    """``with InterruptFlag() as flag:`` installs the SIGINT handler (main thread only)."""
+    """``with InterruptFlag() as flag:`` installs the SIGINT handler (main thread only).
 
-    def __init__(self) -> None:
+    ``hold=True`` (a process that exits after the run: the CLI) keeps the handler installed past
+    the ``with`` once Ctrl-C was pressed, so a second Ctrl-C during the report or the
+    interpreter's shutdown still ends in the one abort line and 130, never in SIGINT's default
+    death. The CLI then leaves by :func:`exit_now`."""
+
+    def __init__(self, hold: bool = False) -> None:
+        self.hold = hold
         self.requested = False
         self.announced = False  # the interrupt event was emitted (by the callback)
         self._old: Any = None
@@ -43,7 +49,7 @@ class InterruptFlag:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self._installed:
+        if self._installed and not (self.hold and self.requested):
             signal.signal(signal.SIGINT, self._old)
             self._installed = False
 
@@ -53,6 +59,19 @@ class InterruptFlag:
             os._exit(EXIT_INTERRUPTED)
         self.requested = True
         _write(2, FIRST_LINE)
+
+
+def exit_now(code: int = EXIT_INTERRUPTED) -> None:
+    """Flush what was printed and end the process without the interpreter's finalisation (in
+    which Python resets SIGINT to its default, so a late Ctrl-C would kill it by signal)."""
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def _write(fd: int, text: str) -> None:

@@ -90,6 +90,7 @@ def run(
     gpu: str | None = None,
     events: str | Path | None = None,
     preflight_steps: int = 1,
+    hold_interrupt: bool = False,
 ) -> TrainResult:
     """Fine-tune ``model`` on ``data`` with ``preset`` (+ HF-named ``overrides``).
 
@@ -97,7 +98,8 @@ def run(
     omitted); a preset given by name gets the demo's small step counts under ``overrides``. ``events`` writes the typed event stream as JSON lines to a file (``"-"``:
     stdout, and the human lines go to stderr). Raises :class:`ForgeError` on bad input, before
     any heavy work, and :class:`~forge_advisor.train.callbacks.TrainingDiverged` if the monitor
-    stops on NaN/Inf.
+    stops on NaN/Inf. ``hold_interrupt`` is for a process that exits after the run (the CLI):
+    see :class:`~forge_advisor.train.interrupt.InterruptFlag`.
     """
     overrides = dict(overrides or {})
     if demo:
@@ -128,7 +130,8 @@ def run(
                                quiet=quiet, events=events, predicted_peak_bytes=predicted_peak_bytes,
                                session_kwargs=dict(ema_decay=ema_decay, ema_cpu_offload=ema_cpu_offload,
                                                    on_nonfinite=on_nonfinite, extra_callbacks=list(callbacks),
-                                                   preflight_steps=preflight_steps, gpu=gpu))
+                                                   preflight_steps=preflight_steps, gpu=gpu,
+                                                   hold_interrupt=hold_interrupt))
     finally:
         if lock is not None:
             lock.release()

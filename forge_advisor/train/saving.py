@@ -112,7 +112,8 @@ def clean_leftovers(out: Path) -> list[Path]:
     if not out.is_dir():
         return []
     removed = []
-    folders = [out] + [p for p in out.iterdir() if p.is_dir() and checkpoint_step(p) is not None]
+    folders = [out] + [p for p in out.iterdir()
+                       if p.is_dir() and (checkpoint_step(p) is not None or p.name == "demo-inputs")]
     for folder in folders:
         for p in folder.iterdir():
             if not _is_leftover(p.name):

@@ -76,6 +76,7 @@ class TrainingSession:
         events: EventStream | None = None,
         preflight_steps: int = 1,
         gpu: str | None = None,
+        hold_interrupt: bool = False,
     ) -> None:
         from forge_advisor.train.callbacks import EMACallback, MonitorCallback
 
@@ -87,6 +88,7 @@ class TrainingSession:
         self.resume = resume
         self.quiet = quiet
         self.gpu = gpu
+        self.hold_interrupt = hold_interrupt
         self.events = events if events is not None else EventStream()
         self.predicted_peak_bytes = predicted_peak_bytes
         self.preflight_steps = preflight_steps
@@ -167,7 +169,7 @@ class TrainingSession:
         self.events.emit(CheckpointSaved(state.global_step, str(self.out / staged.name), self.ema.num_updates))
 
     def train(self) -> TrainResult:
-        with InterruptFlag() as flag, self.events:
+        with InterruptFlag(hold=self.hold_interrupt) as flag, self.events:
             return self._train(flag)
 
     def _train(self, flag: InterruptFlag) -> TrainResult:
