@@ -98,10 +98,19 @@ _TRAIN_PACKAGES = ("torch", "transformers", "peft", "trl", "accelerate", "datase
 def _check_train_extra() -> None:
     """Training needs the [train] extra; say how to get it before anything tries to import it."""
     import importlib.util
+    import sys
 
     from forge_advisor.errors import ForgeError
 
-    missing = [m for m in _TRAIN_PACKAGES if importlib.util.find_spec(m) is None]
+    def absent(name: str) -> bool:
+        if name in sys.modules:
+            return sys.modules[name] is None  # None: blocked, the way Python marks a failed import
+        try:
+            return importlib.util.find_spec(name) is None
+        except (ImportError, ValueError):
+            return True
+
+    missing = [m for m in _TRAIN_PACKAGES if absent(m)]
     if missing:
         raise ForgeError(f"training needs {', '.join(missing)}, from the [train] extra: pip install \"forge-advisor[train]\"")
 

@@ -166,7 +166,7 @@ def check_hardware(preset: BasePreset) -> None:
     if preset.bf16 and not hw.supports_bf16:
         where = "a CPU" if hw.device == "cpu" else hw.name
         raise ForgeError(f"bf16=True needs a GPU with bfloat16 (compute capability >= 8.0); this machine has {where}: "
-                         "set --bf16 false (fp32) or --fp16 true on an older GPU")
+                         "set --bf16 false (fp32), or --fp16 true on a GPU without bf16")
     if preset.fp16 and hw.device != "cuda":
         raise ForgeError(f"fp16=True needs a CUDA GPU; this machine has {hw.name}: set --fp16 false")
     if preset.attn_implementation == "flash_attention_2":
