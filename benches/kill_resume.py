@@ -2,12 +2,13 @@
 
     python -m benches.kill_resume [--kills 200] [--seed 0]
 
-One training of the demo model (LoRA, checkpoints every 3 steps, ``save_total_limit 2``) is
+One training of the demo model (LoRA, a checkpoint after every step and ``save_total_limit 2``,
+so that most steps end in a checkpoint write and a rotation) is
 started, killed with SIGKILL after a random delay, checked, and resumed (started over with
 ``--overwrite`` while no complete checkpoint exists), ``--kills`` times; the run's ``max_steps``
 grows with the number of kills so that the kills keep landing in training. Half of the delays
-count from the process start (kills during imports, demo building, the lock), half from the
-run's ``start`` event (kills during steps, checkpoint writes, rotations).
+count from the process start (0-10 s: kills during imports, demo building, the lock), half
+from the run's ``start`` event (0-4 s: steps, checkpoint writes, rotations).
 
 After every kill: each ``checkpoint-N`` under its real name must be complete (trainer state of
 step N, an EMA of N updates, adapter and optimizer). After the last resume: the run completes,
@@ -37,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _cmd(out: Path, max_steps: int, mode: str) -> list[str]:
     return [sys.executable, "-m", "forge_advisor.cli.main", "train", "--demo", "--output", str(out),
-            "--max-steps", str(max_steps), "--save-steps", "3", "--save-total-limit", "2", "--logging-steps", "1",
+            "--max-steps", str(max_steps), "--save-steps", "1", "--save-total-limit", "2", "--logging-steps", "1",
             "--events", "-", mode]
 
 
@@ -80,7 +81,7 @@ def one_kill(out: Path, rng: random.Random, max_steps: int) -> dict[str, Any]:
 
     mode = "--resume" if check(out)[0] else "--overwrite"
     from_start = rng.random() < 0.5
-    delay = rng.uniform(0.0, 2.5) if from_start else rng.uniform(0.0, 10.0)
+    delay = rng.uniform(0.0, 4.0) if from_start else rng.uniform(0.0, 10.0)
     t0 = time.monotonic()
     proc = subprocess.Popen(_cmd(out, max_steps, mode), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             text=True, env=_env())
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     rng = random.Random(args.seed)
-    max_steps = 12 + args.kills * 4
+    max_steps = 12 + args.kills * 2
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="kill-resume-") as tmp:
         out = Path(tmp) / "run"
