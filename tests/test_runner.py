@@ -177,3 +177,24 @@ def test_preflight_on_a_one_sample_dataset_says_what_it_checked(tmp_path):
     run(None, str(one), "lora", tmp_path / "out", demo=True, overrides={"max_steps": 1}, quiet=True, events=events)
     pre = next(e for e in map(decode, events.read_text().splitlines()) if isinstance(e, Preflight))
     assert "the only sample" in pre.message and pre.samples == 1
+
+
+def test_runtime_layers_run_one_way():
+    """runner -> session, never the reverse: no module of the runtime imports the runner, and
+    the modules the TUI and the CLI's checks use are torch-free (issue #10)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "forge_advisor" / "train"
+    for path in root.rglob("*.py"):
+        if path.name == "runner.py" or path == root / "__init__.py":  # the package's lazy run() facade
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            assert not any(n.endswith("train.runner") for n in names), f"{path.name} imports the runner"
+    code = ("import sys; import forge_advisor.train.events, forge_advisor.train.resolve, forge_advisor.train.saving, "
+            "forge_advisor.train.lock, forge_advisor.train.checks, forge_advisor.train.runner, forge_advisor.tui.train_log; "
+            "print('torch' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.stdout.strip() == "False", res.stderr
