@@ -125,3 +125,76 @@ def test_preset_auto_asks_the_advisor() -> None:
     top = recommend("meta-llama/Llama-3.1-8B", "RTX 4090", top=1).recommendations[0]
     assert f"{top.plan.lora_r}" in res.stdout and top.preset in res.stdout
     assert _json.dumps(top.plan.per_device_train_batch_size) in res.stdout
+
+
+def test_event_stream_and_preflight_records(tmp_path):
+    """A real demo run's event stream: the kinds in order, gradient norms before clipping (the
+    Trainer's own logged pre-clip norm is the independent reference), the preflight's honest
+    CPU verdict on the longest batch, and the measured-vs-estimated records with versions."""
+    from forge_advisor.train.events import Preflight, Start, Step, decode
+    from forge_advisor.train.records import read_records
+
+    out, events = tmp_path / "out", tmp_path / "events.jsonl"
+    over = {"max_steps": 4, "logging_steps": 1, "save_steps": 2, "max_grad_norm": 0.01}
+    r = run(None, None, "lora", out, demo=True, overrides=over, quiet=True, events=events)
+    evs = [decode(x) for x in events.read_text().splitlines()]
+    assert None not in evs
+    kinds = [e.kind for e in evs]
+    assert kinds[0] == "start" and kinds[-1] == "end" and kinds.index("preflight") < kinds.index("step")
+    assert kinds.count("checkpoint") == 2 and kinds.count("step") == 4
+    start = evs[0]
+    assert isinstance(start, Start) and start.max_steps == 4 and start.plan["max_grad_norm"] == 0.01
+    steps = [e for e in evs if isinstance(e, Step)]
+    logged = {h["step"]: h["grad_norm"] for h in json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+              ["log_history"] if "grad_norm" in h}
+    for s in steps:
+        # after clipping to 0.01 the norm would read <= 0.01; the Trainer logs the pre-clip norm
+        assert s.grad_norm > 0.05 and s.grad_norm == pytest.approx(logged[s.step], rel=1e-4)
+        assert s.learning_rate is not None and s.tokens_per_second
+    pre = next(e for e in evs if isinstance(e, Preflight))
+    # the demo text's longest line, tokenized by the demo tokenizer (bytes + EOS), ran first
+    from forge_advisor.train.demo import build_tokenizer
+
+    tok = build_tokenizer()
+    texts = [json.loads(x)["text"] for x in demo_data_path().read_text().splitlines() if x.strip()]
+    longest = max(min(len(tok(t)["input_ids"]), 127) + 1 for t in texts)
+    assert pre.verdict == "unmeasured" and pre.longest_tokens == longest and "CPU" in pre.message
+    records = read_records(out)
+    assert [x["phase"] for x in records] == ["preflight", "run"]
+    import transformers
+
+    assert records[0]["versions"]["transformers"] == transformers.__version__  # metadata agrees with the module
+    assert records[0]["plan"]["max_grad_norm"] == 0.01 and records[0]["measured"]["longest_tokens"] == longest
+    assert records[1]["measured"]["steps"] == r.global_step == 4
+
+
+def test_preflight_on_a_one_sample_dataset_says_what_it_checked(tmp_path):
+    from forge_advisor.train.events import Preflight, decode
+
+    one = tmp_path / "one.jsonl"
+    one.write_text(json.dumps({"text": "a single short line of text"}) + "\n")
+    events = tmp_path / "e.jsonl"
+    run(None, str(one), "lora", tmp_path / "out", demo=True, overrides={"max_steps": 1}, quiet=True, events=events)
+    pre = next(e for e in map(decode, events.read_text().splitlines()) if isinstance(e, Preflight))
+    assert "the only sample" in pre.message and pre.samples == 1
+
+
+def test_runtime_layers_run_one_way():
+    """runner -> session, never the reverse: no module of the runtime imports the runner, and
+    the modules the TUI and the CLI's checks use are torch-free (issue #10)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "forge_advisor" / "train"
+    for path in root.rglob("*.py"):
+        if path.name == "runner.py" or path == root / "__init__.py":  # the package's lazy run() facade
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            assert not any(n.endswith("train.runner") for n in names), f"{path.name} imports the runner"
+    code = ("import sys; import forge_advisor.train.events, forge_advisor.train.resolve, forge_advisor.train.saving, "
+            "forge_advisor.train.lock, forge_advisor.train.checks, forge_advisor.train.runner, forge_advisor.tui.train_log; "
+            "print('torch' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.stdout.strip() == "False", res.stderr

@@ -58,17 +58,22 @@ def rtx4090_probe() -> Probe:
 
 
 TRAIN_SCRIPT = r'''
-import sys, time
+import json, sys, time
 from pathlib import Path
 Path(sys.argv[1]).write_text("\n".join(sys.argv[2:]))
-out = sys.stdout
+out, err = sys.stdout, sys.stderr
+def event(kind, **fields):  # the runtime's event stream (--events -): one JSON object per line
+    out.write(json.dumps({"event": kind, "v": 1, **fields}) + "\n"); out.flush()
+event("start", model="demo", preset="lora", plan={}, max_steps=10, predicted_peak_bytes=2 << 30)
 for step in (5, 10):
-    out.write(f" {step * 3}%|###   | {step}/10 [00:01<00:02,  2.00it/s]\r"); out.flush()
-    out.write(f"[monitor] step {step} | loss {6 - step / 10:.4f} | grad-norm {0.5 / step:.3g} | 1,234 tok/s\n"); out.flush()
+    err.write(f" {step * 3}%|###   | {step}/10 [00:01<00:02,  2.00it/s]\r"); err.flush()
+    event("step", step=step, loss=6 - step / 10, grad_norm=0.5 / step, tokens_per_second=1234.0, max_steps=10)
+    err.write(f"[monitor] step {step} | loss {6 - step / 10:.4f}\n"); err.flush()
     time.sleep(0.05)
-out.write("[monitor] step 11: non-finite gradient in 'layers.0.q_proj.lora_A', step skipped\n")
-out.write("[monitor] peak GPU memory 1.00 GiB (torch); predicted 2.00 GiB, measured/predicted = 0.50\n")
-out.write("done: 10 steps, final loss 5.0000\n")
+event("checkpoint", step=10, path="out/checkpoint-10", ema_updates=10)
+event("alert", step=11, reason="nonfinite_skipped", message="step 11: non-finite gradient in 'layers.0.q_proj.lora_A', step skipped")
+event("end", status="completed", global_step=10, final_loss=5.0, peak_allocated_bytes=1 << 30,
+      predicted_peak_bytes=2 << 30)
 '''
 
 

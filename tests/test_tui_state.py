@@ -10,7 +10,7 @@ from forge_advisor.tui.state import (
     KNOB_BY_FIELD, TOKENS_KNOB, evaluate, fmt_duration, format_value, group_memory, parse_tokens, parse_value,
     step_value,
 )
-from forge_advisor.tui.train_log import LineSplitter, MonitorState, parse_line
+from forge_advisor.tui.train_log import LineSplitter, MonitorState, error_of, event_of
 
 MODEL = "meta-llama/Llama-3.1-8B"
 
@@ -58,44 +58,52 @@ def test_evaluate_verdicts_and_errors() -> None:
     assert evaluate(shape, gpu, "lora", {"lora_r": "abc"}).error.startswith("lora_r='abc' must be an integer")
 
 
-# what `forge-advisor train --demo` prints (stdout and tqdm's stderr interleaved)
-OUTPUT = (
-    " 60%|██████    | 18/30 [00:09<00:05,  2.18it/s]\r"
-    " 67%|██████▋   | 20/30 [00:11<00:06,  1.60it/s][monitor] step 20 | loss 5.2072 | grad-norm 0.148 | "
-    "top layers.1 0.14, layers.0 0.048 | 1,494 tok/s | peak 3.50 GiB\n"
-    "{'loss': '5.207', 'grad_norm': '0.1482', 'learning_rate': '0.001222', 'epoch': '0.8'}\n"
-    "[monitor] step 21: non-finite gradient in 'layers.0.q.lora_A', step skipped\n"
-    "[monitor] step 22: loss spike 9.1 > 3 × median 2.9\n"
-    "[monitor] peak GPU memory 3.50 GiB (torch); predicted 4.00 GiB, measured/predicted = 0.88\n"
-    "/opt/venv/x.py:759: UserWarning: 'pin_memory' argument is set\n"
-    "done: 30 steps, final loss 5.1940\n"
-)
+def _events_output() -> str:
+    """What ``train --events -`` writes on stdout: the runtime's own encoder, not a copy of it."""
+    from forge_advisor.train.events import Alert, CheckpointSaved, End, Start, Step, encode
+
+    events = [
+        Start("demo", "lora", {"lora_r": 16}, 30, 4 << 30),
+        Step(20, 5.2072, 1e-3, 0.148, 1494.0, None, None, int(3.5 * (1 << 30)), 30, [("layers.1", 0.14)]),
+        Alert(21, "nonfinite_skipped", "step 21: non-finite gradient in 'layers.0.q.lora_A', step skipped"),
+        Alert(22, "loss_spike", "step 22: loss spike 9.1 > 3 × median 2.9"),
+        CheckpointSaved(20, "/x/checkpoint-20", 20),
+        End("completed", 30, 5.194, peak_allocated_bytes=int(3.5 * (1 << 30)), predicted_peak_bytes=4 << 30),
+    ]
+    return "".join(encode(e) + "\n" for e in events)
 
 
-def test_parse_training_output() -> None:
+def test_events_drive_the_monitor_state() -> None:
+    text = _events_output()
     splitter = LineSplitter()
-    lines = splitter.feed(OUTPUT[:50].encode()) + splitter.feed(OUTPUT[50:].encode()) + splitter.flush()
-    events = [e for e in (parse_line(x) for x in lines) if e is not None]
-    kinds = [e.kind for e in events]
-    assert kinds == ["progress", "metrics", "log", "alert", "alert", "peak", "done"]
-    m = events[1]
-    assert m.step == 20 and m.data["loss"] == 5.2072 and m.data["grad_norm"] == 0.148
-    assert m.data["tokens_per_second"] == 1494 and m.data["peak_bytes"] == int(3.5 * (1 << 30))
-    st = MonitorState(status="running")
+    lines = splitter.feed(text[:50].encode()) + splitter.feed(text[50:].encode()) + splitter.flush()
+    events = [e for e in (event_of(x) for x in lines) if e is not None]
+    assert [e.kind for e in events] == ["start", "step", "alert", "alert", "checkpoint", "end"]
+    st = MonitorState()
     for e in events:
         st.apply(e)
     assert st.losses == [5.2072] and st.grad_norms == [0.148] and st.step == 20 and st.total_steps == 30
-    assert st.nan_alert and len(st.alerts) == 2 and st.measured_over_predicted == 0.88
-    assert st.ema_updates == 20 and st.status == "done"
-    assert parse_line("error: --data x.jsonl: no such file").kind == "error"
-    stopped = parse_line("[monitor] training stopped at step 7: gradient of 'w' is NaN/Inf; lower learning_rate")
-    assert stopped.kind == "stopped" and stopped.step == 7
+    assert st.tokens_per_second == 1494.0 and st.top_layers == "layers.1 0.14"
+    assert st.nan_alert and len(st.alerts) == 2 and st.measured_over_predicted == 0.88  # 3.5 / 4.0
+    assert st.ema_updates == 20 and st.ema_checkpoint == "checkpoint-20" and st.status == "done"
+
+
+def test_event_decoding_is_strict() -> None:
+    from forge_advisor.train.events import Step, decode, encode
+
+    nan = Step(3, float("nan"), grad_norm=float("inf"))
+    back = decode(encode(nan))
+    assert back.step == 3 and back.loss != back.loss and back.grad_norm == float("inf")  # NaN/Inf survive JSON
+    assert decode('{"event": "step", "v": 2, "step": 1}') is None  # a later version is skipped
+    assert decode('{"event": "bogus", "v": 1}') is None
+    assert decode("[monitor] step 20 | loss 5.2") is None  # printed text is not an event
+    assert error_of("error: --data x.jsonl: no such file") == "error: --data x.jsonl: no such file"
+    assert error_of("[monitor] step 1") is None
 
 
 def test_progress_bars_of_other_tools_are_not_training_steps() -> None:
     from forge_advisor.tui.train_log import clean_line
 
-    assert parse_line("Map: 100%|██████████| 200/200 [00:00<00:00, 3000 examples/s]") is None
     assert clean_line("Map: 100%|██████████| 200/200 [00:00<00:00]") is None
     assert clean_line(" 67%|██▋ | 20/30 [00:11<00:06][monitor] step 20 | loss 5.2") == "[monitor] step 20 | loss 5.2"
     assert clean_line("done: 30 steps") == "done: 30 steps"

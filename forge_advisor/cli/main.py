@@ -46,6 +46,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ForgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except RecursionError:
+        # e.g. a config.json of 100,000 nested arrays: json's parser recurses once per level
+        print("error: the input is nested too deeply to read (a JSON/YAML file with thousands of nested levels?)",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

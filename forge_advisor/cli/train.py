@@ -49,7 +49,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--gpu", help="with --preset auto: the GPU to plan for (catalog name; default: probe NVML)")
     p.add_argument("--preset-file", metavar="PATH", help="a preset saved as .json/.yaml (overrides --preset)")
     p.add_argument("--output", help="folder for checkpoints, adapter/, ema/ and preset.json")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output")
+    p.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint in --output")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --output (never a running one)")
+    p.add_argument("--events", metavar="PATH", help="write the typed event stream as JSON lines to PATH ('-': stdout)")
     p.add_argument("--demo", action="store_true", help="tiny random Llama + shipped text, on CPU in seconds")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="any preset field by its Hugging Face name, e.g. --set lora_r=8 (repeatable)")
@@ -90,20 +92,67 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+_TRAIN_PACKAGES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets")
+
+
+def _check_train_extra() -> None:
+    """Training needs the [train] extra; say how to get it before anything tries to import it."""
+    import importlib.util
+    import sys
+
+    from forge_advisor.errors import ForgeError
+
+    def absent(name: str) -> bool:
+        if name in sys.modules:
+            return sys.modules[name] is None  # None: blocked, the way Python marks a failed import
+        try:
+            return importlib.util.find_spec(name) is None
+        except (ImportError, ValueError):
+            return True
+
+    missing = [m for m in _TRAIN_PACKAGES if absent(m)]
+    if missing:
+        raise ForgeError(f"training needs {', '.join(missing)}, from the [train] extra: pip install \"forge-advisor[train]\"")
+
+
+def _check_numbers(args: argparse.Namespace) -> int | None:
+    """Flags checked before any heavy import; returns the predicted peak in bytes."""
+    import math
+
+    from forge_advisor.errors import ForgeError
+    from forge_advisor.train.runner import check_ema_decay
+
+    check_ema_decay(args.ema_decay)
+    gib = args.predicted_peak_gib
+    if gib is None:
+        return None
+    if not math.isfinite(gib) or gib <= 0:
+        raise ForgeError(f"--predicted-peak-gib {gib!r}: expected a positive number of GiB, e.g. 21.5")
+    return max(1, int(gib * (1 << 30)))
+
+
+def resolve_args_preset(args: argparse.Namespace, overrides: dict[str, Any]) -> Any:
+    """The preset this command line trains: ``--preset-file`` (any file the advisor or TUI exports),
+    ``--preset auto`` or a preset name, with the flags' overrides applied last."""
+    from pathlib import Path
+
+    from forge_advisor.train.resolve import resolve_preset
+
+    spec: Any = Path(args.preset_file) if args.preset_file else args.preset
+    return resolve_preset(spec, overrides, args.model, args.gpu)
+
+
 def run(args: argparse.Namespace) -> int:
     from forge_advisor.errors import ForgeError
-    from forge_advisor.presets import get_preset, load_preset
 
     overrides = _overrides(args)
-    if args.preset_file:
-        preset: Any = load_preset(args.preset_file)
-        preset = preset.replace(**overrides) if overrides else preset
-    elif args.preset == "auto":
-        from forge_advisor.train.runner import _resolve_preset
+    if args.json and args.events == "-":
+        raise ForgeError("--json and --events - would both write to stdout: give --events a file path")
+    if args.demo:
+        from forge_advisor.train.demo import DEMO_OVERRIDES
 
-        preset = _resolve_preset("auto", overrides, args.model, args.gpu)
-    else:
-        preset = get_preset(args.preset, **overrides)  # unknown names / bad values fail here
+        overrides = {**DEMO_OVERRIDES, **overrides}  # the demo's small steps, under the user's flags
+    preset = resolve_args_preset(args, overrides)
     if args.show:
         preset.print_info(console())
         return 0
@@ -119,33 +168,37 @@ def run(args: argparse.Namespace) -> int:
             raise ForgeError(f"--{missing[0]} is required (or use --demo)")
     if args.demo and not args.output:
         raise ForgeError("--output is required: name a folder for the demo run (e.g. --output forge-demo)")
+    peak = _check_numbers(args)
+    _check_train_extra()
     import contextlib
     import sys
 
     from forge_advisor.train.runner import run as train
 
-    peak = int(args.predicted_peak_gib * (1 << 30)) if args.predicted_peak_gib else None
-    # with --json, stdout carries only the result document: training chatter goes to stderr
-    quiet_stdout = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
+    # with --json (or --events -), stdout carries only the document/events: chatter goes to stderr
+    quiet_stdout = contextlib.redirect_stdout(sys.stderr) if args.json and args.events != "-" else contextlib.nullcontext()
     with quiet_stdout:
-        result = _train(args, preset, overrides, train, peak)
+        result = train(
+            args.model, args.data, preset, args.output, resume=args.resume, overwrite=args.overwrite, demo=args.demo,
+            ema_decay=args.ema_decay, ema_cpu_offload=args.ema_cpu, on_nonfinite="skip" if args.skip_nonfinite else "stop",
+            predicted_peak_bytes=peak, quiet=args.json, gpu=args.gpu, events=args.events, hold_interrupt=True,
+        )
     if args.json:
         emit_json(result.to_dict())
-        return 0
-    return _report(result)
+        code = 0
+    else:
+        code = _report(result, to_stderr=args.events == "-")
+    if result.status == "interrupted":
+        from forge_advisor.train.interrupt import EXIT_INTERRUPTED, exit_now
+
+        exit_now(EXIT_INTERRUPTED)  # a second Ctrl-C still lands in the runtime's handler, not in shutdown
+    return code
 
 
-def _train(args: argparse.Namespace, preset: Any, overrides: dict[str, Any], train: Any, peak: int | None) -> Any:
-    return train(
-        args.model, args.data, preset if (args.preset_file or args.preset == "auto") else args.preset, args.output,
-        overrides={} if args.preset == "auto" else overrides,
-        resume=args.resume, demo=args.demo, ema_decay=args.ema_decay, ema_cpu_offload=args.ema_cpu,
-        on_nonfinite="skip" if args.skip_nonfinite else "stop", predicted_peak_bytes=peak, quiet=args.json,
-    )
+def _report(result: Any, to_stderr: bool = False) -> int:
+    from rich.console import Console
 
-
-def _report(result: Any) -> int:
-    con = console()
+    con = Console(highlight=False, stderr=True) if to_stderr else console()  # --events -: stdout holds events only
     if result.status == "interrupted":
         con.print(f"interrupted at step {result.global_step}: checkpoint {result.checkpoint}; continue with --resume")
         return 130

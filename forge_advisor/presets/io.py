@@ -4,8 +4,12 @@ File layout::
 
     {"forge_advisor_version": "0.1.0", "preset": "lora", "config": {"lora_r": 16, ...}}
 
-Loading looks ``preset`` up in the registry (a custom preset must be registered first) and
-validates ``config`` like overrides, so a hand-edited file gets the same errors as a CLI flag.
+:func:`load_preset` also reads the plan files the advisor and the TUI export
+(``{"model", "gpu", "preset", "overrides", "plan"}``, :func:`forge_advisor.export.plan_document`):
+there ``overrides`` holds the preset fields that differ from the preset, so the file trains
+exactly the exported plan. Loading looks ``preset`` up in the registry (a custom preset must be
+registered first) and validates the fields like overrides, so a hand-edited file gets the same
+errors as a CLI flag.
 """
 
 from __future__ import annotations
@@ -77,6 +81,9 @@ def load_preset(path: str | Path) -> BasePreset:
             doc = yaml.safe_load(text)
     except Exception as exc:
         raise ForgeError(f"{path}: malformed {fmt.upper()}: {str(exc).splitlines()[0]}") from None
-    if not isinstance(doc, dict) or "preset" not in doc or not isinstance(doc.get("config", {}), dict):
-        raise ForgeError(f"{path}: expected keys 'preset' and 'config' (a preset file written by save())")
-    return get_preset(doc["preset"], **doc.get("config", {}))
+    if not isinstance(doc, dict) or not isinstance(doc.get("preset"), str):
+        raise ForgeError(f"{path}: expected a 'preset' name with 'config' (save_preset) or 'overrides' (an exported plan)")
+    fields = doc.get("config", doc.get("overrides", {}))
+    if not isinstance(fields, dict):
+        raise ForgeError(f"{path}: 'config'/'overrides' must be a mapping of preset fields, got {type(fields).__name__}")
+    return get_preset(doc["preset"], **{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})

@@ -1,7 +1,11 @@
 """The training runtime: presets applied to a live model with transformers, peft and trl.
 
 Importing this package is light; torch loads with the submodules that need it
-(``forge_advisor.train.freezing``, ``.callbacks``, ``.session``).
+(``forge_advisor.train.freezing``, ``.callbacks``, ``.session``). ``.events`` (the typed
+event stream), ``.resolve``, ``.saving``, ``.lock`` and ``.checks`` are torch-free.
+
+Layers run one way: cli/train → runner → session → trainer/callbacks; ``runner`` validates,
+locks and hands over to ``session``, which never imports ``runner``.
 
 >>> from forge_advisor.train import run
 >>> result = run(demo=True, output_dir="demo-out")  # doctest: +SKIP
@@ -11,7 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["run"]
+from forge_advisor.train.resolve import resolve_preset
+
+__all__ = ["resolve_preset", "run"]
 
 
 def run(*args: Any, **kwargs: Any) -> Any:

@@ -76,9 +76,15 @@ def accelerate_config_yaml(plan: Plan, **kwargs: Any) -> str:
 
 
 def write_accelerate_config(plan: Plan, path: str | Path, **kwargs: Any) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(accelerate_config_yaml(plan, **kwargs), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    """Written whole (temp file + rename); an unwritable place is one clear error."""
+    from forge_advisor.errors import ForgeError
+    from forge_advisor.train.saving import atomic_write_text
+
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ForgeError(f"{path}: --write-accelerate-config names a folder; give a file path like accelerate.yaml")
+    text = accelerate_config_yaml(plan, **kwargs)
+    try:
+        return atomic_write_text(path, text)
+    except OSError as exc:
+        raise ForgeError(f"{path}: cannot write the accelerate config ({exc.strerror or exc})") from None

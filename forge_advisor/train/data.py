@@ -65,9 +65,18 @@ def _check_record(rec: Any, kind: Kind, where: str) -> None:
                 raise ForgeError(f"{where}: field '{f}' must be a string, got {type(rec.get(f)).__name__}")
 
 
+def _has_content(rec: dict[str, Any], kind: Kind) -> bool:
+    """Whether a record has anything to learn from (all-blank texts tokenize to nothing)."""
+    if kind == "text":
+        return bool(rec["text"].strip())
+    if kind == "messages":
+        return any(m["content"].strip() for m in rec["messages"])
+    return bool(rec["chosen"].strip() or rec["rejected"].strip())
+
+
 def _inspect_jsonl(path: Path) -> DataInfo:
     kind: Kind | None = None
-    n = 0
+    n = usable = 0
     try:
         fh = path.open(encoding="utf-8")
     except OSError as exc:
@@ -93,10 +102,14 @@ def _inspect_jsonl(path: Path) -> DataInfo:
                         )
                 _check_record(rec, kind, where)
                 n += 1
+                usable += _has_content(rec, kind)
         except UnicodeDecodeError:
             raise ForgeError(f"{path}: not a UTF-8 text file") from None
     if n == 0 or kind is None:
         raise ForgeError(f"{path}: the dataset is empty (no JSON lines)")
+    if usable == 0:
+        field = {"text": "'text'", "messages": "message 'content'", "dpo": "'chosen'/'rejected'"}[kind]
+        raise ForgeError(f"{path}: every record's {field} is empty ({n} records): nothing to train on")
     return DataInfo(path, kind, "jsonl", n)
 
 

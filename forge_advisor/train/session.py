@@ -1,17 +1,25 @@
-"""`TrainingSession`: the heavy half of :func:`forge_advisor.train.run` (inputs already checked)."""
+"""`TrainingSession`: the heavy half of :func:`forge_advisor.train.run` (inputs already checked,
+the output folder locked by the runner). The runner imports this module, never the reverse."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
+from forge_advisor.errors import ForgeError
 from forge_advisor.presets.base import BasePreset
-from forge_advisor.train.checks import ModelInfo, last_checkpoint
+from forge_advisor.train.checks import ModelInfo
 from forge_advisor.train.data import DataInfo
+from forge_advisor.train.events import CheckpointSaved, End, EventStream, Interrupt, Start
+from forge_advisor.train.interrupt import InterruptFlag, interrupt_callback
+from forge_advisor.train.result import TrainResult, read_summary, write_summary
+from forge_advisor.train.saving import checkpoint_step, last_checkpoint
 
-__all__ = ["TrainingSession"]
+__all__ = ["TrainingSession", "load_model_for", "quiet_libraries"]
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +28,33 @@ def _torch_dtype(name: str | None) -> Any:
     import torch
 
     return {"bf16": torch.bfloat16, "fp16": torch.float16, None: torch.float32}[name]
+
+
+def quiet_libraries() -> None:
+    """No library chatter on stderr during a run: bitsandbytes' optional-kernel notice,
+    deprecation/future warnings, transformers' info logs. Errors still show."""
+    for name in ("bitsandbytes", "transformers", "peft", "trl", "accelerate", "datasets"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for category in (FutureWarning, DeprecationWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # "Loading weights" / "Writing model shards" bars
+    import datasets
+
+    datasets.disable_progress_bars()
+
+
+def _quiet_progress() -> Any:
+    """The Trainer's progress bar without its echo of every log dict (the monitor reports)."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class QuietProgress(ProgressCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+            return None
+
+    return QuietProgress
 
 
 class TrainingSession:
@@ -38,6 +73,10 @@ class TrainingSession:
         predicted_peak_bytes: int | None,
         extra_callbacks: list[Any],
         quiet: bool,
+        events: EventStream | None = None,
+        preflight_steps: int = 1,
+        gpu: str | None = None,
+        hold_interrupt: bool = False,
     ) -> None:
         from forge_advisor.train.callbacks import EMACallback, MonitorCallback
 
@@ -48,15 +87,21 @@ class TrainingSession:
         self.targets = targets
         self.resume = resume
         self.quiet = quiet
+        self.gpu = gpu
+        self.hold_interrupt = hold_interrupt
+        self.events = events if events is not None else EventStream()
+        self.predicted_peak_bytes = predicted_peak_bytes
+        self.preflight_steps = preflight_steps
         # callbacks validate their arguments now, still before any loading
         self.ema = EMACallback(ema_decay, cpu_offload=ema_cpu_offload)
         self.monitor = MonitorCallback(
             on_nonfinite=on_nonfinite,  # type: ignore[arg-type]
             predicted_peak_bytes=predicted_peak_bytes,
-            log=(lambda s: None) if quiet else None,
+            emit=self.events.emit,
         )
         self.extra_callbacks = extra_callbacks
         self.freeze_report: Any = None
+        self.preflight: Any = None
 
     # -- loading ----------------------------------------------------------------------------------
     def load_tokenizer(self) -> Any:
@@ -79,60 +124,163 @@ class TrainingSession:
             return prepare_dpo(ds, tokenizer, self.preset.max_prompt_length)
         return tokenize_sft(ds, tokenizer, self.data_info.kind, self.preset.max_length)
 
+    def _lengths(self, dataset: Any) -> list[int]:
+        if "input_ids" in dataset.column_names:
+            return [len(x) for x in dataset["input_ids"]]
+        # DPO pairs (tokenized inside trl): characters of prompt + the longer answer
+        return [len(p) + max(len(c), len(r)) for p, c, r in zip(dataset["prompt"], dataset["chosen"], dataset["rejected"])]
+
     # -- training ---------------------------------------------------------------------------------
-    def _trainer(self, model: Any, tokenizer: Any, dataset: Any, callbacks: list[Any]) -> Any:
+    def _trainer(self, model: Any, tokenizer: Any, dataset: Any, callbacks: list[Any], first: list[int] | None) -> Any:
+        import torch
+
+        from forge_advisor.train.trainer import forge_trainer_class
+
         p = self.preset
-        common = {
+        common: dict[str, Any] = {
             "include_num_input_tokens_seen": True,
             "disable_tqdm": self.quiet,
             "ddp_find_unused_parameters": False if p.uses_lora or p.freeze_ratio > 0 else None,
         }
+        if not torch.cuda.is_available():
+            common["dataloader_pin_memory"] = False  # nothing to pin to; torch warns otherwise
+        hooks = {"checkpoint_writers": [self.ema.write_checkpoint, self._checkpoint_event],
+                 "pre_clip": [self.monitor.inspect_gradients], "first": first}
         if p.trainer == "dpo":
             from trl import DPOTrainer
 
             args = p.get_dpo_config(str(self.out), **common)
-            return DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                              callbacks=callbacks)
-        from transformers import DataCollatorForLanguageModeling, Trainer
+            trainer = forge_trainer_class(DPOTrainer)(model=model, args=args, train_dataset=dataset,
+                                                      processing_class=tokenizer, callbacks=callbacks, **hooks)
+        else:
+            from transformers import DataCollatorForLanguageModeling, Trainer
 
-        args = p.get_training_args(str(self.out), **common)
-        collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
-        return Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
-                       processing_class=tokenizer, callbacks=callbacks)
+            args = p.get_training_args(str(self.out), **common)
+            collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
+            trainer = forge_trainer_class(Trainer)(model=model, args=args, train_dataset=dataset, data_collator=collator,
+                                                   processing_class=tokenizer, callbacks=callbacks, **hooks)
+        from transformers.trainer_callback import ProgressCallback
 
-    def train(self) -> Any:
-        from transformers.utils import logging as hf_logging
+        if trainer.pop_callback(ProgressCallback) is not None:
+            trainer.add_callback(_quiet_progress())
+        return trainer
 
-        from forge_advisor.train.callbacks import TrainingDiverged
-        from forge_advisor.train.freezing import count_parameters
-        from forge_advisor.train.runner import TrainResult, _interrupt_callback, _Interrupt, write_summary
+    def _checkpoint_event(self, staged: Path, state: Any) -> None:
+        self.events.emit(CheckpointSaved(state.global_step, str(self.out / staged.name), self.ema.num_updates))
 
-        if self.quiet:
-            hf_logging.set_verbosity_error()
+    def train(self) -> TrainResult:
+        with InterruptFlag(hold=self.hold_interrupt) as flag, self.events:
+            return self._train(flag)
+
+    def _train(self, flag: InterruptFlag) -> TrainResult:
         tokenizer = self.load_tokenizer()
         model = self.load_model()
         dataset = self.build_dataset(tokenizer)
         if len(dataset) == 0:
-            from forge_advisor.errors import ForgeError
-
-            raise ForgeError(f"{self.data_info.path}: no usable records after tokenization")
-        self.out.mkdir(parents=True, exist_ok=True)
+            raise ForgeError(f"{self.data_info.path}: no usable records after tokenization (nothing to preflight or train)")
         checkpoint = last_checkpoint(self.out) if self.resume else None
-        with _Interrupt() as flag:
-            callbacks = [self.ema, self.monitor, _interrupt_callback(flag), *self.extra_callbacks]
-            trainer = self._trainer(model, tokenizer, dataset, callbacks)
-            self.trainer = trainer
+        start = checkpoint_step(checkpoint) if checkpoint else 0
+        done = self._finished_at(checkpoint)
+        if checkpoint is not None and done:
+            return self._finish_without_training(model, tokenizer, dataset, checkpoint)
+        lengths = self._lengths(dataset)
+        p = self.preset
+        batch = p.per_device_train_batch_size * p.gradient_accumulation_steps
+        from forge_advisor.train.trainer import longest_first
+
+        first = longest_first(lengths, batch * self.preflight_steps)
+        callbacks = [self.ema, self.monitor, self._preflight(lengths, batch),
+                     interrupt_callback(flag, self._interrupt_event), *self.extra_callbacks]
+        trainer = self._trainer(model, tokenizer, dataset, callbacks, first)
+        self.trainer = trainer
+        self.events.emit(Start(self.model_info.name, p.name, p.to_dict(), p.max_steps if p.max_steps > 0 else None,
+                               self.predicted_peak_bytes, start or 0, _device()))
+        self._run(trainer, checkpoint)
+        return self._result(trainer, tokenizer, flag)
+
+    def _run(self, trainer: Any, checkpoint: Path | None) -> None:
+        import torch
+
+        try:
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-        model = trainer.model
-        trainable, total = count_parameters(model)
+        except torch.OutOfMemoryError:
+            step = trainer.state.global_step
+            raise ForgeError(self._oom_line(step)) from None
+
+    def _oom_line(self, step: int) -> str:
+        from forge_advisor.train.preflight import nearest_fitting_plan
+
+        where = "in the preflight step on the longest batch" if step < self.preflight_steps else f"at step {step + 1}"
+        return f"out of GPU memory {where}; {nearest_fitting_plan(self.preset, self.model_info, self.gpu)}"
+
+    def _preflight(self, lengths: list[int], batch: int) -> Any:
+        from forge_advisor.train.callbacks.preflight import PreflightCallback
+        from forge_advisor.train.records import append_record
+
+        def record(measured: dict[str, Any]) -> None:
+            append_record(self.out, "preflight", model=self.model_info.name, preset=self.preset.name,
+                          plan=self.preset.to_dict(), predicted_peak_bytes=self.predicted_peak_bytes,
+                          device=_device(), measured=measured)
+
+        self.preflight = PreflightCallback(
+            self.events.emit, steps=self.preflight_steps, longest_tokens=max(lengths) if lengths else None,
+            samples=len(lengths), batch=batch, predicted_peak_bytes=self.predicted_peak_bytes, record=record)
+        return self.preflight
+
+    def _interrupt_event(self, step: int) -> None:
+        self.events.emit(Interrupt(step, f"Ctrl-C: saving checkpoint-{step} and stopping"))
+
+    def _finished_at(self, checkpoint: Path | None) -> bool:
+        """Whether ``checkpoint`` already reached the run's last step (resuming it must not train
+        one step more: the Trainer would)."""
+        if checkpoint is None:
+            return False
+        try:
+            state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        target = self.preset.max_steps if self.preset.max_steps > 0 else int(state.get("max_steps") or 0)
+        return target > 0 and int(state.get("global_step", 0)) >= target
+
+    def _finish_without_training(self, model: Any, tokenizer: Any, dataset: Any, checkpoint: Path) -> TrainResult:
+        step = checkpoint_step(checkpoint) or 0
+        earlier = read_summary(self.out)
+        if earlier is not None and earlier.status == "completed" and earlier.global_step == step \
+                and earlier.ema_dir is not None and Path(earlier.ema_dir).is_dir():
+            self.events.emit(End("completed", step, earlier.final_loss, _s(earlier.adapter_dir), _s(earlier.ema_dir),
+                                 message=f"already complete at step {step}: nothing to resume"))
+            return earlier
+        # the last checkpoint is the last step, but the final saves did not all happen: redo them
+        trainer = self._trainer(model, tokenizer, dataset, [self.ema], None)
+        trainer._load_from_checkpoint(str(checkpoint))
+        self.ema.load(checkpoint, trainer.model)
+        trainer.state.global_step = step
+        self.trainer = trainer
+        result = self._base_result(trainer)
+        self._save_final(trainer, tokenizer, result)
+        write_summary(result)
+        self.events.emit(End("completed", step, None, _s(result.adapter_dir), _s(result.ema_dir),
+                             message=f"step {step} was the last: final folders written from {checkpoint.name}"))
+        return result
+
+    def _base_result(self, trainer: Any) -> TrainResult:
+        from forge_advisor.train.freezing import count_parameters
+
+        trainable, total = count_parameters(trainer.model)
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-        result = TrainResult(
+        return TrainResult(
             status="completed", output_dir=self.out, global_step=trainer.state.global_step,
             trainable_parameters=trainable, total_parameters=total,
             frozen_layers=self.freeze_report.frozen_layers if self.freeze_report else (),
-            final_loss=losses[-1] if losses else None, monitor=self.monitor.summary(),
+            final_loss=losses[-1] if losses else None, ema_updates=self.ema.num_updates, monitor=self.monitor.summary(),
         )
+
+    def _result(self, trainer: Any, tokenizer: Any, flag: InterruptFlag) -> TrainResult:
+        from forge_advisor.train.callbacks import TrainingDiverged
+
+        result = self._base_result(trainer)
         if self.monitor.stop_reason:
+            self.events.emit(End("diverged", result.global_step, result.final_loss, message=self.monitor.stop_reason))
             raise TrainingDiverged(self.monitor.stop_reason)
         if flag.requested:
             result.status = "interrupted"
@@ -140,10 +288,24 @@ class TrainingSession:
         elif trainer.is_world_process_zero():
             self._save_final(trainer, tokenizer, result)
         if trainer.is_world_process_zero():
-            write_summary(result)
+            self._record_run(result)
+            write_summary(result)  # last: its presence with status completed means every final folder is there
+        self.events.emit(End(result.status, result.global_step, result.final_loss, _s(result.adapter_dir),
+                             _s(result.ema_dir), _s(result.checkpoint), self.monitor.peak_summary() or "",
+                             self.monitor.peak_torch_bytes, self.predicted_peak_bytes))
         return result
 
-    def _save_final(self, trainer: Any, tokenizer: Any, result: Any) -> None:
+    def _record_run(self, result: TrainResult) -> None:
+        from forge_advisor.train.records import append_record
+
+        m = self.monitor
+        append_record(self.out, "run", model=self.model_info.name, preset=self.preset.name, plan=self.preset.to_dict(),
+                      predicted_peak_bytes=self.predicted_peak_bytes, device=_device(), status=result.status,
+                      measured={"peak_allocated_bytes": m.peak_torch_bytes, "peak_reserved_bytes": m.peak_reserved_bytes,
+                                "peak_nvml_bytes": m.peak_nvml_bytes, "tokens_per_second": m.tokens_per_second,
+                                "steps": result.global_step})
+
+    def _save_final(self, trainer: Any, tokenizer: Any, result: TrainResult) -> None:
         from forge_advisor.presets.io import save_preset
         from forge_advisor.train.saving import atomic_dir
 
@@ -158,6 +320,18 @@ class TrainingSession:
         with self.ema.average_parameters(model):
             result.ema_dir = atomic_dir(self.out / "ema", write)
         save_preset(self.preset, self.out / "preset.json")
+
+
+def _s(p: Path | None) -> str | None:
+    return None if p is None else str(p)
+
+
+def _device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.cuda.current_device())
+    return "cpu"
 
 
 def _device_map(preset: BasePreset) -> Any:

@@ -14,7 +14,7 @@ from textual.message import Message
 if TYPE_CHECKING:
     from forge_advisor.gpus import GPU, Probe
     from forge_advisor.shapes import ModelShape
-    from forge_advisor.tui.train_log import TrainEvent
+    from forge_advisor.train.events import Event
     from forge_advisor.tui.widgets.knob import Knob
 
 __all__ = [
@@ -80,7 +80,7 @@ class AdviseFinished(Message):
 @dataclass
 class TrainOutput(Message):
     line: str
-    event: TrainEvent | None
+    event: Event | None
 
 
 @dataclass

@@ -1,133 +1,56 @@
-"""Read ``forge-advisor train``'s output into monitor events (no textual, no torch).
+"""Follow a ``forge-advisor train --events -`` run: typed events in, monitor state out.
 
-The runtime does not write a machine-readable log yet, so this parses what it prints (see
-``forge_advisor/train/callbacks/monitor.py`` and ``cli/train.py``):
+The runtime writes its event stream (:mod:`forge_advisor.train.events`, torch-free) as JSON
+lines on stdout and its human lines on stderr. :func:`event_of` decodes a stdout line;
+:class:`MonitorState` accumulates the events the monitor shows. Nothing here parses printed
+text, except that a stderr line ``error: …`` (a bad input found before the run started, when
+no event exists yet) is kept as the run's error.
 
-* ``[monitor] step 20 | loss 5.2072 | grad-norm 0.148 | top layers.1 0.14 | 1,494 tok/s | peak 3.21 GiB``
-* ``[monitor] step 7: non-finite gradient in 'x', step skipped`` / ``… training stopped at …`` /
-  ``… loss spike …`` (alerts)
-* ``[monitor] peak GPU memory 10.40 GiB (torch), …; predicted 11.00 GiB, measured/predicted = 0.95``
-* the Trainer's ``{'loss': '5.207', 'grad_norm': '0.1482', …}`` dicts (fallback for loss/grad-norm)
-* tqdm's ``20/30 [00:11<…]`` (progress), ``done: 30 steps, final loss …``, ``error: …``.
-
-Output arrives with ``\\r`` (tqdm) and ``\\n`` interleaved; :class:`LineSplitter` cuts on both.
+Output arrives in chunks, with ``\\r`` (tqdm) and ``\\n``; :class:`LineSplitter` cuts on both.
 """
 
 from __future__ import annotations
 
-import ast
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
-__all__ = ["LineSplitter", "MonitorState", "TrainEvent", "clean_line", "parse_line"]
+from forge_advisor.train.events import (
+    Alert,
+    CheckpointSaved,
+    End,
+    Event,
+    Interrupt,
+    Preflight,
+    Start,
+    Step,
+    decode,
+)
 
-GIB = 1 << 30
+__all__ = ["LineSplitter", "MonitorState", "clean_line", "error_of", "event_of"]
 
-_MONITOR = re.compile(r"\[monitor\]\s*(.*)$")
-_STEP = re.compile(r"^step (\d+) \| (.*)$")
-_ALERT = re.compile(r"^step (\d+): (.*)$")
-_PROGRESS = re.compile(r"^\s*\d+%\|[^|]*\|\s*(\d+)/(\d+) \[")  # the Trainer's bar, not "Map: 100%|…"
 _BAR = re.compile(r"\d+%\|")
-_DICT = re.compile(r"(\{'.*\})")
-_PEAK = re.compile(r"peak GPU memory ([0-9.]+) GiB \(torch\)")
-_PRED = re.compile(r"predicted ([0-9.]+) GiB, measured/predicted = ([0-9.]+)")
-_DONE = re.compile(r"^done: (\d+) steps")
-_EMA = re.compile(r"EMA restored from (\S+) \((\d+) updates\)")
+_TAG = re.compile(r"\[(?:monitor|train|preflight|interrupt)\]|interrupt:")  # the runtime's human lines
 
 
-@dataclass(frozen=True)
-class TrainEvent:
-    """kind: metrics | log | alert | stopped | peak | progress | done | error | ema | ema_saved | text."""
-
-    kind: str
-    step: int | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-    text: str = ""
+def event_of(line: str) -> Event | None:
+    """The event on one stdout line of ``train --events -`` (None: not an event)."""
+    return decode(line)
 
 
-def _num(text: str) -> float | None:
-    try:
-        v = float(text.replace(",", ""))
-    except ValueError:
-        return None
-    return v
-
-
-def _metrics(step: int, body: str) -> TrainEvent:
-    data: dict[str, Any] = {}
-    for part in (p.strip() for p in body.split("|")):
-        if part.startswith("loss "):
-            data["loss"] = _num(part[5:])
-        elif part.startswith("grad-norm "):
-            data["grad_norm"] = _num(part[10:])
-        elif part.startswith("top "):
-            data["top_layers"] = part[4:]
-        elif part.endswith(" tok/s"):
-            data["tokens_per_second"] = _num(part[:-6])
-        elif part.startswith("peak ") and part.endswith(" GiB"):
-            v = _num(part[5:-4])
-            data["peak_bytes"] = None if v is None else int(v * GIB)
-    return TrainEvent("metrics", step, data)
-
-
-def parse_line(line: str) -> TrainEvent | None:
-    """One line of output -> an event, or None for noise (warnings, blank lines)."""
+def error_of(line: str) -> str | None:
+    """A stderr line that is the run's one-line error (``error: …`` / ``internal error: …``)."""
     s = line.strip()
-    if not s:
-        return None
-    m = _MONITOR.search(s)
-    if m:
-        body = m.group(1).strip()
-        if mm := _STEP.match(body):
-            return _metrics(int(mm.group(1)), mm.group(2))
-        if mm := _ALERT.match(body):
-            return TrainEvent("alert", int(mm.group(1)), {}, mm.group(2))
-        if body.startswith("training stopped"):
-            step = re.search(r"at step (\d+)", body)
-            return TrainEvent("stopped", int(step.group(1)) if step else None, {}, body)
-        if body.startswith("peak"):
-            data: dict[str, Any] = {}
-            if pm := _PEAK.search(body):
-                data["measured_bytes"] = int(float(pm.group(1)) * GIB)
-            if pr := _PRED.search(body):
-                data["predicted_bytes"] = int(float(pr.group(1)) * GIB)
-                data["ratio"] = float(pr.group(2))
-            return TrainEvent("peak", None, data, body)
-        return TrainEvent("text", None, {}, body)
-    if m := _DICT.search(s):
-        try:
-            d = ast.literal_eval(m.group(1))
-        except (ValueError, SyntaxError):
-            d = None
-        if isinstance(d, dict) and "loss" in d:
-            data = {k: _num(str(d[k])) for k in ("loss", "grad_norm", "learning_rate", "epoch") if k in d}
-            return TrainEvent("log", None, data)
-        if isinstance(d, dict):
-            return None
-    if m := _EMA.search(s):
-        return TrainEvent("ema", None, {"checkpoint": m.group(1), "updates": int(m.group(2))}, s)
-    if m := _DONE.match(s):
-        return TrainEvent("done", int(m.group(1)), {}, s)
-    if s.startswith("error:") or s.startswith("internal error:"):
-        return TrainEvent("error", None, {}, s)
-    if s.startswith("interrupted at step"):
-        return TrainEvent("done", None, {"interrupted": True}, s)
-    if m := _PROGRESS.match(s):
-        return TrainEvent("progress", int(m.group(1)), {"total": int(m.group(2))})
-    if s.startswith(("saved ", "trainable ", "interrupt")):
-        return TrainEvent("text", None, {}, s)
-    return None
+    return s if s.startswith(("error:", "internal error:")) else None
 
 
 def clean_line(line: str) -> str | None:
-    """The line as the log shows it: a monitor line without the progress bar glued in front
-    of it; progress bars themselves (the Trainer's, datasets' ``Map: 100%|…``) dropped."""
-    i = line.find("[monitor]")
-    if i > 0:
-        return line[i:]
-    if i < 0 and _BAR.search(line):
+    """A stderr line as the log shows it: a line glued to a progress bar loses the bar;
+    progress bars themselves (the Trainer's, datasets' ``Map: 100%|…``) are dropped."""
+    m = _TAG.search(line)
+    if m is not None and m.start() > 0 and _BAR.search(line[: m.start()]):
+        return line[m.start():]
+    if m is None and _BAR.search(line):
         return None
     return line
 
@@ -171,61 +94,74 @@ class MonitorState:
     demo: bool = False  # the runtime's tiny model: the estimate is for another model
     last_error: str | None = None
     top_layers: str | None = None
+    preflight: str | None = None
+    nan_alert: bool = False
 
-    @property
-    def nan_alert(self) -> bool:
-        return any("NaN" in a or "non-finite" in a or "nan" in a.split() for a in self.alerts)
+    def apply(self, ev: Event) -> None:
+        handler = getattr(self, f"_on_{ev.kind}", None)
+        if handler is not None:
+            handler(ev)
 
-    def apply(self, ev: TrainEvent) -> None:
-        if ev.kind == "metrics":
-            d = ev.data
-            if ev.step is not None:
-                self.step = max(self.step, ev.step)
-                self.ema_updates = max(self.ema_updates, ev.step)  # the EMA updates once per optimizer step
-            loss = d.get("loss")
-            if isinstance(loss, float):
-                self.steps.append(ev.step or 0)
-                self.losses.append(loss)
-                if not math.isfinite(loss):
-                    self.alerts.append(f"step {ev.step}: loss is {loss}")
-            if isinstance(d.get("grad_norm"), float):
-                self.grad_norms.append(d["grad_norm"])
-            if d.get("tokens_per_second"):
-                self.tokens_per_second = d["tokens_per_second"]
-            if d.get("peak_bytes"):
-                self.peak_bytes = max(self.peak_bytes or 0, d["peak_bytes"])
-            if d.get("top_layers"):
-                self.top_layers = d["top_layers"]
-        elif ev.kind == "log":
-            # the Trainer's own dict: use it only when the monitor line did not come first
-            loss = ev.data.get("loss")
-            if isinstance(loss, float) and not self.losses:
-                self.losses.append(loss)
-                self.steps.append(self.step)
-        elif ev.kind == "alert":
-            self.alerts.append(f"step {ev.step}: {ev.text}")
-        elif ev.kind == "stopped":
-            self.alerts.append(ev.text)
+    def _on_start(self, ev: Start) -> None:
+        self.status = "running"
+        self.total_steps = ev.max_steps
+        self.step = ev.resumed_from_step
+        if ev.predicted_peak_bytes:  # the runtime's estimate for the model it trains (the demo's own, too)
+            self.predicted_peak_bytes = ev.predicted_peak_bytes
+
+    def _on_step(self, ev: Step) -> None:
+        self.step = max(self.step, ev.step)
+        # the EMA updates once per optimizer step (forge_advisor.train.callbacks.ema); checkpoint
+        # events carry the exact count
+        self.ema_updates = max(self.ema_updates, ev.step)
+        if ev.max_steps:
+            self.total_steps = ev.max_steps
+        if ev.loss is not None:
+            self.steps.append(ev.step)
+            self.losses.append(ev.loss)
+            if not math.isfinite(ev.loss):
+                self.alerts.append(f"step {ev.step}: loss is {ev.loss}")
+                self.nan_alert = True
+        if ev.grad_norm is not None:
+            self.grad_norms.append(ev.grad_norm)
+        if ev.tokens_per_second:
+            self.tokens_per_second = ev.tokens_per_second
+        if ev.peak_allocated_bytes:
+            self.peak_bytes = max(self.peak_bytes or 0, ev.peak_allocated_bytes)
+        if ev.top_layers:
+            self.top_layers = ", ".join(f"{k} {v:.2g}" for k, v in ev.top_layers)
+
+    def _on_alert(self, ev: Alert) -> None:
+        self.alerts.append(ev.message)
+        if ev.reason in ("nonfinite_skipped", "diverged"):
+            self.nan_alert = True
+        if ev.reason == "diverged":
             self.status = "stopped"
-        elif ev.kind == "peak":
-            if ev.data.get("measured_bytes"):
-                self.peak_bytes = max(self.peak_bytes or 0, ev.data["measured_bytes"])
-            if ev.data.get("predicted_bytes"):
-                self.predicted_peak_bytes = ev.data["predicted_bytes"]
-            if ev.data.get("ratio"):
-                self.measured_over_predicted = ev.data["ratio"]
-        elif ev.kind == "progress":
-            if ev.step is not None:
-                self.step = max(self.step, ev.step)
-            self.total_steps = ev.data.get("total", self.total_steps)
-        elif ev.kind == "ema":
-            self.ema_updates = ev.data["updates"]
-            self.ema_checkpoint = ev.data["checkpoint"]
-        elif ev.kind == "ema_saved":
-            self.ema_checkpoint = ev.data.get("checkpoint")
-        elif ev.kind == "done":
-            if self.status == "running":
-                self.status = "done"
-        elif ev.kind == "error":
-            self.last_error = ev.text
-            self.status = "failed"
+
+    def _on_checkpoint(self, ev: CheckpointSaved) -> None:
+        self.ema_checkpoint = ev.path.rsplit("/", 1)[-1]
+        if ev.ema_updates is not None:
+            self.ema_updates = ev.ema_updates
+
+    def _on_preflight(self, ev: Preflight) -> None:
+        self.preflight = ev.message
+        if ev.peak_allocated_bytes:
+            self.peak_bytes = max(self.peak_bytes or 0, ev.peak_allocated_bytes)
+        if ev.verdict == "oom":
+            self.alerts.append(ev.message)
+
+    def _on_interrupt(self, ev: Interrupt) -> None:
+        self.alerts.append(ev.message)
+
+    def _on_end(self, ev: End) -> None:
+        if ev.peak_allocated_bytes:
+            self.peak_bytes = max(self.peak_bytes or 0, ev.peak_allocated_bytes)
+        if ev.predicted_peak_bytes:
+            self.predicted_peak_bytes = ev.predicted_peak_bytes
+        if self.peak_bytes and self.predicted_peak_bytes:
+            # e.g. 3.5 GiB measured / 4.0 GiB estimated = 0.88
+            self.measured_over_predicted = round(self.peak_bytes / self.predicted_peak_bytes, 2)
+        if ev.status == "completed" and self.status in ("running", "idle"):
+            self.status = "done"
+        elif ev.status in ("interrupted", "diverged"):
+            self.status = "stopped"

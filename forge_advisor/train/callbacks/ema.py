@@ -61,6 +61,7 @@ class EMACallback(TrainerCallback):
         self.shadow: dict[str, torch.Tensor] = {}
         self.num_updates = 0
         self._backup: dict[str, torch.Tensor] | None = None
+        self._saved_step: int | None = None  # the checkpoint the runtime's Trainer already wrote us into
 
     # -- state ------------------------------------------------------------------------------------
     def _trainable(self, model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
@@ -200,8 +201,16 @@ class EMACallback(TrainerCallback):
         if model is not None and self.shadow and state.global_step % self.update_every == 0:
             self.update(model)
 
+    def write_checkpoint(self, directory: Path, state: Any) -> None:
+        """The runtime's Trainer calls this on the staged ``checkpoint-N`` before it renames the
+        folder into place, so the EMA is part of the checkpoint's one atomic publication."""
+        if self.shadow:
+            self.save(directory)
+            self._saved_step = state.global_step
+
     def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-        if self.shadow and state.is_world_process_zero:
+        # a plain Trainer: add ema_state.pt to the folder it just wrote (not atomic with it)
+        if self.shadow and state.is_world_process_zero and self._saved_step != state.global_step:
             ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if ckpt.is_dir():
                 self.save(ckpt)

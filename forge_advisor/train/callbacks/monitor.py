@@ -1,13 +1,20 @@
 """`MonitorCallback`: gradient norms, NaN/Inf guard, loss spikes, peak memory, tokens/s.
 
-Per optimizer step (before ``optimizer.step()``, after clipping) it measures the global
-gradient norm and the norm per layer (``…layers.7``; the largest ``top_k`` are logged). A
+Per optimizer step it measures the global gradient norm and the norm per layer
+(``…layers.7``; the largest ``top_k`` are logged), BEFORE gradient clipping when the runtime's
+Trainer calls :meth:`MonitorCallback.inspect_gradients` from its clipping hook (after clipping
+the norm reads ``max_grad_norm``, 1, whatever the gradients were); under a plain Trainer it
+falls back to ``on_pre_optimizer_step`` and to the Trainer's own pre-clip ``grad_norm`` log. A
 NaN/Inf in the loss or a gradient stops training with a one-line reason (or, with
 ``on_nonfinite="skip"``, drops that step's gradients so the optimizer leaves the weights
 alone). At each log it flags loss spikes (loss > ``spike_factor`` × median of the last
 ``spike_window`` logged losses), and reports peak GPU memory — torch's allocator peak and
 NVML's per-process figure, both absent on CPU — and tokens/s. Given the estimator's
 ``predicted_peak_bytes`` for the running plan it reports measured / predicted at the end.
+
+Everything it reports is a typed event (:mod:`forge_advisor.train.events`): given ``emit``
+the events go there (the runtime's event stream); otherwise each is rendered as one line to
+``log`` (default: print).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import torch
 from transformers import TrainerCallback
 
 from forge_advisor.errors import ForgeError
+from forge_advisor.train.events import Alert, End, Event, Step, render
 
 __all__ = ["MonitorCallback", "TrainingDiverged"]
 
@@ -88,6 +96,7 @@ class MonitorCallback(TrainerCallback):
         spike_window: int = 20,
         predicted_peak_bytes: int | None = None,
         log: Callable[[str], None] | None = None,
+        emit: Callable[[Event], None] | None = None,
     ) -> None:
         if on_nonfinite not in ("stop", "skip"):
             raise ForgeError(f"on_nonfinite={on_nonfinite!r} is not one of stop, skip")
@@ -104,6 +113,9 @@ class MonitorCallback(TrainerCallback):
         self.spike_factor = float(spike_factor)
         self.predicted_peak_bytes = predicted_peak_bytes
         self._log = log
+        self._emit_to = emit
+        self._pre_clip_step: int | None = None  # the step whose gradients were seen before clipping
+        self.max_steps: int | None = None
         self._losses: deque[float] = deque(maxlen=spike_window)
         self.stop_reason: str | None = None
         self.skipped_steps: list[int] = []
@@ -113,6 +125,7 @@ class MonitorCallback(TrainerCallback):
         self.last_top_layers: list[tuple[str, float]] = []
         self.peak_torch_bytes: int | None = None
         self.peak_nvml_bytes: int | None = None
+        self.peak_reserved_bytes: int | None = None
         self.tokens_per_second: float | None = None
         self._nvml: _NVML | None = None
         self._t0 = self._t_last = 0.0
@@ -120,8 +133,14 @@ class MonitorCallback(TrainerCallback):
         self._consecutive_skips = 0
         self._main = True
 
-    def _say(self, text: str) -> None:
+    def emit(self, event: Event) -> None:
         if not self._main:
+            return
+        if self._emit_to is not None:
+            self._emit_to(event)
+            return
+        text = render(event)
+        if text is None:
             return
         if self._log is not None:
             self._log(text)
@@ -155,9 +174,19 @@ class MonitorCallback(TrainerCallback):
         for p in model.parameters():
             p.grad = None
 
-    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
+    def inspect_gradients(self, model: Any, state: Any, control: Any) -> None:
+        """The check on this step's gradients; the runtime's Trainer calls it before clipping."""
         if not self.check_gradients or model is None:
             return
+        self._pre_clip_step = state.global_step
+        self._check(model, state, control)
+
+    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
+        if not self.check_gradients or model is None or self._pre_clip_step == state.global_step:
+            return
+        self._check(model, state, control)
+
+    def _check(self, model: Any, state: Any, control: Any) -> None:
         total, per_layer, bad = self._grad_norms(model)
         step = state.global_step + 1  # the step this optimizer update will complete
         if bad is not None or not math.isfinite(total):
@@ -165,7 +194,7 @@ class MonitorCallback(TrainerCallback):
             if self.on_nonfinite == "skip":
                 self.skipped_steps.append(step)
                 self._consecutive_skips += 1
-                self._say(f"[monitor] step {step}: non-finite gradient in '{bad}', step skipped")
+                self.emit(Alert(step, "nonfinite_skipped", f"step {step}: non-finite gradient in '{bad}', step skipped"))
                 if self._consecutive_skips > self.max_skipped_steps:
                     self._stop(control, f"{self._consecutive_skips} consecutive steps had NaN/Inf gradients (last in '{bad}')", step)
                 return
@@ -181,7 +210,7 @@ class MonitorCallback(TrainerCallback):
                 f"training stopped at step {step}: {what}; lower learning_rate, check the data, "
                 "or skip such steps with MonitorCallback(on_nonfinite='skip')"
             )
-            self._say(f"[monitor] {self.stop_reason}")
+            self.emit(Alert(step, "diverged", self.stop_reason))
         control.should_training_stop = True
         control.should_save = False
 
@@ -190,6 +219,7 @@ class MonitorCallback(TrainerCallback):
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             peak = int(torch.cuda.max_memory_allocated())
             self.peak_torch_bytes = max(self.peak_torch_bytes or 0, peak)
+            self.peak_reserved_bytes = max(self.peak_reserved_bytes or 0, int(torch.cuda.max_memory_reserved()))
         if self._nvml is not None:
             used = self._nvml.process_bytes()
             if used is not None:
@@ -200,6 +230,7 @@ class MonitorCallback(TrainerCallback):
         self._main = bool(state.is_world_process_zero)
         self._t0 = self._t_last = time.perf_counter()
         self._tokens_last = int(getattr(state, "num_input_tokens_seen", 0) or 0)
+        self.max_steps = getattr(state, "max_steps", None) or None
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
             self._nvml = _NVML(torch.cuda.current_device())
@@ -222,7 +253,8 @@ class MonitorCallback(TrainerCallback):
                     med = statistics.median(self._losses)
                     if med > 0 and loss > self.spike_factor * med:
                         self.spikes.append((step, float(loss), med))
-                        self._say(f"[monitor] step {step}: loss spike {loss:.4g} > {self.spike_factor:g} × median {med:.4g}")
+                        self.emit(Alert(step, "loss_spike", f"step {step}: loss spike {loss:.4g} > "
+                                                            f"{self.spike_factor:g} × median {med:.4g}"))
                 self._losses.append(float(loss))
         now = time.perf_counter()
         tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
@@ -230,6 +262,12 @@ class MonitorCallback(TrainerCallback):
             self.tokens_per_second = (tokens - self._tokens_last) / (now - self._t_last)
         self._t_last, self._tokens_last = now, tokens
         self._sample_memory()
+        if self._pre_clip_step is None and isinstance(logs.get("grad_norm"), (int, float)):
+            # a plain Trainer: its logged grad_norm is the pre-clip norm (clip_grad_norm_'s return)
+            self.last_grad_norm = float(logs["grad_norm"])
+        allocated = reserved = None
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            allocated, reserved = int(torch.cuda.memory_allocated()), int(torch.cuda.memory_reserved())
         record = {
             "step": step,
             "loss": loss,
@@ -241,24 +279,15 @@ class MonitorCallback(TrainerCallback):
         }
         self.history.append(record)
         if isinstance(loss, (int, float)):
-            self._say(self._line(record))
-
-    def _line(self, r: dict[str, Any]) -> str:
-        parts = [f"[monitor] step {r['step']}", f"loss {r['loss']:.4f}"]
-        if r["grad_norm"] is not None:
-            parts.append(f"grad-norm {r['grad_norm']:.3g}")
-        if r["top_layers"]:
-            parts.append("top " + ", ".join(f"{k} {v:.2g}" for k, v in r["top_layers"]))
-        if r["tokens_per_second"]:
-            parts.append(f"{r['tokens_per_second']:,.0f} tok/s")
-        if r["peak_torch_bytes"]:
-            parts.append(f"peak {r['peak_torch_bytes'] / GIB:.2f} GiB")
-        return " | ".join(parts)
+            lr = logs.get("learning_rate")
+            self.emit(Step(step, float(loss), float(lr) if isinstance(lr, (int, float)) else None, self.last_grad_norm,
+                           self.tokens_per_second, allocated, reserved, self.peak_torch_bytes, self.max_steps,
+                           list(self.last_top_layers)))
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self._sample_memory()
-        if self._main and (s := self.peak_summary()):
-            self._say(f"[monitor] {s}")
+        if self._main and self._emit_to is None and (s := self.peak_summary()):
+            self.emit(End("completed", state.global_step, message=s))
 
     def peak_summary(self) -> str | None:
         measured = self.peak_torch_bytes or self.peak_nvml_bytes
@@ -283,5 +312,6 @@ class MonitorCallback(TrainerCallback):
             "tokens_per_second": self.tokens_per_second,
             "peak_torch_bytes": self.peak_torch_bytes,
             "peak_nvml_bytes": self.peak_nvml_bytes,
+            "peak_reserved_bytes": self.peak_reserved_bytes,
             "predicted_peak_bytes": self.predicted_peak_bytes,
         }

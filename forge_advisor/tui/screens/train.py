@@ -3,19 +3,20 @@ worker) and watch it: loss, gradient norm, measured memory against the estimate,
 the EMA state and NaN alerts.
 
 No data path means ``--demo`` (the runtime's tiny model and shipped text, seconds on a CPU).
-The runtime has no machine-readable log yet, so its printed lines are parsed
-(:mod:`forge_advisor.tui.train_log`) and ``checkpoint-N/ema_state.pt`` files are watched for
-the EMA's saves. Stop sends Ctrl-C (the runtime saves a resumable checkpoint); a second
-Stop kills it. Leaving the screen or quitting ends the run.
+The run is started with ``--events -``: its stdout is the typed event stream
+(:mod:`forge_advisor.train.events`), decoded by :mod:`forge_advisor.tui.train_log`; its
+stderr is the human log shown below the monitor. Stop sends Ctrl-C (the runtime saves a
+resumable checkpoint); a second Stop sends a second Ctrl-C (the runtime aborts at once).
+Leaving the screen or quitting ends the run.
 """
 
 from __future__ import annotations
 
 import os
+import selectors
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,9 @@ from forge_advisor.errors import ForgeError
 from forge_advisor import export as ex
 from forge_advisor.tui.messages import TrainFinished, TrainOutput
 from forge_advisor.tui.screens.base import ForgeScreen
-from forge_advisor.tui.train_log import LineSplitter, MonitorState, TrainEvent, clean_line, parse_line
+from forge_advisor.train.events import End
+from forge_advisor.train.resolve import resolve_preset
+from forge_advisor.tui.train_log import LineSplitter, MonitorState, clean_line, error_of, event_of
 from forge_advisor.tui.widgets.too_small import TooSmall
 from forge_advisor.tui.widgets.train_monitor import TrainMonitor
 
@@ -93,6 +96,7 @@ class TrainScreen(ForgeScreen):
         data = self.query_one("#data", Input).value.strip() or None
         output = self.query_one("#output", Input).value.strip()
         kwargs: dict[str, Any] = {"program": program} if program else {}
+        resolve_preset(c["preset"], c["overrides"], c["model"], c["gpu"])  # the plan is trainable: errors show now
         return ex.train_argv(c["model"], c["preset"], c["overrides"], gpu=c["gpu"], data=data, output=output,
                              predicted_peak_bytes=peak, demo=data is None, **kwargs)
 
@@ -144,65 +148,68 @@ class TrainScreen(ForgeScreen):
         self.query_one("#stop", Button).disabled = False
         self.query_one("#train-progress", ProgressBar).update(total=None, progress=0)
         self._redraw()
-        self._train_worker(argv, Path(output))
+        self._train_worker([*argv, "--events", "-"], Path(output))  # the event stream on stdout, the log on stderr
 
     @work(thread=True, exclusive=True, group="train")
     def _train_worker(self, argv: list[str], output: Path) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "FORCE_COLOR": "0", "NO_COLOR": "1"}
         try:
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                                     env=env, start_new_session=True)
         except OSError as exc:
-            self.post_message(TrainOutput(f"error: cannot start {argv[0]}: {exc.strerror or exc}",
-                                          TrainEvent("error", text=f"error: cannot start {argv[0]}: {exc}")))
+            text = f"error: cannot start {argv[0]}: {exc.strerror or exc}"
+            self.post_message(TrainOutput(text, None))
             self.post_message(TrainFinished(127))
             return
         self.proc = proc
-        splitter = LineSplitter()
-        fd = proc.stdout.fileno()  # type: ignore[union-attr]
-        seen: set[str] = set()
-        last_glob = 0.0
-        while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            for line in splitter.feed(chunk):
-                self.post_message(TrainOutput(line, parse_line(line)))
-            now = time.monotonic()
-            if now - last_glob > 1.0:
-                last_glob = now
-                self._ema_saves(output, seen)
-        for line in splitter.flush():
-            self.post_message(TrainOutput(line, parse_line(line)))
+        checkpoints: list[str] = []
+        # stdout: the event stream; stderr: the human log (and a bad input's one error line)
+        streams = {proc.stdout.fileno(): (LineSplitter(), True), proc.stderr.fileno(): (LineSplitter(), False)}  # type: ignore[union-attr]
+        with selectors.DefaultSelector() as sel:
+            for fd in streams:
+                sel.register(fd, selectors.EVENT_READ)
+            while streams:
+                for key, _ in sel.select():
+                    splitter, events = streams[key.fd]
+                    chunk = os.read(key.fd, 65536)
+                    lines = splitter.feed(chunk) if chunk else splitter.flush()
+                    for line in lines:
+                        self._post_line(line, events, checkpoints)
+                    if not chunk:
+                        sel.unregister(key.fd)
+                        del streams[key.fd]
         rc = proc.wait()
-        self._ema_saves(output, seen)
-        self.post_message(TrainFinished(rc, tuple(sorted(seen))))
+        self.post_message(TrainFinished(rc, tuple(checkpoints)))
 
-    def _ema_saves(self, output: Path, seen: set[str]) -> None:
-        try:
-            found = sorted(output.glob("checkpoint-*/ema_state.pt"), key=lambda p: int(p.parent.name[11:] or 0))
-        except (OSError, ValueError):
+    def _post_line(self, line: str, events: bool, checkpoints: list[str]) -> None:
+        if not events:
+            self.post_message(TrainOutput(line, None))
             return
-        for p in found:
-            name = p.parent.name
-            if name not in seen:
-                seen.add(name)
-                step = int(name[11:]) if name[11:].isdigit() else None
-                self.post_message(TrainOutput("", TrainEvent("ema_saved", step, {"checkpoint": name})))
+        ev = event_of(line)
+        if ev is None:
+            return
+        if ev.kind == "checkpoint":
+            checkpoints.append(ev.path)  # type: ignore[attr-defined]
+        self.post_message(TrainOutput("", ev))
 
     def on_train_output(self, message: TrainOutput) -> None:
         ev = message.event
-        shown = clean_line(message.line) if message.line else None
-        if shown:
-            log = self.query_one("#train-log", RichLog)
-            log.write(Text(shown, style="bold red" if ev is not None and ev.kind in ("alert", "stopped", "error") else ""))
-        if ev is None:
+        if ev is None:  # a stderr line
+            if (err := error_of(message.line)) is not None:
+                self.state.last_error = err
+                self.state.status = "failed"
+            shown = clean_line(message.line)
+            if shown:
+                style = "bold red" if err is not None or shown.startswith("interrupt:") else ""
+                self.query_one("#train-log", RichLog).write(Text(shown, style=style))
+            self._redraw()
             return
         self.state.apply(ev)
-        if ev.kind == "progress" and self.state.total_steps:
+        if self.state.total_steps:
             self.query_one("#train-progress", ProgressBar).update(total=self.state.total_steps, progress=self.state.step)
-        if ev.kind in ("metrics", "alert", "stopped", "peak", "error", "ema", "ema_saved", "done", "log"):
-            self._redraw()
+        if isinstance(ev, End) and ev.status == "diverged":
+            self.query_one("#train-log", RichLog).write(Text(ev.message, style="bold red"))
+        self._redraw()
 
     def on_train_finished(self, message: TrainFinished) -> None:
         st = self.state
@@ -240,10 +247,10 @@ class TrainScreen(ForgeScreen):
         try:
             if self._stop_requests == 1:
                 proc.send_signal(signal.SIGINT)  # the runtime saves a checkpoint after this step
-                self.query_one("#train-log", RichLog).write(Text("stop: asked the run to save and stop (Stop again kills it)",
+                self.query_one("#train-log", RichLog).write(Text("stop: asked the run to save and stop (Stop again aborts it)",
                                                                  style="yellow"))
             else:
-                proc.kill()
+                proc.send_signal(signal.SIGINT)  # the runtime aborts at once, exit 130, one line
         except ProcessLookupError:
             pass
 
