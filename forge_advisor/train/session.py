@@ -72,12 +72,13 @@ class TrainingSession:
         return model
 
     def build_dataset(self, tokenizer: Any) -> Any:
-        from forge_advisor.train.data import load_dataset_for, prepare_dpo, tokenize_sft
+        from forge_advisor.train.data import load_dataset_for, prepare_dpo, prepare_sft
 
         ds = load_dataset_for(self.data_info)
         if self.preset.trainer == "dpo":
             return prepare_dpo(ds, tokenizer, self.preset.max_prompt_length)
-        return tokenize_sft(ds, tokenizer, self.data_info.kind, self.preset.max_length)
+        ds, self.truncation = prepare_sft(ds, tokenizer, self.data_info.kind, self.preset, quiet=self.quiet)
+        return ds
 
     # -- training ---------------------------------------------------------------------------------
     def _trainer(self, model: Any, tokenizer: Any, dataset: Any, callbacks: list[Any]) -> Any:
@@ -93,10 +94,13 @@ class TrainingSession:
             args = p.get_dpo_config(str(self.out), **common)
             return DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                               callbacks=callbacks)
-        from transformers import DataCollatorForLanguageModeling, Trainer
+        from transformers import Trainer
 
-        args = p.get_training_args(str(self.out), **common)
-        collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
+        from forge_advisor.train.data import sft_collator
+
+        # the dataset holds only what the collator reads (packing's seq_lengths too): keep every column
+        args = p.get_training_args(str(self.out), **common, remove_unused_columns=False)
+        collator = sft_collator(p, tokenizer)  # the preset's batching: padding, packing or padding_free
         return Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
                        processing_class=tokenizer, callbacks=callbacks)
 
