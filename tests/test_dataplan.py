@@ -96,6 +96,26 @@ def test_chat_lengths_match_apply_chat_template(bpe_model, tmp_path):
     assert list(measure_lengths(data, str(bpe_model)).lengths) == truth
 
 
+def test_save_to_disk_folders_read_with_pyarrow(bpe_model, tmp_path):
+    """A sharded Dataset and a DatasetDict's train split give the same lengths as the .jsonl;
+    chat rendered in a fresh interpreter (no transformers loaded to lend jinja2 its extensions)."""
+    import datasets
+
+    rng = random.Random(10)
+    rows = [{"messages": [{"role": "user", "content": _text(rng, rng.randint(1, 20))}], "extra": i} for i in range(300)]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "ds"), max_shard_size="20KB")
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "dd"))
+    assert len(list((tmp_path / "ds").glob("*.arrow"))) > 1
+    jsonl = _write(tmp_path / "c.jsonl", rows)
+    code = ("import json\nfrom forge_advisor.dataplan import measure_lengths\n"
+            f"print(json.dumps([list(measure_lengths(p, {str(bpe_model)!r}).lengths) for p in "
+            f"({str(tmp_path / 'ds')!r}, {str(tmp_path / 'dd')!r}, {str(jsonl)!r})]))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    ds, dd, js = json.loads(res.stdout)
+    assert ds == dd == js and len(js) == 300
+
+
 def test_runtime_tokenization_matches_the_advisor(bpe_model, tmp_path):
     """train.data's tokenize_sft (transformers) keeps exactly min(length, max_length) tokens."""
     import datasets

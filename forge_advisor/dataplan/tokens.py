@@ -123,6 +123,7 @@ def _compile(template: str) -> Any:
         return tpl
     try:
         import jinja2
+        import jinja2.ext
         from jinja2.sandbox import ImmutableSandboxedEnvironment
     except ImportError:
         raise ForgeError("rendering the model's chat template needs jinja2 (pip install jinja2)") from None
