@@ -22,9 +22,9 @@ def add_data_argument(parser: argparse.ArgumentParser) -> None:
                         help="your training data (.jsonl or save_to_disk folder): sets the data set's tokens and, "
                              "unless --seq-len is given, max_length from its lengths")
     # remember the command's own --seq-len default, so that apply_data can tell "typed" from "default"
-    parser.set_defaults(**{_SEQ_DEFAULT: parser.get_default("seq_len")})
-    if any("--seq-len" in a.option_strings for a in parser._actions):
-        parser.set_defaults(seq_len=None)
+    default = parser.get_default("seq_len")
+    if default is not None:  # None already means "not typed" (estimate: the preset's max_length)
+        parser.set_defaults(**{_SEQ_DEFAULT: default, "seq_len": None})
 
 
 class DataSummary(dict):  # type: ignore[type-arg]

@@ -36,7 +36,6 @@ Kind = Literal["text", "messages", "dpo"]
 DPO_FIELDS = ("prompt", "chosen", "rejected")
 COLUMNS: dict[str, tuple[str, ...]] = {"text": ("text",), "messages": ("messages",), "dpo": DPO_FIELDS}
 EXTREMES = 64  # longest lines (by bytes) always read when sampling
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -303,7 +302,3 @@ def iter_records(info: DataInfo, sampling: Sampling | None = None, *, seed: int 
         return _jsonl_records(info, sampling or Sampling(info.num_records), seed, progress)
     return _disk_records(info)
 
-
-def count_jsonl_records(path: Path) -> int:
-    """Non-empty lines of a .jsonl (the binary pass, no parsing)."""
-    return _count_lines(path, None)[0]
