@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from forge_advisor.cli.output import console, emit_json
+from forge_advisor.dataplan.cli_args import add_data_argument, apply_data
 from forge_advisor.errors import ForgeError
 from forge_advisor.plan import ATTENTION, DTYPES, OPTIMIZERS
 from forge_advisor.units import fmt_bytes
@@ -68,6 +69,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--gpu", help="GPU to check against: a catalog name or 'auto' (NVML)")
     p.add_argument("--dataset-tokens", type=int, metavar="N", help="tokens in the data set, for time per epoch")
     add_plan_arguments(p)
+    add_data_argument(p)
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     p.set_defaults(run=run)
 
@@ -76,6 +78,7 @@ def compute(args: argparse.Namespace) -> dict[str, Any]:
     from forge_advisor.estimate import estimate
     from forge_advisor.shapes import load_shape
 
+    apply_data(args)
     shape = load_shape(args.model)
     overrides = plan_overrides(args)
     if overrides.get("lora_target_modules") == ():

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from forge_advisor.cli.output import console, emit_json
+from forge_advisor.dataplan.cli_args import add_data_argument, apply_data
 from forge_advisor.units import fmt_bytes
 
 
@@ -19,12 +20,14 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--num-gpus", type=int, default=1, metavar="N")
     p.add_argument("--headroom", type=float, default=DEFAULT_HEADROOM, metavar="F")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    add_data_argument(p)
     p.set_defaults(run=run)
 
 
 def compute(args: argparse.Namespace) -> Any:
     from forge_advisor.advisor import fit
 
+    apply_data(args)
     return fit(args.model, args.gpu, seq_len=args.seq_len, num_gpus=args.num_gpus, headroom=args.headroom)
 
 

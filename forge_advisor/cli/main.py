@@ -15,7 +15,7 @@ from importlib import import_module
 from forge_advisor.errors import ForgeError
 
 # command name -> module in forge_advisor.cli; each has add_parser(subparsers) and run(args) -> int
-COMMANDS = ("models", "inspect", "estimate", "recommend", "fit", "gpus", "probe", "train", "tui")
+COMMANDS = ("models", "inspect", "estimate", "recommend", "fit", "gpus", "probe", "train", "tui", "data")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from forge_advisor.cli.output import console, emit_json
+from forge_advisor.dataplan.cli_args import add_data_argument, apply_data
 from forge_advisor.units import fmt_bytes
 
 
@@ -59,12 +60,14 @@ def add_parser(sub: Any) -> None:
                    help="run the best candidates for a few real steps on this GPU (needs [train]); calibrates later estimates")
     p.add_argument("--measure-top", type=int, default=3, metavar="N", help="how many candidates --measure runs (default 3)")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    add_data_argument(p)
     p.set_defaults(run=run)
 
 
 def compute(args: argparse.Namespace, progress: Any = None) -> Any:
     from forge_advisor.advisor import recommend
 
+    apply_data(args)
     presets = None if args.presets is None else tuple(x.strip() for x in args.presets.split(",") if x.strip())
     return recommend(
         args.model, args.gpu, num_gpus=args.num_gpus, objective=args.objective, seq_len=args.seq_len,

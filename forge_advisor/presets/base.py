@@ -30,6 +30,7 @@ LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "cons
 LORA_BIAS = ("none", "all", "lora_only")
 QUANT_TYPES = ("nf4", "fp4")
 COMPUTE_DTYPES = ("bfloat16", "float16", "float32")
+PADDING = ("longest", "max_length")
 
 
 def _num(name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False) -> None:
@@ -91,6 +92,12 @@ class BasePreset:
     save_steps: int = 500
     save_total_limit: int = 2
     max_length: int = 1024  # tokens per sequence (trl's SFTConfig/DPOConfig name)
+    # batching (trl SFTConfig names; ``padding`` as transformers' padding strategy): pad to the
+    # longest record of a batch or to max_length, pack records into max_length rows, or flatten
+    # a batch without padding (forge_advisor.dataplan.batching prices each)
+    padding: str = "longest"
+    packing: bool = False
+    padding_free: bool = False
     # LoRA (peft.LoraConfig names, lora_ prefix as in Plan)
     lora_r: int = 16
     lora_alpha: int = 32
@@ -139,6 +146,7 @@ class BasePreset:
         _int("save_steps", self.save_steps, 1, 1 << 30)
         _int("save_total_limit", self.save_total_limit, 1, 1 << 20)
         _int("max_length", self.max_length, 8, 1 << 24)
+        self._check_batching()
         _int("lora_r", self.lora_r, 1, 1 << 16)
         _int("lora_alpha", self.lora_alpha, 1, 1 << 20)
         _num("lora_dropout", self.lora_dropout, 0.0, 1.0, hi_open=True)
@@ -155,6 +163,16 @@ class BasePreset:
         _int("num_gpus", self.num_gpus, 1, 4096)
         _choice("distributed", self.distributed, ("none", "ddp", "fsdp", "zero2", "zero3"))
         self._check_method_consistency()
+
+    def _check_batching(self) -> None:
+        _choice("padding", self.padding, PADDING)
+        for flag in ("packing", "padding_free"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ForgeError(f"{flag}={getattr(self, flag)!r} must be true or false")
+        if self.padding == "max_length" and (self.packing or self.padding_free):
+            raise ForgeError("padding='max_length' with packing/padding_free: packed and flattened batches have no padding")
+        if self.trainer == "dpo" and (self.packing or self.padding_free):
+            raise ForgeError("packing/padding_free apply to SFT here; DPO batches pad (padding='longest' or 'max_length')")
 
     def _check_targets(self) -> None:
         t = self.lora_target_modules

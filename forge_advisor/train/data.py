@@ -1,151 +1,34 @@
-"""Training data: check it before anything heavy loads, then tokenize it.
+"""Training data: check it before anything heavy loads, tokenize it, batch it as the plan says.
 
-Accepted ``--data``:
+Reading and checking is forge_advisor.dataplan.records (no torch; the advisor's ``--data``
+reads through the same code): a ``.jsonl`` of ``text`` / chat ``messages`` /
+``prompt``+``chosen``+``rejected`` records, or a ``datasets`` save_to_disk folder.
 
-* a ``.jsonl`` file, one JSON object per line, every line with the same kind of fields:
-  ``{"text": ...}``; chat ``{"messages": [{"role": ..., "content": ...}, ...]}``; or
-  preference pairs ``{"prompt": ..., "chosen": ..., "rejected": ...}`` (for DPO);
-* a folder written by ``datasets``' ``save_to_disk`` (a Dataset, or a DatasetDict whose
-  ``train`` split is used) with the same columns.
+Batching (preset fields, trl's names; priced by forge_advisor.dataplan.batching):
 
-:func:`inspect_data` reads no model and imports no torch; its errors name the file, the line
-and the field.
+* ``padding="longest"`` — transformers' ``DataCollatorForLanguageModeling`` (pads to the batch's longest);
+* ``padding="max_length"`` — the same collator with ``pad_to_multiple_of=max_length``;
+* ``packing=True`` — ``trl.data_utils.pack_dataset(..., strategy="bfd")`` into rows of
+  max_length, batched by trl's padding-free collator (position_ids restart per record);
+* ``padding_free=True`` — transformers' ``DataCollatorWithFlattening``.
+
+Records longer than max_length are truncated (EOS kept last) and the truncation is reported.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from forge_advisor.dataplan.records import DPO_FIELDS, COLUMNS, DataInfo, Kind, inspect_data, iter_records
+from forge_advisor.dataplan.tokens import plain_chat_layout
 from forge_advisor.errors import ForgeError
 
-__all__ = ["DataInfo", "inspect_data", "load_dataset_for", "tokenize_sft", "prepare_dpo", "messages_to_text"]
+__all__ = ["DataInfo", "inspect_data", "load_dataset_for", "tokenize_sft", "prepare_dpo", "messages_to_text",
+           "prepare_sft", "sft_collator", "Truncation", "DPO_FIELDS"]
 
-Kind = Literal["text", "messages", "dpo"]
-DPO_FIELDS = ("prompt", "chosen", "rejected")
-_MAX_LINE_ERRORS = 1
-
-
-@dataclass(frozen=True)
-class DataInfo:
-    path: Path
-    kind: Kind
-    source: Literal["jsonl", "disk"]
-    num_records: int | None  # None: a save_to_disk folder, counted when loaded
-
-
-def _kind_of(keys: set[str]) -> Kind | None:
-    if all(k in keys for k in DPO_FIELDS):
-        return "dpo"
-    if "messages" in keys:
-        return "messages"
-    if "text" in keys:
-        return "text"
-    return None
-
-
-def _check_record(rec: Any, kind: Kind, where: str) -> None:
-    if not isinstance(rec, dict):
-        raise ForgeError(f"{where}: expected a JSON object, got {type(rec).__name__}")
-    if kind == "text":
-        if not isinstance(rec.get("text"), str):
-            raise ForgeError(f"{where}: field 'text' must be a string, got {type(rec.get('text')).__name__}")
-    elif kind == "messages":
-        msgs = rec.get("messages")
-        if not isinstance(msgs, list) or not msgs:
-            raise ForgeError(f"{where}: field 'messages' must be a non-empty list of {{role, content}}")
-        for i, m in enumerate(msgs):
-            if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-                raise ForgeError(f"{where}: messages[{i}] must be an object with string 'role' and 'content'")
-    else:
-        for f in DPO_FIELDS:
-            if not isinstance(rec.get(f), str):
-                raise ForgeError(f"{where}: field '{f}' must be a string, got {type(rec.get(f)).__name__}")
-
-
-def _has_content(rec: dict[str, Any], kind: Kind) -> bool:
-    """Whether a record has anything to learn from (all-blank texts tokenize to nothing)."""
-    if kind == "text":
-        return bool(rec["text"].strip())
-    if kind == "messages":
-        return any(m["content"].strip() for m in rec["messages"])
-    return bool(rec["chosen"].strip() or rec["rejected"].strip())
-
-
-def _inspect_jsonl(path: Path) -> DataInfo:
-    kind: Kind | None = None
-    n = usable = 0
-    try:
-        fh = path.open(encoding="utf-8")
-    except OSError as exc:
-        raise ForgeError(f"{path}: cannot read ({exc.strerror})") from None
-    with fh:
-        try:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{lineno}"
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ForgeError(f"{where}: malformed JSON at column {exc.colno}: {exc.msg}") from None
-                if kind is None:
-                    if not isinstance(rec, dict):
-                        raise ForgeError(f"{where}: expected a JSON object, got {type(rec).__name__}")
-                    kind = _kind_of(set(rec))
-                    if kind is None:
-                        found = ", ".join(sorted(rec)) or "none"
-                        raise ForgeError(
-                            f"{where}: no 'text', 'messages' or 'prompt'/'chosen'/'rejected' field (found: {found})"
-                        )
-                _check_record(rec, kind, where)
-                n += 1
-                usable += _has_content(rec, kind)
-        except UnicodeDecodeError:
-            raise ForgeError(f"{path}: not a UTF-8 text file") from None
-    if n == 0 or kind is None:
-        raise ForgeError(f"{path}: the dataset is empty (no JSON lines)")
-    if usable == 0:
-        field = {"text": "'text'", "messages": "message 'content'", "dpo": "'chosen'/'rejected'"}[kind]
-        raise ForgeError(f"{path}: every record's {field} is empty ({n} records): nothing to train on")
-    return DataInfo(path, kind, "jsonl", n)
-
-
-def _inspect_disk(path: Path) -> DataInfo:
-    split_dir = path
-    if (path / "dataset_dict.json").is_file():
-        split_dir = path / "train"
-        if not split_dir.is_dir():
-            raise ForgeError(f"{path}: a DatasetDict without a 'train' split")
-    info_file = split_dir / "dataset_info.json"
-    if not info_file.is_file() or not (split_dir / "state.json").is_file():
-        raise ForgeError(f"{path}: a folder, but not one written by datasets' save_to_disk (no dataset_info.json)")
-    try:
-        features = json.loads(info_file.read_text(encoding="utf-8")).get("features") or {}
-    except (OSError, json.JSONDecodeError):
-        raise ForgeError(f"{info_file}: unreadable dataset_info.json") from None
-    kind = _kind_of(set(features))
-    if kind is None:
-        found = ", ".join(sorted(features)) or "none"
-        raise ForgeError(f"{path}: no 'text', 'messages' or 'prompt'/'chosen'/'rejected' column (found: {found})")
-    return DataInfo(path, kind, "disk", None)
-
-
-def inspect_data(data: str | Path, trainer: str = "sft") -> DataInfo:
-    """Check that ``data`` exists, has usable fields for ``trainer`` and is not empty."""
-    if data is None or not str(data).strip():
-        raise ForgeError("--data is missing: give a .jsonl file or a datasets save_to_disk folder")
-    path = Path(data).expanduser()
-    if not path.exists():
-        raise ForgeError(f"{path}: no such data file or folder")
-    info = _inspect_disk(path) if path.is_dir() else _inspect_jsonl(path)
-    if trainer == "dpo" and info.kind != "dpo":
-        raise ForgeError(f"{path}: DPO needs 'prompt', 'chosen' and 'rejected' fields; this data has '{info.kind}' records")
-    if trainer != "dpo" and info.kind == "dpo":
-        raise ForgeError(f"{path}: preference pairs (prompt/chosen/rejected) need --preset dpo")
-    return info
+logger = logging.getLogger(__name__)
 
 
 def load_dataset_for(info: DataInfo) -> Any:
@@ -153,13 +36,12 @@ def load_dataset_for(info: DataInfo) -> Any:
     import datasets
 
     if info.source == "jsonl":
-        rows = [json.loads(line) for line in info.path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        keep = {"text": ("text",), "messages": ("messages",), "dpo": DPO_FIELDS}[info.kind]
-        ds = datasets.Dataset.from_list([{k: r[k] for k in keep} for r in rows])
+        ds = datasets.Dataset.from_list([r.fields for r in iter_records(info)])
     else:
         ds = datasets.load_from_disk(str(info.path))
         if isinstance(ds, datasets.DatasetDict):
             ds = ds["train"]
+        ds = ds.select_columns(list(COLUMNS[info.kind]))
     if len(ds) == 0:
         raise ForgeError(f"{info.path}: the dataset is empty (0 rows)")
     return ds
@@ -168,13 +50,27 @@ def load_dataset_for(info: DataInfo) -> Any:
 def messages_to_text(messages: list[dict[str, str]], tokenizer: Any) -> str:
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(messages, tokenize=False)
-    # no template shipped with the tokenizer: a plain, unambiguous layout
-    eos = tokenizer.eos_token or ""
-    return "".join(f"<|{m['role']}|>\n{m['content']}{eos}\n" for m in messages)
+    # no template shipped with the tokenizer: a plain, unambiguous layout (the advisor counts the same)
+    return plain_chat_layout(messages, tokenizer.eos_token or "")
 
 
-def tokenize_sft(ds: Any, tokenizer: Any, kind: Kind, max_length: int) -> Any:
-    """``input_ids``/``attention_mask`` per record, truncated to ``max_length``, EOS appended."""
+@dataclass(frozen=True)
+class Truncation:
+    records: int
+    truncated: int  # records longer than max_length
+    tokens: int  # tokens kept
+    dropped: int  # tokens cut off
+    max_length: int
+
+    def line(self) -> str:
+        if not self.truncated:
+            return f"data: {self.records:,} records, {self.tokens:,} tokens, none longer than max_length {self.max_length:,}"
+        return (f"data: {self.truncated:,} of {self.records:,} records truncated at max_length {self.max_length:,} "
+                f"({self.dropped:,} of {self.tokens + self.dropped:,} tokens dropped)")
+
+
+def _encode(ds: Any, tokenizer: Any, kind: Kind) -> Any:
+    """``input_ids`` per record, untruncated, EOS appended (what the advisor counts)."""
     eos = tokenizer.eos_token_id
 
     def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
@@ -182,12 +78,63 @@ def tokenize_sft(ds: Any, tokenizer: Any, kind: Kind, max_length: int) -> Any:
             texts = [messages_to_text(m, tokenizer) for m in batch["messages"]]
         else:
             texts = batch["text"]
-        enc = tokenizer(texts, truncation=True, max_length=max_length - (1 if eos is not None else 0))
-        ids = [x + [eos] if eos is not None else x for x in enc["input_ids"]]
-        return {"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids]}
+        enc = tokenizer(texts, truncation=False)
+        return {"input_ids": [x + [eos] if eos is not None else x for x in enc["input_ids"]]}
 
-    out = ds.map(encode, batched=True, remove_columns=ds.column_names, desc="tokenizing")
-    return out.filter(lambda r: len(r["input_ids"]) > 1)
+    return ds.map(encode, batched=True, remove_columns=ds.column_names, desc="tokenizing")
+
+
+def _truncate(ds: Any, tokenizer: Any, max_length: int) -> tuple[Any, Truncation]:
+    eos = tokenizer.eos_token_id
+    lengths = [len(x) for x in ds["input_ids"]]
+    over = [n for n in lengths if n > max_length]
+    report = Truncation(len(lengths), len(over), sum(min(n, max_length) for n in lengths),
+                        sum(n - max_length for n in over), max_length)
+
+    def cut(rec: dict[str, Any]) -> dict[str, Any]:
+        ids = rec["input_ids"]
+        if len(ids) > max_length:
+            ids = ids[: max_length - 1] + [eos] if eos is not None else ids[:max_length]
+        return {"input_ids": ids, "attention_mask": [1] * len(ids)}
+
+    out = ds.map(cut, desc="truncating") if over else ds.map(lambda r: {"attention_mask": [1] * len(r["input_ids"])})
+    return out.filter(lambda r: len(r["input_ids"]) > 1), report
+
+
+def tokenize_sft(ds: Any, tokenizer: Any, kind: Kind, max_length: int) -> Any:
+    """``input_ids``/``attention_mask`` per record, truncated to ``max_length``, EOS appended."""
+    return _truncate(_encode(ds, tokenizer, kind), tokenizer, max_length)[0]
+
+
+def prepare_sft(ds: Any, tokenizer: Any, kind: Kind, preset: Any, *, quiet: bool = False) -> tuple[Any, Truncation]:
+    """Tokenize, truncate (reported), and pack when ``preset.packing``."""
+    out, report = _truncate(_encode(ds, tokenizer, kind), tokenizer, preset.max_length)
+    if not quiet:
+        print(report.line(), flush=True)
+    logger.info(report.line())
+    if preset.packing:
+        from trl.data_utils import pack_dataset
+
+        out = pack_dataset(out.select_columns(["input_ids"]), preset.max_length, strategy="bfd")
+    elif preset.padding_free:
+        out = out.select_columns(["input_ids"])
+    return out, report
+
+
+def sft_collator(preset: Any, tokenizer: Any) -> Any:
+    """The collator for the preset's batching mode (see the module docstring)."""
+    if preset.packing:
+        from trl.trainer.sft_trainer import DataCollatorForLanguageModeling as PaddingFreeCollator
+
+        return PaddingFreeCollator(pad_token_id=tokenizer.pad_token_id, padding_free=True)
+    if preset.padding_free:
+        from transformers import DataCollatorWithFlattening
+
+        return DataCollatorWithFlattening(return_position_ids=True)
+    from transformers import DataCollatorForLanguageModeling
+
+    multiple = preset.max_length if preset.padding == "max_length" else None
+    return DataCollatorForLanguageModeling(tokenizer, mlm=False, pad_to_multiple_of=multiple)
 
 
 def prepare_dpo(ds: Any, tokenizer: Any, max_prompt_length: int) -> Any:

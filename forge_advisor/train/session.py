@@ -117,12 +117,13 @@ class TrainingSession:
         return model
 
     def build_dataset(self, tokenizer: Any) -> Any:
-        from forge_advisor.train.data import load_dataset_for, prepare_dpo, tokenize_sft
+        from forge_advisor.train.data import load_dataset_for, prepare_dpo, prepare_sft
 
         ds = load_dataset_for(self.data_info)
         if self.preset.trainer == "dpo":
             return prepare_dpo(ds, tokenizer, self.preset.max_prompt_length)
-        return tokenize_sft(ds, tokenizer, self.data_info.kind, self.preset.max_length)
+        ds, self.truncation = prepare_sft(ds, tokenizer, self.data_info.kind, self.preset, quiet=self.quiet)
+        return ds
 
     def _lengths(self, dataset: Any) -> list[int]:
         if "input_ids" in dataset.column_names:
@@ -153,10 +154,13 @@ class TrainingSession:
             trainer = forge_trainer_class(DPOTrainer)(model=model, args=args, train_dataset=dataset,
                                                       processing_class=tokenizer, callbacks=callbacks, **hooks)
         else:
-            from transformers import DataCollatorForLanguageModeling, Trainer
+            from transformers import Trainer
 
-            args = p.get_training_args(str(self.out), **common)
-            collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
+            from forge_advisor.train.data import sft_collator
+
+            # the dataset holds only what the collator reads (packing's seq_lengths too): keep every column
+            args = p.get_training_args(str(self.out), **common, remove_unused_columns=False)
+            collator = sft_collator(p, tokenizer)  # the preset's batching: padding, packing or padding_free
             trainer = forge_trainer_class(Trainer)(model=model, args=args, train_dataset=dataset, data_collator=collator,
                                                    processing_class=tokenizer, callbacks=callbacks, **hooks)
         from transformers.trainer_callback import ProgressCallback

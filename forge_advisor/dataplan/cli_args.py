@@ -1,0 +1,82 @@
+"""``--data PATH`` for estimate, recommend and fit: one flag, one function, shared.
+
+``add_data_argument(parser)`` adds the flag; ``apply_data(args)`` (called first thing in a
+command's compute) measures the data and fills what the command did not get explicitly:
+``dataset_tokens`` (the real token count) and ``seq_len`` (the recommended max_length, see
+forge_advisor.dataplan.advise.choose_max_length). A ``--seq-len`` the user typed wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+__all__ = ["add_data_argument", "apply_data", "DataSummary"]
+
+_SEQ_DEFAULT = "_data_seq_len_default"
+
+
+def add_data_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", metavar="PATH",
+                        help="your training data (.jsonl or save_to_disk folder): sets the data set's tokens and, "
+                             "unless --seq-len is given, max_length from its lengths")
+    # remember the command's own --seq-len default, so that apply_data can tell "typed" from "default"
+    default = parser.get_default("seq_len")
+    if default is not None:  # None already means "not typed" (estimate: the preset's max_length)
+        parser.set_defaults(**{_SEQ_DEFAULT: default, "seq_len": None})
+
+
+class DataSummary(dict):  # type: ignore[type-arg]
+    """What apply_data found (a plain dict for --json)."""
+
+
+def _gpu_or_none(spec: str | None) -> Any:
+    if not spec:
+        return None
+    from forge_advisor.errors import ForgeError
+    from forge_advisor.gpus import resolve_gpu
+
+    try:
+        return resolve_gpu(spec)
+    except ForgeError:
+        if spec.strip().lower() == "auto":
+            return None  # no local GPU: the command itself says so
+        raise
+
+
+def apply_data(args: argparse.Namespace) -> DataSummary | None:
+    """Measure ``args.data`` (if given) and fill ``args.dataset_tokens`` / ``args.seq_len``."""
+    typed_seq = getattr(args, "seq_len", None)
+    if getattr(args, "data", None) is None:
+        if typed_seq is None and hasattr(args, _SEQ_DEFAULT):
+            args.seq_len = getattr(args, _SEQ_DEFAULT)
+        return None
+    from forge_advisor.dataplan.advise import choose_max_length
+    from forge_advisor.dataplan.lengths import measure_lengths
+    from forge_advisor.dataplan.tokens import check_vocab, counter_for
+    from forge_advisor.estimate import resolve_plan
+    from forge_advisor.shapes import load_shape
+
+    shape = load_shape(args.model)
+    counter = counter_for(args.model)
+    check_vocab(counter, shape.vocab_size, shape.name)
+    dpo = bool(getattr(args, "dpo", False)) or getattr(args, "preset", None) == "dpo"
+    report = measure_lengths(args.data, args.model, trainer="dpo" if dpo else None, counter=counter,
+                             progress=not getattr(args, "json", False))
+    gpu = _gpu_or_none(getattr(args, "gpu", None))
+    plan = resolve_plan(getattr(args, "preset", None) or ("dpo" if dpo else "lora"), gpu)
+    choice = choose_max_length(report, shape, plan, gpu, fixed=typed_seq)
+    summary = DataSummary(lengths=report.to_dict(), max_length=choice.to_dict()["recommended"], reason=choice.reason)
+    if getattr(args, "dataset_tokens", None) is None and hasattr(args, "dataset_tokens"):
+        args.dataset_tokens = report.total_tokens
+    if typed_seq is None and hasattr(args, "seq_len") and choice.chosen is not None:
+        args.seq_len = choice.chosen.max_length
+    elif typed_seq is None and hasattr(args, _SEQ_DEFAULT):
+        args.seq_len = getattr(args, _SEQ_DEFAULT)
+    if not getattr(args, "json", False):
+        how = "" if report.exact else " (approximate token counts)"
+        print(f"data: {report.records:,} records, {report.total_tokens:,} tokens{how}; p50 {report.p(50):,}, "
+              f"p99 {report.p(99):,}, max {report.longest:,}; max_length {summary['max_length']}: {choice.reason}",
+              file=sys.stderr)
+    return summary
