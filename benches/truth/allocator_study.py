@@ -15,7 +15,10 @@ training steps, full width, 2 decoder layers, on a fake CUDA device) with
   ``empty_cache`` between: the cache holds segments cut for the short batch);
 - ``long then short then long``: the long batch first, as preflight does (worst case first).
 
-The reserve is ``max_memory_reserved − max_memory_allocated`` of the last step. The model's
+The reserve is ``max_memory_reserved − max_memory_allocated`` of the last step (what a GPU
+with room to spare shows); "least memory without OOM" replays the same sequence under a
+capacity limit, where a failing ``cudaMalloc`` releases the cached segments and retries as
+PyTorch does, and finds the least limit that runs (what a GPU must have). The model's
 depth barely matters (the largest transients are the logits and loss tensors and, for full
 fine-tuning, parameter-sized gradients and optimizer temporaries), which is why 2 layers are
 enough to see the mechanism.
@@ -29,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from benches.results_io import write_results
-from benches.truth.allocator import Allocator, replay
+from benches.truth.allocator import Allocator, OutOfMemory, replay
 from benches.truth.faketensor import measure
 
 MODEL = "meta-llama/Llama-3.2-3B"
@@ -61,11 +64,26 @@ def _last(r: dict[str, Any]) -> tuple[int, int]:
     return max(v["allocated"] for v in steps), max(v["reserved"] for v in steps)
 
 
-def _chain(first: list[list[Any]], later: list[list[list[Any]]]) -> tuple[int, int]:
-    r = replay(first, Allocator())
+def _chain(first: list[list[Any]], later: list[list[list[Any]]], capacity: int | None = None) -> tuple[int, int]:
+    r = replay(first, Allocator(capacity=capacity))
     for i, ev in enumerate(later, 1):
         r = replay(_step2(ev, 10**8 * i), r["allocator"], live=r["live"], ignore_unknown_frees=True)
     return _last(r)
+
+
+def _least_capacity(first: list[list[Any]], later: list[list[list[Any]]]) -> int:
+    """The least memory the allocator may reserve for the sequence to run without an
+    out-of-memory error (a failing cudaMalloc releases the cached segments and retries),
+    to 16 MiB: what a GPU must have free, as opposed to what a roomy GPU shows reserved."""
+    lo, hi = 0, 1 << 40
+    while hi - lo > 16 << 20:
+        mid = (lo + hi) // 2
+        try:
+            _chain(first, later, mid)
+            hi = mid
+        except OutOfMemory:
+            lo = mid
+    return hi
 
 
 def run() -> dict[str, Any]:
@@ -78,14 +96,17 @@ def run() -> dict[str, Any]:
                     "optim": "adamw_torch", "dtype": "bf16", **extra}
             rec[length] = measure(cfg, plan, LAYERS, record_allocations=True)["allocation_events"]
         short, long_ = (rec[x] for x in LENGTHS)
-        for label, (alloc, res) in {
-            f"fixed {LENGTHS[0]}": _chain(short, []),
-            f"fixed {LENGTHS[1]}": _chain(long_, []),
-            f"{LENGTHS[0]} then {LENGTHS[1]}": _chain(short, [long_]),
-            f"{LENGTHS[1]} then {LENGTHS[0]} then {LENGTHS[1]}": _chain(long_, [short, long_]),
+        for label, (first, later) in {
+            f"fixed {LENGTHS[0]}": (short, []),
+            f"fixed {LENGTHS[1]}": (long_, []),
+            f"{LENGTHS[0]} then {LENGTHS[1]}": (short, [long_]),
+            f"{LENGTHS[1]} then {LENGTHS[0]} then {LENGTHS[1]}": (long_, [short, long_]),
         }.items():
+            alloc, res = _chain(first, later)
+            least = _least_capacity(first, later)
             rows.append({"plan": name, "sequence": label, "max_allocated": alloc, "max_reserved": res,
-                         "reserve": res - alloc, "reserve_fraction": (res - alloc) / alloc})
+                         "reserve": res - alloc, "reserve_fraction": (res - alloc) / alloc,
+                         "least_capacity": least, "reserve_needed": least - alloc})
     return {"command": "python -m benches.truth.allocator_study", "model": MODEL, "layers": LAYERS, "batch": BATCH,
             "rows": rows}
 
@@ -96,12 +117,13 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"width, batch {report['batch']}, bf16, AdamW, no checkpointing; fake-tensor harness + "
         f"`benches/truth/allocator.py`). `{report['command']}`.",
         "",
-        "| plan | lengths, in order | max allocated | max reserved | reserve |",
-        "|---|---|---:|---:|---:|",
+        "| plan | lengths, in order | max allocated | max reserved | reserve | least memory without OOM | reserve needed |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in report["rows"]:
         lines.append(f"| {r['plan']} | {r['sequence']} | {r['max_allocated'] / GiB:.2f} GiB | "
-                     f"{r['max_reserved'] / GiB:.2f} GiB | {r['reserve'] / GiB:.2f} GiB ({100 * r['reserve_fraction']:.0f}%) |")
+                     f"{r['max_reserved'] / GiB:.2f} GiB | {r['reserve'] / GiB:.2f} GiB ({100 * r['reserve_fraction']:.0f}%) | "
+                     f"{r['least_capacity'] / GiB:.2f} GiB | {r['reserve_needed'] / GiB:.2f} GiB |")
     return "\n".join(lines) + "\n"
 
 
