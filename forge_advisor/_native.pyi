@@ -26,6 +26,7 @@ class Estimator:
     def __init__(self, shape_json: str, gpu_json: str | None = None) -> None: ...
     def estimate(self, plan_json: str) -> dict[str, Any]:
         """One plan (`Plan.to_dict()` as JSON): peak_allocated_bytes, peak_reserved_bytes,
+        peak_reserved_upper_bytes (the fit bound), default_headroom,
         peak_phase, breakdown, device, total/trainable parameters, frozen_layers,
         flops_per_token, tokens_per_step, tokens_per_second, step_seconds, mfu, quality."""
     def estimate_batch(self, plans_json: list[str]) -> list[tuple[int, int, float | None] | str]:

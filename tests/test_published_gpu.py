@@ -93,3 +93,37 @@ def test_compare_row_reads_the_published_numbers() -> None:
     assert out["max_memory_reserved"]["measured"] == m["max_memory_reserved_bytes"] + (2 << 20)
     assert out["max_memory_reserved"]["upper_bound"] > out["max_memory_reserved"]["estimate"]
     assert plan_for(row, 200).lora_target_modules == ("q_proj", "v_proj")
+
+
+def test_constants_are_solved_from_calibration_rows_only() -> None:
+    from benches.published_gpu import LONGEST_PADDED_LENGTH, fit_calibration
+
+    rows = load_rows()
+    fit = fit_calibration(rows)
+    # the values in use are what the calibration rows give (rounded)
+    assert fit["longest_padded_length"] == LONGEST_PADDED_LENGTH
+    assert fit["churn_reserve"] == pytest.approx(fit["churn_reserve_in_use"], abs=0.005)
+    # held-out rows play no part: change every held-out measurement and the fit is the same
+    moved = json.loads(json.dumps(rows))
+    for r in moved:
+        if r["role"] == "held-out":
+            r["measured"]["max_memory_reserved_bytes"] *= 2
+            for w in r["measured"]["windows"]:
+                w["step_seconds"] *= 3
+    assert fit_calibration(moved) == fit
+
+
+def test_speed_constants_match_the_fit() -> None:
+    """EFFICIENCY_MAX and HOST_SECONDS_PER_LAYER (rust/src/throughput.rs) are the values
+    `fit_speed` solves from the LoRA calibration run's step times: re-derive the step time of
+    that run at its mean length from the fit and compare with the estimator."""
+    from benches.published_gpu import fit_speed
+
+    row = next(r for r in load_rows() if r["role"] == "calibration" and r["method"] == "lora")
+    fit = fit_speed(row)
+    assert fit["efficiency_max"] == pytest.approx(0.53, abs=0.005)
+    assert fit["host_seconds_per_layer"] == pytest.approx(0.72e-3, abs=0.01e-3)
+    mean_len = round(sum(w["tokens_per_sample"] - 1 for w in row["measured"]["windows"]) / len(row["measured"]["windows"]))
+    e = estimate(row["model"], plan_for(row, mean_len), gpu=row["gpu"])
+    line = fit["step_time_intercept"] + fit["step_time_slope"] * mean_len
+    assert e.step_seconds == pytest.approx(line, rel=0.01)

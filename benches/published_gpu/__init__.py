@@ -148,10 +148,80 @@ def summarize(results: list[dict[str, Any]], role: str | None) -> dict[str, Any]
     return summary
 
 
+STATIC_TERMS = ("weights", "quant_state", "lora_adapters", "reference_model", "optimizer_states", "distributed_buffers")
+
+
+def _reserve_parts(row: dict[str, Any], length: int) -> tuple[int, int, int]:
+    """(peak reserved less the context and the churn-proportional reserve, churning bytes at the
+    peak, the estimator's churn reserve): the parts of `device::allocator_reserve`."""
+    e = estimate(row["model"], plan_for(row, length), gpu=row["gpu"])
+    dev = e.device_terms
+    churn = e.peak_allocated_bytes - sum(e.breakdown[k] for k in STATIC_TERMS)
+    rounding = 64 << 20  # device::ROUNDING_BYTES
+    base = e.peak_allocated_bytes + dev["cublas_workspace"] + rounding + dev["paged_optimizer_states"]
+    return base, churn, dev["allocator_reserve"] - rounding
+
+
+def fit_calibration(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Solve the two unknowns the reserved comparison has from the calibration rows alone:
+    the longest padded length of the data stream (one for every row) and the churn fraction
+    `device::CHURN_RESERVE`. For each candidate length, the LoRA calibration row gives the
+    fraction; the length kept is the one where the full fine-tune's row agrees best."""
+    cal = [r for r in rows if r["comparable"] and r["role"] == "calibration"]
+    best: tuple[float, int, float] | None = None
+    for length in range(300, 769, 5):
+        parts = [(_reserve_parts(r, length), r["measured"]["max_memory_reserved_bytes"] + BASELINE_BYTES) for r in cal]
+        (b0, c0, _), m0 = parts[0]
+        kappa = (m0 - b0) / c0 if c0 else 0.0
+        if kappa < 0:
+            continue
+        resid = max(abs(b + kappa * c - m) / m for (b, c, _), m in parts)
+        if best is None or resid < best[0]:
+            best = (resid, length, kappa)
+    assert best is not None
+    resid, length, kappa = best
+    (b, c, used), _ = _reserve_parts(cal[0], length), None
+    return {"longest_padded_length": length, "churn_reserve": round(kappa, 3), "max_relative_residual": resid,
+            "rows": [r["id"] for r in cal], "churn_reserve_in_use": round(used / c, 3) if c else None,
+            **fit_speed(next(r for r in cal if r["method"] == "lora"))}
+
+
+def fit_speed(row: dict[str, Any]) -> dict[str, Any]:
+    """`EFFICIENCY_MAX` and `HOST_SECONDS_PER_LAYER` from one calibration row's windows of 250
+    steps. Step time at padded length L (T = B·L tokens) is, in `throughput.rs`,
+    T·f / (P·E_max·T/(T + 512)) + T·36·V/BW + optimizer + layers·h
+      = L·B·(f/(P·E_max) + 36·V/BW) + 512·f/(P·E_max) + optimizer + layers·h,
+    a line in L: its slope gives E_max and its intercept h (least squares over the windows)."""
+    from forge_advisor.gpus import find_gpu  # noqa: PLC0415
+
+    xs = [w["tokens_per_sample"] - 1 for w in row["measured"]["windows"]]
+    ys = [w["step_seconds"] for w in row["measured"]["windows"]]
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    intercept = my - slope * mx
+    mean_len = round(mx)
+    e = estimate(row["model"], plan_for(row, mean_len), gpu=row["gpu"])
+    gpu = find_gpu(row["gpu"])
+    shape = load_shape(row["model"])
+    peak = gpu.peak_tflops["bf16"] * 1e12
+    bw = gpu.bandwidth_bytes_per_s
+    b = row["per_device_train_batch_size"]
+    f = e.raw["flops_per_token"]
+    e_max = b * f / (peak * (slope - b * 36 * shape.vocab_size / bw))
+    # the optimizer step and clipping of fp32 adapters: (20 + 3) passes of 4 bytes (throughput.rs)
+    optimizer = e.raw["trainable_parameters"] * 4 * 23 / bw
+    host = (intercept - 512 * f / (peak * e_max) - optimizer) / shape.num_hidden_layers
+    return {"speed_row": row["id"], "efficiency_max": round(e_max, 3), "host_seconds_per_layer": round(host, 6),
+            "step_time_slope": slope, "step_time_intercept": intercept}
+
+
 def run(path: Path = MEASUREMENTS) -> dict[str, Any]:
-    results = [compare_row(r) for r in load_rows(path)]
+    rows = load_rows(path)
+    results = [compare_row(r) for r in rows]
     return {
         "command": "python -m benches.published_gpu",
+        "calibration_fit": fit_calibration(rows),
         "rows": results,
         "summary": {"calibration": summarize(results, "calibration"), "held-out": summarize(results, "held-out"),
                     "all": summarize(results, None)},
@@ -199,6 +269,12 @@ def to_markdown(report: dict[str, Any]) -> str:
             f"{_gib(a['measured'])} vs {_gib(a['estimate'])} ({_pct(a['error'])}) | "
             f"{_gib(v['measured'])} vs {_gib(v['estimate'])} ({_pct(v['error'])}; {_gib(v['upper_bound'])}) | "
             f"{t['measured']:,.0f} vs {t['estimate']:,.0f} ({_pct(t['error'])}) |")
+    f = report["calibration_fit"]
+    lines += ["", f"Solved on the calibration rows alone: longest padded length {f['longest_padded_length']}, "
+              f"churn reserve {f['churn_reserve']} (in use: `LONGEST_PADDED_LENGTH` {report['rows'][0]['longest_padded_length']}, "
+              f"`CHURN_RESERVE` {f['churn_reserve_in_use']}); efficiency {f['efficiency_max']}, host overhead "
+              f"{1e3 * f['host_seconds_per_layer']:.2f} ms per layer (from the step times of the LoRA calibration run's "
+              "20 windows); the held-out rows use these unchanged."]
     skipped = [r for r in report["rows"] if not r["comparable"]]
     if skipped:
         lines += ["", "Not comparable (reported in the JSON, not in the errors): " + "; ".join(

@@ -202,14 +202,23 @@ def fake_cuda_active() -> bool:
     return torch.cuda.is_available()
 
 
-def measure(config: dict[str, Any], plan: dict[str, Any], num_layers: int | None = None, *, timeout: float = 600) -> dict:
+def measure(
+    config: dict[str, Any],
+    plan: dict[str, Any],
+    num_layers: int | None = None,
+    *,
+    timeout: float = 600,
+    record_allocations: bool = False,
+) -> dict:
     """Measure one training step; see the module docstring. Runs in a subprocess (with the
-    fake CUDA runtime preloaded) unless this process already has it."""
+    fake CUDA runtime preloaded) unless this process already has it. With
+    ``record_allocations`` the result also holds ``allocation_events``: every CUDA storage
+    the step allocates and frees, in order, for ``benches.truth.allocator`` to replay."""
     p = resolve_plan(plan)
     check_supported(p)
     if fake_cuda_active():
-        return _measure(config, p, num_layers)
-    return measure_subprocess(config, p, num_layers, timeout=timeout)
+        return _measure(config, p, num_layers, record_allocations=record_allocations)
+    return measure_subprocess(config, p, num_layers, timeout=timeout, record_allocations=record_allocations)
 
 
 def fake_cuda_env() -> dict[str, str]:
@@ -222,8 +231,10 @@ def fake_cuda_env() -> dict[str, str]:
     return env
 
 
-def measure_subprocess(config: dict, plan: dict, num_layers: int | None, *, timeout: float = 600) -> dict:
-    payload = json.dumps({"config": config, "plan": plan, "num_layers": num_layers})
+def measure_subprocess(
+    config: dict, plan: dict, num_layers: int | None, *, timeout: float = 600, record_allocations: bool = False
+) -> dict:
+    payload = json.dumps({"config": config, "plan": plan, "num_layers": num_layers, "record_allocations": record_allocations})
     proc = subprocess.run(
         [sys.executable, "-m", "benches.truth.faketensor", "--stdin"],
         input=payload,
@@ -284,6 +295,21 @@ def _make_tracker_class():
         def __init__(self) -> None:
             super().__init__()
             self.attention_ops: Counter[str] = Counter()
+            # allocation sequence (when recording): ["a", id, bytes] / ["f", id] / ["m", phase]
+            self.events: list[list[Any]] | None = None
+            self._event_ids: dict[int, int] = {}
+
+        def _update_snap(self, u_type, winfo, old_mem_consumed=None, old_reftype=None):  # type: ignore[no-untyped-def]
+            super()._update_snap(u_type, winfo, old_mem_consumed, old_reftype)
+            if self.events is None or winfo.device.type != "cuda":
+                return
+            kind = u_type.name
+            if kind in ("DEL", "SIZE") and id(winfo) in self._event_ids:
+                self.events.append(["f", self._event_ids.pop(id(winfo))])
+            if kind in ("ADD", "SIZE") and winfo.mem_consumed > 0:
+                n = len(self.events)
+                self._event_ids[id(winfo)] = n
+                self.events.append(["a", n, winfo.mem_consumed])
 
         def _track_module_params_and_buffers(self, module, install_grad_hooks=True):
             def _grad_hook(grad):
@@ -511,7 +537,7 @@ def _build_model(cfg, p: dict, dtype_w, *, for_reference: bool = False):
     return model
 
 
-def _measure(config: dict[str, Any], p: dict[str, Any], num_layers: int | None) -> dict[str, Any]:
+def _measure(config: dict[str, Any], p: dict[str, Any], num_layers: int | None, *, record_allocations: bool = False) -> dict[str, Any]:
     import torch  # noqa: PLC0415
     import torch.nn as nn  # noqa: PLC0415
     import transformers  # noqa: PLC0415
@@ -646,6 +672,8 @@ def _measure(config: dict[str, Any], p: dict[str, Any], num_layers: int | None) 
         fp16_scale = 65536.0 if p["dtype"] == "amp-fp16" else None
 
         tracker = Tracker()
+        if record_allocations:
+            tracker.events = []
         tracker.track_external(model, optimizer, input_ids, labels)
         if ref_model is not None:
             tracker.track_external(ref_model)
@@ -674,6 +702,8 @@ def _measure(config: dict[str, Any], p: dict[str, Any], num_layers: int | None) 
             return -torch.nn.functional.logsigmoid(p["dpo_beta"] * logits).mean()
 
         def phase(name: str, step: int, fn):
+            if tracker.events is not None:
+                tracker.events.append(["m", f"step{step}.{name}"])
             tracker.reset_peak()
             fn()
             snap = tracker.cuda_snapshot("peak")
@@ -737,6 +767,8 @@ def _measure(config: dict[str, Any], p: dict[str, Any], num_layers: int | None) 
             train_step(2)
             gc.collect()
             after_step2 = tracker.cuda_snapshot()
+            # the recording ends with the step: what the teardown frees is not the step's
+            events, tracker.events = tracker.events, None
 
     step2 = {k.split(".", 1)[1]: v for k, v in phases.items() if k.startswith("step2.")}
     peak_phase = max(step2, key=lambda k: step2[k]["total"])
@@ -746,7 +778,9 @@ def _measure(config: dict[str, Any], p: dict[str, Any], num_layers: int | None) 
     sdpa = sorted({k for k in attention_ops if "backward" not in k})
     if p["attn_implementation"] == "eager":
         notes.append("eager attention: materialized scores/probabilities")
+    extra = {} if events is None else {"allocation_events": events}
     return {
+        **extra,
         "peak_allocated_bytes": peak["total"],
         "peak_breakdown": {k: v for k, v in peak.items() if k != "total"},
         "peak_phase": peak_phase,
@@ -815,7 +849,7 @@ def _main(argv: list[str] | None = None) -> int:
             ap.error("--config is required (or --stdin)")
         config, plan, layers = json.loads(Path(args.config).read_text()), json.loads(args.plan), args.layers
     try:
-        result = _measure(config, resolve_plan(plan), layers)
+        result = _measure(config, resolve_plan(plan), layers, record_allocations=bool(args.stdin and req.get("record_allocations")))
     except Exception as exc:  # noqa: BLE001
         import traceback  # noqa: PLC0415
 

@@ -54,8 +54,12 @@ pub fn cublas_workspace(gpu: Option<&GpuSpec>) -> u64 {
 /// sequence lengths, other phases) stay cached and cannot serve the largest request at the
 /// peak, which gets a new segment. Static tensors (weights, adapters, optimizer states)
 /// are allocated once and do not fragment. Fitted on the calibration rows of
-/// `benches/published_gpu` (see its README section); variable-length batches are what
-/// those rows measured.
+/// `benches/published_gpu`: `max_memory_reserved` of whole runs with variable-length batches
+/// on a GPU never short of memory. The allocator replay of recorded steps
+/// (`benches/truth/allocator_study.py`) finds less at one batch shape (0.7–0.8 GiB for
+/// Llama-3.2-3B LoRA at 4 × 585 tokens, against ~5 GiB here), and the allocator releases
+/// cached segments before it raises out-of-memory: for fixed-length batches this errs on
+/// the safe side.
 pub const CHURN_RESERVE: f64 = 0.52;
 
 /// Segment rounding: allocations above 10 MiB get their own segment rounded up to 2 MiB

@@ -23,10 +23,11 @@ use crate::gpu::GpuSpec;
 use crate::plan::{Attention, Method, Optim, Plan, Trainer};
 
 /// Best sustained fraction of dense peak for large transformer matmuls. Fitted on the
-/// calibration rows of `benches/published_gpu`: the per-token slope of PEFT's LoRA r32 step
-/// time on an L40S (7.3e-5 s per token for 13.0 GFLOP/token: 49% of the 362 TFLOP/s peak at
-/// 836 tokens per micro-batch, so 0.49 × (836 + 512) / 836 = 0.79 at the asymptote).
-pub const EFFICIENCY_MAX: f64 = 0.79;
+/// calibration rows of `benches/published_gpu` (`fit_speed`): the step time of PEFT's LoRA r32
+/// run on an L40S grows by 2.9e-4 s per token of padded length (batch 4, 13.0 GFLOP per token,
+/// 362 TFLOP/s peak), which with the logits' bytes and `EFFICIENCY_HALF_TOKENS` gives 0.53.
+/// One Ada GPU is all the published set holds: other generations use the same value.
+pub const EFFICIENCY_MAX: f64 = 0.53;
 /// Tokens per micro-batch at which efficiency reaches half of `EFFICIENCY_MAX` (small
 /// matmuls under-fill the GPU's SMs; not fitted: every published row has ~840 tokens).
 pub const EFFICIENCY_HALF_TOKENS: f64 = 512.0;
@@ -181,11 +182,12 @@ pub fn optimizer_passes(optim: Optim) -> f64 {
 pub const CLIP_PASSES: f64 = 3.0;
 
 /// Host-side cost per transformer layer per micro-batch: eager PyTorch launches every op
-/// of the layer's forward and backward from Python (≈ 100–200 kernels per layer at
-/// ~10 µs each), which a step of few tokens cannot hide behind GPU work. Fitted on the
-/// calibration rows of `benches/published_gpu` (the zero-token intercept of the step time
-/// of PEFT's LoRA r32 run on an L40S, 0.0555 s over 28 layers, less its optimizer step).
-pub const HOST_SECONDS_PER_LAYER: f64 = 1.95e-3;
+/// of the layer's forward and backward from Python (≈ 100–200 kernels per layer), which a
+/// step of few tokens cannot hide behind GPU work. Fitted with `EFFICIENCY_MAX` on the same
+/// calibration row (`benches/published_gpu` `fit_speed`): the zero-length intercept of its
+/// step time, 0.0555 s, less the efficiency curve's share and the optimizer step, over 28
+/// layers.
+pub const HOST_SECONDS_PER_LAYER: f64 = 0.72e-3;
 
 /// The batch-independent part of the time model for one plan on one GPU.
 #[derive(Debug, Clone, Copy)]
