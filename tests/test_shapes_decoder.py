@@ -38,6 +38,20 @@ CASES: dict[str, dict[str, Any]] = {
     "jais2-no-bias": dict(T, model_type="jais2", attention_bias=False, mlp_bias=False),
     "minicpm3-untied": dict(**T, **MLA, model_type="minicpm3", tie_word_embeddings=False),
 }
+# fairseq-style decoders (forge_advisor/shapes/families/fairseq.py)
+F = dict(d_model=64, decoder_ffn_dim=96, decoder_layers=2, decoder_attention_heads=4, encoder_layers=1, encoder_ffn_dim=96,
+         encoder_attention_heads=4, vocab_size=128, max_position_embeddings=40, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+         decoder_start_token_id=2)
+CASES.update({
+    "bart-untied": dict(F, model_type="bart", tie_word_embeddings=False),
+    "mbart": dict(F, model_type="mbart"),
+    "bigbird_pegasus-bias": dict(F, model_type="bigbird_pegasus", use_bias=True),
+    "marian-decoder-vocab": dict(F, model_type="marian", decoder_vocab_size=100),
+    "trocr-sinusoidal-no-embedding-norm": dict(F, model_type="trocr", use_learned_position_embeddings=False, layernorm_embedding=False),
+    "whisper-targets": dict(F, model_type="whisper", max_target_positions=48, max_source_positions=30, num_mel_bins=8),
+    "xglm-cross": dict(model_type="xglm", d_model=64, ffn_dim=96, num_layers=2, attention_heads=4, vocab_size=128, add_cross_attention=True),
+    "biogpt-untied": dict(T, model_type="biogpt", num_key_value_heads=None, head_dim=None, tie_word_embeddings=False),
+})
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

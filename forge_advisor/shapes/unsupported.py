@@ -36,10 +36,7 @@ REASONS: dict[str, str] = {
     "roberta-prelayernorm": _BERT, "roc_bert": _BERT, "roformer": _BERT, "xlm-roberta": _BERT,
     "xlm-roberta-xl": _BERT, "xmod": _BERT, "xlm": _BERT,
     # decoders of seq2seq models
-    "bart": _SEQ2SEQ_DECODER, "mbart": _SEQ2SEQ_DECODER, "blenderbot": _SEQ2SEQ_DECODER,
-    "blenderbot-small": _SEQ2SEQ_DECODER, "marian": _SEQ2SEQ_DECODER, "mvp": _SEQ2SEQ_DECODER,
-    "pegasus": _SEQ2SEQ_DECODER, "plbart": _SEQ2SEQ_DECODER, "bigbird_pegasus": _SEQ2SEQ_DECODER,
-    "trocr": _SEQ2SEQ_DECODER, "whisper": _SEQ2SEQ_DECODER, "prophetnet": _SEQ2SEQ_DECODER,
+    "prophetnet": _SEQ2SEQ_DECODER,
     "musicgen": _SEQ2SEQ_DECODER, "musicgen_melody": _SEQ2SEQ_DECODER,
     # multimodal causal LMs
     "fuyu": _VISION, "git": _VISION, "got_ocr2": _VISION, "phi4_multimodal": _VISION,
@@ -66,8 +63,6 @@ REASONS: dict[str, str] = {
     "openai-gpt": "original GPT layout (post-norm, Conv1D)",
     "ctrl": "CTRL layout (sinusoidal positions, Wq/Wk/Wv naming)",
     "mpt": "MPT layout (ALiBi, fused Wqkv, no biases)",
-    "xglm": "XGLM layout (sinusoidal positions, fairseq-style naming)",
-    "biogpt": "BioGPT layout (fairseq-style naming, learned positions)",
     "modernbert-decoder": "ModernBERT decoder layout (embedding norm, fused Wi)",
     "mllama": "cross-attention image layers inside the text decoder (Llama 3.2 Vision)",
     "minimax_m3_vl_text": "mixed full/linear attention layers (MiniMax)",

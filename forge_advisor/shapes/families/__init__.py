@@ -2,6 +2,7 @@
 
 from forge_advisor.shapes.families import (  # noqa: F401
     decoder,
+    fairseq,
     falcon,
     gemma3,
     gpt2,
