@@ -52,6 +52,18 @@ CASES.update({
     "xglm-cross": dict(model_type="xglm", d_model=64, ffn_dim=96, num_layers=2, attention_heads=4, vocab_size=128, add_cross_attention=True),
     "biogpt-untied": dict(T, model_type="biogpt", num_key_value_heads=None, head_dim=None, tie_word_embeddings=False),
 })
+# GPT-era decoders (forge_advisor/shapes/families/gpt_era.py)
+G = dict(n_embd=64, n_layer=2, n_head=4, vocab_size=128, n_positions=48)
+CASES.update({
+    "gpt_bigcode-mha-inner": dict(G, model_type="gpt_bigcode", multi_query=False, n_inner=80),
+    "gptj-inner-tied": dict(G, model_type="gptj", n_inner=80, rotary_dim=8, tie_word_embeddings=True),
+    "codegen": dict(G, model_type="codegen", rotary_dim=8),
+    "openai-gpt": dict(G, model_type="openai-gpt"),
+    "bloom-untied": dict(model_type="bloom", hidden_size=64, n_layer=2, n_head=4, vocab_size=128, tie_word_embeddings=False),
+    "gpt_neo-inner": dict(model_type="gpt_neo", hidden_size=64, num_layers=2, num_heads=4, vocab_size=128, intermediate_size=80,
+                          max_position_embeddings=48, attention_types=[[["global", "local"], 1]]),
+    "mpt-ratio": dict(model_type="mpt", d_model=64, n_layers=2, n_heads=4, vocab_size=128, expansion_ratio=2),
+})
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

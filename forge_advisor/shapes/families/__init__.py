@@ -6,6 +6,7 @@ from forge_advisor.shapes.families import (  # noqa: F401
     falcon,
     gemma3,
     gpt2,
+    gpt_era,
     gpt_neox,
     llama,
     opt,
