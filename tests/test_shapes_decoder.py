@@ -100,3 +100,49 @@ def test_attention_sinks_mean_eager_attention() -> None:
 def test_residual_dropout_is_a_hidden_dropout() -> None:
     shape = shape_from_config(dict(T, model_type="starcoder2", residual_dropout=0.1, attention_dropout=0.05), "s")
     assert shape.hints["hidden_dropout"] == 0.1 and shape.hints["attention_dropout"] == 0.05
+
+
+# -- bad input: one line each ---------------------------------------------------------------------
+
+
+def _inspect(tmp_path, config: dict, env: dict | None = None):  # type: ignore[no-untyped-def]
+    import json
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    return subprocess.run([sys.executable, "-m", "forge_advisor.cli.main", "inspect", "--model", str(path)],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})})
+
+
+def _one_line(res, *fragments: str) -> str:  # type: ignore[no-untyped-def]
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in res.stderr, res.stderr
+    for f in fragments:
+        assert f in lines[0], lines[0]
+    return lines[0]
+
+
+def test_remote_code_is_never_executed(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    remote = {"model_type": "chatglm", "auto_map": {"AutoModelForCausalLM": "modeling_chatglm.ChatGLMForConditionalGeneration"},
+              "hidden_size": 64, "num_layers": 2}
+    _one_line(_inspect(tmp_path, remote), "remote code", "never executes", "chatglm")
+    # a remote-code config whose model_type transformers ships is counted with the built-in class
+    builtin = {**dict(T, model_type="mamba"), "auto_map": {"AutoModelForCausalLM": "modeling_x.X"}}
+    res = _inspect(tmp_path, builtin)
+    assert res.returncode == 0, res.stderr
+
+
+def test_unknown_and_unsupported_types_say_why(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _one_line(_inspect(tmp_path, {"model_type": "no-such-arch", "hidden_size": 8}), "unknown to forge-advisor and to transformers")
+    with pytest.raises(Exception) as exc:
+        from forge_advisor.shapes.registry import build_shape
+
+        build_shape({"model_type": "rwkv", "hidden_size": 8}, "r")
+    assert "unsupported without torch: recurrent" in str(exc.value)
+    with pytest.raises(Exception) as exc:
+        build_shape({"model_type": "chatglm", "auto_map": {"AutoModel": "m.M"}}, "c")
+    assert "never executes" in str(exc.value) and "\n" not in str(exc.value)
