@@ -64,6 +64,20 @@ CASES.update({
                           max_position_embeddings=48, attention_types=[[["global", "local"], 1]]),
     "mpt-ratio": dict(model_type="mpt", d_model=64, n_layers=2, n_heads=4, vocab_size=128, expansion_ratio=2),
 })
+# BERT-style causal LMs (forge_advisor/shapes/families/bert.py)
+B = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, vocab_size=128,
+         max_position_embeddings=40, is_decoder=True)
+CASES.update({
+    "bert-cross-attention": dict(B, model_type="bert", add_cross_attention=True, type_vocab_size=3),
+    "roberta-untied": dict(B, model_type="roberta", tie_word_embeddings=False, pad_token_id=1),
+    "electra-same-width": dict(B, model_type="electra", embedding_size=64),
+    "big_bird": dict(B, model_type="big_bird", attention_type="original_full"),
+    "bert-generation": dict(B, model_type="bert-generation"),
+    "bert-untied": dict(B, model_type="bert", tie_word_embeddings=False),
+    "electra-untied": dict(B, model_type="electra", tie_word_embeddings=False),
+    "electra-default-embedding-size": dict(B, model_type="electra"),
+    "bert-generation-untied": dict(B, model_type="bert-generation", tie_word_embeddings=False),
+})
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

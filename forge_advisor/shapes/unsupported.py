@@ -12,7 +12,6 @@ __all__ = ["REASONS", "reason_for"]
 _SSM = "state-space (Mamba) mixer layers"
 _HYBRID_SSM = "hybrid attention + state-space (Mamba) layers"
 _LINEAR_ATTN = "hybrid linear-attention layers (Gated DeltaNet / linear recurrences)"
-_BERT = "BERT-style encoder used as a decoder (token-type embeddings, MLM prediction head)"
 _SEQ2SEQ_DECODER = "decoder of an encoder-decoder model (cross-attention layers, learned positions)"
 _VISION = "a vision or audio tower besides the language model"
 _RECURRENT = "recurrent (RNN-style) layers instead of attention"
@@ -31,10 +30,11 @@ REASONS: dict[str, str] = {
     "lfm2": "short-convolution operator layers (LFM2)", "lfm2_moe": "short-convolution operator layers (LFM2)",
     "lfm3": "short-convolution operator layers (LFM2)",
     # encoder-style decoders
-    "bert": _BERT, "bert-generation": _BERT, "big_bird": _BERT, "camembert": _BERT, "data2vec-text": _BERT,
-    "electra": _BERT, "ernie": _BERT, "megatron-bert": _BERT, "rembert": _BERT, "roberta": _BERT,
-    "roberta-prelayernorm": _BERT, "roc_bert": _BERT, "roformer": _BERT, "xlm-roberta": _BERT,
-    "xlm-roberta-xl": _BERT, "xmod": _BERT, "xlm": _BERT,
+    "megatron-bert": "pre-LayerNorm BERT layout (Megatron naming)", "rembert": "RemBERT's decoupled input/output embedding sizes",
+    "roberta-prelayernorm": "pre-LayerNorm RoBERTa layout", "roc_bert": "RoCBert's shape and pronunciation embeddings",
+    "roformer": "RoFormer's embedding projection and sinusoidal position table",
+    "xlm-roberta-xl": "pre-LayerNorm XLM-R XL layout", "xmod": "per-language adapter modules (X-MOD)",
+    "xlm": "XLM's flat attention/FFN lists outside the layer stack",
     # decoders of seq2seq models
     "prophetnet": _SEQ2SEQ_DECODER,
     "musicgen": _SEQ2SEQ_DECODER, "musicgen_melody": _SEQ2SEQ_DECODER,

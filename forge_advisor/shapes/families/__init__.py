@@ -1,6 +1,7 @@
 """Family parsers. Importing this package registers every family."""
 
 from forge_advisor.shapes.families import (  # noqa: F401
+    bert,
     decoder,
     fairseq,
     falcon,
