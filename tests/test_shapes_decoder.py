@@ -39,7 +39,7 @@ CASES: dict[str, dict[str, Any]] = {
     "minicpm3-untied": dict(**T, **MLA, model_type="minicpm3", tie_word_embeddings=False),
 }
 # fairseq-style decoders (forge_advisor/shapes/families/fairseq.py)
-F = dict(d_model=64, decoder_ffn_dim=96, decoder_layers=2, decoder_attention_heads=4, encoder_layers=1, encoder_ffn_dim=96,
+F = dict(is_encoder_decoder=False, d_model=64, decoder_ffn_dim=96, decoder_layers=2, decoder_attention_heads=4, encoder_layers=1, encoder_ffn_dim=96,
          encoder_attention_heads=4, vocab_size=128, max_position_embeddings=40, pad_token_id=1, bos_token_id=0, eos_token_id=2,
          decoder_start_token_id=2)
 CASES.update({
@@ -160,3 +160,16 @@ def test_unknown_and_unsupported_types_say_why(tmp_path) -> None:  # type: ignor
     with pytest.raises(Exception) as exc:
         build_shape({"model_type": "chatglm", "auto_map": {"AutoModel": "m.M"}}, "c")
     assert "never executes" in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_seq2seq_checkpoints_are_not_read_as_their_decoder() -> None:
+    """A BART config (is_encoder_decoder by default) is the whole encoder-decoder: the
+    torch-free parser refuses it and the meta fallback counts encoder and decoder."""
+    from forge_advisor.shapes.registry import UnsupportedArchitecture, build_shape
+
+    cfg = {k: v for k, v in F.items() if k != "is_encoder_decoder"}
+    with pytest.raises(UnsupportedArchitecture, match="encoder-decoder"):
+        build_shape(dict(cfg, model_type="bart"), "b")
+    full = shape_from_config(dict(cfg, model_type="bart"), "b")  # meta fallback: seq2seq
+    decoder = shape_from_config(dict(cfg, model_type="bart", is_encoder_decoder=False), "b")
+    assert full.is_encoder_decoder and full.num_parameters > decoder.num_parameters

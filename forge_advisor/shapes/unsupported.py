@@ -13,6 +13,9 @@ _SSM = "state-space (Mamba) mixer layers"
 _HYBRID_SSM = "hybrid attention + state-space (Mamba) layers"
 _LINEAR_ATTN = "hybrid linear-attention layers (Gated DeltaNet / linear recurrences)"
 _SEQ2SEQ_DECODER = "decoder of an encoder-decoder model (cross-attention layers, learned positions)"
+# fairseq.py parses these as the decoder-only causal LM (is_encoder_decoder: false); the
+# encoder-decoder checkpoint itself goes to the meta-device count
+_SEQ2SEQ = "encoder-decoder model: only its decoder-only causal LM (is_encoder_decoder: false) is parsed without torch"
 _VISION = "a vision or audio tower besides the language model"
 _RECURRENT = "recurrent (RNN-style) layers instead of attention"
 _HYPER = "hyper-connections (learned multi-stream residual mixing)"
@@ -37,6 +40,8 @@ REASONS: dict[str, str] = {
     "xlm": "XLM's flat attention/FFN lists outside the layer stack",
     # decoders of seq2seq models
     "prophetnet": _SEQ2SEQ_DECODER,
+    "bart": _SEQ2SEQ, "mbart": _SEQ2SEQ, "blenderbot": _SEQ2SEQ, "blenderbot-small": _SEQ2SEQ, "marian": _SEQ2SEQ,
+    "mvp": _SEQ2SEQ, "pegasus": _SEQ2SEQ, "plbart": _SEQ2SEQ, "bigbird_pegasus": _SEQ2SEQ, "whisper": _SEQ2SEQ,
     "musicgen": _SEQ2SEQ_DECODER, "musicgen_melody": _SEQ2SEQ_DECODER,
     # multimodal causal LMs
     "fuyu": _VISION, "git": _VISION, "got_ocr2": _VISION, "phi4_multimodal": _VISION,

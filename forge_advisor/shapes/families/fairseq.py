@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from forge_advisor.shapes.config import ConfigReader
 from forge_advisor.shapes.families.common import layer_norm, python_facts
 from forge_advisor.shapes.model import LayerType, Linear, ModelShape, Param
-from forge_advisor.shapes.registry import register_architecture
+from forge_advisor.shapes.registry import UnsupportedArchitecture, register_architecture
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class Fairseq:
     attn_bias: bool | str = True  # bool, or the config field (BigBird-Pegasus: use_bias)
     k_bias: bool = True  # Whisper: k_proj has no bias
     untied_head: bool = False  # BigBird-Pegasus ForCausalLM has no tied-weights key
+    seq2seq: bool = True  # the config class defaults to is_encoder_decoder=True
 
 
 _BART = Fairseq(embedding_norm=True)
@@ -59,11 +60,11 @@ SPECS: dict[str, Fairseq] = {
     "marian": Fairseq(positions=("max_position_embeddings", 0), vocab=("decoder_vocab_size", "vocab_size")),
     "pegasus": Fairseq(positions=("max_position_embeddings", 0), final_norm=True),
     "bigbird_pegasus": Fairseq(positions=("max_position_embeddings", 0), embedding_norm=True, attn_bias=("use_bias", False), untied_head=True),
-    "trocr": Fairseq(embedding_norm="layernorm_embedding"),
+    "trocr": Fairseq(embedding_norm="layernorm_embedding", seq2seq=False),
     "whisper": Fairseq(positions=("max_target_positions", 0), positions_default=448, final_norm=True, k_bias=False),
     # decoder-only relatives: no cross-attention
-    "xglm": Fairseq(prefix="model", cross="add_cross_attention", ffn=("ffn_dim",), layers=("num_layers",), heads=("attention_heads",), positions=None, final_norm=True),
-    "biogpt": Fairseq(prefix="biogpt", cross=False, hidden=("hidden_size",), ffn=("intermediate_size",), layers=("num_hidden_layers",),
+    "xglm": Fairseq(prefix="model", cross="add_cross_attention", seq2seq=False, ffn=("ffn_dim",), layers=("num_layers",), heads=("attention_heads",), positions=None, final_norm=True),
+    "biogpt": Fairseq(prefix="biogpt", cross=False, seq2seq=False, hidden=("hidden_size",), ffn=("intermediate_size",), layers=("num_hidden_layers",),
                       heads=("num_attention_heads",), final_norm=True),
 }
 
@@ -88,6 +89,10 @@ def _attention(prefix: str, d: int, bias: bool, k_bias: bool, role: str) -> list
 def build_fairseq(c: ConfigReader, name: str) -> ModelShape:
     model_type = c.str("model_type")
     s = SPECS[model_type]
+    if s.seq2seq and c.bool("is_encoder_decoder", default=True):
+        # a BART/Marian/Whisper... checkpoint is the whole encoder-decoder: only its
+        # decoder-only causal LM (`is_encoder_decoder: false`) is parsed here
+        raise UnsupportedArchitecture(model_type, c.source)
     d = c.int(*s.hidden)
     ffn = c.int(*s.ffn)
     n_layers = c.layers(*s.layers)
