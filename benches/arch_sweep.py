@@ -103,6 +103,10 @@ def small_config(model_type: str) -> dict[str, Any]:
     for k in ("transformers_version", "architectures", "_name_or_path"):
         cfg.pop(k, None)
     cfg["model_type"] = model_type
+    if cfg.get("is_encoder_decoder"):
+        # the causal LM of a seq2seq type is its decoder alone: <Type>ForCausalLM sets
+        # `config.is_encoder_decoder = False` itself (modeling_bart.py BartForCausalLM)
+        cfg["is_encoder_decoder"] = False
     return cfg
 
 

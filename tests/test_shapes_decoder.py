@@ -38,6 +38,46 @@ CASES: dict[str, dict[str, Any]] = {
     "jais2-no-bias": dict(T, model_type="jais2", attention_bias=False, mlp_bias=False),
     "minicpm3-untied": dict(**T, **MLA, model_type="minicpm3", tie_word_embeddings=False),
 }
+# fairseq-style decoders (forge_advisor/shapes/families/fairseq.py)
+F = dict(is_encoder_decoder=False, d_model=64, decoder_ffn_dim=96, decoder_layers=2, decoder_attention_heads=4, encoder_layers=1, encoder_ffn_dim=96,
+         encoder_attention_heads=4, vocab_size=128, max_position_embeddings=40, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+         decoder_start_token_id=2)
+CASES.update({
+    "bart-untied": dict(F, model_type="bart", tie_word_embeddings=False),
+    "mbart": dict(F, model_type="mbart"),
+    "bigbird_pegasus-bias": dict(F, model_type="bigbird_pegasus", use_bias=True),
+    "marian-decoder-vocab": dict(F, model_type="marian", decoder_vocab_size=100),
+    "trocr-sinusoidal-no-embedding-norm": dict(F, model_type="trocr", use_learned_position_embeddings=False, layernorm_embedding=False),
+    "whisper-targets": dict(F, model_type="whisper", max_target_positions=48, max_source_positions=30, num_mel_bins=8),
+    "xglm-cross": dict(model_type="xglm", d_model=64, ffn_dim=96, num_layers=2, attention_heads=4, vocab_size=128, add_cross_attention=True),
+    "biogpt-untied": dict(T, model_type="biogpt", num_key_value_heads=None, head_dim=None, tie_word_embeddings=False),
+})
+# GPT-era decoders (forge_advisor/shapes/families/gpt_era.py)
+G = dict(n_embd=64, n_layer=2, n_head=4, vocab_size=128, n_positions=48)
+CASES.update({
+    "gpt_bigcode-mha-inner": dict(G, model_type="gpt_bigcode", multi_query=False, n_inner=80),
+    "gptj-inner-tied": dict(G, model_type="gptj", n_inner=80, rotary_dim=8, tie_word_embeddings=True),
+    "codegen": dict(G, model_type="codegen", rotary_dim=8),
+    "openai-gpt": dict(G, model_type="openai-gpt"),
+    "bloom-untied": dict(model_type="bloom", hidden_size=64, n_layer=2, n_head=4, vocab_size=128, tie_word_embeddings=False),
+    "gpt_neo-inner": dict(model_type="gpt_neo", hidden_size=64, num_layers=2, num_heads=4, vocab_size=128, intermediate_size=80,
+                          max_position_embeddings=48, attention_types=[[["global", "local"], 1]]),
+    "mpt-ratio": dict(model_type="mpt", d_model=64, n_layers=2, n_heads=4, vocab_size=128, expansion_ratio=2),
+})
+# BERT-style causal LMs (forge_advisor/shapes/families/bert.py)
+B = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, vocab_size=128,
+         max_position_embeddings=40, is_decoder=True)
+CASES.update({
+    "bert-cross-attention": dict(B, model_type="bert", add_cross_attention=True, type_vocab_size=3),
+    "roberta-untied": dict(B, model_type="roberta", tie_word_embeddings=False, pad_token_id=1),
+    "electra-same-width": dict(B, model_type="electra", embedding_size=64),
+    "big_bird": dict(B, model_type="big_bird", attention_type="original_full"),
+    "bert-generation": dict(B, model_type="bert-generation"),
+    "bert-untied": dict(B, model_type="bert", tie_word_embeddings=False),
+    "electra-untied": dict(B, model_type="electra", tie_word_embeddings=False),
+    "electra-default-embedding-size": dict(B, model_type="electra"),
+    "bert-generation-untied": dict(B, model_type="bert-generation", tie_word_embeddings=False),
+})
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -74,3 +114,62 @@ def test_attention_sinks_mean_eager_attention() -> None:
 def test_residual_dropout_is_a_hidden_dropout() -> None:
     shape = shape_from_config(dict(T, model_type="starcoder2", residual_dropout=0.1, attention_dropout=0.05), "s")
     assert shape.hints["hidden_dropout"] == 0.1 and shape.hints["attention_dropout"] == 0.05
+
+
+# -- bad input: one line each ---------------------------------------------------------------------
+
+
+def _inspect(tmp_path, config: dict, env: dict | None = None):  # type: ignore[no-untyped-def]
+    import json
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    return subprocess.run([sys.executable, "-m", "forge_advisor.cli.main", "inspect", "--model", str(path)],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})})
+
+
+def _one_line(res, *fragments: str) -> str:  # type: ignore[no-untyped-def]
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in res.stderr, res.stderr
+    for f in fragments:
+        assert f in lines[0], lines[0]
+    return lines[0]
+
+
+def test_remote_code_is_never_executed(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    remote = {"model_type": "chatglm", "auto_map": {"AutoModelForCausalLM": "modeling_chatglm.ChatGLMForConditionalGeneration"},
+              "hidden_size": 64, "num_layers": 2}
+    _one_line(_inspect(tmp_path, remote), "remote code", "never executes", "chatglm")
+    # a remote-code config whose model_type transformers ships is counted with the built-in class
+    builtin = {**dict(T, model_type="mamba"), "auto_map": {"AutoModelForCausalLM": "modeling_x.X"}}
+    res = _inspect(tmp_path, builtin)
+    assert res.returncode == 0, res.stderr
+
+
+def test_unknown_and_unsupported_types_say_why(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _one_line(_inspect(tmp_path, {"model_type": "no-such-arch", "hidden_size": 8}), "unknown to forge-advisor and to transformers")
+    with pytest.raises(Exception) as exc:
+        from forge_advisor.shapes.registry import build_shape
+
+        build_shape({"model_type": "rwkv", "hidden_size": 8}, "r")
+    assert "unsupported without torch: recurrent" in str(exc.value)
+    with pytest.raises(Exception) as exc:
+        build_shape({"model_type": "chatglm", "auto_map": {"AutoModel": "m.M"}}, "c")
+    assert "never executes" in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_seq2seq_checkpoints_are_not_read_as_their_decoder() -> None:
+    """A BART config (is_encoder_decoder by default) is the whole encoder-decoder: the
+    torch-free parser refuses it and the meta fallback counts encoder and decoder."""
+    from forge_advisor.shapes.registry import UnsupportedArchitecture, build_shape
+
+    cfg = {k: v for k, v in F.items() if k != "is_encoder_decoder"}
+    with pytest.raises(UnsupportedArchitecture, match="encoder-decoder"):
+        build_shape(dict(cfg, model_type="bart"), "b")
+    full = shape_from_config(dict(cfg, model_type="bart"), "b")  # meta fallback: seq2seq
+    decoder = shape_from_config(dict(cfg, model_type="bart", is_encoder_decoder=False), "b")
+    assert full.is_encoder_decoder and full.num_parameters > decoder.num_parameters

@@ -91,6 +91,11 @@ def _instantiate(config: dict[str, Any], model_type: str, source: str, reason: F
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     if model_type not in CONFIG_MAPPING:
+        if config.get("auto_map"):
+            raise ForgeError(
+                f"{source}: model_type '{model_type}' exists only as remote code (auto_map in config.json), which "
+                f"forge-advisor never executes, and transformers {transformers.__version__} has no built-in class for it"
+            )
         raise ForgeError(
             f"{source}: model_type '{model_type}' is unknown to forge-advisor and to transformers {transformers.__version__}"
         )

@@ -52,7 +52,7 @@ def build_shape(config: Mapping[str, Any], name: str, source: str | None = None)
         raise ForgeError(f"{reader.source}: field 'model_type' is missing; is this a Hugging Face config.json?")
     builder = builder_for(model_type)
     if builder is None:
-        raise UnsupportedArchitecture(model_type, reader.source)
+        raise UnsupportedArchitecture(model_type, reader.source, remote_code=bool(reader.data.get("auto_map")))
     shape = builder(reader, name)
     if not shape.hints:
         object.__setattr__(shape, "hints", hints_for(reader, model_type))
@@ -63,13 +63,23 @@ class UnsupportedArchitecture(ForgeError):
     """A ``model_type`` without a torch-free parser; ``reason`` names the mechanism the
     parser does not model (forge_advisor/shapes/unsupported.py)."""
 
-    def __init__(self, model_type: str, source: str) -> None:
+    def __init__(self, model_type: str, source: str, remote_code: bool = False) -> None:
         from forge_advisor.shapes.unsupported import reason_for
 
         self.model_type = model_type
         self.source = source
         self.reason = reason_for(model_type)
-        super().__init__(
-            f"{source}: model_type '{model_type}' is unsupported without torch: {self.reason} "
-            f"(install the [train] extra to count it on the meta device)"
-        )
+        self.remote_code = remote_code
+        if remote_code:
+            # config.json's auto_map points at modeling code shipped with the checkpoint
+            # (trust_remote_code); only transformers' own classes are ever instantiated
+            super().__init__(
+                f"{source}: model_type '{model_type}' ships its own modeling code (auto_map), which forge-advisor "
+                f"never executes; {self.reason} (with the [train] extra, a model_type that transformers itself "
+                f"ships is counted with its built-in class on the meta device)"
+            )
+        else:
+            super().__init__(
+                f"{source}: model_type '{model_type}' is unsupported without torch: {self.reason} "
+                f"(install the [train] extra to count it on the meta device)"
+            )

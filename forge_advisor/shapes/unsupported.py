@@ -12,8 +12,10 @@ __all__ = ["REASONS", "reason_for"]
 _SSM = "state-space (Mamba) mixer layers"
 _HYBRID_SSM = "hybrid attention + state-space (Mamba) layers"
 _LINEAR_ATTN = "hybrid linear-attention layers (Gated DeltaNet / linear recurrences)"
-_BERT = "BERT-style encoder used as a decoder (token-type embeddings, MLM prediction head)"
 _SEQ2SEQ_DECODER = "decoder of an encoder-decoder model (cross-attention layers, learned positions)"
+# fairseq.py parses these as the decoder-only causal LM (is_encoder_decoder: false); the
+# encoder-decoder checkpoint itself goes to the meta-device count
+_SEQ2SEQ = "encoder-decoder model: only its decoder-only causal LM (is_encoder_decoder: false) is parsed without torch"
 _VISION = "a vision or audio tower besides the language model"
 _RECURRENT = "recurrent (RNN-style) layers instead of attention"
 _HYPER = "hyper-connections (learned multi-stream residual mixing)"
@@ -31,15 +33,15 @@ REASONS: dict[str, str] = {
     "lfm2": "short-convolution operator layers (LFM2)", "lfm2_moe": "short-convolution operator layers (LFM2)",
     "lfm3": "short-convolution operator layers (LFM2)",
     # encoder-style decoders
-    "bert": _BERT, "bert-generation": _BERT, "big_bird": _BERT, "camembert": _BERT, "data2vec-text": _BERT,
-    "electra": _BERT, "ernie": _BERT, "megatron-bert": _BERT, "rembert": _BERT, "roberta": _BERT,
-    "roberta-prelayernorm": _BERT, "roc_bert": _BERT, "roformer": _BERT, "xlm-roberta": _BERT,
-    "xlm-roberta-xl": _BERT, "xmod": _BERT, "xlm": _BERT,
+    "megatron-bert": "pre-LayerNorm BERT layout (Megatron naming)", "rembert": "RemBERT's decoupled input/output embedding sizes",
+    "roberta-prelayernorm": "pre-LayerNorm RoBERTa layout", "roc_bert": "RoCBert's shape and pronunciation embeddings",
+    "roformer": "RoFormer's embedding projection and sinusoidal position table",
+    "xlm-roberta-xl": "pre-LayerNorm XLM-R XL layout", "xmod": "per-language adapter modules (X-MOD)",
+    "xlm": "XLM's flat attention/FFN lists outside the layer stack",
     # decoders of seq2seq models
-    "bart": _SEQ2SEQ_DECODER, "mbart": _SEQ2SEQ_DECODER, "blenderbot": _SEQ2SEQ_DECODER,
-    "blenderbot-small": _SEQ2SEQ_DECODER, "marian": _SEQ2SEQ_DECODER, "mvp": _SEQ2SEQ_DECODER,
-    "pegasus": _SEQ2SEQ_DECODER, "plbart": _SEQ2SEQ_DECODER, "bigbird_pegasus": _SEQ2SEQ_DECODER,
-    "trocr": _SEQ2SEQ_DECODER, "whisper": _SEQ2SEQ_DECODER, "prophetnet": _SEQ2SEQ_DECODER,
+    "prophetnet": _SEQ2SEQ_DECODER,
+    "bart": _SEQ2SEQ, "mbart": _SEQ2SEQ, "blenderbot": _SEQ2SEQ, "blenderbot-small": _SEQ2SEQ, "marian": _SEQ2SEQ,
+    "mvp": _SEQ2SEQ, "pegasus": _SEQ2SEQ, "plbart": _SEQ2SEQ, "bigbird_pegasus": _SEQ2SEQ, "whisper": _SEQ2SEQ,
     "musicgen": _SEQ2SEQ_DECODER, "musicgen_melody": _SEQ2SEQ_DECODER,
     # multimodal causal LMs
     "fuyu": _VISION, "git": _VISION, "got_ocr2": _VISION, "phi4_multimodal": _VISION,
@@ -57,17 +59,8 @@ REASONS: dict[str, str] = {
     "inkling2_loop_text": "short convolutions around attention and MLP",
     "doge": "dynamic mask attention with learned residual weights (Doge)",
     # families before Llama's layout that no parser reads yet
-    "bloom": "ALiBi decoder with an embedding LayerNorm (BLOOM layout)",
-    "codegen": "GPT-J-style parallel block with a mixed qkv projection (CodeGen layout)",
-    "gptj": "GPT-J parallel block (rotary on part of each head, biased lm_head)",
-    "gpt_neo": "GPT-Neo local/global attention layout",
-    "gpt_bigcode": "GPT-2 layout with multi-query c_attn (GPT-BigCode)",
     "gpt_neox_japanese": "GPT-NeoX-Japanese layout (separate dense bias parameter)",
-    "openai-gpt": "original GPT layout (post-norm, Conv1D)",
     "ctrl": "CTRL layout (sinusoidal positions, Wq/Wk/Wv naming)",
-    "mpt": "MPT layout (ALiBi, fused Wqkv, no biases)",
-    "xglm": "XGLM layout (sinusoidal positions, fairseq-style naming)",
-    "biogpt": "BioGPT layout (fairseq-style naming, learned positions)",
     "modernbert-decoder": "ModernBERT decoder layout (embedding norm, fused Wi)",
     "mllama": "cross-attention image layers inside the text decoder (Llama 3.2 Vision)",
     "minimax_m3_vl_text": "mixed full/linear attention layers (MiniMax)",

@@ -81,8 +81,18 @@ pub struct LayerInfo {
     pub lins: Vec<Lin>,
     pub other_params: u64,
     pub params: u64,
-    /// Parameters in linear weights (what bitsandbytes quantises); biases excluded.
+    /// Parameters in linear weights, fused expert tensors included; biases excluded.
+    /// (Autocast casts all of them; see `quantizable_weight_params` for bitsandbytes.)
     pub linear_weight_params: u64,
+    /// The part of `linear_weight_params` in `nn.Linear` modules: what bitsandbytes
+    /// quantises. transformers 5's `replace_with_bnb_linear` swaps `nn.Linear` / `Conv1D`
+    /// modules only, so fused expert tensors (`nn.Parameter [E, out, in]`, not LoRA
+    /// targetable) and `TopKRouter` weights stay in the compute dtype, and peft's
+    /// `prepare_model_for_kbit_training` then casts them, like every other non-4-bit
+    /// half parameter, to fp32.
+    pub quantizable_weight_params: u64,
+    /// Output rows of those `nn.Linear` modules (LLM.int8 keeps a scale per row).
+    pub quantizable_rows: u64,
     pub moe: bool,
     pub cross_attention: bool,
     /// The linears by block and side, grouped once so estimates allocate nothing.
@@ -159,9 +169,9 @@ pub struct Analysis {
     /// `layers` as runs of consecutive layers of one type: `(type, start, end)`, so that an
     /// estimate prices each distinct layer once instead of once per layer.
     pub runs: Vec<(u32, usize, usize)>,
-    /// Σ over layers of `linear_weight_params` (what bitsandbytes quantises).
+    /// Σ over layers of `quantizable_weight_params` (what bitsandbytes quantises).
     pub layers_linear_weight_params: u64,
-    /// Σ over layers of the linears' output rows × count (LLM.int8 keeps a scale per row).
+    /// Σ over layers of `quantizable_rows` (LLM.int8 keeps a scale per row).
     pub layers_linear_rows: u64,
     /// The largest layer type's parameters (FSDP / ZeRO-3 gather one at a time).
     pub largest_layer_params: u64,
@@ -190,6 +200,7 @@ impl Analysis {
         for lt in &shape.layer_types {
             let mut lins = Vec::with_capacity(lt.linears.len());
             let mut linear_weight_params = 0u64;
+            let (mut quantizable_weight_params, mut quantizable_rows) = (0u64, 0u64);
             for lin in &lt.linears {
                 let leaf = lin.name.rsplit('.').next().unwrap_or(&lin.name).to_string();
                 let bit = match names.iter().position(|n| *n == leaf) {
@@ -219,6 +230,10 @@ impl Analysis {
                 }
                 let params = lin.num_parameters()?;
                 linear_weight_params += lin.in_features * lin.out_features * lin.count;
+                if lin.lora_targetable {
+                    quantizable_weight_params += lin.in_features * lin.out_features * lin.count;
+                    quantizable_rows += lin.out_features * lin.count;
+                }
                 largest = largest.max(lin.in_features * lin.out_features * lin.count);
                 num_tensors += if lin.bias { 2 } else { 1 };
                 lins.push(Lin {
@@ -277,6 +292,8 @@ impl Analysis {
                 other_params: lt.other_parameters,
                 params: lt.num_parameters()?,
                 linear_weight_params,
+                quantizable_weight_params,
+                quantizable_rows,
                 moe: lt.moe,
                 cross_attention: lt.cross_attention,
             });
@@ -307,12 +324,8 @@ impl Analysis {
         }
         // the same sums the estimator used to take per call (no overflow: the shape is
         // validated to at most MAX_PARAMETERS parameters)
-        let layers_linear_weight_params: u64 = shape.layers.iter().map(|&t| types[t as usize].linear_weight_params).sum();
-        let layers_linear_rows: u64 = shape
-            .layers
-            .iter()
-            .map(|&t| types[t as usize].lins.iter().map(|l| l.out_f * l.count).sum::<u64>())
-            .sum();
+        let layers_linear_weight_params: u64 = shape.layers.iter().map(|&t| types[t as usize].quantizable_weight_params).sum();
+        let layers_linear_rows: u64 = shape.layers.iter().map(|&t| types[t as usize].quantizable_rows).sum();
         let largest_layer_params = types.iter().map(|t| t.params).max().unwrap_or(0);
         let mut min_side_by_bit = [u64::MAX; 64];
         for l in types.iter().flat_map(|t| t.lins.iter()).filter(|l| l.targetable) {

@@ -1,10 +1,13 @@
 """Family parsers. Importing this package registers every family."""
 
 from forge_advisor.shapes.families import (  # noqa: F401
+    bert,
     decoder,
+    fairseq,
     falcon,
     gemma3,
     gpt2,
+    gpt_era,
     gpt_neox,
     llama,
     opt,
