@@ -4,6 +4,9 @@ terminal) shown inline without a crash."""
 
 from __future__ import annotations
 
+import json
+import os
+
 import statistics
 import sys
 import time
@@ -319,9 +322,16 @@ async def test_export_shows_and_saves_the_plan(tmp_path, monkeypatch) -> None:
         assert "--data 'my data.jsonl'" in exp.texts["train"]
         exp.query_one("Tabs").focus()
         await pilot.press("s")
-        assert (tmp_path / "forge-train.sh").read_text().startswith("forge-advisor train")
+        script = tmp_path / "forge-train.sh"
+        assert script.read_text().startswith("#!/bin/sh\nforge-advisor train")
+        assert os.access(script, os.X_OK)  # runs as ./forge-train.sh
         await pilot.press("right", "right", "s")  # -> the JSON tab
-        assert '"preset": "qlora"' in (tmp_path / "forge-plan.json").read_text()
+        doc = json.loads((tmp_path / "forge-plan.json").read_text())
+        assert doc["preset"] == "qlora" and doc["config"]["lora_r"] == 32
+        # train --preset-file reads it back as exactly the exported plan
+        from forge_advisor.presets import load_preset
+
+        assert load_preset(tmp_path / "forge-plan.json").to_plan(precision="bf16").to_dict() == doc["plan"]
         await pilot.press("escape")
         assert app.screen is screen
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from forge_advisor.advisor.request import DEFAULT_HEADROOM, PRESETS
+from forge_advisor import core
 from forge_advisor.errors import ForgeError
-from forge_advisor.estimate import EstimateResult, estimate
+from forge_advisor.estimate import DEFAULT_HEADROOM, EstimateResult, estimate
 from forge_advisor.units import fmt_bytes
 
 if TYPE_CHECKING:
@@ -59,15 +59,16 @@ class FitReport:
         return d
 
 
-def _leanest(shape: ModelShape, preset: str, gpu: GPU | None, seq_len: int, num_gpus: int, **extra: Any) -> EstimateResult:
+def _leanest(shape: ModelShape, preset: str, gpu: GPU | None, seq_len: int, num_gpus: int, headroom: float = DEFAULT_HEADROOM,
+             **extra: Any) -> EstimateResult:
     return estimate(
         shape, preset, gpu=gpu, per_device_train_batch_size=1, gradient_accumulation_steps=1,
-        gradient_checkpointing=True, max_length=seq_len, num_gpus=num_gpus, **extra,
+        gradient_checkpointing=True, max_length=seq_len, num_gpus=num_gpus, headroom=headroom, **extra,
     )
 
 
 def _usable(gpu: GPU, headroom: float) -> int:
-    return int(gpu.memory_bytes * (1.0 - headroom))
+    return core.usable_bytes(gpu.memory_bytes, headroom)
 
 
 def suggest(shape: ModelShape, methods: list[MethodFit], gpu: GPU, headroom: float, seq_len: int) -> str:
@@ -80,9 +81,9 @@ def suggest(shape: ModelShape, methods: list[MethodFit], gpu: GPU, headroom: flo
     parts = [f"{leanest.preset} needs at least {fmt_bytes(need)}, {gpu.name} has {fmt_bytes(_usable(gpu, headroom))} usable"]
     if bigger:
         parts.append(f"the smallest catalog GPU that fits it is the {bigger[0].name} ({bigger[0].memory_label})")
-    for n in (2, 4, 8, 16, 32, 64, 128, 256):
-        sharded = _leanest(shape, "sft", gpu, seq_len, n, distributed="fsdp")
-        if sharded.peak_reserved_bytes <= _usable(gpu, headroom):
+    for n in (2, 4, 8):  # one node at most: beyond it the advice is a bigger GPU
+        sharded = _leanest(shape, "sft", gpu, seq_len, n, headroom, distributed="fsdp")
+        if core.fits(sharded.peak_reserved_bytes, _usable(gpu, headroom)):
             parts.append(f"full fine-tuning fits on {n} × {gpu.name} with FSDP full-shard ({fmt_bytes(sharded.peak_reserved_bytes)} each)")
             break
     return "; ".join(parts)
@@ -97,6 +98,7 @@ def fit(
     headroom: float = DEFAULT_HEADROOM,
 ) -> FitReport:
     from forge_advisor.gpus import find_gpu, probe, resolve_gpu
+    from forge_advisor.presets import list_presets
     from forge_advisor.shapes import load_shape
 
     if not 0.0 <= headroom < 0.9:
@@ -108,14 +110,14 @@ def fit(
         found = probe()
         gpu = found.devices[0].gpu if found.devices else None
     if gpu is None:
-        methods = [MethodFit(p, _leanest(shape, p, None, seq_len, num_gpus), None) for p in PRESETS]
+        methods = [MethodFit(p, _leanest(shape, p, None, seq_len, num_gpus, headroom), None) for p in list_presets()]
         table = {}
         for m in methods:
             table[m.preset] = {}
             for name in COMMON_GPUS:
                 g = find_gpu(name)
-                table[m.preset][g.name] = m.estimate.peak_reserved_bytes <= _usable(g, headroom)
+                table[m.preset][g.name] = core.fits(m.estimate.peak_reserved_bytes, _usable(g, headroom))
         return FitReport(shape.name, None, None, methods, None, table)
-    methods = [MethodFit(p, r, r.peak_reserved_bytes <= _usable(gpu, headroom)) for p in PRESETS for r in [_leanest(shape, p, gpu, seq_len, num_gpus)]]
+    methods = [MethodFit(p, r, r.fits) for p in list_presets() for r in [_leanest(shape, p, gpu, seq_len, num_gpus, headroom)]]
     suggestion = None if any(m.fits for m in methods) else suggest(shape, methods, gpu, headroom, seq_len)
     return FitReport(shape.name, gpu, _usable(gpu, headroom), methods, suggestion)

@@ -30,7 +30,8 @@ def _kv(text: str) -> tuple[str, Any]:
 
 
 def add_parser(sub: Any) -> None:
-    from forge_advisor.advisor.request import DEFAULT_HEADROOM, OBJECTIVES, PRESETS
+    from forge_advisor.advisor.request import DEFAULT_HEADROOM, OBJECTIVES
+    from forge_advisor.presets import list_presets
 
     p = sub.add_parser("recommend", help="find the best way to fine-tune a model on a GPU")
     p.add_argument("--model", required=True, help="catalog id, local config.json / model directory, or Hub id")
@@ -46,15 +47,16 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--dpo", action="store_true", help="preference training (chosen/rejected pairs) with trl's DPOTrainer")
     p.add_argument("--objective", choices=OBJECTIVES, default="balanced",
                    help="balanced (default): quality⁸ × tokens/s; fastest; quality")
-    p.add_argument("--presets", metavar="a,b", help=f"allowed presets (default all: {','.join(PRESETS)})")
+    p.add_argument("--presets", metavar="a,b", help=f"allowed presets (default all: {','.join(list_presets())})")
     p.add_argument("--min-lora-r", type=int, metavar="R")
     p.add_argument("--max-freeze-ratio", type=float, metavar="F")
     p.add_argument("--fix", type=_kv, action="append", default=[], metavar="FIELD=VALUE",
                    help="pin a plan field, e.g. --fix optim=adamw_8bit --fix gradient_checkpointing=true")
-    p.add_argument("--trials", type=int, metavar="N", help="Optuna trials (default 256)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the measured trials (--measure)")
     p.add_argument("--top", type=int, default=5)
-    p.add_argument("--storage", metavar="URL|PATH", help="Optuna storage to keep/resume the study (sqlite:///x.db or a journal file)")
+    p.add_argument("--storage", metavar="URL|PATH",
+                   help="record every ranked plan as a trial of an Optuna study (sqlite:///x.db or a journal file); "
+                        "a later run with the same inputs reads it back")
     p.add_argument("--measure", action="store_true",
                    help="run the best candidates for a few real steps on this GPU (needs [train]); calibrates later estimates")
     p.add_argument("--measure-top", type=int, default=3, metavar="N", help="how many candidates --measure runs (default 3)")
@@ -71,7 +73,7 @@ def compute(args: argparse.Namespace, progress: Any = None) -> Any:
         global_batch=args.global_batch, global_batch_tokens=args.global_batch_tokens,
         dataset_tokens=args.dataset_tokens, headroom=args.headroom, trainer="dpo" if args.dpo else "sft",
         allowed_presets=presets, min_lora_r=args.min_lora_r, max_freeze_ratio=args.max_freeze_ratio,
-        fixed=dict(args.fix), n_trials=args.trials, seed=args.seed, top=args.top, storage=args.storage,
+        fixed=dict(args.fix), seed=args.seed, top=args.top, storage=args.storage,
         progress=progress, measure=args.measure, measure_top=args.measure_top,
     )
 
@@ -132,8 +134,11 @@ def render(rec: Any) -> None:
     con.print("\n[bold]Or from Python:[/]")
     con.print(best.python(rec.model), soft_wrap=True, markup=False)
     s = rec.search
-    con.print(f"\n[dim]{s['sampler']} over {s['outer_space']} choices, {s['trials']} trials, {s['plans_priced']} plans priced "
-              f"in {s['seconds']:.2f} s (seed {s['seed']}); " + ("speed calibrated from measured trials on this GPU[/]" if rec.recommendations and rec.recommendations[0].estimate.calibration else "estimates uncalibrated[/]"))
+    how = (f"read back from study {s['study']['name']}" if s.get("study") and s["study"]["resumed"]
+           else f"every plan ranked: {s['outer_space']:,} choices × their batch and checkpointing, {s['plans_priced']:,} plans "
+                f"priced in {s['rank_seconds'] * 1000:.1f} ms")
+    calibrated = rec.recommendations and rec.recommendations[0].estimate.calibration
+    con.print(f"\n[dim]{how}; " + ("speed calibrated from measured trials on this GPU[/]" if calibrated else "estimates uncalibrated[/]"))
 
 
 def run(args: argparse.Namespace) -> int:

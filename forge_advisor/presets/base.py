@@ -266,9 +266,11 @@ class BasePreset:
 
     @classmethod
     def from_plan(cls, plan: Plan) -> BasePreset:
+        """This preset's defaults with every knob of ``plan`` (the registered preset of the
+        plan's method and trainer when called on ``BasePreset`` itself)."""
         from forge_advisor.presets.planning import preset_from_plan
 
-        return preset_from_plan(plan)
+        return preset_from_plan(plan, None if cls.name == BasePreset.name else cls())
 
     # -- files ------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

@@ -108,8 +108,12 @@ class ExportScreen(ForgeModal):
     def action_save(self) -> None:
         tab = self.current()
         path = self.directory / FILES[tab][1]
+        text = self.texts.get(tab, "")
+        script = path.suffix == ".sh"
         try:
-            path.write_text(self.texts.get(tab, ""), encoding="utf-8")
+            path.write_text(("#!/bin/sh\n" + text + "\n") if script else text, encoding="utf-8")
+            if script:  # a script runs as ./forge-train.sh: owner, group and others may execute it
+                path.chmod(path.stat().st_mode | 0o111)
         except OSError as exc:
             self.query_one("#export-status", Static).update(f"error: {path}: {exc.strerror or exc}")
             return
