@@ -36,28 +36,30 @@ def _num(name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False, 
     ok_type = isinstance(value, (int, float)) and not isinstance(value, bool)
     interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
     if not ok_type or not math.isfinite(value):
-        raise ForgeError(f"{name}={value!r} must be a number in {interval}")
+        raise ForgeError(f"{name}={value!r} must be a number in {interval}", field=name, value=repr(value), allowed=interval)
     below = value <= lo if lo_open else value < lo
     above = value >= hi if hi_open else value > hi
     if below or above:
-        raise ForgeError(f"{name}={value} is out of range: allowed {interval}")
+        raise ForgeError(f"{name}={value} is out of range: allowed {interval}", field=name, value=str(value), allowed=interval)
 
 
 def _int(name: str, value: Any, lo: int, hi: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ForgeError(f"{name}={value!r} must be an integer in [{lo}, {hi}]")
+        raise ForgeError(f"{name}={value!r} must be an integer in [{lo}, {hi}]", field=name, value=repr(value), allowed=f"[{lo}, {hi}]")
     if not lo <= value <= hi:
-        raise ForgeError(f"{name}={value} is out of range: allowed [{lo}, {hi}]")
+        raise ForgeError(f"{name}={value} is out of range: allowed [{lo}, {hi}]", field=name, value=str(value), allowed=f"[{lo}, {hi}]")
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise ForgeError(f"{name}={value!r} is not one of {', '.join(allowed)}{did_you_mean(str(value), allowed)}")
+        raise ForgeError(f"{name}={value!r} is not one of {', '.join(allowed)}{did_you_mean(str(value), allowed)}",
+                         field=name, value=repr(value), allowed=", ".join(allowed))
 
 
 def _opt_bool(name: str, value: Any) -> None:
     if value is not None and not isinstance(value, bool):
-        raise ForgeError(f"{name}={value!r} must be true, false or null (auto-detect)")
+        raise ForgeError(f"{name}={value!r} must be true, false or null (auto-detect)", field=name, value=repr(value),
+                         allowed="true, false, null")
 
 
 @dataclass

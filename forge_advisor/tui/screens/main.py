@@ -8,7 +8,6 @@ catalog (a Hub id) and probing NVML run in thread workers.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +36,6 @@ if TYPE_CHECKING:
 __all__ = ["MainScreen"]
 
 HINT = "←/→ turn · type digits · ↑/↓ move · a advise · e export · t train · ? help"
-_FIELD = re.compile(r"^([a-z_0-9]+)=")
 
 
 class MainScreen(ForgeScreen):
@@ -130,8 +128,7 @@ class MainScreen(ForgeScreen):
             speed.show(ev)
             self.say(Text(HINT, style="dim"))
         else:
-            m = _FIELD.match(ev.error or "")
-            editor.mark_invalid(m.group(1) if m else None)
+            editor.mark_invalid(ev.error_field)
             editor.show(self.preset, None, self.dataset_tokens, self.overrides)
             if self.last_good is not None:
                 memory.show(self.last_good, stale=True)
