@@ -11,7 +11,8 @@ them) — and only what differs from the preset is written out::
 
 ``forge-advisor train`` takes every preset field as a flag (``--per-device-train-batch-size``,
 ``--max-length``…) and ``--set FIELD=VALUE`` for the rest (``method``, ``trainer``);
-``forge-advisor estimate`` takes the short flags (``--batch-size``, ``--seq-len``…).
+``forge-advisor estimate`` takes the same Hugging Face names for the plan's fields
+(forge_advisor/cli/plan_args.py).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
     from forge_advisor.presets.base import BasePreset
 
 __all__ = [
-    "ESTIMATE_FLAGS",
     "launch_command",
     "estimate_argv",
     "format_command",
@@ -43,24 +43,6 @@ __all__ = [
 ]
 
 PROGRAM = "forge-advisor"
-
-# Plan field -> `forge-advisor estimate` flag (the inverse of forge_advisor.cli.estimate's table)
-ESTIMATE_FLAGS: dict[str, str] = {
-    "lora_r": "--lora-r",
-    "lora_alpha": "--lora-alpha",
-    "lora_dropout": "--lora-dropout",
-    "lora_target_modules": "--lora-target-modules",
-    "per_device_train_batch_size": "--batch-size",
-    "gradient_accumulation_steps": "--grad-accum",
-    "max_length": "--seq-len",
-    "freeze_ratio": "--freeze-ratio",
-    "gradient_checkpointing": "--gradient-checkpointing",
-    "attn_implementation": "--attn",
-    "optim": "--optimizer",
-    "dtype": "--dtype",
-    "num_gpus": "--num-gpus",
-    "distributed": "--distributed",
-}
 
 # preset fields that `forge-advisor train` has no flag for (it takes them as --set FIELD=VALUE)
 _SET_ONLY = ("method", "trainer")
@@ -186,14 +168,13 @@ def estimate_argv(
         argv += ["--gpu", name]
     if dataset_tokens:
         argv += ["--dataset-tokens", str(dataset_tokens)]
+    from forge_advisor.cli.plan_args import PLAN_FLAGS, flag_value
+
+    flags = {f.field: f.flag for f in PLAN_FLAGS}  # the same Hugging Face names train takes
     for key, value in plan_diff(preset, overrides, gpu).items():
-        flag = ESTIMATE_FLAGS.get(key)
-        if flag is None:
+        if key not in flags:
             continue  # method / trainer / dpo_beta / 4-bit double quant: the preset decides
-        if key == "gradient_checkpointing":
-            argv.append(flag if value else "--no-gradient-checkpointing")
-        else:
-            argv += [flag, _cli_value(value)]
+        argv += [flags[key], flag_value(value)]
     return argv
 
 

@@ -96,7 +96,11 @@ def fit(
     seq_len: int = 2048,
     num_gpus: int = 1,
     headroom: float = DEFAULT_HEADROOM,
+    distributed: str | None = None,
 ) -> FitReport:
+    """The least memory each registered preset needs (batch 1, checkpointing, its other
+    defaults, ``seq_len`` tokens, ``num_gpus`` with ``distributed`` sharding) and whether
+    it fits the GPU by the one fit rule."""
     from forge_advisor.gpus import find_gpu, probe, resolve_gpu
     from forge_advisor.presets import list_presets
     from forge_advisor.shapes import load_shape
@@ -104,13 +108,14 @@ def fit(
     if not 0.0 <= headroom < 0.9:
         raise ForgeError(f"headroom={headroom} is out of range: allowed [0, 0.9)")
     shape = model if not isinstance(model, str) else load_shape(model)
+    extra = {} if distributed is None else {"distributed": distributed}
     if isinstance(gpu, str):
         gpu = resolve_gpu(gpu)
     elif gpu is None:
         found = probe()
         gpu = found.devices[0].gpu if found.devices else None
     if gpu is None:
-        methods = [MethodFit(p, _leanest(shape, p, None, seq_len, num_gpus, headroom), None) for p in list_presets()]
+        methods = [MethodFit(p, _leanest(shape, p, None, seq_len, num_gpus, headroom, **extra), None) for p in list_presets()]
         table = {}
         for m in methods:
             table[m.preset] = {}
@@ -118,6 +123,6 @@ def fit(
                 g = find_gpu(name)
                 table[m.preset][g.name] = core.fits(m.estimate.peak_reserved_bytes, _usable(g, headroom))
         return FitReport(shape.name, None, None, methods, None, table)
-    methods = [MethodFit(p, r, r.fits) for p in list_presets() for r in [_leanest(shape, p, gpu, seq_len, num_gpus, headroom)]]
+    methods = [MethodFit(p, r, r.fits) for p in list_presets() for r in [_leanest(shape, p, gpu, seq_len, num_gpus, headroom, **extra)]]
     suggestion = None if any(m.fits for m in methods) else suggest(shape, methods, gpu, headroom, seq_len)
     return FitReport(shape.name, gpu, _usable(gpu, headroom), methods, suggestion)

@@ -6,18 +6,19 @@ import argparse
 from typing import Any
 
 from forge_advisor.cli.output import console, emit_json
+from forge_advisor.cli.plan_args import add_plan_arguments, plan_overrides
 from forge_advisor.units import fmt_bytes
 
 
 def add_parser(sub: Any) -> None:
-    from forge_advisor.advisor.request import DEFAULT_HEADROOM
+    from forge_advisor.estimate import DEFAULT_HEADROOM
 
     p = sub.add_parser("fit", help="which fine-tuning methods fit a model on a GPU")
     p.add_argument("--model", required=True, help="catalog id, local config.json / model directory, or Hub id")
     p.add_argument("--gpu", help="catalog name or 'auto'; without it: the local GPU, else common GPUs")
-    p.add_argument("--seq-len", type=int, default=2048, metavar="T")
-    p.add_argument("--num-gpus", type=int, default=1, metavar="N")
     p.add_argument("--headroom", type=float, default=DEFAULT_HEADROOM, metavar="F")
+    add_plan_arguments(p, ("max_length", "num_gpus", "distributed"),
+                       title="plan (--max-length/--seq-len default 2048, --num-gpus 1)")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     p.set_defaults(run=run)
 
@@ -25,7 +26,9 @@ def add_parser(sub: Any) -> None:
 def compute(args: argparse.Namespace) -> Any:
     from forge_advisor.advisor import fit
 
-    return fit(args.model, args.gpu, seq_len=args.seq_len, num_gpus=args.num_gpus, headroom=args.headroom)
+    plan = plan_overrides(args)
+    return fit(args.model, args.gpu, seq_len=plan.pop("max_length", 2048), num_gpus=plan.pop("num_gpus", 1),
+               headroom=args.headroom, **plan)
 
 
 def render(report: Any) -> None:

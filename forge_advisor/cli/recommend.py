@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from forge_advisor.cli.output import console, emit_json
+from forge_advisor.cli.plan_args import add_plan_arguments, plan_overrides
 from forge_advisor.units import fmt_bytes
 
 
@@ -36,10 +37,8 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("recommend", help="find the best way to fine-tune a model on a GPU")
     p.add_argument("--model", required=True, help="catalog id, local config.json / model directory, or Hub id")
     p.add_argument("--gpu", default="auto", help="catalog name, or 'auto' to probe NVML (default)")
-    p.add_argument("--num-gpus", type=int, default=1, metavar="N")
     p.add_argument("--headroom", type=float, default=DEFAULT_HEADROOM, metavar="F",
                    help=f"fraction of GPU memory kept free (default {DEFAULT_HEADROOM})")
-    p.add_argument("--seq-len", type=int, default=2048, metavar="T", help="training sequence length (default 2048)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--global-batch", type=int, metavar="N", help="sequences per optimizer step (default 16)")
     g.add_argument("--global-batch-tokens", type=int, metavar="N", help="tokens per optimizer step")
@@ -60,6 +59,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--measure", action="store_true",
                    help="run the best candidates for a few real steps on this GPU (needs [train]); calibrates later estimates")
     p.add_argument("--measure-top", type=int, default=3, metavar="N", help="how many candidates --measure runs (default 3)")
+    add_plan_arguments(p, title="plan fields to pin (as --fix FIELD=VALUE; --max-length/--seq-len default 2048, --num-gpus 1)")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     p.set_defaults(run=run)
 
@@ -68,12 +68,14 @@ def compute(args: argparse.Namespace, progress: Any = None) -> Any:
     from forge_advisor.advisor import recommend
 
     presets = None if args.presets is None else tuple(x.strip() for x in args.presets.split(",") if x.strip())
+    pinned = plan_overrides(args)
+    num_gpus, seq_len = pinned.pop("num_gpus", 1), pinned.pop("max_length", 2048)
     return recommend(
-        args.model, args.gpu, num_gpus=args.num_gpus, objective=args.objective, seq_len=args.seq_len,
+        args.model, args.gpu, num_gpus=num_gpus, objective=args.objective, seq_len=seq_len,
         global_batch=args.global_batch, global_batch_tokens=args.global_batch_tokens,
         dataset_tokens=args.dataset_tokens, headroom=args.headroom, trainer="dpo" if args.dpo else "sft",
         allowed_presets=presets, min_lora_r=args.min_lora_r, max_freeze_ratio=args.max_freeze_ratio,
-        fixed=dict(args.fix), seed=args.seed, top=args.top, storage=args.storage,
+        fixed={**pinned, **dict(args.fix)}, seed=args.seed, top=args.top, storage=args.storage,
         progress=progress, measure=args.measure, measure_top=args.measure_top,
     )
 

@@ -82,6 +82,7 @@ class MainScreen(ForgeScreen):
     def on_mount(self) -> None:
         app = self.forge
         self.preset = app.initial_preset
+        self.overrides = dict(app.initial_overrides)
         self.query_one(PlanEditor).knob("preset").focus()
         self._show_targets()
         for note in app.startup_notes:
