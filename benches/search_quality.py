@@ -132,13 +132,17 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"{s['median_advisor_seconds'] * 1000:.0f} ms, of which the core's ranking at most {s['max_rank_seconds'] * 1000:.1f} ms. "
         f"`{s['command']}` on {s['machine']}.",
         "",
-        "| model | GPU | objective | optimum | recommend | equal |",
-        "|---|---|---|---:|---:|---|",
+        "| GPU | objective | models | equal to the optimum | nothing fits (both) | median ranking ms |",
+        "|---|---|---:|---:|---:|---:|",
     ]
-    for r in report["rows"]:
-        fmt = lambda v: "nothing fits" if v is None else f"{v:,.4g}"  # noqa: E731
-        lines.append(f"| {r['model']} | {r['gpu']} | {r['objective']} | {fmt(r['optimum'])} | {fmt(r['advisor'])} | "
-                     f"{'yes' if r['equal'] else '**no**'} |")
+    for gpu in s["gpus"]:
+        for objective in OBJECTIVES:
+            rows = [r for r in report["rows"] if r["gpu"] == gpu and r["objective"] == objective]
+            ms = sorted(r["rank_seconds"] * 1000 for r in rows)[len(rows) // 2]
+            lines.append(f"| {gpu} | {objective} | {len(rows)} | {sum(r['equal'] for r in rows)} | "
+                         f"{sum(r['optimum'] is None and r['advisor'] is None for r in rows)} | {ms:.2f} |")
+    lines.append("")
+    lines.append("Every row per model, with both values: `benches/results/search_quality.json`.")
     return "\n".join(lines) + "\n"
 
 
