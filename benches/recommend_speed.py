@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -47,7 +48,7 @@ def side_by_side() -> dict[str, Any]:
             times[name].append(_once(argv))
     med = {name: statistics.median(t) for name, t in times.items()}
     return {"runs": RUNS, "median_s": med, "min_s": {n: min(t) for n, t in times.items()},
-            "ratio": med["recommend"] / med["estimate"], "commands": {n: " ".join(a[1:]) for n, a in COMMANDS.items()}}
+            "ratio": med["recommend"] / med["estimate"], "commands": {n: shlex.join(a[1:]) for n, a in COMMANDS.items()}}
 
 
 def auto_presets() -> dict[str, Any]:

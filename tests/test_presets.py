@@ -94,7 +94,7 @@ def test_args_dict_imports_no_torch():
     ("name", "overrides", "message"),
     [
         ("lroa", {}, "did you mean 'lora'"),
-        ("auto", {}, "not available yet"),
+        ("auto", {}, "not a registered preset"),
         ("lora", {"lora_rr": 8}, "did you mean 'lora_r'"),
         ("lora", {"learning_rat": 1e-4}, "did you mean 'learning_rate'"),
         ("lora", {"lora_r": 0}, r"lora_r=0 is out of range: allowed \[1, 65536\]"),

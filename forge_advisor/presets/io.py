@@ -4,6 +4,13 @@ File layout::
 
     {"forge_advisor_version": "0.1.0", "preset": "lora", "config": {"lora_r": 16, ...}}
 
+``config`` holds every field of the preset (its knobs applied), so the file means the same
+plan whatever the preset's defaults become. A plan exported by ``recommend`` or the TUI
+(:func:`forge_advisor.export.plan_document`) is such a file with more keys — ``overrides``
+(what differs from the preset), ``model``, ``gpu``, ``plan`` (``Plan.to_dict()``),
+``estimate`` — which are for people and scripts: loading reads ``preset`` and ``config``
+only, so ``train --preset-file`` trains exactly the exported plan.
+
 Loading looks ``preset`` up in the registry (a custom preset must be registered first) and
 validates ``config`` like overrides, so a hand-edited file gets the same errors as a CLI flag.
 """
