@@ -200,3 +200,25 @@ def test_bad_storage_is_one_line(storage: str) -> None:
     out = subprocess.run([*CLI, "recommend", "--model", "meta-llama/Llama-3.1-8B", "--gpu", "RTX 4090", "--storage", storage],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and out.stderr.startswith("error: --storage") and out.stderr.count("\n") == 1
+
+
+def test_a_pinned_length_is_the_requests_length() -> None:
+    rec = recommend("Qwen/Qwen2.5-0.5B", "RTX 4090", fixed={"max_length": 99})
+    assert rec.request.seq_len == 99 and rec.to_dict()["seq_len"] == 99
+    assert {c.plan.max_length for c in rec.recommendations} == {99}
+
+
+def test_nothing_fits_names_the_leanest_plan_and_a_shorter_sequence() -> None:
+    rec = recommend("meta-llama/Llama-3.1-8B", "RTX 3060", seq_len=8192)
+    assert rec.recommendations == []
+    text = rec.suggestion or ""
+    assert text.startswith("the leanest plan (") and "over)" in text and "--seq-len " in text
+    # the shorter length it names does fit
+    length = int(text.split("--seq-len ")[1].split()[0])
+    assert recommend("meta-llama/Llama-3.1-8B", "RTX 3060", seq_len=length).recommendations
+
+
+def test_a_bad_pinned_field_is_named_not_hidden_in_a_suggestion() -> None:
+    with pytest.raises(ForgeError) as err:
+        recommend("meta-llama/Llama-3.1-8B", "RTX 4090", fixed={"lora_target_modules": ("foo",)})
+    assert err.value.field == "lora_target_modules"

@@ -151,6 +151,11 @@ def recommend(
 
         require_cuda()
     t0 = time.perf_counter()
+    fixed = dict(fixed or {})
+    # the length and the GPU count are the request's own: a pinned one is that, and the
+    # header, the global batch and the suggestions all say it
+    seq_len = fixed.pop("max_length", seq_len)
+    num_gpus = fixed.pop("num_gpus", num_gpus)
     shape = model if not isinstance(model, str) else load_shape(model)
     gpu = resolve_gpu(gpu or "auto") if not hasattr(gpu, "memory_bytes") else gpu  # type: ignore[arg-type]
     if global_batch is None:
@@ -165,7 +170,7 @@ def recommend(
         num_gpus=num_gpus, objective=objective, seq_len=seq_len, global_batch=global_batch,  # type: ignore[arg-type]
         dataset_tokens=dataset_tokens, headroom=headroom, trainer=trainer,  # type: ignore[arg-type]
         allowed_presets=tuple(allowed_presets) if allowed_presets is not None else None,
-        min_lora_r=min_lora_r, max_freeze_ratio=max_freeze_ratio, fixed=dict(fixed or {}),
+        min_lora_r=min_lora_r, max_freeze_ratio=max_freeze_ratio, fixed=fixed,
         seed=seed, top=top,
     )
     if storage:

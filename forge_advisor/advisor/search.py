@@ -118,10 +118,28 @@ def plan_of(native: core.NativePlan) -> Plan:
     return Plan(**{name: getattr(native, name) for name in Plan.field_names()})
 
 
+def check_fixed(shape: ModelShape, gpu: GPU, req: SearchRequest, space: dict[str, Any]) -> None:
+    """A pinned value the model cannot take (``--fix lora_target_modules=foo``) is an error
+    that names it, not a space where every plan of a method silently drops out."""
+    if not req.fixed:
+        return
+    from forge_advisor.errors import ForgeError
+
+    est = native_estimator(shape, gpu)
+    base = Plan(**space["base"])
+    for method in space["methods"]:
+        try:
+            core.call(est.estimate, base.with_(method=method))
+        except ForgeError as exc:
+            if exc.field in req.fixed:
+                raise
+
+
 def run_search(shape: ModelShape, gpu: GPU, req: SearchRequest) -> SearchOutcome:
     """Build the space, rank it, and turn what is shown into :class:`Evaluated` plans."""
     calibration = load_calibration(gpu)
     space = build_space(shape, gpu, req, calibration)
+    check_fixed(shape, gpu, req, space)
     ranking = rank_space(shape, gpu, space, req.top)
     fitting = ranking.fitting
 
