@@ -222,3 +222,21 @@ def test_a_bad_pinned_field_is_named_not_hidden_in_a_suggestion() -> None:
     with pytest.raises(ForgeError) as err:
         recommend("meta-llama/Llama-3.1-8B", "RTX 4090", fixed={"lora_target_modules": ("foo",)})
     assert err.value.field == "lora_target_modules"
+
+
+@pytest.mark.parametrize(("model", "gpu"), [("meta-llama/Llama-3.1-8B", "RTX 4090"), ("Qwen/Qwen2.5-14B", "T4"),
+                                            ("meta-llama/Llama-3.1-70B", "H100 SXM")])
+def test_fit_and_recommend_agree_on_each_presets_minimum(model: str, gpu: str) -> None:
+    """One minimum per preset: fit's least is the leanest plan recommend could rank (its
+    estimate gives the same bytes), no recommended plan needs less, and a preset fits in fit
+    exactly when recommend finds a plan for it."""
+    from forge_advisor.presets import get_preset
+
+    report = fit(model, gpu)
+    for m in report.methods:
+        assert m.least_bytes is not None and m.least_plan is not None
+        assert estimate(model, m.least_plan, gpu=gpu).peak_reserved_bytes == m.least_bytes
+        assert m.least_bytes <= m.estimate.peak_reserved_bytes  # the preset's defaults are one such plan or worse
+        rec = recommend(model, gpu, allowed_presets=[m.preset], trainer=get_preset(m.preset).trainer, top=20)
+        assert bool(rec.recommendations) == m.fits, m.preset
+        assert all(c.estimate.peak_reserved_bytes >= m.least_bytes for c in rec.recommendations + rec.pareto)

@@ -35,21 +35,23 @@ def render(report: Any) -> None:
     from rich.table import Table
 
     con = console()
-    title = f"{report.model}: least memory per method (batch 1, checkpointing)"
+    title = f"{report.model}: least memory per preset"
     table = Table(title=title)
     table.add_column("preset")
-    table.add_column("needs", justify="right")
+    table.add_column("its defaults\n(batch 1, ckpt)", justify="right")
+    table.add_column("any plan\n(recommend's space)", justify="right")
+    least = [fmt_bytes(m.least_bytes) if m.least_bytes is not None else "-" for m in report.methods]
     if report.gpu is not None:
         table.add_column(f"{report.gpu.name} ({fmt_bytes(report.usable_bytes)} usable)", justify="center")
-        for m in report.methods:
-            table.add_row(m.preset, fmt_bytes(m.estimate.peak_reserved_bytes), "[green]fits[/]" if m.fits else "[red]no[/]")
+        for m, lb in zip(report.methods, least):
+            table.add_row(m.preset, fmt_bytes(m.estimate.peak_reserved_bytes), lb, "[green]fits[/]" if m.fits else "[red]no[/]")
     else:
         gpus = list(next(iter(report.table.values())).keys())
         for g in gpus:
             table.add_column(g, justify="center")
-        for m in report.methods:
+        for m, lb in zip(report.methods, least):
             marks = ["[green]✓[/]" if report.table[m.preset][g] else "[red]✗[/]" for g in gpus]
-            table.add_row(m.preset, fmt_bytes(m.estimate.peak_reserved_bytes), *marks)
+            table.add_row(m.preset, fmt_bytes(m.estimate.peak_reserved_bytes), lb, *marks)
     con.print(table)
     if report.gpu is None:
         con.print("No GPU named or found: compared with common GPUs. Add --gpu NAME for yours.")
