@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
 
-from forge_advisor.core import OBJECTIVES
+from forge_advisor.core import OBJECTIVES, PLAN_INT_RANGES
 from forge_advisor.errors import ForgeError, did_you_mean
 from forge_advisor.estimate import DEFAULT_HEADROOM
 from forge_advisor.plan import OPTIMIZERS, Plan
@@ -40,8 +40,8 @@ class SearchRequest:
         if self.objective not in OBJECTIVES:
             raise ForgeError(f"objective={self.objective!r} is not one of {', '.join(OBJECTIVES)}{did_you_mean(str(self.objective), OBJECTIVES)}")
         for name, value, lo, hi in (
-            ("num_gpus", self.num_gpus, 1, 4096),
-            ("seq_len", self.seq_len, 1, 1 << 24),
+            ("num_gpus", self.num_gpus, *PLAN_INT_RANGES["num_gpus"]),
+            ("seq_len", self.seq_len, *PLAN_INT_RANGES["max_length"]),
             ("global_batch", self.global_batch, 1, 1 << 20),
             ("top", self.top, 1, 100),
             ("seed", self.seed, 0, 2**31 - 1),
