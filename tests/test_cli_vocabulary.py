@@ -59,7 +59,8 @@ def test_every_plan_flag_has_one_definition() -> None:
 
 
 @pytest.mark.parametrize("argv", [
-    ["estimate", "--model", MODEL, "--data", "x.jsonl"],  # once read as --dataset-tokens
+    ["estimate", "--model", MODEL, "--dataset-tok", "5"],  # a prefix of --dataset-tokens
+    ["estimate", "--model", MODEL, "--per-device", "2"],
     ["estimate", "--model", MODEL, "--lora", "8"],
     ["recommend", "--model", MODEL, "--obj", "fastest"],
     ["train", "--model", MODEL, "--lr", "1e-4"],
