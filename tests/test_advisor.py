@@ -136,6 +136,16 @@ def test_study_records_every_ranked_plan_and_resumes_without_ranking(tmp_path, m
     assert first.search["study"]["resumed"] is False
     (summary,) = optuna.get_all_study_summaries(storage_backend(path))
     assert summary.n_trials == first.search["fitting"] > 80 and summary.study_name.startswith("forge-advisor:Qwen/Qwen2.5-0.5B:RTX 4090:balanced:")
+    # what Optuna reads back: complete trials numbered 0..n-1, each a ranked plan with its values
+    trials = optuna.load_study(study_name=summary.study_name, storage=storage_backend(path)).trials
+    assert [t.number for t in trials] == list(range(len(trials)))
+    assert {t.state for t in trials} == {optuna.trial.TrialState.COMPLETE}
+    for t in trials:
+        plan = t.user_attrs["ranked"]["plan"]
+        assert t.params["method"] == plan["method"] and t.params["optim"] == plan["optim"] == "adamw_8bit"
+        assert t.params["freeze_ratio"] == plan["freeze_ratio"] and len(t.values) == 2 and t.values[0] > 0
+    best = first.recommendations[0]
+    assert any(t.user_attrs["ranked"]["plan"] == best.plan.to_dict() and t.values[1] == best.quality for t in trials)
 
     def no_ranking(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise AssertionError("ranked again")
