@@ -78,16 +78,18 @@ class ExportScreen(ForgeModal):
         peak = report["memory"]["peak_reserved_bytes"] if report else None
         data = self.query_one("#data", Input).value.strip() or "train.jsonl"
         output = self.query_one("#output", Input).value.strip() or "forge-output"
+        # (base preset, plan): the plan the editor priced, diffed against its preset once per format
+        plan = c.get("plan") or c["overrides"]
         try:
-            doc = ex.plan_document(c["model"], c["preset"], c["overrides"], gpu=c["gpu"], estimate=report)
+            doc = ex.plan_document(c["model"], c["preset"], plan, gpu=c["gpu"], estimate=report)
             self.texts = {
-                "train": ex.format_command(ex.train_argv(c["model"], c["preset"], c["overrides"], gpu=c["gpu"],
+                "train": ex.format_command(ex.train_argv(c["model"], c["preset"], plan, gpu=c["gpu"],
                                                          data=data, output=output, predicted_peak_bytes=peak), 72),
-                "estimate": ex.format_command(ex.estimate_argv(c["model"], c["preset"], c["overrides"], gpu=c["gpu"],
+                "estimate": ex.format_command(ex.estimate_argv(c["model"], c["preset"], plan, gpu=c["gpu"],
                                                                dataset_tokens=c.get("dataset_tokens")), 72),
                 "json": ex.plan_json(doc),
                 "yaml": ex.plan_yaml(doc),
-                "python": ex.preset_snippet(c["model"], c["preset"], c["overrides"], gpu=c["gpu"], output=output),
+                "python": ex.preset_snippet(c["model"], c["preset"], plan, gpu=c["gpu"], output=output),
             }
         except ForgeError as exc:
             self.texts = {k: f"# cannot export this plan: {exc}\n" for k in FILES}

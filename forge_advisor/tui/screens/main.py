@@ -265,9 +265,17 @@ class MainScreen(ForgeScreen):
     def _candidate_chosen(self, candidate: Any) -> None:
         if candidate is None:
             return
-        self.load_plan(str(candidate.preset), dict(candidate.overrides))
+        from forge_advisor.export import plan_diff
+
+        # the candidate is (base preset, plan): the editor's knobs are the plan's fields that differ
+        try:
+            changes = plan_diff(str(candidate.preset), candidate.plan, self.forge.gpu)
+        except ForgeError as exc:
+            self.say(f"error: {exc}", "error")
+            return
+        self.load_plan(str(candidate.preset), changes)
         if self.evaluation.ok:
-            self.say(f"loaded the advisor's plan: {candidate.preset} {_short(candidate.overrides)}", "success")
+            self.say(f"loaded the advisor's plan: {candidate.preset} {_short(changes)}", "success")
 
     def action_export(self) -> None:
         if not self._need_plan() or not self.evaluation.ok:
@@ -296,6 +304,8 @@ class MainScreen(ForgeScreen):
             "headroom": app.headroom,
             "preset": self.preset,
             "overrides": dict(self.overrides),
+            # the plan the editor priced last (None while a value is bad): with the preset, what is exported
+            "plan": self.evaluation.result.plan if self.evaluation.ok and self.evaluation.result is not None else None,
             "dataset_tokens": self.dataset_tokens,
             "evaluation": self.evaluation,
         }
