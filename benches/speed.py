@@ -14,8 +14,8 @@ runs, and writes ``benches/results/speed.md`` and ``benches/results/speed.json``
    and accelerate's own Python path on the same model, offline (``init_empty_weights`` +
    ``AutoModelForCausalLM.from_config`` + ``calculate_maximum_sizes`` in a fresh
    interpreter — what ``accelerate estimate-memory`` does after fetching the config);
-4. the Rust exhaustive search over the space ``recommend`` searches
-   (``forge_advisor._native.Search(...).brute_force()``).
+4. the Rust exhaustive ranking of the space ``recommend`` searches
+   (``Estimator.rank``, rust/src/search.rs).
 
 Nothing asserts a time. The machine is shared: the load average before and after is
 recorded with the numbers.
@@ -161,17 +161,16 @@ def cli_walls() -> dict[str, Any]:
 def brute_force() -> dict[str, Any]:
     code = f"""
 import json, statistics
-from forge_advisor import _native
 from forge_advisor.advisor.request import SearchRequest
 from forge_advisor.advisor.search import build_space
 from forge_advisor.estimate import native_estimator
 from forge_advisor.gpus import find_gpu
 from forge_advisor.shapes import load_shape
 shape, g = load_shape({MODEL!r}), find_gpu({GPU!r})
-search = _native.Search(native_estimator(shape, g), json.dumps(build_space(shape, g, SearchRequest())))
-runs = [search.brute_force() for _ in range(7)]
-secs = [r[2] for r in runs]
-print(json.dumps({{"evaluated": runs[0][1], "median_s": statistics.median(secs), "min_s": min(secs)}}))
+est, space = native_estimator(shape, g), json.dumps(build_space(shape, g, SearchRequest()))
+runs = [est.rank(space) for _ in range(7)]
+secs = [r.seconds for r in runs]
+print(json.dumps({{"evaluated": runs[0].evaluated, "median_s": statistics.median(secs), "min_s": min(secs)}}))
 """
     taskset = ["taskset", "-c", CORE] if shutil.which("taskset") else []
     r = json.loads(sh([*taskset, PY, "-c", code]).stdout)
@@ -249,8 +248,8 @@ def main() -> None:
         f"| `forge-advisor estimate` (fresh process) | {fmt_s(cli['estimate']['median_s'])} | {cli['estimate']['tool']}, {cli['estimate']['runs']} runs |",
         f"| accelerate's path, offline (fresh process) | {fmt_s(cli['accelerate']['median_s'])} | `init_empty_weights` + `AutoModelForCausalLM.from_config` + `calculate_maximum_sizes`; total_size {cli['accelerate']['output']['total_size']:,} B |",
         f"| ratio accelerate / forge-advisor | {report['accelerate_over_forge_estimate']:.0f}× | |",
-        f"| `forge-advisor recommend` (fresh process) | {fmt_s(cli['recommend']['median_s'])} | Optuna study over the space below |",
-        f"| Rust exhaustive search over the same space (`_native.Search.brute_force`, from Python) | {fmt_s(bf['median_s'])} | {bf['evaluated']:,} plans, {bf['plans_per_second'] / 1e6:.2f} M plans/s ({'pinned to core ' + bf['pinned_core'] if bf.get('pinned_core') else 'not pinned'}) |",
+        f"| `forge-advisor recommend` (fresh process) | {fmt_s(cli['recommend']['median_s'])} | the core's exact ranking of the space below, then the shown plans |",
+        f"| Rust exhaustive ranking of the same space (`Estimator.rank`, from Python) | {fmt_s(bf['median_s'])} | {bf['evaluated']:,} plans, {bf['plans_per_second'] / 1e6:.2f} M plans/s ({'pinned to core ' + bf['pinned_core'] if bf.get('pinned_core') else 'not pinned'}) |",
         "",
         "## Rust (criterion, median)",
         "",

@@ -46,20 +46,19 @@ def test_estimate_by_names(benchmark, warm) -> None:
 
 
 def test_native_estimate_call(benchmark, warm) -> None:
-    """`_native.Estimator.estimate(plan_json)`: the binding alone (JSON in, dict out)."""
+    """`Estimator.estimate(plan)`: the binding alone (the plan read by attribute, an Estimate out)."""
     shape, gpu, plan = warm
     est = native_estimator(shape, gpu)
-    text = json.dumps(plan.to_dict())
-    d = benchmark(est.estimate, text)
-    assert d["peak_reserved_bytes"] > 0
+    d = benchmark(est.estimate, plan)
+    assert d.peak_reserved_bytes > 0
 
 
 def test_native_estimate_batch_1000(benchmark, warm) -> None:
-    """`_native.Estimator.estimate_batch` of 1,000 plans (per call; divide by 1,000)."""
+    """`Estimator.estimate_batch` of 1,000 plans (per call; divide by 1,000)."""
     shape, gpu, plan = warm
     est = native_estimator(shape, gpu)
     texts = [
-        json.dumps(plan.with_(per_device_train_batch_size=b, lora_r=r, gradient_checkpointing=c).to_dict())
+        plan.with_(per_device_train_batch_size=b, lora_r=r, gradient_checkpointing=c)
         for b in (1, 2, 4, 8, 16)
         for r in (4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
         for c in (False, True)

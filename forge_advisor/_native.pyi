@@ -1,10 +1,62 @@
-"""Type stubs for the Rust extension (rust/src/python.rs). Every error is a ValueError with
-a one-line message; nothing panics across the boundary."""
+"""Type stubs for the Rust extension (rust/src/python.rs), checked against the built module by
+``python -m mypy.stubtest forge_advisor._native`` (tests/test_native_surface.py).
 
-from typing import Any
+Plans and GPUs are read from any object with the right attributes (``forge_advisor.plan.Plan``,
+``forge_advisor.gpus.GPU`` or a ``Plan`` returned here); no JSON crosses per call. A bad plan
+field raises :class:`PlanError`; other errors are ``ValueError`` with a one-line message;
+nothing panics across the boundary."""
+
+from typing import Any, Protocol, final
+
+__all__ = [
+    "__version__", "PlanError", "PLAN_CHOICES", "PLAN_INT_RANGES", "PLAN_FLOAT_RANGES", "OBJECTIVES", "DEFAULT_HEADROOM", "RESERVED_ERROR_BAND", "Shape", "Plan",
+    "Breakdown", "Estimate", "Estimator", "Ranked", "Shortfall", "Ranking", "fits", "usable_bytes", "objective_value",
+    "unsupported",
+]
 
 __version__: str
+PLAN_CHOICES: dict[str, tuple[str, ...]]
+PLAN_INT_RANGES: dict[str, tuple[int, int]]
+PLAN_FLOAT_RANGES: dict[str, tuple[float, float]]
+OBJECTIVES: tuple[str, ...]
+DEFAULT_HEADROOM: float
+RESERVED_ERROR_BAND: float
 
+class PlanError(ValueError):
+    """A plan field with a value outside what is allowed."""
+
+    field: str
+    value: str
+    allowed: str
+
+class _PlanLike(Protocol):
+    method: str
+    trainer: str
+    dtype: str
+    lora_r: int
+    lora_alpha: int
+    lora_dropout: float
+    lora_target_modules: Any
+    bnb_4bit_use_double_quant: bool
+    per_device_train_batch_size: int
+    gradient_accumulation_steps: int
+    max_length: int
+    freeze_ratio: float
+    gradient_checkpointing: bool
+    attn_implementation: str
+    optim: str
+    dpo_beta: float
+    num_gpus: int
+    distributed: str
+
+class _GpuLike(Protocol):
+    name: str
+    memory_bytes: int
+    peak_tflops: dict[str, float | None]
+    bandwidth_bytes_per_s: int | float | None
+    compute_capability: tuple[int, int] | None
+
+@final
 class Shape:
     """A validated model shape held natively."""
 
@@ -20,27 +72,173 @@ class Shape:
     def non_layer_parameters(self) -> int: ...
     def layer_parameters(self) -> list[int]: ...
 
+@final
+class Plan:
+    """A training plan as the core holds it (what a ranking returns)."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def trainer(self) -> str: ...
+    @property
+    def dtype(self) -> str: ...
+    @property
+    def lora_r(self) -> int: ...
+    @property
+    def lora_alpha(self) -> int: ...
+    @property
+    def lora_dropout(self) -> float: ...
+    @property
+    def lora_target_modules(self) -> str | tuple[str, ...] | None: ...
+    @property
+    def bnb_4bit_use_double_quant(self) -> bool: ...
+    @property
+    def per_device_train_batch_size(self) -> int: ...
+    @property
+    def gradient_accumulation_steps(self) -> int: ...
+    @property
+    def max_length(self) -> int: ...
+    @property
+    def freeze_ratio(self) -> float: ...
+    @property
+    def gradient_checkpointing(self) -> bool: ...
+    @property
+    def attn_implementation(self) -> str: ...
+    @property
+    def optim(self) -> str: ...
+    @property
+    def dpo_beta(self) -> float: ...
+    @property
+    def num_gpus(self) -> int: ...
+    @property
+    def distributed(self) -> str: ...
+
+@final
+class Breakdown:
+    """Peak memory by named term, in bytes."""
+
+    @property
+    def weights(self) -> int: ...
+    @property
+    def quant_state(self) -> int: ...
+    @property
+    def lora_adapters(self) -> int: ...
+    @property
+    def reference_model(self) -> int: ...
+    @property
+    def gradients(self) -> int: ...
+    @property
+    def optimizer_states(self) -> int: ...
+    @property
+    def optimizer_temporaries(self) -> int: ...
+    @property
+    def activations(self) -> int: ...
+    @property
+    def autocast_copies(self) -> int: ...
+    @property
+    def logits_and_loss(self) -> int: ...
+    @property
+    def backward_buffers(self) -> int: ...
+    @property
+    def distributed_buffers(self) -> int: ...
+    def to_dict(self) -> dict[str, int]: ...
+
+@final
+class Estimate:
+    """One plan's estimate."""
+
+    @property
+    def peak_allocated_bytes(self) -> int: ...
+    @property
+    def peak_reserved_bytes(self) -> int: ...
+    @property
+    def peak_reserved_upper_bytes(self) -> int: ...
+    @property
+    def peak_phase(self) -> str | None: ...
+    @property
+    def breakdown(self) -> Breakdown: ...
+    @property
+    def device(self) -> dict[str, int]: ...
+    @property
+    def total_parameters(self) -> int: ...
+    @property
+    def trainable_parameters(self) -> int: ...
+    @property
+    def frozen_layers(self) -> int: ...
+    @property
+    def flops_per_token(self) -> float: ...
+    @property
+    def tokens_per_step(self) -> int: ...
+    @property
+    def tokens_per_second(self) -> float | None: ...
+    @property
+    def step_seconds(self) -> float | None: ...
+    @property
+    def mfu(self) -> float | None: ...
+    @property
+    def quality(self) -> float: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class Ranked:
+    """One outer choice of a ranking with its best batch, accumulation and checkpointing."""
+
+    @property
+    def plan(self) -> Plan: ...
+    @property
+    def estimate(self) -> Estimate: ...
+    @property
+    def reserved_bytes(self) -> int: ...
+    @property
+    def fits(self) -> bool: ...
+    @property
+    def quality(self) -> float: ...
+    @property
+    def tokens_per_second(self) -> float | None: ...
+    def value(self, objective: str) -> float: ...
+
+@final
+class Shortfall:
+    """Why nothing fits: the leanest plan and how far over the usable memory it is."""
+
+    @property
+    def leanest(self) -> Ranked | None: ...
+    @property
+    def usable_bytes(self) -> int: ...
+    @property
+    def over_bytes(self) -> int | None: ...
+
+@final
+class Ranking:
+    """The exact ranking of a search space (rust/src/search.rs `Estimator::rank`)."""
+
+    @property
+    def fitting(self) -> list[Ranked]: ...
+    def top(self, objective: str) -> list[int]: ...
+    @property
+    def pareto(self) -> list[int]: ...
+    @property
+    def nothing_fits(self) -> Shortfall | None: ...
+    @property
+    def outer(self) -> int: ...
+    @property
+    def evaluated(self) -> int: ...
+    @property
+    def seconds(self) -> float: ...
+
+@final
 class Estimator:
     """Peak memory and speed of training plans for one model (and optionally one GPU)."""
 
-    def __init__(self, shape_json: str, gpu_json: str | None = None) -> None: ...
-    def estimate(self, plan_json: str) -> dict[str, Any]:
-        """One plan (`Plan.to_dict()` as JSON): peak_allocated_bytes, peak_reserved_bytes,
-        peak_reserved_upper_bytes (the fit bound), default_headroom,
-        peak_phase, breakdown, device, total/trainable parameters, frozen_layers,
-        flops_per_token, tokens_per_step, tokens_per_second, step_seconds, mfu, quality."""
-    def estimate_batch(self, plans_json: list[str]) -> list[tuple[int, int, float | None] | str]:
-        """Many plans: (peak allocated, peak reserved, tokens/s) or the error message, per plan.
-        Consecutive plans that differ only in per-device batch and accumulation share one
-        preparation of their structure (Rust `Estimator::evaluate_many`)."""
+    def __new__(cls, shape: Shape, gpu: _GpuLike | None = None) -> Estimator: ...
+    def estimate(self, plan: _PlanLike | Plan) -> Estimate: ...
+    def estimate_batch(self, plans: list[_PlanLike | Plan]) -> list[tuple[int, int, float | None]]:
+        """(peak allocated, peak reserved, tokens/s) per plan; consecutive plans that differ
+        only in per-device batch and accumulation share one preparation of their structure."""
+    def rank(self, space_json: str, top: int = 5) -> Ranking:
+        """Rank every plan of a search space (rust/src/search.rs `Space`) exactly."""
 
-class Search:
-    """A discrete search space (rust/src/search.rs `Space`) bound to an estimator."""
-
-    def __init__(self, estimator: Estimator, space_json: str) -> None: ...
-    def outer_count(self) -> int: ...
-    def inner(self, outer_json: str) -> dict[str, Any] | None:
-        """Best fitting batch × accumulation × checkpointing for one outer plan:
-        {"plan_json", "estimate", "value", "fits"}, or None if no batch divides the global batch."""
-    def brute_force(self) -> tuple[dict[str, Any] | None, int, float]:
-        """Exhaustive search: (best or None, plans evaluated, seconds)."""
+def fits(reserved: int, usable: int) -> bool: ...
+def usable_bytes(memory_bytes: int, headroom: float) -> int: ...
+def objective_value(objective: str, tokens_per_second: float | None, quality: float) -> float: ...
+def unsupported(plan: _PlanLike | Plan) -> str | None: ...

@@ -13,12 +13,17 @@ __all__ = ["ForgeError", "did_you_mean"]
 
 
 class ForgeError(ValueError):
-    """A user-facing error: one line, with a suggestion where one fits."""
+    """A user-facing error: one line, with a suggestion where one fits. When one field of a
+    plan is at fault, ``field`` names it, ``value`` is the bad value as text and ``allowed``
+    says what is allowed (the CLI, the Python API and the TUI read the same three)."""
 
     exit_code = 2
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, field: str | None = None, value: str | None = None, allowed: str | None = None) -> None:
         super().__init__(" ".join(str(message).split()))
+        self.field = field
+        self.value = value
+        self.allowed = allowed
 
 
 def did_you_mean(word: str, choices: Iterable[str], n: int = 3) -> str:

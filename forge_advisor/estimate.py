@@ -1,15 +1,16 @@
 """``estimate(model, plan_or_preset, gpu=None, ...)``: price one plan with the Rust estimator.
 
-The native estimator is built once per (model, GPU) and cached on the shape, so a repeated
-call costs a JSON dump of the plan and one native call.
+The native estimator is built once per (model, GPU) and cached on the shape; the core reads
+the plan's fields by attribute and returns a typed ``Estimate``, so a repeated call is one
+native call.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
+from forge_advisor import core
 from forge_advisor.calibration import Calibration, load_calibration
 from forge_advisor.errors import ForgeError, did_you_mean
 from forge_advisor.plan import Plan
@@ -18,10 +19,14 @@ from forge_advisor.shapes import ModelShape, load_shape
 if TYPE_CHECKING:
     from forge_advisor.gpus import GPU
 
-__all__ = ["EstimateResult", "estimate", "resolve_plan", "native_estimator"]
+__all__ = ["DEFAULT_HEADROOM", "EstimateResult", "estimate", "resolve_plan", "native_estimator"]
 
-_PLAN_FIELDS = frozenset(f.name for f in fields(Plan)) - {"extra"}
-_JSON = json.JSONEncoder(separators=(",", ":")).encode
+_PLAN_FIELDS = frozenset(Plan.field_names())
+
+# Fraction of the GPU's memory kept free on top of the fit bound, for what the estimate cannot
+# see (rust/src/device.rs): 2% of 24 GiB = 0.48 GiB. Every command judges fit by the same rule:
+# peak reserved upper bound ≤ memory × (1 − headroom) (core.fits).
+DEFAULT_HEADROOM = core.DEFAULT_HEADROOM
 
 
 @dataclass(frozen=True)
@@ -29,17 +34,27 @@ class EstimateResult:
     model: str
     gpu: GPU | None
     plan: Plan
-    raw: dict[str, Any]
+    native: core.Estimate
     dataset_tokens: int | None = None
     calibration: Calibration | None = None
+    headroom: float = DEFAULT_HEADROOM
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        """The core's estimate as a dict (every getter of ``native``)."""
+        return dict(self.native.to_dict())
+
+    @property
+    def quality(self) -> float:
+        return float(self.native.quality)
 
     @property
     def peak_allocated_bytes(self) -> int:
-        return int(self.raw["peak_allocated_bytes"])
+        return int(self.native.peak_allocated_bytes)
 
     @property
     def device_terms(self) -> dict[str, int]:
-        terms = dict(self.raw["device"])
+        terms = dict(self.native.device)
         if self.calibration is not None:  # the allocator reserve as measured on this device
             terms["allocator_reserve"] = int(terms["allocator_reserve"] * self.calibration.reserve_factor)
         return terms
@@ -47,42 +62,50 @@ class EstimateResult:
     @property
     def peak_reserved_bytes(self) -> int:
         if self.calibration is None:
-            return int(self.raw["peak_reserved_bytes"])
+            return int(self.native.peak_reserved_bytes)
         return self.peak_allocated_bytes + sum(self.device_terms.values())
 
     @property
     def peak_reserved_upper_bytes(self) -> int:
         """The fit bound: peak reserved plus the error band measured on the published-GPU set
         (Rust `device::reserved_upper`); a plan fits when this stays under the GPU's memory."""
-        upper = int(self.raw["peak_reserved_upper_bytes"])
-        return upper + (self.peak_reserved_bytes - int(self.raw["peak_reserved_bytes"]))
-
-    @property
-    def default_headroom(self) -> float:
-        """Headroom derived from the measured error distribution (Rust `device::DEFAULT_HEADROOM`)."""
-        return float(self.raw["default_headroom"])
+        # with a calibration the reserved memory is the device's measured one: the band moves with it
+        return int(self.native.peak_reserved_upper_bytes) + self.peak_reserved_bytes - int(self.native.peak_reserved_bytes)
 
     @property
     def breakdown(self) -> dict[str, int]:
-        return dict(self.raw["breakdown"])
+        return dict(self.native.breakdown.to_dict())
 
     @property
     def tokens_per_second(self) -> float | None:
-        tps = self.raw["tokens_per_second"]
+        tps = self.native.tokens_per_second
         return tps * self.calibration.speed_factor if tps is not None and self.calibration else tps
 
     @property
     def step_seconds(self) -> float | None:
-        step = self.raw["step_seconds"]
+        step = self.native.step_seconds
         return step / self.calibration.speed_factor if step is not None and self.calibration else step
 
     @property
     def headroom_bytes(self) -> int | None:
+        """GPU memory left beside the peak reserved memory (negative: over)."""
         return None if self.gpu is None else self.gpu.memory_bytes - self.peak_reserved_bytes
 
     @property
+    def usable_bytes(self) -> int | None:
+        """GPU memory minus the headroom: what a plan must stay within to fit."""
+        return None if self.gpu is None else core.usable_bytes(self.gpu.memory_bytes, self.headroom)
+
+    @property
     def fits(self) -> bool | None:
-        return None if self.gpu is None else self.peak_reserved_bytes <= self.gpu.memory_bytes
+        """The one fit rule every command uses (core.fits): the fit bound ≤ usable."""
+        usable = self.usable_bytes
+        return None if usable is None else core.fits(self.peak_reserved_upper_bytes, usable)
+
+    @property
+    def unsupported(self) -> str | None:
+        """Why the training runtime cannot run this plan, or None."""
+        return core.unsupported(self.plan)
 
     @property
     def epoch_seconds(self) -> float | None:
@@ -93,7 +116,7 @@ class EstimateResult:
         return self.dataset_tokens / tps
 
     def to_dict(self) -> dict[str, Any]:
-        raw = self.raw
+        raw = self.native
         return {
             "model": self.model,
             "gpu": None if self.gpu is None else self.gpu.name,
@@ -102,51 +125,41 @@ class EstimateResult:
                 "peak_allocated_bytes": self.peak_allocated_bytes,
                 "peak_reserved_bytes": self.peak_reserved_bytes,
                 "peak_reserved_upper_bytes": self.peak_reserved_upper_bytes,
-                "peak_phase": raw["peak_phase"],
+                "peak_phase": raw.peak_phase,
                 "breakdown": self.breakdown,
                 "device": self.device_terms,
                 "gpu_memory_bytes": None if self.gpu is None else self.gpu.memory_bytes,
+                "usable_bytes": self.usable_bytes,
+                "headroom": self.headroom,
             },
             "parameters": {
-                "total": raw["total_parameters"],
-                "trainable": raw["trainable_parameters"],
-                "frozen_layers": raw["frozen_layers"],
+                "total": raw.total_parameters,
+                "trainable": raw.trainable_parameters,
+                "frozen_layers": raw.frozen_layers,
             },
             "throughput": {
                 "tokens_per_second": self.tokens_per_second,
                 "step_seconds": self.step_seconds,
-                "tokens_per_step": raw["tokens_per_step"],
-                "flops_per_token": raw["flops_per_token"],
-                "mfu": None if raw["mfu"] is None else raw["mfu"] * (self.calibration.speed_factor if self.calibration else 1.0),
+                "tokens_per_step": raw.tokens_per_step,
+                "flops_per_token": raw.flops_per_token,
+                "mfu": None if raw.mfu is None else raw.mfu * (self.calibration.speed_factor if self.calibration else 1.0),
                 "epoch_seconds": self.epoch_seconds,
                 "calibrated": self.calibration is not None,
                 "calibration": None if self.calibration is None else self.calibration.to_dict(),
             },
             "fits": self.fits,
             "headroom_bytes": self.headroom_bytes,
+            "unsupported": self.unsupported,
         }
 
 
-def _gpu_json(gpu: GPU | None) -> str | None:
-    if gpu is None:
-        return None
-    d = gpu.to_dict()
-    keep = ("name", "memory_bytes", "peak_tflops", "bandwidth_bytes_per_s", "compute_capability")
-    return json.dumps({k: d[k] for k in keep})
-
-
-def native_estimator(shape: ModelShape, gpu: GPU | None) -> Any:
+def native_estimator(shape: ModelShape, gpu: GPU | None) -> core.Estimator:
     """The cached native ``Estimator`` for this shape and GPU."""
-    cache: dict[str | None, Any] = shape.__dict__.setdefault("_estimators", {})
-    key = None if gpu is None else gpu.name + str(gpu.memory_bytes)
+    cache: dict[tuple[str, int] | None, core.Estimator] = shape.__dict__.setdefault("_estimators", {})
+    key = None if gpu is None else (gpu.name, gpu.memory_bytes)
     est = cache.get(key)
     if est is None:
-        from forge_advisor import _native
-
-        try:
-            est = _native.Estimator(shape.to_json(), _gpu_json(gpu))
-        except ValueError as exc:
-            raise ForgeError(f"{shape.name}: {exc}") from None
+        est = core.call(core.Estimator, shape.native, gpu, prefix=f"{shape.name}: ")
         cache[key] = est
     return est
 
@@ -178,10 +191,12 @@ def estimate(
     gpu: str | GPU | None = None,
     num_gpus: int = 1,
     dataset_tokens: int | None = None,
+    headroom: float = DEFAULT_HEADROOM,
     **overrides: Any,
 ) -> EstimateResult:
     """Peak memory and speed of one plan. ``gpu`` is a catalog name, ``"auto"`` (NVML) or
-    a :class:`~forge_advisor.gpus.GPU`; ``overrides`` use Hugging Face names."""
+    a :class:`~forge_advisor.gpus.GPU`; ``overrides`` use Hugging Face names. The plan
+    fits when its peak reserved memory is within the GPU's memory less ``headroom``."""
     shape = model if isinstance(model, ModelShape) else load_shape(model)
     if isinstance(gpu, str):
         from forge_advisor.gpus import resolve_gpu
@@ -192,8 +207,8 @@ def estimate(
     plan = resolve_plan(plan_or_preset, gpu, **overrides)
     if dataset_tokens is not None and (isinstance(dataset_tokens, bool) or not isinstance(dataset_tokens, int) or dataset_tokens < 1):
         raise ForgeError(f"dataset_tokens={dataset_tokens!r} must be a positive integer")
-    try:
-        raw = native_estimator(shape, gpu).estimate(_JSON(plan.to_dict()))
-    except ValueError as exc:
-        raise ForgeError(str(exc)) from None
-    return EstimateResult(shape.name, gpu, plan, raw, dataset_tokens, load_calibration(gpu))
+    if not 0.0 <= headroom < 0.9:
+        raise ForgeError(f"headroom={headroom} is out of range: allowed [0, 0.9) (a fraction of GPU memory)",
+                         field="headroom", value=str(headroom), allowed="[0, 0.9)")
+    native = core.call(native_estimator(shape, gpu).estimate, plan)
+    return EstimateResult(shape.name, gpu, plan, native, dataset_tokens, load_calibration(gpu), headroom)

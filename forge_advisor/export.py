@@ -11,7 +11,8 @@ them) — and only what differs from the preset is written out::
 
 ``forge-advisor train`` takes every preset field as a flag (``--per-device-train-batch-size``,
 ``--max-length``…) and ``--set FIELD=VALUE`` for the rest (``method``, ``trainer``);
-``forge-advisor estimate`` takes the short flags (``--batch-size``, ``--seq-len``…).
+``forge-advisor estimate`` takes the same Hugging Face names for the plan's fields
+(forge_advisor/cli/plan_args.py).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import json
 import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 from forge_advisor.errors import ForgeError
@@ -27,9 +27,9 @@ from forge_advisor.errors import ForgeError
 if TYPE_CHECKING:
     from forge_advisor.gpus import GPU
     from forge_advisor.plan import Plan
+    from forge_advisor.presets.base import BasePreset
 
 __all__ = [
-    "ESTIMATE_FLAGS",
     "launch_command",
     "estimate_argv",
     "format_command",
@@ -44,86 +44,53 @@ __all__ = [
 
 PROGRAM = "forge-advisor"
 
-# Plan field -> `forge-advisor estimate` flag (the inverse of forge_advisor.cli.estimate's table)
-ESTIMATE_FLAGS: dict[str, str] = {
-    "lora_r": "--lora-r",
-    "lora_alpha": "--lora-alpha",
-    "lora_dropout": "--lora-dropout",
-    "lora_target_modules": "--lora-target-modules",
-    "per_device_train_batch_size": "--batch-size",
-    "gradient_accumulation_steps": "--grad-accum",
-    "max_length": "--seq-len",
-    "freeze_ratio": "--freeze-ratio",
-    "gradient_checkpointing": "--gradient-checkpointing",
-    "attn_implementation": "--attn",
-    "optim": "--optimizer",
-    "dtype": "--dtype",
-    "num_gpus": "--num-gpus",
-    "distributed": "--distributed",
-}
-
 # preset fields that `forge-advisor train` has no flag for (it takes them as --set FIELD=VALUE)
 _SET_ONLY = ("method", "trainer")
 
 
-def _plan_fields() -> list[str]:
-    from forge_advisor.plan import Plan
-
-    return [f.name for f in fields(Plan) if f.name != "extra"]
-
-
-def _resolve(preset: str, overrides: Mapping[str, Any], gpu: GPU | None) -> tuple[Plan, Plan]:
+def _resolve(preset: str, overrides: Mapping[str, Any] | Plan | None, gpu: GPU | None) -> tuple[BasePreset, Plan]:
+    """The preset object and the plan it is to run: ``overrides`` is the plan itself, or
+    Plan-field overrides of the preset (Hugging Face names, as the TUI's editor holds them)."""
     from forge_advisor.estimate import resolve_plan
+    from forge_advisor.plan import Plan
+    from forge_advisor.presets import get_preset
 
-    return resolve_plan(preset, gpu), resolve_plan(preset, gpu, **dict(overrides))
+    if isinstance(overrides, Plan):
+        return get_preset(preset), overrides
+    over = dict(overrides or {})
+    plan_fields = set(Plan.field_names())
+    base = get_preset(preset, **{k: v for k, v in over.items() if k not in plan_fields})
+    return base, resolve_plan(base, gpu, **{k: v for k, v in over.items() if k in plan_fields})
 
 
-def plan_diff(preset: str, overrides: Mapping[str, Any], gpu: GPU | None = None) -> dict[str, Any]:
-    """Plan fields (in Plan order) where ``preset`` + ``overrides`` differs from ``preset`` alone.
+def plan_diff(preset: str, overrides: Mapping[str, Any] | Plan | None = None, gpu: GPU | None = None) -> dict[str, Any]:
+    """Plan fields (in Plan order) where the plan differs from ``preset`` alone.
 
     ``gpu`` decides the preset's half type (bf16, or fp16 on GPUs without bf16), as in
     :func:`~forge_advisor.estimate.resolve_plan`. Raises :class:`ForgeError` on bad values."""
-    base, plan = _resolve(preset, overrides, gpu)
-    b, p = base.to_dict(), plan.to_dict()
-    return {k: p[k] for k in _plan_fields() if p[k] != b[k]}
+    from forge_advisor.estimate import resolve_plan
+
+    base_preset, plan = _resolve(preset, overrides, gpu)
+    b, p = resolve_plan(base_preset, gpu).to_dict(), plan.to_dict()
+    return {k: p[k] for k in p if p[k] != b[k]}
 
 
-def preset_overrides(preset: str, overrides: Mapping[str, Any], gpu: GPU | None = None) -> dict[str, Any]:
+def preset_overrides(preset: str, overrides: Mapping[str, Any] | Plan | None = None, gpu: GPU | None = None) -> dict[str, Any]:
     """The :func:`~forge_advisor.presets.get_preset` keyword arguments (preset field names)
-    that give this plan: Plan names map 1:1 except ``dpo_beta`` -> ``beta`` and ``dtype`` ->
-    ``bf16``/``fp16`` (``bnb_4bit_compute_dtype`` for QLoRA, whose weights compute in it)."""
-    diff = plan_diff(preset, overrides, gpu)
-    _, plan = _resolve(preset, overrides, gpu)
-    out: dict[str, Any] = {}
-    for key, value in diff.items():
-        if key == "dpo_beta":
-            out["beta"] = value
-        elif key == "dtype":
-            half = str(value).removeprefix("amp-")
-            if plan.method == "qlora":
-                out["bnb_4bit_compute_dtype"] = "float16" if half == "fp16" else "bfloat16"
-            elif half == "fp32":
-                out["bf16"], out["fp16"] = False, False
-            else:
-                out["bf16"], out["fp16"] = half == "bf16", half == "fp16"
-        elif key == "lora_target_modules" and isinstance(value, list):
-            out[key] = tuple(value)
-        else:
-            out[key] = value
-    # preset-only fields given by name (an advisor's ``learning_rate``…): kept when not the preset's own
+    that give this plan, diffed once against the preset
+    (:func:`forge_advisor.presets.planning.preset_overrides`), plus preset-only fields given
+    by name (``learning_rate``…) that differ from the preset's own."""
+    from forge_advisor.plan import Plan
     from forge_advisor.presets import get_preset
+    from forge_advisor.presets.planning import preset_overrides as diff
 
-    plan_fields = set(_plan_fields())
-    default = get_preset(preset).to_dict()
-    for key, value in overrides.items():
-        if key not in plan_fields and key not in out and default.get(key) != value:
-            out[key] = tuple(value) if isinstance(value, list) else value
-    if out.get("method") in ("qlora", "lora_8bit"):
-        # the preset's quantisation flags follow the method; say so explicitly, the flags win there
-        out["load_in_4bit"] = out["method"] == "qlora"
-        out["load_in_8bit"] = out["method"] == "lora_8bit"
-    elif "method" in out:
-        out["load_in_4bit"] = out["load_in_8bit"] = False
+    _, plan = _resolve(preset, overrides, gpu)
+    out = diff(get_preset(preset), plan, "bf16" if gpu is None or gpu.bf16 else "fp16")
+    if not isinstance(overrides, Plan):
+        default = get_preset(preset).to_dict()
+        for key, value in (overrides or {}).items():
+            if key not in Plan.field_names() and key not in out and default.get(key) != value:
+                out[key] = tuple(value) if isinstance(value, list) else value
     return out
 
 
@@ -142,7 +109,7 @@ def _cli_value(value: Any) -> str:
 def train_argv(
     model: str | None,
     preset: str,
-    overrides: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | Plan | None = None,
     *,
     gpu: GPU | None = None,
     data: str | None = None,
@@ -157,7 +124,9 @@ def train_argv(
     are 64 wide) are what make a demo quick. ``predicted_peak_bytes`` is
     passed as ``--predicted-peak-gib`` so the monitor reports measured / predicted."""
     if not preset:
-        raise ForgeError("no preset: choose one of sft, lora, qlora, dpo, memory_efficient")
+        from forge_advisor.presets import list_presets
+
+        raise ForgeError(f"no preset: choose one of {', '.join(list_presets())}")
     argv = [*program, "train"]
     demo = demo or not data
     if model and not demo:
@@ -168,7 +137,7 @@ def train_argv(
     else:
         argv += ["--data", str(data)]
     argv += ["--output", output]
-    over = preset_overrides(preset, overrides or {}, gpu)
+    over = preset_overrides(preset, overrides, gpu)
     if demo:
         keep = ("lora_dropout", "lora_target_modules", "freeze_ratio")
         over = {k: v for k, v in over.items() if k in keep}
@@ -185,7 +154,7 @@ def train_argv(
 def estimate_argv(
     model: str,
     preset: str,
-    overrides: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | Plan | None = None,
     *,
     gpu: GPU | None = None,
     gpu_name: str | None = None,
@@ -199,14 +168,13 @@ def estimate_argv(
         argv += ["--gpu", name]
     if dataset_tokens:
         argv += ["--dataset-tokens", str(dataset_tokens)]
-    for key, value in plan_diff(preset, overrides or {}, gpu).items():
-        flag = ESTIMATE_FLAGS.get(key)
-        if flag is None:
+    from forge_advisor.cli.plan_args import PLAN_FLAGS, flag_value
+
+    flags = {f.field: f.flag for f in PLAN_FLAGS}  # the same Hugging Face names train takes
+    for key, value in plan_diff(preset, overrides, gpu).items():
+        if key not in flags:
             continue  # method / trainer / dpo_beta / 4-bit double quant: the preset decides
-        if key == "gradient_checkpointing":
-            argv.append(flag if value else "--no-gradient-checkpointing")
-        else:
-            argv += [flag, _cli_value(value)]
+        argv += [flags[key], flag_value(value)]
     return argv
 
 
@@ -230,21 +198,34 @@ def format_command(argv: Sequence[str], width: int = 88) -> str:
 def plan_document(
     model: str,
     preset: str,
-    overrides: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | Plan | None = None,
     *,
     gpu: GPU | None = None,
     estimate: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """``{"model", "gpu", "preset", "overrides", "plan"[, "estimate"]}``: ``plan`` is
-    :meth:`Plan.to_dict` (``Plan.from_dict`` reads it back); ``overrides`` the preset fields
-    that differ; ``estimate`` (optional) the headline figures of ``estimate --json``."""
-    _, plan = _resolve(preset, overrides or {}, gpu)
-    over = {k: (list(v) if isinstance(v, tuple) else v) for k, v in preset_overrides(preset, overrides or {}, gpu).items()}
+    """The plan as a preset file that ``forge-advisor train --preset-file`` reads back as
+    exactly this plan (:func:`forge_advisor.presets.load_preset`)::
+
+        {"forge_advisor_version", "preset", "config", "overrides", "model", "gpu", "plan"[, "estimate"]}
+
+    ``preset`` + ``config`` is what train reads (every preset field, the plan's knobs
+    applied); ``overrides`` the preset fields that differ from the preset's defaults;
+    ``plan`` is :meth:`Plan.to_dict` and ``estimate`` the headline figures of
+    ``estimate --json`` — both for people and scripts, train ignores them."""
+    from forge_advisor.core import VERSION
+
+    over = preset_overrides(preset, overrides, gpu)
+    _, plan = _resolve(preset, overrides, gpu)
+    from forge_advisor.presets import get_preset
+
+    config = get_preset(preset, **over).to_dict()
     doc: dict[str, Any] = {
+        "forge_advisor_version": VERSION,
+        "preset": preset,
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.items()},
+        "overrides": {k: (list(v) if isinstance(v, tuple) else v) for k, v in over.items()},
         "model": model,
         "gpu": None if gpu is None else gpu.name,
-        "preset": preset,
-        "overrides": over,
         "plan": plan.to_dict(),
     }
     if estimate is not None:
@@ -270,11 +251,11 @@ def plan_yaml(doc: Mapping[str, Any]) -> str:
 
 
 def preset_snippet(
-    model: str, preset: str, overrides: Mapping[str, Any] | None = None, *, gpu: GPU | None = None,
+    model: str, preset: str, overrides: Mapping[str, Any] | Plan | None = None, *, gpu: GPU | None = None,
     output: str = "forge-output",
 ) -> str:
     """Python that builds this plan with :func:`forge_advisor.presets.get_preset`."""
-    over = preset_overrides(preset, overrides or {}, gpu)
+    over = preset_overrides(preset, overrides, gpu)
     args = [repr(preset)] + [f"{k}={v!r}" for k, v in over.items()]
     one = f"preset = get_preset({', '.join(args)})"
     call = one if len(one) <= 88 else "preset = get_preset(\n" + "".join(f"    {a},\n" for a in args) + ")"

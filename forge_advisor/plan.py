@@ -8,9 +8,10 @@ what is allowed (peft-style).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Literal, get_args
 
+from forge_advisor.core import PLAN_CHOICES, PLAN_FLOAT_RANGES, PLAN_INT_RANGES
 from forge_advisor.errors import ForgeError, did_you_mean
 
 __all__ = ["Plan", "METHODS", "DTYPES", "OPTIMIZERS", "ATTENTION", "DISTRIBUTED", "TRAINERS"]
@@ -25,27 +26,45 @@ Optim = Literal[
 Attention = Literal["sdpa", "flash_attention_2", "eager"]
 Distributed = Literal["none", "ddp", "fsdp", "zero2", "zero3"]
 
-METHODS: tuple[str, ...] = get_args(Method)
-TRAINERS: tuple[str, ...] = get_args(Trainer)
-DTYPES: tuple[str, ...] = get_args(Dtype)
-OPTIMIZERS: tuple[str, ...] = get_args(Optim)
-ATTENTION: tuple[str, ...] = get_args(Attention)
-DISTRIBUTED: tuple[str, ...] = get_args(Distributed)
+# the choices and ranges are the core's (rust/src/plan.rs CHOICES, INT_RANGES, FLOAT_RANGES);
+# the Literal types above spell the same names for type checkers (tests/test_native_surface.py)
+METHODS: tuple[str, ...] = PLAN_CHOICES["method"]
+TRAINERS: tuple[str, ...] = PLAN_CHOICES["trainer"]
+DTYPES: tuple[str, ...] = PLAN_CHOICES["dtype"]
+OPTIMIZERS: tuple[str, ...] = PLAN_CHOICES["optim"]
+ATTENTION: tuple[str, ...] = PLAN_CHOICES["attn_implementation"]
+DISTRIBUTED: tuple[str, ...] = PLAN_CHOICES["distributed"]
+LITERALS: dict[str, tuple[str, ...]] = {
+    "method": get_args(Method), "trainer": get_args(Trainer), "dtype": get_args(Dtype), "optim": get_args(Optim),
+    "attn_implementation": get_args(Attention), "distributed": get_args(Distributed),
+}
 
-MAX_BATCH = 1 << 16
-MAX_LENGTH = 1 << 24  # 16M tokens: beyond any published context window
+MAX_BATCH = PLAN_INT_RANGES["per_device_train_batch_size"][1]
+MAX_LENGTH = PLAN_INT_RANGES["max_length"][1]
 
 
-def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+def _choice(name: str, value: Any) -> None:
+    allowed = PLAN_CHOICES[name]
     if value not in allowed:
-        raise ForgeError(f"{name}={value!r} is not one of {', '.join(allowed)}{did_you_mean(str(value), allowed)}")
+        raise ForgeError(f"{name}={value!r} is not one of {', '.join(allowed)}{did_you_mean(str(value), allowed)}",
+                         field=name, value=repr(value), allowed=", ".join(allowed))
 
 
-def _int_range(name: str, value: Any, lo: int, hi: int) -> None:
+def _int_range(name: str, value: Any) -> None:
+    lo, hi = PLAN_INT_RANGES[name]
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ForgeError(f"{name}={value!r} must be an integer in [{lo}, {hi}]")
+        raise ForgeError(f"{name}={value!r} must be an integer in [{lo}, {hi}]", field=name, value=repr(value), allowed=f"[{lo}, {hi}]")
     if not lo <= value <= hi:
-        raise ForgeError(f"{name}={value} is out of range: allowed [{lo}, {hi}]")
+        raise ForgeError(f"{name}={value} is out of range: allowed [{lo}, {hi}]", field=name, value=str(value), allowed=f"[{lo}, {hi}]")
+
+
+def _fraction(name: str, value: Any) -> None:
+    lo, hi = PLAN_FLOAT_RANGES[name]
+    allowed = f"[{lo:g}, {hi:g})"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ForgeError(f"{name}={value!r} must be a number in {allowed}", field=name, value=repr(value), allowed=allowed)
+    if not lo <= value < hi:
+        raise ForgeError(f"{name}={value} is out of range: allowed {allowed}", field=name, value=str(value), allowed=allowed)
 
 
 @dataclass(frozen=True)
@@ -75,41 +94,29 @@ class Plan:
     # several GPUs
     num_gpus: int = 1
     distributed: Distributed = "none"
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        _choice("method", self.method, METHODS)
-        _choice("trainer", self.trainer, TRAINERS)
-        _choice("dtype", self.dtype, DTYPES)
-        _choice("optim", self.optim, OPTIMIZERS)
-        _choice("attn_implementation", self.attn_implementation, ATTENTION)
-        _choice("distributed", self.distributed, DISTRIBUTED)
-        _int_range("per_device_train_batch_size", self.per_device_train_batch_size, 1, MAX_BATCH)
-        _int_range("gradient_accumulation_steps", self.gradient_accumulation_steps, 1, MAX_BATCH)
-        _int_range("max_length", self.max_length, 1, MAX_LENGTH)
-        _int_range("num_gpus", self.num_gpus, 1, 4096)
+        for name in PLAN_CHOICES:
+            _choice(name, getattr(self, name))
+        for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "num_gpus"):
+            _int_range(name, getattr(self, name))
         if self.uses_lora:
-            _int_range("lora_r", self.lora_r, 1, 1 << 16)
-            _int_range("lora_alpha", self.lora_alpha, 1, 1 << 20)
-            if not isinstance(self.lora_dropout, (int, float)) or not 0.0 <= self.lora_dropout < 1.0:
-                raise ForgeError(f"lora_dropout={self.lora_dropout!r} is out of range: allowed [0, 1)")
+            _int_range("lora_r", self.lora_r)
+            _int_range("lora_alpha", self.lora_alpha)
+            _fraction("lora_dropout", self.lora_dropout)
         if isinstance(self.lora_target_modules, list):
             object.__setattr__(self, "lora_target_modules", tuple(self.lora_target_modules))
         if isinstance(self.lora_target_modules, tuple) and not self.lora_target_modules:
-            raise ForgeError("lora_target_modules=() is empty: name modules or use 'all-linear'")
-        if isinstance(self.freeze_ratio, bool) or not isinstance(self.freeze_ratio, (int, float)):
-            raise ForgeError(f"freeze_ratio={self.freeze_ratio!r} must be a number in [0, 1)")
-        if not 0.0 <= self.freeze_ratio < 1.0:
-            raise ForgeError(f"freeze_ratio={self.freeze_ratio} is out of range: allowed [0, 1)")
+            raise ForgeError("lora_target_modules=() is empty: name modules or use 'all-linear'",
+                             field="lora_target_modules", value="()", allowed="module names or 'all-linear'")
+        _fraction("freeze_ratio", self.freeze_ratio)
         if self.method == "qlora" and self.dtype in ("fp32", "amp-bf16", "amp-fp16"):
-            raise ForgeError(f"dtype={self.dtype!r} with method='qlora': 4-bit training computes in bf16 or fp16")
+            raise ForgeError(f"dtype={self.dtype!r} with method='qlora': 4-bit training computes in bf16 or fp16",
+                             field="dtype", value=repr(self.dtype), allowed="bf16, fp16")
         if self.distributed == "none" and self.num_gpus > 1:
             object.__setattr__(self, "distributed", "ddp")
         if self.distributed != "none" and self.num_gpus == 1:
             object.__setattr__(self, "distributed", "none")
-        if self.method in ("qlora", "lora_8bit") and self.distributed in ("fsdp", "zero3"):
-            # bitsandbytes-quantized bases shard only with extra setup (FSDP-QLoRA); keep plans honest
-            pass
 
     @property
     def uses_lora(self) -> bool:
@@ -125,6 +132,11 @@ class Plan:
         """Global batch × length, e.g. 16 seqs × 1024 tokens = 16,384 tokens per optimizer step."""
         return self.global_batch_size * self.max_length
 
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """The plan's fields, in order."""
+        return _FIELD_NAMES
+
     def to_dict(self) -> dict[str, Any]:
         # field by field: `dataclasses.asdict` deep-copies and costs ~20 µs, most of an estimate
         d = {name: getattr(self, name) for name in _FIELD_NAMES}
@@ -134,7 +146,7 @@ class Plan:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Plan:
-        known = {f.name for f in fields(cls)} - {"extra"}
+        known = set(_FIELD_NAMES)
         unknown = [k for k in data if k not in known]
         if unknown:
             raise ForgeError(f"unknown plan field '{unknown[0]}'{did_you_mean(unknown[0], known)}")
@@ -148,4 +160,4 @@ class Plan:
         return replace(self, **changes)
 
 
-_FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Plan) if f.name != "extra")
+_FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Plan))

@@ -4,17 +4,17 @@ answers when nothing fits, bad input."""
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 
 import pytest
 
-from forge_advisor import _native
+from benches.search_quality import OBJECTIVES, brute_force
+
 from forge_advisor.advisor import auto_preset, fit, recommend
-from forge_advisor.advisor.request import SearchRequest
-from forge_advisor.advisor.search import build_space
 from forge_advisor.errors import ForgeError
-from forge_advisor.estimate import estimate, native_estimator
+from forge_advisor.estimate import estimate
 from forge_advisor.gpus import find_gpu
 from forge_advisor.shapes import load_shape
 
@@ -22,9 +22,10 @@ CLI = [sys.executable, "-m", "forge_advisor.cli.main"]
 
 
 def test_same_inputs_same_answer() -> None:
-    a = recommend("meta-llama/Llama-3.1-8B", "RTX 4090", seed=3).to_dict()
-    b = recommend("meta-llama/Llama-3.1-8B", "RTX 4090", seed=3).to_dict()
-    a["search"].pop("seconds"), b["search"].pop("seconds")
+    a = recommend("meta-llama/Llama-3.1-8B", "RTX 4090").to_dict()
+    b = recommend("meta-llama/Llama-3.1-8B", "RTX 4090").to_dict()
+    for d in (a, b):
+        d["search"].pop("seconds"), d["search"].pop("rank_seconds")
     assert a == b
 
 
@@ -38,22 +39,51 @@ def test_every_recommendation_fits_with_headroom() -> None:
         assert again.peak_reserved_bytes == cand.estimate.peak_reserved_bytes
 
 
-@pytest.mark.parametrize(
-    "model, gpu, objective",
-    [
-        ("meta-llama/Llama-3.1-8B", "RTX 4090", "balanced"),
-        ("meta-llama/Llama-3.1-8B", "H100 SXM", "fastest"),
-        ("Qwen/Qwen2.5-0.5B", "T4", "quality"),
-    ],
-)
-def test_search_reaches_the_exhaustive_optimum(model: str, gpu: str, objective: str) -> None:
-    shape, g = load_shape(model), find_gpu(gpu)
-    req = SearchRequest(objective=objective)  # type: ignore[arg-type]
-    search = _native.Search(native_estimator(shape, g), json.dumps(build_space(shape, g, req)))
-    best, evaluated, _ = search.brute_force()
-    assert best is not None and evaluated > 1000
-    rec = recommend(shape, g, objective=objective)
-    assert rec.recommendations[0].objective_value >= 0.99 * best["value"]
+@pytest.mark.parametrize("model", ["Qwen/Qwen2.5-0.5B", "meta-llama/Llama-3.1-8B", "google/gemma-2-9b", "meta-llama/Llama-3.1-70B"])
+@pytest.mark.parametrize("gpu", ["T4", "RTX 4090", "A100 80GB SXM", "H100 SXM"])
+def test_ranking_equals_an_independent_brute_force(model: str, gpu: str) -> None:
+    """recommend's first plan is the optimum of every plan of the space priced one by one
+    (benches/search_quality.py runs the same check over the whole catalog)."""
+    best, priced, _ = brute_force(model, gpu)
+    assert priced > 1000
+    for objective in OBJECTIVES:
+        rec = recommend(model, gpu, objective=objective)
+        got = rec.recommendations[0].objective_value if rec.recommendations else None
+        assert got == best[objective], (objective, got, best[objective])
+
+
+@pytest.mark.parametrize(("model", "gpu", "gpus"), [("meta-llama/Llama-3.1-8B", "T4", 2), ("Qwen/Qwen2.5-14B", "RTX 4090", 8)])
+def test_recommend_never_ranks_a_plan_the_runtime_refuses(model: str, gpu: str, gpus: int) -> None:
+    """QLoRA cannot be sharded by FSDP/ZeRO-3 in the runner: such plans are not in the space."""
+    rec = recommend(model, gpu, num_gpus=gpus, top=20, allowed_presets=["qlora"])
+    shown = rec.recommendations + rec.pareto
+    assert shown and {c.plan.method for c in shown} == {"qlora"}
+    assert {c.plan.distributed for c in shown} <= {"ddp", "zero2"}
+    for c in shown:
+        assert not (c.plan.method in ("qlora", "lora_8bit") and c.plan.distributed in ("fsdp", "zero3")), c.plan
+        assert c.estimate.unsupported is None
+
+
+@pytest.mark.parametrize(("model", "gpu", "gpus"), [("meta-llama/Llama-3.1-8B", "RTX 4090", 1), ("Qwen/Qwen2.5-7B", "T4", 2),
+                                                    ("meta-llama/Llama-3.1-70B", "A100 80GB SXM", 8)])
+def test_every_printed_plan_prices_and_fits_the_same_in_estimate(model: str, gpu: str, gpus: int) -> None:
+    """The one fit rule: estimate of each recommended plan gives the same peak and verdict,
+    and the printed train command parses back into the same plan."""
+    from forge_advisor.cli.main import build_parser
+    from forge_advisor.cli.train import _overrides
+    from forge_advisor.presets import get_preset
+
+    rec = recommend(model, gpu, num_gpus=gpus)
+    assert rec.recommendations
+    for c in rec.recommendations:
+        again = estimate(model, c.plan, gpu=gpu)
+        assert again.peak_reserved_bytes == c.estimate.peak_reserved_bytes and again.fits is True
+        argv = shlex.split(c.command(model).split(" && ")[0])
+        args = build_parser().parse_args(argv[1:])
+        preset = get_preset(args.preset, **_overrides(args))
+        half = "bf16" if find_gpu(gpu).bf16 else "fp16"
+        explicit = preset.bf16 is not None or preset.fp16 is not None
+        assert preset.to_plan(precision=preset.resolved_precision() if explicit else half) == c.plan
 
 
 def test_nothing_fits_is_an_answer_with_a_suggestion() -> None:
@@ -94,16 +124,52 @@ def test_auto_preset_is_the_top_recommendation() -> None:
     assert plan.lora_r == top.plan.lora_r and plan.method == top.plan.method
 
 
-def test_study_resumes_from_storage(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_study_records_every_ranked_plan_and_resumes_without_ranking(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import optuna
 
-    path = str(tmp_path / "study.log")
-    recommend("Qwen/Qwen2.5-0.5B", "RTX 4090", storage=path, n_trials=20)
-    recommend("Qwen/Qwen2.5-0.5B", "RTX 4090", storage=path, n_trials=20)
-    from forge_advisor.advisor.search import _storage
+    from forge_advisor.advisor import search
+    from forge_advisor.advisor.study import storage_backend
 
-    summaries = optuna.get_all_study_summaries(_storage(path))
-    assert len(summaries) == 1 and summaries[0].n_trials >= 40
+    path = f"sqlite:///{tmp_path / 'study.db'}"
+    small = {"allowed_presets": ["lora", "qlora"], "fixed": {"optim": "adamw_8bit"}}  # ~170 trials
+    first = recommend("Qwen/Qwen2.5-0.5B", "RTX 4090", storage=path, **small)
+    assert first.search["study"]["resumed"] is False
+    (summary,) = optuna.get_all_study_summaries(storage_backend(path))
+    assert summary.n_trials == first.search["fitting"] > 80 and summary.study_name.startswith("forge-advisor:Qwen/Qwen2.5-0.5B:RTX 4090:balanced:")
+    # what Optuna reads back: complete trials numbered 0..n-1, each a ranked plan with its values
+    trials = optuna.load_study(study_name=summary.study_name, storage=storage_backend(path)).trials
+    assert [t.number for t in trials] == list(range(len(trials)))
+    assert {t.state for t in trials} == {optuna.trial.TrialState.COMPLETE}
+    for t in trials:
+        plan = t.user_attrs["ranked"]["plan"]
+        assert t.params["method"] == plan["method"] and t.params["optim"] == plan["optim"] == "adamw_8bit"
+        assert t.params["freeze_ratio"] == plan["freeze_ratio"] and len(t.values) == 2 and t.values[0] > 0
+    best = first.recommendations[0]
+    assert any(t.user_attrs["ranked"]["plan"] == best.plan.to_dict() and t.values[1] == best.quality for t in trials)
+
+    def no_ranking(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("ranked again")
+
+    monkeypatch.setattr(search, "rank_space", no_ranking)
+    second = recommend("Qwen/Qwen2.5-0.5B", "RTX 4090", storage=path, **small)
+    assert second.search["study"]["resumed"] is True
+    assert [c.plan for c in second.recommendations] == [c.plan for c in first.recommendations]
+    assert [c.estimate.peak_reserved_bytes for c in second.pareto] == [c.estimate.peak_reserved_bytes for c in first.pareto]
+    # another input (the objective) is another study
+    monkeypatch.undo()
+    recommend("Qwen/Qwen2.5-0.5B", "RTX 4090", storage=path, objective="fastest", **small)
+    assert len(optuna.get_all_study_summaries(storage_backend(path))) == 2
+
+
+def test_two_concurrent_storage_runs_both_succeed(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    argv = [*CLI, "recommend", "--model", "Qwen/Qwen2.5-0.5B", "--gpu", "RTX 4090", "--storage", db, "--json",
+            "--presets", "qlora", "--fix", "optim=adamw_8bit"]  # a small space: ~80 trials each
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+        assert json.loads(out)["recommendations"]
 
 
 def test_recommend_json_shape() -> None:
@@ -144,3 +210,43 @@ def test_bad_storage_is_one_line(storage: str) -> None:
     out = subprocess.run([*CLI, "recommend", "--model", "meta-llama/Llama-3.1-8B", "--gpu", "RTX 4090", "--storage", storage],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and out.stderr.startswith("error: --storage") and out.stderr.count("\n") == 1
+
+
+def test_a_pinned_length_is_the_requests_length() -> None:
+    rec = recommend("Qwen/Qwen2.5-0.5B", "RTX 4090", fixed={"max_length": 99})
+    assert rec.request.seq_len == 99 and rec.to_dict()["seq_len"] == 99
+    assert {c.plan.max_length for c in rec.recommendations} == {99}
+
+
+def test_nothing_fits_names_the_leanest_plan_and_a_shorter_sequence() -> None:
+    rec = recommend("meta-llama/Llama-3.1-8B", "RTX 3060", seq_len=8192)
+    assert rec.recommendations == []
+    text = rec.suggestion or ""
+    assert text.startswith("the leanest plan (") and "over)" in text and "--seq-len " in text
+    # the shorter length it names does fit
+    length = int(text.split("--seq-len ")[1].split()[0])
+    assert recommend("meta-llama/Llama-3.1-8B", "RTX 3060", seq_len=length).recommendations
+
+
+def test_a_bad_pinned_field_is_named_not_hidden_in_a_suggestion() -> None:
+    with pytest.raises(ForgeError) as err:
+        recommend("meta-llama/Llama-3.1-8B", "RTX 4090", fixed={"lora_target_modules": ("foo",)})
+    assert err.value.field == "lora_target_modules"
+
+
+@pytest.mark.parametrize(("model", "gpu"), [("meta-llama/Llama-3.1-8B", "RTX 4090"), ("Qwen/Qwen2.5-14B", "T4"),
+                                            ("meta-llama/Llama-3.1-70B", "H100 SXM")])
+def test_fit_and_recommend_agree_on_each_presets_minimum(model: str, gpu: str) -> None:
+    """One minimum per preset: fit's least is the leanest plan recommend could rank (its
+    estimate gives the same bytes), no recommended plan needs less, and a preset fits in fit
+    exactly when recommend finds a plan for it."""
+    from forge_advisor.presets import get_preset
+
+    report = fit(model, gpu)
+    for m in report.methods:
+        assert m.least_bytes is not None and m.least_plan is not None
+        assert estimate(model, m.least_plan, gpu=gpu).peak_reserved_bytes == m.least_bytes
+        assert m.least_bytes <= m.estimate.peak_reserved_bytes  # the preset's defaults are one such plan or worse
+        rec = recommend(model, gpu, allowed_presets=[m.preset], trainer=get_preset(m.preset).trainer, top=20)
+        assert bool(rec.recommendations) == m.fits, m.preset
+        assert all(c.estimate.peak_reserved_bytes >= m.least_bytes for c in rec.recommendations + rec.pareto)

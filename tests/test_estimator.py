@@ -119,7 +119,11 @@ def test_checkpointing_and_batch_move_memory_the_right_way() -> None:
 
 def test_native_batch_equals_one_plan_at_a_time() -> None:
     """`estimate_batch` (one preparation per run of plans that differ in batch only) gives,
-    per plan, what `estimate` gives alone; a bad plan is its error message in place."""
+    per plan, what `estimate` gives alone; a bad plan raises PlanError naming its field,
+    never an error string in place of a result."""
+    from types import SimpleNamespace
+
+    from forge_advisor.core import PlanError
     from forge_advisor.estimate import native_estimator
     from forge_advisor.gpus import find_gpu
     from forge_advisor.presets import get_preset
@@ -134,19 +138,15 @@ def test_native_batch_equals_one_plan_at_a_time() -> None:
         for c in (False, True)
         for b in (1, 2, 4, 8)
     ]
-    texts = [json.dumps(p.to_dict()) for p in plans]
-    bad = json.dumps({**plans[0].to_dict(), "per_device_train_batch_size": 0})
-    texts.insert(3, bad)
-    texts.insert(5, "{not json")
-    out = est.estimate_batch(texts)
-    assert len(out) == len(texts)
-    assert isinstance(out[3], str) and "per_device_train_batch_size" in out[3]
-    assert isinstance(out[5], str)
-    for text, got in zip(texts, out):
-        if text in (bad, "{not json"):
-            continue
-        one = est.estimate(text)
-        assert got == (one["peak_allocated_bytes"], one["peak_reserved_bytes"], one["tokens_per_second"])
+    out = est.estimate_batch(plans)
+    assert len(out) == len(plans)
+    for plan, got in zip(plans, out):
+        one = est.estimate(plan)
+        assert got == (one.peak_allocated_bytes, one.peak_reserved_bytes, one.tokens_per_second)
+    bad = SimpleNamespace(**{**plans[0].to_dict(), "per_device_train_batch_size": 0})
+    with pytest.raises(PlanError) as info:
+        est.estimate_batch([*plans[:3], bad])
+    assert (info.value.field, info.value.value, info.value.allowed) == ("per_device_train_batch_size", "0", "[1, 65536]")
 
 
 def test_known_lora_count_llama_3_8b() -> None:

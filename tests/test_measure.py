@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from forge_advisor.advisor import recommend
-from forge_advisor.advisor.measure import measure_candidates
+from forge_advisor.advisor.measure import LONG, measure_candidates
 from forge_advisor.plan import Plan
 from forge_advisor.shapes import shape_from_config
 from forge_advisor.train.trial import run_trial
@@ -31,6 +31,8 @@ def test_measure_runs_candidates_in_an_optuna_study() -> None:
     rec = recommend(shape, "RTX 4090", seq_len=32, global_batch=2, top=2)
     trials, calibration = measure_candidates(TINY, rec.recommendations, rec.gpu, steps=1)
     assert len(trials) == 2 and not any(t.oom for t in trials)
+    # a few steps first, more for the survivors: the first trial of a rung always goes on
+    assert trials[0].steps == LONG and {t.steps for t in trials} <= {1, LONG}
     for t in trials:
         assert t.result["tokens_per_second"] > 0  # type: ignore[index]
         assert t.result["trainable_parameters"] == t.candidate.estimate.to_dict()["parameters"]["trainable"]  # type: ignore[index]

@@ -12,6 +12,7 @@ import pytest
 from forge_advisor import __version__
 from forge_advisor.errors import ForgeError
 from forge_advisor.plan import Plan
+from forge_advisor.presets.planning import preset_from_plan, preset_overrides, preset_with_plan
 from forge_advisor.presets import (
     BasePreset,
     from_plan,
@@ -93,7 +94,7 @@ def test_args_dict_imports_no_torch():
     ("name", "overrides", "message"),
     [
         ("lroa", {}, "did you mean 'lora'"),
-        ("auto", {}, "not available yet"),
+        ("auto", {}, "not a registered preset"),
         ("lora", {"lora_rr": 8}, "did you mean 'lora_r'"),
         ("lora", {"learning_rat": 1e-4}, "did you mean 'learning_rate'"),
         ("lora", {"lora_r": 0}, r"lora_r=0 is out of range: allowed \[1, 65536\]"),
@@ -126,11 +127,35 @@ def test_plan_round_trip(name):
     assert (plan.method, plan.trainer) == expected
     assert plan.freeze_ratio == 0.25 and plan.lora_r == 8
     assert plan.dtype == {"sft": "amp-bf16"}.get(name, "bf16")
-    back = from_plan(plan)
+    # (base preset, plan) -> preset: the base keeps what a Plan has no slot for (learning rate)
+    back = preset_from_plan(plan, get_preset(name, learning_rate=3e-4))
     assert type(back) is type(p) and back == p
 
 
-def test_from_plan_without_extra_picks_a_preset():
+PLANS = [
+    Plan(method="full", dtype="amp-bf16", per_device_train_batch_size=2, gradient_accumulation_steps=8, optim="adamw_8bit"),
+    Plan(method="lora", lora_r=128, lora_alpha=256, lora_target_modules="all-linear", freeze_ratio=0.5, max_length=4096),
+    Plan(method="qlora", dtype="fp16", lora_r=4, optim="paged_adamw_8bit", gradient_checkpointing=False),
+    Plan(method="lora_8bit", lora_target_modules=("q_proj", "v_proj"), num_gpus=4, distributed="zero2"),
+    Plan(method="lora", trainer="dpo", dpo_beta=0.3, attn_implementation="eager", dtype="fp32"),
+]
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+@pytest.mark.parametrize("plan", PLANS, ids=lambda p: f"{p.method}-{p.trainer}-{p.dtype}")
+def test_any_preset_runs_any_plan_exactly(name, plan):
+    """Export diffs (base preset, plan) once; applying the diff to the base gives the plan
+    back at the plan's precision, and a saved preset file reads back as that plan."""
+    base = get_preset(name)
+    for where in ("bf16", "fp16"):  # the precision the preset's "auto" resolves to on the GPU
+        preset = get_preset(name, **preset_overrides(base, plan, where))
+        explicit = preset.bf16 is not None or preset.fp16 is not None
+        assert preset.to_plan(precision=preset.resolved_precision() if explicit else where) == plan
+    assert preset_with_plan(base, plan).learning_rate == base.learning_rate
+    assert preset_overrides(base, base.to_plan(precision="bf16")) == {}  # the preset's own plan: nothing to write
+
+
+def test_from_plan_without_a_base_takes_the_registered_preset_of_its_method():
     assert from_plan(Plan(method="full", dtype="amp-bf16")).name == "sft"
     assert from_plan(Plan(method="qlora")).name == "qlora"
     assert from_plan(Plan(trainer="dpo", dpo_beta=0.2)).beta == 0.2

@@ -4,6 +4,9 @@ terminal) shown inline without a crash."""
 
 from __future__ import annotations
 
+import json
+import os
+
 import statistics
 import sys
 import time
@@ -248,7 +251,7 @@ async def test_advise_runs_in_a_worker_and_loads_a_row(advisor) -> None:
         await pilot.press("enter")  # load the second row into the editor
         assert app.screen is screen
         assert screen.preset == "memory_efficient"
-        assert screen.overrides == {"lora_r": 8, "gradient_checkpointing": True, "max_length": 2048}
+        assert screen.overrides == {"lora_r": 8, "max_length": 2048}  # the diff against memory_efficient
         plan = screen.evaluation.result.plan
         assert plan.optim == "paged_adamw_8bit" and plan.lora_r == 8
         assert screen.query_one("#knob-lora-r", Knob).value == 8
@@ -319,9 +322,16 @@ async def test_export_shows_and_saves_the_plan(tmp_path, monkeypatch) -> None:
         assert "--data 'my data.jsonl'" in exp.texts["train"]
         exp.query_one("Tabs").focus()
         await pilot.press("s")
-        assert (tmp_path / "forge-train.sh").read_text().startswith("forge-advisor train")
+        script = tmp_path / "forge-train.sh"
+        assert script.read_text().startswith("#!/bin/sh\nforge-advisor train")
+        assert os.access(script, os.X_OK)  # runs as ./forge-train.sh
         await pilot.press("right", "right", "s")  # -> the JSON tab
-        assert '"preset": "qlora"' in (tmp_path / "forge-plan.json").read_text()
+        doc = json.loads((tmp_path / "forge-plan.json").read_text())
+        assert doc["preset"] == "qlora" and doc["config"]["lora_r"] == 32
+        # train --preset-file reads it back as exactly the exported plan
+        from forge_advisor.presets import load_preset
+
+        assert load_preset(tmp_path / "forge-plan.json").to_plan(precision="bf16").to_dict() == doc["plan"]
         await pilot.press("escape")
         assert app.screen is screen
 

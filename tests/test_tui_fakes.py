@@ -22,7 +22,7 @@ def fake_advisor(calls: list[dict[str, Any]] | None = None, nothing_fits: bool =
 
     def recommend(model, gpu=None, *, num_gpus=1, objective="balanced", seq_len=2048, global_batch=None,
                   dataset_tokens=None, headroom=0.08, allowed_presets=None, min_lora_r=None, max_freeze_ratio=None,
-                  fixed=None, n_trials=None, seed=0, top=5, progress=None):
+                  fixed=None, seed=0, top=5, progress=None):
         if calls is not None:
             calls.append({"objective": objective, "seq_len": seq_len, "headroom": headroom, "gpu": gpu})
         trials = [("qlora", {"lora_r": 64}), ("memory_efficient", {"lora_r": 8, "gradient_checkpointing": True}),
@@ -31,8 +31,8 @@ def fake_advisor(calls: list[dict[str, Any]] | None = None, nothing_fits: bool =
         for i, (preset, over) in enumerate(trials if not nothing_fits else []):
             over = {**over, "max_length": seq_len}
             est = estimate(model, preset, gpu=gpu, num_gpus=num_gpus, dataset_tokens=dataset_tokens, **over)
-            out.append(Candidate(preset, over, est.plan, est, f"{preset}: fits with room to spare",
-                                 quality=float(est.raw["quality"]), objective_value=0.0))
+            out.append(Candidate(preset, est.plan, est, f"{preset}: fits with room to spare",
+                                 quality=est.quality, objective_value=0.0))
             if progress is not None:
                 progress(i + 1, len(trials))
         g = gpu if isinstance(gpu, GPU) else find_gpu(gpu or "RTX 4090")

@@ -1,4 +1,5 @@
-"""The advisor: search training plans under a GPU's memory with Optuna over the Rust estimator."""
+"""The advisor: the exact ranking of training plans under a GPU's memory (rust/src/search.rs), `recommend`, `fit`
+and `auto_preset`; Optuna only for measured trials and stored studies."""
 
 from forge_advisor.advisor.fit import FitReport, MethodFit, fit
 from forge_advisor.advisor.recommend import Candidate, Recommendation, auto_preset, recommend

@@ -9,9 +9,14 @@ from forge_advisor.units import fmt_bytes
 if TYPE_CHECKING:
     from forge_advisor.advisor.search import Evaluated
 
-__all__ = ["why"]
+__all__ = ["describe", "why"]
 
 _NAMES = {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA (4-bit base)", "lora_8bit": "LoRA on an 8-bit base"}
+
+
+def describe(ev: Evaluated) -> str:
+    """``QLoRA (4-bit base) r=8 on attention, lowest 90% of layers frozen``."""
+    return _method(ev)
 
 
 def _method(ev: Evaluated) -> str:
@@ -26,6 +31,8 @@ def _method(ev: Evaluated) -> str:
 
 
 def why(ev: Evaluated, best_full: Evaluated | None, leanest_full_bytes: int | None, usable: int, best_tps: float) -> str:
+    """One line: the plan, its memory, against the best full fine-tune (or the least any
+    full fine-tune of the space needs when none fits), its speed and its inner knobs."""
     p, e = ev.plan, ev.estimate
     parts = [f"{_method(ev)}: {fmt_bytes(e.peak_reserved_bytes)} of {fmt_bytes(usable)} usable"]
     if p.method != "full":

@@ -6,13 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from forge_advisor.advisor.request import DEFAULT_HEADROOM, PRESETS
+from forge_advisor import core
 from forge_advisor.errors import ForgeError
-from forge_advisor.estimate import EstimateResult, estimate
+from forge_advisor.estimate import DEFAULT_HEADROOM, EstimateResult, estimate
 from forge_advisor.units import fmt_bytes
 
 if TYPE_CHECKING:
     from forge_advisor.gpus import GPU
+    from forge_advisor.plan import Plan
     from forge_advisor.shapes import ModelShape
 
 __all__ = ["FitReport", "MethodFit", "fit", "COMMON_GPUS"]
@@ -23,9 +24,15 @@ COMMON_GPUS = ("RTX 4090", "A100 40GB SXM", "A100 80GB SXM", "H100 SXM")
 
 @dataclass(frozen=True)
 class MethodFit:
+    """One preset: its least memory at its own defaults (batch 1, checkpointing), and the
+    least of any plan of the advisor's space for it (every optimizer, freeze ratio, rank…) —
+    the one minimum ``recommend`` and ``estimate`` agree with. ``fits``: that least fits."""
+
     preset: str
     estimate: EstimateResult
     fits: bool | None
+    least_bytes: int | None = None
+    least_plan: Plan | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -34,6 +41,8 @@ class MethodFit:
             "min_peak_allocated_bytes": self.estimate.peak_allocated_bytes,
             "fits": self.fits,
             "plan": self.estimate.plan.to_dict(),
+            "least_peak_reserved_bytes": self.least_bytes,
+            "least_plan": None if self.least_plan is None else self.least_plan.to_dict(),
         }
 
 
@@ -59,30 +68,48 @@ class FitReport:
         return d
 
 
-def _leanest(shape: ModelShape, preset: str, gpu: GPU | None, seq_len: int, num_gpus: int, **extra: Any) -> EstimateResult:
+def _leanest(shape: ModelShape, preset: str, gpu: GPU | None, seq_len: int, num_gpus: int, headroom: float = DEFAULT_HEADROOM,
+             **extra: Any) -> EstimateResult:
     return estimate(
         shape, preset, gpu=gpu, per_device_train_batch_size=1, gradient_accumulation_steps=1,
-        gradient_checkpointing=True, max_length=seq_len, num_gpus=num_gpus, **extra,
+        gradient_checkpointing=True, max_length=seq_len, num_gpus=num_gpus, headroom=headroom, **extra,
     )
 
 
+def _least(shape: ModelShape, preset: str, gpu: GPU, seq_len: int, num_gpus: int, headroom: float,
+           distributed: str | None) -> tuple[int | None, Plan | None]:
+    """The leanest plan of the advisor's space for ``preset`` (rust/src/search.rs ``rank``
+    with nothing usable: its shortfall is the leanest plan) and its peak reserved bytes."""
+    from forge_advisor.advisor.request import SearchRequest
+    from forge_advisor.advisor.search import build_space, plan_of, rank_space
+    from forge_advisor.presets import get_preset
+
+    req = SearchRequest(num_gpus=num_gpus, seq_len=seq_len, global_batch=-(-16 // num_gpus) * num_gpus, headroom=headroom,
+                        trainer=get_preset(preset).trainer,  # type: ignore[arg-type]
+                        allowed_presets=(preset,), fixed={} if distributed is None else {"distributed": distributed})
+    shortfall = rank_space(shape, gpu, {**build_space(shape, gpu, req), "usable_bytes": 0}, 1).nothing_fits
+    if shortfall is None or shortfall.leanest is None:
+        return None, None
+    return shortfall.leanest.reserved_bytes, plan_of(shortfall.leanest.plan)
+
+
 def _usable(gpu: GPU, headroom: float) -> int:
-    return int(gpu.memory_bytes * (1.0 - headroom))
+    return core.usable_bytes(gpu.memory_bytes, headroom)
 
 
 def suggest(shape: ModelShape, methods: list[MethodFit], gpu: GPU, headroom: float, seq_len: int) -> str:
     """What would fit: the smallest catalog GPU for the leanest method, or N GPUs with FSDP."""
     from forge_advisor.gpus import gpu_catalog
 
-    leanest = min(methods, key=lambda m: m.estimate.peak_reserved_bytes)
-    need = leanest.estimate.peak_reserved_bytes
+    leanest = min(methods, key=lambda m: m.least_bytes or m.estimate.peak_reserved_bytes)
+    need = leanest.least_bytes or leanest.estimate.peak_reserved_bytes
     bigger = sorted((g for g in gpu_catalog() if _usable(g, headroom) >= need), key=lambda g: (g.memory_bytes, g.name))
     parts = [f"{leanest.preset} needs at least {fmt_bytes(need)}, {gpu.name} has {fmt_bytes(_usable(gpu, headroom))} usable"]
     if bigger:
         parts.append(f"the smallest catalog GPU that fits it is the {bigger[0].name} ({bigger[0].memory_label})")
-    for n in (2, 4, 8, 16, 32, 64, 128, 256):
-        sharded = _leanest(shape, "sft", gpu, seq_len, n, distributed="fsdp")
-        if sharded.peak_reserved_bytes <= _usable(gpu, headroom):
+    for n in (2, 4, 8):  # one node at most: beyond it the advice is a bigger GPU
+        sharded = _leanest(shape, "sft", gpu, seq_len, n, headroom, distributed="fsdp")
+        if core.fits(sharded.peak_reserved_bytes, _usable(gpu, headroom)):
             parts.append(f"full fine-tuning fits on {n} × {gpu.name} with FSDP full-shard ({fmt_bytes(sharded.peak_reserved_bytes)} each)")
             break
     return "; ".join(parts)
@@ -95,27 +122,41 @@ def fit(
     seq_len: int = 2048,
     num_gpus: int = 1,
     headroom: float = DEFAULT_HEADROOM,
+    distributed: str | None = None,
 ) -> FitReport:
+    """The least memory each registered preset needs (batch 1, checkpointing, its other
+    defaults, ``seq_len`` tokens, ``num_gpus`` with ``distributed`` sharding) and whether
+    it fits the GPU by the one fit rule."""
     from forge_advisor.gpus import find_gpu, probe, resolve_gpu
+    from forge_advisor.presets import list_presets
     from forge_advisor.shapes import load_shape
 
     if not 0.0 <= headroom < 0.9:
         raise ForgeError(f"headroom={headroom} is out of range: allowed [0, 0.9)")
     shape = model if not isinstance(model, str) else load_shape(model)
+    extra = {} if distributed is None else {"distributed": distributed}
     if isinstance(gpu, str):
         gpu = resolve_gpu(gpu)
     elif gpu is None:
         found = probe()
         gpu = found.devices[0].gpu if found.devices else None
     if gpu is None:
-        methods = [MethodFit(p, _leanest(shape, p, None, seq_len, num_gpus), None) for p in PRESETS]
-        table = {}
-        for m in methods:
-            table[m.preset] = {}
+        methods = []
+        table: dict[str, dict[str, bool]] = {}
+        for p in list_presets():
+            table[p] = {}
             for name in COMMON_GPUS:
                 g = find_gpu(name)
-                table[m.preset][g.name] = m.estimate.peak_reserved_bytes <= _usable(g, headroom)
+                least, _ = _least(shape, p, g, seq_len, num_gpus, headroom, distributed)
+                table[p][g.name] = least is not None and core.fits(least, _usable(g, headroom))
+            ref = find_gpu(COMMON_GPUS[-1])
+            least, plan = _least(shape, p, ref, seq_len, num_gpus, headroom, distributed)
+            methods.append(MethodFit(p, _leanest(shape, p, None, seq_len, num_gpus, headroom, **extra), None, least, plan))
         return FitReport(shape.name, None, None, methods, None, table)
-    methods = [MethodFit(p, r, r.peak_reserved_bytes <= _usable(gpu, headroom)) for p in PRESETS for r in [_leanest(shape, p, gpu, seq_len, num_gpus)]]
+    methods = []
+    for p in list_presets():
+        least, plan = _least(shape, p, gpu, seq_len, num_gpus, headroom, distributed)
+        fits = least is not None and core.fits(least, _usable(gpu, headroom))
+        methods.append(MethodFit(p, _leanest(shape, p, gpu, seq_len, num_gpus, headroom, **extra), fits, least, plan))
     suggestion = None if any(m.fits for m in methods) else suggest(shape, methods, gpu, headroom, seq_len)
     return FitReport(shape.name, gpu, _usable(gpu, headroom), methods, suggestion)

@@ -1,7 +1,9 @@
-"""Measured mode (``recommend --measure``): the best candidates run a few real steps on this
-GPU, each in its own process (an out-of-memory error ends only its trial), under an Optuna
-study that prunes the trials that run out of memory. What they measure calibrates the
-estimator for this device (forge_advisor/calibration.py)."""
+"""Measured mode (``recommend --measure``): the best candidates run real steps on this GPU,
+each in its own process (an out-of-memory error ends only its trial), as the trials of an
+Optuna study: every candidate first runs a few steps; one that runs out of memory is pruned;
+Optuna's successive-halving pruner keeps the faster half (of those measured so far) and
+those survivors run ``LONG``× as many steps, whose measurement replaces the short one. What
+they measure calibrates the estimator for this device (forge_advisor/calibration.py)."""
 
 from __future__ import annotations
 
@@ -21,20 +23,24 @@ if TYPE_CHECKING:
     from forge_advisor.advisor.recommend import Candidate
     from forge_advisor.gpus import GPU
 
-__all__ = ["Measured", "measure_candidates", "require_cuda"]
+__all__ = ["LONG", "Measured", "measure_candidates", "require_cuda"]
+
+# survivors of the first rung run this many times the first rung's steps
+LONG = 4
 
 
 @dataclass(frozen=True)
 class Measured:
     candidate: Candidate
     result: dict[str, Any] | None  # None: pruned (out of memory)
+    steps: int = 0  # optimizer steps of the measurement in ``result``
 
     @property
     def oom(self) -> bool:
         return self.result is None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"oom": self.oom, **(self.result or {})}
+        return {"oom": self.oom, "steps": self.steps, **(self.result or {})}
 
 
 def require_cuda() -> None:
@@ -78,7 +84,9 @@ def measure_candidates(
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.BruteForceSampler(seed=seed))
+    # rung 0 at `steps` steps; a trial in the better half of its rung goes on (reduction 2)
+    pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=steps, reduction_factor=2, min_early_stopping_rate=0)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.BruteForceSampler(seed=seed), pruner=pruner)
     for i in range(len(candidates)):
         study.enqueue_trial({"candidate": i})
     measured: dict[int, Measured] = {}
@@ -87,14 +95,21 @@ def measure_candidates(
         i = trial.suggest_categorical("candidate", list(range(len(candidates))))
         cand = candidates[i]
         result = _run(config, cand.plan.to_dict(), steps, timeout)
-        measured[i] = Measured(cand, result)
-        if progress is not None:
-            progress(len(measured), len(candidates))
+        measured[i] = Measured(cand, result, steps)
         if result is None:
             raise optuna.TrialPruned()  # out of memory: the plan does not fit after all
+        trial.report(float(result["tokens_per_second"]), steps)
+        if not trial.should_prune():  # a survivor: measure it again, longer
+            longer = _run(config, cand.plan.to_dict(), steps * LONG, timeout)
+            measured[i] = Measured(cand, longer, steps * LONG)
+            if longer is None:
+                raise optuna.TrialPruned()
+            result = longer
+        if progress is not None:
+            progress(len(measured), len(candidates))
         return float(result["tokens_per_second"])
 
-    study.optimize(objective, n_trials=len(candidates))
+    study.optimize(objective, n_trials=len(candidates), catch=())
     ordered = [measured[i] for i in sorted(measured)]
     samples = [
         Sample(

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from forge_advisor.advisor.explain import why
-from forge_advisor.advisor.export import preset_and_overrides, python_snippet, train_command
-from forge_advisor.advisor.fit import MethodFit, suggest
 from forge_advisor.advisor.request import DEFAULT_HEADROOM, SearchRequest
-from forge_advisor.advisor.search import Evaluated, run_search, usable_bytes
+from forge_advisor.advisor.search import Evaluated, SearchOutcome, run_search, usable_bytes
 from forge_advisor.errors import ForgeError
 from forge_advisor.estimate import EstimateResult
+from forge_advisor.export import launch_command, preset_overrides, preset_snippet, train_argv
 
 if TYPE_CHECKING:
     from forge_advisor.gpus import GPU
@@ -26,19 +27,33 @@ __all__ = ["Candidate", "Recommendation", "recommend", "auto_preset"]
 
 @dataclass(frozen=True)
 class Candidate:
+    """A recommended plan with the preset it starts from: ``(preset, plan)``, diffed once
+    against the preset wherever it is written out (``overrides``, the command, the snippet)."""
+
     preset: str
-    overrides: dict[str, Any]
     plan: Plan
     estimate: EstimateResult
     why: str
     quality: float
     objective_value: float
 
-    def command(self, model: str) -> str:
-        return train_command(model, self.plan, self.estimate.gpu)
+    @cached_property
+    def overrides(self) -> dict[str, Any]:
+        """The ``get_preset(preset, **overrides)`` keyword arguments that give this plan."""
+        return preset_overrides(self.preset, self.plan, self.estimate.gpu)
+
+    def command(self, model: str, data: str = "DATA.jsonl", output: str = "out") -> str:
+        argv = train_argv(model, self.preset, self.plan, gpu=self.estimate.gpu, data=data, output=output)
+        return launch_command(argv, self.plan.num_gpus)
 
     def python(self, model: str) -> str:
-        return python_snippet(model, self.plan, self.estimate.gpu)
+        return preset_snippet(model, self.preset, self.plan, gpu=self.estimate.gpu)
+
+    def to_preset(self) -> BasePreset:
+        """The ready preset: the base preset with every knob of the plan."""
+        from forge_advisor.presets import get_preset
+
+        return get_preset(self.preset, **self.overrides)
 
     def to_dict(self, model: str) -> dict[str, Any]:
         return {
@@ -94,25 +109,9 @@ class Recommendation:
         }
 
 
-def _candidate(ev: Evaluated, best_full: Evaluated | None, leanest_full: int | None, usable: int, best_tps: float) -> Candidate:
-    preset, overrides = preset_and_overrides(ev.plan, ev.estimate.gpu)
-    return Candidate(preset, overrides, ev.plan, ev.estimate, why(ev, best_full, leanest_full, usable, best_tps), ev.quality, ev.value)
-
-
-def _distinct_top(ranked: list[Evaluated], top: int) -> list[Evaluated]:
-    """Best plan per (method, rank, targets, freeze): the list shows real alternatives."""
-    seen: set[tuple[Any, ...]] = set()
-    out: list[Evaluated] = []
-    for ev in ranked:
-        p = ev.plan
-        key = (p.method, p.lora_r if p.uses_lora else None, p.lora_target_modules if p.uses_lora else None, p.freeze_ratio)
-        if key in seen:
-            continue
-        seen.add(key)
-        out.append(ev)
-        if len(out) == top:
-            break
-    return out
+def _candidate(ev: Evaluated, out: SearchOutcome, usable: int) -> Candidate:
+    text = why(ev, out.best_full, out.full_min_bytes, usable, out.best_tokens_per_second)
+    return Candidate(ev.preset, ev.plan, ev.estimate, text, ev.quality, ev.value)
 
 
 def recommend(
@@ -131,7 +130,6 @@ def recommend(
     min_lora_r: int | None = None,
     max_freeze_ratio: float | None = None,
     fixed: dict[str, Any] | None = None,
-    n_trials: int | None = None,
     seed: int = 0,
     top: int = 5,
     storage: str | None = None,
@@ -153,6 +151,11 @@ def recommend(
 
         require_cuda()
     t0 = time.perf_counter()
+    fixed = dict(fixed or {})
+    # the length and the GPU count are the request's own: a pinned one is that, and the
+    # header, the global batch and the suggestions all say it
+    seq_len = fixed.pop("max_length", seq_len)
+    num_gpus = fixed.pop("num_gpus", num_gpus)
     shape = model if not isinstance(model, str) else load_shape(model)
     gpu = resolve_gpu(gpu or "auto") if not hasattr(gpu, "memory_bytes") else gpu  # type: ignore[arg-type]
     if global_batch is None:
@@ -167,30 +170,29 @@ def recommend(
         num_gpus=num_gpus, objective=objective, seq_len=seq_len, global_batch=global_batch,  # type: ignore[arg-type]
         dataset_tokens=dataset_tokens, headroom=headroom, trainer=trainer,  # type: ignore[arg-type]
         allowed_presets=tuple(allowed_presets) if allowed_presets is not None else None,
-        min_lora_r=min_lora_r, max_freeze_ratio=max_freeze_ratio, fixed=dict(fixed or {}),
-        n_trials=n_trials, seed=seed, top=top,
+        min_lora_r=min_lora_r, max_freeze_ratio=max_freeze_ratio, fixed=fixed,
+        seed=seed, top=top,
     )
-    outcome = run_search(shape, gpu, req, storage=storage, progress=progress)  # type: ignore[arg-type]
+    if storage:
+        from forge_advisor.advisor.study import ranked_study
+
+        outcome, study = ranked_study(shape, gpu, req, storage)
+    else:
+        outcome, study = run_search(shape, gpu, req), None
+    if progress is not None:
+        progress(1, 1)
     usable = usable_bytes(gpu, headroom)  # type: ignore[arg-type]
-    feasible = sorted((e for e in outcome.evaluated if e.fits), key=lambda e: -e.value)
-    fulls = [e for e in outcome.evaluated if e.plan.method == "full"]
-    best_full = max((e for e in fulls if e.fits), key=lambda e: e.value, default=None)
-    leanest_full = min((e.estimate.peak_reserved_bytes for e in fulls), default=None)
-    best_tps = max((e.estimate.tokens_per_second or 0.0 for e in feasible), default=0.0)
-    chosen = _distinct_top(feasible, req.top)
-    cands = [_candidate(e, best_full, leanest_full, usable, best_tps) for e in chosen]
-    pareto = [_candidate(e, best_full, leanest_full, usable, best_tps) for e in outcome.pareto]
-    suggestion = None
-    if not cands:
-        suggestion = _nothing_fits(shape, gpu, req, outcome)  # type: ignore[arg-type]
+    cands = [_candidate(e, outcome, usable) for e in outcome.top]
+    pareto = [_candidate(e, outcome, usable) for e in outcome.pareto]
+    suggestion = None if cands else _nothing_fits(shape, gpu, req, outcome)  # type: ignore[arg-type]
     search = {
-        "sampler": outcome.sampler,
-        "trials": outcome.n_trials,
+        "method": "exhaustive ranking in the core",
         "outer_space": outcome.outer_space,
-        "plans_priced": len(outcome.evaluated),
-        "screened_out": outcome.screened_out,
+        "plans_priced": outcome.plans_priced,
+        "fitting": outcome.fitting,
+        "rank_seconds": round(outcome.seconds, 6),
         "seconds": round(time.perf_counter() - t0, 4),
-        "seed": seed,
+        "study": study,
     }
     rec = Recommendation(shape.name, gpu, req, usable, cands, pareto, suggestion, search)  # type: ignore[arg-type]
     if measure and cands:
@@ -200,8 +202,6 @@ def recommend(
 
 def _measured(rec: Recommendation, model: Any, top: int, steps: int, progress: Any) -> Recommendation:
     """Run the best candidates for real, drop those that OOM, rank by measured speed."""
-    import dataclasses
-
     from forge_advisor.advisor.measure import measure_candidates
     from forge_advisor.shapes import load_config
 
@@ -226,26 +226,65 @@ def _measured(rec: Recommendation, model: Any, top: int, steps: int, progress: A
                                calibration=None if calibration is None else calibration.to_dict())
 
 
-def _nothing_fits(shape: ModelShape, gpu: GPU, req: SearchRequest, outcome: Any) -> str:
-    from forge_advisor.advisor.fit import _leanest
-    from forge_advisor.advisor.request import PRESETS
+def _fits_with(shape: ModelShape, gpu: GPU, req: SearchRequest, **changes: Any) -> Evaluated | None:
+    """The best plan of the request's space changed by ``changes``, or None if none fits."""
+    try:
+        top = run_search(shape, gpu, dataclasses.replace(req, top=1, **changes)).top
+    except ForgeError:
+        return None
+    return top[0] if top else None
 
-    allowed = req.allowed_presets or PRESETS
-    everything = [MethodFit(p, _leanest(shape, p, gpu, req.seq_len, req.num_gpus), None) for p in PRESETS]
+
+def _nothing_fits(shape: ModelShape, gpu: GPU, req: SearchRequest, outcome: SearchOutcome) -> str:
+    """Why nothing fits — the leanest plan of the space and how far over it is — and what
+    would: the presets left out, a shorter sequence, a bigger catalog GPU, up to 8 GPUs."""
+    from forge_advisor.advisor.explain import describe
+    from forge_advisor.advisor.search import _base_plan
+    from forge_advisor.estimate import estimate
+    from forge_advisor.gpus import gpu_catalog
+    from forge_advisor.units import fmt_bytes
+
+    lean = outcome.leanest
+    if lean is None:
+        # no plan of the space could be priced: pricing its base plan names the bad field
+        estimate(shape, _base_plan(shape, gpu, req), gpu=gpu, headroom=req.headroom)
+        return (f"no plan can be priced: no per-device batch of the space divides the global batch "
+                f"{req.global_batch} over {req.num_gpus} GPU(s)")
+    need = lean.estimate.peak_reserved_bytes
     usable = usable_bytes(gpu, req.headroom)
-    others = [m for m in everything if m.preset not in allowed and m.estimate.peak_reserved_bytes <= usable]
-    if others:
-        names = ", ".join(m.preset for m in others)
-        return f"nothing fits with presets {', '.join(allowed)} on {gpu.name}; allowing {names} would fit (e.g. {others[0].preset} needs {others[0].estimate.peak_reserved_bytes / 2**30:.1f} GiB)"
-    return suggest(shape, everything, gpu, req.headroom, req.seq_len)
+    where = f"{req.num_gpus} × {gpu.name}" if req.num_gpus > 1 else gpu.name
+    parts = [f"the leanest plan ({describe(lean)}, {req.seq_len} tokens) needs at least {fmt_bytes(need)} per GPU, "
+             f"{where} has {fmt_bytes(usable)} usable ({fmt_bytes(need - usable)} over)"]
+    if req.allowed_presets is not None:
+        other = _fits_with(shape, gpu, req, allowed_presets=None)
+        if other is not None:
+            parts.append(f"allowing {other.preset} would fit ({fmt_bytes(other.estimate.peak_reserved_bytes)})")
+    length = req.seq_len // 2
+    while length >= 128:
+        shorter = _fits_with(shape, gpu, req, seq_len=length)
+        if shorter is not None:
+            parts.append(f"--seq-len {length} fits ({describe(shorter)}, {fmt_bytes(shorter.estimate.peak_reserved_bytes)})")
+            break
+        length //= 2
+    bigger = sorted((g for g in gpu_catalog() if g.memory_bytes > gpu.memory_bytes and usable_bytes(g, req.headroom) >= need),
+                    key=lambda g: (g.memory_bytes, g.name))
+    if bigger:
+        parts.append(f"the smallest catalog GPU that fits it is the {bigger[0].name} ({bigger[0].memory_label})")
+    for n in (2, 4, 8):
+        if n <= req.num_gpus:
+            continue
+        per_step = -(-req.global_batch // n) * n  # the global batch rounded up to a multiple of n
+        more = _fits_with(shape, gpu, req, num_gpus=n, global_batch=per_step)
+        if more is not None:
+            parts.append(f"{n} × {gpu.name} fit ({describe(more)}, {more.plan.distributed}, {fmt_bytes(more.estimate.peak_reserved_bytes)} each)")
+            break
+    return "; ".join(parts)
 
 
 def auto_preset(model: str | ModelShape, gpu: str | GPU | None = None, **constraints: Any) -> BasePreset:
-    """The best plan as a ready preset (deterministic: seeded search). Raises ForgeError
-    with a suggestion when nothing fits."""
-    from forge_advisor.presets.planning import preset_from_plan
-
+    """The best plan as a ready preset (the first of ``recommend``'s exact ranking). Raises
+    ForgeError with what would fit when nothing does."""
     rec = recommend(model, gpu, top=1, **constraints)
     if not rec.recommendations:
         raise ForgeError(rec.suggestion or "nothing fits")
-    return preset_from_plan(rec.recommendations[0].plan)
+    return rec.recommendations[0].to_preset()

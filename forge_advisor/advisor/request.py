@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
+from forge_advisor.core import OBJECTIVES, PLAN_INT_RANGES
 from forge_advisor.errors import ForgeError, did_you_mean
+from forge_advisor.estimate import DEFAULT_HEADROOM
 from forge_advisor.plan import OPTIMIZERS, Plan
 
-__all__ = ["SearchRequest", "OBJECTIVES", "PRESETS", "DEFAULT_HEADROOM", "RANKS", "FREEZE_RATIOS", "BATCHES"]
+__all__ = ["SearchRequest", "OBJECTIVES", "DEFAULT_HEADROOM", "RANKS", "FREEZE_RATIOS", "BATCHES"]
 
-OBJECTIVES = ("balanced", "fastest", "quality")
-PRESETS = ("sft", "lora", "qlora", "dpo", "memory_efficient")
-# Fraction of the GPU's memory kept free: the estimate's own error (benches/accuracy) plus
-# what other processes and allocator spikes take. 8% of 80 GiB = 6.4 GiB.
-DEFAULT_HEADROOM = 0.08
 RANKS = (4, 8, 16, 32, 64, 128, 256)
 FREEZE_RATIOS = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9)
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
@@ -35,7 +33,6 @@ class SearchRequest:
     min_lora_r: int | None = None
     max_freeze_ratio: float | None = None
     fixed: dict[str, Any] = field(default_factory=dict)
-    n_trials: int | None = None
     seed: int = 0
     top: int = 5
 
@@ -43,8 +40,8 @@ class SearchRequest:
         if self.objective not in OBJECTIVES:
             raise ForgeError(f"objective={self.objective!r} is not one of {', '.join(OBJECTIVES)}{did_you_mean(str(self.objective), OBJECTIVES)}")
         for name, value, lo, hi in (
-            ("num_gpus", self.num_gpus, 1, 4096),
-            ("seq_len", self.seq_len, 1, 1 << 24),
+            ("num_gpus", self.num_gpus, *PLAN_INT_RANGES["num_gpus"]),
+            ("seq_len", self.seq_len, *PLAN_INT_RANGES["max_length"]),
             ("global_batch", self.global_batch, 1, 1 << 20),
             ("top", self.top, 1, 100),
             ("seed", self.seed, 0, 2**31 - 1),
@@ -63,34 +60,39 @@ class SearchRequest:
             raise ForgeError(f"dataset_tokens={self.dataset_tokens!r} must be a positive integer")
         if self.trainer not in ("sft", "dpo"):
             raise ForgeError(f"trainer={self.trainer!r} is not one of sft, dpo")
+        from forge_advisor.presets import list_presets
+
+        presets = list_presets()
         if self.allowed_presets is not None:
             if not self.allowed_presets:
-                raise ForgeError("allowed presets is empty: name at least one of " + ", ".join(PRESETS))
+                raise ForgeError("allowed presets is empty: name at least one of " + ", ".join(presets))
             for p in self.allowed_presets:
-                if p not in PRESETS:
-                    raise ForgeError(f"unknown preset '{p}'{did_you_mean(p, PRESETS)}: allowed {', '.join(PRESETS)}")
+                if p not in presets:
+                    raise ForgeError(f"unknown preset '{p}'{did_you_mean(p, presets)}: allowed {', '.join(presets)}")
         if self.min_lora_r is not None and not (isinstance(self.min_lora_r, int) and 1 <= self.min_lora_r <= max(RANKS)):
             raise ForgeError(f"min_lora_r={self.min_lora_r!r} is out of range: allowed [1, {max(RANKS)}]")
         if self.max_freeze_ratio is not None and not 0.0 <= self.max_freeze_ratio < 1.0:
             raise ForgeError(f"max_freeze_ratio={self.max_freeze_ratio} is out of range: allowed [0, 1)")
-        if self.n_trials is not None and not (isinstance(self.n_trials, int) and 1 <= self.n_trials <= 100_000):
-            raise ForgeError(f"n_trials={self.n_trials!r} is out of range: allowed [1, 100000]")
-        known = set(Plan.__dataclass_fields__) - {"extra"}
+        known = set(Plan.field_names())
         for key in self.fixed:
             if key not in known:
                 raise ForgeError(f"cannot fix unknown field '{key}'{did_you_mean(key, known)}")
         if "optim" in self.fixed and self.fixed["optim"] not in OPTIMIZERS:
             raise ForgeError(f"optim={self.fixed['optim']!r} is not one of {', '.join(OPTIMIZERS)}")
 
-    @property
-    def methods(self) -> list[str]:
-        """Plan methods the allowed presets map to (sft→full, lora, qlora/memory_efficient→qlora)."""
-        allowed = self.allowed_presets or PRESETS
-        out: list[str] = []
-        for p in allowed:
-            m = {"sft": "full", "lora": "lora", "qlora": "qlora", "memory_efficient": "qlora", "dpo": "lora"}[p]
-            if m not in out:
-                out.append(m)
+    @cached_property
+    def method_presets(self) -> dict[str, str]:
+        """Each training method the space searches and the registered preset its plans start
+        from: the first allowed preset (registration order) of that method, preferring one
+        whose trainer is the request's. ``--fix method=…`` keeps that method alone."""
+        from forge_advisor.presets import get_preset, list_presets
+
+        presets = [get_preset(name) for name in (self.allowed_presets or list_presets())]
+        by_method: dict[str, str] = {}
+        for p in sorted(presets, key=lambda p: p.trainer != self.trainer):  # stable: the request's trainer first
+            by_method.setdefault(p.method, p.name)
+        out = {p.method: by_method[p.method] for p in presets}  # methods in the presets' order
         if "method" in self.fixed:
-            out = [m for m in out if m == self.fixed["method"]] or [str(self.fixed["method"])]
+            m = str(self.fixed["method"])
+            out = {m: out[m]} if m in out else {m: next(iter(out.values()))}
         return out

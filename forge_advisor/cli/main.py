@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 from importlib import import_module
+from typing import Any
 
 from forge_advisor.errors import ForgeError
 
@@ -19,6 +20,13 @@ COMMANDS = ("models", "inspect", "estimate", "recommend", "fit", "gpus", "probe"
 
 
 class _Parser(argparse.ArgumentParser):
+    """Every parser, subcommands included: abbreviations refused (``--data`` is never read
+    as ``--dataset-tokens``), errors one line with exit code 2."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # type: ignore[override]
         # argparse's own message plus a one-line pointer to --help; exit 2 like every bad input
         self.exit(2, f"error: {message} (see '{self.prog} --help')\n")

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from forge_advisor.cli.output import console, emit_json
+from forge_advisor.cli.plan_args import add_plan_arguments, plan_overrides
 from forge_advisor.dataplan.cli_args import add_data_argument, apply_data
 from forge_advisor.units import fmt_bytes
 
@@ -31,15 +32,14 @@ def _kv(text: str) -> tuple[str, Any]:
 
 
 def add_parser(sub: Any) -> None:
-    from forge_advisor.advisor.request import DEFAULT_HEADROOM, OBJECTIVES, PRESETS
+    from forge_advisor.advisor.request import DEFAULT_HEADROOM, OBJECTIVES
+    from forge_advisor.presets import list_presets
 
     p = sub.add_parser("recommend", help="find the best way to fine-tune a model on a GPU")
     p.add_argument("--model", required=True, help="catalog id, local config.json / model directory, or Hub id")
     p.add_argument("--gpu", default="auto", help="catalog name, or 'auto' to probe NVML (default)")
-    p.add_argument("--num-gpus", type=int, default=1, metavar="N")
     p.add_argument("--headroom", type=float, default=DEFAULT_HEADROOM, metavar="F",
                    help=f"fraction of GPU memory kept free (default {DEFAULT_HEADROOM})")
-    p.add_argument("--seq-len", type=int, default=2048, metavar="T", help="training sequence length (default 2048)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--global-batch", type=int, metavar="N", help="sequences per optimizer step (default 16)")
     g.add_argument("--global-batch-tokens", type=int, metavar="N", help="tokens per optimizer step")
@@ -47,18 +47,20 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--dpo", action="store_true", help="preference training (chosen/rejected pairs) with trl's DPOTrainer")
     p.add_argument("--objective", choices=OBJECTIVES, default="balanced",
                    help="balanced (default): quality⁸ × tokens/s; fastest; quality")
-    p.add_argument("--presets", metavar="a,b", help=f"allowed presets (default all: {','.join(PRESETS)})")
+    p.add_argument("--presets", metavar="a,b", help=f"allowed presets (default all: {','.join(list_presets())})")
     p.add_argument("--min-lora-r", type=int, metavar="R")
     p.add_argument("--max-freeze-ratio", type=float, metavar="F")
     p.add_argument("--fix", type=_kv, action="append", default=[], metavar="FIELD=VALUE",
                    help="pin a plan field, e.g. --fix optim=adamw_8bit --fix gradient_checkpointing=true")
-    p.add_argument("--trials", type=int, metavar="N", help="Optuna trials (default 256)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the measured trials (--measure)")
     p.add_argument("--top", type=int, default=5)
-    p.add_argument("--storage", metavar="URL|PATH", help="Optuna storage to keep/resume the study (sqlite:///x.db or a journal file)")
+    p.add_argument("--storage", metavar="URL|PATH",
+                   help="record every ranked plan as a trial of an Optuna study (sqlite:///x.db or a journal file); "
+                        "a later run with the same inputs reads it back")
     p.add_argument("--measure", action="store_true",
                    help="run the best candidates for a few real steps on this GPU (needs [train]); calibrates later estimates")
     p.add_argument("--measure-top", type=int, default=3, metavar="N", help="how many candidates --measure runs (default 3)")
+    add_plan_arguments(p, title="plan fields to pin (as --fix FIELD=VALUE; --max-length/--seq-len default 2048, --num-gpus 1)")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     add_data_argument(p)
     p.set_defaults(run=run)
@@ -69,12 +71,14 @@ def compute(args: argparse.Namespace, progress: Any = None) -> Any:
 
     apply_data(args)
     presets = None if args.presets is None else tuple(x.strip() for x in args.presets.split(",") if x.strip())
+    pinned = plan_overrides(args)
+    num_gpus, seq_len = pinned.pop("num_gpus", 1), pinned.pop("max_length", 2048)
     return recommend(
-        args.model, args.gpu, num_gpus=args.num_gpus, objective=args.objective, seq_len=args.seq_len,
+        args.model, args.gpu, num_gpus=num_gpus, objective=args.objective, seq_len=seq_len,
         global_batch=args.global_batch, global_batch_tokens=args.global_batch_tokens,
         dataset_tokens=args.dataset_tokens, headroom=args.headroom, trainer="dpo" if args.dpo else "sft",
         allowed_presets=presets, min_lora_r=args.min_lora_r, max_freeze_ratio=args.max_freeze_ratio,
-        fixed=dict(args.fix), n_trials=args.trials, seed=args.seed, top=args.top, storage=args.storage,
+        fixed={**pinned, **dict(args.fix)}, seed=args.seed, top=args.top, storage=args.storage,
         progress=progress, measure=args.measure, measure_top=args.measure_top,
     )
 
@@ -135,8 +139,11 @@ def render(rec: Any) -> None:
     con.print("\n[bold]Or from Python:[/]")
     con.print(best.python(rec.model), soft_wrap=True, markup=False)
     s = rec.search
-    con.print(f"\n[dim]{s['sampler']} over {s['outer_space']} choices, {s['trials']} trials, {s['plans_priced']} plans priced "
-              f"in {s['seconds']:.2f} s (seed {s['seed']}); " + ("speed calibrated from measured trials on this GPU[/]" if rec.recommendations and rec.recommendations[0].estimate.calibration else "estimates uncalibrated[/]"))
+    how = (f"read back from study {s['study']['name']}" if s.get("study") and s["study"]["resumed"]
+           else f"every plan ranked: {s['outer_space']:,} choices × their batch and checkpointing, {s['plans_priced']:,} plans "
+                f"priced in {s['rank_seconds'] * 1000:.1f} ms")
+    calibrated = rec.recommendations and rec.recommendations[0].estimate.calibration
+    con.print(f"\n[dim]{how}; " + ("speed calibrated from measured trials on this GPU[/]" if calibrated else "estimates uncalibrated[/]"))
 
 
 def run(args: argparse.Namespace) -> int:

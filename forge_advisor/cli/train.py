@@ -17,35 +17,18 @@ from forge_advisor.cli.output import console, emit_json
 _NOT_FLAGS = {"method", "trainer"}
 
 
-def _bool(text: str) -> bool:
-    t = text.strip().lower()
-    if t in ("1", "true", "yes", "on"):
-        return True
-    if t in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
-
-
-def _opt_bool(text: str) -> bool | None:
-    return None if text.strip().lower() in ("auto", "none", "null") else _bool(text)
-
-
-def _opt_str(text: str) -> str | None:
-    return None if text.strip().lower() in ("auto", "none", "null") else text
-
-
-def _parser_for(type_text: str) -> Any:
-    # dataclass annotations are strings here (from __future__ import annotations)
-    return {"int": int, "float": float, "bool": _bool, "bool | None": _opt_bool, "str": str}.get(type_text, _opt_str)
+# one definition of the flags' value types for every command (cli/plan_args.py)
+from forge_advisor.cli.plan_args import parser_for as _parser_for  # noqa: E402
 
 
 def add_parser(sub: Any) -> None:
-    from forge_advisor.presets.base import BasePreset
-
     p = sub.add_parser("train", help="fine-tune a model with a preset and save adapter + EMA weights")
     p.add_argument("--model", help="model folder (config.json + weights) or Hub id")
     p.add_argument("--data", help=".jsonl (text / messages / prompt,chosen,rejected) or a save_to_disk folder")
-    p.add_argument("--preset", default="lora", help="sft, lora, qlora, dpo, memory_efficient (default lora), or auto: ask the advisor")
+    from forge_advisor.cli.plan_args import add_preset_arguments
+    from forge_advisor.presets import list_presets
+
+    p.add_argument("--preset", default="lora", help=f"{', '.join(list_presets())} (default lora), or auto: ask the advisor")
     p.add_argument("--gpu", help="with --preset auto: the GPU to plan for (catalog name; default: probe NVML)")
     p.add_argument("--preset-file", metavar="PATH", help="a preset saved as .json/.yaml (overrides --preset)")
     p.add_argument("--output", help="folder for checkpoints, adapter/, ema/ and preset.json")
@@ -63,13 +46,7 @@ def add_parser(sub: Any) -> None:
                    help="write an accelerate config for --num-gpus/--distributed and exit")
     p.add_argument("--show", action="store_true", help="print the resolved preset and exit")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    g = p.add_argument_group("preset overrides (Hugging Face names)")
-    for f in dataclasses.fields(BasePreset):
-        if f.name in _NOT_FLAGS:
-            continue
-        g.add_argument(f"--{f.name.replace('_', '-')}", dest=f"ov_{f.name}", type=_parser_for(str(f.type)),
-                       metavar=f.name.upper() if len(f.name) < 14 else "V", help=argparse.SUPPRESS
-                       if f.name.startswith("bnb_") else None)
+    add_preset_arguments(p, skip=_NOT_FLAGS, title="preset overrides (Hugging Face names; the plan's short aliases as in every command)")
     p.set_defaults(run=run)
 
 

@@ -2,8 +2,10 @@
 
 ``add_data_argument(parser)`` adds the flag; ``apply_data(args)`` (called first thing in a
 command's compute) measures the data and fills what the command did not get explicitly:
-``dataset_tokens`` (the real token count) and ``seq_len`` (the recommended max_length, see
-forge_advisor.dataplan.advise.choose_max_length). A ``--seq-len`` the user typed wins.
+``dataset_tokens`` (the real token count) and ``max_length`` (the recommended length, see
+forge_advisor.dataplan.advise.choose_max_length). A ``--max-length``/``--seq-len`` the user
+typed wins: every command keeps ``args.max_length`` None until it applies its own default
+after this.
 """
 
 from __future__ import annotations
@@ -14,17 +16,10 @@ from typing import Any
 
 __all__ = ["add_data_argument", "apply_data", "DataSummary"]
 
-_SEQ_DEFAULT = "_data_seq_len_default"
-
-
 def add_data_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", metavar="PATH",
                         help="your training data (.jsonl or save_to_disk folder): sets the data set's tokens and, "
-                             "unless --seq-len is given, max_length from its lengths")
-    # remember the command's own --seq-len default, so that apply_data can tell "typed" from "default"
-    default = parser.get_default("seq_len")
-    if default is not None:  # None already means "not typed" (estimate: the preset's max_length)
-        parser.set_defaults(**{_SEQ_DEFAULT: default, "seq_len": None})
+                             "unless --max-length/--seq-len is given, max_length from its lengths")
 
 
 class DataSummary(dict):  # type: ignore[type-arg]
@@ -46,11 +41,9 @@ def _gpu_or_none(spec: str | None) -> Any:
 
 
 def apply_data(args: argparse.Namespace) -> DataSummary | None:
-    """Measure ``args.data`` (if given) and fill ``args.dataset_tokens`` / ``args.seq_len``."""
-    typed_seq = getattr(args, "seq_len", None)
+    """Measure ``args.data`` (if given) and fill ``args.dataset_tokens`` / ``args.max_length``."""
+    typed_seq = getattr(args, "max_length", None)
     if getattr(args, "data", None) is None:
-        if typed_seq is None and hasattr(args, _SEQ_DEFAULT):
-            args.seq_len = getattr(args, _SEQ_DEFAULT)
         return None
     from forge_advisor.dataplan.advise import choose_max_length
     from forge_advisor.dataplan.lengths import measure_lengths
@@ -70,10 +63,8 @@ def apply_data(args: argparse.Namespace) -> DataSummary | None:
     summary = DataSummary(lengths=report.to_dict(), max_length=choice.to_dict()["recommended"], reason=choice.reason)
     if getattr(args, "dataset_tokens", None) is None and hasattr(args, "dataset_tokens"):
         args.dataset_tokens = report.total_tokens
-    if typed_seq is None and hasattr(args, "seq_len") and choice.chosen is not None:
-        args.seq_len = choice.chosen.max_length
-    elif typed_seq is None and hasattr(args, _SEQ_DEFAULT):
-        args.seq_len = getattr(args, _SEQ_DEFAULT)
+    if typed_seq is None and choice.chosen is not None:
+        args.max_length = choice.chosen.max_length
     if not getattr(args, "json", False):
         how = "" if report.exact else " (approximate token counts)"
         print(f"data: {report.records:,} records, {report.total_tokens:,} tokens{how}; p50 {report.p(50):,}, "

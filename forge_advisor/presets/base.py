@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from forge_advisor.errors import ForgeError, did_you_mean
-from forge_advisor.plan import ATTENTION, METHODS, OPTIMIZERS, TRAINERS
+from forge_advisor.core import PLAN_FLOAT_RANGES, PLAN_INT_RANGES
+from forge_advisor.plan import ATTENTION, DISTRIBUTED, METHODS, OPTIMIZERS, TRAINERS
 
 if TYPE_CHECKING:
     from forge_advisor.plan import Plan
@@ -37,28 +38,30 @@ def _num(name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False, 
     ok_type = isinstance(value, (int, float)) and not isinstance(value, bool)
     interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
     if not ok_type or not math.isfinite(value):
-        raise ForgeError(f"{name}={value!r} must be a number in {interval}")
+        raise ForgeError(f"{name}={value!r} must be a number in {interval}", field=name, value=repr(value), allowed=interval)
     below = value <= lo if lo_open else value < lo
     above = value >= hi if hi_open else value > hi
     if below or above:
-        raise ForgeError(f"{name}={value} is out of range: allowed {interval}")
+        raise ForgeError(f"{name}={value} is out of range: allowed {interval}", field=name, value=str(value), allowed=interval)
 
 
 def _int(name: str, value: Any, lo: int, hi: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ForgeError(f"{name}={value!r} must be an integer in [{lo}, {hi}]")
+        raise ForgeError(f"{name}={value!r} must be an integer in [{lo}, {hi}]", field=name, value=repr(value), allowed=f"[{lo}, {hi}]")
     if not lo <= value <= hi:
-        raise ForgeError(f"{name}={value} is out of range: allowed [{lo}, {hi}]")
+        raise ForgeError(f"{name}={value} is out of range: allowed [{lo}, {hi}]", field=name, value=str(value), allowed=f"[{lo}, {hi}]")
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise ForgeError(f"{name}={value!r} is not one of {', '.join(allowed)}{did_you_mean(str(value), allowed)}")
+        raise ForgeError(f"{name}={value!r} is not one of {', '.join(allowed)}{did_you_mean(str(value), allowed)}",
+                         field=name, value=repr(value), allowed=", ".join(allowed))
 
 
 def _opt_bool(name: str, value: Any) -> None:
     if value is not None and not isinstance(value, bool):
-        raise ForgeError(f"{name}={value!r} must be true, false or null (auto-detect)")
+        raise ForgeError(f"{name}={value!r} must be true, false or null (auto-detect)", field=name, value=repr(value),
+                         allowed="true, false, null")
 
 
 @dataclass
@@ -126,8 +129,8 @@ class BasePreset:
         _num("num_train_epochs", self.num_train_epochs, 0.0, 1e6, lo_open=True)
         if self.max_steps != -1:
             _int("max_steps", self.max_steps, 1, 1 << 40)
-        _int("per_device_train_batch_size", self.per_device_train_batch_size, 1, 1 << 16)
-        _int("gradient_accumulation_steps", self.gradient_accumulation_steps, 1, 1 << 16)
+        _int("per_device_train_batch_size", self.per_device_train_batch_size, *PLAN_INT_RANGES["per_device_train_batch_size"])
+        _int("gradient_accumulation_steps", self.gradient_accumulation_steps, *PLAN_INT_RANGES["gradient_accumulation_steps"])
         _num("warmup_ratio", self.warmup_ratio, 0.0, 1.0, hi_open=True)
         _num("weight_decay", self.weight_decay, 0.0, 10.0)
         _choice("lr_scheduler_type", self.lr_scheduler_type, LR_SCHEDULERS)
@@ -145,11 +148,11 @@ class BasePreset:
         _int("logging_steps", self.logging_steps, 1, 1 << 30)
         _int("save_steps", self.save_steps, 1, 1 << 30)
         _int("save_total_limit", self.save_total_limit, 1, 1 << 20)
-        _int("max_length", self.max_length, 8, 1 << 24)
+        _int("max_length", self.max_length, 8, PLAN_INT_RANGES["max_length"][1])  # a recipe trains ≥ 8 tokens
         self._check_batching()
-        _int("lora_r", self.lora_r, 1, 1 << 16)
-        _int("lora_alpha", self.lora_alpha, 1, 1 << 20)
-        _num("lora_dropout", self.lora_dropout, 0.0, 1.0, hi_open=True)
+        _int("lora_r", self.lora_r, *PLAN_INT_RANGES["lora_r"])
+        _int("lora_alpha", self.lora_alpha, *PLAN_INT_RANGES["lora_alpha"])
+        _num("lora_dropout", self.lora_dropout, *PLAN_FLOAT_RANGES["lora_dropout"], hi_open=True)
         _choice("lora_bias", self.lora_bias, LORA_BIAS)
         self._check_targets()
         for flag in ("load_in_4bit", "load_in_8bit", "bnb_4bit_use_double_quant"):
@@ -159,9 +162,9 @@ class BasePreset:
         _choice("bnb_4bit_compute_dtype", self.bnb_4bit_compute_dtype, COMPUTE_DTYPES)
         _num("beta", self.beta, 0.0, 1e3, lo_open=True)
         _int("max_prompt_length", self.max_prompt_length, 1, 1 << 24)
-        _num("freeze_ratio", self.freeze_ratio, 0.0, 1.0, hi_open=True)
-        _int("num_gpus", self.num_gpus, 1, 4096)
-        _choice("distributed", self.distributed, ("none", "ddp", "fsdp", "zero2", "zero3"))
+        _num("freeze_ratio", self.freeze_ratio, *PLAN_FLOAT_RANGES["freeze_ratio"], hi_open=True)
+        _int("num_gpus", self.num_gpus, *PLAN_INT_RANGES["num_gpus"])
+        _choice("distributed", self.distributed, DISTRIBUTED)
         self._check_method_consistency()
 
     def _check_batching(self) -> None:
@@ -284,9 +287,11 @@ class BasePreset:
 
     @classmethod
     def from_plan(cls, plan: Plan) -> BasePreset:
+        """This preset's defaults with every knob of ``plan`` (the registered preset of the
+        plan's method and trainer when called on ``BasePreset`` itself)."""
         from forge_advisor.presets.planning import preset_from_plan
 
-        return preset_from_plan(plan)
+        return preset_from_plan(plan, None if cls.name == BasePreset.name else cls())
 
     # -- files ------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

@@ -4,12 +4,15 @@ File layout::
 
     {"forge_advisor_version": "0.1.0", "preset": "lora", "config": {"lora_r": 16, ...}}
 
-:func:`load_preset` also reads the plan files the advisor and the TUI export
-(``{"model", "gpu", "preset", "overrides", "plan"}``, :func:`forge_advisor.export.plan_document`):
-there ``overrides`` holds the preset fields that differ from the preset, so the file trains
-exactly the exported plan. Loading looks ``preset`` up in the registry (a custom preset must be
-registered first) and validates the fields like overrides, so a hand-edited file gets the same
-errors as a CLI flag.
+``config`` holds every field of the preset (its knobs applied), so the file means the same
+plan whatever the preset's defaults become. A plan exported by ``recommend`` or the TUI
+(:func:`forge_advisor.export.plan_document`) is such a file with more keys — ``overrides``
+(what differs from the preset), ``model``, ``gpu``, ``plan`` (``Plan.to_dict()``),
+``estimate`` — which are for people and scripts: loading reads ``preset`` and ``config``
+only, so ``train --preset-file`` trains exactly the exported plan.
+
+Loading looks ``preset`` up in the registry (a custom preset must be registered first) and
+validates ``config`` like overrides, so a hand-edited file gets the same errors as a CLI flag.
 """
 
 from __future__ import annotations

@@ -1,17 +1,17 @@
 """Preset <-> :class:`~forge_advisor.plan.Plan` (the estimator's input).
 
-Mapping (decided here, documented in the README of issue 4):
+A plan always travels with the preset it starts from, ``(base_preset, plan)``: the preset
+holds what a Plan has no slot for (learning rate, epochs, warm-up…), the plan every knob
+the estimator prices. Going back is a diff against that preset, never a guess.
+
+Mapping:
 
 * ``method``/``trainer`` copy over: sft -> ("full", "sft"); lora -> ("lora", "sft");
-  qlora and memory_efficient -> ("qlora", "sft"); dpo -> ("lora", "dpo"), LoRA by default so the
-  adapter-free base is the reference model.
+  qlora and memory_efficient -> ("qlora", "sft"); dpo -> ("lora", "dpo").
 * dtype: the runner loads frozen bases (LoRA/QLoRA) in the half type and trains full weights
   in fp32 with autocast, so lora + bf16 -> "bf16", full + bf16 -> "amp-bf16", no mixed
   precision -> "fp32" (qlora always computes in half: its compute dtype, bf16/fp16).
-* ``beta`` -> ``dpo_beta``; ``attn_implementation`` None -> the architecture's ("sdpa" unless
-  a shape says otherwise).
-* Fields a Plan has no slot for (learning rate, epochs, warmup…) travel in ``Plan.extra``
-  so that ``from_plan(to_plan(p))`` gives ``p`` back.
+* ``beta`` -> ``dpo_beta``; ``attn_implementation`` None -> "sdpa".
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from forge_advisor.plan import Plan
     from forge_advisor.presets.base import BasePreset
 
-__all__ = ["preset_to_plan", "preset_from_plan"]
+__all__ = ["preset_to_plan", "preset_overrides", "preset_with_plan", "preset_from_plan"]
 
 # preset fields that are also Plan fields, same name
 _SHARED = (
@@ -32,8 +32,6 @@ _SHARED = (
     "per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "freeze_ratio",
     "gradient_checkpointing", "optim", "num_gpus", "distributed",
 )
-# handled specially: dtype <- bf16/fp16/bnb_4bit_compute_dtype, dpo_beta <- beta, targets, attention
-_SPECIAL = ("bf16", "fp16", "beta", "lora_target_modules", "attn_implementation", "load_in_4bit", "load_in_8bit")
 
 
 def _dtype(preset: BasePreset, precision: str | None) -> str:
@@ -61,49 +59,63 @@ def preset_to_plan(preset: BasePreset, *, precision: str | None = "auto") -> Pla
     data["attn_implementation"] = preset.attn_implementation or "sdpa"
     t = preset.lora_target_modules
     data["lora_target_modules"] = tuple(t) if isinstance(t, (list, tuple)) else t
-    plan = Plan(**data)
-    rest = {k: v for k, v in preset.to_dict().items() if k not in _SHARED and k not in _SPECIAL}
-    plan.extra.update(rest, preset=preset.name, bf16=preset.bf16, fp16=preset.fp16,
-                      attn_implementation=preset.attn_implementation)
-    return plan
+    return Plan(**data)
 
 
-def _preset_name_for(plan: Plan) -> str:
-    from forge_advisor.presets.registry import list_presets
+def preset_overrides(preset: BasePreset, plan: Plan, precision: str | None = "bf16") -> dict[str, Any]:
+    """The :func:`~forge_advisor.presets.get_preset` keyword arguments (preset field names,
+    in Plan order) that turn ``preset`` into ``plan`` where the preset resolves its automatic
+    precision to ``precision`` (bf16, or fp16 on GPUs without bf16): the Plan fields where
+    they differ. Plan names map 1:1 except ``dpo_beta`` -> ``beta`` and ``dtype`` ->
+    ``bf16``/``fp16`` (``bnb_4bit_compute_dtype`` for QLoRA, whose weights compute in it); a
+    method change carries the quantisation flags that go with it."""
+    base = preset_to_plan(preset, precision=precision).to_dict()
+    target = plan.to_dict()
+    out: dict[str, Any] = {}
+    for key, value in target.items():
+        if value == base[key]:
+            continue
+        if key == "dpo_beta":
+            out["beta"] = value
+        elif key == "dtype":
+            out.update(_dtype_fields(plan))
+        elif key == "lora_target_modules" and isinstance(value, list):
+            out[key] = tuple(value)
+        else:
+            out[key] = value
+    if "method" in out:
+        out["load_in_4bit"] = plan.method == "qlora"
+        out["load_in_8bit"] = plan.method == "lora_8bit"
+        # the new method reads its precision from other fields (QLoRA: the compute dtype)
+        if preset_to_plan(preset.replace(**out), precision=precision).dtype != plan.dtype:
+            out.update(_dtype_fields(plan))
+    return out
 
-    named = plan.extra.get("preset")
-    if isinstance(named, str) and named in list_presets():
-        return named
-    if plan.trainer == "dpo":
-        return "dpo"
-    if plan.method == "full":
-        return "sft"
-    if plan.method == "qlora":
-        return "memory_efficient" if plan.optim.startswith("paged_") and plan.per_device_train_batch_size == 1 else "qlora"
-    return "lora"  # lora and lora_8bit (load_in_8bit below)
 
-
-def preset_from_plan(plan: Plan) -> BasePreset:
-    """The preset that runs ``plan`` (the advisor's output) on this machine."""
-    from forge_advisor.presets.base import BasePreset
-    from forge_advisor.presets.registry import get_preset_class
-
-    cls = get_preset_class(_preset_name_for(plan))
-    fields = set(BasePreset.field_names())
-    values: dict[str, Any] = {k: getattr(plan, k) for k in _SHARED}
-    values["beta"] = plan.dpo_beta
-    values["lora_target_modules"] = plan.lora_target_modules
-    values["load_in_4bit"] = plan.method == "qlora"
-    values["load_in_8bit"] = plan.method == "lora_8bit"
-    values["attn_implementation"] = plan.extra.get("attn_implementation", plan.attn_implementation)
+def _dtype_fields(plan: Plan) -> dict[str, Any]:
+    """The preset fields that give ``plan.dtype`` on any GPU."""
     half = plan.dtype.removeprefix("amp-")
     if plan.method == "qlora":
-        values["bnb_4bit_compute_dtype"] = "float16" if half == "fp16" else "bfloat16"
-    if "bf16" in plan.extra or "fp16" in plan.extra:
-        values["bf16"], values["fp16"] = plan.extra.get("bf16"), plan.extra.get("fp16")
-    elif plan.method != "qlora":
-        values["bf16"], values["fp16"] = half == "bf16", half == "fp16"
-    for key, value in plan.extra.items():
-        if key in fields and key not in ("bf16", "fp16", "attn_implementation"):
-            values[key] = value
-    return cls(**values)
+        return {"bnb_4bit_compute_dtype": "float16" if half == "fp16" else "bfloat16"}
+    return {"bf16": half == "bf16", "fp16": half == "fp16"}
+
+
+def preset_with_plan(preset: BasePreset, plan: Plan, precision: str | None = "bf16") -> BasePreset:
+    """``preset`` with every knob of ``plan``: planned where its automatic precision is
+    ``precision``, it is ``plan`` (tests/test_presets.py)."""
+    return preset.replace(**preset_overrides(preset, plan, precision))
+
+
+def preset_from_plan(plan: Plan, preset: BasePreset | str | None = None, precision: str | None = "bf16") -> BasePreset:
+    """The preset that runs ``plan``, starting from ``preset`` (an object or a registered
+    name). Without one, the first registered preset of the plan's method and trainer."""
+    from forge_advisor.presets.registry import get_preset, list_presets
+
+    if preset is None:
+        candidates = [get_preset(n) for n in list_presets()]
+        same = [p for p in candidates if p.method == plan.method and p.trainer == plan.trainer]
+        same = same or [p for p in candidates if p.method == plan.method] or candidates
+        preset = same[0]
+    elif isinstance(preset, str):
+        preset = get_preset(preset)
+    return preset_with_plan(preset, plan, precision)

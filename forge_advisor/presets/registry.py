@@ -35,8 +35,8 @@ def list_presets() -> list[str]:
 def get_preset_class(name: str) -> type[BasePreset]:
     if name == "auto":
         raise ForgeError(
-            "--preset auto is not available yet: it will ask the advisor for the best plan; "
-            f"choose one of {', '.join(_REGISTRY)}"
+            "'auto' is not a registered preset: it asks the advisor for the best plan for a model and GPU "
+            f"(train --preset auto, or forge_advisor.auto_preset(model, gpu)); registered: {', '.join(_REGISTRY)}"
         )
     try:
         return _REGISTRY[name]

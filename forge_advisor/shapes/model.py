@@ -115,10 +115,10 @@ class ModelShape:
     @cached_property
     def native(self) -> Any:
         """The validated Rust ``Shape`` (built once per shape)."""
-        from forge_advisor import _native
+        from forge_advisor.core import Shape
 
         try:
-            return _native.Shape.from_json(self.to_json())
+            return Shape.from_json(self.to_json())
         except ValueError as exc:
             raise ForgeError(f"{self.name}: {exc}") from None
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, TYPE_CHECKING
 
 from textual.app import App
 from textual.binding import Binding
@@ -51,6 +51,7 @@ class ForgeApp(App[int]):
         probe_on_start: bool = False,
         probe_fn: Callable[[], Probe] | None = None,
         train_program: tuple[str, ...] | None = None,
+        overrides: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         from forge_advisor.gpus import probe as nvml_probe
@@ -61,6 +62,7 @@ class ForgeApp(App[int]):
         self.num_gpus = num_gpus
         self.headroom = headroom
         self.initial_preset = preset
+        self.initial_overrides = dict(overrides or {})  # Plan fields given on the command line
         self.probe_on_start = probe_on_start
         self.probe_fn: Callable[[], Probe] = probe_fn or nvml_probe
         self.train_program = train_program  # argv prefix that runs `forge-advisor` (tests swap it)

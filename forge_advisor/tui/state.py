@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from forge_advisor.errors import ForgeError
+from forge_advisor.estimate import DEFAULT_HEADROOM as _DEFAULT_HEADROOM
 
 if TYPE_CHECKING:
     from forge_advisor.estimate import EstimateResult
@@ -39,7 +40,7 @@ __all__ = [
     "step_value",
 ]
 
-DEFAULT_HEADROOM = 0.08  # the advisor's default: keep 8 % of the GPU free
+DEFAULT_HEADROOM = _DEFAULT_HEADROOM  # the advisor's default (forge_advisor.estimate)
 DEFAULT_DATASET_TOKENS = 10_000_000
 
 
@@ -227,6 +228,7 @@ class Evaluation:
     error: str | None = None
     groups: list[MemoryGroup] = field(default_factory=list)
     headroom: float = DEFAULT_HEADROOM
+    error_field: str | None = None  # the plan field a bad value is in (ForgeError.field)
 
     @property
     def ok(self) -> bool:
@@ -245,10 +247,9 @@ class Evaluation:
         """``fits`` | ``tight`` (fits, but inside the headroom) | ``no-fit`` | ``unknown`` (no GPU)."""
         if self.report is None or self.report["fits"] is None:
             return "unknown"
-        if not self.report["fits"]:
-            return "no-fit"
-        cap = self.capacity or 0
-        return "tight" if self.reserved > cap * (1 - self.headroom) else "fits"
+        if self.report["fits"]:  # the one fit rule: within the GPU's memory less the headroom
+            return "fits"
+        return "tight" if self.reserved <= (self.capacity or 0) else "no-fit"
 
 
 def evaluate(
@@ -265,10 +266,11 @@ def evaluate(
     from forge_advisor.estimate import estimate
 
     try:
-        res = estimate(shape, preset, gpu=gpu, num_gpus=num_gpus, dataset_tokens=dataset_tokens, **dict(overrides))
+        res = estimate(shape, preset, gpu=gpu, num_gpus=num_gpus, dataset_tokens=dataset_tokens, headroom=headroom,
+                       **dict(overrides))
         report = res.to_dict()
         return Evaluation(res, report, None, group_memory(report), headroom)
     except ForgeError as exc:
-        return Evaluation(error=str(exc), headroom=headroom)
+        return Evaluation(error=str(exc), headroom=headroom, error_field=exc.field)
     except (TypeError, ValueError) as exc:  # a value of a type the Plan did not foresee
         return Evaluation(error=f"{type(exc).__name__}: {exc}", headroom=headroom)

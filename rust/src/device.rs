@@ -88,10 +88,13 @@ pub fn reserved_upper(peak_reserved: u64, cuda_context: u64) -> u64 {
     peak_reserved.saturating_add(band)
 }
 
-/// Default headroom for `recommend` / `fit` (fraction of the GPU's memory kept free on top
-/// of `peak_reserved_bytes`): the error band plus 2% for other processes (a desktop, a
-/// second context) that the estimate cannot see. See the README, "Fits is a promise".
-pub const DEFAULT_HEADROOM: f64 = RESERVED_ERROR_BAND + 0.02;
+/// Default headroom for every fit verdict (`estimate`, `fit`, `recommend`, the TUI): the
+/// fraction of the GPU's memory kept free ON TOP of the fit bound [`reserved_upper`], for
+/// what the estimate cannot see (a desktop, a second CUDA context, a monitoring process).
+/// The estimate's own error is not in it: the measured band is already inside the bound.
+/// A plan fits when `reserved_upper ≤ memory × (1 − headroom)`; see the README, "Fits is a
+/// promise".
+pub const DEFAULT_HEADROOM: f64 = 0.02;
 
 #[cfg(test)]
 mod tests {

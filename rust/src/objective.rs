@@ -17,7 +17,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::plan::{Method, Optim, Plan, Targets};
+use crate::error::{Error, Result};
+use crate::plan::{names, Method, Optim, Plan, Targets};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -30,6 +31,8 @@ pub enum Objective {
     /// lower one 2.3×.
     Balanced,
 }
+
+names!(Objective { Balanced = "balanced", Fastest = "fastest", Quality = "quality" });
 
 pub fn quality_score(plan: &Plan, all_linear: bool) -> f64 {
     let mut q = match plan.method {

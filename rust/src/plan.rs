@@ -4,6 +4,27 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// The names of an enum's values, in declaration order, and the lookups both ways. The
+/// names equal the serde names (a unit test checks), so JSON and Python agree.
+macro_rules! names {
+    ($ty:ident { $($variant:ident = $name:literal),* $(,)? }) => {
+        impl $ty {
+            pub const NAMES: &'static [&'static str] = &[$($name),*];
+            pub fn name(self) -> &'static str {
+                match self { $($ty::$variant => $name),* }
+            }
+            /// The value named `name`, or an error naming `field` and the allowed names.
+            pub fn from_name(field: &str, name: &str) -> Result<Self> {
+                match name {
+                    $($name => Ok($ty::$variant),)*
+                    _ => Err(Error::field(field, format!("{name:?}"), Self::NAMES.join(", "))),
+                }
+            }
+        }
+    };
+}
+pub(crate) use names;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
@@ -111,6 +132,48 @@ pub enum Distributed {
     Zero2,
     Zero3,
 }
+
+names!(Method { Full = "full", Lora = "lora", Qlora = "qlora", Lora8bit = "lora_8bit" });
+names!(Trainer { Sft = "sft", Dpo = "dpo" });
+names!(Dtype { Bf16 = "bf16", Fp16 = "fp16", AmpBf16 = "amp-bf16", AmpFp16 = "amp-fp16", Fp32 = "fp32" });
+names!(Optim {
+    AdamwTorch = "adamw_torch",
+    AdamwTorchFused = "adamw_torch_fused",
+    Adamw8bit = "adamw_8bit",
+    PagedAdamw8bit = "paged_adamw_8bit",
+    PagedAdamw32bit = "paged_adamw_32bit",
+    Adafactor = "adafactor",
+    Sgd = "sgd",
+});
+names!(Attention { Sdpa = "sdpa", FlashAttention2 = "flash_attention_2", Eager = "eager" });
+names!(Distributed { None = "none", Ddp = "ddp", Fsdp = "fsdp", Zero2 = "zero2", Zero3 = "zero3" });
+
+/// The plan's choice fields and their allowed names: the one list (Python reads it as
+/// `_native.PLAN_CHOICES`).
+pub const CHOICES: [(&str, &[&str]); 6] = [
+    ("method", Method::NAMES),
+    ("trainer", Trainer::NAMES),
+    ("dtype", Dtype::NAMES),
+    ("optim", Optim::NAMES),
+    ("attn_implementation", Attention::NAMES),
+    ("distributed", Distributed::NAMES),
+];
+
+/// Integer fields and their inclusive ranges: the one definition (Python reads it as
+/// `_native.PLAN_INT_RANGES`). 2^16 sequences per device or steps of accumulation, 2^24 =
+/// 16M tokens (beyond any published context window), 4096 GPUs; LoRA's rank and alpha are
+/// checked only when the plan trains adapters.
+pub const INT_RANGES: [(&str, u64, u64); 6] = [
+    ("per_device_train_batch_size", 1, 1 << 16),
+    ("gradient_accumulation_steps", 1, 1 << 16),
+    ("max_length", 1, 1 << 24),
+    ("num_gpus", 1, 4096),
+    ("lora_r", 1, 1 << 16),
+    ("lora_alpha", 1, 1 << 20),
+];
+
+/// Fractions and their half-open ranges `[lo, hi)` (`_native.PLAN_FLOAT_RANGES`).
+pub const FLOAT_RANGES: [(&str, f64, f64); 2] = [("lora_dropout", 0.0, 1.0), ("freeze_ratio", 0.0, 1.0)];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -223,37 +286,97 @@ impl Plan {
             && *distributed == other.distributed
     }
 
+    /// Why the training runtime cannot run this plan, or `None`. Today: a bitsandbytes-
+    /// quantized base (QLoRA, 8-bit LoRA) sharded by FSDP or ZeRO-3 — the runner loads the
+    /// quantized base on every device and cannot shard its packed weights. The advisor
+    /// never ranks such a plan (search.rs `Space::outer_plans`).
+    pub fn unsupported(&self) -> Option<&'static str> {
+        let quantized = matches!(self.method, Method::Qlora | Method::Lora8bit);
+        let sharded = self.num_gpus > 1 && matches!(self.distributed, Distributed::Fsdp | Distributed::Zero3);
+        (quantized && sharded).then_some("sharding a bitsandbytes-quantized base (FSDP / ZeRO-3) is not supported by the runner")
+    }
+
     pub fn uses_lora(&self) -> bool {
         self.method != Method::Full
     }
 
-    /// The same ranges as `forge_advisor.plan.Plan.__post_init__`.
+    /// The ranges of [`INT_RANGES`] and [`FLOAT_RANGES`] (LoRA's only with adapters).
     pub fn validate(&self) -> Result<()> {
-        let ranges: [(&str, u64, u64, u64); 4] = [
-            ("per_device_train_batch_size", self.per_device_train_batch_size, 1, 1 << 16),
-            ("gradient_accumulation_steps", self.gradient_accumulation_steps, 1, 1 << 16),
-            ("max_length", self.max_length, 1, 1 << 24),
-            ("num_gpus", self.num_gpus, 1, 4096),
-        ];
-        for (field, v, lo, hi) in ranges {
+        for (field, lo, hi) in INT_RANGES {
+            let v = match field {
+                "per_device_train_batch_size" => self.per_device_train_batch_size,
+                "gradient_accumulation_steps" => self.gradient_accumulation_steps,
+                "max_length" => self.max_length,
+                "num_gpus" => self.num_gpus,
+                "lora_r" if self.uses_lora() => self.lora_r,
+                "lora_alpha" if self.uses_lora() => self.lora_alpha,
+                _ => continue,
+            };
             if v < lo || v > hi {
                 return Err(Error::field(field, v, format!("[{lo}, {hi}]")));
             }
         }
-        if self.uses_lora() {
-            if self.lora_r == 0 || self.lora_r > 1 << 16 {
-                return Err(Error::field("lora_r", self.lora_r, "[1, 65536]"));
+        for (field, lo, hi) in FLOAT_RANGES {
+            let v = match field {
+                "lora_dropout" if self.uses_lora() => self.lora_dropout,
+                "freeze_ratio" => self.freeze_ratio,
+                _ => continue,
+            };
+            if !(lo..hi).contains(&v) {
+                return Err(Error::field(field, v, format!("[{lo}, {hi})")));
             }
-            if !(0.0..1.0).contains(&self.lora_dropout) {
-                return Err(Error::field("lora_dropout", self.lora_dropout, "[0, 1)"));
-            }
-        }
-        if !(0.0..1.0).contains(&self.freeze_ratio) {
-            return Err(Error::field("freeze_ratio", self.freeze_ratio, "[0, 1)"));
         }
         if self.method == Method::Qlora && !matches!(self.dtype, Dtype::Bf16 | Dtype::Fp16) {
             return Err(Error::field("dtype", format!("{:?}", self.dtype), "bf16 or fp16 with method=qlora"));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names of `names!` are serde's, for every value of every enum.
+    #[test]
+    fn names_equal_serde_names() {
+        fn check<T: Serialize + Copy>(values: &[T], name: impl Fn(T) -> &'static str) {
+            for &v in values {
+                assert_eq!(serde_json::to_value(v).unwrap(), serde_json::Value::String(name(v).into()));
+            }
+        }
+        check(&[Method::Full, Method::Lora, Method::Qlora, Method::Lora8bit], Method::name);
+        check(&[Trainer::Sft, Trainer::Dpo], Trainer::name);
+        check(&[Dtype::Bf16, Dtype::Fp16, Dtype::AmpBf16, Dtype::AmpFp16, Dtype::Fp32], Dtype::name);
+        check(
+            &[Optim::AdamwTorch, Optim::AdamwTorchFused, Optim::Adamw8bit, Optim::PagedAdamw8bit, Optim::PagedAdamw32bit, Optim::Adafactor, Optim::Sgd],
+            Optim::name,
+        );
+        check(&[Attention::Sdpa, Attention::FlashAttention2, Attention::Eager], Attention::name);
+        check(&[Distributed::None, Distributed::Ddp, Distributed::Fsdp, Distributed::Zero2, Distributed::Zero3], Distributed::name);
+        assert_eq!(Optim::from_name("optim", "adamw_8bit").unwrap(), Optim::Adamw8bit);
+        let err = Method::from_name("method", "qlora4").unwrap_err();
+        assert_eq!(err, Error::field("method", "\"qlora4\"", "full, lora, qlora, lora_8bit"));
+    }
+
+    #[test]
+    fn ranges_reject_their_bounds_plus_one() {
+        for (field, lo, hi) in INT_RANGES {
+            for (v, ok) in [(lo, true), (hi, true), (hi + 1, false), (lo - 1, false)] {
+                let mut p = Plan::default();
+                match field {
+                    "per_device_train_batch_size" => p.per_device_train_batch_size = v,
+                    "gradient_accumulation_steps" => p.gradient_accumulation_steps = v,
+                    "max_length" => p.max_length = v,
+                    "num_gpus" => p.num_gpus = v,
+                    "lora_r" => p.lora_r = v,
+                    "lora_alpha" => p.lora_alpha = v,
+                    _ => unreachable!(),
+                }
+                assert_eq!(p.validate().is_ok(), ok, "{field}={v}");
+            }
+        }
+        let p = Plan { freeze_ratio: 1.0, ..Plan::default() };
+        assert!(matches!(p.validate(), Err(Error::InvalidField { ref field, .. }) if field == "freeze_ratio"));
     }
 }

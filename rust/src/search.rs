@@ -1,18 +1,39 @@
-//! The discrete search space and the exhaustive search over it.
+//! The discrete search space, the one fit rule, and the exact ranking of the whole space.
 //!
-//! The advisor's Optuna study chooses the "outer" knobs (method, rank, targets, freeze
-//! ratio, optimizer, attention, sharding); for each outer choice [`Estimator::best_inner`]
-//! solves the per-device batch × checkpointing sub-problem exactly. [`Estimator::brute_force`]
-//! enumerates the whole space: the benchmark's ground truth for search quality.
+//! A plan is an "outer" choice (method, rank, targets, freeze ratio, optimizer, attention,
+//! sharding) plus an "inner" one (per-device batch, accumulation, checkpointing). For every
+//! outer choice [`Estimator::rank`] solves the inner one exactly — the fitting inner choice
+//! with the most tokens/s, which is the best for every objective, since the quality score
+//! does not depend on the inner knobs and each objective rises with tokens/s at fixed
+//! quality (objective.rs) — and then ranks the outer choices: the top N per objective, the
+//! Pareto front of tokens/s against quality, and, when nothing fits, the leanest plan and
+//! how far over it is.
 
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::estimator::{Estimate, Estimator};
-use crate::timeline::Prepared;
+use crate::device::reserved_upper;
+use crate::estimator::{DeviceTerms, Estimate, Estimator};
 use crate::gpu::GpuSpec;
 use crate::objective::{objective_value, Objective};
 use crate::plan::{Attention, Distributed, Dtype, Method, Optim, Plan, Targets};
+use crate::timeline::{Evaluation, Prepared};
+
+/// The one fit rule: a plan fits when its peak reserved memory is at most the usable bytes.
+/// `rank`, `estimate`, `fit` and the TUI all ask this function (the Python side through
+/// `_native.fits`), so no two commands can disagree about a verdict.
+pub fn fits(reserved: u64, usable: u64) -> bool {
+    reserved <= usable
+}
+
+/// GPU memory minus the headroom kept free: 24 GiB × (1 − 0.08) = 22.08 GiB usable
+/// (truncated to whole bytes). Headroom is a fraction in [0, 0.9).
+pub fn usable_bytes(memory_bytes: u64, headroom: f64) -> Result<u64> {
+    if !(0.0..0.9).contains(&headroom) {
+        return Err(Error::field("headroom", headroom, "[0, 0.9) (a fraction of GPU memory)"));
+    }
+    Ok((memory_bytes as f64 * (1.0 - headroom)) as u64)
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,11 +52,20 @@ pub struct Space {
     pub distributed: Vec<Distributed>,
     /// Sequences per optimizer step over all GPUs: batch × accumulation × GPUs.
     pub global_batch: u64,
-    /// A plan fits when its peak reserved memory is at most this.
+    /// A plan fits when its peak reserved memory is at most this ([`fits`]).
     pub usable_bytes: u64,
     pub objective: Objective,
+    /// A device calibration's measured/estimated allocator reserve (calibration.py): the
+    /// reserve a plan is judged by is `allocator_reserve × reserve_factor`. 1 without one.
+    #[serde(default = "one")]
+    pub reserve_factor: f64,
 }
 
+fn one() -> f64 {
+    1.0
+}
+
+/// One plan, estimated and scored.
 #[derive(Debug, Clone)]
 pub struct Scored {
     pub plan: Plan,
@@ -44,27 +74,99 @@ pub struct Scored {
     pub fits: bool,
 }
 
+/// One outer choice with its best inner choice: the plan, its estimate and its value
+/// under each objective.
+#[derive(Debug, Clone)]
+pub struct Ranked {
+    pub plan: Plan,
+    pub estimate: Estimate,
+    /// Peak reserved memory the fit was judged by (with the calibrated reserve).
+    pub reserved_bytes: u64,
+    pub fits: bool,
+}
+
+impl Ranked {
+    pub fn tokens_per_second(&self) -> Option<f64> {
+        self.estimate.tokens_per_second
+    }
+    pub fn quality(&self) -> f64 {
+        self.estimate.quality
+    }
+    pub fn value(&self, objective: Objective) -> f64 {
+        objective_value(objective, self.estimate.tokens_per_second, self.estimate.quality)
+    }
+}
+
+/// Why nothing fits: the leanest plan of the space and how far over the usable memory it is.
+#[derive(Debug, Clone)]
+pub struct Shortfall {
+    /// `None` when no plan of the space could be priced at all (e.g. no per-device batch
+    /// divides the global batch).
+    pub leanest: Option<Ranked>,
+    pub usable_bytes: u64,
+    /// `leanest.reserved_bytes − usable_bytes`.
+    pub over_bytes: Option<u64>,
+}
+
+/// Everything [`Estimator::rank`] finds, in one value.
+#[derive(Debug, Clone)]
+pub struct Ranking {
+    /// Every fitting outer choice with its best inner choice, in the space's order.
+    pub fitting: Vec<Ranked>,
+    /// Indices into `fitting`: the best N per objective, one per (method, rank, targets,
+    /// freeze ratio) so the list shows real alternatives; ties keep the space's order.
+    pub balanced: Vec<usize>,
+    pub fastest: Vec<usize>,
+    pub quality: Vec<usize>,
+    /// Indices into `fitting`: plans no other plan beats on both tokens/s and quality, one
+    /// per point (the leanest), fastest first.
+    pub pareto: Vec<usize>,
+    /// Set exactly when `fitting` is empty.
+    pub nothing_fits: Option<Shortfall>,
+    /// Outer choices in the space, and plans (outer × inner) priced.
+    pub outer: u64,
+    pub evaluated: u64,
+}
+
+impl Ranking {
+    pub fn top(&self, objective: Objective) -> &[usize] {
+        match objective {
+            Objective::Balanced => &self.balanced,
+            Objective::Fastest => &self.fastest,
+            Objective::Quality => &self.quality,
+        }
+    }
+}
+
 impl Space {
     pub fn from_json(text: &str) -> Result<Self> {
         let space: Space =
             serde_json::from_str(text).map_err(|e| Error::Decode { message: format!("bad search space: {e}") })?;
-        if space.global_batch == 0 {
+        space.validate()?;
+        Ok(space)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.global_batch == 0 {
             return Err(Error::field("global_batch", 0, "at least 1 sequence per step"));
         }
+        if !(self.reserve_factor.is_finite() && self.reserve_factor > 0.0) {
+            return Err(Error::field("reserve_factor", self.reserve_factor, "a positive number"));
+        }
         for (name, empty) in [
-            ("methods", space.methods.is_empty()),
-            ("batch", space.batch.is_empty()),
-            ("freeze", space.freeze.is_empty()),
-            ("gradient_checkpointing", space.gradient_checkpointing.is_empty()),
-            ("optim", space.optim.is_empty()),
-            ("attn", space.attn.is_empty()),
-            ("distributed", space.distributed.is_empty()),
+            ("methods", self.methods.is_empty()),
+            ("batch", self.batch.is_empty()),
+            ("freeze", self.freeze.is_empty()),
+            ("gradient_checkpointing", self.gradient_checkpointing.is_empty()),
+            ("optim", self.optim.is_empty()),
+            ("attn", self.attn.is_empty()),
+            ("distributed", self.distributed.is_empty()),
         ] {
             if empty {
                 return Err(Error::field(name, "[]", "at least one value"));
             }
         }
-        Ok(space)
+        Ok(())
     }
 
     /// Per-device batches that divide the global batch exactly, with their accumulation.
@@ -90,20 +192,21 @@ impl Space {
     }
 
     /// Every outer choice (method, r, targets, freeze, optim, attn, distributed) as a plan
-    /// with the base's batch; full fine-tuning ignores rank and targets.
+    /// with the base's batch; full fine-tuning ignores rank and targets. Plans the training
+    /// runtime cannot run ([`Plan::unsupported`]) are not part of the space.
     pub fn outer_plans(&self) -> Vec<Plan> {
         let mut out = Vec::new();
         for &method in &self.methods {
-            let ranks: Vec<u64> = if method == Method::Full { vec![self.base.lora_r] } else { self.lora_r.clone() };
-            let targets: Vec<Option<Targets>> =
-                if method == Method::Full { vec![None] } else { self.targets.clone() };
-            for &r in &ranks {
-                for t in &targets {
+            let full = method == Method::Full;
+            let ranks: &[u64] = if full { std::slice::from_ref(&self.base.lora_r) } else { &self.lora_r };
+            let targets: &[Option<Targets>] = if full { &[None] } else { &self.targets };
+            for &r in ranks {
+                for t in targets {
                     for &f in &self.freeze {
                         for &o in &self.optim {
                             for &a in &self.attn {
                                 for &d in &self.distributed {
-                                    out.push(self.normalize(Plan {
+                                    let plan = self.normalize(Plan {
                                         method,
                                         lora_r: r,
                                         lora_target_modules: t.clone(),
@@ -112,7 +215,10 @@ impl Space {
                                         attn_implementation: a,
                                         distributed: d,
                                         ..self.base.clone()
-                                    }));
+                                    });
+                                    if plan.unsupported().is_none() {
+                                        out.push(plan);
+                                    }
                                 }
                             }
                         }
@@ -122,108 +228,202 @@ impl Space {
         }
         out
     }
+
+    /// The memory a plan is judged by: the fit bound of `device::reserved_upper` (peak reserved
+    /// raised by the error band measured on published GPU runs), computed on the estimate's
+    /// reserved memory with the allocator reserve scaled by a calibration's factor
+    /// (`int(reserve × factor)`, as calibration.py does).
+    fn judged_reserved(&self, reserved: u64, device: &DeviceTerms) -> u64 {
+        let calibrated = if self.reserve_factor == 1.0 {
+            reserved
+        } else {
+            let scaled = (device.allocator_reserve as f64 * self.reserve_factor) as u64;
+            reserved.saturating_sub(device.allocator_reserve).saturating_add(scaled)
+        };
+        reserved_upper(calibrated, device.cuda_context)
+    }
+}
+
+/// The inner choice that won for one outer plan.
+struct Winner {
+    /// Index of the checkpointing choice (`space.gradient_checkpointing[i]`).
+    variant: usize,
+    batch: u64,
+    accumulation: u64,
+    reserved: u64,
+    fits: bool,
 }
 
 impl Estimator {
     /// Estimate and score one plan.
     pub fn score(&self, plan: &Plan, gpu: Option<&GpuSpec>, objective: Objective, usable: u64) -> Result<Scored> {
-        self.score_owned(plan.clone(), gpu, objective, usable)
-    }
-
-    /// [`Estimator::score`] of a plan the caller gives away (no second copy of it).
-    fn score_owned(&self, plan: Plan, gpu: Option<&GpuSpec>, objective: Objective, usable: u64) -> Result<Scored> {
-        let estimate = self.estimate(&plan, gpu)?;
+        let estimate = self.estimate(plan, gpu)?;
         let value = objective_value(objective, estimate.tokens_per_second, estimate.quality);
-        let fits = estimate.peak_reserved_bytes <= usable;
-        Ok(Scored { plan, estimate, value, fits })
+        let fits = fits(estimate.peak_reserved_upper_bytes, usable);
+        Ok(Scored { plan: plan.clone(), estimate, value, fits })
     }
 
-    /// The best fitting (batch, accumulation, checkpointing) for one outer choice, or the
-    /// leanest non-fitting one (for the constraint's violation) when none fits.
-    pub fn best_inner(&self, outer: &Plan, space: &Space, gpu: Option<&GpuSpec>) -> Result<Option<Scored>> {
-        let plan = space.normalize(outer.clone());
-        let options = space.batch_options(outer.num_gpus);
+    /// Rank the whole space exactly: see [`Ranking`]. `top` is N of the top N per objective.
+    pub fn rank(&self, space: &Space, gpu: Option<&GpuSpec>, top: usize) -> Result<Ranking> {
+        space.validate()?;
+        let outers = space.outer_plans();
+        let options = space.batch_options(space.base.num_gpus);
         let mut slots = Slots::new(self, space);
-        Ok(self.inner_search(&plan, &options, space, gpu, &mut slots)?.map(|w| w.scored(plan)))
+        let mut fitting = Vec::new();
+        let mut leanest: Option<Ranked> = None;
+        for outer in &outers {
+            let Some(w) = self.inner_search(outer, &options, space, gpu, &mut slots)? else { continue };
+            if !w.fits && leanest.as_ref().is_some_and(|l| l.reserved_bytes <= w.reserved) {
+                continue; // neither fits nor is leaner than the leanest so far
+            }
+            let ranked = w.ranked(outer, space, &slots)?;
+            if ranked.fits {
+                fitting.push(ranked);
+            } else {
+                leanest = Some(ranked);
+            }
+        }
+        let evaluated = (outers.len() * options.len() * space.gradient_checkpointing.len()) as u64;
+        let nothing_fits = fitting.is_empty().then(|| Shortfall {
+            over_bytes: leanest.as_ref().map(|l| l.reserved_bytes - space.usable_bytes),
+            leanest,
+            usable_bytes: space.usable_bytes,
+        });
+        Ok(Ranking {
+            balanced: top_n(&fitting, Objective::Balanced, top),
+            fastest: top_n(&fitting, Objective::Fastest, top),
+            quality: top_n(&fitting, Objective::Quality, top),
+            pareto: pareto(&fitting),
+            fitting,
+            nothing_fits,
+            outer: outers.len() as u64,
+            evaluated,
+        })
     }
 
-    /// [`Estimator::best_inner`] over the given (batch, accumulation) options: each
+    /// The best fitting (batch, accumulation, checkpointing) for one outer choice — the most
+    /// tokens/s, the first of equals in the space's order — or, when none fits, the one
+    /// with the least reserved memory. `None` when no inner choice can be priced. Each
     /// checkpointing choice is priced once ([`Estimator::prepare`], into a reused slot) and
-    /// each batch is a product of per-token terms ([`Prepared::evaluate`]); only the
-    /// winner's full estimate is built.
+    /// each batch is a product of per-token terms ([`Prepared::evaluate`]).
     fn inner_search<'a>(
         &'a self,
-        plan: &Plan,
+        outer: &Plan,
         options: &[(u64, u64)],
         space: &Space,
         gpu: Option<&GpuSpec>,
         slots: &mut Slots<'a>,
     ) -> Result<Option<Winner>> {
-        let mut variant = plan.clone();
-        for (i, &ckpt) in space.gradient_checkpointing.iter().enumerate() {
-            variant.gradient_checkpointing = ckpt;
-            slots.ok[i] = match self.prepare_in(&variant, gpu, &mut slots.prepared[i], true) {
-                Ok(()) => true,
-                Err(Error::InvalidField { .. }) => false, // e.g. rank above a layer's width
-                Err(e) => return Err(e),
-            };
-        }
-        // (value, peak reserved, variant, batch, accumulation); batch-major order, the first
-        // of equals wins
-        type Pick = (f64, u64, usize, u64, u64);
-        let mut best: Option<Pick> = None;
-        let mut leanest: Option<Pick> = None;
-        for &(b, accum) in options {
-            for (i, prep) in slots.prepared.iter().enumerate() {
-                if !slots.ok[i] {
-                    continue;
-                }
-                let ev = match prep.evaluate(b, accum) {
+        slots.prepare(self, outer, space, gpu)?;
+        let mut best: Option<(Winner, f64)> = None;
+        let mut leanest: Option<Winner> = None;
+        for &(batch, accumulation) in options {
+            for (variant, prep) in slots.valid() {
+                let ev: Evaluation = match prep.evaluate(batch, accumulation) {
                     Ok(e) => e,
                     Err(Error::InvalidField { .. }) => continue,
                     Err(e) => return Err(e),
                 };
-                let value = objective_value(space.objective, ev.tokens_per_second, prep.quality());
-                let reserved = ev.peak_reserved_bytes;
-                if reserved <= space.usable_bytes {
-                    if best.is_none_or(|cur| value > cur.0) {
-                        best = Some((value, reserved, i, b, accum));
+                let reserved = space.judged_reserved(ev.peak_reserved_bytes, &ev.device());
+                let tps = ev.tokens_per_second.unwrap_or(0.0);
+                let w = Winner { variant, batch, accumulation, reserved, fits: fits(reserved, space.usable_bytes) };
+                if w.fits {
+                    if best.as_ref().is_none_or(|(_, cur)| tps > *cur) {
+                        best = Some((w, tps));
                     }
-                } else if leanest.is_none_or(|cur| reserved < cur.1) {
-                    leanest = Some((value, reserved, i, b, accum));
+                } else if leanest.as_ref().is_none_or(|cur| reserved < cur.reserved) {
+                    leanest = Some(w);
                 }
             }
         }
-        let fits = best.is_some();
-        let Some((value, _, i, b, accum)) = best.or(leanest) else { return Ok(None) };
-        Ok(Some(Winner {
-            estimate: slots.prepared[i].finish(b, accum)?,
-            value,
-            fits,
-            gradient_checkpointing: space.gradient_checkpointing[i],
-            batch: b,
-            accumulation: accum,
-        }))
+        Ok(best.map(|(w, _)| w).or(leanest))
     }
 
-    /// Exhaustive search: the best fitting plan of the whole space and how many plans
-    /// were evaluated.
+    /// Exhaustive search for one objective: the best fitting plan of the whole space and
+    /// how many plans were priced ([`Estimator::rank`]'s first plan for that objective).
     pub fn brute_force(&self, space: &Space, gpu: Option<&GpuSpec>) -> Result<(Option<Scored>, u64)> {
-        let mut best: Option<Scored> = None;
-        let mut evaluated = 0u64;
-        let options = space.batch_options(space.base.num_gpus);
-        let n_inner = (options.len() * space.gradient_checkpointing.len()) as u64;
-        let mut slots = Slots::new(self, space);
-        for outer in space.outer_plans() {
-            evaluated += n_inner;
-            if let Some(w) = self.inner_search(&outer, &options, space, gpu, &mut slots)? {
-                if w.fits && best.as_ref().is_none_or(|cur| w.value > cur.value) {
-                    best = Some(w.scored(outer));
-                }
-            }
-        }
-        Ok((best, evaluated))
+        let ranking = self.rank(space, gpu, 1)?;
+        let best = ranking.top(space.objective).first().map(|&i| {
+            let r = &ranking.fitting[i];
+            Scored { plan: r.plan.clone(), estimate: r.estimate.clone(), value: r.value(space.objective), fits: true }
+        });
+        Ok((best, ranking.evaluated))
     }
+}
+
+impl Winner {
+    /// The winning plan with its full estimate (only winners get a breakdown).
+    fn ranked(&self, outer: &Plan, space: &Space, slots: &Slots<'_>) -> Result<Ranked> {
+        let estimate = slots.prepared[self.variant].finish(self.batch, self.accumulation)?;
+        Ok(Ranked {
+            plan: Plan {
+                gradient_checkpointing: space.gradient_checkpointing[self.variant],
+                per_device_train_batch_size: self.batch,
+                gradient_accumulation_steps: self.accumulation,
+                ..outer.clone()
+            },
+            estimate,
+            reserved_bytes: self.reserved,
+            fits: self.fits,
+        })
+    }
+}
+
+/// The plans a top list shows as one alternative: same method, rank, targets and freezing.
+fn alternative(p: &Plan) -> (Method, Option<u64>, Option<&Option<Targets>>, u64) {
+    let lora = p.uses_lora();
+    (p.method, lora.then_some(p.lora_r), lora.then_some(&p.lora_target_modules), p.freeze_ratio.to_bits())
+}
+
+/// The best `n` distinct alternatives by `objective`, best first; ties keep the space's order.
+fn top_n(fitting: &[Ranked], objective: Objective, n: usize) -> Vec<usize> {
+    let values: Vec<f64> = fitting.iter().map(|r| r.value(objective)).collect();
+    let mut order: Vec<usize> = (0..fitting.len()).collect();
+    order.sort_by(|&a, &b| values[b].total_cmp(&values[a])); // stable: equals keep their order
+    let mut seen = Vec::new();
+    let mut out = Vec::new();
+    for i in order {
+        if out.len() == n {
+            break;
+        }
+        let key = alternative(&fitting[i].plan);
+        if !seen.contains(&key) {
+            seen.push(key);
+            out.push(i);
+        }
+    }
+    out
+}
+
+/// The Pareto front of tokens/s (none counts as 0) against quality, one plan per point
+/// (the leanest, then the first), fastest first. Sorted by tokens/s falling and quality
+/// falling, a plan is on the front exactly when it is the first of its tokens/s and its
+/// quality beats every faster plan's.
+fn pareto(fitting: &[Ranked]) -> Vec<usize> {
+    let tps = |i: usize| fitting[i].tokens_per_second().unwrap_or(0.0);
+    let mut order: Vec<usize> = (0..fitting.len()).collect();
+    order.sort_by(|&a, &b| {
+        tps(b)
+            .total_cmp(&tps(a))
+            .then(fitting[b].quality().total_cmp(&fitting[a].quality()))
+            .then(fitting[a].reserved_bytes.cmp(&fitting[b].reserved_bytes))
+    });
+    let mut front = Vec::new();
+    let mut best_quality = f64::NEG_INFINITY;
+    let mut prev_tps: Option<f64> = None;
+    for i in order {
+        let t = tps(i);
+        if prev_tps == Some(t) {
+            continue; // not the first of its speed: a lower or equal quality at equal speed
+        }
+        prev_tps = Some(t);
+        let q = fitting[i].quality();
+        if q > best_quality {
+            front.push(i);
+            best_quality = q;
+        }
+    }
+    front
 }
 
 /// One prepared plan per checkpointing choice, reused from one outer plan to the next.
@@ -238,30 +438,194 @@ impl<'a> Slots<'a> {
         let n = space.gradient_checkpointing.len();
         Slots { prepared: (0..n).map(|_| Prepared::empty(est)).collect(), ok: vec![false; n] }
     }
-}
 
-/// The best (or leanest) inner choice of one outer plan.
-struct Winner {
-    estimate: Estimate,
-    value: f64,
-    fits: bool,
-    gradient_checkpointing: bool,
-    batch: u64,
-    accumulation: u64,
-}
-
-impl Winner {
-    fn scored(self, outer: Plan) -> Scored {
-        Scored {
-            plan: Plan {
-                gradient_checkpointing: self.gradient_checkpointing,
-                per_device_train_batch_size: self.batch,
-                gradient_accumulation_steps: self.accumulation,
-                ..outer
-            },
-            estimate: self.estimate,
-            value: self.value,
-            fits: self.fits,
+    /// Prepare `outer` under each checkpointing choice; a choice the plan rejects (e.g. a
+    /// rank above a layer's width) is marked invalid.
+    fn prepare(&mut self, est: &'a Estimator, outer: &Plan, space: &Space, gpu: Option<&GpuSpec>) -> Result<()> {
+        let mut variant = outer.clone();
+        for (i, &ckpt) in space.gradient_checkpointing.iter().enumerate() {
+            variant.gradient_checkpointing = ckpt;
+            self.ok[i] = match est.prepare_in(&variant, gpu, &mut self.prepared[i], true) {
+                Ok(()) => true,
+                Err(Error::InvalidField { .. }) => false,
+                Err(e) => return Err(e),
+            };
         }
+        Ok(())
+    }
+
+    fn valid(&self) -> impl Iterator<Item = (usize, &Prepared<'a>)> {
+        self.prepared.iter().enumerate().filter(|(i, _)| self.ok[*i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(name: &str) -> String {
+        std::fs::read_to_string(format!("{}/benches/data/{name}", env!("CARGO_MANIFEST_DIR"))).expect("bench data")
+    }
+
+    fn fixture() -> (Estimator, GpuSpec, Space) {
+        let est = Estimator::from_json(&data("llama-3.1-8b.shape.json")).expect("shape");
+        let gpu = GpuSpec::from_json(&data("rtx-4090.gpu.json")).expect("gpu");
+        let space = Space::from_json(&data("llama-3.1-8b.rtx-4090.space.json")).expect("space");
+        (est, gpu, space)
+    }
+
+    /// Every plan of the space (outer × batch × checkpointing), each through the plain
+    /// `Estimator::estimate` (the phase walk, not the search's affine lines).
+    fn every_plan(est: &Estimator, space: &Space, gpu: &GpuSpec) -> Vec<(Plan, Estimate)> {
+        let mut out = Vec::new();
+        for outer in space.outer_plans() {
+            for (b, a) in space.batch_options(outer.num_gpus) {
+                for &ckpt in &space.gradient_checkpointing {
+                    let plan = Plan {
+                        per_device_train_batch_size: b,
+                        gradient_accumulation_steps: a,
+                        gradient_checkpointing: ckpt,
+                        ..outer.clone()
+                    };
+                    if let Ok(e) = est.estimate(&plan, Some(gpu)) {
+                        out.push((plan, e));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn check_against_brute_force(space: &Space) -> Ranking {
+        let (est, gpu, _) = fixture();
+        let ranking = est.rank(space, Some(&gpu), 5).expect("rank");
+        let all = every_plan(&est, space, &gpu);
+        let fit: Vec<&(Plan, Estimate)> = all.iter().filter(|(_, e)| fits(e.peak_reserved_upper_bytes, space.usable_bytes)).collect();
+        for objective in [Objective::Balanced, Objective::Fastest, Objective::Quality] {
+            let value = |e: &Estimate| objective_value(objective, e.tokens_per_second, e.quality);
+            let best = fit.iter().map(|(_, e)| value(e)).fold(f64::NEG_INFINITY, f64::max);
+            match ranking.top(objective).first() {
+                Some(&i) => assert_eq!(ranking.fitting[i].value(objective), best, "{objective:?}"),
+                None => assert!(fit.is_empty(), "{objective:?}: rank found nothing, brute force {}", fit.len()),
+            }
+            // the top list is sorted and every shown plan is what estimate says of it
+            let tops = ranking.top(objective);
+            for w in tops.windows(2) {
+                assert!(ranking.fitting[w[0]].value(objective) >= ranking.fitting[w[1]].value(objective));
+            }
+        }
+        // every fitting outer choice is there, with the most tokens/s its inner choices allow
+        let mut distinct_outer = 0;
+        for r in &ranking.fitting {
+            let same_outer: Vec<&&(Plan, Estimate)> = fit
+                .iter()
+                .filter(|(p, _)| Plan { per_device_train_batch_size: 1, gradient_accumulation_steps: 1, gradient_checkpointing: true, ..p.clone() }
+                    == Plan { per_device_train_batch_size: 1, gradient_accumulation_steps: 1, gradient_checkpointing: true, ..r.plan.clone() })
+                .collect();
+            let best_tps = same_outer.iter().map(|(_, e)| e.tokens_per_second.unwrap_or(0.0)).fold(f64::NEG_INFINITY, f64::max);
+            assert_eq!(r.tokens_per_second().unwrap_or(0.0), best_tps, "{:?}", r.plan);
+            assert_eq!(est.estimate(&r.plan, Some(&gpu)).expect("estimate").peak_reserved_bytes, r.estimate.peak_reserved_bytes);
+            distinct_outer += 1;
+        }
+        let mut outers: Vec<Plan> = fit
+            .iter()
+            .map(|(p, _)| Plan { per_device_train_batch_size: 1, gradient_accumulation_steps: 1, gradient_checkpointing: true, ..p.clone() })
+            .collect();
+        outers.dedup();
+        let mut unique = Vec::new();
+        for p in outers {
+            if !unique.contains(&p) {
+                unique.push(p);
+            }
+        }
+        assert_eq!(distinct_outer, unique.len(), "every fitting outer choice is ranked");
+        // Pareto: no plan of the brute force dominates a front plan, and every fitting plan
+        // is matched or beaten by one on the front
+        let point = |e: &Estimate| (e.tokens_per_second.unwrap_or(0.0), e.quality);
+        for &i in &ranking.pareto {
+            let (t, q) = point(&ranking.fitting[i].estimate);
+            assert!(!fit.iter().any(|(_, e)| {
+                let (t2, q2) = point(e);
+                t2 >= t && q2 >= q && (t2 > t || q2 > q)
+            }));
+        }
+        for (_, e) in &fit {
+            let (t, q) = point(e);
+            assert!(ranking.pareto.iter().any(|&i| {
+                let (t2, q2) = point(&ranking.fitting[i].estimate);
+                t2 >= t && q2 >= q
+            }));
+        }
+        match &ranking.nothing_fits {
+            None => assert!(!fit.is_empty()),
+            Some(s) => {
+                assert!(fit.is_empty());
+                let lean = all.iter().map(|(_, e)| e.peak_reserved_upper_bytes).min().expect("some plan");
+                let l = s.leanest.as_ref().expect("leanest");
+                assert_eq!(l.reserved_bytes, lean);
+                assert_eq!(s.over_bytes, Some(lean - space.usable_bytes));
+            }
+        }
+        ranking
+    }
+
+    #[test]
+    fn rank_equals_brute_force() {
+        let (_, _, space) = fixture();
+        let r = check_against_brute_force(&space);
+        assert!(r.balanced.len() == 5 && r.pareto.len() >= 2);
+    }
+
+    #[test]
+    fn rank_equals_brute_force_on_a_tight_gpu() {
+        let (_, _, space) = fixture();
+        let r = check_against_brute_force(&Space { usable_bytes: 14 << 30, ..space });
+        assert!(!r.fitting.is_empty() && r.fitting.iter().any(|p| p.plan.method == Method::Qlora));
+    }
+
+    #[test]
+    fn rank_says_how_far_over_when_nothing_fits() {
+        let (_, _, space) = fixture();
+        let r = check_against_brute_force(&Space { usable_bytes: 3 << 30, ..space });
+        let s = r.nothing_fits.expect("nothing fits in 3 GiB");
+        assert_eq!(s.leanest.expect("leanest").plan.method, Method::Qlora);
+    }
+
+    #[test]
+    fn rank_equals_brute_force_with_sharding() {
+        let (_, _, space) = fixture();
+        let base = Plan { num_gpus: 4, distributed: Distributed::Ddp, ..space.base.clone() };
+        let space = Space {
+            base,
+            lora_r: vec![8, 64],
+            freeze: vec![0.0, 0.5],
+            distributed: vec![Distributed::Ddp, Distributed::Fsdp, Distributed::Zero2, Distributed::Zero3],
+            usable_bytes: 14 << 30,
+            ..space
+        };
+        let r = check_against_brute_force(&space);
+        assert!(r.fitting.iter().any(|p| p.plan.distributed == Distributed::Zero3));
+    }
+
+    #[test]
+    fn quantized_bases_are_never_sharded_in_the_space() {
+        let (_, _, space) = fixture();
+        let base = Plan { num_gpus: 8, distributed: Distributed::Ddp, ..space.base.clone() };
+        let space = Space { base, distributed: vec![Distributed::Ddp, Distributed::Fsdp, Distributed::Zero3], ..space };
+        let outers = space.outer_plans();
+        assert!(outers.iter().any(|p| p.method == Method::Qlora && p.distributed == Distributed::Ddp));
+        assert!(outers.iter().any(|p| p.method == Method::Full && p.distributed == Distributed::Zero3));
+        assert!(!outers
+            .iter()
+            .any(|p| p.method == Method::Qlora && matches!(p.distributed, Distributed::Fsdp | Distributed::Zero3)));
+    }
+
+    #[test]
+    fn the_fit_rule_is_inclusive_and_usable_memory_truncates() {
+        assert!(fits(100, 100));
+        assert!(!fits(101, 100));
+        // 24 GiB × 0.92 = 23,708,219,473.92 → 23,708,219,473 bytes
+        assert_eq!(usable_bytes(25_769_803_776, 0.08).unwrap(), 23_708_219_473);
+        assert!(usable_bytes(1, 0.95).is_err());
     }
 }

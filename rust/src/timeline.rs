@@ -373,6 +373,13 @@ pub struct Evaluation {
     pub step_seconds: Option<f64>,
 }
 
+impl Evaluation {
+    /// The device terms added to the peak allocated memory.
+    pub fn device(&self) -> DeviceTerms {
+        self.device
+    }
+}
+
 fn check_batch(batch: u64, accumulation: u64) -> Result<()> {
     for (field, v) in [("per_device_train_batch_size", batch), ("gradient_accumulation_steps", accumulation)] {
         if !(1..=1 << 16).contains(&v) {

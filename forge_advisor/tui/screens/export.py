@@ -78,16 +78,18 @@ class ExportScreen(ForgeModal):
         peak = report["memory"]["peak_reserved_bytes"] if report else None
         data = self.query_one("#data", Input).value.strip() or "train.jsonl"
         output = self.query_one("#output", Input).value.strip() or "forge-output"
+        # (base preset, plan): the plan the editor priced, diffed against its preset once per format
+        plan = c.get("plan") or c["overrides"]
         try:
-            doc = ex.plan_document(c["model"], c["preset"], c["overrides"], gpu=c["gpu"], estimate=report)
+            doc = ex.plan_document(c["model"], c["preset"], plan, gpu=c["gpu"], estimate=report)
             self.texts = {
-                "train": ex.format_command(ex.train_argv(c["model"], c["preset"], c["overrides"], gpu=c["gpu"],
+                "train": ex.format_command(ex.train_argv(c["model"], c["preset"], plan, gpu=c["gpu"],
                                                          data=data, output=output, predicted_peak_bytes=peak), 72),
-                "estimate": ex.format_command(ex.estimate_argv(c["model"], c["preset"], c["overrides"], gpu=c["gpu"],
+                "estimate": ex.format_command(ex.estimate_argv(c["model"], c["preset"], plan, gpu=c["gpu"],
                                                                dataset_tokens=c.get("dataset_tokens")), 72),
                 "json": ex.plan_json(doc),
                 "yaml": ex.plan_yaml(doc),
-                "python": ex.preset_snippet(c["model"], c["preset"], c["overrides"], gpu=c["gpu"], output=output),
+                "python": ex.preset_snippet(c["model"], c["preset"], plan, gpu=c["gpu"], output=output),
             }
         except ForgeError as exc:
             self.texts = {k: f"# cannot export this plan: {exc}\n" for k in FILES}
@@ -108,8 +110,12 @@ class ExportScreen(ForgeModal):
     def action_save(self) -> None:
         tab = self.current()
         path = self.directory / FILES[tab][1]
+        text = self.texts.get(tab, "")
+        script = path.suffix == ".sh"
         try:
-            path.write_text(self.texts.get(tab, ""), encoding="utf-8")
+            path.write_text(("#!/bin/sh\n" + text + "\n") if script else text, encoding="utf-8")
+            if script:  # a script runs as ./forge-train.sh: owner, group and others may execute it
+                path.chmod(path.stat().st_mode | 0o111)
         except OSError as exc:
             self.query_one("#export-status", Static).update(f"error: {path}: {exc.strerror or exc}")
             return

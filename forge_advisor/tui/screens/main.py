@@ -8,7 +8,6 @@ catalog (a Hub id) and probing NVML run in thread workers.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +36,6 @@ if TYPE_CHECKING:
 __all__ = ["MainScreen"]
 
 HINT = "←/→ turn · type digits · ↑/↓ move · a advise · e export · t train · ? help"
-_FIELD = re.compile(r"^([a-z_0-9]+)=")
 
 
 class MainScreen(ForgeScreen):
@@ -84,6 +82,7 @@ class MainScreen(ForgeScreen):
     def on_mount(self) -> None:
         app = self.forge
         self.preset = app.initial_preset
+        self.overrides = dict(app.initial_overrides)
         self.query_one(PlanEditor).knob("preset").focus()
         self._show_targets()
         for note in app.startup_notes:
@@ -130,8 +129,7 @@ class MainScreen(ForgeScreen):
             speed.show(ev)
             self.say(Text(HINT, style="dim"))
         else:
-            m = _FIELD.match(ev.error or "")
-            editor.mark_invalid(m.group(1) if m else None)
+            editor.mark_invalid(ev.error_field)
             editor.show(self.preset, None, self.dataset_tokens, self.overrides)
             if self.last_good is not None:
                 memory.show(self.last_good, stale=True)
@@ -267,9 +265,17 @@ class MainScreen(ForgeScreen):
     def _candidate_chosen(self, candidate: Any) -> None:
         if candidate is None:
             return
-        self.load_plan(str(candidate.preset), dict(candidate.overrides))
+        from forge_advisor.export import plan_diff
+
+        # the candidate is (base preset, plan): the editor's knobs are the plan's fields that differ
+        try:
+            changes = plan_diff(str(candidate.preset), candidate.plan, self.forge.gpu)
+        except ForgeError as exc:
+            self.say(f"error: {exc}", "error")
+            return
+        self.load_plan(str(candidate.preset), changes)
         if self.evaluation.ok:
-            self.say(f"loaded the advisor's plan: {candidate.preset} {_short(candidate.overrides)}", "success")
+            self.say(f"loaded the advisor's plan: {candidate.preset} {_short(changes)}", "success")
 
     def action_export(self) -> None:
         if not self._need_plan() or not self.evaluation.ok:
@@ -298,6 +304,8 @@ class MainScreen(ForgeScreen):
             "headroom": app.headroom,
             "preset": self.preset,
             "overrides": dict(self.overrides),
+            # the plan the editor priced last (None while a value is bad): with the preset, what is exported
+            "plan": self.evaluation.result.plan if self.evaluation.ok and self.evaluation.result is not None else None,
             "dataset_tokens": self.dataset_tokens,
             "evaluation": self.evaluation,
         }

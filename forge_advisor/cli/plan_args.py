@@ -1,0 +1,153 @@
+"""The plan's flags, defined once for every command (estimate, recommend, fit, tui, train).
+
+Each Plan field is a flag under its Hugging Face name (``--per-device-train-batch-size``,
+``--max-length``, ``--gradient-accumulation-steps``, ``--optim``,
+``--attn-implementation``…) and answers to the same short aliases everywhere
+(``--batch-size``, ``--seq-len``, ``--grad-accum``, ``--optimizer``, ``--attn``), so a command
+printed by one command runs in every other where it makes sense. Choices come from the plan's
+enums (the core's lists), never from a hand-written copy.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from forge_advisor.plan import ATTENTION, DISTRIBUTED, DTYPES, OPTIMIZERS
+
+__all__ = [
+    "ALIASES", "PLAN_FLAGS", "PlanFlag", "add_plan_arguments", "add_preset_arguments", "flag_value", "parse_bool",
+    "parser_for", "plan_overrides", "preset_field_overrides",
+]
+
+
+def parse_bool(text: str) -> bool:
+    t = text.strip().lower()
+    if t in ("1", "true", "yes", "on"):
+        return True
+    if t in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+
+
+def _opt_bool(text: str) -> bool | None:
+    return None if text.strip().lower() in ("auto", "none", "null") else parse_bool(text)
+
+
+def _opt_str(text: str) -> str | None:
+    return None if text.strip().lower() in ("auto", "none", "null") else text
+
+
+def parser_for(type_text: str) -> Any:
+    """The argparse type of a preset field from its annotation (a string here: the presets
+    use ``from __future__ import annotations``)."""
+    return {"int": int, "float": float, "bool": parse_bool, "bool | None": _opt_bool, "str": str}.get(type_text, _opt_str)
+
+
+def _targets(text: str) -> str | tuple[str, ...]:
+    if text.strip() == "all-linear":
+        return "all-linear"
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+@dataclass(frozen=True)
+class PlanFlag:
+    field: str  # the Plan field (Hugging Face name)
+    aliases: tuple[str, ...]  # short flags that mean the same
+    type: Any
+    metavar: str | None
+    help: str
+    choices: tuple[str, ...] | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.field.replace("_", "-")
+
+    @property
+    def flags(self) -> list[str]:
+        return [self.flag, *self.aliases]
+
+
+PLAN_FLAGS: tuple[PlanFlag, ...] = (
+    PlanFlag("lora_r", (), int, "R", "LoRA rank"),
+    PlanFlag("lora_alpha", (), int, "A", "LoRA alpha"),
+    PlanFlag("lora_dropout", (), float, "P", "LoRA dropout probability"),
+    PlanFlag("lora_target_modules", (), _targets, "a,b|all-linear", "modules to adapt (default: attention q/k/v/o)"),
+    PlanFlag("per_device_train_batch_size", ("--batch-size",), int, "N", "sequences per device per micro-batch"),
+    PlanFlag("gradient_accumulation_steps", ("--grad-accum",), int, "N", "micro-batches per optimizer step"),
+    PlanFlag("max_length", ("--seq-len",), int, "T", "sequence length in tokens"),
+    PlanFlag("freeze_ratio", (), float, "F", "freeze embeddings and this fraction of the lowest layers"),
+    PlanFlag("gradient_checkpointing", (), parse_bool, "BOOL",
+             "recompute activations in backward (bare flag = true; --no-gradient-checkpointing = false)"),
+    PlanFlag("attn_implementation", ("--attn",), str, None, "attention implementation", ATTENTION),
+    PlanFlag("optim", ("--optimizer",), str, None, "optimizer (TrainingArguments.optim)", OPTIMIZERS),
+    PlanFlag("dtype", (), str, None, "bf16/fp16 pure half, amp-* fp32 master + autocast, fp32", DTYPES),
+    PlanFlag("num_gpus", (), int, "N", "number of GPUs"),
+    PlanFlag("distributed", (), str, None, "multi-GPU strategy", DISTRIBUTED),
+)
+
+# Plan field -> its short aliases (train adds them to its preset-field flags)
+ALIASES: dict[str, tuple[str, ...]] = {f.field: f.aliases for f in PLAN_FLAGS if f.aliases}
+
+
+def add_plan_arguments(p: argparse.ArgumentParser | Any, fields: Iterable[str] | None = None, *, title: str | None = None) -> None:
+    """Add the plan's flags (all, or those of ``fields``) to ``p``; each stores into
+    ``args.<field>`` (None when not given)."""
+    wanted = None if fields is None else set(fields)
+    g = p.add_argument_group(title) if title else p
+    for f in PLAN_FLAGS:
+        if wanted is not None and f.field not in wanted:
+            continue
+        if f.field == "gradient_checkpointing":
+            g.add_argument(f.flag, dest=f.field, nargs="?", const=True, default=None, type=parse_bool,
+                           metavar=f.metavar, help=f.help)
+            g.add_argument("--no-gradient-checkpointing", dest=f.field, action="store_false", help=argparse.SUPPRESS)
+            continue
+        g.add_argument(*f.flags, dest=f.field, type=f.type, metavar=f.metavar, choices=f.choices, default=None,
+                       help=f.help + (f" (also {', '.join(f.aliases)})" if f.aliases else ""))
+
+
+def add_preset_arguments(p: argparse.ArgumentParser | Any, *, skip: Iterable[str] = (), title: str | None = None) -> None:
+    """Every preset field as a flag under its Hugging Face name (``--learning-rate``,
+    ``--per-device-train-batch-size``…) with the plan's short aliases, storing into
+    ``args.ov_<field>``; a bare boolean flag means true, ``--no-gradient-checkpointing`` false."""
+    import dataclasses
+
+    from forge_advisor.presets.base import BasePreset
+
+    skipped = set(skip)
+    g = p.add_argument_group(title) if title else p
+    for f in dataclasses.fields(BasePreset):
+        if f.name in skipped:
+            continue
+        kind = str(f.type)
+        bare = {"nargs": "?", "const": True} if kind == "bool" else {}
+        g.add_argument(f"--{f.name.replace('_', '-')}", *ALIASES.get(f.name, ()), dest=f"ov_{f.name}", type=parser_for(kind),
+                       **bare, metavar=f.name.upper() if len(f.name) < 14 else "V",
+                       help=argparse.SUPPRESS if f.name.startswith("bnb_") else None)
+        if f.name == "gradient_checkpointing":
+            g.add_argument("--no-gradient-checkpointing", dest="ov_gradient_checkpointing", action="store_false",
+                           help=argparse.SUPPRESS)
+
+
+def preset_field_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The preset fields given as flags (``add_preset_arguments``)."""
+    return {k[3:]: v for k, v in vars(args).items() if k.startswith("ov_") and v is not None}
+
+
+def plan_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The Plan fields given on the command line, by Hugging Face name."""
+    return {f.field: getattr(args, f.field) for f in PLAN_FLAGS if getattr(args, f.field, None) is not None}
+
+
+def flag_value(value: Any) -> str:
+    """How a plan value is written on the command line (the inverse of the flags' types)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
