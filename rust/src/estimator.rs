@@ -219,7 +219,13 @@ impl Estimator {
                 }
             }
         }
-        let w = Widths::of(plan.dtype);
+        // FSDP2 computes with the gathered `param_dtype` units: activations as that dtype's (fsdp.rs)
+        let act_plan = if crate::fsdp::applies(plan) && plan.dtype.is_amp() {
+            std::borrow::Cow::Owned(Plan { dtype: crate::fsdp::compute_dtype(plan.dtype), ..plan.clone() })
+        } else {
+            std::borrow::Cow::Borrowed(plan)
+        };
+        let w = Widths::of(act_plan.dtype);
         let pb = plan.dtype.param_bytes();
         let full = plan.method == Method::Full;
         let frozen = self.frozen_layers(plan);
@@ -309,6 +315,8 @@ impl Estimator {
         let mut weights = weights;
         let mut gradients = gradients;
         let mut dist_buffers = 0u64;
+        let mut fsdp_accum_gradients = None;
+        let mut fsdp_units = crate::fsdp::PhaseBytes::default();
         match plan.distributed {
             Distributed::None => {}
             // DDP buckets hold a second copy of the grads (gradient_as_bucket_view=False)
@@ -319,7 +327,20 @@ impl Estimator {
                 gradients /= n_gpus;
                 dist_buffers = sat(500_000_000, grad_bytes_per).min(sat(trainable, grad_bytes_per)); // reduce bucket
             }
-            Distributed::Fsdp | Distributed::Zero3 => {
+            Distributed::Fsdp => {
+                states /= n_gpus;
+                temporaries /= n_gpus;
+                // earlier micro-batches' grads stay unsharded until the last one reduces (fsdp.rs)
+                fsdp_accum_gradients = Some(gradients);
+                gradients /= n_gpus;
+                weights /= n_gpus;
+                let (units, gb) = (crate::fsdp::Units::of(an, shape.tie_word_embeddings), crate::fsdp::gather_bytes(plan.dtype));
+                fsdp_units = crate::fsdp::PhaseBytes {
+                    backward_end_sync: crate::fsdp::backward_end_sync(&units, gb, grad_bytes_per, n_gpus, embed_trains, full),
+                    ..crate::fsdp::unit_bytes(&units, gb)
+                };
+            }
+            Distributed::Zero3 => {
                 states /= n_gpus;
                 temporaries /= n_gpus;
                 gradients /= n_gpus;
@@ -330,6 +351,7 @@ impl Estimator {
                 dist_buffers = sat(largest_layer, 2 * 2 * w.e);
             }
         }
+        let accum_gradients = fsdp_accum_gradients.unwrap_or(gradients);
         let reference_model = if plan.trainer == Trainer::Dpo && full { weights } else { 0 };
 
         // ---- activations per layer (per token; multiplied out in `finish`) ---------------
@@ -343,7 +365,7 @@ impl Estimator {
         // Consecutive layers with the same type, liveness and input-grad flag save, keep and
         // free exactly the same bytes: each such segment is priced once. Liveness changes at
         // `frozen`; the input flag can change once, after the first layer in the graph.
-        let cx = PlanCtx::new(shape, plan, gpu);
+        let cx = PlanCtx::new(shape, &act_plan, gpu);
         let ctx = plan.max_length;
         let ckpt_kept = Segment::per_token(&layer_checkpointed(shape, w), ctx);
         out.est = self;
@@ -377,7 +399,7 @@ impl Estimator {
                             kept: if plan.gradient_checkpointing { ckpt_kept } else { full_saved },
                             full: full_saved,
                             transient: *transient
-                                .get_or_insert_with(|| Segment::per_token(&layer_backward_transient(shape, info, plan), ctx)),
+                                .get_or_insert_with(|| Segment::per_token(&layer_backward_transient(shape, info, &act_plan), ctx)),
                             constant: saved.constant,
                             layer_grads: sat(tp, grad_bytes_per) / grad_scale,
                         });
@@ -462,6 +484,8 @@ impl Estimator {
             paged,
             autocast_copies,
             gradients,
+            accum_gradients,
+            fsdp_units,
             head_grad,
             held_head,
             vh,

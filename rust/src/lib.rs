@@ -6,6 +6,7 @@ pub mod activations;
 pub mod analysis;
 pub mod error;
 pub mod estimator;
+pub mod fsdp;
 pub mod gpu;
 pub mod objective;
 pub mod plan;
