@@ -24,6 +24,8 @@ Optim = Literal[
 ]
 Attention = Literal["sdpa", "flash_attention_2", "eager"]
 Distributed = Literal["none", "ddp", "fsdp", "zero2", "zero3"]
+# transformers.BitsAndBytesConfig(bnb_4bit_quant_storage=...) spellings
+QuantStorage = Literal["uint8", "bfloat16", "float16", "float32"]
 
 METHODS: tuple[str, ...] = get_args(Method)
 TRAINERS: tuple[str, ...] = get_args(Trainer)
@@ -31,6 +33,7 @@ DTYPES: tuple[str, ...] = get_args(Dtype)
 OPTIMIZERS: tuple[str, ...] = get_args(Optim)
 ATTENTION: tuple[str, ...] = get_args(Attention)
 DISTRIBUTED: tuple[str, ...] = get_args(Distributed)
+QUANT_STORAGES: tuple[str, ...] = get_args(QuantStorage)
 
 MAX_BATCH = 1 << 16
 MAX_LENGTH = 1 << 24  # 16M tokens: beyond any published context window
@@ -75,6 +78,15 @@ class Plan:
     # several GPUs
     num_gpus: int = 1
     distributed: Distributed = "none"
+    # FSDP-QLoRA / ZeRO-3 + QLoRA: the packed 4-bit weights stored in a float dtype (the
+    # compute dtype) shard like any parameter; "uint8" (bitsandbytes' default) cannot shard
+    bnb_4bit_quant_storage: QuantStorage = "uint8"
+    # memory levers: TrainingArguments `use_liger_kernel`, trl `activation_offloading`,
+    # DeepSpeed `offload_optimizer` (zero2/zero3), FSDP `offload_params` / ZeRO-3 `offload_param`
+    use_liger_kernel: bool = False
+    activation_offloading: bool = False
+    offload_optimizer: bool = False
+    offload_params: bool = False
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -107,9 +119,20 @@ class Plan:
             object.__setattr__(self, "distributed", "ddp")
         if self.distributed != "none" and self.num_gpus == 1:
             object.__setattr__(self, "distributed", "none")
-        if self.method in ("qlora", "lora_8bit") and self.distributed in ("fsdp", "zero3"):
-            # bitsandbytes-quantized bases shard only with extra setup (FSDP-QLoRA); keep plans honest
-            pass
+        _choice("bnb_4bit_quant_storage", self.bnb_4bit_quant_storage, QUANT_STORAGES)
+        for name in ("use_liger_kernel", "activation_offloading", "offload_optimizer", "offload_params"):
+            if not isinstance(getattr(self, name), bool):
+                raise ForgeError(f"{name}={getattr(self, name)!r} must be true or false")
+        if self.offload_optimizer and self.distributed not in ("zero2", "zero3"):
+            raise ForgeError(
+                f"offload_optimizer=True with distributed={self.distributed!r}: DeepSpeed zero2/zero3 offloads "
+                "the optimizer (FSDP does it with offload_params)"
+            )
+        if self.offload_params and self.distributed not in ("fsdp", "zero3"):
+            raise ForgeError(
+                f"offload_params=True with distributed={self.distributed!r}: only sharded parameters are "
+                "offloaded (fsdp or zero3)"
+            )
 
     @property
     def uses_lora(self) -> bool:

@@ -93,13 +93,18 @@ pub fn applies(plan: &Plan) -> bool {
 /// `gb` bytes per parameter.
 pub fn unit_bytes(u: &Units, gb: u64) -> PhaseBytes {
     let b = |n: u64| n.saturating_mul(gb);
-    let last_gathered = if u.tied { u.layer } else { u.tail };
-    let tail_in_backward = if u.tied { u.tail } else { 0 };
+    phase_bytes(b(u.layer), b(u.tail), b(u.embed), u.tied)
+}
+
+/// [`unit_bytes`] from the units' gathered bytes (a 4-bit layer gathers its packed storage).
+pub fn phase_bytes(layer: u64, tail: u64, embed: u64, tied: bool) -> PhaseBytes {
+    let last_gathered = if tied { layer } else { tail };
+    let tail_in_backward = if tied { tail } else { 0 };
     PhaseBytes {
-        forward: b(u.tail).saturating_add(b(last_gathered)),
-        loss_backward: b(u.tail),
-        layer_backward: b(u.layer).saturating_mul(2).saturating_add(b(tail_in_backward)),
-        backward_end: b(if u.tied { u.tail } else { u.embed }),
+        forward: tail.saturating_add(last_gathered),
+        loss_backward: tail,
+        layer_backward: layer.saturating_mul(2).saturating_add(tail_in_backward),
+        backward_end: if tied { tail } else { embed },
         backward_end_sync: 0,
     }
 }

@@ -7,6 +7,7 @@ pub mod analysis;
 pub mod error;
 pub mod estimator;
 pub mod fsdp;
+pub mod levers;
 pub mod gpu;
 pub mod objective;
 pub mod plan;

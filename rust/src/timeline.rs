@@ -145,6 +145,11 @@ pub(crate) struct Scalars {
     /// FSDP2's unsharded units per phase (zero for other plans).
     pub(crate) fsdp_units: crate::fsdp::PhaseBytes,
     pub(crate) head_grad: u64,
+    /// Liger's fused linear cross-entropy: (hidden, vocab, compute bytes, head grad bytes).
+    pub(crate) liger: Option<(u64, u64, u64, u64)>,
+    /// Host memory of the offloading levers: fixed, and per token of a micro-batch.
+    pub(crate) host_fixed: u64,
+    pub(crate) host_per_token: u64,
     pub(crate) held_head: u64,
     pub(crate) vh: u64,
     pub(crate) embed_trains: bool,
@@ -237,6 +242,7 @@ impl Prepared<'_> {
             step_seconds: ev.step_seconds,
             mfu: self.s.speed.zip(ev.tokens_per_second).map(|(m, tps)| m.mfu(self.s.flops_per_token, tps)),
             quality: self.s.quality,
+            host_memory_bytes: self.s.host_fixed.saturating_add(sat(self.s.host_per_token, sat(batch, self.s.tokens_per_sequence))),
         })
     }
 
@@ -255,8 +261,11 @@ impl Prepared<'_> {
         let tokens = sat(batch, self.s.tokens_per_sequence);
         let tail_saved = sat(tokens, self.s.tail_per_token);
         let tv = sat(tokens, shape.vocab_size);
-        let (logits_fwd, logits_saved, logits_bwd) =
+        let (mut logits_fwd, logits_saved, logits_bwd) =
             (sat(tv, self.s.logits_per_tv.0), sat(tv, self.s.logits_per_tv.1), sat(tv, self.s.logits_per_tv.2));
+        if let Some((h, v, e, head_grad)) = self.s.liger {
+            logits_fwd = crate::levers::liger_forward_transient(tokens, h, v, e, head_grad);
+        }
 
         // ---- timeline --------------------------------------------------------------------
         let fixed = self.s.fixed;
@@ -457,7 +466,8 @@ impl Prepared<'_> {
         };
         for accum in [false, true] {
             let mut lines = Lines::default();
-            lines.complete = self.lines_for(accum, &mut lines).is_some();
+            // Liger's chunk is a power of two of the tokens: not affine, walk the phases
+            lines.complete = self.s.liger.is_none() && self.lines_for(accum, &mut lines).is_some();
             self.lines[usize::from(accum)] = lines;
         }
     }
