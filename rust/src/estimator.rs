@@ -536,6 +536,13 @@ impl Estimator {
             num_gpus: plan.num_gpus,
             gradient_checkpointing: plan.gradient_checkpointing,
             speed: gpu.and_then(|g| crate::throughput::SpeedModel::new(self, plan, g)),
+            overhead: gpu.map(|g| {
+                // comm.rs: collectives per step, offload transfers, CPU optimizer
+                let gathered = if matches!(plan.distributed, Distributed::Fsdp | Distributed::Zero3) { crate::fsdp::gather_bytes(plan.dtype) } else { pb };
+                let param_bytes = if plan.method == Method::Qlora { qlora_packed + sat(an.total_params - layer_lin_w, gathered) } else { sat(an.total_params, gathered) };
+                let largest = sat(an.largest_layer_params, gathered);
+                crate::comm::Overhead::new(plan, &g.name, g.compute_capability.as_deref(), param_bytes, sat(trainable, grad_bytes_per), largest, trainable, host_per_token)
+            }),
             tail_per_token,
             logits_per_tv,
             fixed: base.entries().iter().map(|&(_, x)| x as u128).sum(),

@@ -4,6 +4,7 @@
 
 pub mod activations;
 pub mod analysis;
+pub mod comm;
 pub mod error;
 pub mod estimator;
 pub mod fsdp;

@@ -128,6 +128,8 @@ pub(crate) struct Scalars {
     pub(crate) num_gpus: u64,
     pub(crate) gradient_checkpointing: bool,
     pub(crate) speed: Option<SpeedModel>,
+    /// Communication and offloading seconds beyond compute (comm.rs).
+    pub(crate) overhead: Option<crate::comm::Overhead>,
     pub(crate) tail_per_token: u64,
     pub(crate) logits_per_tv: (u64, u64, u64),
     /// The terms alive in every phase: weights, quantisation state, adapters, reference
@@ -198,7 +200,12 @@ impl Prepared<'_> {
         let (tokens_per_second, step_seconds) = match &self.s.speed {
             Some(m) => {
                 let (tps, step) = m.speed(self.s.flops_per_token, batch, accumulation, tokens_per_step);
-                (Some(tps), Some(step))
+                let extra = self.s.overhead.map_or(0.0, |o| o.seconds(step, accumulation, sat(batch, self.s.tokens_per_sequence)));
+                if extra > 0.0 {
+                    (Some(tokens_per_step as f64 / (step + extra)), Some(step + extra))
+                } else {
+                    (Some(tps), Some(step))
+                }
             }
             None => (None, None),
         };
