@@ -147,3 +147,25 @@ def test_probe_reads_host_memory():
         first = fh.readline().split()
     assert p.host_memory_total_bytes == int(first[1]) * 1024
     assert p.to_dict()["host_memory_total_bytes"] == p.host_memory_total_bytes
+
+
+def test_activation_offloading_against_fake_cuda_truth():
+    """GPU-side bytes of trl's activation offloading, measured on the fake CUDA device
+    (benches/results/truth_offload.json: each offloaded case with its twin without)."""
+    import json
+    from pathlib import Path
+
+    from benches.truth.faketensor import config_at_depth
+    from forge_advisor.shapes import shape_from_config
+
+    truth = Path(__file__).resolve().parent.parent / "benches" / "results" / "truth_offload.json"
+    cases = {c["name"]: c for c in json.loads(truth.read_text()).values() if "result" in c}
+    offloaded = [c for c in cases.values() if c["plan"].get("activation_offloading")]
+    assert len(offloaded) >= 6
+    for case in offloaded:
+        shape = shape_from_config(config_at_depth(case["config"], case["num_layers"]), case["name"])
+        est = estimate(shape, Plan.from_dict(case["plan"]))
+        measured = case["result"]["peak_allocated_bytes"]
+        assert abs(est.peak_allocated_bytes - measured) / measured < 0.02, case["name"]
+        twin = cases[case["name"].replace("-offload", "-base")]["result"]["peak_allocated_bytes"]
+        assert measured <= twin  # offloading never adds GPU bytes in these cases
