@@ -33,16 +33,18 @@ pub enum Link {
 
 /// The link of a catalog GPU from its name and compute capability (see the module docs).
 pub fn link_of(name: &str, compute_capability: Option<&str>) -> Link {
-    let upper = name.to_ascii_uppercase();
+    // case-insensitive, without allocating (this runs once per prepared plan)
+    let has = |pat: &str| name.as_bytes().windows(pat.len()).any(|w| w.eq_ignore_ascii_case(pat.as_bytes()));
+    let starts = |pat: &str| name.len() >= pat.len() && name.as_bytes()[..pat.len()].eq_ignore_ascii_case(pat.as_bytes());
     let cc: f64 = compute_capability.and_then(|c| c.parse().ok()).unwrap_or(0.0);
-    let nvlink_board = upper.contains("SXM") || upper.contains("NVL") || upper == "H200" || upper.starts_with("B200");
+    let nvlink_board = has("SXM") || has("NVL") || name.eq_ignore_ascii_case("H200") || starts("B200");
     if nvlink_board {
         let generation = if cc >= 10.0 { 5 } else if cc >= 9.0 { 4 } else if cc >= 8.0 { 3 } else { 2 };
         return Link::NvLink { generation };
     }
     // PCIe 5 from Hopper/Blackwell boards on, 4 from Ampere/Ada, 3 before
     let generation = if cc >= 9.0 { 5 } else if cc >= 8.0 { 4 } else { 3 };
-    let geforce = upper.starts_with("RTX ") && !upper.contains("A6000") && !upper.contains("6000 ADA");
+    let geforce = starts("RTX ") && !has("A6000") && !has("6000 ADA");
     Link::Pcie { generation, peer_to_peer: !geforce }
 }
 
