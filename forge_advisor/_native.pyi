@@ -48,6 +48,11 @@ class _PlanLike(Protocol):
     dpo_beta: float
     num_gpus: int
     distributed: str
+    bnb_4bit_quant_storage: str
+    use_liger_kernel: bool
+    activation_offloading: bool
+    offload_optimizer: bool
+    offload_params: bool
 
 class _GpuLike(Protocol):
     name: str
@@ -112,6 +117,16 @@ class Plan:
     def num_gpus(self) -> int: ...
     @property
     def distributed(self) -> str: ...
+    @property
+    def bnb_4bit_quant_storage(self) -> str: ...
+    @property
+    def use_liger_kernel(self) -> bool: ...
+    @property
+    def activation_offloading(self) -> bool: ...
+    @property
+    def offload_optimizer(self) -> bool: ...
+    @property
+    def offload_params(self) -> bool: ...
 
 @final
 class Breakdown:
@@ -153,6 +168,8 @@ class Estimate:
     def peak_reserved_bytes(self) -> int: ...
     @property
     def peak_reserved_upper_bytes(self) -> int: ...
+    @property
+    def host_memory_bytes(self) -> int: ...
     @property
     def peak_phase(self) -> str | None: ...
     @property

@@ -25,6 +25,8 @@ Optim = Literal[
 ]
 Attention = Literal["sdpa", "flash_attention_2", "eager"]
 Distributed = Literal["none", "ddp", "fsdp", "zero2", "zero3"]
+# transformers.BitsAndBytesConfig(bnb_4bit_quant_storage=...) spellings
+QuantStorage = Literal["uint8", "bfloat16", "float16", "float32"]
 
 # the choices and ranges are the core's (rust/src/plan.rs CHOICES, INT_RANGES, FLOAT_RANGES);
 # the Literal types above spell the same names for type checkers (tests/test_native_surface.py)
@@ -34,9 +36,11 @@ DTYPES: tuple[str, ...] = PLAN_CHOICES["dtype"]
 OPTIMIZERS: tuple[str, ...] = PLAN_CHOICES["optim"]
 ATTENTION: tuple[str, ...] = PLAN_CHOICES["attn_implementation"]
 DISTRIBUTED: tuple[str, ...] = PLAN_CHOICES["distributed"]
+QUANT_STORAGES: tuple[str, ...] = PLAN_CHOICES["bnb_4bit_quant_storage"]
 LITERALS: dict[str, tuple[str, ...]] = {
     "method": get_args(Method), "trainer": get_args(Trainer), "dtype": get_args(Dtype), "optim": get_args(Optim),
     "attn_implementation": get_args(Attention), "distributed": get_args(Distributed),
+    "bnb_4bit_quant_storage": get_args(QuantStorage),
 }
 
 MAX_BATCH = PLAN_INT_RANGES["per_device_train_batch_size"][1]
@@ -94,6 +98,15 @@ class Plan:
     # several GPUs
     num_gpus: int = 1
     distributed: Distributed = "none"
+    # FSDP-QLoRA / ZeRO-3 + QLoRA: the packed 4-bit weights stored in a float dtype (the
+    # compute dtype) shard like any parameter; "uint8" (bitsandbytes' default) cannot shard
+    bnb_4bit_quant_storage: QuantStorage = "uint8"
+    # memory levers: TrainingArguments `use_liger_kernel`, trl `activation_offloading`,
+    # DeepSpeed `offload_optimizer` (zero2/zero3), FSDP `offload_params` / ZeRO-3 `offload_param`
+    use_liger_kernel: bool = False
+    activation_offloading: bool = False
+    offload_optimizer: bool = False
+    offload_params: bool = False
 
     def __post_init__(self) -> None:
         for name in PLAN_CHOICES:
@@ -117,6 +130,20 @@ class Plan:
             object.__setattr__(self, "distributed", "ddp")
         if self.distributed != "none" and self.num_gpus == 1:
             object.__setattr__(self, "distributed", "none")
+        for name in ("use_liger_kernel", "activation_offloading", "offload_optimizer", "offload_params"):
+            if not isinstance(getattr(self, name), bool):
+                raise ForgeError(f"{name}={getattr(self, name)!r} must be true or false", field=name,
+                                 value=repr(getattr(self, name)), allowed="true or false")
+        if self.offload_optimizer and self.distributed not in ("zero2", "zero3"):
+            raise ForgeError(
+                f"offload_optimizer=True with distributed={self.distributed!r}: DeepSpeed zero2/zero3 offloads "
+                "the optimizer (FSDP does it with offload_params)"
+            )
+        if self.offload_params and self.distributed not in ("fsdp", "zero3"):
+            raise ForgeError(
+                f"offload_params=True with distributed={self.distributed!r}: only sharded parameters are "
+                "offloaded (fsdp or zero3)"
+            )
 
     @property
     def uses_lora(self) -> bool:

@@ -63,6 +63,22 @@ cudaError_t cudaStreamGetCaptureInfo(cudaStream_t s, enum cudaStreamCaptureStatu
 cudaError_t cudaThreadExchangeStreamCaptureMode(enum cudaStreamCaptureMode *m){ return cudaSuccess; }
 cudaError_t cudaDeviceSynchronize(void){ return cudaSuccess; }
 cudaError_t cudaStreamSynchronize(cudaStream_t s){ return cudaSuccess; }
+/* streams and events for FSDP2's side streams (benches/truth/fsdp2.py): handles only */
+static char fake_handles[4096]; static int next_handle = 1;
+static void *new_handle(void){ return &fake_handles[(next_handle++) % 4096]; }
+cudaError_t cudaStreamCreateWithPriority(cudaStream_t *s, unsigned int f, int p){ *s = (cudaStream_t)new_handle(); return cudaSuccess; }
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int f){ *s = (cudaStream_t)new_handle(); return cudaSuccess; }
+cudaError_t cudaStreamCreate(cudaStream_t *s){ *s = (cudaStream_t)new_handle(); return cudaSuccess; }
+cudaError_t cudaStreamDestroy(cudaStream_t s){ return cudaSuccess; }
+cudaError_t cudaStreamQuery(cudaStream_t s){ return cudaSuccess; }
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int f){ return cudaSuccess; }
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int f){ *e = (cudaEvent_t)new_handle(); return cudaSuccess; }
+cudaError_t cudaEventCreate(cudaEvent_t *e){ *e = (cudaEvent_t)new_handle(); return cudaSuccess; }
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s){ return cudaSuccess; }
+cudaError_t cudaEventRecordWithFlags(cudaEvent_t e, cudaStream_t s, unsigned int f){ return cudaSuccess; }
+cudaError_t cudaEventQuery(cudaEvent_t e){ return cudaSuccess; }
+cudaError_t cudaEventSynchronize(cudaEvent_t e){ return cudaSuccess; }
+cudaError_t cudaEventDestroy(cudaEvent_t e){ return cudaSuccess; }
 """
 
 DRIVER_STUB = r"""

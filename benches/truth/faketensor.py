@@ -72,7 +72,12 @@ trainer     ``sft``: as above. ``dpo``: trl 1.16's ``DPOTrainer`` step: chosen a
             frozen model in the policy's dtype for ``full``, peft's disabled adapter for LoRA --,
             the sigmoid loss, ``disable_dropout=True``.
 num_gpus / distributed
-            only a single device: anything else raises ``NotImplementedError``.
+            only a single device: anything else raises ``NotImplementedError`` (FSDP2:
+            ``benches/truth/fsdp2.py``).
+activation_offloading (optional: only cases that name it carry it in their hash)
+            trl's ``get_act_offloading_ctx_manager(model)`` entered around each micro-batch's
+            forward and backward, as ``SFTTrainer.training_step`` does: saved tensors move to
+            (fake) pinned host memory, which MemTracker counts on the CPU, not the GPU.
 """
 
 from __future__ import annotations
@@ -117,6 +122,10 @@ PLAN_DEFAULTS: dict[str, Any] = {
     "distributed": "none",
 }
 
+# Plan fields measured only when a case names them (so the hash of every other case, and
+# its cached result, stays the same): trl's `activation_offloading`.
+OPTIONAL_PLAN_FIELDS = ("activation_offloading",)
+
 CATEGORY_NAMES = {
     "Parameter": "parameters",
     "Buffer": "buffers",
@@ -134,7 +143,7 @@ MAX_GRAD_NORM = 1.0
 def resolve_plan(plan: dict[str, Any] | None) -> dict[str, Any]:
     """Plan defaults filled in; validated with ``forge_advisor.plan.Plan`` when it imports."""
     plan = dict(plan or {})
-    unknown = sorted(set(plan) - set(PLAN_DEFAULTS))
+    unknown = sorted(set(plan) - set(PLAN_DEFAULTS) - set(OPTIONAL_PLAN_FIELDS))
     if unknown:
         raise ValueError(f"unknown plan field(s) {unknown}; known: {sorted(PLAN_DEFAULTS)}")
     out = {**PLAN_DEFAULTS, **plan}
@@ -150,6 +159,8 @@ def resolve_plan(plan: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def check_supported(p: dict[str, Any]) -> None:
+    if p.get("activation_offloading") and p["trainer"] != "sft":
+        raise NotImplementedError("activation_offloading is trl's SFTTrainer option: trainer='sft' only")
     if p["method"] in ("qlora", "lora_8bit"):
         raise NotImplementedError(
             f"method={p['method']!r}: bitsandbytes-quantized weights cannot run on fake tensors (no kernels, no meta impls)"
@@ -652,6 +663,16 @@ def _measure(config: dict[str, Any], p: dict[str, Any], num_layers: int | None, 
 
             return convert_outputs_to_fp32(torch.autocast("cuda", dtype=amp_dtype)(fn))
 
+        offload_ctx = None
+        if p.get("activation_offloading"):
+            from trl.models.activation_offloading import get_act_offloading_ctx_manager  # noqa: PLC0415
+
+            # trl tells parameters and shared storages apart by `untyped_storage().data_ptr()`,
+            # which is 0 for every fake storage: give each its StorageImpl address instead,
+            # unique per live storage as a real device pointer is
+            orig_data_ptr = torch.UntypedStorage.data_ptr
+            torch.UntypedStorage.data_ptr = lambda st: orig_data_ptr(st) or st._cdata
+            offload_ctx = get_act_offloading_ctx_manager(model)
         policy_fwd = wrap(model.forward)
         ref_fwd = wrap(ref_model.forward) if ref_model is not None else None
 
@@ -744,8 +765,15 @@ def _measure(config: dict[str, Any], p: dict[str, Any], num_layers: int | None, 
                             leaf.untyped_storage().resize_(0)
                         del leaf
 
+                # trl SFTTrainer.training_step runs forward and backward inside the
+                # offloading context (saved tensors go to pinned host memory, MemTracker
+                # counts them on the CPU device, not on the GPU)
+                if offload_ctx is not None:
+                    offload_ctx.__enter__()
                 phase("forward", step, fwd)
                 phase("backward", step, bwd)
+                if offload_ctx is not None:
+                    offload_ctx.__exit__(None, None, None)
 
             def opt():
                 if fp16_scale:

@@ -1,4 +1,5 @@
-"""What NVML sees: GPUs, memory, compute capability, driver. No torch.
+"""What NVML sees: GPUs, memory, compute capability, driver; and the host's memory
+(``/proc/meminfo``), which the offloading levers need. No torch.
 
 :func:`probe` never raises: with no driver, no GPU or no ``pynvml`` it returns a
 :class:`Probe` with no devices and a ``reason``. :func:`gpu_from_nvml` maps one device
@@ -13,7 +14,7 @@ from typing import Any
 
 from forge_advisor.gpus.catalog import GPU, gpu_catalog, normalize
 
-__all__ = ["NvmlRecord", "ProbedDevice", "Probe", "gpu_from_nvml", "catalog_match", "probe"]
+__all__ = ["NvmlRecord", "ProbedDevice", "Probe", "gpu_from_nvml", "catalog_match", "probe", "host_memory", "parse_meminfo"]
 
 # a catalog entry whose memory differs from the device's by more than this is another
 # memory variant sold under the same NVML name (RTX 3060 8GB vs 12GB): keep the NVML name
@@ -64,6 +65,9 @@ class Probe:
     driver_version: str | None = None
     cuda_driver_version: str | None = None  # highest CUDA the driver supports, e.g. "12.4"
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # host RAM from /proc/meminfo (None where the file is absent: not Linux)
+    host_memory_total_bytes: int | None = None
+    host_memory_available_bytes: int | None = None
 
     @property
     def available(self) -> bool:
@@ -78,7 +82,31 @@ class Probe:
             "count": len(self.devices),
             "devices": [d.to_dict() for d in self.devices],
             "notes": list(self.notes),
+            "host_memory_total_bytes": self.host_memory_total_bytes,
+            "host_memory_available_bytes": self.host_memory_available_bytes,
         }
+
+
+def parse_meminfo(text: str) -> tuple[int | None, int | None]:
+    """``(MemTotal, MemAvailable)`` in bytes from ``/proc/meminfo`` text (kB lines:
+    ``MemTotal:       131891292 kB``); None for a line that is missing."""
+    values: dict[str, int] = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        parts = rest.split()
+        if key in ("MemTotal", "MemAvailable") and parts and parts[0].isdigit():
+            scale = 1024 if len(parts) > 1 and parts[1].lower() == "kb" else 1
+            values[key] = int(parts[0]) * scale
+    return values.get("MemTotal"), values.get("MemAvailable")
+
+
+def host_memory(path: str = "/proc/meminfo") -> tuple[int | None, int | None]:
+    """The host's total and available memory in bytes; ``(None, None)`` where unreadable."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as fh:
+            return parse_meminfo(fh.read())
+    except OSError:
+        return None, None
 
 
 def catalog_match(nvml_name: str) -> GPU | None:
@@ -161,7 +189,13 @@ def _visible(records: list[NvmlRecord], env: str | None) -> tuple[list[NvmlRecor
 
 
 def probe() -> Probe:
-    """Ask NVML. Never raises; a machine without GPU or driver gives a Probe with a reason."""
+    """Ask NVML, and read the host's memory. Never raises; a machine without GPU or driver
+    gives a Probe with a reason."""
+    total, available = host_memory()
+    return replace(_probe_nvml(), host_memory_total_bytes=total, host_memory_available_bytes=available)
+
+
+def _probe_nvml() -> Probe:
     try:
         import pynvml
     except Exception as exc:  # ImportError, or a broken install

@@ -1,7 +1,10 @@
 """Accelerate launcher configs for a plan's ``distributed`` field.
 
 ``ddp`` -> MULTI_GPU; ``fsdp`` -> FSDP v2 (full sharding, transformer-block auto-wrap,
-sharded state dicts); ``zero2``/``zero3`` -> DeepSpeed ZeRO stage 2/3. Write the YAML and run
+sharded state dicts); ``zero2``/``zero3`` -> DeepSpeed ZeRO stage 2/3. ``offload_params`` ->
+``fsdp_offload_params`` / ``offload_param_device: cpu``; ``offload_optimizer`` ->
+``offload_optimizer_device: cpu``. QLoRA shards (FSDP-QLoRA, ZeRO-3 + QLoRA) when the plan
+stores the 4-bit weights in a float dtype (``bnb_4bit_quant_storage``, peft's FSDP-QLoRA guide). Write the YAML and run
 ``accelerate launch --config_file accelerate.yaml -m forge_advisor.cli.main train …``.
 Torch-free.
 """
@@ -23,10 +26,15 @@ def accelerate_config(plan: Plan, *, num_machines: int = 1, layer_cls: str | Non
     """The ``accelerate config`` dict for ``plan`` (``plan.num_gpus`` processes per machine)."""
     if plan.distributed == "none":
         raise ForgeError("plan.distributed='none': a single process needs no accelerate config (use num_gpus > 1)")
-    if plan.method in ("qlora", "lora_8bit") and plan.distributed in ("fsdp", "zero3"):
+    if plan.method == "lora_8bit" and plan.distributed in ("fsdp", "zero3"):
         raise ForgeError(
-            f"distributed={plan.distributed!r} with method={plan.method!r}: sharding a bitsandbytes-quantized base "
-            "is not supported by this runner; use ddp or zero2"
+            f"distributed={plan.distributed!r} with method='lora_8bit': an int8 base cannot be sharded; "
+            "use qlora with bnb_4bit_quant_storage=bfloat16, or ddp/zero2"
+        )
+    if plan.method == "qlora" and plan.distributed in ("fsdp", "zero3") and plan.bnb_4bit_quant_storage == "uint8":
+        raise ForgeError(
+            f"distributed={plan.distributed!r} with method='qlora' needs bnb_4bit_quant_storage="
+            f"{'bfloat16' if plan.dtype == 'bf16' else 'float16'} (the compute dtype): uint8 4-bit weights cannot be sharded"
         )
     cfg: dict[str, Any] = {
         "compute_environment": "LOCAL_MACHINE",
@@ -52,7 +60,7 @@ def accelerate_config(plan: Plan, *, num_machines: int = 1, layer_cls: str | Non
             "fsdp_reshard_after_forward": True,
             "fsdp_state_dict_type": "SHARDED_STATE_DICT",
             "fsdp_cpu_ram_efficient_loading": True,
-            "fsdp_offload_params": False,
+            "fsdp_offload_params": plan.offload_params,
             "fsdp_activation_checkpointing": plan.gradient_checkpointing,
         }
     else:
@@ -62,8 +70,8 @@ def accelerate_config(plan: Plan, *, num_machines: int = 1, layer_cls: str | Non
             "zero_stage": stage,
             "gradient_accumulation_steps": plan.gradient_accumulation_steps,
             "gradient_clipping": 1.0,
-            "offload_optimizer_device": "none",
-            "offload_param_device": "none",
+            "offload_optimizer_device": "cpu" if plan.offload_optimizer else "none",
+            "offload_param_device": "cpu" if plan.offload_params else "none",
             **({"zero3_init_flag": True, "zero3_save_16bit_model": True} if stage == 3 else {}),
         }
     return cfg

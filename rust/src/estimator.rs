@@ -127,6 +127,14 @@ pub struct Estimate {
     pub mfu: Option<f64>,
     /// The method's quality score (objective.rs).
     pub quality: f64,
+    /// Host (CPU) memory the plan's offloading levers take per process (levers.rs); absent
+    /// from the JSON when nothing is offloaded.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub host_memory_bytes: u64,
+}
+
+fn is_zero(x: &u64) -> bool {
+    *x == 0
 }
 
 /// A model prepared for estimating many plans.
@@ -223,7 +231,13 @@ impl Estimator {
                 }
             }
         }
-        let w = Widths::of(plan.dtype);
+        // FSDP2 computes with the gathered `param_dtype` units: activations as that dtype's (fsdp.rs)
+        let act_plan = if crate::fsdp::applies(plan) && plan.dtype.is_amp() {
+            std::borrow::Cow::Owned(Plan { dtype: crate::fsdp::compute_dtype(plan.dtype), ..plan.clone() })
+        } else {
+            std::borrow::Cow::Borrowed(plan)
+        };
+        let w = Widths::of(act_plan.dtype);
         let pb = plan.dtype.param_bytes();
         let full = plan.method == Method::Full;
         let frozen = self.frozen_layers(plan);
@@ -239,9 +253,12 @@ impl Estimator {
             Method::Full | Method::Lora => (sat(an.total_params, pb), 0),
             // peft `prepare_model_for_kbit_training` casts every non-quantised half
             // parameter (embeddings, norms, head, biases) to fp32.
+            // With a float `bnb_4bit_quant_storage` (FSDP-QLoRA, peft's guide) the model loads
+            // in that dtype and trl skips the upcast for sharded QLoRA: the rest stays half.
             Method::Qlora => {
                 let (packed, state) = nf4_bytes(layer_lin_w, plan.bnb_4bit_use_double_quant);
-                (packed.saturating_add(sat(an.total_params - layer_lin_w, 4)), state)
+                let rest = if plan.bnb_4bit_quant_storage.is_float() { plan.dtype.compute_bytes() } else { 4 };
+                (packed.saturating_add(sat(an.total_params - layer_lin_w, rest)), state)
             }
             // LLM.int8: int8 weights plus a fp32 scale per output row (SCB).
             Method::Lora8bit => {
@@ -310,9 +327,15 @@ impl Estimator {
 
         // ---- distributed sharding -------------------------------------------------------
         let n_gpus = plan.num_gpus;
+        // 4-bit weights in bitsandbytes' uint8 storage do not shard (plan.rs `QuantStorage`)
+        let qlora_packed = if plan.method == Method::Qlora { layer_lin_w.div_ceil(2) } else { 0 };
+        let replicated = if plan.bnb_4bit_quant_storage.is_float() { 0 } else { qlora_packed };
+        let mut host_fixed = 0u64;
         let mut weights = weights;
         let mut gradients = gradients;
         let mut dist_buffers = 0u64;
+        let mut fsdp_accum_gradients = None;
+        let mut fsdp_units = crate::fsdp::PhaseBytes::default();
         match plan.distributed {
             Distributed::None => {}
             // DDP buckets hold a second copy of the grads (gradient_as_bucket_view=False)
@@ -323,17 +346,56 @@ impl Estimator {
                 gradients /= n_gpus;
                 dist_buffers = sat(500_000_000, grad_bytes_per).min(sat(trainable, grad_bytes_per)); // reduce bucket
             }
-            Distributed::Fsdp | Distributed::Zero3 => {
+            Distributed::Fsdp => {
+                states /= n_gpus;
+                temporaries /= n_gpus;
+                // earlier micro-batches' grads stay unsharded until the last one reduces (fsdp.rs)
+                fsdp_accum_gradients = Some(gradients);
+                gradients /= n_gpus;
+                weights = (weights - replicated) / n_gpus + replicated;
+                let (units, gb) = (crate::fsdp::Units::of(an, shape.tie_word_embeddings), crate::fsdp::gather_bytes(plan.dtype));
+                let mut phases = crate::fsdp::unit_bytes(&units, gb);
+                if plan.method == Method::Qlora {
+                    // a 4-bit layer gathers its packed storage (nothing when uint8: not sharded)
+                    // and its norms; the rest is fp32 after prepare_model_for_kbit_training
+                    // unless the storage is float (see the weights above)
+                    let (lin, other) = an.types.iter().map(|t| (t.linear_weight_params, t.params - t.linear_weight_params)).max().unwrap_or((0, 0));
+                    let rest = if plan.bnb_4bit_quant_storage.is_float() { plan.dtype.compute_bytes() } else { 4 };
+                    let layer = if replicated == 0 { lin.div_ceil(2) } else { 0 } + other * rest;
+                    phases = crate::fsdp::phase_bytes(layer, units.tail * rest, units.embed * rest, units.tied);
+                }
+                fsdp_units = crate::fsdp::PhaseBytes {
+                    backward_end_sync: crate::fsdp::backward_end_sync(&units, gb, grad_bytes_per, n_gpus, embed_trains, full),
+                    ..phases
+                };
+                if plan.offload_params {
+                    // FSDP CPUOffloadPolicy: shards, their grads and the optimizer on the host
+                    host_fixed = weights.saturating_add(gradients).saturating_add(states);
+                    (weights, gradients, states, temporaries) = (0, 0, 0, 0);
+                }
+            }
+            Distributed::Zero3 => {
                 states /= n_gpus;
                 temporaries /= n_gpus;
                 gradients /= n_gpus;
                 let largest_layer = an.largest_layer_params;
-                weights /= n_gpus;
+                weights = (weights - replicated) / n_gpus + replicated;
+                if plan.offload_params {
+                    host_fixed = weights;
+                    weights = 0;
+                }
                 // two unsharded layers in flight (current + prefetch): params gathered and
                 // grads reduced in the compute dtype (FSDP MixedPrecision / ZeRO-3 bf16)
                 dist_buffers = sat(largest_layer, 2 * 2 * w.e);
             }
         }
+        if plan.offload_optimizer {
+            // DeepSpeed ZeRO-2/3: states, fp32 master and grad copies on the host; CPU Adam
+            let local = trainable / n_gpus.max(1);
+            host_fixed = host_fixed.saturating_add(crate::levers::offloaded_optimizer_host_bytes(local, states));
+            (states, temporaries) = (0, 0);
+        }
+        let accum_gradients = fsdp_accum_gradients.unwrap_or(gradients);
         let reference_model = if plan.trainer == Trainer::Dpo && full { weights } else { 0 };
 
         // ---- activations per layer (per token; multiplied out in `finish`) ---------------
@@ -347,9 +409,13 @@ impl Estimator {
         // Consecutive layers with the same type, liveness and input-grad flag save, keep and
         // free exactly the same bytes: each such segment is priced once. Liveness changes at
         // `frozen`; the input flag can change once, after the first layer in the graph.
-        let cx = PlanCtx::new(shape, plan, gpu);
+        let cx = PlanCtx::new(shape, &act_plan, gpu);
         let ctx = plan.max_length;
         let ckpt_kept = Segment::per_token(&layer_checkpointed(shape, w), ctx);
+        // Liger's RMSNorm/SwiGLU save less than transformers' modules (levers.rs)
+        let liger_norms = if shape.norm == crate::shape::NormKind::RmsNorm { 2 * an.norms_per_block } else { 0 };
+        let liger_silu = shape.gated_mlp && shape.hints.hidden_act == "silu";
+        let mut host_per_token = 0u64;
         out.est = self;
         let segs = &mut out.segs;
         segs.clear();
@@ -375,13 +441,23 @@ impl Estimator {
                             autocast_copies = autocast_copies.saturating_add(sat(saved.constant, n as u64));
                         }
                         let tp = if live { layer_trainable(info.params, &lora, full, plan.lora_r) } else { 0 };
-                        let full_saved = Segment::per_token(&saved, ctx);
+                        let liger_cut = if plan.use_liger_kernel && g.input {
+                            crate::levers::liger_layer_saving(shape.hidden_size, info.mlp_inter.unwrap_or(0), w.e, liger_norms, liger_silu)
+                        } else {
+                            0
+                        };
+                        let full_saved = Segment::per_token(&saved, ctx).saturating_sub(liger_cut);
+                        let kept = if plan.gradient_checkpointing { ckpt_kept } else { full_saved };
+                        // activation offloading: kept bytes wait on the host; one layer is fetched ahead
+                        let (kept, prefetch) = if plan.activation_offloading { (0, crate::levers::offload_prefetch_per_token(kept)) } else { (kept, 0) };
+                        host_per_token = host_per_token.saturating_add(sat(prefetch, n as u64));
                         segs.push(Segment {
                             n: n as u64,
-                            kept: if plan.gradient_checkpointing { ckpt_kept } else { full_saved },
+                            kept,
                             full: full_saved,
-                            transient: *transient
-                                .get_or_insert_with(|| Segment::per_token(&layer_backward_transient(shape, info, plan), ctx)),
+                            transient: prefetch
+                                + *transient
+                                    .get_or_insert_with(|| Segment::per_token(&layer_backward_transient(shape, info, &act_plan), ctx)),
                             constant: saved.constant,
                             layer_grads: sat(tp, grad_bytes_per) / grad_scale,
                         });
@@ -399,13 +475,17 @@ impl Estimator {
         let h = shape.hidden_size;
         let tail_per_token = {
             let mut per_tok = 0u64;
+            let liger_norm = plan.use_liger_kernel && shape.norm == crate::shape::NormKind::RmsNorm;
             if input_grad || full {
-                per_tok += if shape.norm == crate::shape::NormKind::RmsNorm { 4 * h + 4 } else { w.r * h + 8 };
+                per_tok += if liger_norm { w.e * h + 4 } else if shape.norm == crate::shape::NormKind::RmsNorm { 4 * h + 4 } else { w.r * h + 8 };
                 if full {
                     per_tok += w.r * h;
                 }
             }
-            if head_trains {
+            if plan.use_liger_kernel && plan.trainer == Trainer::Sft {
+                // the fused loss keeps grad_input and loss_1d, and no head input (levers.rs)
+                per_tok += crate::levers::liger_kept_per_token(h, w.e);
+            } else if head_trains {
                 per_tok += if w.amp { 2 * h } else { w.e * h };
             }
             if embed_trains {
@@ -420,7 +500,9 @@ impl Estimator {
             autocast_copies = autocast_copies.saturating_add(sat(an.head_params.max(if shape.tie_word_embeddings { an.embedding_params } else { 0 }), 2));
         }
         // bytes per (token × vocabulary entry) of the logits and loss
-        let logits_per_tv: (u64, u64, u64) = if plan.trainer == Trainer::Dpo {
+        let liger = plan.use_liger_kernel && plan.trainer == Trainer::Sft;
+        let logits_per_tv: (u64, u64, u64) = if plan.trainer == Trainer::Dpo || liger {
+            // (Liger's fused linear cross-entropy: chunks, priced in `timeline.rs` via levers.rs)
             // trl ≥ 1.x DPOTrainer computes log-probs through a fused LM head in chunks
             // (trl add_fused_lm_head): no [tokens, vocab] tensor is materialised
             (0, 0, 0)
@@ -458,6 +540,13 @@ impl Estimator {
             num_gpus: plan.num_gpus,
             gradient_checkpointing: plan.gradient_checkpointing,
             speed: gpu.and_then(|g| crate::throughput::SpeedModel::new(self, plan, g, trainable / grad_scale)),
+            overhead: gpu.map(|g| {
+                // comm.rs: collectives per step, offload transfers, CPU optimizer
+                let gathered = if matches!(plan.distributed, Distributed::Fsdp | Distributed::Zero3) { crate::fsdp::gather_bytes(plan.dtype) } else { pb };
+                let param_bytes = if plan.method == Method::Qlora { qlora_packed + sat(an.total_params - layer_lin_w, gathered) } else { sat(an.total_params, gathered) };
+                let largest = sat(an.largest_layer_params, gathered);
+                crate::comm::Overhead::new(plan, &g.name, g.compute_capability.as_deref(), param_bytes, sat(trainable, grad_bytes_per), largest, trainable, host_per_token)
+            }),
             tail_per_token,
             logits_per_tv,
             fixed: base.entries().iter().map(|&(_, x)| x as u128).sum(),
@@ -467,7 +556,12 @@ impl Estimator {
             cublas_workspace: crate::device::cublas_workspace(gpu),
             autocast_copies,
             gradients,
+            accum_gradients,
+            fsdp_units,
             head_grad,
+            liger: liger.then_some((h, shape.vocab_size, w.e, head_grad)),
+            host_fixed,
+            host_per_token,
             held_head,
             vh,
             embed_trains,

@@ -5,8 +5,11 @@
 pub mod activations;
 pub mod analysis;
 pub mod device;
+pub mod comm;
 pub mod error;
 pub mod estimator;
+pub mod fsdp;
+pub mod levers;
 pub mod gpu;
 pub mod objective;
 pub mod plan;

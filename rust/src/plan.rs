@@ -147,16 +147,18 @@ names!(Optim {
 });
 names!(Attention { Sdpa = "sdpa", FlashAttention2 = "flash_attention_2", Eager = "eager" });
 names!(Distributed { None = "none", Ddp = "ddp", Fsdp = "fsdp", Zero2 = "zero2", Zero3 = "zero3" });
+names!(QuantStorage { Uint8 = "uint8", Bfloat16 = "bfloat16", Float16 = "float16", Float32 = "float32" });
 
 /// The plan's choice fields and their allowed names: the one list (Python reads it as
 /// `_native.PLAN_CHOICES`).
-pub const CHOICES: [(&str, &[&str]); 6] = [
+pub const CHOICES: [(&str, &[&str]); 7] = [
     ("method", Method::NAMES),
     ("trainer", Trainer::NAMES),
     ("dtype", Dtype::NAMES),
     ("optim", Optim::NAMES),
     ("attn_implementation", Attention::NAMES),
     ("distributed", Distributed::NAMES),
+    ("bnb_4bit_quant_storage", QuantStorage::NAMES),
 ];
 
 /// Integer fields and their inclusive ranges: the one definition (Python reads it as
@@ -174,6 +176,27 @@ pub const INT_RANGES: [(&str, u64, u64); 6] = [
 
 /// Fractions and their half-open ranges `[lo, hi)` (`_native.PLAN_FLOAT_RANGES`).
 pub const FLOAT_RANGES: [(&str, f64, f64); 2] = [("lora_dropout", 0.0, 1.0), ("freeze_ratio", 0.0, 1.0)];
+
+/// bitsandbytes' `bnb_4bit_quant_storage`: the dtype the packed 4-bit weights are stored
+/// in. `uint8` (bitsandbytes' default) cannot be sharded: FSDP (accelerate excludes such
+/// Params4bit from `fully_shard`) and ZeRO-3 keep them whole on every GPU. A float storage
+/// equal to the compute dtype (`bfloat16`) is FSDP-QLoRA (peft/accelerate FSDP-QLoRA
+/// guides): the packed weights shard like any other parameter, 4 values per bf16 element.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuantStorage {
+    #[default]
+    Uint8,
+    Bfloat16,
+    Float16,
+    Float32,
+}
+
+impl QuantStorage {
+    pub fn is_float(self) -> bool {
+        self != QuantStorage::Uint8
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -206,6 +229,25 @@ pub struct Plan {
     pub dpo_beta: f64,
     pub num_gpus: u64,
     pub distributed: Distributed,
+    /// See [`QuantStorage`]; only read for `method=qlora`.
+    #[serde(default)]
+    pub bnb_4bit_quant_storage: QuantStorage,
+    /// TrainingArguments `use_liger_kernel`: Liger-Kernel's fused linear cross-entropy (the
+    /// logits never exist) and its RMSNorm/SwiGLU/RoPE kernels (levers.rs).
+    #[serde(default)]
+    pub use_liger_kernel: bool,
+    /// trl `activation_offloading`: saved activations move to pinned host memory in forward
+    /// and come back one layer ahead in backward (levers.rs).
+    #[serde(default)]
+    pub activation_offloading: bool,
+    /// DeepSpeed `offload_optimizer` (ZeRO-2/3): optimizer states and the fp32 master copy
+    /// live in host memory and the step runs on the CPU (levers.rs).
+    #[serde(default)]
+    pub offload_optimizer: bool,
+    /// FSDP `offload_params` / DeepSpeed ZeRO-3 `offload_param`: the parameter shards (FSDP:
+    /// also their grads and optimizer states) live in host memory (levers.rs).
+    #[serde(default)]
+    pub offload_params: bool,
 }
 
 fn default_beta() -> f64 {
@@ -233,6 +275,11 @@ impl Default for Plan {
             dpo_beta: 0.1,
             num_gpus: 1,
             distributed: Distributed::None,
+            bnb_4bit_quant_storage: QuantStorage::Uint8,
+            use_liger_kernel: false,
+            activation_offloading: false,
+            offload_optimizer: false,
+            offload_params: false,
         }
     }
 }
@@ -267,6 +314,11 @@ impl Plan {
             dpo_beta,
             num_gpus,
             distributed,
+            bnb_4bit_quant_storage,
+            use_liger_kernel,
+            activation_offloading,
+            offload_optimizer,
+            offload_params,
         } = self;
         *method == other.method
             && *trainer == other.trainer
@@ -284,6 +336,11 @@ impl Plan {
             && dpo_beta.to_bits() == other.dpo_beta.to_bits()
             && *num_gpus == other.num_gpus
             && *distributed == other.distributed
+            && *bnb_4bit_quant_storage == other.bnb_4bit_quant_storage
+            && *use_liger_kernel == other.use_liger_kernel
+            && *activation_offloading == other.activation_offloading
+            && *offload_optimizer == other.offload_optimizer
+            && *offload_params == other.offload_params
     }
 
     /// Why the training runtime cannot run this plan, or `None`. Today: a bitsandbytes-
@@ -325,6 +382,16 @@ impl Plan {
             if !(lo..hi).contains(&v) {
                 return Err(Error::field(field, v, format!("[{lo}, {hi})")));
             }
+        }
+        if self.offload_optimizer && !matches!(self.distributed, Distributed::Zero2 | Distributed::Zero3) {
+            return Err(Error::field(
+                "offload_optimizer",
+                true,
+                "distributed=zero2 or zero3 (DeepSpeed offloads the optimizer; FSDP does it with offload_params)",
+            ));
+        }
+        if self.offload_params && !matches!(self.distributed, Distributed::Fsdp | Distributed::Zero3) {
+            return Err(Error::field("offload_params", true, "distributed=fsdp or zero3 (only sharded parameters are offloaded)"));
         }
         if self.method == Method::Qlora && !matches!(self.dtype, Dtype::Bf16 | Dtype::Fp16) {
             return Err(Error::field("dtype", format!("{:?}", self.dtype), "bf16 or fp16 with method=qlora"));

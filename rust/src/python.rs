@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::estimator::{Estimate, Estimator};
 use crate::gpu::{GpuSpec, PeakTflops};
 use crate::objective::{objective_value, Objective};
-use crate::plan::{Attention, Distributed, Dtype, Method, Optim, Plan, Targets, Trainer, CHOICES, FLOAT_RANGES, INT_RANGES};
+use crate::plan::{Attention, Distributed, Dtype, Method, Optim, Plan, QuantStorage, Targets, Trainer, CHOICES, FLOAT_RANGES, INT_RANGES};
 use crate::search::{self, Ranked, Ranking, Shortfall, Space};
 use crate::shape::ModelShape;
 
@@ -118,6 +118,11 @@ fn read_plan(obj: &Bound<'_, PyAny>) -> PyResult<Plan> {
         dpo_beta: float(obj, "dpo_beta")?,
         num_gpus: int(obj, "num_gpus")?,
         distributed: choice(Distributed::from_name("distributed", &text(obj, "distributed")?))?,
+        bnb_4bit_quant_storage: choice(QuantStorage::from_name("bnb_4bit_quant_storage", &text(obj, "bnb_4bit_quant_storage")?))?,
+        use_liger_kernel: boolean(obj, "use_liger_kernel")?,
+        activation_offloading: boolean(obj, "activation_offloading")?,
+        offload_optimizer: boolean(obj, "offload_optimizer")?,
+        offload_params: boolean(obj, "offload_params")?,
     };
     plan.validate().map_err(to_py)?;
     Ok(plan)
@@ -305,6 +310,26 @@ impl PyPlan {
     fn distributed(&self) -> &'static str {
         self.inner.distributed.name()
     }
+    #[getter]
+    fn bnb_4bit_quant_storage(&self) -> &'static str {
+        self.inner.bnb_4bit_quant_storage.name()
+    }
+    #[getter]
+    fn use_liger_kernel(&self) -> bool {
+        self.inner.use_liger_kernel
+    }
+    #[getter]
+    fn activation_offloading(&self) -> bool {
+        self.inner.activation_offloading
+    }
+    #[getter]
+    fn offload_optimizer(&self) -> bool {
+        self.inner.offload_optimizer
+    }
+    #[getter]
+    fn offload_params(&self) -> bool {
+        self.inner.offload_params
+    }
     fn __repr__(&self) -> String {
         format!("Plan({:?})", self.inner)
     }
@@ -377,6 +402,11 @@ impl PyEstimate {
     #[getter]
     fn peak_reserved_upper_bytes(&self) -> u64 {
         self.inner.peak_reserved_upper_bytes
+    }
+    /// Host (CPU) memory the plan's offloading levers use, in bytes (0 without offloading).
+    #[getter]
+    fn host_memory_bytes(&self) -> u64 {
+        self.inner.host_memory_bytes
     }
     #[getter]
     fn peak_phase(&self) -> Option<String> {
@@ -455,6 +485,7 @@ impl PyEstimate {
         d.set_item("peak_allocated_bytes", e.peak_allocated_bytes)?;
         d.set_item("peak_reserved_bytes", e.peak_reserved_bytes)?;
         d.set_item("peak_reserved_upper_bytes", e.peak_reserved_upper_bytes)?;
+        d.set_item("host_memory_bytes", e.host_memory_bytes)?;
         d.set_item("peak_phase", phase_name(e))?;
         d.set_item("breakdown", self.breakdown().to_dict(py)?)?;
         d.set_item("device", self.device(py)?)?;

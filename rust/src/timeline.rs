@@ -86,6 +86,8 @@ struct Peak {
     backward_buffers: u64,
     autocast_copies: u64,
     optimizer_temporaries: u64,
+    /// Phase-dependent distributed buffers (FSDP2's unsharded units, fsdp.rs).
+    distributed: u64,
 }
 
 impl Peak {
@@ -127,6 +129,8 @@ pub(crate) struct Scalars {
     pub(crate) num_gpus: u64,
     pub(crate) gradient_checkpointing: bool,
     pub(crate) speed: Option<SpeedModel>,
+    /// Communication and offloading seconds beyond compute (comm.rs).
+    pub(crate) overhead: Option<crate::comm::Overhead>,
     pub(crate) tail_per_token: u64,
     pub(crate) logits_per_tv: (u64, u64, u64),
     /// The terms alive in every phase: weights, quantisation state, adapters, reference
@@ -140,7 +144,17 @@ pub(crate) struct Scalars {
     pub(crate) cublas_workspace: u64,
     pub(crate) autocast_copies: u64,
     pub(crate) gradients: u64,
+    /// Gradients alive across micro-batches under accumulation (FSDP2 keeps them unsharded
+    /// until the last micro-batch; `gradients` otherwise).
+    pub(crate) accum_gradients: u64,
+    /// FSDP2's unsharded units per phase (zero for other plans).
+    pub(crate) fsdp_units: crate::fsdp::PhaseBytes,
     pub(crate) head_grad: u64,
+    /// Liger's fused linear cross-entropy: (hidden, vocab, compute bytes, head grad bytes).
+    pub(crate) liger: Option<(u64, u64, u64, u64)>,
+    /// Host memory of the offloading levers: fixed, and per token of a micro-batch.
+    pub(crate) host_fixed: u64,
+    pub(crate) host_per_token: u64,
     pub(crate) held_head: u64,
     pub(crate) vh: u64,
     pub(crate) embed_trains: bool,
@@ -188,7 +202,12 @@ impl Prepared<'_> {
         let (tokens_per_second, step_seconds) = match &self.s.speed {
             Some(m) => {
                 let (tps, step) = m.speed(self.s.flops_per_token, batch, accumulation, tokens_per_step);
-                (Some(tps), Some(step))
+                let extra = self.s.overhead.map_or(0.0, |o| o.seconds(step, accumulation, sat(batch, self.s.tokens_per_sequence)));
+                if extra > 0.0 {
+                    (Some(tokens_per_step as f64 / (step + extra)), Some(step + extra))
+                } else {
+                    (Some(tps), Some(step))
+                }
             }
             None => (None, None),
         };
@@ -221,6 +240,7 @@ impl Prepared<'_> {
             backward_buffers: peak.backward_buffers,
             autocast_copies: peak.autocast_copies,
             optimizer_temporaries: peak.optimizer_temporaries,
+            distributed_buffers: self.s.base.distributed_buffers + peak.distributed,
             ..self.s.base
         };
         debug_assert_eq!(peak.total, breakdown.total());
@@ -240,6 +260,7 @@ impl Prepared<'_> {
             step_seconds: ev.step_seconds,
             mfu: self.s.speed.zip(ev.tokens_per_second).map(|(m, tps)| m.mfu(self.s.flops_per_token, tps)),
             quality: self.s.quality,
+            host_memory_bytes: self.s.host_fixed.saturating_add(sat(self.s.host_per_token, sat(batch, self.s.tokens_per_sequence))),
         })
     }
 
@@ -249,22 +270,28 @@ impl Prepared<'_> {
     fn peak(&self, batch: u64, accumulation: u64) -> Peak {
         let shape = &self.est.shape;
         let segs = self.segs.as_slice();
-        let gradients = self.s.gradients;
+        let accum = accumulation > 1;
+        let sharded_gradients = self.s.gradients;
+        // grads alive in forward and backward (unsharded under FSDP2 accumulation)
+        let gradients = if accum { self.s.accum_gradients } else { sharded_gradients };
+        let units = self.s.fsdp_units;
         // e.g. 4 seqs × 1024 tokens = 4,096 tokens per micro-batch (DPO: × 2)
         let tokens = sat(batch, self.s.tokens_per_sequence);
         let tail_saved = sat(tokens, self.s.tail_per_token);
         let tv = sat(tokens, shape.vocab_size);
-        let (logits_fwd, logits_saved, logits_bwd) =
+        let (mut logits_fwd, logits_saved, logits_bwd) =
             (sat(tv, self.s.logits_per_tv.0), sat(tv, self.s.logits_per_tv.1), sat(tv, self.s.logits_per_tv.2));
+        if let Some((h, v, e, head_grad)) = self.s.liger {
+            logits_fwd = crate::levers::liger_forward_transient(tokens, h, v, e, head_grad);
+        }
 
         // ---- timeline --------------------------------------------------------------------
-        let accum = accumulation > 1;
         let fixed = self.s.fixed;
         let autocast = self.s.autocast_copies;
         let grads_prev = if accum { gradients } else { 0 };
         let acts_total: u64 = segs.iter().fold(tail_saved, |a, sg| a.saturating_add(sat(sat(sg.kept, tokens), sg.n)));
         let mut peak = Peak {
-            total: clip(fixed + autocast as u128 + grads_prev as u128 + acts_total as u128 + logits_fwd as u128),
+            total: clip(fixed + autocast as u128 + grads_prev as u128 + acts_total as u128 + logits_fwd as u128 + units.forward as u128),
             phase: Phase::Forward,
             gradients: grads_prev,
             activations: acts_total,
@@ -272,12 +299,14 @@ impl Prepared<'_> {
             backward_buffers: 0,
             autocast_copies: autocast,
             optimizer_temporaries: 0,
+            distributed: units.forward,
         };
         let loss_bwd = logits_bwd.max(logits_saved);
         peak.offer(Peak {
-            total: clip(fixed + autocast as u128 + grads_prev as u128 + acts_total as u128 + loss_bwd as u128),
+            total: clip(fixed + autocast as u128 + grads_prev as u128 + acts_total as u128 + loss_bwd as u128 + units.loss_backward as u128),
             phase: Phase::LossBackward,
             logits_and_loss: loss_bwd,
+            distributed: units.loss_backward,
             ..peak
         });
         // walk down the layers in backward order
@@ -288,7 +317,7 @@ impl Prepared<'_> {
             let backward_buffers = sat(sg.transient, tokens).saturating_add(self.s.held_head);
             // the recomputed layer casts its weights again
             let layer_autocast = if self.s.gradient_checkpointing { autocast + sg.constant } else { autocast };
-            let fixed = fixed + layer_autocast as u128 + backward_buffers as u128;
+            let fixed = fixed + layer_autocast as u128 + backward_buffers as u128 + units.layer_backward as u128;
             // The m-th layer of the segment from the top (m = 1..=n) holds
             //   activations = below − m·kept + full,  gradients = min(done + m·grads, all)
             // (all of them under accumulation): a concave function of m, linear on each side
@@ -329,6 +358,7 @@ impl Prepared<'_> {
                     backward_buffers,
                     autocast_copies: layer_autocast,
                     optimizer_temporaries: 0,
+                    distributed: units.layer_backward,
                 });
             }
             below -= n * kept;
@@ -337,9 +367,9 @@ impl Prepared<'_> {
             }
         }
         // the autograd graph (and with it autocast's weight copies) is gone after backward
-        let embed_transient = self.embed_transient(accum);
+        let (embed_transient, end_units) = self.backward_end(accum);
         let after = Peak {
-            total: clip(fixed + gradients as u128 + embed_transient as u128),
+            total: clip(fixed + gradients as u128 + embed_transient as u128 + end_units as u128),
             phase: Phase::BackwardEnd,
             gradients,
             activations: 0,
@@ -347,13 +377,17 @@ impl Prepared<'_> {
             backward_buffers: embed_transient,
             autocast_copies: 0,
             optimizer_temporaries: 0,
+            distributed: end_units,
         };
         peak.offer(after);
+        // the last micro-batch has reduce-scattered: the step sees the sharded grads
         peak.offer(Peak {
-            total: clip(fixed + gradients as u128 + self.s.temporaries as u128),
+            total: clip(fixed + sharded_gradients as u128 + self.s.temporaries as u128),
             phase: Phase::OptimizerStep,
+            gradients: sharded_gradients,
             backward_buffers: 0,
             optimizer_temporaries: self.s.temporaries,
+            distributed: 0,
             ..after
         });
         peak
@@ -459,7 +493,8 @@ impl Prepared<'_> {
         };
         for accum in [false, true] {
             let mut lines = Lines::default();
-            lines.complete = self.lines_for(accum, &mut lines).is_some();
+            // Liger's chunk is a power of two of the tokens: not affine, walk the phases
+            lines.complete = self.s.liger.is_none() && self.lines_for(accum, &mut lines).is_some();
             self.lines[usize::from(accum)] = lines;
         }
     }
@@ -468,18 +503,24 @@ impl Prepared<'_> {
         let segs = self.segs.as_slice();
         let (c0, c1, c2) = self.s.logits_per_tv;
         let vocab = self.est.shape.vocab_size as u128;
-        let gradients = self.s.gradients;
+        let gradients = if accum { self.s.accum_gradients } else { self.s.gradients };
+        let units = self.s.fsdp_units;
         let (fixed, autocast) = (self.s.fixed, self.s.autocast_copies as u128);
         let kept_total: u128 = segs.iter().map(|sg| sg.kept as u128 * sg.n as u128).sum();
         // forward end and loss backward: the same terms but the logits' (c0 vs c1, c2)
         let grads_prev = if accum { gradients as u128 } else { 0 };
         let mut below = self.s.tail_per_token as u128 + kept_total;
-        lines.push(fixed + autocast + grads_prev, below + vocab * c0.max(c1).max(c2) as u128)?;
+        if units.forward == units.loss_backward {
+            lines.push(fixed + autocast + grads_prev + units.forward as u128, below + vocab * c0.max(c1).max(c2) as u128)?;
+        } else {
+            lines.push(fixed + autocast + grads_prev + units.forward as u128, below + vocab * c0 as u128)?;
+            lines.push(fixed + autocast + grads_prev + units.loss_backward as u128, below + vocab * c1.max(c2) as u128)?;
+        }
         // each layer segment from the top: the candidates of `peak`'s walk
         let mut grads_done = if accum { gradients } else { self.s.head_grad.min(gradients) };
         for sg in segs.iter().rev() {
             let layer_autocast = if self.s.gradient_checkpointing { autocast + sg.constant as u128 } else { autocast };
-            let a = fixed + layer_autocast + self.s.held_head as u128;
+            let a = fixed + layer_autocast + self.s.held_head as u128 + units.layer_backward as u128;
             let b = below + sg.full as u128 + sg.transient as u128;
             let (n, lg) = (sg.n as u128, sg.layer_grads as u128);
             let (done, all) = (grads_done as u128, gradients as u128);
@@ -503,8 +544,20 @@ impl Prepared<'_> {
             }
         }
         // backward end (embedding grad transients) and optimizer step (its temporaries)
-        let embed = self.embed_transient(accum);
-        lines.push(fixed + gradients as u128 + embed.max(self.s.temporaries) as u128, 0)
+        let (embed, end_units) = self.backward_end(accum);
+        let end = gradients as u128 + embed as u128 + end_units as u128;
+        let step = self.s.gradients as u128 + self.s.temporaries as u128;
+        lines.push(fixed + end.max(step), 0)
+    }
+
+    /// The embedding backward's transients and FSDP2's units at the end of backward.
+    fn backward_end(&self, accum: bool) -> (u64, u64) {
+        let u = self.s.fsdp_units;
+        if u == crate::fsdp::PhaseBytes::default() || accum {
+            (self.embed_transient(accum), u.backward_end)
+        } else {
+            (0, u.backward_end.saturating_add(u.backward_end_sync))
+        }
     }
 
     /// Embedding backward: a dense [vocab, hidden] grad (embedding_dense_backward); with a
@@ -512,6 +565,8 @@ impl Prepared<'_> {
     /// InputBuffer), so three such tensors are alive at once; accumulation adds the result
     /// into the existing .grad, otherwise it becomes the .grad.
     fn embed_transient(&self, accum: bool) -> u64 {
+        // FSDP2 sets accumulated grads aside: the embedding's backward writes a fresh .grad
+        let accum = accum && self.s.fsdp_units == crate::fsdp::PhaseBytes::default();
         match (self.s.embed_trains, self.est.shape.tie_word_embeddings, accum) {
             (false, _, _) => 0,
             (true, true, true) => sat(self.s.vh, 3),
