@@ -76,7 +76,7 @@ def brute_force(model: str, gpu_name: str) -> tuple[dict[str, float | None], int
             e = est.estimate(plan)
         except ValueError:
             continue  # e.g. a rank above a layer's width: not a plan
-        if not core.fits(e.peak_reserved_bytes, space["usable_bytes"]):
+        if not core.fits(e.peak_reserved_upper_bytes, space["usable_bytes"]):
             continue
         for o in OBJECTIVES:
             v = core.objective_value(o, e.tokens_per_second, e.quality)
