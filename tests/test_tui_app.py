@@ -15,6 +15,7 @@ import pytest
 from test_tui_fakes import fake_advisor, no_gpu_probe, rtx4090_probe, train_program
 
 import forge_advisor
+from forge_advisor.estimate import DEFAULT_HEADROOM
 from forge_advisor.tui.app import ForgeApp
 from forge_advisor.tui.screens.main import MainScreen
 from forge_advisor.tui.widgets.knob import Knob
@@ -240,7 +241,7 @@ async def test_advise_runs_in_a_worker_and_loads_a_row(advisor) -> None:
 
         adv = app.screen
         assert isinstance(adv, AdviseScreen)
-        assert advisor[-1]["seq_len"] == 2048 and advisor[-1]["headroom"] == 0.08
+        assert advisor[-1]["seq_len"] == 2048 and advisor[-1]["headroom"] == DEFAULT_HEADROOM
         table = adv.query_one("#table-ranked")
         assert table.row_count == 3 and adv.query_one("#table-pareto").row_count == 2
         bar = adv.query_one("#advise-progress")

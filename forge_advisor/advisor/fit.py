@@ -79,7 +79,8 @@ def _leanest(shape: ModelShape, preset: str, gpu: GPU | None, seq_len: int, num_
 def _least(shape: ModelShape, preset: str, gpu: GPU, seq_len: int, num_gpus: int, headroom: float,
            distributed: str | None) -> tuple[int | None, Plan | None]:
     """The leanest plan of the advisor's space for ``preset`` (rust/src/search.rs ``rank``
-    with nothing usable: its shortfall is the leanest plan) and its peak reserved bytes."""
+    with nothing usable: its shortfall is the leanest plan) and its fit bound — the peak
+    reserved bytes raised by the measured error band, what the one fit rule judges."""
     from forge_advisor.advisor.request import SearchRequest
     from forge_advisor.advisor.search import build_space, plan_of, rank_space
     from forge_advisor.presets import get_preset
@@ -101,15 +102,15 @@ def suggest(shape: ModelShape, methods: list[MethodFit], gpu: GPU, headroom: flo
     """What would fit: the smallest catalog GPU for the leanest method, or N GPUs with FSDP."""
     from forge_advisor.gpus import gpu_catalog
 
-    leanest = min(methods, key=lambda m: m.least_bytes or m.estimate.peak_reserved_bytes)
-    need = leanest.least_bytes or leanest.estimate.peak_reserved_bytes
+    leanest = min(methods, key=lambda m: m.least_bytes or m.estimate.peak_reserved_upper_bytes)
+    need = leanest.least_bytes or leanest.estimate.peak_reserved_upper_bytes
     bigger = sorted((g for g in gpu_catalog() if _usable(g, headroom) >= need), key=lambda g: (g.memory_bytes, g.name))
     parts = [f"{leanest.preset} needs at least {fmt_bytes(need)}, {gpu.name} has {fmt_bytes(_usable(gpu, headroom))} usable"]
     if bigger:
         parts.append(f"the smallest catalog GPU that fits it is the {bigger[0].name} ({bigger[0].memory_label})")
     for n in (2, 4, 8):  # one node at most: beyond it the advice is a bigger GPU
         sharded = _leanest(shape, "sft", gpu, seq_len, n, headroom, distributed="fsdp")
-        if core.fits(sharded.peak_reserved_bytes, _usable(gpu, headroom)):
+        if core.fits(sharded.peak_reserved_upper_bytes, _usable(gpu, headroom)):
             parts.append(f"full fine-tuning fits on {n} × {gpu.name} with FSDP full-shard ({fmt_bytes(sharded.peak_reserved_bytes)} each)")
             break
     return "; ".join(parts)
