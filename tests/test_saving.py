@@ -109,3 +109,17 @@ def test_lock_removes_the_folder_it_created_when_nothing_was_written(tmp_path):
     with OutputLock(out):
         assert out.is_dir()
     assert not out.exists()
+
+
+def test_corrupt_or_foreign_records_are_skipped_with_one_warning(tmp_path, caplog):
+    from forge_advisor.train.records import RECORDS_FILE, append_record, read_records
+
+    append_record(tmp_path, "preflight", model="m", measured={"peak_allocated_bytes": 5})
+    with (tmp_path / RECORDS_FILE).open("a") as fh:
+        fh.write('{"record": "measured_vs_estimated", "v": 99}\n{"torn": \n' + "[" * 5000 + "\n")
+    append_record(tmp_path, "run", model="m", measured={})
+    with caplog.at_level("WARNING"):
+        recs = read_records(tmp_path)
+    assert [r["phase"] for r in recs] == ["preflight", "run"] and recs[0]["versions"]["forge-advisor"]
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "ignored 3" in warnings[0].getMessage()
