@@ -198,3 +198,26 @@ def test_runtime_layers_run_one_way():
             "print('torch' in sys.modules)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.stdout.strip() == "False", res.stderr
+
+
+def test_oom_in_preflight_is_one_line_with_the_nearest_plan(tmp_path):
+    """The first step raising torch's OutOfMemoryError (what a too-big plan does on the GPU):
+    one ForgeError line naming the preflight and the advisor's nearest plan that fits."""
+    from transformers import TrainerCallback
+
+    from forge_advisor.errors import ForgeError
+    from forge_advisor.train.events import Preflight, decode
+
+    class OutOfMemory(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    events = tmp_path / "e.jsonl"
+    with pytest.raises(ForgeError) as exc:
+        run(None, None, "lora", tmp_path / "out", demo=True, overrides=FAST, quiet=True, gpu="RTX 4090",
+            callbacks=[OutOfMemory()], events=events)
+    text = str(exc.value)
+    assert "\n" not in text and text.startswith("out of GPU memory in the preflight step on the longest batch")
+    assert "nearest plan that fits" in text
+    pre = [e for e in map(decode, events.read_text().splitlines()) if isinstance(e, Preflight)]
+    assert pre and pre[-1].verdict == "oom"

@@ -5,8 +5,8 @@ Why the second one must not raise: a Python signal handler runs between two byte
 main thread, which may be anywhere: inside a tokenizer callback, between two writes of
 ``torch.save``, or while torch's intra-op threads are still working. Raising
 ``KeyboardInterrupt`` there unwinds through that code and then finalises the interpreter while
-native threads run, which crashed (SIGSEGV, exit 139) in 3 of 25 tries. ``os._exit(130)``
-skips both: no unwinding, no finalisation, no half-written file under a real name (every save
+native threads may still run; the issue measured a crash (SIGSEGV, exit 139) in 3 of 25 tries
+that way (exit 130 with no message otherwise). ``os._exit(130)`` skips both: no unwinding, no finalisation, no half-written file under a real name (every save
 is rename-last, :mod:`forge_advisor.train.saving`), and the last complete checkpoint stays.
 The handler writes with ``os.write`` on the raw descriptor: ``print`` from a handler can hit
 the buffered stream it interrupted (``RuntimeError: reentrant call``). Torch-free.

@@ -13,11 +13,19 @@ __all__ = ["nearest_fitting_plan", "plan_flags"]
 
 
 def plan_flags(current: BasePreset, better: BasePreset) -> str:
-    """The ``train`` flags that turn ``current`` into ``better`` (fields that differ only)."""
+    """The ``train`` flags that turn ``current``'s plan into ``better``'s: only the fields the
+    advisor plans (the memory-relevant :class:`~forge_advisor.plan.Plan` fields); the learning
+    rate, step counts and the half type (the machine's) stay the user's."""
+    import dataclasses
+
+    from forge_advisor.plan import Plan
+
+    planned = {f.name for f in dataclasses.fields(Plan)} - {"method", "trainer", "dtype", "extra", "num_gpus",
+                                                              "distributed", "attn_implementation"}
     a, b = current.to_dict(), better.to_dict()
     parts = []
     for name, value in b.items():
-        if a.get(name) != value and name not in ("method", "trainer"):
+        if name in planned and a.get(name) != value:
             text = str(value).lower() if isinstance(value, bool) else ",".join(value) if isinstance(value, list) else str(value)
             parts.append(f"--{name.replace('_', '-')} {text}")
     return " ".join(parts)

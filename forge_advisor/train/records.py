@@ -48,18 +48,25 @@ def append_record(out: Path, phase: str, **fields: Any) -> Path:
 
 
 def read_records(out: Path) -> list[dict[str, Any]]:
-    """The records of ``out`` of this version; other lines (torn, other versions) are skipped."""
+    """The records of ``out`` of this version. Lines that are torn, corrupt or of another version
+    are skipped with one warning line for the file (never an error)."""
+    import logging
+
     path = Path(out) / RECORDS_FILE
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return []
-    found = []
+    found, skipped = [], 0
     for line in lines:
         try:
             doc = json.loads(line)
-        except ValueError:
-            continue
+        except (ValueError, RecursionError):
+            doc = None
         if isinstance(doc, dict) and doc.get("v") == RECORDS_VERSION and doc.get("record") == "measured_vs_estimated":
             found.append(doc)
+        elif line.strip():
+            skipped += 1
+    if skipped:
+        logging.getLogger(__name__).warning("%s: ignored %d corrupt or other-version line(s)", path, skipped)
     return found

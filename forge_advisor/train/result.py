@@ -35,7 +35,8 @@ class TrainResult:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainResult:
         paths = ("output_dir", "adapter_dir", "ema_dir", "checkpoint")
-        known = {k: (Path(v) if k in paths and v is not None else v) for k, v in d.items() if k in cls.__dataclass_fields__}
+        known: dict[str, Any] = {k: (Path(v) if k in paths and v is not None else v)
+                                 for k, v in d.items() if k in cls.__dataclass_fields__}
         known["frozen_layers"] = tuple(known.get("frozen_layers") or ())
         return cls(**known)
 

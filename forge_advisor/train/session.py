@@ -208,14 +208,19 @@ class TrainingSession:
         try:
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         except torch.OutOfMemoryError:
-            step = trainer.state.global_step
-            raise ForgeError(self._oom_line(step)) from None
+            raise ForgeError(self._oom_line(trainer.state.global_step, checkpoint)) from None
 
-    def _oom_line(self, step: int) -> str:
+    def _oom_line(self, step: int, checkpoint: Path | None) -> str:
+        """One line: where the OOM hit and the nearest plan that fits (the advisor's answer)."""
+        from forge_advisor.train.events import Preflight
         from forge_advisor.train.preflight import nearest_fitting_plan
 
-        where = "in the preflight step on the longest batch" if step < self.preflight_steps else f"at step {step + 1}"
-        return f"out of GPU memory {where}; {nearest_fitting_plan(self.preset, self.model_info, self.gpu)}"
+        in_preflight = checkpoint is None and step < self.preflight_steps
+        where = "in the preflight step on the longest batch" if in_preflight else f"at step {step + 1}"
+        line = f"out of GPU memory {where}; {nearest_fitting_plan(self.preset, self.model_info, self.gpu)}"
+        if in_preflight:
+            self.events.emit(Preflight("oom", line, self.preflight_steps, predicted_peak_bytes=self.predicted_peak_bytes))
+        return line
 
     def _preflight(self, lengths: list[int], batch: int) -> Any:
         from forge_advisor.train.callbacks.preflight import PreflightCallback

@@ -86,7 +86,9 @@ def forge_trainer_class(base: type) -> type:
             return super()._clip_grad_norm(model)
 
         def _save_checkpoint(self, model: Any, trial: Any) -> None:
-            run_dir = Path(self._get_output_dir(trial=trial))
+            # the base class writes into run_dir/checkpoint-N with run_dir = _get_output_dir(trial);
+            # pointing _get_output_dir at a hidden staging folder for the call makes it write there
+            run_dir = Path(self._get_output_dir(trial=trial))  # type: ignore[has-type]
             step = self.state.global_step
             final = run_dir / f"checkpoint-{step}"
             # one staging name for every rank: under DDP each rank adds its rng_state_R.pth
@@ -94,7 +96,7 @@ def forge_trainer_class(base: type) -> type:
             if self.args.should_save:
                 shutil.rmtree(staging, ignore_errors=True)
             self.accelerator.wait_for_everyone()
-            self._get_output_dir = lambda trial=None: str(staging)  # type: ignore[method-assign]
+            self._get_output_dir = lambda trial=None: str(staging)  # type: ignore[method-assign,has-type]
             limit = self.args.save_total_limit
             self.args.save_total_limit = None  # the base class rotates nothing; we rotate after publishing
             try:
