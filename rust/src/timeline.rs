@@ -9,7 +9,7 @@
 
 use crate::activations::Saved;
 use crate::error::{Error, Result};
-use crate::device::{allocator_reserve, reserved_upper, CUDA_CONTEXT_BYTES};
+use crate::device::{allocator_reserve, reserved_upper, ReserveInputs, CUDA_CONTEXT_BYTES};
 use crate::estimator::{sat, Breakdown, DeviceTerms, Estimate, Estimator, Phase};
 use crate::throughput::SpeedModel;
 
@@ -129,6 +129,8 @@ pub(crate) struct Scalars {
     pub(crate) speed: Option<SpeedModel>,
     pub(crate) tail_per_token: u64,
     pub(crate) logits_per_tv: (u64, u64, u64),
+    /// Bytes per entry of the compute-dtype logits (0 when no [tokens, vocab] tensor exists).
+    pub(crate) logits_width: u64,
     /// The terms alive in every phase: weights, quantisation state, adapters, reference
     /// model, optimizer states, distributed buffers…
     pub(crate) base: Breakdown,
@@ -174,7 +176,9 @@ impl Prepared<'_> {
         let device = DeviceTerms {
             cuda_context: CUDA_CONTEXT_BYTES,
             cublas_workspace: self.s.cublas_workspace,
-            allocator_reserve: allocator_reserve(peak_allocated, self.s.fixed),
+            // the default collator pads each batch to its longest: lengths vary between steps
+            // (packing / padding to max_length will pass false once the plan says so)
+            allocator_reserve: allocator_reserve(&self.reserve_inputs(batch), true),
             paged_optimizer_states: self.s.paged,
         };
         let peak_reserved = peak_allocated
@@ -201,6 +205,21 @@ impl Prepared<'_> {
             tokens_per_second,
             step_seconds,
         })
+    }
+
+    /// The blocks that set the allocator's reserve ([`crate::device::allocator_reserve`]) at
+    /// `batch` sequences: logits-sized blocks of the micro-batch and the largest gradient.
+    fn reserve_inputs(&self, batch: u64) -> ReserveInputs {
+        // e.g. 4 seqs × 585 tokens × 128,256 vocab = 300,119,040 logits entries
+        let tv = sat(sat(batch, self.s.tokens_per_sequence), self.est.shape.vocab_size);
+        let has_logits = self.s.logits_width > 0;
+        let embed = if self.s.embed_trains { self.s.vh } else { 0 };
+        ReserveInputs {
+            logits: sat(tv, self.s.logits_width),
+            fp32_logits: if has_logits { sat(tv, 4) } else { 0 },
+            loss_forward: sat(tv, self.s.logits_per_tv.0),
+            largest_grad: embed.max(self.s.head_grad),
+        }
     }
 
     /// The method's quality score (the same for every batch).
