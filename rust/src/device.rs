@@ -94,6 +94,12 @@ pub struct ReserveInputs {
 /// strands its blocks). Replays: Llama-3.2-3B LoRA 209 then 585 tokens adds 1.00 GiB
 /// (`10·T_s·V` = 1.00 GiB: all of the short batch's loss blocks); a long batch first adds
 /// nothing. Pass `lengths_vary = false` for packed or fixed-length batches.
+///
+/// Known limit (same replay): one predecessor of 400 tokens adds 1.92 GiB (this term: 1.40),
+/// and a rising sequence 209 → 280 → 400 → 585 strands the loss segments of every length,
+/// 5.06 GiB of reserve on a roomy GPU. Such stale segments are free blocks: a `cudaMalloc`
+/// that fails releases them and retries before raising out-of-memory, so what a run needs
+/// stays near the one-length term; what a roomy GPU *shows* can be higher.
 pub fn allocator_reserve(x: &ReserveInputs, lengths_vary: bool) -> u64 {
     // full fine-tuning: 2 parameter-sized blocks stranded when the fp32 logits do not fit them
     let params = if x.largest_grad < x.fp32_logits { x.largest_grad.saturating_mul(2) } else { 0 };
