@@ -13,13 +13,19 @@ sequences through ``benches.truth.allocator`` (PyTorch's default caching-allocat
 - ``short then long``: a step at the short length, then steps at the long length on the same
   allocator (dynamic padding: the default collator pads each batch to its longest sample, so
   a long batch meets a cache whose segments were cut for shorter batches);
+- ``just shorter then long``: a step at 97% of the long length first, the worst predecessor
+  (each of its segments is a little too small for the long batch's matching request);
 - ``long first``: the long batch first, then short, then long (what preflight does).
 
 The reserve is ``max_memory_reserved − max_memory_allocated`` of the steps replayed (what a
-GPU with room to spare shows). Next to it, the estimator's ``allocator_reserve`` for the same
-plan at the same depth (``device::allocator_reserve``): one-length term for ``fixed``, plus the
-variable-length term for ``short then long``. The replay is the truth; the formula is not fitted
-to it (see ``rust/src/device.rs`` for its derivation).
+GPU with room to spare shows). "Needed without OOM" replays the same sequence under a
+capacity limit, where a failing ``cudaMalloc`` releases the cached segments and retries as
+PyTorch does, and finds the least limit that runs (what a GPU must have), less the allocated
+peak. Next to them, the estimator's ``allocator_reserve`` for the same plan at the same depth
+(``device::allocator_reserve``): the one-length term against ``fixed``, with the
+variable-length term against ``just shorter then long``. The replay is the truth; the formula
+is not fitted to it (see ``rust/src/device.rs`` for its derivation). Recording needs the
+fake-tensor harness (~15–40 s a run); ``--cache DIR`` keeps the recordings between runs.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from benches.results_io import write_results
-from benches.truth.allocator import Allocator, replay
+from benches.truth.allocator import Allocator, OutOfMemory, replay
 from benches.truth.faketensor import config_at_depth, measure
 
 GiB = 1 << 30
@@ -99,10 +105,10 @@ def _last(r: dict[str, Any]) -> tuple[int, int]:
     return max(v["allocated"] for v in steps), max(v["reserved"] for v in steps)
 
 
-def chain(first: list[list[Any]], later: list[list[list[Any]]]) -> tuple[int, int]:
+def chain(first: list[list[Any]], later: list[list[list[Any]]], capacity: int | None = None) -> tuple[int, int]:
     """(max allocated, max reserved) of the last step after replaying `first` (two steps) and
-    the second step of each of `later`, on one allocator."""
-    r = replay(first, Allocator())
+    the second step of each of `later`, on one allocator (that may reserve at most `capacity`)."""
+    r = replay(first, Allocator(capacity=capacity))
     for i, ev in enumerate(later, 1):
         r = replay(_step2(ev, 10**8 * i), r["allocator"], live=r["live"], ignore_unknown_frees=True)
     return _last(r)
@@ -128,6 +134,21 @@ def formula(config: dict[str, Any], layers: int, plan: dict[str, Any], lengths_v
     return one - stranded
 
 
+def least_capacity(first: list[list[Any]], later: list[list[list[Any]]]) -> int:
+    """The least memory the allocator may reserve for the sequence to run without an
+    out-of-memory error (a failing cudaMalloc releases the cached segments and retries), to
+    16 MiB: what a GPU must have free, as opposed to what a roomy GPU shows reserved."""
+    lo, hi = 0, 1 << 40
+    while hi - lo > 16 << 20:
+        mid = (lo + hi) // 2
+        try:
+            chain(first, later, mid)
+            hi = mid
+        except OutOfMemory:
+            lo = mid
+    return hi
+
+
 def near_length(long_: int) -> int:
     """A batch just shorter than the longest (97%): the worst predecessor, whose segments are
     each a little too small for the longest batch's requests."""
@@ -149,7 +170,9 @@ def run(cache: Path | None) -> dict[str, Any]:
         out: dict[str, Any] = {"plan": label, "layers": layers, "batch": batch, "short": short, "long": long_}
         for name, (first, later) in sequences.items():
             alloc, res = chain(first, later)
-            out[name] = {"max_allocated": alloc, "max_reserved": res, "reserve": res - alloc}
+            need = least_capacity(first, later)
+            out[name] = {"max_allocated": alloc, "max_reserved": res, "reserve": res - alloc,
+                         "least_capacity": need, "reserve_needed": need - alloc}
         long_plan = plan_dict(plan, batch, long_)
         out["formula_one_length"] = formula(cfg, layers, long_plan, lengths_vary=False)
         out["formula_lengths_vary"] = formula(cfg, layers, long_plan, lengths_vary=True)
@@ -176,20 +199,24 @@ def to_markdown(report: dict[str, Any]) -> str:
         "",
         f"One length: median |error| {100 * s['error_one_length']['median_abs_error']:.0f}%, median signed "
         f"{100 * s['error_one_length']['median_signed_error']:+.0f}%, max {100 * s['error_one_length']['max_abs_error']:.0f}%. "
-        f"Lengths vary (the formula is the worst shorter batch, the replay one short batch): median |error| "
+        f"Lengths vary (formula: the worst predecessor, against the replay of a batch of 97% of the longest before it): median |error| "
         f"{100 * s['error_lengths_vary']['median_abs_error']:.0f}%, median signed "
         f"{100 * s['error_lengths_vary']['median_signed_error']:+.0f}%, max {100 * s['error_lengths_vary']['max_abs_error']:.0f}%.",
         "",
-        "| plan | layers | batch × (short, long) | max allocated (long) | reserve: fixed | formula, one length | "
-        "short then long | formula, lengths vary | long first |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| plan | layers | batch × (short, just shorter, long) | max allocated (long) | reserve: fixed | formula, one length | "
+        "short then long | just shorter then long | formula, lengths vary | long first | needed without OOM: fixed / "
+        "just shorter then long |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["rows"]:
         lines.append(
-            f"| {r['plan']} | {r['layers']} | {r['batch']} × ({r['short']}, {r['long']}) | {_gib(r['fixed']['max_allocated'])} | "
+            f"| {r['plan']} | {r['layers']} | {r['batch']} × ({r['short']}, {near_length(r['long'])}, {r['long']}) | "
+            f"{_gib(r['fixed']['max_allocated'])} | "
             f"{_gib(r['fixed']['reserve'])} | {_gib(r['formula_one_length'])} ({100 * r['error_one_length']:+.0f}%) | "
-            f"{_gib(r['short then long']['reserve'])} | {_gib(r['formula_lengths_vary'])} ({100 * r['error_lengths_vary']:+.0f}%) | "
-            f"{_gib(r['long first']['reserve'])} |")
+            f"{_gib(r['short then long']['reserve'])} | {_gib(r['just shorter then long']['reserve'])} | "
+            f"{_gib(r['formula_lengths_vary'])} ({100 * r['error_lengths_vary']:+.0f}%) | "
+            f"{_gib(r['long first']['reserve'])} | {_gib(r['fixed']['reserve_needed'])} / "
+            f"{_gib(r['just shorter then long']['reserve_needed'])} |")
     return "\n".join(lines) + "\n"
 
 
