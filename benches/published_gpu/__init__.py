@@ -34,7 +34,13 @@ every row (same seed, same buckets, same order, ``max_seq_length`` 768): ``LONGE
 is solved from the two calibration rows' ``max_memory_reserved`` (one unknown, two rows: their
 agreement is a check) and used unchanged for every held-out row. The allocator's reserve in
 that comparison is ``device::allocator_reserve`` with varying lengths (dynamic padding), a
-term derived from replays of recorded steps, not fitted to these rows.
+term derived from replays of recorded steps, not fitted to these rows. Caveat: PEFT's
+``BucketIterator`` yields each bucket long to short and the loop empties the cache every 10
+steps (buckets are 20 batches), which by the replay adds little variable-length reserve; the
+run's peak may instead come from cached segments of its no-grad passes (the wiki loss at up
+to 768 tokens before training, generation during evaluation), which the estimator does not
+model. The solved length absorbs whichever it is, so agreement on these rows checks the
+allocated terms and the reserve's scaling, not the variable-length term by itself.
 """
 
 from __future__ import annotations
