@@ -36,6 +36,7 @@ __all__ = [
     "forge_error",
     "objective_value",
     "unsupported",
+    "reserved_upper",
     "usable_bytes",
 ]
 
@@ -73,6 +74,11 @@ def fits(reserved: int, usable: int) -> bool:
     """The one fit rule (rust/src/search.rs ``fits``): the fit bound (peak reserved raised by
     the measured error band) ≤ usable bytes."""
     return bool(_native.fits(reserved, usable))
+
+
+def reserved_upper(peak_reserved: int, cuda_context: int) -> int:
+    """The fit bound of a reserved figure (rust/src/device.rs ``reserved_upper``)."""
+    return int(_native.reserved_upper(peak_reserved, cuda_context))
 
 
 def usable_bytes(memory_bytes: int, headroom: float) -> int:

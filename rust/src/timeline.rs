@@ -9,7 +9,7 @@
 
 use crate::activations::Saved;
 use crate::error::{Error, Result};
-use crate::device::{allocator_reserve, reserved_upper, CUDA_CONTEXT_BYTES};
+use crate::device::{allocator_reserve, reserved_upper, ReserveInputs, CUDA_CONTEXT_BYTES};
 use crate::estimator::{sat, Breakdown, DeviceTerms, Estimate, Estimator, Phase};
 use crate::throughput::SpeedModel;
 
@@ -133,6 +133,8 @@ pub(crate) struct Scalars {
     pub(crate) overhead: Option<crate::comm::Overhead>,
     pub(crate) tail_per_token: u64,
     pub(crate) logits_per_tv: (u64, u64, u64),
+    /// Bytes per entry of the compute-dtype logits (0 when no [tokens, vocab] tensor exists).
+    pub(crate) logits_width: u64,
     /// The terms alive in every phase: weights, quantisation state, adapters, reference
     /// model, optimizer states, distributed buffers…
     pub(crate) base: Breakdown,
@@ -188,7 +190,9 @@ impl Prepared<'_> {
         let device = DeviceTerms {
             cuda_context: CUDA_CONTEXT_BYTES,
             cublas_workspace: self.s.cublas_workspace,
-            allocator_reserve: allocator_reserve(peak_allocated, self.s.fixed),
+            // the default collator pads each batch to its longest: lengths vary between steps
+            // (packing / padding to max_length will pass false once the plan says so)
+            allocator_reserve: allocator_reserve(&self.reserve_inputs(batch), true),
             paged_optimizer_states: self.s.paged,
         };
         let peak_reserved = peak_allocated
@@ -196,6 +200,11 @@ impl Prepared<'_> {
             .saturating_add(device.cublas_workspace)
             .saturating_add(device.allocator_reserve)
             .saturating_add(device.paged_optimizer_states);
+        // The fit bound is built on what a roomy GPU shows (lengths varying between steps), not
+        // on the least a run needs: on a full GPU the caching allocator frees its cached
+        // segments and retries before raising out-of-memory (c10/cuda/CUDACachingAllocator.cpp,
+        // `release_cached_blocks`), so the bound errs on the safe side by the variable-length
+        // term (benches/results/allocator_replay.md, "least memory without OOM").
         let peak_reserved_upper = reserved_upper(peak_reserved, device.cuda_context);
         // e.g. 4 seqs × 1024 tokens × 4 accum × 1 GPU = 16,384 tokens per optimizer step
         let tokens_per_step = sat(sat(batch, self.s.max_length), sat(accumulation, self.s.num_gpus));
@@ -220,6 +229,21 @@ impl Prepared<'_> {
             tokens_per_second,
             step_seconds,
         })
+    }
+
+    /// The blocks that set the allocator's reserve ([`crate::device::allocator_reserve`]) at
+    /// `batch` sequences: logits-sized blocks of the micro-batch and the largest gradient.
+    fn reserve_inputs(&self, batch: u64) -> ReserveInputs {
+        // e.g. 4 seqs × 585 tokens × 128,256 vocab = 300,119,040 logits entries
+        let tv = sat(sat(batch, self.s.tokens_per_sequence), self.est.shape.vocab_size);
+        let has_logits = self.s.logits_width > 0;
+        let embed = if self.s.embed_trains { self.s.vh } else { 0 };
+        ReserveInputs {
+            logits: sat(tv, self.s.logits_width),
+            fp32_logits: if has_logits { sat(tv, 4) } else { 0 },
+            loss_forward: sat(tv, self.s.logits_per_tv.0),
+            largest_grad: embed.max(self.s.head_grad),
+        }
     }
 
     /// The method's quality score (the same for every batch).
