@@ -202,56 +202,45 @@ pub fn attention_kernel(shape: &ModelShape, plan: &Plan, gpu: Option<&GpuSpec>) 
     }
 }
 
-/// Saved bytes of one layer for a plan (no checkpointing).
+/// Saved bytes of one layer for a plan (no checkpointing): the attention block
+/// ([`attention_saved`]), the MLP block ([`mlp_saved`]) and its routed experts
+/// ([`moe_saved`]), the residual dropout's mask, and autocast's half copies of the weights.
 pub fn layer_saved(shape: &ModelShape, an: &Analysis, info: &LayerInfo, g: &LayerGrad, cx: &PlanCtx) -> Saved {
     let w = cx.w;
-    let kernel = cx.kernel;
-    let hints: &Hints = &shape.hints;
     let h = shape.hidden_size;
-    let heads = shape.num_attention_heads;
-    let qd = heads * shape.head_dim;
-    let kd = shape.num_key_value_heads * shape.head_dim;
     let mut out = Saved::default();
     let trains = g.any_trains();
     if !g.input && !trains {
         return out; // not in the graph at all
     }
-    let norms_per_block = an.norms_per_block;
+    attention_saved(shape, an, info, g, cx, &mut out);
+    mlp_saved(shape, an, info, g, cx, &mut out);
+    if info.moe {
+        out.per_token += moe_saved(shape, info, g, w, act_saved_bytes(an.act, w));
+    }
+    if cx.hidden_dropout {
+        out.per_token += h;
+    }
+    // autocast keeps a half copy of every fp32 weight whose grad path needs it until backward
+    if w.amp && (g.weights || g.input || trains) {
+        out.constant += 2 * info.linear_weight_params;
+    }
+    out
+}
 
-    // ---- attention block ----
-    let attn_trains = g.weights || g.lora.n[GROUP_ATTN_IN] + g.lora.n[GROUP_ATTN_OUT] > 0;
-    out.per_token += norm_saved(shape, w, g.input, g.weights, h) * norms_per_block;
+/// The attention block's saved bytes, added to `out`: its norm(s), the inputs of the
+/// q/k/v projections (base and LoRA), what the attention kernel keeps ([`qkv_saved`]),
+/// the output projection's input, a dropout mask and cross-attention's projections.
+fn attention_saved(shape: &ModelShape, an: &Analysis, info: &LayerInfo, g: &LayerGrad, cx: &PlanCtx, out: &mut Saved) {
+    let (w, kernel, h) = (cx.w, cx.kernel, shape.hidden_size);
+    let heads = shape.num_attention_heads;
+    let qd = heads * shape.head_dim;
+    let kd = shape.num_key_value_heads * shape.head_dim;
+    out.per_token += norm_saved(shape, w, g.input, g.weights, h) * an.norms_per_block;
     out.per_token += base_inputs(w, g, info, GROUP_ATTN_IN) + lora_inputs(cx, g, GROUP_ATTN_IN);
     let qkv_grad = g.input || g.weights || g.lora.n[GROUP_ATTN_IN] > 0;
     if qkv_grad {
-        if hints.qk_norm {
-            // per-head RMSNorm on q and k: fp32 copies and rsqrt per head
-            out.per_token += 4 * (qd + kd) + 4 * (heads + shape.num_key_value_heads);
-            if g.weights {
-                out.per_token += w.e * (qd + kd);
-            }
-        }
-        if kernel == AttnKernel::Eager {
-            let rep = if shape.num_key_value_heads == heads { kd } else { qd };
-            out.per_token += w.e * (qd + 2 * rep);
-            // fp32 softmax output + its cast to the compute dtype, per (token, context)
-            let mut s = (4 + w.e) * heads;
-            if hints.attn_logit_softcapping {
-                s += w.e * heads; // tanh keeps its output
-            }
-            if cx.attention_dropout {
-                s += (1 + w.e) * heads;
-            }
-            out.per_token_ctx += s;
-        } else {
-            // q, k, v (GQA passed natively), output, fp32 logsumexp per head
-            out.per_token += w.e * (2 * qd + 2 * kd) + 4 * heads;
-            if kernel == AttnKernel::Cudnn {
-                // cuDNN keeps its layout-normalised copies of q, k, v and an output in
-                // [b, s, h, d] layout (measured on fake-H100 SDPA, benches/truth)
-                out.per_token += w.e * (qd + 2 * kd) + w.e * qd;
-            }
-        }
+        qkv_saved(shape, g, cx, out);
     }
     let o_in: u64 = info.attn_out_in.unwrap_or(qd);
     // under cuDNN the output is already contiguous after `transpose(1, 2)`: o_proj keeps
@@ -267,10 +256,56 @@ pub fn layer_saved(shape: &ModelShape, an: &Analysis, info: &LayerInfo, g: &Laye
         // cross-attention: same projections over encoder states (approximation: as self)
         out.per_token += base_inputs(w, g, info, GROUP_ATTN_IN) + w.e * (2 * qd + 2 * kd) + 4 * heads;
     }
+}
 
-    // ---- MLP block ----
+/// What attention keeps when q, k, v need grads, added to `out`: per-head q/k norms, then
+/// eager's q, k, v (`e · (qd + 2·rep)`) and per context token its fp32 softmax and half
+/// cast (`(4 + e) · heads`, + softcapping's tanh and dropout's mask), or SDPA's q, k, v,
+/// output and fp32 log-sum-exp (`e · (2·qd + 2·kd) + 4 · heads`, cuDNN: + its copies).
+fn qkv_saved(shape: &ModelShape, g: &LayerGrad, cx: &PlanCtx, out: &mut Saved) {
+    let (w, hints): (Widths, &Hints) = (cx.w, &shape.hints);
+    let heads = shape.num_attention_heads;
+    let qd = heads * shape.head_dim;
+    let kd = shape.num_key_value_heads * shape.head_dim;
+    if hints.qk_norm {
+        // per-head RMSNorm on q and k: fp32 copies and rsqrt per head
+        out.per_token += 4 * (qd + kd) + 4 * (heads + shape.num_key_value_heads);
+        if g.weights {
+            out.per_token += w.e * (qd + kd);
+        }
+    }
+    if cx.kernel == AttnKernel::Eager {
+        let rep = if shape.num_key_value_heads == heads { kd } else { qd };
+        out.per_token += w.e * (qd + 2 * rep);
+        // fp32 softmax output + its cast to the compute dtype, per (token, context)
+        let mut s = (4 + w.e) * heads;
+        if hints.attn_logit_softcapping {
+            s += w.e * heads; // tanh keeps its output
+        }
+        if cx.attention_dropout {
+            s += (1 + w.e) * heads;
+        }
+        out.per_token_ctx += s;
+    } else {
+        // q, k, v (GQA passed natively), output, fp32 logsumexp per head
+        out.per_token += w.e * (2 * qd + 2 * kd) + 4 * heads;
+        if cx.kernel == AttnKernel::Cudnn {
+            // cuDNN keeps its layout-normalised copies of q, k, v and an output in
+            // [b, s, h, d] layout (measured on fake-H100 SDPA, benches/truth)
+            out.per_token += w.e * (qd + 2 * kd) + w.e * qd;
+        }
+    }
+}
+
+/// The MLP block's saved bytes, added to `out`: its norm(s) (shared with attention under
+/// parallel attention), the up/gate inputs (base and LoRA), the activation
+/// ([`act_saved_bytes`]; gated: `(act + 2e) · inter` with the gate product), and the down
+/// projection's input unless ReLU's saved output is that very tensor.
+fn mlp_saved(shape: &ModelShape, an: &Analysis, info: &LayerInfo, g: &LayerGrad, cx: &PlanCtx, out: &mut Saved) {
+    let (w, h) = (cx.w, shape.hidden_size);
+    let attn_trains = g.weights || g.lora.n[GROUP_ATTN_IN] + g.lora.n[GROUP_ATTN_OUT] > 0;
     let mlp_grad_in = g.input || attn_trains;
-    out.per_token += norm_saved(shape, w, mlp_grad_in, g.weights, h) * norms_per_block;
+    out.per_token += norm_saved(shape, w, mlp_grad_in, g.weights, h) * an.norms_per_block;
     if shape.parallel_attn {
         // attention and MLP read the same normed input: one norm's worth is shared
         out.per_token -= norm_saved(shape, w, mlp_grad_in, g.weights, h).min(out.per_token);
@@ -291,36 +326,36 @@ pub fn layer_saved(shape: &ModelShape, an: &Analysis, info: &LayerInfo, g: &Laye
         }
         out.per_token += lora_inputs(cx, g, GROUP_MLP_OUT);
     }
-    if info.moe {
-        let experts = shape.num_experts.max(1);
-        let k = shape.num_experts_per_tok.max(1);
-        let mi = shape.moe_intermediate_size.max(1);
-        // router logits softmax in fp32 + routing weights
-        out.per_token += 4 * experts + 8 * k;
-        if g.weights {
-            out.per_token += w.e * h; // router input
-        }
-        // per routed token: gathered input (if experts train), gate_up output, act output,
-        // product (if experts train), expert output kept by the routing-weight multiply
-        let per_route = (if g.weights { w.e * h } else { 0 })
-            + w.e * 2 * mi
-            + act * mi
-            + (if g.weights { w.e * mi } else { 0 })
-            + w.e * h
-            + 8;
-        out.per_token += k * per_route;
-        if let Some(si) = info.shared_inter {
-            out.per_token += (act + 2 * w.e) * si + if g.weights { 2 * w.e * si.max(h) } else { 0 } + 2 * w.e * h;
-        }
+}
+
+/// A mixture-of-experts block's saved bytes per token: the router's fp32 softmax over
+/// `experts` and the top-k weights (`4 · experts + 8 · k`), per routed token (`k` of them)
+/// its gathered input, gate_up and activation outputs, product and expert output, and
+/// the shared expert's MLP; `act` = [`act_saved_bytes`].
+fn moe_saved(shape: &ModelShape, info: &LayerInfo, g: &LayerGrad, w: Widths, act: u64) -> u64 {
+    let h = shape.hidden_size;
+    let mut per_token = 0u64;
+    let experts = shape.num_experts.max(1);
+    let k = shape.num_experts_per_tok.max(1);
+    let mi = shape.moe_intermediate_size.max(1);
+    // router logits softmax in fp32 + routing weights
+    per_token += 4 * experts + 8 * k;
+    if g.weights {
+        per_token += w.e * h; // router input
     }
-    if cx.hidden_dropout {
-        out.per_token += h;
+    // per routed token: gathered input (if experts train), gate_up output, act output,
+    // product (if experts train), expert output kept by the routing-weight multiply
+    let per_route = (if g.weights { w.e * h } else { 0 })
+        + w.e * 2 * mi
+        + act * mi
+        + (if g.weights { w.e * mi } else { 0 })
+        + w.e * h
+        + 8;
+    per_token += k * per_route;
+    if let Some(si) = info.shared_inter {
+        per_token += (act + 2 * w.e) * si + if g.weights { 2 * w.e * si.max(h) } else { 0 } + 2 * w.e * h;
     }
-    // autocast keeps a half copy of every fp32 weight whose grad path needs it until backward
-    if w.amp && (g.weights || g.input || trains) {
-        out.constant += 2 * info.linear_weight_params;
-    }
-    out
+    per_token
 }
 
 /// Saved bytes of a layer under non-reentrant checkpointing: only its input.

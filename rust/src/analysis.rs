@@ -2,7 +2,7 @@
 //! is straight-line arithmetic (the advisor evaluates millions of plans).
 
 use crate::error::{Error, Result};
-use crate::shape::{ModelShape, NormKind, ParamRole, Role, Stack};
+use crate::shape::{LayerType, Linear, ModelShape, NormKind, ParamRole, Role, Stack};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -187,141 +187,210 @@ pub struct Analysis {
 const OUT_NAMES: &[&str] =
     &["o_proj", "out_proj", "dense", "c_proj", "o", "wo", "down_proj", "fc2", "dense_4h_to_h", "w2", "proj"];
 
+/// The linears' target names as the layer types are read: a bit per distinct leaf name
+/// (at most 64, the width of a target mask), the full names for suffix matching, and the
+/// masks of peft's `all-linear` and of the attention projections.
+#[derive(Default)]
+struct TargetNames {
+    names: Vec<String>,
+    full_names: Vec<(String, u32)>,
+    attention_mask: u64,
+    all_linear_mask: u64,
+}
+
+impl TargetNames {
+    /// The bit of `lin`'s leaf name (the part after the last `.`), new if unseen, and the
+    /// leaf; records the full name and, for a LoRA-targetable linear, its mask bits.
+    fn register(&mut self, lin: &Linear) -> Result<(u32, String)> {
+        let leaf = lin.name.rsplit('.').next().unwrap_or(&lin.name).to_string();
+        let bit = match self.names.iter().position(|n| *n == leaf) {
+            Some(i) => i as u32,
+            None => {
+                if self.names.len() >= 64 {
+                    return Err(Error::field("linear module names", self.names.len() + 1, "at most 64 distinct names"));
+                }
+                self.names.push(leaf.clone());
+                (self.names.len() - 1) as u32
+            }
+        };
+        if !self.full_names.iter().any(|(n, _)| *n == lin.name) {
+            self.full_names.push((lin.name.clone(), bit));
+        }
+        if lin.lora_targetable {
+            self.all_linear_mask |= 1 << bit;
+            if lin.role == Role::Attention {
+                self.attention_mask |= 1 << bit;
+            }
+        }
+        Ok((bit, leaf))
+    }
+}
+
+/// One linear of a layer type: its target bit, and its side — `Out` when its leaf is an
+/// output projection's name (`OUT_NAMES`) or it maps another width into `hidden_size`,
+/// else `In` — which with its role picks its `GROUP_*`.
+fn lin_of(shape: &ModelShape, lin: &Linear, reg: &mut TargetNames) -> Result<Lin> {
+    let (bit, leaf) = reg.register(lin)?;
+    let block = lin.role;
+    let side = if OUT_NAMES.contains(&leaf.as_str()) || (lin.out_features == shape.hidden_size && lin.in_features != shape.hidden_size) {
+        Side::Out
+    } else {
+        Side::In
+    };
+    Ok(Lin {
+        bit,
+        in_f: lin.in_features,
+        out_f: lin.out_features,
+        count: lin.count,
+        bias: lin.bias,
+        block,
+        side,
+        targetable: lin.lora_targetable,
+        params: lin.num_parameters()?,
+        group: match (block, side) {
+            (Role::Attention, Side::In) => GROUP_ATTN_IN,
+            (Role::Attention, Side::Out) => GROUP_ATTN_OUT,
+            (Role::Mlp, Side::In) => GROUP_MLP_IN,
+            (Role::Mlp, Side::Out) => GROUP_MLP_OUT,
+            _ => GROUP_OTHER,
+        },
+    })
+}
+
+/// One layer type read once: its linears ([`lin_of`]) grouped by block and side, their
+/// weight sums (`Σ in · out · count`; bitsandbytes' share: the targetable `nn.Linear`s),
+/// and the forward FLOPs per token `Σ 2 · in · out · count` (routed experts: `top_k`
+/// instead of `count`).
+fn layer_info(shape: &ModelShape, lt: &LayerType, reg: &mut TargetNames) -> Result<LayerInfo> {
+    let mut lins = Vec::with_capacity(lt.linears.len());
+    let mut linear_weight_params = 0u64;
+    let (mut quantizable_weight_params, mut quantizable_rows) = (0u64, 0u64);
+    for lin in &lt.linears {
+        lins.push(lin_of(shape, lin, reg)?);
+        linear_weight_params += lin.in_features * lin.out_features * lin.count;
+        if lin.lora_targetable {
+            quantizable_weight_params += lin.in_features * lin.out_features * lin.count;
+            quantizable_rows += lin.out_features * lin.count;
+        }
+    }
+    let group = |block: Role, side: Option<Side>| -> Vec<Lin> {
+        lins.iter().filter(|l| l.block == block && side.is_none_or(|sd| l.side == sd)).cloned().collect()
+    };
+    let (attn_in, attn_out) = (group(Role::Attention, Some(Side::In)), group(Role::Attention, Some(Side::Out)));
+    let (mlp_in, mlp_out) = (group(Role::Mlp, Some(Side::In)), group(Role::Mlp, Some(Side::Out)));
+    let shared_expert = group(Role::SharedExpert, None);
+    let groups = [&attn_in, &attn_out, &mlp_in, &mlp_out];
+    let group_in_sum = groups.map(|g| g.iter().map(|l| l.in_f).sum());
+    let group_first_in = groups.map(|g| g.first().map_or(0, |l| l.in_f));
+    let top_k = shape.num_experts_per_tok.max(1) as u128;
+    // each token visits top_k of the `count` routed experts
+    let fwd_flops_linear = lins
+        .iter()
+        .map(|l| 2 * l.in_f as u128 * l.out_f as u128 * if l.block == Role::Expert { top_k } else { l.count as u128 })
+        .sum();
+    Ok(LayerInfo {
+        group_in_sum,
+        group_first_in,
+        attn_out_in: attn_out.iter().map(|l| l.in_f).max(),
+        mlp_inter: mlp_out.first().map(|l| l.in_f),
+        shared_inter: if shared_expert.is_empty() {
+            None
+        } else {
+            Some(shared_expert.iter().find(|l| l.side == Side::Out).map_or(shape.moe_intermediate_size.max(1), |l| l.in_f))
+        },
+        fwd_flops_linear,
+        common_lora: [(0, LoraSums::default()); 3],
+        stack: lt.stack,
+        attn_in,
+        attn_out,
+        mlp_in,
+        mlp_out,
+        shared_expert,
+        lins,
+        other_params: lt.other_parameters,
+        params: lt.num_parameters()?,
+        linear_weight_params,
+        quantizable_weight_params,
+        quantizable_rows,
+        moe: lt.moe,
+        cross_attention: lt.cross_attention,
+    })
+}
+
+/// The parameters outside the layers, summed by role.
+struct TopParams {
+    embedding: u64,
+    position: u64,
+    head: u64,
+    norm: u64,
+    other: u64,
+}
+
+impl TopParams {
+    fn of(shape: &ModelShape) -> Self {
+        let mut top = TopParams { embedding: 0, position: 0, head: 0, norm: 0, other: 0 };
+        for p in &shape.params {
+            match p.role {
+                ParamRole::Embedding => top.embedding += p.numel,
+                ParamRole::Position => top.position += p.numel,
+                ParamRole::LmHead => top.head += p.numel,
+                ParamRole::Norm => top.norm += p.numel,
+                ParamRole::Other => top.other += p.numel,
+            }
+        }
+        top
+    }
+}
+
+/// (largest tensor, number of tensors): the linear weights of each layer type
+/// (`in · out · count`, + a bias tensor) and the top-level parameters, plus the norms
+/// inside the layers, 1-2 tensors each (LayerNorm: 4 per layer, RMSNorm: 2).
+fn tensor_counts(shape: &ModelShape, types: &[LayerInfo]) -> (u64, u64) {
+    let mut largest = 0u64;
+    let mut num_tensors = 0u64;
+    for l in types.iter().flat_map(|t| t.lins.iter()) {
+        largest = largest.max(l.in_f * l.out_f * l.count);
+        num_tensors += if l.bias { 2 } else { 1 };
+    }
+    for p in &shape.params {
+        largest = largest.max(p.numel);
+        num_tensors += 1;
+    }
+    // norms inside layers: 1-2 tensors each, a handful per layer
+    num_tensors += shape.layers.len() as u64 * if shape.norm == NormKind::LayerNorm { 4 } else { 2 };
+    (largest, num_tensors)
+}
+
+/// `layers` as runs of consecutive layers of one type, `(type, start, end)`.
+fn runs_of(layers: &[u32]) -> Vec<(u32, usize, usize)> {
+    let mut runs: Vec<(u32, usize, usize)> = Vec::new();
+    for (i, &t) in layers.iter().enumerate() {
+        match runs.last_mut() {
+            Some((rt, _, end)) if *rt == t => *end = i + 1,
+            _ => runs.push((t, i, i + 1)),
+        }
+    }
+    runs
+}
+
 impl Analysis {
+    /// The plan-independent facts of `shape`: each layer type read once ([`layer_info`],
+    /// which registers the linears' target names, [`TargetNames`]), the top-level
+    /// parameters by role ([`TopParams`]), tensor counts ([`tensor_counts`]), the runs of
+    /// identical layers ([`runs_of`]) and the sums the estimator reads per plan.
     pub fn new(shape: &ModelShape) -> Result<Self> {
         shape.validate()?;
-        let mut names: Vec<String> = Vec::new();
-        let mut full_names: Vec<(String, u32)> = Vec::new();
-        let mut attention_mask = 0u64;
-        let mut all_linear_mask = 0u64;
+        let mut reg = TargetNames::default();
         let mut types = Vec::with_capacity(shape.layer_types.len());
-        let mut largest = 0u64;
-        let mut num_tensors = 0u64;
         for lt in &shape.layer_types {
-            let mut lins = Vec::with_capacity(lt.linears.len());
-            let mut linear_weight_params = 0u64;
-            let (mut quantizable_weight_params, mut quantizable_rows) = (0u64, 0u64);
-            for lin in &lt.linears {
-                let leaf = lin.name.rsplit('.').next().unwrap_or(&lin.name).to_string();
-                let bit = match names.iter().position(|n| *n == leaf) {
-                    Some(i) => i as u32,
-                    None => {
-                        if names.len() >= 64 {
-                            return Err(Error::field("linear module names", names.len() + 1, "at most 64 distinct names"));
-                        }
-                        names.push(leaf.clone());
-                        (names.len() - 1) as u32
-                    }
-                };
-                if !full_names.iter().any(|(n, _)| *n == lin.name) {
-                    full_names.push((lin.name.clone(), bit));
-                }
-                let block = lin.role;
-                let side = if OUT_NAMES.contains(&leaf.as_str()) || (lin.out_features == shape.hidden_size && lin.in_features != shape.hidden_size) {
-                    Side::Out
-                } else {
-                    Side::In
-                };
-                if lin.lora_targetable {
-                    all_linear_mask |= 1 << bit;
-                    if block == Role::Attention {
-                        attention_mask |= 1 << bit;
-                    }
-                }
-                let params = lin.num_parameters()?;
-                linear_weight_params += lin.in_features * lin.out_features * lin.count;
-                if lin.lora_targetable {
-                    quantizable_weight_params += lin.in_features * lin.out_features * lin.count;
-                    quantizable_rows += lin.out_features * lin.count;
-                }
-                largest = largest.max(lin.in_features * lin.out_features * lin.count);
-                num_tensors += if lin.bias { 2 } else { 1 };
-                lins.push(Lin {
-                    bit,
-                    in_f: lin.in_features,
-                    out_f: lin.out_features,
-                    count: lin.count,
-                    bias: lin.bias,
-                    block,
-                    side,
-                    targetable: lin.lora_targetable,
-                    params,
-                    group: match (block, side) {
-                        (Role::Attention, Side::In) => GROUP_ATTN_IN,
-                        (Role::Attention, Side::Out) => GROUP_ATTN_OUT,
-                        (Role::Mlp, Side::In) => GROUP_MLP_IN,
-                        (Role::Mlp, Side::Out) => GROUP_MLP_OUT,
-                        _ => GROUP_OTHER,
-                    },
-                });
-            }
-            let group = |block: Role, side: Option<Side>| -> Vec<Lin> {
-                lins.iter().filter(|l| l.block == block && side.is_none_or(|sd| l.side == sd)).cloned().collect()
-            };
-            let (attn_in, attn_out) = (group(Role::Attention, Some(Side::In)), group(Role::Attention, Some(Side::Out)));
-            let (mlp_in, mlp_out) = (group(Role::Mlp, Some(Side::In)), group(Role::Mlp, Some(Side::Out)));
-            let shared_expert = group(Role::SharedExpert, None);
-            let groups = [&attn_in, &attn_out, &mlp_in, &mlp_out];
-            let group_in_sum = groups.map(|g| g.iter().map(|l| l.in_f).sum());
-            let group_first_in = groups.map(|g| g.first().map_or(0, |l| l.in_f));
-            let top_k = shape.num_experts_per_tok.max(1) as u128;
-            // each token visits top_k of the `count` routed experts
-            let fwd_flops_linear = lins
-                .iter()
-                .map(|l| 2 * l.in_f as u128 * l.out_f as u128 * if l.block == Role::Expert { top_k } else { l.count as u128 })
-                .sum();
-            types.push(LayerInfo {
-                group_in_sum,
-                group_first_in,
-                attn_out_in: attn_out.iter().map(|l| l.in_f).max(),
-                mlp_inter: mlp_out.first().map(|l| l.in_f),
-                shared_inter: if shared_expert.is_empty() {
-                    None
-                } else {
-                    Some(shared_expert.iter().find(|l| l.side == Side::Out).map_or(shape.moe_intermediate_size.max(1), |l| l.in_f))
-                },
-                fwd_flops_linear,
-                common_lora: [(0, LoraSums::default()); 3],
-                stack: lt.stack,
-                attn_in,
-                attn_out,
-                mlp_in,
-                mlp_out,
-                shared_expert,
-                lins,
-                other_params: lt.other_parameters,
-                params: lt.num_parameters()?,
-                linear_weight_params,
-                quantizable_weight_params,
-                quantizable_rows,
-                moe: lt.moe,
-                cross_attention: lt.cross_attention,
-            });
+            types.push(layer_info(shape, lt, &mut reg)?);
         }
-        let (mut embedding_params, mut position_params, mut head_params, mut norm_params, mut other_params) = (0, 0, 0, 0, 0);
-        for p in &shape.params {
-            largest = largest.max(p.numel);
-            num_tensors += 1;
-            match p.role {
-                ParamRole::Embedding => embedding_params += p.numel,
-                ParamRole::Position => position_params += p.numel,
-                ParamRole::LmHead => head_params += p.numel,
-                ParamRole::Norm => norm_params += p.numel,
-                ParamRole::Other => other_params += p.numel,
-            }
-        }
-        // norms inside layers: 1-2 tensors each, a handful per layer
-        num_tensors += shape.layers.len() as u64 * if shape.norm == NormKind::LayerNorm { 4 } else { 2 };
+        let top = TopParams::of(shape);
+        let (largest, num_tensors) = tensor_counts(shape, &types);
         for t in &mut types {
-            t.common_lora = [0, attention_mask, all_linear_mask].map(|m| (m, t.sum_lora(m)));
+            t.common_lora = [0, reg.attention_mask, reg.all_linear_mask].map(|m| (m, t.sum_lora(m)));
         }
-        let mut runs: Vec<(u32, usize, usize)> = Vec::new();
-        for (i, &t) in shape.layers.iter().enumerate() {
-            match runs.last_mut() {
-                Some((rt, _, end)) if *rt == t => *end = i + 1,
-                _ => runs.push((t, i, i + 1)),
-            }
-        }
+        let runs = runs_of(&shape.layers);
         // the same sums the estimator used to take per call (no overflow: the shape is
         // validated to at most MAX_PARAMETERS parameters)
         let layers_linear_weight_params: u64 = shape.layers.iter().map(|&t| types[t as usize].quantizable_weight_params).sum();
@@ -333,17 +402,17 @@ impl Analysis {
             *m = (*m).min(l.in_f.min(l.out_f));
         }
         Ok(Analysis {
-            names,
-            full_names,
-            attention_mask,
-            all_linear_mask,
+            names: reg.names,
+            full_names: reg.full_names,
+            attention_mask: reg.attention_mask,
+            all_linear_mask: reg.all_linear_mask,
             types,
             layers: shape.layers.clone(),
-            embedding_params,
-            position_params,
-            head_params,
-            norm_params,
-            other_params,
+            embedding_params: top.embedding,
+            position_params: top.position,
+            head_params: top.head,
+            norm_params: top.norm,
+            other_params: top.other,
             total_params: shape.num_parameters()?,
             largest_tensor: largest,
             num_tensors,

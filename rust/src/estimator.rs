@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::gpu::GpuSpec;
 use crate::plan::{Distributed, Method, Optim, Plan, Trainer};
 use crate::shape::ModelShape;
-use crate::timeline::{Evaluation, Prepared, Scalars, Segment};
+use crate::timeline::{Evaluation, Prepared, Scalars, Segment, Segments};
 
 /// Named memory terms at the peak, in bytes. They add up to `peak_allocated`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -169,6 +169,182 @@ fn layer_trainable(params: u64, lora: &LoraSums, full: bool, r: u64) -> u64 {
     }
 }
 
+/// What every step of [`Estimator::prepare_in`] reads about a plan.
+struct Basis {
+    /// The LoRA target bits (0 without adapters).
+    mask: u64,
+    /// Full fine-tuning (else only adapters train).
+    full: bool,
+    /// Layers frozen from the bottom ([`Estimator::frozen_layers`]).
+    frozen: u64,
+    embed_trains: bool,
+    head_trains: bool,
+    /// Bytes of one gradient: the parameter dtype's under full fine-tuning, else the fp32
+    /// adapters'.
+    grad_bytes_per: u64,
+    /// What per-layer grads are divided by: N GPUs where grads are sharded (ZeRO-2, FSDP,
+    /// ZeRO-3), else 1.
+    grad_scale: u64,
+}
+
+/// The trainable parameters of a plan ([`Estimator::trainable_set`]).
+struct TrainableSet {
+    /// Of the LoRA adapters (0 under full fine-tuning).
+    adapter_params: u64,
+    /// All of them: the adapters, or the unfrozen layers plus `head_train_params`.
+    trainable: u64,
+    /// Full fine-tuning's trainable parameters outside the layers (norm, embeddings, head).
+    head_train_params: u64,
+}
+
+/// The fixed memory terms that sharding and offloading divide or move, in bytes
+/// ([`Estimator::sharded`]).
+#[derive(Default)]
+struct Fixed {
+    weights: u64,
+    gradients: u64,
+    states: u64,
+    temporaries: u64,
+    dist_buffers: u64,
+    host_fixed: u64,
+    /// Grads alive across micro-batches (FSDP2: unsharded; `gradients` otherwise).
+    accum_gradients: u64,
+    fsdp_units: crate::fsdp::PhaseBytes,
+}
+
+impl Fixed {
+    fn unsharded(weights: u64, gradients: u64, states: u64, temporaries: u64) -> Self {
+        Fixed { weights, gradients, states, temporaries, ..Default::default() }
+    }
+}
+
+/// What [`Estimator::layer_segments`] adds up besides the segments.
+#[derive(Default)]
+struct LayerSegments {
+    /// The input of the layer above the last one requires grad (the final norm's input).
+    input_grad: bool,
+    /// The lowest layer in the autograd graph (FLOPs: backward starts there).
+    first_in_graph: Option<usize>,
+    /// Autocast's half weight copies that autograd keeps (without checkpointing).
+    autocast_copies: u64,
+    /// Activation offloading's host bytes per token.
+    host_per_token: u64,
+}
+
+/// Weights and quantisation state in bytes: `total params · param bytes` (full, LoRA);
+/// QLoRA: the layers' `nn.Linear` weights in NF4 ([`nf4_bytes`]) plus the rest at 4 bytes
+/// (or the float storage's); LLM.int8: 1 byte per linear weight plus fp32 per output row.
+fn weight_bytes(an: &Analysis, plan: &Plan) -> (u64, u64) {
+    let layer_lin_w: u64 = an.layers_linear_weight_params;
+    match plan.method {
+        Method::Full | Method::Lora => (sat(an.total_params, plan.dtype.param_bytes()), 0),
+        // peft `prepare_model_for_kbit_training` casts every non-quantised half
+        // parameter (embeddings, norms, head, biases) to fp32.
+        // With a float `bnb_4bit_quant_storage` (FSDP-QLoRA, peft's guide) the model loads
+        // in that dtype and trl skips the upcast for sharded QLoRA: the rest stays half.
+        Method::Qlora => {
+            let (packed, state) = nf4_bytes(layer_lin_w, plan.bnb_4bit_use_double_quant);
+            let rest = if plan.bnb_4bit_quant_storage.is_float() { plan.dtype.compute_bytes() } else { 4 };
+            (packed.saturating_add(sat(an.total_params - layer_lin_w, rest)), state)
+        }
+        // LLM.int8: int8 weights plus a fp32 scale per output row (SCB).
+        Method::Lora8bit => {
+            let rows: u64 = an.layers_linear_rows;
+            (layer_lin_w.saturating_add(sat(an.total_params - layer_lin_w, 4)), sat(rows, 4))
+        }
+    }
+}
+
+/// QLoRA's packed 4-bit layer weights, `⌈linear weights / 2⌉` bytes (0 for other methods).
+fn qlora_packed(an: &Analysis, plan: &Plan) -> u64 {
+    if plan.method == Method::Qlora {
+        an.layers_linear_weight_params.div_ceil(2)
+    } else {
+        0
+    }
+}
+
+/// Optimizer (states, temporaries, paged states) in bytes for `trainable` parameters:
+/// AdamW keeps `2 · trainable · state bytes` + a fp32 step per tensor (state bytes: the
+/// parameter dtype's under full fine-tuning, else fp32); bitsandbytes 8-bit `2 · trainable`
+/// + fp32 absmax per 256-block of each state; Adafactor factored second moments.
+fn optimizer_bytes(an: &Analysis, plan: &Plan, mask: u64, trainable: u64) -> (u64, u64, u64) {
+    let full = plan.method == Method::Full;
+    let pb = plan.dtype.param_bytes();
+    let state_bytes_per = if full { pb } else { 4 };
+    let n_tensors_trainable = if full { an.num_tensors } else { 2 * (an.layers.len() as u64) * (mask.count_ones() as u64) };
+    match plan.optim {
+        // exp_avg + exp_avg_sq in the parameter dtype, + a fp32 `step` per tensor
+        Optim::AdamwTorchFused => (sat(trainable, 2 * state_bytes_per) + 4 * n_tensors_trainable, 0, 0),
+        // foreach: `_foreach_sqrt(exp_avg_sq)` materialises one more state-sized list
+        Optim::AdamwTorch => (
+            sat(trainable, 2 * state_bytes_per) + 4 * n_tensors_trainable,
+            sat(trainable, state_bytes_per),
+            0,
+        ),
+        // bitsandbytes 8-bit: 1 byte per state + fp32 absmax per 256-block, two states
+        Optim::Adamw8bit => (sat(trainable, 2) + sat(trainable.div_ceil(256), 8), 0, 0),
+        Optim::PagedAdamw8bit => (0, 0, sat(trainable, 2) + sat(trainable.div_ceil(256), 8)),
+        Optim::PagedAdamw32bit => (0, 0, sat(trainable, 8)),
+        // Adafactor (HF defaults, no first moment): factored row+col second moments;
+        // works tensor by tensor with fp32 copies of grad, param, update.
+        Optim::Adafactor => {
+            let factored = (trainable as f64).sqrt() as u64 * 2 * state_bytes_per;
+            // per tensor: grad.float(), p.float() (half params only), grad²+eps, and the
+            // rank-1 approximation row⊗col — all fp32 (transformers/optimization.py Adafactor.step)
+            let copies = if state_bytes_per < 4 || pb < 4 { 4 } else { 2 };
+            (factored.max(sat(trainable / 1024, state_bytes_per)), sat(an.largest_tensor.min(trainable), 4 * copies), 0)
+        }
+        Optim::Sgd => (0, 0, 0), // TrainingArguments has momentum 0 for SGD
+    }
+}
+
+/// Bytes per token the tail keeps for backward: the final norm's saved input (RMSNorm:
+/// `4h + 4`, fp32 input and rstd; LayerNorm: `r·h + 8`; Liger: `e·h + 4`) and its output
+/// when the weights train, the head's input when it trains (or Liger's fused loss), the
+/// token ids of a training embedding and a dropout mask.
+fn tail_per_token(shape: &ModelShape, plan: &Plan, cx: &PlanCtx, input_grad: bool, b: &Basis) -> u64 {
+    let (h, w, full) = (shape.hidden_size, cx.w, b.full);
+    let mut per_tok = 0u64;
+    let liger_norm = plan.use_liger_kernel && shape.norm == crate::shape::NormKind::RmsNorm;
+    if input_grad || full {
+        per_tok += if liger_norm { w.e * h + 4 } else if shape.norm == crate::shape::NormKind::RmsNorm { 4 * h + 4 } else { w.r * h + 8 };
+        if full {
+            per_tok += w.r * h;
+        }
+    }
+    if plan.use_liger_kernel && plan.trainer == Trainer::Sft {
+        // the fused loss keeps grad_input and loss_1d, and no head input (levers.rs)
+        per_tok += crate::levers::liger_kept_per_token(h, w.e);
+    } else if b.head_trains {
+        per_tok += if w.amp { 2 * h } else { w.e * h };
+    }
+    if b.embed_trains {
+        per_tok += 8; // token ids kept by the embedding
+    }
+    if cx.hidden_dropout {
+        per_tok += h;
+    }
+    per_tok
+}
+
+/// Bytes per (token × vocabulary entry) of the logits and loss: (forward end, saved for
+/// the loss backward, the loss backward's buffers).
+fn logits_per_tv(shape: &ModelShape, plan: &Plan, w: Widths, liger: bool) -> (u64, u64, u64) {
+    if plan.trainer == Trainer::Dpo || liger {
+        // (Liger's fused linear cross-entropy: chunks, priced in `timeline.rs` via levers.rs)
+        // trl ≥ 1.x DPOTrainer computes log-probs through a fused LM head in chunks
+        // (trl add_fused_lm_head): no [tokens, vocab] tensor is materialised
+        (0, 0, 0)
+    } else {
+        let softcap = if shape.hints.final_logit_softcapping { w.e } else { 0 };
+        // logits (e) + fp32 upcast (ForCausalLMLoss: logits.float()) + log_softmax out (fp32)
+        let upcast = if w.e == 4 { 0 } else { 4 };
+        // log_softmax backward: saved output + incoming grad + grad input, all fp32
+        (w.e + upcast + 4 + softcap, 4 + softcap, 12 + softcap)
+    }
+}
+
 impl Estimator {
     pub fn new(shape: ModelShape) -> Result<Self> {
         let analysis = Analysis::new(&shape)?;
@@ -202,12 +378,132 @@ impl Estimator {
 
     /// [`Estimator::prepare`] into a slot (the search reuses its slots instead of moving
     /// kilobyte structs); `lines` builds what [`Prepared::evaluate`] needs, which one
-    /// [`Prepared::finish`] does not.
+    /// [`Prepared::finish`] does not. In steps: the plan's checks and target mask
+    /// ([`Estimator::checked_target_mask`]), weights and quantisation ([`weight_bytes`]),
+    /// the trainable set ([`Estimator::trainable_set`]), optimizer states
+    /// ([`optimizer_bytes`]), sharding and offloading ([`Estimator::sharded`]), the layer
+    /// segments ([`Estimator::layer_segments`]), the tail ([`tail_per_token`],
+    /// [`logits_per_tv`]) and the speed and overhead models ([`Estimator::overhead`]).
     pub(crate) fn prepare_in<'a>(&'a self, plan: &Plan, gpu: Option<&GpuSpec>, out: &mut Prepared<'a>, lines: bool) -> Result<()> {
-        plan.validate()?;
+        let mask = self.checked_target_mask(plan)?;
         let shape = &self.shape;
         let an = &self.analysis;
-        if plan.trainer == Trainer::Dpo && shape.is_encoder_decoder {
+        // FSDP2 computes with the gathered `param_dtype` units: activations as that dtype's (fsdp.rs)
+        let act_plan = if crate::fsdp::applies(plan) && plan.dtype.is_amp() {
+            std::borrow::Cow::Owned(Plan { dtype: crate::fsdp::compute_dtype(plan.dtype), ..plan.clone() })
+        } else {
+            std::borrow::Cow::Borrowed(plan)
+        };
+        let w = Widths::of(act_plan.dtype);
+        let pb = plan.dtype.param_bytes();
+        let full = plan.method == Method::Full;
+        let frozen = self.frozen_layers(plan);
+        let n_layers = an.layers.len() as u64;
+        // any freeze ratio > 0 freezes the input embeddings, even when it rounds to 0 layers
+        // (forge_advisor.train.freezing.setup_lp_lora_style, benches/truth)
+        let embed_trains = full && plan.freeze_ratio == 0.0;
+        let head_trains = full && (!shape.tie_word_embeddings || embed_trains);
+        let grad_bytes_per = if full { pb } else { 4 };
+        let grad_scale = if matches!(plan.distributed, Distributed::Zero2 | Distributed::Fsdp | Distributed::Zero3) { plan.num_gpus } else { 1 };
+        let b = Basis { mask, full, frozen, embed_trains, head_trains, grad_bytes_per, grad_scale };
+
+        // ---- parameters: weights, adapters, trainable set --------------------------
+        let (weights, quant_state) = weight_bytes(an, plan);
+        let set = self.trainable_set(plan, &b);
+        let trainable = set.trainable;
+        let adapter_bytes = sat(set.adapter_params, 4); // peft keeps adapters in fp32 (autocast_adapter_dtype)
+        let gradients = sat(trainable, grad_bytes_per);
+
+        // ---- optimizer states and temporaries ---------------------------------------
+        let (states, temporaries, paged) = optimizer_bytes(an, plan, mask, trainable);
+
+        // ---- distributed sharding -------------------------------------------------------
+        let n_gpus = plan.num_gpus;
+        let fixed = self.sharded(plan, w, Fixed::unsharded(weights, gradients, states, temporaries), trainable, &b);
+        let reference_model = if plan.trainer == Trainer::Dpo && full { fixed.weights } else { 0 };
+
+        // ---- activations per layer (per token; multiplied out in `finish`) ---------------
+        let cx = PlanCtx::new(shape, &act_plan, gpu);
+        out.est = self;
+        let acts = self.layer_segments(plan, &act_plan, &cx, &b, &mut out.segs);
+
+        // ---- tail: final norm, head, logits and loss --------------------------------
+        let h = shape.hidden_size;
+        let tail_per_token = tail_per_token(shape, plan, &cx, acts.input_grad, &b);
+        let mut autocast_copies = acts.autocast_copies;
+        if w.amp {
+            autocast_copies = autocast_copies.saturating_add(sat(an.head_params.max(if shape.tie_word_embeddings { an.embedding_params } else { 0 }), 2));
+        }
+        let liger = plan.use_liger_kernel && plan.trainer == Trainer::Sft;
+        let logits_per_tv = logits_per_tv(shape, plan, w, liger);
+
+        if matches!(plan.distributed, Distributed::Fsdp | Distributed::Zero3) {
+            // half copies exist only for the gathered units: the shard plus two in flight
+            autocast_copies /= n_gpus;
+        }
+
+        let head_grad = sat(if full { set.head_train_params - if embed_trains { an.embedding_params + an.position_params } else { 0 } } else { 0 }, grad_bytes_per);
+        // a tied head's grad waits in autograd's input buffer for the embedding's
+        let held_head = if shape.tie_word_embeddings && embed_trains { sat(an.embedding_params, grad_bytes_per) } else { 0 };
+        let vh = sat(an.embedding_params, grad_bytes_per);
+        let flops_per_token = crate::throughput::flops_per_token(self, plan, mask, frozen, acts.first_in_graph);
+        let quality = crate::objective::quality_score(plan, crate::objective::targets_all_linear(plan, mask, an.all_linear_mask));
+        let base = Breakdown {
+            weights: fixed.weights,
+            quant_state,
+            lora_adapters: adapter_bytes,
+            reference_model,
+            optimizer_states: fixed.states,
+            distributed_buffers: fixed.dist_buffers,
+            ..Default::default()
+        };
+        out.s = Scalars {
+            tokens_per_sequence: if plan.trainer == Trainer::Dpo { 2 * plan.max_length } else { plan.max_length },
+            max_length: plan.max_length,
+            num_gpus: plan.num_gpus,
+            gradient_checkpointing: plan.gradient_checkpointing,
+            speed: gpu.and_then(|g| crate::throughput::SpeedModel::new(self, plan, g, trainable / grad_scale)),
+            overhead: gpu.map(|g| self.overhead(plan, g, trainable, grad_bytes_per, acts.host_per_token)),
+            tail_per_token,
+            logits_per_tv,
+            logits_width: if plan.trainer == Trainer::Dpo { 0 } else { w.e },
+            fixed: base.entries().iter().map(|&(_, x)| x as u128).sum(),
+            base,
+            temporaries: fixed.temporaries,
+            paged,
+            cublas_workspace: crate::device::cublas_workspace(gpu),
+            autocast_copies,
+            gradients: fixed.gradients,
+            accum_gradients: fixed.accum_gradients,
+            fsdp_units: fixed.fsdp_units,
+            head_grad,
+            liger: liger.then_some((h, shape.vocab_size, w.e, head_grad)),
+            host_fixed: fixed.host_fixed,
+            host_per_token: acts.host_per_token,
+            held_head,
+            vh,
+            embed_trains,
+            trainable,
+            frozen: frozen.min(n_layers),
+            flops_per_token,
+            quality,
+        };
+        if lines {
+            out.build_lines();
+        } else {
+            out.lines = Default::default();
+        }
+        Ok(())
+    }
+
+    /// The plan's checks that need the model (after [`Plan::validate`]) and its LoRA target
+    /// mask (0 without adapters): DPO only on decoder-only models, and a rank no larger than
+    /// the smallest side of any targeted linear (lora_A is r×in, lora_B out×r, peft
+    /// `LoraLayer.update_layer`).
+    fn checked_target_mask(&self, plan: &Plan) -> Result<u64> {
+        plan.validate()?;
+        let an = &self.analysis;
+        if plan.trainer == Trainer::Dpo && self.shape.is_encoder_decoder {
             return Err(Error::field("trainer", "dpo", "decoder-only models (seq2seq DPO is not modelled)"));
         }
         let mask = if plan.uses_lora() { an.target_mask(plan.lora_target_modules.as_ref())? } else { 0 };
@@ -232,41 +528,15 @@ impl Estimator {
                 }
             }
         }
-        // FSDP2 computes with the gathered `param_dtype` units: activations as that dtype's (fsdp.rs)
-        let act_plan = if crate::fsdp::applies(plan) && plan.dtype.is_amp() {
-            std::borrow::Cow::Owned(Plan { dtype: crate::fsdp::compute_dtype(plan.dtype), ..plan.clone() })
-        } else {
-            std::borrow::Cow::Borrowed(plan)
-        };
-        let w = Widths::of(act_plan.dtype);
-        let pb = plan.dtype.param_bytes();
-        let full = plan.method == Method::Full;
-        let frozen = self.frozen_layers(plan);
-        let n_layers = an.layers.len() as u64;
-        // any freeze ratio > 0 freezes the input embeddings, even when it rounds to 0 layers
-        // (forge_advisor.train.freezing.setup_lp_lora_style, benches/truth)
-        let embed_trains = full && plan.freeze_ratio == 0.0;
-        let head_trains = full && (!shape.tie_word_embeddings || embed_trains);
+        Ok(mask)
+    }
 
-        // ---- parameters: weights, adapters, trainable set --------------------------
-        let layer_lin_w: u64 = an.layers_linear_weight_params;
-        let (weights, quant_state) = match plan.method {
-            Method::Full | Method::Lora => (sat(an.total_params, pb), 0),
-            // peft `prepare_model_for_kbit_training` casts every non-quantised half
-            // parameter (embeddings, norms, head, biases) to fp32.
-            // With a float `bnb_4bit_quant_storage` (FSDP-QLoRA, peft's guide) the model loads
-            // in that dtype and trl skips the upcast for sharded QLoRA: the rest stays half.
-            Method::Qlora => {
-                let (packed, state) = nf4_bytes(layer_lin_w, plan.bnb_4bit_use_double_quant);
-                let rest = if plan.bnb_4bit_quant_storage.is_float() { plan.dtype.compute_bytes() } else { 4 };
-                (packed.saturating_add(sat(an.total_params - layer_lin_w, rest)), state)
-            }
-            // LLM.int8: int8 weights plus a fp32 scale per output row (SCB).
-            Method::Lora8bit => {
-                let rows: u64 = an.layers_linear_rows;
-                (layer_lin_w.saturating_add(sat(an.total_params - layer_lin_w, 4)), sat(rows, 4))
-            }
-        };
+    /// The trainable parameters: per unfrozen layer [`layer_trainable`] (all of its
+    /// parameters under full fine-tuning, else `r · Σ (in + out) · count` of its adapters),
+    /// plus under full fine-tuning the final norm and other top-level parameters, the
+    /// embeddings unless frozen, and the head unless tied to frozen embeddings.
+    fn trainable_set(&self, plan: &Plan, b: &Basis) -> TrainableSet {
+        let (an, full, frozen, mask) = (&self.analysis, b.full, b.frozen, b.mask);
         // every layer of a type trains the same parameters unless frozen: price each run of
         // one type once (`live` = its unfrozen layers)
         let mut adapter_params = 0u64;
@@ -286,160 +556,139 @@ impl Estimator {
         if full {
             // final norm always trains; embeddings unless frozen; the head with them when tied
             head_train_params += an.norm_params + an.other_params;
-            if embed_trains {
+            if b.embed_trains {
                 head_train_params += an.embedding_params + an.position_params;
             }
-            if head_trains {
+            if b.head_trains {
                 head_train_params += an.head_params;
             }
             trainable += head_train_params;
         }
-        let adapter_bytes = sat(adapter_params, 4); // peft keeps adapters in fp32 (autocast_adapter_dtype)
-        let grad_bytes_per = if full { pb } else { 4 };
-        let gradients = sat(trainable, grad_bytes_per);
-        let state_bytes_per = if full { pb } else { 4 };
+        TrainableSet { adapter_params, trainable, head_train_params }
+    }
 
-        // ---- optimizer states and temporaries ---------------------------------------
-        let n_tensors_trainable = if full { an.num_tensors } else { 2 * (an.layers.len() as u64) * (mask.count_ones() as u64) };
-        let (mut states, mut temporaries, paged) = match plan.optim {
-            // exp_avg + exp_avg_sq in the parameter dtype, + a fp32 `step` per tensor
-            Optim::AdamwTorchFused => (sat(trainable, 2 * state_bytes_per) + 4 * n_tensors_trainable, 0, 0),
-            // foreach: `_foreach_sqrt(exp_avg_sq)` materialises one more state-sized list
-            Optim::AdamwTorch => (
-                sat(trainable, 2 * state_bytes_per) + 4 * n_tensors_trainable,
-                sat(trainable, state_bytes_per),
-                0,
-            ),
-            // bitsandbytes 8-bit: 1 byte per state + fp32 absmax per 256-block, two states
-            Optim::Adamw8bit => (sat(trainable, 2) + sat(trainable.div_ceil(256), 8), 0, 0),
-            Optim::PagedAdamw8bit => (0, 0, sat(trainable, 2) + sat(trainable.div_ceil(256), 8)),
-            Optim::PagedAdamw32bit => (0, 0, sat(trainable, 8)),
-            // Adafactor (HF defaults, no first moment): factored row+col second moments;
-            // works tensor by tensor with fp32 copies of grad, param, update.
-            Optim::Adafactor => {
-                let factored = (trainable as f64).sqrt() as u64 * 2 * state_bytes_per;
-                // per tensor: grad.float(), p.float() (half params only), grad²+eps, and the
-                // rank-1 approximation row⊗col — all fp32 (transformers/optimization.py Adafactor.step)
-                let copies = if state_bytes_per < 4 || pb < 4 { 4 } else { 2 };
-                (factored.max(sat(trainable / 1024, state_bytes_per)), sat(an.largest_tensor.min(trainable), 4 * copies), 0)
-            }
-            Optim::Sgd => (0, 0, 0), // TrainingArguments has momentum 0 for SGD
-        };
-
-        // ---- distributed sharding -------------------------------------------------------
-        let n_gpus = plan.num_gpus;
+    /// The fixed terms on one GPU of `plan.num_gpus` = N: DDP adds a bucket copy of the
+    /// grads; ZeRO-2 shards states and grads (`x / N`) and keeps a 500M-element reduce
+    /// bucket; FSDP2 and ZeRO-3 also shard the weights (`(weights − replicated) / N +
+    /// replicated`, [`Estimator::fsdp_sharded`]); then the offloading levers move
+    /// shards and optimizer to the host (levers.rs).
+    fn sharded(&self, plan: &Plan, w: Widths, mut f: Fixed, trainable: u64, b: &Basis) -> Fixed {
+        let (n_gpus, grad_bytes_per) = (plan.num_gpus, b.grad_bytes_per);
         // 4-bit weights in bitsandbytes' uint8 storage do not shard (plan.rs `QuantStorage`)
-        let qlora_packed = if plan.method == Method::Qlora { layer_lin_w.div_ceil(2) } else { 0 };
-        let replicated = if plan.bnb_4bit_quant_storage.is_float() { 0 } else { qlora_packed };
-        let mut host_fixed = 0u64;
-        let mut weights = weights;
-        let mut gradients = gradients;
-        let mut dist_buffers = 0u64;
+        let replicated = if plan.bnb_4bit_quant_storage.is_float() { 0 } else { qlora_packed(&self.analysis, plan) };
         let mut fsdp_accum_gradients = None;
-        let mut fsdp_units = crate::fsdp::PhaseBytes::default();
         match plan.distributed {
             Distributed::None => {}
             // DDP buckets hold a second copy of the grads (gradient_as_bucket_view=False)
-            Distributed::Ddp => dist_buffers = gradients,
+            Distributed::Ddp => f.dist_buffers = f.gradients,
             Distributed::Zero2 => {
-                states /= n_gpus;
-                temporaries /= n_gpus;
-                gradients /= n_gpus;
-                dist_buffers = sat(500_000_000, grad_bytes_per).min(sat(trainable, grad_bytes_per)); // reduce bucket
+                f.states /= n_gpus;
+                f.temporaries /= n_gpus;
+                f.gradients /= n_gpus;
+                f.dist_buffers = sat(500_000_000, grad_bytes_per).min(sat(trainable, grad_bytes_per)); // reduce bucket
             }
             Distributed::Fsdp => {
-                states /= n_gpus;
-                temporaries /= n_gpus;
                 // earlier micro-batches' grads stay unsharded until the last one reduces (fsdp.rs)
-                fsdp_accum_gradients = Some(gradients);
-                gradients /= n_gpus;
-                weights = (weights - replicated) / n_gpus + replicated;
-                let (units, gb) = (crate::fsdp::Units::of(an, shape.tie_word_embeddings), crate::fsdp::gather_bytes(plan.dtype));
-                let mut phases = crate::fsdp::unit_bytes(&units, gb);
-                if plan.method == Method::Qlora {
-                    // a 4-bit layer gathers its packed storage (nothing when uint8: not sharded)
-                    // and its norms; the rest is fp32 after prepare_model_for_kbit_training
-                    // unless the storage is float (see the weights above)
-                    let (lin, other) = an.types.iter().map(|t| (t.linear_weight_params, t.params - t.linear_weight_params)).max().unwrap_or((0, 0));
-                    let rest = if plan.bnb_4bit_quant_storage.is_float() { plan.dtype.compute_bytes() } else { 4 };
-                    let layer = if replicated == 0 { lin.div_ceil(2) } else { 0 } + other * rest;
-                    phases = crate::fsdp::phase_bytes(layer, units.tail * rest, units.embed * rest, units.tied);
-                }
-                fsdp_units = crate::fsdp::PhaseBytes {
-                    backward_end_sync: crate::fsdp::backward_end_sync(&units, gb, grad_bytes_per, n_gpus, embed_trains, full),
-                    ..phases
-                };
-                if plan.offload_params {
-                    // FSDP CPUOffloadPolicy: shards, their grads and the optimizer on the host
-                    host_fixed = weights.saturating_add(gradients).saturating_add(states);
-                    (weights, gradients, states, temporaries) = (0, 0, 0, 0);
-                }
+                fsdp_accum_gradients = Some(f.gradients);
+                self.fsdp_sharded(plan, &mut f, replicated, b);
             }
             Distributed::Zero3 => {
-                states /= n_gpus;
-                temporaries /= n_gpus;
-                gradients /= n_gpus;
-                let largest_layer = an.largest_layer_params;
-                weights = (weights - replicated) / n_gpus + replicated;
+                f.states /= n_gpus;
+                f.temporaries /= n_gpus;
+                f.gradients /= n_gpus;
+                let largest_layer = self.analysis.largest_layer_params;
+                f.weights = (f.weights - replicated) / n_gpus + replicated;
                 if plan.offload_params {
-                    host_fixed = weights;
-                    weights = 0;
+                    f.host_fixed = f.weights;
+                    f.weights = 0;
                 }
                 // two unsharded layers in flight (current + prefetch): params gathered and
                 // grads reduced in the compute dtype (FSDP MixedPrecision / ZeRO-3 bf16)
-                dist_buffers = sat(largest_layer, 2 * 2 * w.e);
+                f.dist_buffers = sat(largest_layer, 2 * 2 * w.e);
             }
         }
         if plan.offload_optimizer {
             // DeepSpeed ZeRO-2/3: states, fp32 master and grad copies on the host; CPU Adam
             let local = trainable / n_gpus.max(1);
-            host_fixed = host_fixed.saturating_add(crate::levers::offloaded_optimizer_host_bytes(local, states));
-            (states, temporaries) = (0, 0);
+            f.host_fixed = f.host_fixed.saturating_add(crate::levers::offloaded_optimizer_host_bytes(local, f.states));
+            (f.states, f.temporaries) = (0, 0);
         }
-        let accum_gradients = fsdp_accum_gradients.unwrap_or(gradients);
-        let reference_model = if plan.trainer == Trainer::Dpo && full { weights } else { 0 };
+        f.accum_gradients = fsdp_accum_gradients.unwrap_or(f.gradients);
+        f
+    }
 
-        // ---- activations per layer (per token; multiplied out in `finish`) ---------------
+    /// FSDP2 (`fully_shard`) on N GPUs: states, temporaries, grads and the non-replicated
+    /// weights `/ N`, and the unsharded units alive in each phase (fsdp.rs `unit_bytes`;
+    /// QLoRA's layers gather their packed 4-bit storage and norms, `phase_bytes`); with
+    /// `offload_params` (CPUOffloadPolicy) shards, grads and states live on the host.
+    fn fsdp_sharded(&self, plan: &Plan, f: &mut Fixed, replicated: u64, b: &Basis) {
+        let (an, n_gpus) = (&self.analysis, plan.num_gpus);
+        f.states /= n_gpus;
+        f.temporaries /= n_gpus;
+        f.gradients /= n_gpus;
+        f.weights = (f.weights - replicated) / n_gpus + replicated;
+        let (units, gb) = (crate::fsdp::Units::of(an, self.shape.tie_word_embeddings), crate::fsdp::gather_bytes(plan.dtype));
+        let mut phases = crate::fsdp::unit_bytes(&units, gb);
+        if plan.method == Method::Qlora {
+            // a 4-bit layer gathers its packed storage (nothing when uint8: not sharded)
+            // and its norms; the rest is fp32 after prepare_model_for_kbit_training
+            // unless the storage is float (see the weights above)
+            let (lin, other) = an.types.iter().map(|t| (t.linear_weight_params, t.params - t.linear_weight_params)).max().unwrap_or((0, 0));
+            let rest = if plan.bnb_4bit_quant_storage.is_float() { plan.dtype.compute_bytes() } else { 4 };
+            let layer = if replicated == 0 { lin.div_ceil(2) } else { 0 } + other * rest;
+            phases = crate::fsdp::phase_bytes(layer, units.tail * rest, units.embed * rest, units.tied);
+        }
+        f.fsdp_units = crate::fsdp::PhaseBytes {
+            backward_end_sync: crate::fsdp::backward_end_sync(&units, gb, b.grad_bytes_per, n_gpus, b.embed_trains, b.full),
+            ..phases
+        };
+        if plan.offload_params {
+            // FSDP CPUOffloadPolicy: shards, their grads and the optimizer on the host
+            f.host_fixed = f.weights.saturating_add(f.gradients).saturating_add(f.states);
+            (f.weights, f.gradients, f.states, f.temporaries) = (0, 0, 0, 0);
+        }
+    }
+
+    /// The layers that back-propagate, as [`Segment`]s of identical consecutive layers
+    /// (pushed into `segs`, bottom to top), with the autocast copies and host bytes they
+    /// add. Per layer: `kept` = its input under checkpointing ([`layer_checkpointed`]),
+    /// else everything it saved ([`layer_saved`]) less Liger's saving; `layer_grads` =
+    /// `trainable · grad bytes / grad_scale` (sharded grads: `grad_scale` = N).
+    fn layer_segments(&self, plan: &Plan, act_plan: &Plan, cx: &PlanCtx, b: &Basis, segs: &mut Segments) -> LayerSegments {
+        let (shape, an, w, full) = (&self.shape, &self.analysis, cx.w, b.full);
         // transformers 5 `gradient_checkpointing_enable` calls `enable_input_require_grads`
         // (modeling_utils.py): the embedding output requires grad, so frozen lower layers
         // stay in the graph (their checkpoint inputs are kept, backward runs through them).
-        let mut input_grad = embed_trains || plan.gradient_checkpointing;
-        let mut first_in_graph: Option<usize> = None;
-        let mut autocast_copies = 0u64;
-        let grad_scale = if matches!(plan.distributed, Distributed::Zero2 | Distributed::Fsdp | Distributed::Zero3) { n_gpus } else { 1 };
+        let mut acc = LayerSegments { input_grad: b.embed_trains || plan.gradient_checkpointing, ..Default::default() };
         // Consecutive layers with the same type, liveness and input-grad flag save, keep and
         // free exactly the same bytes: each such segment is priced once. Liveness changes at
         // `frozen`; the input flag can change once, after the first layer in the graph.
-        let cx = PlanCtx::new(shape, &act_plan, gpu);
         let ctx = plan.max_length;
         let ckpt_kept = Segment::per_token(&layer_checkpointed(shape, w), ctx);
         // Liger's RMSNorm/SwiGLU save less than transformers' modules (levers.rs)
         let liger_norms = if shape.norm == crate::shape::NormKind::RmsNorm { 2 * an.norms_per_block } else { 0 };
         let liger_silu = shape.gated_mlp && shape.hints.hidden_act == "silu";
-        let mut host_per_token = 0u64;
-        out.est = self;
-        let segs = &mut out.segs;
         segs.clear();
         for &(t, start, end) in &an.runs {
             let info = &an.types[t as usize];
-            let lora = info.lora_sums(mask);
+            let lora = info.lora_sums(b.mask);
             let mut transient: Option<u64> = None;
-            let first_live = (frozen.min(end as u64) as usize).max(start);
+            let first_live = (b.frozen.min(end as u64) as usize).max(start);
             for (mut lo, hi, live) in [(start, first_live, false), (first_live, end, true)] {
                 while lo < hi {
                     let g = LayerGrad {
-                        input: input_grad,
+                        input: acc.input_grad,
                         weights: full && live,
                         lora: if live && !full { lora } else { LoraSums::default() },
                     };
                     let in_graph = g.input || g.any_trains();
-                    let n = if in_graph == input_grad { hi - lo } else { 1 };
+                    let n = if in_graph == acc.input_grad { hi - lo } else { 1 };
                     if in_graph {
-                        let saved = layer_saved(shape, an, info, &g, &cx);
+                        let saved = layer_saved(shape, an, info, &g, cx);
                         // autocast's weight cache is dropped when the forward leaves autocast; a
                         // copy outlives it only if autograd saved it, which checkpointing prevents
                         if !plan.gradient_checkpointing {
-                            autocast_copies = autocast_copies.saturating_add(sat(saved.constant, n as u64));
+                            acc.autocast_copies = acc.autocast_copies.saturating_add(sat(saved.constant, n as u64));
                         }
                         let tp = if live { layer_trainable(info.params, &lora, full, plan.lora_r) } else { 0 };
                         let liger_cut = if plan.use_liger_kernel && g.input {
@@ -451,133 +700,41 @@ impl Estimator {
                         let kept = if plan.gradient_checkpointing { ckpt_kept } else { full_saved };
                         // activation offloading: kept bytes wait on the host; one layer is fetched ahead
                         let (kept, prefetch) = if plan.activation_offloading { (0, crate::levers::offload_prefetch_per_token(kept)) } else { (kept, 0) };
-                        host_per_token = host_per_token.saturating_add(sat(prefetch, n as u64));
+                        acc.host_per_token = acc.host_per_token.saturating_add(sat(prefetch, n as u64));
                         segs.push(Segment {
                             n: n as u64,
                             kept,
                             full: full_saved,
                             transient: prefetch
                                 + *transient
-                                    .get_or_insert_with(|| Segment::per_token(&layer_backward_transient(shape, info, &act_plan), ctx)),
+                                    .get_or_insert_with(|| Segment::per_token(&layer_backward_transient(shape, info, act_plan), ctx)),
                             constant: saved.constant,
-                            layer_grads: sat(tp, grad_bytes_per) / grad_scale,
+                            layer_grads: sat(tp, b.grad_bytes_per) / b.grad_scale,
                         });
-                        if first_in_graph.is_none() {
-                            first_in_graph = Some(lo);
+                        if acc.first_in_graph.is_none() {
+                            acc.first_in_graph = Some(lo);
                         }
                     }
-                    input_grad = in_graph;
+                    acc.input_grad = in_graph;
                     lo += n;
                 }
             }
         }
+        acc
+    }
 
-        // ---- tail: final norm, head, logits and loss --------------------------------
-        let h = shape.hidden_size;
-        let tail_per_token = {
-            let mut per_tok = 0u64;
-            let liger_norm = plan.use_liger_kernel && shape.norm == crate::shape::NormKind::RmsNorm;
-            if input_grad || full {
-                per_tok += if liger_norm { w.e * h + 4 } else if shape.norm == crate::shape::NormKind::RmsNorm { 4 * h + 4 } else { w.r * h + 8 };
-                if full {
-                    per_tok += w.r * h;
-                }
-            }
-            if plan.use_liger_kernel && plan.trainer == Trainer::Sft {
-                // the fused loss keeps grad_input and loss_1d, and no head input (levers.rs)
-                per_tok += crate::levers::liger_kept_per_token(h, w.e);
-            } else if head_trains {
-                per_tok += if w.amp { 2 * h } else { w.e * h };
-            }
-            if embed_trains {
-                per_tok += 8; // token ids kept by the embedding
-            }
-            if cx.hidden_dropout {
-                per_tok += h;
-            }
-            per_tok
-        };
-        if w.amp {
-            autocast_copies = autocast_copies.saturating_add(sat(an.head_params.max(if shape.tie_word_embeddings { an.embedding_params } else { 0 }), 2));
-        }
-        // bytes per (token × vocabulary entry) of the logits and loss
-        let liger = plan.use_liger_kernel && plan.trainer == Trainer::Sft;
-        let logits_per_tv: (u64, u64, u64) = if plan.trainer == Trainer::Dpo || liger {
-            // (Liger's fused linear cross-entropy: chunks, priced in `timeline.rs` via levers.rs)
-            // trl ≥ 1.x DPOTrainer computes log-probs through a fused LM head in chunks
-            // (trl add_fused_lm_head): no [tokens, vocab] tensor is materialised
-            (0, 0, 0)
-        } else {
-            let softcap = if shape.hints.final_logit_softcapping { w.e } else { 0 };
-            // logits (e) + fp32 upcast (ForCausalLMLoss: logits.float()) + log_softmax out (fp32)
-            let upcast = if w.e == 4 { 0 } else { 4 };
-            // log_softmax backward: saved output + incoming grad + grad input, all fp32
-            (w.e + upcast + 4 + softcap, 4 + softcap, 12 + softcap)
-        };
-
-        if matches!(plan.distributed, Distributed::Fsdp | Distributed::Zero3) {
-            // half copies exist only for the gathered units: the shard plus two in flight
-            autocast_copies /= n_gpus;
-        }
-
-        let head_grad = sat(if full { head_train_params - if embed_trains { an.embedding_params + an.position_params } else { 0 } } else { 0 }, grad_bytes_per);
-        // a tied head's grad waits in autograd's input buffer for the embedding's
-        let held_head = if shape.tie_word_embeddings && embed_trains { sat(an.embedding_params, grad_bytes_per) } else { 0 };
-        let vh = sat(an.embedding_params, grad_bytes_per);
-        let flops_per_token = crate::throughput::flops_per_token(self, plan, mask, frozen, first_in_graph);
-        let quality = crate::objective::quality_score(plan, crate::objective::targets_all_linear(plan, mask, an.all_linear_mask));
-        let base = Breakdown {
-            weights,
-            quant_state,
-            lora_adapters: adapter_bytes,
-            reference_model,
-            optimizer_states: states,
-            distributed_buffers: dist_buffers,
-            ..Default::default()
-        };
-        out.s = Scalars {
-            tokens_per_sequence: if plan.trainer == Trainer::Dpo { 2 * plan.max_length } else { plan.max_length },
-            max_length: plan.max_length,
-            num_gpus: plan.num_gpus,
-            gradient_checkpointing: plan.gradient_checkpointing,
-            speed: gpu.and_then(|g| crate::throughput::SpeedModel::new(self, plan, g, trainable / grad_scale)),
-            overhead: gpu.map(|g| {
-                // comm.rs: collectives per step, offload transfers, CPU optimizer
-                let gathered = if matches!(plan.distributed, Distributed::Fsdp | Distributed::Zero3) { crate::fsdp::gather_bytes(plan.dtype) } else { pb };
-                let param_bytes = if plan.method == Method::Qlora { qlora_packed + sat(an.total_params - layer_lin_w, gathered) } else { sat(an.total_params, gathered) };
-                let largest = sat(an.largest_layer_params, gathered);
-                crate::comm::Overhead::new(plan, &g.name, g.compute_capability.as_deref(), param_bytes, sat(trainable, grad_bytes_per), largest, trainable, host_per_token)
-            }),
-            tail_per_token,
-            logits_per_tv,
-            logits_width: if plan.trainer == Trainer::Dpo { 0 } else { w.e },
-            fixed: base.entries().iter().map(|&(_, x)| x as u128).sum(),
-            base,
-            temporaries,
-            paged,
-            cublas_workspace: crate::device::cublas_workspace(gpu),
-            autocast_copies,
-            gradients,
-            accum_gradients,
-            fsdp_units,
-            head_grad,
-            liger: liger.then_some((h, shape.vocab_size, w.e, head_grad)),
-            host_fixed,
-            host_per_token,
-            held_head,
-            vh,
-            embed_trains,
-            trainable,
-            frozen: frozen.min(n_layers),
-            flops_per_token,
-            quality,
-        };
-        if lines {
-            out.build_lines();
-        } else {
-            out.lines = Default::default();
-        }
-        Ok(())
+    /// The collectives, offload transfers and CPU optimizer of one step (comm.rs), priced
+    /// on the bytes they move: parameters as gathered (FSDP2/ZeRO-3: `gather_bytes`, else
+    /// the parameter dtype; QLoRA: packed 4-bit layers + the rest), `trainable · grad
+    /// bytes` of grads, the largest layer, and the offloaded activations per token.
+    fn overhead(&self, plan: &Plan, g: &GpuSpec, trainable: u64, grad_bytes_per: u64, host_per_token: u64) -> crate::comm::Overhead {
+        let an = &self.analysis;
+        let layer_lin_w = an.layers_linear_weight_params;
+        // comm.rs: collectives per step, offload transfers, CPU optimizer
+        let gathered = if matches!(plan.distributed, Distributed::Fsdp | Distributed::Zero3) { crate::fsdp::gather_bytes(plan.dtype) } else { plan.dtype.param_bytes() };
+        let param_bytes = if plan.method == Method::Qlora { qlora_packed(an, plan) + sat(an.total_params - layer_lin_w, gathered) } else { sat(an.total_params, gathered) };
+        let largest = sat(an.largest_layer_params, gathered);
+        crate::comm::Overhead::new(plan, &g.name, g.compute_capability.as_deref(), param_bytes, sat(trainable, grad_bytes_per), largest, trainable, host_per_token)
     }
 
     /// The full estimate of many plans against one model and GPU. Consecutive plans that

@@ -290,29 +290,54 @@ impl Prepared<'_> {
 
     /// The largest phase of the step: its total (exact, clipped to 64 bits: the same
     /// `min(true, u64::MAX)` as the saturating sum of its breakdown) and the terms that
-    /// vary between phases.
+    /// vary between phases. The phases in step order: forward end and loss backward
+    /// ([`Prepared::forward_peak`]), each layer's backward ([`Prepared::segment_peak`]),
+    /// backward end and optimizer step ([`Prepared::offer_step_end`]).
     fn peak(&self, batch: u64, accumulation: u64) -> Peak {
-        let shape = &self.est.shape;
         let segs = self.segs.as_slice();
         let accum = accumulation > 1;
-        let sharded_gradients = self.s.gradients;
         // grads alive in forward and backward (unsharded under FSDP2 accumulation)
-        let gradients = if accum { self.s.accum_gradients } else { sharded_gradients };
-        let units = self.s.fsdp_units;
+        let gradients = if accum { self.s.accum_gradients } else { self.s.gradients };
         // e.g. 4 seqs × 1024 tokens = 4,096 tokens per micro-batch (DPO: × 2)
         let tokens = sat(batch, self.s.tokens_per_sequence);
         let tail_saved = sat(tokens, self.s.tail_per_token);
-        let tv = sat(tokens, shape.vocab_size);
+
+        // ---- timeline --------------------------------------------------------------------
+        let grads_prev = if accum { gradients } else { 0 };
+        let mut peak = self.forward_peak(tokens, tail_saved, grads_prev);
+        // walk down the layers in backward order
+        let mut grads_done = if accum { gradients } else { self.s.head_grad.min(gradients) };
+        // exact (u128) running sum of the activations kept below the current layer
+        let mut below: u128 = segs.iter().fold(tail_saved as u128, |a, sg| a + sat(sg.kept, tokens) as u128 * sg.n as u128);
+        for sg in segs.iter().rev() {
+            if let Some(candidate) = self.segment_peak(sg, tokens, below, grads_done, gradients, accum) {
+                peak.offer(candidate);
+            }
+            below -= sg.n as u128 * sat(sg.kept, tokens) as u128;
+            if !accum {
+                grads_done = grads_done.saturating_add(sat(sg.layer_grads, sg.n));
+            }
+        }
+        self.offer_step_end(&mut peak, gradients, accum);
+        peak
+    }
+
+    /// Forward end and loss backward: `fixed + autocast copies + grads of earlier
+    /// micro-batches (grads_prev) + Σ kept activations + logits` (forward: logits, fp32
+    /// upcast and log-softmax, `logits_per_tv.0` per token × vocab; loss backward: the
+    /// larger of what it saved and its buffers, `.1` and `.2`; Liger: its chunk,
+    /// `levers::liger_forward_transient`) + FSDP2's units of the phase.
+    fn forward_peak(&self, tokens: u64, tail_saved: u64, grads_prev: u64) -> Peak {
+        let segs = self.segs.as_slice();
+        let units = self.s.fsdp_units;
+        let tv = sat(tokens, self.est.shape.vocab_size);
         let (mut logits_fwd, logits_saved, logits_bwd) =
             (sat(tv, self.s.logits_per_tv.0), sat(tv, self.s.logits_per_tv.1), sat(tv, self.s.logits_per_tv.2));
         if let Some((h, v, e, head_grad)) = self.s.liger {
             logits_fwd = crate::levers::liger_forward_transient(tokens, h, v, e, head_grad);
         }
-
-        // ---- timeline --------------------------------------------------------------------
         let fixed = self.s.fixed;
         let autocast = self.s.autocast_copies;
-        let grads_prev = if accum { gradients } else { 0 };
         let acts_total: u64 = segs.iter().fold(tail_saved, |a, sg| a.saturating_add(sat(sat(sg.kept, tokens), sg.n)));
         let mut peak = Peak {
             total: clip(fixed + autocast as u128 + grads_prev as u128 + acts_total as u128 + logits_fwd as u128 + units.forward as u128),
@@ -333,63 +358,66 @@ impl Prepared<'_> {
             distributed: units.loss_backward,
             ..peak
         });
-        // walk down the layers in backward order
-        let mut grads_done = if accum { gradients } else { self.s.head_grad.min(gradients) };
-        // exact (u128) running sum of the activations kept below the current layer
-        let mut below: u128 = segs.iter().fold(tail_saved as u128, |a, sg| a + sat(sg.kept, tokens) as u128 * sg.n as u128);
-        for sg in segs.iter().rev() {
-            let backward_buffers = sat(sg.transient, tokens).saturating_add(self.s.held_head);
-            // the recomputed layer casts its weights again
-            let layer_autocast = if self.s.gradient_checkpointing { autocast + sg.constant } else { autocast };
-            let fixed = fixed + layer_autocast as u128 + backward_buffers as u128 + units.layer_backward as u128;
-            // The m-th layer of the segment from the top (m = 1..=n) holds
-            //   activations = below − m·kept + full,  gradients = min(done + m·grads, all)
-            // (all of them under accumulation): a concave function of m, linear on each side
-            // of the point where the gradients reach their total, so its last maximum is at
-            // an end of one of those two pieces.
-            let (n, kept, lg) = (sg.n as u128, sat(sg.kept, tokens) as u128, sg.layer_grads as u128);
-            let full_bytes = sat(sg.full, tokens) as u128;
-            let (done, all) = (grads_done as u128, gradients as u128);
-            let grads_at = |m: u128| if accum { all } else { (done + m * lg).min(all) };
-            let acts_at = |m: u128| below - m * kept + full_bytes;
-            // (64-bit division: `done`, `all` and `lg` are u64 values)
-            let (uncapped_end, capped_start) = if accum || grads_done > gradients {
-                (0, 1)
-            } else {
-                match (gradients - grads_done).checked_div(sg.layer_grads) {
-                    None => (n, n + 1), // no grads: never capped
-                    Some(mc) => ((mc as u128).min(n), mc as u128 + 1),
-                }
-            };
-            let mut best: Option<(u128, u128)> = None; // (total, m)
-            for m in [1, uncapped_end, capped_start, n] {
-                let on_piece = (m >= 1 && m <= uncapped_end) || (m >= capped_start.max(1) && m <= n);
-                if !on_piece {
-                    continue;
-                }
-                let total = fixed + acts_at(m) + grads_at(m);
-                if best.map_or(true, |(bt, bm)| total > bt || (total == bt && m > bm)) {
-                    best = Some((total, m));
-                }
+        peak
+    }
+
+    /// The largest backward of one segment's layers, top one first: `below` holds the
+    /// activations kept below and within the segment, `grads_done` the grads of the layers
+    /// above (and the head). `None` when no layer of the segment is a candidate.
+    fn segment_peak(&self, sg: &Segment, tokens: u64, below: u128, grads_done: u64, gradients: u64, accum: bool) -> Option<Peak> {
+        let autocast = self.s.autocast_copies;
+        let units = self.s.fsdp_units;
+        let backward_buffers = sat(sg.transient, tokens).saturating_add(self.s.held_head);
+        // the recomputed layer casts its weights again
+        let layer_autocast = if self.s.gradient_checkpointing { autocast + sg.constant } else { autocast };
+        let fixed = self.s.fixed + layer_autocast as u128 + backward_buffers as u128 + units.layer_backward as u128;
+        // The m-th layer of the segment from the top (m = 1..=n) holds
+        //   activations = below − m·kept + full,  gradients = min(done + m·grads, all)
+        // (all of them under accumulation): a concave function of m, linear on each side
+        // of the point where the gradients reach their total, so its last maximum is at
+        // an end of one of those two pieces.
+        let (n, kept, lg) = (sg.n as u128, sat(sg.kept, tokens) as u128, sg.layer_grads as u128);
+        let full_bytes = sat(sg.full, tokens) as u128;
+        let (done, all) = (grads_done as u128, gradients as u128);
+        let grads_at = |m: u128| if accum { all } else { (done + m * lg).min(all) };
+        let acts_at = |m: u128| below - m * kept + full_bytes;
+        // (64-bit division: `done`, `all` and `lg` are u64 values)
+        let (uncapped_end, capped_start) = if accum || grads_done > gradients {
+            (0, 1)
+        } else {
+            match (gradients - grads_done).checked_div(sg.layer_grads) {
+                None => (n, n + 1), // no grads: never capped
+                Some(mc) => ((mc as u128).min(n), mc as u128 + 1),
             }
-            if let Some((total, m)) = best {
-                peak.offer(Peak {
-                    total: clip(total),
-                    phase: Phase::LayerBackward,
-                    gradients: clip(grads_at(m)),
-                    activations: clip(acts_at(m)),
-                    logits_and_loss: 0,
-                    backward_buffers,
-                    autocast_copies: layer_autocast,
-                    optimizer_temporaries: 0,
-                    distributed: units.layer_backward,
-                });
+        };
+        let mut best: Option<(u128, u128)> = None; // (total, m)
+        for m in [1, uncapped_end, capped_start, n] {
+            let on_piece = (m >= 1 && m <= uncapped_end) || (m >= capped_start.max(1) && m <= n);
+            if !on_piece {
+                continue;
             }
-            below -= n * kept;
-            if !accum {
-                grads_done = grads_done.saturating_add(sat(sg.layer_grads, sg.n));
+            let total = fixed + acts_at(m) + grads_at(m);
+            if best.is_none_or(|(bt, bm)| total > bt || (total == bt && m > bm)) {
+                best = Some((total, m));
             }
         }
+        best.map(|(total, m)| Peak {
+            total: clip(total),
+            phase: Phase::LayerBackward,
+            gradients: clip(grads_at(m)),
+            activations: clip(acts_at(m)),
+            logits_and_loss: 0,
+            backward_buffers,
+            autocast_copies: layer_autocast,
+            optimizer_temporaries: 0,
+            distributed: units.layer_backward,
+        })
+    }
+
+    /// Backward end, `fixed + grads + the embedding backward's transients + FSDP2's units`,
+    /// then the optimizer step, `fixed + sharded grads + the optimizer's temporaries`.
+    fn offer_step_end(&self, peak: &mut Peak, gradients: u64, accum: bool) {
+        let fixed = self.s.fixed;
         // the autograd graph (and with it autocast's weight copies) is gone after backward
         let (embed_transient, end_units) = self.backward_end(accum);
         let after = Peak {
@@ -405,6 +433,7 @@ impl Prepared<'_> {
         };
         peak.offer(after);
         // the last micro-batch has reduce-scattered: the step sees the sharded grads
+        let sharded_gradients = self.s.gradients;
         peak.offer(Peak {
             total: clip(fixed + sharded_gradients as u128 + self.s.temporaries as u128),
             phase: Phase::OptimizerStep,
@@ -414,7 +443,6 @@ impl Prepared<'_> {
             distributed: 0,
             ..after
         });
-        peak
     }
 }
 
