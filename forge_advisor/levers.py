@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from forge_advisor.plan import Plan
 
-__all__ = ["lever_problem", "SEARCH_AXES"]
+__all__ = ["LEVER_FIELDS", "lever_problem", "refuse_lever_problem", "SEARCH_AXES"]
 
 # name -> values the advisor can search (see the module table for their costs)
 SEARCH_AXES: dict[str, tuple[object, ...]] = {
@@ -35,6 +35,9 @@ SEARCH_AXES: dict[str, tuple[object, ...]] = {
     "offload_params": (False, True),
     "bnb_4bit_quant_storage": ("uint8", "bfloat16"),
 }
+
+# the Plan (and preset) fields that are memory levers: each a flag of every command (cli/plan_args.py)
+LEVER_FIELDS: tuple[str, ...] = tuple(SEARCH_AXES)
 
 
 def _gib(n: int) -> str:
@@ -76,3 +79,13 @@ def lever_problem(
             f"{_gib(host_memory_available)} is available"
         )
     return None
+
+
+def refuse_lever_problem(plan: Plan, *, training: bool, **machine: object) -> None:
+    """Raise :func:`lever_problem`'s line as a :class:`~forge_advisor.errors.ForgeError`
+    (``error: …``, exit 2): ``estimate``, ``recommend --fix`` and ``train`` refuse alike."""
+    msg = lever_problem(plan, training=training, **machine)  # type: ignore[arg-type]
+    if msg is not None:
+        from forge_advisor.errors import ForgeError
+
+        raise ForgeError(msg)

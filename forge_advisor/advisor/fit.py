@@ -77,7 +77,7 @@ def _leanest(shape: ModelShape, preset: str, gpu: GPU | None, seq_len: int, num_
 
 
 def _least(shape: ModelShape, preset: str, gpu: GPU, seq_len: int, num_gpus: int, headroom: float,
-           distributed: str | None) -> tuple[int | None, Plan | None]:
+           pinned: dict[str, Any]) -> tuple[int | None, Plan | None]:
     """The leanest plan of the advisor's space for ``preset`` (rust/src/search.rs ``rank``
     with nothing usable: its shortfall is the leanest plan) and its peak reserved bytes."""
     from forge_advisor.advisor.request import SearchRequest
@@ -86,7 +86,7 @@ def _least(shape: ModelShape, preset: str, gpu: GPU, seq_len: int, num_gpus: int
 
     req = SearchRequest(num_gpus=num_gpus, seq_len=seq_len, global_batch=-(-16 // num_gpus) * num_gpus, headroom=headroom,
                         trainer=get_preset(preset).trainer,  # type: ignore[arg-type]
-                        allowed_presets=(preset,), fixed={} if distributed is None else {"distributed": distributed})
+                        allowed_presets=(preset,), fixed=dict(pinned))
     shortfall = rank_space(shape, gpu, {**build_space(shape, gpu, req), "usable_bytes": 0}, 1).nothing_fits
     if shortfall is None or shortfall.leanest is None:
         return None, None
@@ -123,10 +123,12 @@ def fit(
     num_gpus: int = 1,
     headroom: float = DEFAULT_HEADROOM,
     distributed: str | None = None,
+    **levers: Any,
 ) -> FitReport:
     """The least memory each registered preset needs (batch 1, checkpointing, its other
     defaults, ``seq_len`` tokens, ``num_gpus`` with ``distributed`` sharding) and whether
-    it fits the GPU by the one fit rule."""
+    it fits the GPU by the one fit rule. ``levers``: memory levers pinned by name
+    (``use_liger_kernel=True``…, forge_advisor/levers.py)."""
     from forge_advisor.gpus import find_gpu, probe, resolve_gpu
     from forge_advisor.presets import list_presets
     from forge_advisor.shapes import load_shape
@@ -134,7 +136,12 @@ def fit(
     if not 0.0 <= headroom < 0.9:
         raise ForgeError(f"headroom={headroom} is out of range: allowed [0, 0.9)")
     shape = model if not isinstance(model, str) else load_shape(model)
-    extra = {} if distributed is None else {"distributed": distributed}
+    from forge_advisor.levers import LEVER_FIELDS
+
+    unknown = [k for k in levers if k not in LEVER_FIELDS]
+    if unknown:
+        raise ForgeError(f"fit() got an unknown lever '{unknown[0]}': one of {', '.join(LEVER_FIELDS)}")
+    extra = {**({} if distributed is None else {"distributed": distributed}), **levers}
     if isinstance(gpu, str):
         gpu = resolve_gpu(gpu)
     elif gpu is None:
@@ -147,15 +154,15 @@ def fit(
             table[p] = {}
             for name in COMMON_GPUS:
                 g = find_gpu(name)
-                least, _ = _least(shape, p, g, seq_len, num_gpus, headroom, distributed)
+                least, _ = _least(shape, p, g, seq_len, num_gpus, headroom, extra)
                 table[p][g.name] = least is not None and core.fits(least, _usable(g, headroom))
             ref = find_gpu(COMMON_GPUS[-1])
-            least, plan = _least(shape, p, ref, seq_len, num_gpus, headroom, distributed)
+            least, plan = _least(shape, p, ref, seq_len, num_gpus, headroom, extra)
             methods.append(MethodFit(p, _leanest(shape, p, None, seq_len, num_gpus, headroom, **extra), None, least, plan))
         return FitReport(shape.name, None, None, methods, None, table)
     methods = []
     for p in list_presets():
-        least, plan = _least(shape, p, gpu, seq_len, num_gpus, headroom, distributed)
+        least, plan = _least(shape, p, gpu, seq_len, num_gpus, headroom, extra)
         fits = least is not None and core.fits(least, _usable(gpu, headroom))
         methods.append(MethodFit(p, _leanest(shape, p, gpu, seq_len, num_gpus, headroom, **extra), fits, least, plan))
     suggestion = None if any(m.fits for m in methods) else suggest(shape, methods, gpu, headroom, seq_len)

@@ -125,14 +125,20 @@ def check_fixed(shape: ModelShape, gpu: GPU, req: SearchRequest, space: dict[str
         return
     from forge_advisor.errors import ForgeError
 
+    from forge_advisor.levers import LEVER_FIELDS, refuse_lever_problem
+
     est = native_estimator(shape, gpu)
     base = Plan(**space["base"])
     for method in space["methods"]:
+        plan = base.with_(method=method)
         try:
-            core.call(est.estimate, base.with_(method=method))
+            core.call(est.estimate, plan)
         except ForgeError as exc:
             if exc.field in req.fixed:
                 raise
+        if any(name in req.fixed for name in LEVER_FIELDS):
+            # a pinned lever the plan cannot run (FSDP-QLoRA with uint8 storage): the one line, as estimate says it
+            refuse_lever_problem(plan, training=False)
 
 
 def run_search(shape: ModelShape, gpu: GPU, req: SearchRequest) -> SearchOutcome:

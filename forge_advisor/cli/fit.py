@@ -18,7 +18,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--model", required=True, help="catalog id, local config.json / model directory, or Hub id")
     p.add_argument("--gpu", help="catalog name or 'auto'; without it: the local GPU, else common GPUs")
     p.add_argument("--headroom", type=float, default=DEFAULT_HEADROOM, metavar="F")
-    add_plan_arguments(p, ("max_length", "num_gpus", "distributed"),
+    from forge_advisor.levers import LEVER_FIELDS
+
+    add_plan_arguments(p, ("max_length", "num_gpus", "distributed", *LEVER_FIELDS),
                        title="plan (--max-length/--seq-len default 2048, --num-gpus 1)")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     add_data_argument(p)

@@ -176,6 +176,8 @@ def bnb_config(preset: BasePreset) -> Any:
         bnb_4bit_quant_type=preset.bnb_4bit_quant_type,
         bnb_4bit_use_double_quant=preset.bnb_4bit_use_double_quant,
         bnb_4bit_compute_dtype=getattr(torch, compute_dtype_name(preset)),
+        # FSDP-QLoRA / ZeRO-3 + QLoRA: the packed weights in a float dtype shard like any parameter
+        bnb_4bit_quant_storage=getattr(torch, preset.bnb_4bit_quant_storage),
     )
 
 
