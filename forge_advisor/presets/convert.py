@@ -51,6 +51,7 @@ def args_dict(preset: BasePreset, output_dir: str, **extra: Any) -> dict[str, An
         "gradient_checkpointing": preset.gradient_checkpointing,
         "gradient_checkpointing_kwargs": {"use_reentrant": False} if preset.gradient_checkpointing else None,
         "seed": preset.seed,
+        "use_liger_kernel": preset.use_liger_kernel,  # Liger's fused CE, RMSNorm, SwiGLU, RoPE (levers.rs)
         "logging_steps": preset.logging_steps,
         "save_strategy": "steps",
         "save_steps": preset.save_steps,
