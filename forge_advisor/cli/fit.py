@@ -58,6 +58,11 @@ def render(report: Any) -> None:
             marks = ["[green]✓[/]" if report.table[m.preset][g] else "[red]✗[/]" for g in gpus]
             table.add_row(m.preset, fmt_bytes(m.estimate.peak_reserved_bytes), lb, *marks)
     con.print(table)
+    if report.gpu is not None:
+        for m in report.methods:
+            line = m.levers_line(report.gpu)
+            if line:
+                con.print(f"{line} (its defaults, batch 1)", markup=False)
     if report.gpu is None:
         con.print("No GPU named or found: compared with common GPUs. Add --gpu NAME for yours.")
     if report.suggestion:
