@@ -6,15 +6,21 @@ The levers (plan fields, priced in ``rust/src/levers.rs`` and ``rust/src/fsdp.rs
 ``bnb_4bit_quant_storage`` (a float storage to shard a 4-bit base). Torch-free: the
 advisor path may call it.
 
-The search-space axes these levers add, with their cost (for the advisor):
+The search-space axes these levers add, with their cost (for the advisor). The boolean
+levers are inner knobs of the exact ranking (``rust/src/search.rs``: variants next to
+checkpointing, ``forge_advisor/advisor/search.py`` ``lever_axes``): the fastest fitting
+variant wins and equals keep a lever off, so a lever is chosen exactly where the plan
+without it does not fit or fits only a slower batch; quality is unchanged. The CPU offloads
+are axes only with several GPUs, each under a sharding that does it. The storage is not an
+axis: QLoRA under fsdp/zero3 stores its 4-bit weights in the compute dtype (FSDP-QLoRA).
 
 | axis | values | quality | speed |
 |---|---|---|---|
-| ``use_liger_kernel`` | False, True | none (exact loss; fused kernels) | faster: Liger's benchmarks show the fused loss ~on par or faster, RMSNorm/SwiGLU faster |
+| ``use_liger_kernel`` | False, True | none (exact loss; fused kernels) | priced as unchanged (Liger's benchmarks show the fused loss ~on par, RMSNorm/SwiGLU faster); frees the logits |
 | ``activation_offloading`` | False, True | none | slower: saved activations cross PCIe twice (``levers.rs``) |
 | ``offload_optimizer`` | False, True (zero2/zero3) | none | slower: grads down + params up over PCIe, CPU Adam |
 | ``offload_params`` | False, True (fsdp/zero3) | none | slower: every all-gather reads host memory |
-| ``bnb_4bit_quant_storage`` | "uint8", "bfloat16" (qlora + fsdp/zero3) | none | none |
+| ``bnb_4bit_quant_storage`` | "uint8"; the compute dtype for qlora + fsdp/zero3 | none | none |
 """
 
 from __future__ import annotations

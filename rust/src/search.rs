@@ -329,6 +329,14 @@ impl Space {
     }
 }
 
+/// The inner search's best fit and leanest plan so far, each with its place in the space's
+/// order (batch index, variant index) to keep the first of equals.
+#[derive(Default)]
+struct Inner {
+    best: Option<(Winner, f64, (usize, usize))>,
+    leanest: Option<(Winner, (usize, usize))>,
+}
+
 /// The inner choice that won for one outer plan.
 struct Winner {
     /// Index of the inner variant (`space.variants()[i]`).
@@ -386,11 +394,17 @@ impl Estimator {
         })
     }
 
-    /// The best fitting (batch, accumulation, checkpointing) for one outer choice — the most
-    /// tokens/s, the first of equals in the space's order — or, when none fits, the one
-    /// with the least reserved memory. `None` when no inner choice can be priced. Each
-    /// checkpointing choice is priced once ([`Estimator::prepare`], into a reused slot) and
+    /// The best fitting (batch, accumulation, variant) for one outer choice — the most
+    /// tokens/s, the first of equals in the space's order (batch, then variant) — or, when
+    /// none fits, the one with the least reserved memory. `None` when no inner choice can be
+    /// priced. Each variant is priced once ([`Estimator::prepare`], into a reused slot) and
     /// each batch is a product of per-token terms ([`Prepared::evaluate`]).
+    ///
+    /// The plain variants (every lever at its axis' first value) go first. A lever never
+    /// raises tokens/s (fused CE prices no speed change, offloading adds PCIe and CPU time:
+    /// the test `levers_never_raise_tokens_per_second`), so a lever variant can only win
+    /// where its plain twin — same batch and checkpointing — does not fit yet is faster than
+    /// the best plain fit. Only then are the lever variants priced; equals keep levers off.
     fn inner_search<'a>(
         &'a self,
         outer: &Plan,
@@ -399,11 +413,23 @@ impl Estimator {
         gpu: Option<&GpuSpec>,
         slots: &mut Slots<'a>,
     ) -> Result<Option<Winner>> {
-        slots.prepare(self, outer, space, gpu)?;
-        let mut best: Option<(Winner, f64)> = None;
-        let mut leanest: Option<Winner> = None;
-        for &(batch, accumulation) in options {
-            for (variant, prep) in slots.valid() {
+        let mut acc = Inner::default();
+        slots.prepare(self, outer, gpu, true)?;
+        let faster_unfit = Self::scan(options, space, slots, true, &mut acc)?;
+        let may_gain = acc.best.as_ref().is_none_or(|(_, tps, _)| faster_unfit.is_some_and(|t| t > *tps));
+        if slots.has_levers && may_gain {
+            slots.prepare(self, outer, gpu, false)?;
+            Self::scan(options, space, slots, false, &mut acc)?;
+        }
+        Ok(acc.best.map(|(w, _, _)| w).or(acc.leanest.map(|(w, _)| w)))
+    }
+
+    /// Evaluate the prepared variants of one phase (plain or lever) at every batch into
+    /// `acc`; returns the most tokens/s among the plans that do not fit.
+    fn scan(options: &[(u64, u64)], space: &Space, slots: &Slots<'_>, plain: bool, acc: &mut Inner) -> Result<Option<f64>> {
+        let mut faster_unfit: Option<f64> = None;
+        for (bi, &(batch, accumulation)) in options.iter().enumerate() {
+            for (variant, prep) in slots.valid(plain) {
                 let ev: Evaluation = match prep.evaluate(batch, accumulation) {
                     Ok(e) => e,
                     Err(Error::InvalidField { .. }) => continue,
@@ -411,17 +437,21 @@ impl Estimator {
                 };
                 let reserved = space.judged_reserved(ev.peak_reserved_bytes, &ev.device());
                 let tps = ev.tokens_per_second.unwrap_or(0.0);
+                let key = (bi, variant);
                 let w = Winner { variant, batch, accumulation, reserved, fits: fits(reserved, space.usable_bytes) };
                 if w.fits {
-                    if best.as_ref().is_none_or(|(_, cur)| tps > *cur) {
-                        best = Some((w, tps));
+                    if acc.best.as_ref().is_none_or(|(_, cur, k)| tps > *cur || (tps == *cur && key < *k)) {
+                        acc.best = Some((w, tps, key));
                     }
-                } else if leanest.as_ref().is_none_or(|cur| reserved < cur.reserved) {
-                    leanest = Some(w);
+                } else {
+                    faster_unfit = Some(faster_unfit.map_or(tps, |t| t.max(tps)));
+                    if acc.leanest.as_ref().is_none_or(|(cur, k)| reserved < cur.reserved || (reserved == cur.reserved && key < *k)) {
+                        acc.leanest = Some((w, key));
+                    }
                 }
             }
         }
-        Ok(best.map(|(w, _)| w).or(leanest))
+        Ok(faster_unfit)
     }
 
     /// Exhaustive search for one objective: the best fitting plan of the whole space and
@@ -514,6 +544,10 @@ fn pareto(fitting: &[Ranked]) -> Vec<usize> {
 /// to the next.
 struct Slots<'a> {
     variants: Vec<Variant>,
+    /// Whether `variants[i]` has every lever at its axis' first value.
+    plain: Vec<bool>,
+    /// Whether any variant is not plain.
+    has_levers: bool,
     prepared: Vec<Prepared<'a>>,
     /// Whether `prepared[i]` holds a valid plan for the current outer choice.
     ok: Vec<bool>,
@@ -522,14 +556,34 @@ struct Slots<'a> {
 impl<'a> Slots<'a> {
     fn new(est: &'a Estimator, space: &Space) -> Self {
         let variants = space.variants();
+        let first = variants.first().copied();
+        let plain: Vec<bool> = variants
+            .iter()
+            .map(|v| {
+                first.is_some_and(|f| {
+                    v.use_liger_kernel == f.use_liger_kernel
+                        && v.activation_offloading == f.activation_offloading
+                        && v.offload_optimizer == f.offload_optimizer
+                        && v.offload_params == f.offload_params
+                })
+            })
+            .collect();
         let n = variants.len();
-        Slots { variants, prepared: (0..n).map(|_| Prepared::empty(est)).collect(), ok: vec![false; n] }
+        let has_levers = plain.iter().any(|p| !p);
+        Slots { variants, plain, has_levers, prepared: (0..n).map(|_| Prepared::empty(est)).collect(), ok: vec![false; n] }
     }
 
-    /// Prepare `outer` under each variant; a variant the plan rejects (e.g. a rank above a
-    /// layer's width, an offload its sharding cannot do) is marked invalid.
-    fn prepare(&mut self, est: &'a Estimator, outer: &Plan, _space: &Space, gpu: Option<&GpuSpec>) -> Result<()> {
+    /// Prepare `outer` under each variant of one phase (`plain` or lever); a variant the
+    /// plan rejects (e.g. a rank above a layer's width, an offload its sharding cannot do)
+    /// is marked invalid. Preparing the plain phase marks every lever variant invalid.
+    fn prepare(&mut self, est: &'a Estimator, outer: &Plan, gpu: Option<&GpuSpec>, plain: bool) -> Result<()> {
         for i in 0..self.variants.len() {
+            if self.plain[i] != plain {
+                if plain {
+                    self.ok[i] = false;
+                }
+                continue;
+            }
             let v = self.variants[i];
             if !v.runs_with(outer.distributed) {
                 self.ok[i] = false;
@@ -545,8 +599,8 @@ impl<'a> Slots<'a> {
         Ok(())
     }
 
-    fn valid(&self) -> impl Iterator<Item = (usize, &Prepared<'a>)> {
-        self.prepared.iter().enumerate().filter(|(i, _)| self.ok[*i])
+    fn valid(&self, plain: bool) -> impl Iterator<Item = (usize, &Prepared<'a>)> {
+        self.prepared.iter().enumerate().filter(move |(i, _)| self.ok[*i] && self.plain[*i] == plain)
     }
 }
 
@@ -769,6 +823,43 @@ mod tests {
         }
         let offloaded: Vec<&Plan> = r.fitting.iter().map(|p| &p.plan).filter(|p| p.offload_optimizer || p.offload_params).collect();
         assert!(offloaded.iter().any(|p| p.method == Method::Full), "full fine-tuning fits only with an offload");
+    }
+
+    /// The inner search prices lever variants only where a plain twin does not fit: exact
+    /// because no lever raises tokens/s. Checked plan by plan on single- and multi-GPU spaces.
+    #[test]
+    fn levers_never_raise_tokens_per_second() {
+        let (est, gpu, space) = fixture();
+        let one = Space { use_liger_kernel: vec![false, true], activation_offloading: vec![false, true], freeze: vec![0.0, 0.5], ..space.clone() };
+        let base = Plan { num_gpus: 4, distributed: Distributed::Ddp, ..space.base.clone() };
+        let multi = Space {
+            base,
+            distributed: vec![Distributed::Ddp, Distributed::Fsdp, Distributed::Zero2, Distributed::Zero3],
+            offload_optimizer: vec![false, true],
+            offload_params: vec![false, true],
+            lora_r: vec![16],
+            ..one.clone()
+        };
+        let mut compared = 0;
+        for sp in [&one, &multi] {
+            for (plan, e) in every_plan(&est, sp, &gpu) {
+                let plain = Plan {
+                    use_liger_kernel: false,
+                    activation_offloading: false,
+                    offload_optimizer: false,
+                    offload_params: false,
+                    ..plan.clone()
+                };
+                if plain == plan {
+                    continue;
+                }
+                let p = est.estimate(&plain, Some(&gpu)).expect("the plain twin prices");
+                let (t, tp) = (e.tokens_per_second.unwrap_or(0.0), p.tokens_per_second.unwrap_or(0.0));
+                assert!(t <= tp, "{plan:?}: {t} > {tp}");
+                compared += 1;
+            }
+        }
+        assert!(compared > 1000);
     }
 
     #[test]
