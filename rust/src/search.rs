@@ -440,7 +440,8 @@ impl Estimator {
                 let key = (bi, variant);
                 let w = Winner { variant, batch, accumulation, reserved, fits: fits(reserved, space.usable_bytes) };
                 if w.fits {
-                    if acc.best.as_ref().is_none_or(|(_, cur, k)| tps > *cur || (tps == *cur && key < *k)) {
+                    // a lever variant must be strictly faster: equals keep the levers off
+                    if acc.best.as_ref().is_none_or(|(_, cur, k)| tps > *cur || (plain && tps == *cur && key < *k)) {
                         acc.best = Some((w, tps, key));
                     }
                 } else {
