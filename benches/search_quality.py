@@ -12,6 +12,7 @@ and takes the best value per objective. The ranking is exact, so the ratio must 
 
 from __future__ import annotations
 
+import itertools
 import os
 import platform
 import sys
@@ -34,6 +35,20 @@ GPUS = ["T4", "RTX 4090", "A100 80GB SXM", "H100 SXM"]
 OBJECTIVES = ("balanced", "fastest", "quality")
 
 
+# the boolean levers, searched as inner knobs (forge_advisor/levers.py); an empty axis is the base's value
+LEVERS = ("use_liger_kernel", "activation_offloading", "offload_optimizer", "offload_params")
+
+
+def _storage(space: dict[str, Any], method: str, distributed: str, dtype: str) -> str:
+    """FSDP-QLoRA: a 4-bit base sharded by fsdp/zero3 stores its weights in the compute dtype
+    (peft's FSDP-QLoRA guide), unless the request pinned the storage."""
+    base = space["base"]
+    sharded = base["num_gpus"] > 1 and distributed in ("fsdp", "zero3")
+    if method == "qlora" and sharded and space.get("shard_quantized", True) and base["bnb_4bit_quant_storage"] == "uint8":
+        return {"bf16": "bfloat16", "fp16": "float16"}[dtype]
+    return str(base["bnb_4bit_quant_storage"])
+
+
 def every_plan(space: dict[str, Any]) -> list[SimpleNamespace]:
     """Every plan of ``space`` (rust/src/search.rs ``Space``), written out loop by loop."""
     base = space["base"]
@@ -52,13 +67,15 @@ def every_plan(space: dict[str, Any]) -> list[SimpleNamespace]:
                                     if space["global_batch"] % per_step:
                                         continue
                                     for ckpt in space["gradient_checkpointing"]:
-                                        out.append(SimpleNamespace(**{
-                                            **base, "method": method, "dtype": dtype, "lora_r": r, "lora_target_modules": t,
-                                            "freeze_ratio": f, "optim": o, "attn_implementation": a, "distributed": d,
-                                            "per_device_train_batch_size": b,
-                                            "gradient_accumulation_steps": space["global_batch"] // per_step,
-                                            "gradient_checkpointing": ckpt,
-                                        }))
+                                        for levers in itertools.product(*(space.get(n) or [base[n]] for n in LEVERS)):
+                                            out.append(SimpleNamespace(**{
+                                                **base, "method": method, "dtype": dtype, "lora_r": r, "lora_target_modules": t,
+                                                "freeze_ratio": f, "optim": o, "attn_implementation": a, "distributed": d,
+                                                "per_device_train_batch_size": b,
+                                                "gradient_accumulation_steps": space["global_batch"] // per_step,
+                                                "gradient_checkpointing": ckpt, **dict(zip(LEVERS, levers)),
+                                                "bnb_4bit_quant_storage": _storage(space, method, d, dtype),
+                                            }))
     # what the runtime cannot run is not part of the space (rust/src/plan.rs Plan::unsupported)
     return [p for p in out if core.unsupported(p) is None]
 

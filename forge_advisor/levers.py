@@ -6,15 +6,21 @@ The levers (plan fields, priced in ``rust/src/levers.rs`` and ``rust/src/fsdp.rs
 ``bnb_4bit_quant_storage`` (a float storage to shard a 4-bit base). Torch-free: the
 advisor path may call it.
 
-The search-space axes these levers add, with their cost (for the advisor):
+The search-space axes these levers add, with their cost (for the advisor). The boolean
+levers are inner knobs of the exact ranking (``rust/src/search.rs``: variants next to
+checkpointing, ``forge_advisor/advisor/search.py`` ``lever_axes``): the fastest fitting
+variant wins and equals keep a lever off, so a lever is chosen exactly where the plan
+without it does not fit or fits only a slower batch; quality is unchanged. The CPU offloads
+are axes only with several GPUs, each under a sharding that does it. The storage is not an
+axis: QLoRA under fsdp/zero3 stores its 4-bit weights in the compute dtype (FSDP-QLoRA).
 
 | axis | values | quality | speed |
 |---|---|---|---|
-| ``use_liger_kernel`` | False, True | none (exact loss; fused kernels) | faster: Liger's benchmarks show the fused loss ~on par or faster, RMSNorm/SwiGLU faster |
+| ``use_liger_kernel`` | False, True | none (exact loss; fused kernels) | priced as unchanged (Liger's benchmarks show the fused loss ~on par, RMSNorm/SwiGLU faster); frees the logits |
 | ``activation_offloading`` | False, True | none | slower: saved activations cross PCIe twice (``levers.rs``) |
 | ``offload_optimizer`` | False, True (zero2/zero3) | none | slower: grads down + params up over PCIe, CPU Adam |
 | ``offload_params`` | False, True (fsdp/zero3) | none | slower: every all-gather reads host memory |
-| ``bnb_4bit_quant_storage`` | "uint8", "bfloat16" (qlora + fsdp/zero3) | none | none |
+| ``bnb_4bit_quant_storage`` | "uint8"; the compute dtype for qlora + fsdp/zero3 | none | none |
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from forge_advisor.plan import Plan
 
-__all__ = ["lever_problem", "SEARCH_AXES"]
+__all__ = ["LEVER_FIELDS", "lever_problem", "refuse_lever_problem", "SEARCH_AXES"]
 
 # name -> values the advisor can search (see the module table for their costs)
 SEARCH_AXES: dict[str, tuple[object, ...]] = {
@@ -35,6 +41,9 @@ SEARCH_AXES: dict[str, tuple[object, ...]] = {
     "offload_params": (False, True),
     "bnb_4bit_quant_storage": ("uint8", "bfloat16"),
 }
+
+# the Plan (and preset) fields that are memory levers: each a flag of every command (cli/plan_args.py)
+LEVER_FIELDS: tuple[str, ...] = tuple(SEARCH_AXES)
 
 
 def _gib(n: int) -> str:
@@ -76,3 +85,13 @@ def lever_problem(
             f"{_gib(host_memory_available)} is available"
         )
     return None
+
+
+def refuse_lever_problem(plan: Plan, *, training: bool, **machine: object) -> None:
+    """Raise :func:`lever_problem`'s line as a :class:`~forge_advisor.errors.ForgeError`
+    (``error: …``, exit 2): ``estimate``, ``recommend --fix`` and ``train`` refuse alike."""
+    msg = lever_problem(plan, training=training, **machine)  # type: ignore[arg-type]
+    if msg is not None:
+        from forge_advisor.errors import ForgeError
+
+        raise ForgeError(msg)

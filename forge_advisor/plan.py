@@ -14,7 +14,7 @@ from typing import Any, Literal, get_args
 from forge_advisor.core import PLAN_CHOICES, PLAN_FLOAT_RANGES, PLAN_INT_RANGES
 from forge_advisor.errors import ForgeError, did_you_mean
 
-__all__ = ["Plan", "METHODS", "DTYPES", "OPTIMIZERS", "ATTENTION", "DISTRIBUTED", "TRAINERS"]
+__all__ = ["Plan", "METHODS", "DTYPES", "OPTIMIZERS", "ATTENTION", "DISTRIBUTED", "TRAINERS", "QUANT_STORAGES"]
 
 Method = Literal["full", "lora", "qlora", "lora_8bit"]
 Trainer = Literal["sft", "dpo"]

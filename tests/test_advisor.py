@@ -54,13 +54,18 @@ def test_ranking_equals_an_independent_brute_force(model: str, gpu: str) -> None
 
 @pytest.mark.parametrize(("model", "gpu", "gpus"), [("meta-llama/Llama-3.1-8B", "T4", 2), ("Qwen/Qwen2.5-14B", "RTX 4090", 8)])
 def test_recommend_never_ranks_a_plan_the_runtime_refuses(model: str, gpu: str, gpus: int) -> None:
-    """QLoRA cannot be sharded by FSDP/ZeRO-3 in the runner: such plans are not in the space."""
+    """A 4-bit base shards (FSDP-QLoRA, ZeRO-3 + QLoRA) only with a float storage (an int8 base
+    never: rust/src/search.rs tests): every sharded QLoRA plan shown stores its 4-bit weights
+    in the compute dtype, and the runtime accepts every plan shown."""
     rec = recommend(model, gpu, num_gpus=gpus, top=20, allowed_presets=["qlora"])
     shown = rec.recommendations + rec.pareto
     assert shown and {c.plan.method for c in shown} == {"qlora"}
-    assert {c.plan.distributed for c in shown} <= {"ddp", "zero2"}
     for c in shown:
-        assert not (c.plan.method in ("qlora", "lora_8bit") and c.plan.distributed in ("fsdp", "zero3")), c.plan
+        sharded = c.plan.distributed in ("fsdp", "zero3")
+        assert not (c.plan.method == "lora_8bit" and sharded), c.plan
+        if c.plan.method == "qlora":
+            compute = {"bf16": "bfloat16", "fp16": "float16"}[c.plan.dtype]  # T4: fp16, no bf16
+            assert c.plan.bnb_4bit_quant_storage == (compute if sharded else "uint8"), c.plan
         assert c.estimate.unsupported is None
 
 
@@ -95,13 +100,16 @@ def test_nothing_fits_is_an_answer_with_a_suggestion() -> None:
 def test_contradictory_constraints_say_what_would_work() -> None:
     rec = recommend("meta-llama/Llama-3.1-8B", "RTX 4090", allowed_presets=["sft"])
     assert rec.recommendations == []
-    assert "allowing" in rec.suggestion and "qlora" in rec.suggestion  # type: ignore[operator]
+    # an adapter preset fits (LoRA too since the levers are knobs: fused CE + activation offload)
+    assert any(f"allowing {p} would fit" in rec.suggestion for p in ("lora", "qlora", "memory_efficient"))  # type: ignore[operator]
 
 
 def test_fit_names_a_bigger_gpu_when_nothing_fits() -> None:
     report = fit("meta-llama/Llama-3.1-70B", "RTX 4090")
     assert not any(m.fits for m in report.methods)
-    assert "A100 80GB" in report.suggestion or "H100" in report.suggestion  # type: ignore[operator]
+    # the levers bring QLoRA's least under 48 GB (the A40), never under 24 GB
+    assert "the smallest catalog GPU that fits it is the" in report.suggestion  # type: ignore[operator]
+    assert any(g in report.suggestion for g in ("A40", "A6000", "L40", "A100 80GB", "H100"))  # type: ignore[operator]
     d = report.to_dict()
     assert {m["preset"] for m in d["methods"]} == {"sft", "lora", "qlora", "dpo", "memory_efficient"}
     assert all(isinstance(m["min_peak_reserved_bytes"], int) for m in d["methods"])
@@ -219,7 +227,7 @@ def test_a_pinned_length_is_the_requests_length() -> None:
 
 
 def test_nothing_fits_names_the_leanest_plan_and_a_shorter_sequence() -> None:
-    rec = recommend("meta-llama/Llama-3.1-8B", "RTX 3060", seq_len=8192)
+    rec = recommend("meta-llama/Llama-3.1-8B", "RTX 3060", seq_len=32768)  # 8192 fits with fused CE + offload
     assert rec.recommendations == []
     text = rec.suggestion or ""
     assert text.startswith("the leanest plan (") and "over)" in text and "--seq-len " in text

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from forge_advisor.plan import Plan
     from forge_advisor.shapes import ModelShape
 
-__all__ = ["FitReport", "MethodFit", "fit", "COMMON_GPUS"]
+__all__ = ["FitReport", "MethodFit", "fit", "levers_that_fit", "COMMON_GPUS", "LEVER_LABELS"]
 
 # what `fit` compares against when no GPU is named or present: 24 GB consumer, A100s, H100
 COMMON_GPUS = ("RTX 4090", "A100 40GB SXM", "A100 80GB SXM", "H100 SXM")
@@ -33,6 +33,16 @@ class MethodFit:
     fits: bool | None
     least_bytes: int | None = None
     least_plan: Plan | None = None
+    # the defaults do not fit: the fewest memory levers that make them fit (None: none do, or they fit)
+    levers: tuple[str, ...] | None = None
+
+    def levers_line(self, gpu: GPU) -> str | None:
+        """"lora fits a 24 GB card with fused CE and activation offload"."""
+        if not self.levers:
+            return None
+        names = [LEVER_LABELS[n] for n in self.levers]
+        said = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+        return f"{self.preset} fits a {round(gpu.memory_bytes / 2**30)} GB card ({gpu.name}) with {said}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -43,6 +53,7 @@ class MethodFit:
             "plan": self.estimate.plan.to_dict(),
             "least_peak_reserved_bytes": self.least_bytes,
             "least_plan": None if self.least_plan is None else self.least_plan.to_dict(),
+            "levers": None if self.levers is None else list(self.levers),
         }
 
 
@@ -77,7 +88,7 @@ def _leanest(shape: ModelShape, preset: str, gpu: GPU | None, seq_len: int, num_
 
 
 def _least(shape: ModelShape, preset: str, gpu: GPU, seq_len: int, num_gpus: int, headroom: float,
-           distributed: str | None) -> tuple[int | None, Plan | None]:
+           pinned: dict[str, Any]) -> tuple[int | None, Plan | None]:
     """The leanest plan of the advisor's space for ``preset`` (rust/src/search.rs ``rank``
     with nothing usable: its shortfall is the leanest plan) and its fit bound — the peak
     reserved bytes raised by the measured error band, what the one fit rule judges."""
@@ -87,11 +98,45 @@ def _least(shape: ModelShape, preset: str, gpu: GPU, seq_len: int, num_gpus: int
 
     req = SearchRequest(num_gpus=num_gpus, seq_len=seq_len, global_batch=-(-16 // num_gpus) * num_gpus, headroom=headroom,
                         trainer=get_preset(preset).trainer,  # type: ignore[arg-type]
-                        allowed_presets=(preset,), fixed={} if distributed is None else {"distributed": distributed})
+                        allowed_presets=(preset,), fixed=dict(pinned))
     shortfall = rank_space(shape, gpu, {**build_space(shape, gpu, req), "usable_bytes": 0}, 1).nothing_fits
     if shortfall is None or shortfall.leanest is None:
         return None, None
     return shortfall.leanest.reserved_bytes, plan_of(shortfall.leanest.plan)
+
+
+# how fit names each lever (forge_advisor/levers.py)
+LEVER_LABELS = {
+    "use_liger_kernel": "fused CE (use_liger_kernel)",
+    "activation_offloading": "activation offload (activation_offloading)",
+    "offload_optimizer": "optimizer offload (offload_optimizer)",
+    "offload_params": "parameter offload (offload_params)",
+}
+
+
+def levers_that_fit(shape: ModelShape, preset: str, gpu: GPU, seq_len: int, num_gpus: int, headroom: float,
+                    pinned: dict[str, Any]) -> tuple[str, ...] | None:
+    """The fewest levers (first of equals in LEVER_LABELS order) that make ``preset``'s defaults
+    (batch 1, checkpointing) fit ``gpu``; None when they fit without or no set does. Only levers
+    the request did not pin, and the offloads only under a sharding that does them."""
+    import itertools
+
+    from forge_advisor.plan import Plan
+
+    base = _leanest(shape, preset, gpu, seq_len, num_gpus, headroom, **pinned)
+    usable = _usable(gpu, headroom)
+    if core.fits(base.peak_reserved_upper_bytes, usable):
+        return None
+    free = [n for n in LEVER_LABELS if n not in pinned and not getattr(base.plan, n)]
+    for k in range(1, len(free) + 1):
+        for combo in itertools.combinations(free, k):
+            try:
+                plan: Plan = base.plan.with_(**dict.fromkeys(combo, True))
+            except ForgeError:
+                continue  # an offload this sharding cannot do
+            if core.fits(estimate(shape, plan, gpu=gpu, headroom=headroom).peak_reserved_upper_bytes, usable):
+                return combo
+    return None
 
 
 def _usable(gpu: GPU, headroom: float) -> int:
@@ -124,10 +169,12 @@ def fit(
     num_gpus: int = 1,
     headroom: float = DEFAULT_HEADROOM,
     distributed: str | None = None,
+    **levers: Any,
 ) -> FitReport:
     """The least memory each registered preset needs (batch 1, checkpointing, its other
     defaults, ``seq_len`` tokens, ``num_gpus`` with ``distributed`` sharding) and whether
-    it fits the GPU by the one fit rule."""
+    it fits the GPU by the one fit rule. ``levers``: memory levers pinned by name
+    (``use_liger_kernel=True``…, forge_advisor/levers.py)."""
     from forge_advisor.gpus import find_gpu, probe, resolve_gpu
     from forge_advisor.presets import list_presets
     from forge_advisor.shapes import load_shape
@@ -135,7 +182,12 @@ def fit(
     if not 0.0 <= headroom < 0.9:
         raise ForgeError(f"headroom={headroom} is out of range: allowed [0, 0.9)")
     shape = model if not isinstance(model, str) else load_shape(model)
-    extra = {} if distributed is None else {"distributed": distributed}
+    from forge_advisor.levers import LEVER_FIELDS
+
+    unknown = [k for k in levers if k not in LEVER_FIELDS]
+    if unknown:
+        raise ForgeError(f"fit() got an unknown lever '{unknown[0]}': one of {', '.join(LEVER_FIELDS)}")
+    extra = {**({} if distributed is None else {"distributed": distributed}), **levers}
     if isinstance(gpu, str):
         gpu = resolve_gpu(gpu)
     elif gpu is None:
@@ -148,16 +200,17 @@ def fit(
             table[p] = {}
             for name in COMMON_GPUS:
                 g = find_gpu(name)
-                least, _ = _least(shape, p, g, seq_len, num_gpus, headroom, distributed)
+                least, _ = _least(shape, p, g, seq_len, num_gpus, headroom, extra)
                 table[p][g.name] = least is not None and core.fits(least, _usable(g, headroom))
             ref = find_gpu(COMMON_GPUS[-1])
-            least, plan = _least(shape, p, ref, seq_len, num_gpus, headroom, distributed)
+            least, plan = _least(shape, p, ref, seq_len, num_gpus, headroom, extra)
             methods.append(MethodFit(p, _leanest(shape, p, None, seq_len, num_gpus, headroom, **extra), None, least, plan))
         return FitReport(shape.name, None, None, methods, None, table)
     methods = []
     for p in list_presets():
-        least, plan = _least(shape, p, gpu, seq_len, num_gpus, headroom, distributed)
+        least, plan = _least(shape, p, gpu, seq_len, num_gpus, headroom, extra)
         fits = least is not None and core.fits(least, _usable(gpu, headroom))
-        methods.append(MethodFit(p, _leanest(shape, p, gpu, seq_len, num_gpus, headroom, **extra), fits, least, plan))
+        levers = levers_that_fit(shape, p, gpu, seq_len, num_gpus, headroom, extra)
+        methods.append(MethodFit(p, _leanest(shape, p, gpu, seq_len, num_gpus, headroom, **extra), fits, least, plan, levers))
     suggestion = None if any(m.fits for m in methods) else suggest(shape, methods, gpu, headroom, seq_len)
     return FitReport(shape.name, gpu, _usable(gpu, headroom), methods, suggestion)

@@ -19,13 +19,14 @@ from forge_advisor import core
 from forge_advisor.advisor.request import BATCHES, FREEZE_RATIOS, RANKS, SEARCH_OPTIMIZERS, SearchRequest
 from forge_advisor.calibration import Calibration, load_calibration
 from forge_advisor.estimate import EstimateResult, native_estimator
+from forge_advisor.levers import SEARCH_AXES
 from forge_advisor.plan import Plan
 
 if TYPE_CHECKING:
     from forge_advisor.gpus import GPU
     from forge_advisor.shapes import ModelShape
 
-__all__ = ["Evaluated", "SearchOutcome", "build_space", "rank_space", "run_search", "usable_bytes"]
+__all__ = ["Evaluated", "SearchOutcome", "build_space", "lever_axes", "rank_space", "run_search", "usable_bytes"]
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,25 @@ def build_space(shape: ModelShape, gpu: GPU, req: SearchRequest, calibration: Ca
         "usable_bytes": usable_bytes(gpu, req.headroom),
         "objective": req.objective,
         "reserve_factor": 1.0 if calibration is None else calibration.reserve_factor,
+        **lever_axes(req),
     }
+
+
+def lever_axes(req: SearchRequest) -> dict[str, Any]:
+    """The memory levers as inner knobs of the core's search (forge_advisor/levers.py states
+    their quality and speed cost): fused CE and activation offloading everywhere, the CPU
+    offloads only with several GPUs (each tried only under a sharding that can do it); a
+    pinned lever is one value. ``shard_quantized``: QLoRA under fsdp/zero3 stores its 4-bit
+    weights in the compute dtype (FSDP-QLoRA) unless the storage is pinned."""
+    multi = req.num_gpus > 1
+    axes: dict[str, Any] = {}
+    for name, values in SEARCH_AXES.items():
+        if name == "bnb_4bit_quant_storage":
+            continue
+        searched = multi or name in ("use_liger_kernel", "activation_offloading")
+        axes[name] = [] if name in req.fixed or not searched else list(values)
+    axes["shard_quantized"] = "bnb_4bit_quant_storage" not in req.fixed
+    return axes
 
 
 def rank_space(shape: ModelShape, gpu: GPU, space: dict[str, Any], top: int) -> core.Ranking:
@@ -125,14 +144,20 @@ def check_fixed(shape: ModelShape, gpu: GPU, req: SearchRequest, space: dict[str
         return
     from forge_advisor.errors import ForgeError
 
+    from forge_advisor.levers import LEVER_FIELDS, refuse_lever_problem
+
     est = native_estimator(shape, gpu)
     base = Plan(**space["base"])
     for method in space["methods"]:
+        plan = base.with_(method=method)
         try:
-            core.call(est.estimate, base.with_(method=method))
+            core.call(est.estimate, plan)
         except ForgeError as exc:
             if exc.field in req.fixed:
                 raise
+        if any(name in req.fixed for name in LEVER_FIELDS):
+            # a pinned lever the plan cannot run (FSDP-QLoRA with uint8 storage): the one line, as estimate says it
+            refuse_lever_problem(plan, training=False)
 
 
 def run_search(shape: ModelShape, gpu: GPU, req: SearchRequest) -> SearchOutcome:

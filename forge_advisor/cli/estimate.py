@@ -9,6 +9,7 @@ from forge_advisor.cli.output import console, emit_json
 from forge_advisor.cli.plan_args import PLAN_FLAGS, add_plan_arguments, add_preset_arguments, plan_overrides, preset_field_overrides
 from forge_advisor.dataplan.cli_args import add_data_argument, apply_data
 from forge_advisor.errors import ForgeError
+from forge_advisor.levers import refuse_lever_problem
 from forge_advisor.units import fmt_bytes
 
 
@@ -40,8 +41,10 @@ def compute(args: argparse.Namespace) -> dict[str, Any]:
     overrides = {**preset_field_overrides(args), **plan_overrides(args)}
     if overrides.get("lora_target_modules") == ():
         raise ForgeError("--lora-target-modules is empty: name modules or use all-linear")
-    return estimate(shape, args.preset, gpu=args.gpu, dataset_tokens=args.dataset_tokens, headroom=args.headroom,
-                    **overrides).to_dict()
+    result = estimate(shape, args.preset, gpu=args.gpu, dataset_tokens=args.dataset_tokens, headroom=args.headroom,
+                      **overrides)
+    refuse_lever_problem(result.plan, training=False)  # a plan for any machine: the plan's own levers
+    return result.to_dict()
 
 
 _LABELS = {

@@ -18,7 +18,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--model", required=True, help="catalog id, local config.json / model directory, or Hub id")
     p.add_argument("--gpu", help="catalog name or 'auto'; without it: the local GPU, else common GPUs")
     p.add_argument("--headroom", type=float, default=DEFAULT_HEADROOM, metavar="F")
-    add_plan_arguments(p, ("max_length", "num_gpus", "distributed"),
+    from forge_advisor.levers import LEVER_FIELDS
+
+    add_plan_arguments(p, ("max_length", "num_gpus", "distributed", *LEVER_FIELDS),
                        title="plan (--max-length/--seq-len default 2048, --num-gpus 1)")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     add_data_argument(p)
@@ -56,6 +58,11 @@ def render(report: Any) -> None:
             marks = ["[green]✓[/]" if report.table[m.preset][g] else "[red]✗[/]" for g in gpus]
             table.add_row(m.preset, fmt_bytes(m.estimate.peak_reserved_bytes), lb, *marks)
     con.print(table)
+    if report.gpu is not None:
+        for m in report.methods:
+            line = m.levers_line(report.gpu)
+            if line:
+                con.print(f"{line} (its defaults, batch 1)", markup=False)
     if report.gpu is None:
         con.print("No GPU named or found: compared with common GPUs. Add --gpu NAME for yours.")
     if report.suggestion:

@@ -15,7 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from forge_advisor.plan import ATTENTION, DISTRIBUTED, DTYPES, OPTIMIZERS
+from forge_advisor.levers import LEVER_FIELDS
+from forge_advisor.plan import ATTENTION, DISTRIBUTED, DTYPES, OPTIMIZERS, QUANT_STORAGES
 
 __all__ = [
     "ALIASES", "PLAN_FLAGS", "PlanFlag", "add_plan_arguments", "add_preset_arguments", "flag_value", "parse_bool",
@@ -86,6 +87,14 @@ PLAN_FLAGS: tuple[PlanFlag, ...] = (
     PlanFlag("dtype", (), str, None, "bf16/fp16 pure half, amp-* fp32 master + autocast, fp32", DTYPES),
     PlanFlag("num_gpus", (), int, "N", "number of GPUs"),
     PlanFlag("distributed", (), str, None, "multi-GPU strategy", DISTRIBUTED),
+    # the memory levers (forge_advisor/levers.py), under their HF / trl / DeepSpeed names
+    PlanFlag("bnb_4bit_quant_storage", (), str, None,
+             "dtype the packed 4-bit weights are stored in; bfloat16/float16 lets fsdp/zero3 shard a QLoRA base",
+             QUANT_STORAGES),
+    PlanFlag("use_liger_kernel", (), parse_bool, "BOOL", "Liger-Kernel's fused linear cross-entropy, RMSNorm, SwiGLU, RoPE"),
+    PlanFlag("activation_offloading", (), parse_bool, "BOOL", "trl: move saved activations to host memory in forward"),
+    PlanFlag("offload_optimizer", (), parse_bool, "BOOL", "DeepSpeed zero2/zero3: optimizer states on the CPU"),
+    PlanFlag("offload_params", (), parse_bool, "BOOL", "fsdp/zero3: parameter shards in host memory"),
 )
 
 # Plan field -> its short aliases (train adds them to its preset-field flags)
@@ -104,6 +113,10 @@ def add_plan_arguments(p: argparse.ArgumentParser | Any, fields: Iterable[str] |
             g.add_argument(f.flag, dest=f.field, nargs="?", const=True, default=None, type=parse_bool,
                            metavar=f.metavar, help=f.help)
             g.add_argument("--no-gradient-checkpointing", dest=f.field, action="store_false", help=argparse.SUPPRESS)
+            continue
+        if f.type is parse_bool:  # a bare lever flag means true: --use-liger-kernel
+            g.add_argument(f.flag, dest=f.field, nargs="?", const=True, default=None, type=parse_bool,
+                           metavar=f.metavar, help=f.help)
             continue
         g.add_argument(*f.flags, dest=f.field, type=f.type, metavar=f.metavar, choices=f.choices, default=None,
                        help=f.help + (f" (also {', '.join(f.aliases)})" if f.aliases else ""))
@@ -126,7 +139,7 @@ def add_preset_arguments(p: argparse.ArgumentParser | Any, *, skip: Iterable[str
         bare = {"nargs": "?", "const": True} if kind == "bool" else {}
         g.add_argument(f"--{f.name.replace('_', '-')}", *ALIASES.get(f.name, ()), dest=f"ov_{f.name}", type=parser_for(kind),
                        **bare, metavar=f.name.upper() if len(f.name) < 14 else "V",
-                       help=argparse.SUPPRESS if f.name.startswith("bnb_") else None)
+                       help=argparse.SUPPRESS if f.name.startswith("bnb_") and f.name not in LEVER_FIELDS else None)
         if f.name == "gradient_checkpointing":
             g.add_argument("--no-gradient-checkpointing", dest="ov_gradient_checkpointing", action="store_false",
                            help=argparse.SUPPRESS)

@@ -92,6 +92,12 @@ def _check_train_extra() -> None:
         raise ForgeError(f"training needs {', '.join(missing)}, from the [train] extra: pip install \"forge-advisor[train]\"")
 
 
+def _has_cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
 def _check_numbers(args: argparse.Namespace) -> int | None:
     """Flags checked before any heavy import; returns the predicted peak in bytes."""
     import math
@@ -133,10 +139,14 @@ def run(args: argparse.Namespace) -> int:
     if args.show:
         preset.print_info(console())
         return 0
+    from forge_advisor.levers import refuse_lever_problem
+
     if args.write_accelerate_config:
         from forge_advisor.train.accelerate_config import write_accelerate_config
 
-        path = write_accelerate_config(preset.to_plan(), args.write_accelerate_config)
+        plan = preset.to_plan()
+        refuse_lever_problem(plan, training=False)  # the launch machine may not be this one
+        path = write_accelerate_config(plan, args.write_accelerate_config)
         console().print(f"wrote {path}: accelerate launch --config_file {path} -m forge_advisor.cli.main train …")
         return 0
     if not args.demo:
@@ -147,6 +157,8 @@ def run(args: argparse.Namespace) -> int:
         raise ForgeError("--output is required: name a folder for the demo run (e.g. --output forge-demo)")
     peak = _check_numbers(args)
     _check_train_extra()
+    plan = preset.to_plan()
+    refuse_lever_problem(plan, training=True, has_cuda=_has_cuda() if plan.use_liger_kernel else None)
     import contextlib
     import sys
 

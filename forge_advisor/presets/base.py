@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from forge_advisor.errors import ForgeError, did_you_mean
 from forge_advisor.core import PLAN_FLOAT_RANGES, PLAN_INT_RANGES
-from forge_advisor.plan import ATTENTION, DISTRIBUTED, METHODS, OPTIMIZERS, TRAINERS
+from forge_advisor.plan import ATTENTION, DISTRIBUTED, METHODS, OPTIMIZERS, QUANT_STORAGES, TRAINERS
 
 if TYPE_CHECKING:
     from forge_advisor.plan import Plan
@@ -121,6 +121,13 @@ class BasePreset:
     # several GPUs (Plan names)
     num_gpus: int = 1
     distributed: str = "none"
+    # memory levers (Plan names: BitsAndBytesConfig / TrainingArguments / trl / DeepSpeed and FSDP;
+    # forge_advisor/levers.py): a float 4-bit storage lets fsdp/zero3 shard a QLoRA base
+    bnb_4bit_quant_storage: str = "uint8"
+    use_liger_kernel: bool = False
+    activation_offloading: bool = False
+    offload_optimizer: bool = False
+    offload_params: bool = False
 
     def __post_init__(self) -> None:
         _choice("method", self.method, METHODS)
@@ -165,6 +172,10 @@ class BasePreset:
         _num("freeze_ratio", self.freeze_ratio, *PLAN_FLOAT_RANGES["freeze_ratio"], hi_open=True)
         _int("num_gpus", self.num_gpus, *PLAN_INT_RANGES["num_gpus"])
         _choice("distributed", self.distributed, DISTRIBUTED)
+        _choice("bnb_4bit_quant_storage", self.bnb_4bit_quant_storage, QUANT_STORAGES)
+        for flag in ("use_liger_kernel", "activation_offloading", "offload_optimizer", "offload_params"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ForgeError(f"{flag}={getattr(self, flag)!r} must be true or false")
         self._check_method_consistency()
 
     def _check_batching(self) -> None:

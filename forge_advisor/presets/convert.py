@@ -51,6 +51,7 @@ def args_dict(preset: BasePreset, output_dir: str, **extra: Any) -> dict[str, An
         "gradient_checkpointing": preset.gradient_checkpointing,
         "gradient_checkpointing_kwargs": {"use_reentrant": False} if preset.gradient_checkpointing else None,
         "seed": preset.seed,
+        "use_liger_kernel": preset.use_liger_kernel,  # Liger's fused CE, RMSNorm, SwiGLU, RoPE (levers.rs)
         "logging_steps": preset.logging_steps,
         "save_strategy": "steps",
         "save_steps": preset.save_steps,
@@ -176,6 +177,8 @@ def bnb_config(preset: BasePreset) -> Any:
         bnb_4bit_quant_type=preset.bnb_4bit_quant_type,
         bnb_4bit_use_double_quant=preset.bnb_4bit_use_double_quant,
         bnb_4bit_compute_dtype=getattr(torch, compute_dtype_name(preset)),
+        # FSDP-QLoRA / ZeRO-3 + QLoRA: the packed weights in a float dtype shard like any parameter
+        bnb_4bit_quant_storage=getattr(torch, preset.bnb_4bit_quant_storage),
     )
 
 

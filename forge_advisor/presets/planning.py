@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from forge_advisor.errors import ForgeError
+from forge_advisor.levers import LEVER_FIELDS
 
 if TYPE_CHECKING:
     from forge_advisor.plan import Plan
@@ -30,7 +31,7 @@ __all__ = ["preset_to_plan", "preset_overrides", "preset_with_plan", "preset_fro
 _SHARED = (
     "method", "trainer", "lora_r", "lora_alpha", "lora_dropout", "bnb_4bit_use_double_quant",
     "per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "freeze_ratio",
-    "gradient_checkpointing", "optim", "num_gpus", "distributed",
+    "gradient_checkpointing", "optim", "num_gpus", "distributed", *LEVER_FIELDS,
 )
 
 

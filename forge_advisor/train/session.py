@@ -146,7 +146,8 @@ class TrainingSession:
         if not torch.cuda.is_available():
             common["dataloader_pin_memory"] = False  # nothing to pin to; torch warns otherwise
         hooks = {"checkpoint_writers": [self.ema.write_checkpoint, self._checkpoint_event],
-                 "pre_clip": [self.monitor.inspect_gradients], "first": first}
+                 "pre_clip": [self.monitor.inspect_gradients], "first": first,
+                 "activation_offloading": p.activation_offloading}
         if p.trainer == "dpo":
             from trl import DPOTrainer
 
@@ -348,9 +349,32 @@ def _device_map(preset: BasePreset) -> Any:
 
     if not (preset.load_in_4bit or preset.load_in_8bit):
         return None  # Trainer/accelerate place the model
+    if sharded_4bit(preset):
+        return None  # FSDP-QLoRA: each rank loads and FSDP shards (peft's FSDP-QLoRA guide passes no device_map)
     if torch.cuda.is_available():
         return {"": int(os.environ.get("LOCAL_RANK", "0"))}
     return {"": "cpu"}
+
+
+def sharded_4bit(preset: BasePreset) -> bool:
+    """FSDP-QLoRA / ZeRO-3 + QLoRA: a 4-bit base whose packed weights are stored in a float
+    dtype (``bnb_4bit_quant_storage``) under a sharding strategy."""
+    return preset.load_in_4bit and preset.bnb_4bit_quant_storage != "uint8" and preset.distributed in ("fsdp", "zero3")
+
+
+def _prepare_float_storage_4bit(model: Any, gradient_checkpointing: bool) -> None:
+    """``prepare_model_for_kbit_training`` without its fp32 upcast, for a 4-bit base stored in
+    a float dtype (FSDP-QLoRA). peft's upcast would turn the embeddings, norms and head into
+    fp32 next to the bf16 storage: FSDP needs one dtype per sharded unit, and the estimator
+    (rust/src/estimator.rs, Method::Qlora: ``rest`` is the compute dtype when the storage is
+    float) prices them in the half type, as peft's FSDP-QLoRA guide and trl leave them. The
+    rest of what peft does is kept: the base frozen, checkpointing without re-entrant
+    autograd, and inputs that require grad so checkpointed blocks see a graph."""
+    for param in model.parameters():
+        param.requires_grad = False
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
 
 
 def load_model_for(preset: BasePreset, model_info: Any) -> tuple[Any, Any]:
@@ -378,7 +402,9 @@ def load_model_for(preset: BasePreset, model_info: Any) -> tuple[Any, Any]:
         quantization_config=p.get_bnb_config(),
         device_map=_device_map(p),
     )
-    if p.load_in_4bit or p.load_in_8bit:
+    if p.load_in_4bit and p.bnb_4bit_quant_storage != "uint8":
+        _prepare_float_storage_4bit(model, p.gradient_checkpointing)
+    elif p.load_in_4bit or p.load_in_8bit:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(

@@ -68,11 +68,28 @@ def forge_trainer_class(base: type) -> type:
 
         def __init__(self, *args: Any, checkpoint_writers: Sequence[Callable[[Path, Any], None]] = (),
                      pre_clip: Sequence[Callable[[Any, Any, Any], None]] = (), first: list[int] | None = None,
-                     **kwargs: Any) -> None:
+                     activation_offloading: bool = False, **kwargs: Any) -> None:
+            self.forge_activation_offloading = activation_offloading
+            self.forge_offload_context: Any = None
             self.forge_checkpoint_writers = list(checkpoint_writers)
             self.forge_pre_clip = list(pre_clip)
             self.forge_first = first
             super().__init__(*args, **kwargs)
+
+        def training_step(self, *args: Any, **kwargs: Any) -> Any:
+            """trl's ``activation_offloading`` (SFTTrainer.training_step does the same): saved
+            activations go to host memory in forward and come back in backward."""
+            if not self.forge_activation_offloading:
+                return super().training_step(*args, **kwargs)
+            if self.forge_offload_context is None:
+                import torch
+                from trl.models.activation_offloading import get_act_offloading_ctx_manager
+
+                cuda = torch.cuda.is_available()  # streams and pinned memory need a CUDA device
+                self.forge_offload_context = get_act_offloading_ctx_manager(self.model, use_pin_memory=cuda,
+                                                                            use_streams=cuda)
+            with self.forge_offload_context:
+                return super().training_step(*args, **kwargs)
 
         def _get_train_sampler(self, train_dataset: Any = None) -> Any:
             dataset = train_dataset if train_dataset is not None else self.train_dataset

@@ -348,9 +348,26 @@ impl Plan {
     /// quantized base on every device and cannot shard its packed weights. The advisor
     /// never ranks such a plan (search.rs `Space::outer_plans`).
     pub fn unsupported(&self) -> Option<&'static str> {
-        let quantized = matches!(self.method, Method::Qlora | Method::Lora8bit);
         let sharded = self.num_gpus > 1 && matches!(self.distributed, Distributed::Fsdp | Distributed::Zero3);
-        (quantized && sharded).then_some("sharding a bitsandbytes-quantized base (FSDP / ZeRO-3) is not supported by the runner")
+        match self.method {
+            // an int8 base has no float storage: FSDP / ZeRO-3 cannot shard it
+            Method::Lora8bit if sharded => Some("sharding an 8-bit bitsandbytes base (FSDP / ZeRO-3) is not supported"),
+            // FSDP-QLoRA (peft's guide): only a float `bnb_4bit_quant_storage` shards
+            Method::Qlora if sharded && !self.bnb_4bit_quant_storage.is_float() => {
+                Some("sharding a 4-bit base (FSDP / ZeRO-3) needs a float bnb_4bit_quant_storage (the compute dtype)")
+            }
+            _ => None,
+        }
+    }
+
+    /// The float storage FSDP-QLoRA uses: the compute dtype's (peft's FSDP-QLoRA guide sets
+    /// `bnb_4bit_quant_storage=torch.bfloat16` next to `bnb_4bit_compute_dtype=torch.bfloat16`).
+    pub fn compute_storage(&self) -> QuantStorage {
+        match self.dtype {
+            Dtype::Fp16 | Dtype::AmpFp16 => QuantStorage::Float16,
+            Dtype::Fp32 => QuantStorage::Float32,
+            Dtype::Bf16 | Dtype::AmpBf16 => QuantStorage::Bfloat16,
+        }
     }
 
     pub fn uses_lora(&self) -> bool {

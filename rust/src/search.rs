@@ -17,6 +17,8 @@ use crate::estimator::{Estimate, Estimator};
 use crate::gpu::GpuSpec;
 use crate::objective::{objective_value, Objective};
 use crate::plan::{Attention, Distributed, Dtype, Method, Optim, Plan, Targets};
+#[cfg(test)]
+use crate::plan::QuantStorage;
 use crate::timeline::{Evaluation, Prepared};
 
 /// The one fit rule: a plan fits when its peak reserved memory is at most the usable bytes.
@@ -59,6 +61,59 @@ pub struct Space {
     /// reserve a plan is judged by is `allocator_reserve × reserve_factor`. 1 without one.
     #[serde(default = "one")]
     pub reserve_factor: f64,
+    /// The memory levers as inner knobs (levers.rs; forge_advisor/levers.py states their
+    /// cost): each a list of values tried for every outer choice, like checkpointing; empty
+    /// (the default) = the base plan's value. None changes the quality score, so the inner
+    /// optimum (the fastest fitting variant) stays the best for every objective: a lever is
+    /// chosen exactly when the plan without it does not fit, or fits only a slower batch.
+    #[serde(default)]
+    pub use_liger_kernel: Vec<bool>,
+    #[serde(default)]
+    pub activation_offloading: Vec<bool>,
+    /// Only where the outer choice's sharding offloads: zero2/zero3 (optimizer), fsdp/zero3 (params).
+    #[serde(default)]
+    pub offload_optimizer: Vec<bool>,
+    #[serde(default)]
+    pub offload_params: Vec<bool>,
+    /// FSDP-QLoRA in the space: a QLoRA outer choice under fsdp/zero3 stores its 4-bit
+    /// weights in the compute dtype ([`Plan::compute_storage`]) when the base stores uint8
+    /// (false: a pinned storage is kept, and uint8 keeps sharded QLoRA out of the space).
+    #[serde(default = "yes")]
+    pub shard_quantized: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One inner variant besides batch: checkpointing and the memory levers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Variant {
+    pub gradient_checkpointing: bool,
+    pub use_liger_kernel: bool,
+    pub activation_offloading: bool,
+    pub offload_optimizer: bool,
+    pub offload_params: bool,
+}
+
+impl Variant {
+    /// `outer` with this variant's knobs.
+    pub fn apply(&self, outer: &Plan) -> Plan {
+        Plan {
+            gradient_checkpointing: self.gradient_checkpointing,
+            use_liger_kernel: self.use_liger_kernel,
+            activation_offloading: self.activation_offloading,
+            offload_optimizer: self.offload_optimizer,
+            offload_params: self.offload_params,
+            ..outer.clone()
+        }
+    }
+
+    /// Whether the outer choice's sharding can offload what this variant offloads.
+    pub fn runs_with(&self, distributed: Distributed) -> bool {
+        (!self.offload_optimizer || matches!(distributed, Distributed::Zero2 | Distributed::Zero3))
+            && (!self.offload_params || matches!(distributed, Distributed::Fsdp | Distributed::Zero3))
+    }
 }
 
 fn one() -> f64 {
@@ -180,6 +235,32 @@ impl Space {
             .collect()
     }
 
+    /// Every inner variant (checkpointing × levers), checkpointing outermost, each lever's
+    /// values in the space's order (so `false` first: equals keep the lever off).
+    pub fn variants(&self) -> Vec<Variant> {
+        let axis = |v: &Vec<bool>, base: bool| if v.is_empty() { vec![base] } else { v.clone() };
+        let b = &self.base;
+        let mut out = Vec::new();
+        for &gradient_checkpointing in &self.gradient_checkpointing {
+            for use_liger_kernel in axis(&self.use_liger_kernel, b.use_liger_kernel) {
+                for activation_offloading in axis(&self.activation_offloading, b.activation_offloading) {
+                    for offload_optimizer in axis(&self.offload_optimizer, b.offload_optimizer) {
+                        for offload_params in axis(&self.offload_params, b.offload_params) {
+                            out.push(Variant {
+                                gradient_checkpointing,
+                                use_liger_kernel,
+                                activation_offloading,
+                                offload_optimizer,
+                                offload_params,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Full fine-tuning trains fp32 master weights under autocast, as the runtime's `sft`
     /// preset does (forge_advisor/presets/planning.py); adapters train on a half base.
     pub fn normalize(&self, plan: Plan) -> Plan {
@@ -206,7 +287,7 @@ impl Space {
                         for &o in &self.optim {
                             for &a in &self.attn {
                                 for &d in &self.distributed {
-                                    let plan = self.normalize(Plan {
+                                    let mut plan = self.normalize(Plan {
                                         method,
                                         lora_r: r,
                                         lora_target_modules: t.clone(),
@@ -216,6 +297,10 @@ impl Space {
                                         distributed: d,
                                         ..self.base.clone()
                                     });
+                                    let sharded = plan.num_gpus > 1 && matches!(d, Distributed::Fsdp | Distributed::Zero3);
+                                    if self.shard_quantized && method == Method::Qlora && sharded && !plan.bnb_4bit_quant_storage.is_float() {
+                                        plan.bnb_4bit_quant_storage = plan.compute_storage(); // FSDP-QLoRA
+                                    }
                                     if plan.unsupported().is_none() {
                                         out.push(plan);
                                     }
@@ -243,9 +328,17 @@ impl Space {
     }
 }
 
+/// The inner search's best fit and leanest plan so far, each with its place in the space's
+/// order (batch index, variant index) to keep the first of equals.
+#[derive(Default)]
+struct Inner {
+    best: Option<(Winner, f64, (usize, usize))>,
+    leanest: Option<(Winner, (usize, usize))>,
+}
+
 /// The inner choice that won for one outer plan.
 struct Winner {
-    /// Index of the checkpointing choice (`space.gradient_checkpointing[i]`).
+    /// Index of the inner variant (`space.variants()[i]`).
     variant: usize,
     batch: u64,
     accumulation: u64,
@@ -275,14 +368,14 @@ impl Estimator {
             if !w.fits && leanest.as_ref().is_some_and(|l| l.reserved_bytes <= w.reserved) {
                 continue; // neither fits nor is leaner than the leanest so far
             }
-            let ranked = w.ranked(outer, space, &slots)?;
+            let ranked = w.ranked(outer, &slots)?;
             if ranked.fits {
                 fitting.push(ranked);
             } else {
                 leanest = Some(ranked);
             }
         }
-        let evaluated = (outers.len() * options.len() * space.gradient_checkpointing.len()) as u64;
+        let evaluated = (outers.len() * options.len() * slots.variants.len()) as u64;
         let nothing_fits = fitting.is_empty().then(|| Shortfall {
             over_bytes: leanest.as_ref().map(|l| l.reserved_bytes - space.usable_bytes),
             leanest,
@@ -300,11 +393,17 @@ impl Estimator {
         })
     }
 
-    /// The best fitting (batch, accumulation, checkpointing) for one outer choice — the most
-    /// tokens/s, the first of equals in the space's order — or, when none fits, the one
-    /// with the least reserved memory. `None` when no inner choice can be priced. Each
-    /// checkpointing choice is priced once ([`Estimator::prepare`], into a reused slot) and
+    /// The best fitting (batch, accumulation, variant) for one outer choice — the most
+    /// tokens/s, the first of equals in the space's order (batch, then variant) — or, when
+    /// none fits, the one with the least reserved memory. `None` when no inner choice can be
+    /// priced. Each variant is priced once ([`Estimator::prepare`], into a reused slot) and
     /// each batch is a product of per-token terms ([`Prepared::evaluate`]).
+    ///
+    /// The plain variants (every lever at its axis' first value) go first. A lever never
+    /// raises tokens/s (fused CE prices no speed change, offloading adds PCIe and CPU time:
+    /// the test `levers_never_raise_tokens_per_second`), so a lever variant can only win
+    /// where its plain twin — same batch and checkpointing — does not fit yet is faster than
+    /// the best plain fit. Only then are the lever variants priced; equals keep levers off.
     fn inner_search<'a>(
         &'a self,
         outer: &Plan,
@@ -313,11 +412,23 @@ impl Estimator {
         gpu: Option<&GpuSpec>,
         slots: &mut Slots<'a>,
     ) -> Result<Option<Winner>> {
-        slots.prepare(self, outer, space, gpu)?;
-        let mut best: Option<(Winner, f64)> = None;
-        let mut leanest: Option<Winner> = None;
-        for &(batch, accumulation) in options {
-            for (variant, prep) in slots.valid() {
+        let mut acc = Inner::default();
+        slots.prepare(self, outer, gpu, true)?;
+        let faster_unfit = Self::scan(options, space, slots, true, &mut acc)?;
+        let may_gain = acc.best.as_ref().is_none_or(|(_, tps, _)| faster_unfit.is_some_and(|t| t > *tps));
+        if slots.has_levers && may_gain {
+            slots.prepare(self, outer, gpu, false)?;
+            Self::scan(options, space, slots, false, &mut acc)?;
+        }
+        Ok(acc.best.map(|(w, _, _)| w).or(acc.leanest.map(|(w, _)| w)))
+    }
+
+    /// Evaluate the prepared variants of one phase (plain or lever) at every batch into
+    /// `acc`; returns the most tokens/s among the plans that do not fit.
+    fn scan(options: &[(u64, u64)], space: &Space, slots: &Slots<'_>, plain: bool, acc: &mut Inner) -> Result<Option<f64>> {
+        let mut faster_unfit: Option<f64> = None;
+        for (bi, &(batch, accumulation)) in options.iter().enumerate() {
+            for (variant, prep) in slots.valid(plain) {
                 let ev: Evaluation = match prep.evaluate(batch, accumulation) {
                     Ok(e) => e,
                     Err(Error::InvalidField { .. }) => continue,
@@ -325,17 +436,22 @@ impl Estimator {
                 };
                 let reserved = space.judged_reserved(&ev);
                 let tps = ev.tokens_per_second.unwrap_or(0.0);
+                let key = (bi, variant);
                 let w = Winner { variant, batch, accumulation, reserved, fits: fits(reserved, space.usable_bytes) };
                 if w.fits {
-                    if best.as_ref().is_none_or(|(_, cur)| tps > *cur) {
-                        best = Some((w, tps));
+                    // a lever variant must be strictly faster: equals keep the levers off
+                    if acc.best.as_ref().is_none_or(|(_, cur, k)| tps > *cur || (plain && tps == *cur && key < *k)) {
+                        acc.best = Some((w, tps, key));
                     }
-                } else if leanest.as_ref().is_none_or(|cur| reserved < cur.reserved) {
-                    leanest = Some(w);
+                } else {
+                    faster_unfit = Some(faster_unfit.map_or(tps, |t| t.max(tps)));
+                    if acc.leanest.as_ref().is_none_or(|(cur, k)| reserved < cur.reserved || (reserved == cur.reserved && key < *k)) {
+                        acc.leanest = Some((w, key));
+                    }
                 }
             }
         }
-        Ok(best.map(|(w, _)| w).or(leanest))
+        Ok(faster_unfit)
     }
 
     /// Exhaustive search for one objective: the best fitting plan of the whole space and
@@ -352,14 +468,13 @@ impl Estimator {
 
 impl Winner {
     /// The winning plan with its full estimate (only winners get a breakdown).
-    fn ranked(&self, outer: &Plan, space: &Space, slots: &Slots<'_>) -> Result<Ranked> {
+    fn ranked(&self, outer: &Plan, slots: &Slots<'_>) -> Result<Ranked> {
         let estimate = slots.prepared[self.variant].finish(self.batch, self.accumulation)?;
         Ok(Ranked {
             plan: Plan {
-                gradient_checkpointing: space.gradient_checkpointing[self.variant],
                 per_device_train_batch_size: self.batch,
                 gradient_accumulation_steps: self.accumulation,
-                ..outer.clone()
+                ..slots.variants[self.variant].apply(outer)
             },
             estimate,
             reserved_bytes: self.reserved,
@@ -425,8 +540,14 @@ fn pareto(fitting: &[Ranked]) -> Vec<usize> {
     front
 }
 
-/// One prepared plan per checkpointing choice, reused from one outer plan to the next.
+/// One prepared plan per inner variant (checkpointing × levers), reused from one outer plan
+/// to the next.
 struct Slots<'a> {
+    variants: Vec<Variant>,
+    /// Whether `variants[i]` has every lever at its axis' first value.
+    plain: Vec<bool>,
+    /// Whether any variant is not plain.
+    has_levers: bool,
     prepared: Vec<Prepared<'a>>,
     /// Whether `prepared[i]` holds a valid plan for the current outer choice.
     ok: Vec<bool>,
@@ -434,16 +555,41 @@ struct Slots<'a> {
 
 impl<'a> Slots<'a> {
     fn new(est: &'a Estimator, space: &Space) -> Self {
-        let n = space.gradient_checkpointing.len();
-        Slots { prepared: (0..n).map(|_| Prepared::empty(est)).collect(), ok: vec![false; n] }
+        let variants = space.variants();
+        let first = variants.first().copied();
+        let plain: Vec<bool> = variants
+            .iter()
+            .map(|v| {
+                first.is_some_and(|f| {
+                    v.use_liger_kernel == f.use_liger_kernel
+                        && v.activation_offloading == f.activation_offloading
+                        && v.offload_optimizer == f.offload_optimizer
+                        && v.offload_params == f.offload_params
+                })
+            })
+            .collect();
+        let n = variants.len();
+        let has_levers = plain.iter().any(|p| !p);
+        Slots { variants, plain, has_levers, prepared: (0..n).map(|_| Prepared::empty(est)).collect(), ok: vec![false; n] }
     }
 
-    /// Prepare `outer` under each checkpointing choice; a choice the plan rejects (e.g. a
-    /// rank above a layer's width) is marked invalid.
-    fn prepare(&mut self, est: &'a Estimator, outer: &Plan, space: &Space, gpu: Option<&GpuSpec>) -> Result<()> {
-        let mut variant = outer.clone();
-        for (i, &ckpt) in space.gradient_checkpointing.iter().enumerate() {
-            variant.gradient_checkpointing = ckpt;
+    /// Prepare `outer` under each variant of one phase (`plain` or lever); a variant the
+    /// plan rejects (e.g. a rank above a layer's width, an offload its sharding cannot do)
+    /// is marked invalid. Preparing the plain phase marks every lever variant invalid.
+    fn prepare(&mut self, est: &'a Estimator, outer: &Plan, gpu: Option<&GpuSpec>, plain: bool) -> Result<()> {
+        for i in 0..self.variants.len() {
+            if self.plain[i] != plain {
+                if plain {
+                    self.ok[i] = false;
+                }
+                continue;
+            }
+            let v = self.variants[i];
+            if !v.runs_with(outer.distributed) {
+                self.ok[i] = false;
+                continue;
+            }
+            let variant = v.apply(outer);
             self.ok[i] = match est.prepare_in(&variant, gpu, &mut self.prepared[i], true) {
                 Ok(()) => true,
                 Err(Error::InvalidField { .. }) => false,
@@ -453,8 +599,8 @@ impl<'a> Slots<'a> {
         Ok(())
     }
 
-    fn valid(&self) -> impl Iterator<Item = (usize, &Prepared<'a>)> {
-        self.prepared.iter().enumerate().filter(|(i, _)| self.ok[*i])
+    fn valid(&self, plain: bool) -> impl Iterator<Item = (usize, &Prepared<'a>)> {
+        self.prepared.iter().enumerate().filter(move |(i, _)| self.ok[*i] && self.plain[*i] == plain)
     }
 }
 
@@ -479,13 +625,8 @@ mod tests {
         let mut out = Vec::new();
         for outer in space.outer_plans() {
             for (b, a) in space.batch_options(outer.num_gpus) {
-                for &ckpt in &space.gradient_checkpointing {
-                    let plan = Plan {
-                        per_device_train_batch_size: b,
-                        gradient_accumulation_steps: a,
-                        gradient_checkpointing: ckpt,
-                        ..outer.clone()
-                    };
+                for v in space.variants() {
+                    let plan = Plan { per_device_train_batch_size: b, gradient_accumulation_steps: a, ..v.apply(&outer) };
                     if let Ok(e) = est.estimate(&plan, Some(gpu)) {
                         out.push((plan, e));
                     }
@@ -493,6 +634,18 @@ mod tests {
             }
         }
         out
+    }
+
+    /// The outer choice of a plan: the inner knobs (batch, checkpointing, levers) reset.
+    fn outer_of(p: &Plan) -> Plan {
+        let inner = Variant {
+            gradient_checkpointing: true,
+            use_liger_kernel: false,
+            activation_offloading: false,
+            offload_optimizer: false,
+            offload_params: false,
+        };
+        Plan { per_device_train_batch_size: 1, gradient_accumulation_steps: 1, ..inner.apply(p) }
     }
 
     fn check_against_brute_force(space: &Space) -> Ranking {
@@ -518,8 +671,7 @@ mod tests {
         for r in &ranking.fitting {
             let same_outer: Vec<&&(Plan, Estimate)> = fit
                 .iter()
-                .filter(|(p, _)| Plan { per_device_train_batch_size: 1, gradient_accumulation_steps: 1, gradient_checkpointing: true, ..p.clone() }
-                    == Plan { per_device_train_batch_size: 1, gradient_accumulation_steps: 1, gradient_checkpointing: true, ..r.plan.clone() })
+                .filter(|(p, _)| outer_of(p) == outer_of(&r.plan))
                 .collect();
             let best_tps = same_outer.iter().map(|(_, e)| e.tokens_per_second.unwrap_or(0.0)).fold(f64::NEG_INFINITY, f64::max);
             assert_eq!(r.tokens_per_second().unwrap_or(0.0), best_tps, "{:?}", r.plan);
@@ -528,7 +680,7 @@ mod tests {
         }
         let mut outers: Vec<Plan> = fit
             .iter()
-            .map(|(p, _)| Plan { per_device_train_batch_size: 1, gradient_accumulation_steps: 1, gradient_checkpointing: true, ..p.clone() })
+            .map(|(p, _)| outer_of(p))
             .collect();
         outers.dedup();
         let mut unique = Vec::new();
@@ -607,16 +759,107 @@ mod tests {
     }
 
     #[test]
-    fn quantized_bases_are_never_sharded_in_the_space() {
+    fn sharded_qlora_stores_4bit_in_the_compute_dtype_and_int8_is_never_sharded() {
         let (_, _, space) = fixture();
         let base = Plan { num_gpus: 8, distributed: Distributed::Ddp, ..space.base.clone() };
-        let space = Space { base, distributed: vec![Distributed::Ddp, Distributed::Fsdp, Distributed::Zero3], ..space };
+        let space = Space {
+            base,
+            methods: vec![Method::Qlora, Method::Lora8bit, Method::Full],
+            distributed: vec![Distributed::Ddp, Distributed::Fsdp, Distributed::Zero3],
+            ..space
+        };
         let outers = space.outer_plans();
-        assert!(outers.iter().any(|p| p.method == Method::Qlora && p.distributed == Distributed::Ddp));
+        let storage = |m: Method, d: Distributed| -> Vec<QuantStorage> {
+            outers.iter().filter(|p| p.method == m && p.distributed == d).map(|p| p.bnb_4bit_quant_storage).collect()
+        };
+        assert!(storage(Method::Qlora, Distributed::Ddp).iter().all(|&s| s == QuantStorage::Uint8));
+        for d in [Distributed::Fsdp, Distributed::Zero3] {
+            let s = storage(Method::Qlora, d);
+            assert!(!s.is_empty() && s.iter().all(|&s| s == QuantStorage::Bfloat16), "{d:?}"); // the base computes in bf16
+            assert!(storage(Method::Lora8bit, d).is_empty(), "an int8 base has no float storage");
+        }
         assert!(outers.iter().any(|p| p.method == Method::Full && p.distributed == Distributed::Zero3));
-        assert!(!outers
-            .iter()
-            .any(|p| p.method == Method::Qlora && matches!(p.distributed, Distributed::Fsdp | Distributed::Zero3)));
+        // a pinned uint8 storage (shard_quantized off) keeps sharded QLoRA out, as the runtime refuses it
+        let pinned = Space { shard_quantized: false, ..space }.outer_plans();
+        assert!(!pinned.iter().any(|p| p.method == Method::Qlora && p.distributed == Distributed::Fsdp));
+        assert!(Plan { method: Method::Qlora, num_gpus: 2, distributed: Distributed::Fsdp, ..Plan::default() }.unsupported().is_some());
+    }
+
+    #[test]
+    fn rank_equals_brute_force_with_lever_axes() {
+        let (est, gpu, space) = fixture();
+        // a tight single GPU: the levers decide what fits
+        let levers = Space {
+            use_liger_kernel: vec![false, true],
+            activation_offloading: vec![false, true],
+            lora_r: vec![16],
+            freeze: vec![0.0],
+            usable_bytes: 12 << 30,
+            ..space.clone()
+        };
+        let r = check_against_brute_force(&levers);
+        assert!(r.fitting.iter().any(|p| p.plan.use_liger_kernel || p.plan.activation_offloading));
+        // levers only where they pay: without the axes fewer plans fit, and none of the plain
+        // fitting plans gains a lever (equal speed keeps the lever off)
+        let plain = est.rank(&Space { use_liger_kernel: vec![], activation_offloading: vec![], ..levers.clone() }, Some(&gpu), 5).unwrap();
+        assert!(plain.fitting.len() < r.fitting.len());
+        // sharded: the offloads as axes, each only with the sharding that can do it
+        let base = Plan { num_gpus: 2, distributed: Distributed::Ddp, ..space.base.clone() };
+        let sharded = Space {
+            base,
+            methods: vec![Method::Full, Method::Qlora],
+            lora_r: vec![16],
+            freeze: vec![0.0],
+            distributed: vec![Distributed::Ddp, Distributed::Fsdp, Distributed::Zero2, Distributed::Zero3],
+            offload_optimizer: vec![false, true],
+            offload_params: vec![false, true],
+            usable_bytes: 40 << 30, // full 8B on 2 GPUs: 16 B/param sharded is ~60 GiB each without offload
+            ..space
+        };
+        let r = check_against_brute_force(&sharded);
+        for p in r.fitting.iter().map(|p| &p.plan) {
+            assert!(!p.offload_optimizer || matches!(p.distributed, Distributed::Zero2 | Distributed::Zero3));
+            assert!(!p.offload_params || matches!(p.distributed, Distributed::Fsdp | Distributed::Zero3));
+        }
+        let offloaded: Vec<&Plan> = r.fitting.iter().map(|p| &p.plan).filter(|p| p.offload_optimizer || p.offload_params).collect();
+        assert!(offloaded.iter().any(|p| p.method == Method::Full), "full fine-tuning fits only with an offload");
+    }
+
+    /// The inner search prices lever variants only where a plain twin does not fit: exact
+    /// because no lever raises tokens/s. Checked plan by plan on single- and multi-GPU spaces.
+    #[test]
+    fn levers_never_raise_tokens_per_second() {
+        let (est, gpu, space) = fixture();
+        let one = Space { use_liger_kernel: vec![false, true], activation_offloading: vec![false, true], freeze: vec![0.0, 0.5], ..space.clone() };
+        let base = Plan { num_gpus: 4, distributed: Distributed::Ddp, ..space.base.clone() };
+        let multi = Space {
+            base,
+            distributed: vec![Distributed::Ddp, Distributed::Fsdp, Distributed::Zero2, Distributed::Zero3],
+            offload_optimizer: vec![false, true],
+            offload_params: vec![false, true],
+            lora_r: vec![16],
+            ..one.clone()
+        };
+        let mut compared = 0;
+        for sp in [&one, &multi] {
+            for (plan, e) in every_plan(&est, sp, &gpu) {
+                let plain = Plan {
+                    use_liger_kernel: false,
+                    activation_offloading: false,
+                    offload_optimizer: false,
+                    offload_params: false,
+                    ..plan.clone()
+                };
+                if plain == plan {
+                    continue;
+                }
+                let p = est.estimate(&plain, Some(&gpu)).expect("the plain twin prices");
+                let (t, tp) = (e.tokens_per_second.unwrap_or(0.0), p.tokens_per_second.unwrap_or(0.0));
+                assert!(t <= tp, "{plan:?}: {t} > {tp}");
+                compared += 1;
+            }
+        }
+        assert!(compared > 1000);
     }
 
     #[test]
