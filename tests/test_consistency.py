@@ -1,0 +1,187 @@
+"""Every command agrees: what ``recommend`` prints is what ``train`` runs, ``estimate`` prices
+and ``fit`` bounds from below.
+
+Over sampled catalog models (a small one, a 7–8B, a 70B, an MoE) × GPUs (one without bf16,
+a 24 GB consumer card, two datacenter ones) × 1/2/8 GPUs × objectives:
+
+* the ``train`` argv of every recommended plan parses (in process, ``cli.main.main``) into the
+  same plan, ``--show`` exits 0, and for several GPUs ``--write-accelerate-config`` writes a
+  config accelerate loads;
+* ``estimate`` of the plan ``train`` resolves gives the same peak and the same fit verdict;
+* ``fit``'s least fit bound per preset is ≤ the fit bound of every recommended plan of it.
+
+A handful of cases also run the real CLI in a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from forge_advisor import core
+from forge_advisor.advisor import recommend
+from forge_advisor.advisor.fit import fit
+from forge_advisor.cli.main import build_parser, main
+from forge_advisor.cli.train import _overrides, resolve_args_preset
+from forge_advisor.estimate import estimate
+from forge_advisor.gpus import find_gpu
+from forge_advisor.shapes import load_shape
+from forge_advisor.units import fmt_bytes
+
+MODELS = ("Qwen/Qwen2.5-0.5B", "meta-llama/Llama-3.1-8B", "meta-llama/Llama-3.1-70B", "Qwen/Qwen1.5-MoE-A2.7B")
+GPUS = ("T4", "RTX 4090", "A100 80GB SXM", "H100 SXM")
+COUNTS = (1, 2, 8)
+OBJECTIVES = core.OBJECTIVES
+
+
+def _train_argv(cand: Any, model: str) -> list[str]:
+    from forge_advisor.export import train_argv
+
+    argv = train_argv(model, cand.preset, cand.plan, gpu=cand.estimate.gpu, data="d.jsonl", output="out")
+    assert argv[:2] == ["forge-advisor", "train"]
+    return argv[1:]
+
+
+def _trained_preset(argv: list[str]) -> Any:
+    """The preset ``forge-advisor train ARGV`` runs (the CLI's own parser and resolution)."""
+    args = build_parser().parse_args(argv)
+    return resolve_args_preset(args, _overrides(args))
+
+
+def _precision(gpu: Any) -> str:
+    return "bf16" if gpu.bf16 else "fp16"
+
+
+_FIT_CACHE: dict[tuple[str, str, int], dict[str, int | None]] = {}
+
+
+def _fit_least(shape: Any, gpu: Any, n: int) -> dict[str, int | None]:
+    key = (shape.name, gpu.name, n)
+    if key not in _FIT_CACHE:
+        report = fit(shape, gpu, num_gpus=n)
+        _FIT_CACHE[key] = {m.preset: m.least_bytes for m in report.methods}
+    return _FIT_CACHE[key]
+
+
+CASES = [(m, g, n, o) for m in MODELS for g in GPUS for n in COUNTS for o in OBJECTIVES]
+
+
+@pytest.fixture(scope="module")
+def shapes() -> dict[str, Any]:
+    return {m: load_shape(m) for m in MODELS}
+
+
+@pytest.mark.parametrize(("model", "gpu_name", "num_gpus", "objective"), CASES,
+                         ids=[f"{m.split('/')[-1]}-{g.replace(' ', '')}-x{n}-{o}" for m, g, n, o in CASES])
+def test_commands_agree(shapes: dict[str, Any], model: str, gpu_name: str, num_gpus: int, objective: str,
+                        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    shape, gpu = shapes[model], find_gpu(gpu_name)
+    rec = recommend(shape, gpu, num_gpus=num_gpus, objective=objective, top=3)
+    usable = core.usable_bytes(gpu.memory_bytes, rec.request.headroom)
+    least = _fit_least(shape, gpu, num_gpus)
+    if not rec.recommendations:
+        # nothing fits: fit agrees that no preset fits either
+        assert not any(b is not None and core.fits(b, usable) for b in least.values()), (least, usable)
+        # ...and the need recommend quotes is fit's least over the presets of its trainer (sft)
+        from forge_advisor.presets import get_preset
+
+        sft = [b for p, b in least.items() if b is not None and get_preset(p).trainer == rec.request.trainer]
+        assert fmt_bytes(min(sft)) in (rec.suggestion or ""), (least, rec.suggestion)
+        return
+    for cand in rec.recommendations:
+        e = cand.estimate
+        assert core.unsupported(cand.plan) is None
+        assert e.fits and core.fits(e.peak_reserved_upper_bytes, usable)
+        # train parses the printed argv into exactly this plan
+        argv = _train_argv(cand, model)
+        preset = _trained_preset(argv)
+        assert preset.name == cand.preset
+        assert preset.to_plan(precision=_precision(gpu)) == cand.plan, argv
+        # estimate prices the plan train runs at the same peak and verdict
+        again = estimate(shape, preset, gpu=gpu, headroom=rec.request.headroom)
+        assert again.plan == cand.plan
+        assert again.peak_reserved_bytes == e.peak_reserved_bytes
+        assert again.peak_reserved_upper_bytes == e.peak_reserved_upper_bytes
+        assert again.fits is True
+        # fit's least for this preset is no more than any fitting plan of it
+        assert least[cand.preset] is not None and least[cand.preset] <= e.peak_reserved_upper_bytes, (cand.preset, least)
+    best = rec.recommendations[0]
+    argv = _train_argv(best, model)
+    assert main([*argv, "--show"]) == 0
+    if num_gpus > 1:
+        from accelerate.commands.config.config_args import load_config_from_file
+
+        path = tmp_path / "accelerate.yaml"
+        assert main([*argv, "--write-accelerate-config", str(path)]) == 0
+        cfg = load_config_from_file(str(path))
+        assert cfg.num_processes == num_gpus
+        assert str(cfg.distributed_type).endswith(("FSDP", "DEEPSPEED", "MULTI_GPU"))
+    capsys.readouterr()
+
+
+SUBPROCESS_CASES = [("meta-llama/Llama-3.1-8B", "T4", 1), ("meta-llama/Llama-3.1-70B", "H100 SXM", 8),
+                    ("Qwen/Qwen1.5-MoE-A2.7B", "A100 80GB SXM", 2)]
+
+
+def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.run([sys.executable, "-m", "forge_advisor.cli.main", *argv], capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+@pytest.mark.parametrize(("model", "gpu_name", "num_gpus"), SUBPROCESS_CASES)
+def test_cli_recommend_estimate_agree(model: str, gpu_name: str, num_gpus: int) -> None:
+    """The CLI's JSON: the best plan's printed command, re-priced by ``estimate --json``,
+    has the same peak and verdict; ``fit --json``'s least for its preset is no more."""
+    import shlex
+
+    from forge_advisor.export import estimate_argv
+
+    out = _cli("recommend", "--model", model, "--gpu", gpu_name, "--num-gpus", str(num_gpus), "--top", "1", "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    best = doc["recommendations"][0]
+    first = best["command"].split(" && ")[0]
+    argv = [a for a in shlex.split(first) if a != "\\"]
+    assert argv[:2] == ["forge-advisor", "train"]
+    show = _cli(*argv[1:], "--show")
+    assert show.returncode == 0 and not show.stderr.strip(), show.stderr
+    gpu = find_gpu(gpu_name)
+    preset = _trained_preset([a for a in argv[1:] if a != "--write-accelerate-config" and not a.endswith(".yaml")])
+    est_argv = estimate_argv(model, preset.name, preset.to_plan(precision=_precision(gpu)), gpu=gpu)
+    est = _cli(*est_argv[1:], "--json")
+    assert est.returncode == 0, est.stderr
+    e = json.loads(est.stdout)
+    assert e["memory"]["peak_reserved_bytes"] == best["estimate"]["memory"]["peak_reserved_bytes"]
+    assert e["fits"] is True and best["estimate"]["fits"] is True
+    f = _cli("fit", "--model", model, "--gpu", gpu_name, "--num-gpus", str(num_gpus), "--json")
+    assert f.returncode == 0, f.stderr
+    least = {m["preset"]: m["least_peak_reserved_bytes"] for m in json.loads(f.stdout)["methods"]}
+    assert least[best["preset"]] <= best["estimate"]["memory"]["peak_reserved_upper_bytes"]
+
+
+def test_cli_nothing_fits_agrees_with_fit() -> None:
+    """When nothing fits, ``recommend`` quotes the least fit bound ``fit`` reports, and the
+    bigger GPU it names is one that bound fits by the one rule."""
+    model, gpu_name = "meta-llama/Llama-3.1-70B", "RTX 4090"
+    out = _cli("recommend", "--model", model, "--gpu", gpu_name, "--num-gpus", "8", "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["recommendations"] == []
+    f = _cli("fit", "--model", model, "--gpu", gpu_name, "--num-gpus", "8", "--json")
+    methods = json.loads(f.stdout)["methods"]
+    assert not any(m["fits"] for m in methods)
+    from forge_advisor.presets import get_preset
+
+    need = min(m["least_peak_reserved_bytes"] for m in methods if get_preset(m["preset"]).trainer == "sft")
+    assert fmt_bytes(need) in doc["suggestion"]
+    from forge_advisor.gpus import gpu_catalog
+
+    named = [g for g in gpu_catalog() if f"the {g.name} (" in doc["suggestion"]]
+    assert named and core.fits(need, core.usable_bytes(named[0].memory_bytes, doc["headroom"]))
