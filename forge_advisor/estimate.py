@@ -103,6 +103,11 @@ class EstimateResult:
         return None if usable is None else core.fits(self.peak_reserved_upper_bytes, usable)
 
     @property
+    def warnings(self) -> list[str]:
+        """What this GPU cannot run of the plan (:func:`hardware_warnings`)."""
+        return hardware_warnings(self.plan, self.gpu)
+
+    @property
     def unsupported(self) -> str | None:
         """Why the training runtime cannot run this plan, or None."""
         return core.unsupported(self.plan)
@@ -150,7 +155,28 @@ class EstimateResult:
             "fits": self.fits,
             "headroom_bytes": self.headroom_bytes,
             "unsupported": self.unsupported,
+            "warnings": self.warnings,
         }
+
+
+# bf16 tensor cores and FlashAttention-2 both need compute capability 8.0 (Ampere) or newer
+# (CUDA programming guide, "Compute Capabilities"; flash-attention's README, "Requirements").
+_AMPERE = (8, 0)
+
+
+def hardware_warnings(plan: Plan, gpu: GPU | None) -> list[str]:
+    """One line per plan choice the GPU cannot run (compute capability < 8.0: no bf16, no
+    FlashAttention-2). Warnings, not errors: the plan is still priced."""
+    if gpu is None or gpu.compute_capability is None:
+        return []
+    cc = gpu.compute_capability
+    where = f"{gpu.name} (compute capability {cc[0]}.{cc[1]})"
+    out = []
+    if "bf16" in plan.dtype and not gpu.bf16:
+        out.append(f"dtype={plan.dtype}: {where} has no bf16; use fp16 ({plan.dtype.replace('bf16', 'fp16')})")
+    if plan.attn_implementation == "flash_attention_2" and cc < _AMPERE:
+        out.append(f"attn_implementation=flash_attention_2: {where} cannot run FlashAttention-2 (needs 8.0+); use sdpa")
+    return out
 
 
 def native_estimator(shape: ModelShape, gpu: GPU | None) -> core.Estimator:
@@ -210,5 +236,6 @@ def estimate(
     if not 0.0 <= headroom < 0.9:
         raise ForgeError(f"headroom={headroom} is out of range: allowed [0, 0.9) (a fraction of GPU memory)",
                          field="headroom", value=str(headroom), allowed="[0, 0.9)")
+    shape.check_length(plan.max_length)
     native = core.call(native_estimator(shape, gpu).estimate, plan)
     return EstimateResult(shape.name, gpu, plan, native, dataset_tokens, load_calibration(gpu), headroom)

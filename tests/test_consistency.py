@@ -98,6 +98,8 @@ def test_commands_agree(shapes: dict[str, Any], model: str, gpu_name: str, num_g
         e = cand.estimate
         assert core.unsupported(cand.plan) is None
         assert e.fits and core.fits(e.peak_reserved_upper_bytes, usable)
+        if not gpu.bf16:
+            assert "bf16" not in cand.plan.dtype and not e.warnings, (cand.plan.dtype, e.warnings)
         # train parses the printed argv into exactly this plan
         argv = _train_argv(cand, model)
         preset = _trained_preset(argv)
@@ -185,3 +187,80 @@ def test_cli_nothing_fits_agrees_with_fit() -> None:
 
     named = [g for g in gpu_catalog() if f"the {g.name} (" in doc["suggestion"]]
     assert named and core.fits(need, core.usable_bytes(named[0].memory_bytes, doc["headroom"]))
+
+
+# -- hardware: GPUs without bf16, what a GPU cannot run, the position limit ---------------------
+
+
+@pytest.mark.parametrize("gpu_name", ["T4", "V100 16GB SXM2"])
+def test_no_bf16_gpus_plan_fp16_everywhere(gpu_name: str) -> None:
+    """estimate (every preset, QLoRA included: its compute dtype), fit's plans and the TUI's
+    editor all plan fp16 on a GPU without bf16, and estimate then has a speed."""
+    from forge_advisor.presets import list_presets
+    from forge_advisor.tui.state import evaluate
+
+    shape, gpu = load_shape("meta-llama/Llama-3.1-8B"), find_gpu(gpu_name)
+    assert not gpu.bf16
+    for preset in list_presets():
+        e = estimate(shape, preset, gpu=gpu)
+        assert e.plan.dtype in ("fp16", "amp-fp16"), (preset, e.plan.dtype)
+        assert e.tokens_per_second and e.tokens_per_second > 0, preset
+        assert e.warnings == []
+    for m in fit(shape, gpu).methods:
+        assert "bf16" not in m.estimate.plan.dtype and (m.least_plan is None or "bf16" not in m.least_plan.dtype), m.preset
+    ev = evaluate(shape, gpu, "qlora", {})
+    assert ev.ok and ev.result is not None and ev.result.plan.dtype == "fp16"
+
+
+def test_explicit_precision_flags_win_over_the_gpu_default() -> None:
+    from forge_advisor.presets import get_preset
+
+    shape, a100 = load_shape("meta-llama/Llama-3.1-8B"), find_gpu("A100 80GB SXM")
+    assert estimate(shape, get_preset("lora", bf16=False, fp16=False), gpu=a100).plan.dtype == "fp32"
+    assert estimate(shape, get_preset("sft", fp16=True), gpu=a100).plan.dtype == "amp-fp16"
+    assert estimate(shape, get_preset("lora"), gpu=a100).plan.dtype == "bf16"
+
+
+def test_tui_has_a_dtype_knob() -> None:
+    from forge_advisor.plan import DTYPES
+    from forge_advisor.tui.state import KNOB_BY_FIELD, evaluate, knob_choices
+
+    knob = KNOB_BY_FIELD["dtype"]
+    assert knob_choices(knob) == DTYPES
+    shape, t4 = load_shape("meta-llama/Llama-3.1-8B"), find_gpu("T4")
+    ev = evaluate(shape, t4, "lora", {"dtype": "bf16"})
+    assert ev.ok and ev.result is not None and ev.result.plan.dtype == "bf16"
+    assert len(ev.result.warnings) == 1 and "no bf16" in ev.result.warnings[0]
+
+
+def test_cli_warns_for_what_the_gpu_cannot_run(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["estimate", "--model", "meta-llama/Llama-3.1-8B", "--dtype", "bf16", "--attn", "flash_attention_2", "--json"]
+    assert main([*argv, "--gpu", "T4"]) == 0
+    out = capsys.readouterr()
+    lines = out.err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("warning: ") for line in lines), lines
+    assert "bf16" in lines[0] and "7.5" in lines[0] and "flash_attention_2" in lines[1]
+    assert json.loads(out.out)["warnings"] == [line.removeprefix("warning: ") for line in lines]
+    assert main([*argv, "--gpu", "H100 SXM"]) == 0
+    assert capsys.readouterr().err == ""
+    assert main(["recommend", "--model", "meta-llama/Llama-3.1-8B", "--gpu", "T4", "--dtype", "bf16", "--top", "1", "--json"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: dtype=bf16"), err
+
+
+@pytest.mark.parametrize("command", ["estimate", "recommend", "fit"])
+def test_position_limit_refused_with_its_value(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """gpt2 has 1,024 learned positions (n_positions): 4,096 tokens is one line and exit 2."""
+    assert main([command, "--model", "openai-community/gpt2", "--gpu", "T4", "--max-length", "4096"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "1,024" in err[0] and "max_position_embeddings" in err[0]
+
+
+def test_default_length_within_the_position_limit() -> None:
+    """recommend's and fit's default 2048 tokens shortens to gpt2's 1024; T5's relative
+    position buckets have no limit."""
+    gpt2 = load_shape("openai-community/gpt2")
+    assert gpt2.max_position_embeddings == 1024
+    assert recommend(gpt2, find_gpu("T4"), top=1).request.seq_len == 1024
+    assert fit(gpt2, find_gpu("T4")).methods[0].estimate.plan.max_length == 1024
+    assert load_shape("google-t5/t5-base").max_position_embeddings is None

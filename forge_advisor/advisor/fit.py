@@ -120,7 +120,7 @@ def fit(
     model: str | ModelShape,
     gpu: str | GPU | None = None,
     *,
-    seq_len: int = 2048,
+    seq_len: int | None = None,
     num_gpus: int = 1,
     headroom: float = DEFAULT_HEADROOM,
     distributed: str | None = None,
@@ -135,6 +135,10 @@ def fit(
     if not 0.0 <= headroom < 0.9:
         raise ForgeError(f"headroom={headroom} is out of range: allowed [0, 0.9)")
     shape = model if not isinstance(model, str) else load_shape(model)
+    if seq_len is None:
+        seq_len = shape.length_or_limit(2048)  # 2048 tokens, or the model's position limit when shorter
+    else:
+        shape.check_length(seq_len)
     extra = {} if distributed is None else {"distributed": distributed}
     if isinstance(gpu, str):
         gpu = resolve_gpu(gpu)

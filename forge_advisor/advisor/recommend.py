@@ -121,7 +121,7 @@ def recommend(
     *,
     num_gpus: int = 1,
     objective: str = "balanced",
-    seq_len: int = 2048,
+    seq_len: int | None = None,
     global_batch: int | None = None,
     global_batch_tokens: int | None = None,
     dataset_tokens: int | None = None,
@@ -143,7 +143,8 @@ def recommend(
 
     ``measure=True`` then runs the best ``measure_top`` plans for ``measure_steps`` real steps
     on this GPU, drops those that run out of memory, re-ranks by measured speed and stores a
-    calibration for the device."""
+    calibration for the device. ``seq_len`` None: 2048 tokens, or the model's position limit
+    when shorter; a longer one than that limit is refused."""
     from forge_advisor.gpus import resolve_gpu
     from forge_advisor.shapes import load_shape
 
@@ -158,6 +159,10 @@ def recommend(
     seq_len = fixed.pop("max_length", seq_len)
     num_gpus = fixed.pop("num_gpus", num_gpus)
     shape = model if not isinstance(model, str) else load_shape(model)
+    if seq_len is None:
+        seq_len = shape.length_or_limit(2048)  # the default length, within the model's position limit
+    else:
+        shape.check_length(seq_len)
     gpu = resolve_gpu(gpu or "auto") if not hasattr(gpu, "memory_bytes") else gpu  # type: ignore[arg-type]
     if global_batch is None:
         if global_batch_tokens is not None:

@@ -36,9 +36,10 @@ _SHARED = (
 
 def _dtype(preset: BasePreset, precision: str | None) -> str:
     if preset.method == "qlora":
-        from forge_advisor.presets.convert import compute_dtype_name
-
-        return "fp16" if compute_dtype_name(preset) == "float16" else "bf16"
+        # 4-bit weights compute in bnb_4bit_compute_dtype; bfloat16 on a GPU without bf16
+        # (precision "fp16": compute capability < 8.0) runs in float16, as the runner does
+        # (presets/convert.py compute_dtype_name)
+        return "fp16" if preset.bnb_4bit_compute_dtype == "float16" or precision == "fp16" else "bf16"
     if precision is None:
         return "fp32"
     return precision if preset.uses_lora else f"amp-{precision}"
@@ -53,6 +54,8 @@ def preset_to_plan(preset: BasePreset, *, precision: str | None = "auto") -> Pla
         precision = preset.resolved_precision()
     elif precision not in ("bf16", "fp16", None):
         raise ForgeError(f"precision={precision!r} is not one of auto, bf16, fp16, None")
+    elif preset.bf16 or preset.fp16 or (preset.bf16 is False and preset.fp16 is False):
+        precision = preset.resolved_precision()  # the preset's explicit flags win over the target's default
     data: dict[str, Any] = {k: getattr(preset, k) for k in _SHARED}
     data["dtype"] = _dtype(preset, precision)
     data["dpo_beta"] = preset.beta
