@@ -14,6 +14,7 @@ from forge_advisor import core
 from forge_advisor.calibration import Calibration, load_calibration
 from forge_advisor.errors import ForgeError, did_you_mean
 from forge_advisor.plan import Plan
+from forge_advisor.presets.planning import with_scaled_alpha
 from forge_advisor.shapes import ModelShape, load_shape
 
 if TYPE_CHECKING:
@@ -201,6 +202,7 @@ def resolve_plan(plan_or_preset: Any, gpu: GPU | None = None, **overrides: Any) 
         if preset_over:
             name = next(iter(preset_over))
             raise ForgeError(f"unknown plan field '{name}'{did_you_mean(name, _PLAN_FIELDS)}")
+        plan_over = with_scaled_alpha(plan_or_preset.lora_alpha, plan_or_preset.lora_r, plan_over)
         return plan_or_preset.with_(**plan_over) if plan_over else plan_or_preset
     from forge_advisor.presets import get_preset
     from forge_advisor.presets.base import BasePreset
@@ -208,6 +210,8 @@ def resolve_plan(plan_or_preset: Any, gpu: GPU | None = None, **overrides: Any) 
     preset = plan_or_preset if isinstance(plan_or_preset, BasePreset) else get_preset(str(plan_or_preset), **preset_over)
     precision = "bf16" if gpu is None or gpu.bf16 else "fp16"
     plan = preset.to_plan(precision=precision)
+    # a new lora_r alone keeps the preset's α/r (presets/planning.py scaled_alpha)
+    plan_over = with_scaled_alpha(plan.lora_alpha, plan.lora_r, plan_over)
     return plan.with_(**plan_over) if plan_over else plan
 
 

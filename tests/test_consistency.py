@@ -31,6 +31,7 @@ from forge_advisor.cli.main import build_parser, main
 from forge_advisor.cli.train import _overrides, resolve_args_preset
 from forge_advisor.estimate import estimate
 from forge_advisor.gpus import find_gpu
+from forge_advisor.presets import get_preset
 from forge_advisor.shapes import load_shape
 from forge_advisor.units import fmt_bytes
 
@@ -89,8 +90,6 @@ def test_commands_agree(shapes: dict[str, Any], model: str, gpu_name: str, num_g
         # nothing fits: fit agrees that no preset fits either
         assert not any(b is not None and core.fits(b, usable) for b in least.values()), (least, usable)
         # ...and the need recommend quotes is fit's least over the presets of its trainer (sft)
-        from forge_advisor.presets import get_preset
-
         sft = [b for p, b in least.items() if b is not None and get_preset(p).trainer == rec.request.trainer]
         assert fmt_bytes(min(sft)) in (rec.suggestion or ""), (least, rec.suggestion)
         return
@@ -105,6 +104,10 @@ def test_commands_agree(shapes: dict[str, Any], model: str, gpu_name: str, num_g
         preset = _trained_preset(argv)
         assert preset.name == cand.preset
         assert preset.to_plan(precision=_precision(gpu)) == cand.plan, argv
+        if cand.plan.uses_lora:  # α/r as the preset sets it (presets/planning.py scaled_alpha)
+            base = get_preset(cand.preset)
+            assert cand.plan.lora_alpha * base.lora_r == base.lora_alpha * cand.plan.lora_r, cand.plan
+            assert preset.lora_alpha == cand.plan.lora_alpha
         # estimate prices the plan train runs at the same peak and verdict
         again = estimate(shape, preset, gpu=gpu, headroom=rec.request.headroom)
         assert again.plan == cand.plan
