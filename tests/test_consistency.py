@@ -267,3 +267,22 @@ def test_default_length_within_the_position_limit() -> None:
     assert recommend(gpt2, find_gpu("T4"), top=1).request.seq_len == 1024
     assert fit(gpt2, find_gpu("T4")).methods[0].estimate.plan.max_length == 1024
     assert load_shape("google-t5/t5-base").max_position_embeddings is None
+
+
+def test_dpo_speed_counts_both_halves_and_the_reference_forward() -> None:
+    """trl's DPOTrainer puts chosen and rejected through the policy (2× the pairs' tokens)
+    and every token once through the reference forward: by Kaplan et al.'s count, 2 FLOPs
+    per weight of every layer linear, the LM head's 2·h·V, and causal attention's
+    4·heads·head_dim·s/2 per layer (SDPA), from Llama-3.1-8B's config."""
+    shape, gpu = load_shape("meta-llama/Llama-3.1-8B"), find_gpu("H100 SXM")
+    plan = dict(per_device_train_batch_size=2, gradient_accumulation_steps=4, max_length=1024)
+    sft = estimate(shape, "lora", gpu=gpu, **plan)
+    dpo = estimate(shape, "lora", gpu=gpu, trainer="dpo", **plan)
+    h, kv, hd, inter, layers, vocab, s = 4096, 8 * 128, 128, 14336, 32, 128256, 1024
+    linear = layers * (2 * h * h + 2 * h * kv + 3 * h * inter)
+    reference = 2 * linear + 2 * h * vocab + layers * 4 * 32 * hd * s // 2
+    assert dpo.native.flops_per_token - sft.native.flops_per_token == pytest.approx(reference, rel=1e-12)
+    assert dpo.native.tokens_per_step == 2 * sft.native.tokens_per_step == 2 * 2 * 4 * 1024
+    # the same pairs take more than twice as long: both halves and the reference forward
+    assert dpo.step_seconds is not None and sft.step_seconds is not None
+    assert dpo.step_seconds > 2 * sft.step_seconds
