@@ -286,3 +286,31 @@ def test_dpo_speed_counts_both_halves_and_the_reference_forward() -> None:
     # the same pairs take more than twice as long: both halves and the reference forward
     assert dpo.step_seconds is not None and sft.step_seconds is not None
     assert dpo.step_seconds > 2 * sft.step_seconds
+
+
+# -- bad input on the advisor side: one line, exit 2 -------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["inspect", "estimate", "recommend", "fit"])
+@pytest.mark.parametrize("model", ["a" * 5000, "org/" + "a" * 5000, "/tmp/" + "a" * 5000 + ".json"])
+def test_a_5000_character_model_is_one_line(command: str, model: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([command, "--model", model]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --model ") and "characters)" in err[0] and len(err[0]) < 300, err
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--demo", "--output", "unused", "--predicted-peak-gib", "nan"],
+    ["train", "--demo", "--output", "unused", "--predicted-peak-gib", "inf"],
+    ["fit", "--model", "meta-llama/Llama-3.1-8B", "--gpu", "T4", "--num-gpus", "0"],
+    ["fit", "--model", "meta-llama/Llama-3.1-8B", "--gpu", "T4", "--headroom", "nan"],
+    ["recommend", "--model", "meta-llama/Llama-3.1-8B", "--gpu", "T4", "--fix", "freeze_ratio=nan"],
+    ["estimate", "--model", "meta-llama/Llama-3.1-8B", "--gpu", "T4", "--freeze-ratio", "nan"],
+])
+def test_non_finite_and_zero_values_are_one_line(argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert not (tmp_path / "unused").exists()  # nothing half-written

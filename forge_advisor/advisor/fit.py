@@ -134,6 +134,10 @@ def fit(
 
     if not 0.0 <= headroom < 0.9:
         raise ForgeError(f"headroom={headroom} is out of range: allowed [0, 0.9)")
+    lo, hi = core.PLAN_INT_RANGES["num_gpus"]
+    if isinstance(num_gpus, bool) or not isinstance(num_gpus, int) or not lo <= num_gpus <= hi:
+        raise ForgeError(f"num_gpus={num_gpus!r} is out of range: allowed [{lo}, {hi}]",
+                         field="num_gpus", value=str(num_gpus), allowed=f"[{lo}, {hi}]")
     shape = model if not isinstance(model, str) else load_shape(model)
     if seq_len is None:
         seq_len = shape.length_or_limit(2048)  # 2048 tokens, or the model's position limit when shorter
