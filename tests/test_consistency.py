@@ -32,6 +32,7 @@ from forge_advisor.cli.train import _overrides, resolve_args_preset
 from forge_advisor.estimate import estimate
 from forge_advisor.gpus import find_gpu
 from forge_advisor.presets import get_preset
+from forge_advisor.presets.planning import LEARNING_RATES
 from forge_advisor.shapes import load_shape
 from forge_advisor.units import fmt_bytes
 
@@ -70,7 +71,9 @@ def _fit_least(shape: Any, gpu: Any, n: int) -> dict[str, int | None]:
     return _FIT_CACHE[key]
 
 
-CASES = [(m, g, n, o) for m in MODELS for g in GPUS for n in COUNTS for o in OBJECTIVES]
+CASES = [(m, g, n, o, "sft") for m in MODELS for g in GPUS for n in COUNTS for o in OBJECTIVES]
+# preference training (recommend --dpo): the dpo preset, and full / QLoRA plans with trainer dpo
+CASES += [(m, g, n, "balanced", "dpo") for m in MODELS[:2] + MODELS[3:] for g in GPUS for n in COUNTS]
 
 
 @pytest.fixture(scope="module")
@@ -78,12 +81,12 @@ def shapes() -> dict[str, Any]:
     return {m: load_shape(m) for m in MODELS}
 
 
-@pytest.mark.parametrize(("model", "gpu_name", "num_gpus", "objective"), CASES,
-                         ids=[f"{m.split('/')[-1]}-{g.replace(' ', '')}-x{n}-{o}" for m, g, n, o in CASES])
-def test_commands_agree(shapes: dict[str, Any], model: str, gpu_name: str, num_gpus: int, objective: str,
+@pytest.mark.parametrize(("model", "gpu_name", "num_gpus", "objective", "trainer"), CASES,
+                         ids=[f"{m.split('/')[-1]}-{g.replace(' ', '')}-x{n}-{o}-{t}" for m, g, n, o, t in CASES])
+def test_commands_agree(shapes: dict[str, Any], model: str, gpu_name: str, num_gpus: int, objective: str, trainer: str,
                         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     shape, gpu = shapes[model], find_gpu(gpu_name)
-    rec = recommend(shape, gpu, num_gpus=num_gpus, objective=objective, top=3)
+    rec = recommend(shape, gpu, num_gpus=num_gpus, objective=objective, trainer=trainer, top=3)
     usable = core.usable_bytes(gpu.memory_bytes, rec.request.headroom)
     least = _fit_least(shape, gpu, num_gpus)
     if not rec.recommendations:
@@ -108,6 +111,8 @@ def test_commands_agree(shapes: dict[str, Any], model: str, gpu_name: str, num_g
             base = get_preset(cand.preset)
             assert cand.plan.lora_alpha * base.lora_r == base.lora_alpha * cand.plan.lora_r, cand.plan
             assert preset.lora_alpha == cand.plan.lora_alpha
+        assert preset.trainer == trainer
+        assert preset.learning_rate == LEARNING_RATES[(cand.plan.trainer, cand.plan.uses_lora)]
         # estimate prices the plan train runs at the same peak and verdict
         again = estimate(shape, preset, gpu=gpu, headroom=rec.request.headroom)
         assert again.plan == cand.plan
