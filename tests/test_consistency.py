@@ -264,6 +264,14 @@ def test_position_limit_refused_with_its_value(command: str, capsys: pytest.Capt
     assert len(err) == 1 and err[0].startswith("error: ") and "1,024" in err[0] and "max_position_embeddings" in err[0]
 
 
+def test_train_refuses_a_length_past_the_position_limit(capsys: pytest.CaptureFixture[str]) -> None:
+    """train checks it too, before anything heavy, when the config is local or in the catalog."""
+    assert main(["train", "--model", "openai-community/gpt2", "--max-length", "4096", "--show"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "1,024" in err[0]
+    assert main(["train", "--model", "openai-community/gpt2", "--max-length", "1024", "--show"]) == 0
+
+
 def test_default_length_within_the_position_limit() -> None:
     """recommend's and fit's default 2048 tokens shortens to gpt2's 1024; T5's relative
     position buckets have no limit."""

@@ -104,6 +104,20 @@ def _from_hub(model: str) -> tuple[dict[str, Any], str] | None:
     return _read_json(Path(path)), f"hub:{model}"
 
 
+def offline_shape(model: str) -> ModelShape | None:
+    """The shape of a local config or a catalog model, without the network; None for a Hub
+    id, or when the architecture is one the estimator cannot read (training may still run)."""
+    try:
+        local = _from_path(model)
+        entry = None if local is not None else find_catalog_model(model)
+        if local is None and entry is None:
+            return None
+        config, source = local if local is not None else (dict(entry.config), f"catalog:{entry.id}")  # type: ignore[union-attr]
+        return shape_from_config(config, model if local is not None else entry.id, source)  # type: ignore[union-attr]
+    except ForgeError:  # UnsupportedArchitecture included
+        return None
+
+
 def load_config(model: str) -> tuple[dict[str, Any], str, str]:
     """``(config, display_name, source)`` for a catalog id, a path or a Hub id."""
     if not model or not model.strip():
