@@ -14,6 +14,7 @@ from forge_advisor import core
 from forge_advisor.calibration import Calibration, load_calibration
 from forge_advisor.errors import ForgeError, did_you_mean
 from forge_advisor.plan import Plan
+from forge_advisor.presets.planning import with_scaled_alpha
 from forge_advisor.shapes import ModelShape, load_shape
 
 if TYPE_CHECKING:
@@ -106,6 +107,11 @@ class EstimateResult:
         return None if usable is None else core.fits(self.peak_reserved_upper_bytes, usable)
 
     @property
+    def warnings(self) -> list[str]:
+        """What this GPU cannot run of the plan (:func:`hardware_warnings`)."""
+        return hardware_warnings(self.plan, self.gpu)
+
+    @property
     def unsupported(self) -> str | None:
         """Why the training runtime cannot run this plan, or None."""
         return core.unsupported(self.plan)
@@ -153,7 +159,28 @@ class EstimateResult:
             "fits": self.fits,
             "headroom_bytes": self.headroom_bytes,
             "unsupported": self.unsupported,
+            "warnings": self.warnings,
         }
+
+
+# bf16 tensor cores and FlashAttention-2 both need compute capability 8.0 (Ampere) or newer
+# (CUDA programming guide, "Compute Capabilities"; flash-attention's README, "Requirements").
+_AMPERE = (8, 0)
+
+
+def hardware_warnings(plan: Plan, gpu: GPU | None) -> list[str]:
+    """One line per plan choice the GPU cannot run (compute capability < 8.0: no bf16, no
+    FlashAttention-2). Warnings, not errors: the plan is still priced."""
+    if gpu is None or gpu.compute_capability is None:
+        return []
+    cc = gpu.compute_capability
+    where = f"{gpu.name} (compute capability {cc[0]}.{cc[1]})"
+    out = []
+    if "bf16" in plan.dtype and not gpu.bf16:
+        out.append(f"dtype={plan.dtype}: {where} has no bf16; use fp16 ({plan.dtype.replace('bf16', 'fp16')})")
+    if plan.attn_implementation == "flash_attention_2" and cc < _AMPERE:
+        out.append(f"attn_implementation=flash_attention_2: {where} cannot run FlashAttention-2 (needs 8.0+); use sdpa")
+    return out
 
 
 def native_estimator(shape: ModelShape, gpu: GPU | None) -> core.Estimator:
@@ -178,6 +205,7 @@ def resolve_plan(plan_or_preset: Any, gpu: GPU | None = None, **overrides: Any) 
         if preset_over:
             name = next(iter(preset_over))
             raise ForgeError(f"unknown plan field '{name}'{did_you_mean(name, _PLAN_FIELDS)}")
+        plan_over = with_scaled_alpha(plan_or_preset.lora_alpha, plan_or_preset.lora_r, plan_over)
         return plan_or_preset.with_(**plan_over) if plan_over else plan_or_preset
     from forge_advisor.presets import get_preset
     from forge_advisor.presets.base import BasePreset
@@ -185,6 +213,8 @@ def resolve_plan(plan_or_preset: Any, gpu: GPU | None = None, **overrides: Any) 
     preset = plan_or_preset if isinstance(plan_or_preset, BasePreset) else get_preset(str(plan_or_preset), **preset_over)
     precision = "bf16" if gpu is None or gpu.bf16 else "fp16"
     plan = preset.to_plan(precision=precision)
+    # a new lora_r alone keeps the preset's α/r (presets/planning.py scaled_alpha)
+    plan_over = with_scaled_alpha(plan.lora_alpha, plan.lora_r, plan_over)
     return plan.with_(**plan_over) if plan_over else plan
 
 
@@ -213,5 +243,6 @@ def estimate(
     if not 0.0 <= headroom < 0.9:
         raise ForgeError(f"headroom={headroom} is out of range: allowed [0, 0.9) (a fraction of GPU memory)",
                          field="headroom", value=str(headroom), allowed="[0, 0.9)")
+    shape.check_length(plan.max_length)
     native = core.call(native_estimator(shape, gpu).estimate, plan)
     return EstimateResult(shape.name, gpu, plan, native, dataset_tokens, load_calibration(gpu), headroom)

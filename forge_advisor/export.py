@@ -70,9 +70,14 @@ def plan_diff(preset: str, overrides: Mapping[str, Any] | Plan | None = None, gp
     :func:`~forge_advisor.estimate.resolve_plan`. Raises :class:`ForgeError` on bad values."""
     from forge_advisor.estimate import resolve_plan
 
+    from forge_advisor.presets.planning import scaled_alpha
+
     base_preset, plan = _resolve(preset, overrides, gpu)
     b, p = resolve_plan(base_preset, gpu).to_dict(), plan.to_dict()
-    return {k: p[k] for k in p if p[k] != b[k]}
+    diff = {k: p[k] for k in p if p[k] != b[k]}
+    if "lora_r" in diff and diff.get("lora_alpha") == scaled_alpha(b["lora_alpha"], b["lora_r"], diff["lora_r"]):
+        del diff["lora_alpha"]  # the new rank alone gives this α (α/r kept)
+    return diff
 
 
 def preset_overrides(preset: str, overrides: Mapping[str, Any] | Plan | None = None, gpu: GPU | None = None) -> dict[str, Any]:

@@ -261,7 +261,8 @@ def test_bad_input_one_line_exit_2(bpe_model, tmp_path, capsys):
         (["--model", m8, "--data", str(tmp_path / "empty.jsonl")], "empty"),
         (["--model", m8, "--data", str(tmp_path / "fields.jsonl")], "fields.jsonl:1: no 'text'"),
         (["--model", m8, "--data", str(tmp_path / "notjson.jsonl")], "notjson.jsonl:3: not JSON"),
-        (["--model", m8, "--data", str(tmp_path / "huge.jsonl"), "--max-length", "1000000"], "huge.jsonl:2: a record of"),
+        (["--model", m8, "--data", str(tmp_path / "huge.jsonl"), "--max-length", "131072"], "huge.jsonl:2: a record of"),
+        (["--model", m8, "--data", str(tmp_path / "huge.jsonl"), "--max-length", "1000000"], "position limit of 131,072"),
         (["--model", str(small), "--data", str(ok)], "does not match"),
         (["--model", m8, "--data", str(ok), "--price", "H100=2"], "ambiguous"),
     ]

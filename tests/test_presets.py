@@ -12,7 +12,7 @@ import pytest
 from forge_advisor import __version__
 from forge_advisor.errors import ForgeError
 from forge_advisor.plan import Plan
-from forge_advisor.presets.planning import preset_from_plan, preset_overrides, preset_with_plan
+from forge_advisor.presets.planning import LEARNING_RATES, preset_from_plan, preset_overrides, preset_with_plan
 from forge_advisor.presets import (
     BasePreset,
     from_plan,
@@ -66,9 +66,15 @@ def test_qlora_and_memory_efficient():
 
 def test_dpo_config():
     d = get_preset("dpo")
-    assert (d.beta, d.learning_rate, d.max_length, d.max_prompt_length) == (0.1, 5e-7, 1024, 512)
+    # LoRA DPO's learning rate (alignment-handbook zephyr-7b-beta dpo/config_qlora.yaml: 5.0e-6);
+    # full-weight DPO's is 10x lower (dpo/config_full.yaml: 5.0e-7)
+    assert (d.beta, d.learning_rate, d.max_length, d.max_prompt_length) == (0.1, 5e-6, 1024, 512)
     cfg = d.get_dpo_config("/tmp/unused")
-    assert cfg.beta == 0.1 and cfg.max_length == 1024 and cfg.learning_rate == 5e-7
+    assert cfg.beta == 0.1 and cfg.max_length == 1024 and cfg.learning_rate == 5e-6
+    assert get_preset("dpo", method="full").learning_rate == 5e-7
+    assert get_preset("sft", trainer="dpo").learning_rate == 5e-7
+    assert get_preset("qlora", trainer="dpo").learning_rate == 5e-6
+    assert get_preset("dpo", method="full", learning_rate=1e-6).learning_rate == 1e-6  # given: kept
     with pytest.raises(ForgeError, match="trainer='dpo'"):
         get_preset("lora").get_dpo_config()
 
@@ -151,7 +157,10 @@ def test_any_preset_runs_any_plan_exactly(name, plan):
         preset = get_preset(name, **preset_overrides(base, plan, where))
         explicit = preset.bf16 is not None or preset.fp16 is not None
         assert preset.to_plan(precision=preset.resolved_precision() if explicit else where) == plan
-    assert preset_with_plan(base, plan).learning_rate == base.learning_rate
+    # the learning rate follows the plan's (trainer, adapters?) pair when it moves the preset to another
+    same = (base.trainer, base.uses_lora) == (plan.trainer, plan.uses_lora)
+    assert preset_with_plan(base, plan).learning_rate == (base.learning_rate if same else
+                                                          LEARNING_RATES[(plan.trainer, plan.uses_lora)])
     assert preset_overrides(base, base.to_plan(precision="bf16")) == {}  # the preset's own plan: nothing to write
 
 
@@ -252,3 +261,26 @@ def test_memory_helpers_on_a_live_model():
     assert memory.estimate_model_memory(model, 2, 64).peak_reserved_bytes > 0
     savings = memory.get_memory_savings_estimate(model)
     assert set(savings) == {"full", "lora", "qlora", "saving"}
+
+
+def test_builtin_learning_rates_suit_their_method():
+    """Each registered preset starts at its (trainer, adapters?) pair's customary rate:
+    SFT full 2e-5, SFT LoRA/QLoRA 2e-4, DPO LoRA 5e-6 (QLoRA paper; alignment-handbook recipes)."""
+    expected = {("sft", False): 2e-5, ("sft", True): 2e-4, ("dpo", False): 5e-7, ("dpo", True): 5e-6}
+    assert LEARNING_RATES == expected
+    for name in BUILTIN:
+        p = get_preset(name)
+        assert p.learning_rate == expected[(p.trainer, p.uses_lora)], name
+
+
+def test_lora_alpha_keeps_the_presets_scale():
+    """A new rank alone keeps α/r (peft's LoraLayer.scaling): r 128 on lora's 32/16 -> α 256."""
+    from forge_advisor.estimate import resolve_plan
+
+    assert get_preset("lora", lora_r=128).lora_alpha == 256
+    assert get_preset("qlora", lora_r=4).lora_alpha == 8
+    assert get_preset("lora", lora_r=128, lora_alpha=16).lora_alpha == 16  # given: kept
+    assert get_preset("lora", lora_alpha=64).replace(lora_r=64).lora_alpha == 256  # this preset's own 64/16
+    assert resolve_plan("lora", None, lora_r=64).lora_alpha == 128
+    cfg = get_preset("lora", lora_r=128).get_lora_config()
+    assert cfg.lora_alpha / cfg.r == 2.0

@@ -165,7 +165,7 @@ def fit(
     model: str | ModelShape,
     gpu: str | GPU | None = None,
     *,
-    seq_len: int = 2048,
+    seq_len: int | None = None,
     num_gpus: int = 1,
     headroom: float = DEFAULT_HEADROOM,
     distributed: str | None = None,
@@ -181,12 +181,20 @@ def fit(
 
     if not 0.0 <= headroom < 0.9:
         raise ForgeError(f"headroom={headroom} is out of range: allowed [0, 0.9)")
+    lo, hi = core.PLAN_INT_RANGES["num_gpus"]
+    if isinstance(num_gpus, bool) or not isinstance(num_gpus, int) or not lo <= num_gpus <= hi:
+        raise ForgeError(f"num_gpus={num_gpus!r} is out of range: allowed [{lo}, {hi}]",
+                         field="num_gpus", value=str(num_gpus), allowed=f"[{lo}, {hi}]")
     shape = model if not isinstance(model, str) else load_shape(model)
     from forge_advisor.levers import LEVER_FIELDS
 
     unknown = [k for k in levers if k not in LEVER_FIELDS]
     if unknown:
         raise ForgeError(f"fit() got an unknown lever '{unknown[0]}': one of {', '.join(LEVER_FIELDS)}")
+    if seq_len is None:
+        seq_len = shape.length_or_limit(2048)  # 2048 tokens, or the model's position limit when shorter
+    else:
+        shape.check_length(seq_len)
     extra = {**({} if distributed is None else {"distributed": distributed}), **levers}
     if isinstance(gpu, str):
         gpu = resolve_gpu(gpu)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from forge_advisor.advisor.explain import why
 from forge_advisor.advisor.request import DEFAULT_HEADROOM, SearchRequest
 from forge_advisor.advisor.search import Evaluated, SearchOutcome, run_search, usable_bytes
+from forge_advisor import core
 from forge_advisor.errors import ForgeError
 from forge_advisor.estimate import EstimateResult
 from forge_advisor.export import launch_command, preset_overrides, preset_snippet, train_argv
@@ -120,7 +121,7 @@ def recommend(
     *,
     num_gpus: int = 1,
     objective: str = "balanced",
-    seq_len: int = 2048,
+    seq_len: int | None = None,
     global_batch: int | None = None,
     global_batch_tokens: int | None = None,
     dataset_tokens: int | None = None,
@@ -142,7 +143,8 @@ def recommend(
 
     ``measure=True`` then runs the best ``measure_top`` plans for ``measure_steps`` real steps
     on this GPU, drops those that run out of memory, re-ranks by measured speed and stores a
-    calibration for the device."""
+    calibration for the device. ``seq_len`` None: 2048 tokens, or the model's position limit
+    when shorter; a longer one than that limit is refused."""
     from forge_advisor.gpus import resolve_gpu
     from forge_advisor.shapes import load_shape
 
@@ -157,6 +159,10 @@ def recommend(
     seq_len = fixed.pop("max_length", seq_len)
     num_gpus = fixed.pop("num_gpus", num_gpus)
     shape = model if not isinstance(model, str) else load_shape(model)
+    if seq_len is None:
+        seq_len = shape.length_or_limit(2048)  # the default length, within the model's position limit
+    else:
+        shape.check_length(seq_len)
     gpu = resolve_gpu(gpu or "auto") if not hasattr(gpu, "memory_bytes") else gpu  # type: ignore[arg-type]
     if global_batch is None:
         if global_batch_tokens is not None:
@@ -250,7 +256,9 @@ def _nothing_fits(shape: ModelShape, gpu: GPU, req: SearchRequest, outcome: Sear
         estimate(shape, _base_plan(shape, gpu, req), gpu=gpu, headroom=req.headroom)
         return (f"no plan can be priced: no per-device batch of the space divides the global batch "
                 f"{req.global_batch} over {req.num_gpus} GPU(s)")
-    need = lean.estimate.peak_reserved_bytes
+    # the fit bound (peak reserved raised by the measured band): what the one fit rule judges,
+    # and what `fit` reports as the least of the space
+    need = lean.estimate.peak_reserved_upper_bytes
     usable = usable_bytes(gpu, req.headroom)
     where = f"{req.num_gpus} × {gpu.name}" if req.num_gpus > 1 else gpu.name
     parts = [f"the leanest plan ({describe(lean)}, {req.seq_len} tokens) needs at least {fmt_bytes(need)} per GPU, "
@@ -266,7 +274,7 @@ def _nothing_fits(shape: ModelShape, gpu: GPU, req: SearchRequest, outcome: Sear
             parts.append(f"--seq-len {length} fits ({describe(shorter)}, {fmt_bytes(shorter.estimate.peak_reserved_bytes)})")
             break
         length //= 2
-    bigger = sorted((g for g in gpu_catalog() if g.memory_bytes > gpu.memory_bytes and usable_bytes(g, req.headroom) >= need),
+    bigger = sorted((g for g in gpu_catalog() if g.memory_bytes > gpu.memory_bytes and core.fits(need, usable_bytes(g, req.headroom))),
                     key=lambda g: (g.memory_bytes, g.name))
     if bigger:
         parts.append(f"the smallest catalog GPU that fits it is the {bigger[0].name} ({bigger[0].memory_label})")

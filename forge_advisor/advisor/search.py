@@ -137,6 +137,19 @@ def plan_of(native: core.NativePlan) -> Plan:
     return Plan(**{name: getattr(native, name) for name in Plan.field_names()})
 
 
+def with_preset_alpha(plan: Plan, preset: str, fixed: dict[str, Any]) -> Plan:
+    """The core varies ``lora_r`` alone; the plan keeps its preset's α/r unless α is pinned
+    (presets/planning.py ``scaled_alpha``: r 128 on the lora preset's 32/16 -> α 256).
+    α changes neither memory nor speed, so the core's estimate stands."""
+    if not plan.uses_lora or "lora_alpha" in fixed:
+        return plan
+    from forge_advisor.presets import get_preset
+    from forge_advisor.presets.planning import scaled_alpha
+
+    base = get_preset(preset)
+    return plan.with_(lora_alpha=scaled_alpha(base.lora_alpha, base.lora_r, plan.lora_r))
+
+
 def check_fixed(shape: ModelShape, gpu: GPU, req: SearchRequest, space: dict[str, Any]) -> None:
     """A pinned value the model cannot take (``--fix lora_target_modules=foo``) is an error
     that names it, not a space where every plan of a method silently drops out."""
@@ -170,6 +183,7 @@ def run_search(shape: ModelShape, gpu: GPU, req: SearchRequest) -> SearchOutcome
 
     def evaluated(r: core.Ranked) -> Evaluated:
         plan = plan_of(r.plan)
+        plan = with_preset_alpha(plan, req.method_presets[plan.method], req.fixed)
         est = EstimateResult(shape.name, gpu, plan, r.estimate, req.dataset_tokens, calibration, req.headroom)
         return Evaluated(req.method_presets[plan.method], plan, est, r.value(req.objective), r.fits)
 

@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from forge_advisor.advisor.search import Evaluated, SearchOutcome, build_space, rank_space, run_search
+from forge_advisor.advisor.search import Evaluated, SearchOutcome, build_space, plan_of, rank_space, run_search, with_preset_alpha
 from forge_advisor.calibration import load_calibration
 from forge_advisor.errors import ForgeError
 from forge_advisor.estimate import EstimateResult, native_estimator
@@ -103,14 +103,16 @@ def _distributions(space: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _record(study: optuna.Study, space: dict[str, Any], ranking: Any, objective: str) -> None:
+def _record(study: optuna.Study, space: dict[str, Any], ranking: Any, req: SearchRequest) -> None:
     import optuna
 
     dists = _distributions(space)
     run = uuid.uuid4().hex  # trials of concurrent writers may interleave: find ours by run and index
     trials = []
+    objective = req.objective
     for index, r in enumerate(ranking.fitting):
-        plan = r.plan
+        plan = plan_of(r.plan)
+        plan = with_preset_alpha(plan, req.method_presets[plan.method], req.fixed)  # as run_search shows it
         d = {name: getattr(plan, name) for name in Plan.field_names()}
         if isinstance(d["lora_target_modules"], tuple):
             d["lora_target_modules"] = list(d["lora_target_modules"])
@@ -192,6 +194,7 @@ def _read_back(study: optuna.Study, shape: ModelShape, gpu: GPU, req: SearchRequ
     def evaluated(number: int) -> Evaluated:
         ranked = by_number[number].user_attrs["ranked"]
         plan = Plan.from_dict(ranked["plan"])
+        plan = with_preset_alpha(plan, req.method_presets[plan.method], req.fixed)  # as run_search shows it
         native = est.estimate(plan)
         result = EstimateResult(shape.name, gpu, plan, native, req.dataset_tokens, calibration, req.headroom)
         return Evaluated(req.method_presets[plan.method], plan, result, float(ranked["value"]), True)
@@ -231,6 +234,6 @@ def ranked_study(shape: ModelShape, gpu: GPU, req: SearchRequest, storage: str) 
         return _read_back(study, shape, gpu, req, space), info
     outcome = run_search(shape, gpu, req)
     if outcome.fitting:
-        _record(study, space, rank_space(shape, gpu, space, req.top), req.objective)
+        _record(study, space, rank_space(shape, gpu, space, req.top), req)
     info["trials"] = outcome.fitting
     return outcome, info

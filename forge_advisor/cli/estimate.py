@@ -109,7 +109,11 @@ def render(report: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     report = compute(args)
+    for line in report["warnings"]:
+        print(f"warning: {line}", file=sys.stderr)  # one line each, on stderr: --json stays clean
     if args.json:
         emit_json(report)
     else:

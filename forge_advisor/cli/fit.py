@@ -32,7 +32,7 @@ def compute(args: argparse.Namespace) -> Any:
 
     apply_data(args)
     plan = plan_overrides(args)
-    return fit(args.model, args.gpu, seq_len=plan.pop("max_length", 2048), num_gpus=plan.pop("num_gpus", 1),
+    return fit(args.model, args.gpu, seq_len=plan.pop("max_length", None), num_gpus=plan.pop("num_gpus", 1),
                headroom=args.headroom, **plan)
 
 

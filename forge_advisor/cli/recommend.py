@@ -72,7 +72,7 @@ def compute(args: argparse.Namespace, progress: Any = None) -> Any:
     apply_data(args)
     presets = None if args.presets is None else tuple(x.strip() for x in args.presets.split(",") if x.strip())
     pinned = plan_overrides(args)
-    num_gpus, seq_len = pinned.pop("num_gpus", 1), pinned.pop("max_length", 2048)
+    num_gpus, seq_len = pinned.pop("num_gpus", 1), pinned.pop("max_length", None)  # None: 2048, or the model's limit
     return recommend(
         args.model, args.gpu, num_gpus=num_gpus, objective=args.objective, seq_len=seq_len,
         global_batch=args.global_batch, global_batch_tokens=args.global_batch_tokens,
@@ -146,9 +146,21 @@ def render(rec: Any) -> None:
     con.print(f"\n[dim]{how}; " + ("speed calibrated from measured trials on this GPU[/]" if calibrated else "estimates uncalibrated[/]"))
 
 
+def _warn(rec: Any) -> None:
+    """A pinned dtype or attention the GPU cannot run: one line each on stderr."""
+    import sys
+
+    from forge_advisor.estimate import hardware_warnings
+
+    for c in rec.recommendations[:1]:
+        for line in hardware_warnings(c.plan, rec.gpu):
+            print(f"warning: {line}", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.json:
         rec = compute(args)
+        _warn(rec)
         emit_json(rec.to_dict())
         return 0
     from rich.progress import Progress
@@ -156,5 +168,6 @@ def run(args: argparse.Namespace) -> int:
     with Progress(transient=True) as bar:
         task = bar.add_task("searching", total=None)
         rec = compute(args, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    _warn(rec)
     render(rec)
     return 0

@@ -136,6 +136,12 @@ def run(args: argparse.Namespace) -> int:
 
         overrides = {**DEMO_OVERRIDES, **overrides}  # the demo's small steps, under the user's flags
     preset = resolve_args_preset(args, overrides)
+    if args.model and not args.demo:
+        from forge_advisor.shapes.resolve import offline_shape
+
+        shape = offline_shape(args.model)  # a local or catalog config: no network before training
+        if shape is not None:
+            shape.check_length(preset.max_length)
     if args.show:
         preset.print_info(console())
         return 0

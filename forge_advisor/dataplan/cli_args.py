@@ -52,6 +52,8 @@ def apply_data(args: argparse.Namespace) -> DataSummary | None:
     from forge_advisor.shapes import load_shape
 
     shape = load_shape(args.model)
+    if typed_seq is not None:
+        shape.check_length(typed_seq)  # the model's position limit, before reading the data
     counter = counter_for(args.model)
     check_vocab(counter, shape.vocab_size, shape.name)
     dpo = bool(getattr(args, "dpo", False)) or getattr(args, "preset", None) == "dpo"

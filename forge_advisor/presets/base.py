@@ -233,8 +233,12 @@ class BasePreset:
 
     def replace(self, **overrides: Any) -> BasePreset:
         """A copy with some fields changed, validated again (unknown names get a suggestion)."""
+        from forge_advisor.presets.planning import with_derived
+
         check_override_names(type(self), overrides)
-        return type(self)(**{**self.to_dict(), **overrides})
+        # a new lora_r alone keeps this preset's α/r; a new method/trainer its learning rate
+        # (presets/planning.py with_derived)
+        return type(self)(**{**self.to_dict(), **with_derived(self, overrides)})
 
     # -- auto-detection ---------------------------------------------------------------------------
     def resolved_precision(self) -> str | None:

@@ -51,7 +51,13 @@ def get_preset(name: str, **overrides: Any) -> BasePreset:
 
     >>> get_preset("lora", lora_r=8).lora_r
     8
+    >>> get_preset("lora", lora_r=128).lora_alpha  # α/r kept: 32/16 = 256/128
+    256
     """
+    from forge_advisor.presets.planning import with_derived
+
     cls = get_preset_class(name)
     check_override_names(cls, overrides)
-    return cls(**overrides)
+    # a new lora_r alone keeps the preset's α/r; a new method/trainer its learning rate
+    # (presets/planning.py with_derived)
+    return cls(**with_derived(cls, overrides))

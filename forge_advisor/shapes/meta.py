@@ -296,7 +296,10 @@ def shape_from_module(model: Any, name: str, model_type: str, source: str = "") 
         is_encoder_decoder=seq2seq,
         parallel_attn=bool(getattr(text, "parallel_attn", False) or getattr(text, "use_parallel_residual", False)),
         hidden_act=str(act) if act else "silu",
-        max_position_embeddings=cfg_int("max_position_embeddings", "n_positions", default=0) or None,
+        # T5-style relative position buckets have no position table: no hard length limit
+        # (their config's n_positions is only the pre-training length)
+        max_position_embeddings=None if getattr(text, "relative_attention_num_buckets", None)
+        else cfg_int("max_position_embeddings", "n_positions", default=0) or None,
         torch_dtype=str(getattr(cfg, "dtype", "") or "").replace("torch.", "") or None,
         architectures=tuple(getattr(cfg, "architectures", None) or ()),
     )

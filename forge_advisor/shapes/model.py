@@ -100,6 +100,21 @@ class ModelShape:
 
     _PYTHON_ONLY = ("hidden_act", "max_position_embeddings", "torch_dtype", "source", "architectures")
 
+    # -- sequence length --------------------------------------------------------------
+    def check_length(self, tokens: int, flag: str = "max_length") -> None:
+        """Refuse a sequence longer than the model's position limit (``max_position_embeddings``
+        / ``n_positions`` where the architecture has one): positions past it have no embedding."""
+        limit = self.max_position_embeddings
+        if limit is not None and isinstance(tokens, int) and tokens > limit:
+            raise ForgeError(f"{flag}={tokens} is beyond {self.name}'s position limit of {limit:,} tokens "
+                             f"(max_position_embeddings): use {flag}={limit} or less",
+                             field="max_length", value=str(tokens), allowed=f"[1, {limit}]")
+
+    def length_or_limit(self, tokens: int) -> int:
+        """A default length, shortened to the model's position limit (gpt2: 2048 -> 1024)."""
+        limit = self.max_position_embeddings
+        return tokens if limit is None else min(tokens, limit)
+
     # -- conversion -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """The dict the Rust core reads (Python-only facts left out)."""

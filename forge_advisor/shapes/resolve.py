@@ -38,14 +38,24 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def _short(text: str, n: int = 80) -> str:
+    """``text`` for a one-line message: at most ``n`` characters and its length."""
+    return text if len(text) <= n else f"{text[:n]}… ({len(text):,} characters)"
+
+
 def _from_path(model: str) -> tuple[dict[str, Any], str] | None:
     path = Path(model).expanduser()
-    if path.is_dir():
+    try:
+        is_dir, is_file = path.is_dir(), path.is_file()
+    except OSError as exc:  # e.g. a 5,000-character name: "File name too long"
+        raise ForgeError(f"--model '{_short(model)}' is not a catalog id, a readable path or a Hub id "
+                         f"({exc.strerror or exc})") from None
+    if is_dir:
         cfg = path / "config.json"
         if not cfg.is_file():
             raise ForgeError(f"{path}: directory has no config.json")
         return _read_json(cfg), str(cfg)
-    if path.is_file():
+    if is_file:
         return _read_json(path), str(path)
     looks_local = model.startswith((".", "/", "~")) or model.endswith(".json") or os.sep in model and model.count("/") > 1
     if looks_local:
@@ -75,7 +85,10 @@ def _from_hub(model: str) -> tuple[dict[str, Any], str] | None:
         from huggingface_hub.utils import logging as hub_logging
     except ImportError:
         return None
-    cached = try_to_load_from_cache(model, "config.json")
+    try:
+        cached = try_to_load_from_cache(model, "config.json")
+    except (OSError, ValueError):  # not a valid repo id (HFValidationError), a name too long for a path
+        return None
     if isinstance(cached, str):
         return _read_json(Path(cached)), f"hub-cache:{model}"
     if not _hub_reachable():
@@ -89,6 +102,20 @@ def _from_hub(model: str) -> tuple[dict[str, Any], str] | None:
     finally:
         hub_logging.set_verbosity(verbosity)
     return _read_json(Path(path)), f"hub:{model}"
+
+
+def offline_shape(model: str) -> ModelShape | None:
+    """The shape of a local config or a catalog model, without the network; None for a Hub
+    id, or when the architecture is one the estimator cannot read (training may still run)."""
+    try:
+        local = _from_path(model)
+        entry = None if local is not None else find_catalog_model(model)
+        if local is None and entry is None:
+            return None
+        config, source = local if local is not None else (dict(entry.config), f"catalog:{entry.id}")  # type: ignore[union-attr]
+        return shape_from_config(config, model if local is not None else entry.id, source)  # type: ignore[union-attr]
+    except ForgeError:  # UnsupportedArchitecture included
+        return None
 
 
 def load_config(model: str) -> tuple[dict[str, Any], str, str]:
@@ -106,9 +133,9 @@ def load_config(model: str) -> tuple[dict[str, Any], str, str]:
     if hub is not None:
         cfg, source = hub
         return cfg, model, source
-    hint = did_you_mean(model, [m.id for m in catalog_models()] + [m.id.split("/")[-1] for m in catalog_models()])
+    hint = did_you_mean(model, [m.id for m in catalog_models()] + [m.id.split("/")[-1] for m in catalog_models()]) if len(model) <= 200 else ""
     raise ForgeError(
-        f"unknown model '{model}'{hint}: it is not in the embedded catalog (forge-advisor models), "
+        f"unknown model '{_short(model)}'{hint}: it is not in the embedded catalog (forge-advisor models), "
         f"so give a local config.json or model directory, or install forge-advisor[hub] and go online for a Hub id"
     )
 

@@ -59,7 +59,7 @@ class KnobSpec:
 def _choices(name: str) -> tuple[str, ...]:
     from forge_advisor import plan
 
-    return {"optim": plan.OPTIMIZERS, "attn_implementation": plan.ATTENTION}[name]
+    return {"optim": plan.OPTIMIZERS, "attn_implementation": plan.ATTENTION, "dtype": plan.DTYPES}[name]
 
 
 _POW2 = tuple(float(1 << i) for i in range(0, 17))
@@ -74,6 +74,8 @@ KNOBS: tuple[KnobSpec, ...] = (
     KnobSpec("gradient_checkpointing", "grad ckpt", "bool", help="gradient checkpointing"),
     KnobSpec("optim", "optimizer", "choice", help="TrainingArguments.optim"),
     KnobSpec("attn_implementation", "attention", "choice", help="attention implementation"),
+    KnobSpec("dtype", "dtype", "choice",
+             help="bf16/fp16 pure half, amp-* fp32 master + autocast, fp32 (fp16 on GPUs without bf16)"),
 )
 KNOB_BY_FIELD = {k.field: k for k in KNOBS}
 PRESET_KNOB = KnobSpec("preset", "preset", "choice", help="starting preset (forge_advisor.presets)")

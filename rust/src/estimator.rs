@@ -459,7 +459,6 @@ impl Estimator {
         };
         out.s = Scalars {
             tokens_per_sequence: if plan.trainer == Trainer::Dpo { 2 * plan.max_length } else { plan.max_length },
-            max_length: plan.max_length,
             num_gpus: plan.num_gpus,
             gradient_checkpointing: plan.gradient_checkpointing,
             speed: gpu.and_then(|g| crate::throughput::SpeedModel::new(self, plan, g, trainable / grad_scale)),

@@ -8,6 +8,12 @@
 //! scores, 2.5× the forward (Dao 2023). Gradient checkpointing adds one more forward of
 //! the checkpointed layers.
 //!
+//! DPO (trl's `DPOTrainer`): a token is a token of the chosen or the rejected sequence
+//! (`concatenated_forward` runs both), so the step holds twice the pairs' tokens; each also
+//! goes once through the reference model's forward (no grad, no recompute): the frozen
+//! copy under full DPO, the same weights with the adapters disabled under LoRA DPO — the
+//! base's forward FLOPs without the LoRA terms, plus one more 4-bit dequantisation pass.
+//!
 //! Time per optimizer step is a roofline sum: matmul FLOPs / (peak × efficiency), the
 //! efficiency rising with tokens per micro-batch (small matmuls under-fill the GPU); the
 //! memory-bound work at the GPU's bandwidth (logits and loss, the optimizer step and
@@ -33,6 +39,32 @@ pub const EFFICIENCY_MAX: f64 = 0.53;
 pub const EFFICIENCY_HALF_TOKENS: f64 = 512.0;
 
 pub fn flops_per_token(est: &Estimator, plan: &Plan, mask: u64, frozen: u64, first_in_graph: Option<usize>) -> f64 {
+    let train = training_flops_per_token(est, plan, mask, frozen, first_in_graph);
+    if plan.trainer == Trainer::Dpo { train + reference_forward_flops(est, plan) } else { train }
+}
+
+/// FLOPs per token of the DPO reference model's forward: every layer's attention and
+/// linears forward (2·in·out per linear, top-k of the experts) and the LM head (2·h·V),
+/// without LoRA terms (peft's `disable_adapter`) or any backward.
+pub fn reference_forward_flops(est: &Estimator, plan: &Plan) -> f64 {
+    let shape = &est.shape;
+    let an = &est.analysis;
+    let s = plan.max_length as f64;
+    let eager = plan.attn_implementation == Attention::Eager || shape.hints.eager_only;
+    let attn = 4.0 * (shape.num_attention_heads * shape.head_dim) as f64 * s * if eager { 1.0 } else { 0.5 };
+    let top_k = shape.num_experts_per_tok.max(1) as f64;
+    let per_type: Vec<f64> = an
+        .types
+        .iter()
+        .map(|info| {
+            attn + info.lins.iter().map(|l| 2.0 * (l.in_f * l.out_f) as f64 * if l.block == Role::Expert { top_k } else { l.count as f64 }).sum::<f64>()
+        })
+        .collect();
+    let layers: f64 = an.runs.iter().map(|&(t, start, end)| per_type[t as usize] * (end - start) as f64).sum();
+    layers + 2.0 * (shape.hidden_size * shape.vocab_size) as f64
+}
+
+fn training_flops_per_token(est: &Estimator, plan: &Plan, mask: u64, frozen: u64, first_in_graph: Option<usize>) -> f64 {
     let shape = &est.shape;
     let an = &est.analysis;
     let full = plan.method == Method::Full;
@@ -194,6 +226,7 @@ pub const HOST_SECONDS_PER_LAYER: f64 = 0.72e-3;
 pub struct SpeedModel {
     /// Dense peak in FLOP/s for the plan's compute dtype.
     peak: f64,
+    /// Tokens one row of the micro-batch puts through the model (DPO: chosen + rejected).
     max_length: u64,
     num_gpus: f64,
     /// Host overhead of one micro-batch (layers × `HOST_SECONDS_PER_LAYER`).
@@ -228,7 +261,9 @@ impl SpeedModel {
                 bytes_per_s: bw,
                 // dequantise every 4-bit weight to bf16 in forward, backward and recompute:
                 // read 0.5 B + write 2 B per weight per pass (bitsandbytes dequantize_4bit)
-                dequant_passes: (plan.method == Method::Qlora).then_some(if plan.gradient_checkpointing { 3.0 } else { 2.0 }),
+                // (DPO: one more, the reference forward)
+                dequant_passes: (plan.method == Method::Qlora)
+                    .then_some(if plan.gradient_checkpointing { 3.0 } else { 2.0 } + if plan.trainer == Trainer::Dpo { 1.0 } else { 0.0 }),
                 // an exact integer sum (at most MAX_PARAMETERS < 2^53): the same as a float sum
                 linear_weights: est.analysis.layers_linear_weight_params as f64,
                 logits_bytes_per_token: logits,
@@ -236,7 +271,9 @@ impl SpeedModel {
             }
         });
         let host_seconds = est.analysis.layers.len() as f64 * HOST_SECONDS_PER_LAYER;
-        Some(SpeedModel { peak, max_length: plan.max_length, num_gpus: plan.num_gpus as f64, host_seconds, bandwidth })
+        // DPO: a micro-batch of b pairs is 2·b sequences (chosen and rejected concatenated)
+        let max_length = if plan.trainer == Trainer::Dpo { 2 * plan.max_length } else { plan.max_length };
+        Some(SpeedModel { peak, max_length, num_gpus: plan.num_gpus as f64, host_seconds, bandwidth })
     }
 
     /// (tokens/s, seconds per optimizer step): matmul FLOPs at the efficiency of the

@@ -125,7 +125,6 @@ pub struct Prepared<'a> {
 pub(crate) struct Scalars {
     /// Tokens one sequence puts through the model (DPO: chosen + rejected).
     pub(crate) tokens_per_sequence: u64,
-    pub(crate) max_length: u64,
     pub(crate) num_gpus: u64,
     pub(crate) gradient_checkpointing: bool,
     pub(crate) speed: Option<SpeedModel>,
@@ -207,7 +206,8 @@ impl Prepared<'_> {
         // term (benches/results/allocator_replay.md, "least memory without OOM").
         let peak_reserved_upper = reserved_upper(peak_reserved, device.cuda_context);
         // e.g. 4 seqs × 1024 tokens × 4 accum × 1 GPU = 16,384 tokens per optimizer step
-        let tokens_per_step = sat(sat(batch, self.s.max_length), sat(accumulation, self.s.num_gpus));
+        // (DPO: 4 pairs × (1024 chosen + 1024 rejected) tokens × 4 × 1 = 32,768)
+        let tokens_per_step = sat(sat(batch, self.s.tokens_per_sequence), sat(accumulation, self.s.num_gpus));
         let (tokens_per_second, step_seconds) = match &self.s.speed {
             Some(m) => {
                 let (tps, step) = m.speed(self.s.flops_per_token, batch, accumulation, tokens_per_step);

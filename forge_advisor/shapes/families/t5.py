@@ -109,5 +109,7 @@ def build_t5(c: ConfigReader, name: str) -> ModelShape:
         layer_types=layer_types,
         layers=layers,
         params=params,
-        **python_facts(c, act=(), act_default=hidden_act, positions=c.int("n_positions", default=0, minimum=0) or None),
+        # relative position buckets: no position table, so no hard length limit (n_positions is
+        # only the pre-training length; transformers' T5 runs longer sequences)
+        **{**python_facts(c, act=(), act_default=hidden_act), "max_position_embeddings": None},
     )

@@ -127,7 +127,11 @@ class MainScreen(ForgeScreen):
             editor.show(self.preset, ev.result.plan, self.dataset_tokens)
             memory.show(ev)
             speed.show(ev)
-            self.say(Text(HINT, style="dim"))
+            warnings = ev.result.warnings  # what this GPU cannot run (no bf16, no FlashAttention-2)
+            if warnings:
+                self.say(Text.assemble(("warning: ", "bold"), "; ".join(warnings)), "warning")
+            else:
+                self.say(Text(HINT, style="dim"))
         else:
             editor.mark_invalid(ev.error_field)
             editor.show(self.preset, None, self.dataset_tokens, self.overrides)
