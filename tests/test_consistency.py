@@ -180,11 +180,12 @@ def test_cli_nothing_fits_agrees_with_fit() -> None:
     """When nothing fits, ``recommend`` quotes the least fit bound ``fit`` reports, and the
     bigger GPU it names is one that bound fits by the one rule."""
     model, gpu_name = "meta-llama/Llama-3.1-70B", "RTX 4090"
-    out = _cli("recommend", "--model", model, "--gpu", gpu_name, "--num-gpus", "8", "--json")
+    # one card: 70B does not fit a 24 GB GPU by any plan (on several, FSDP-QLoRA with offload does)
+    out = _cli("recommend", "--model", model, "--gpu", gpu_name, "--json")
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     assert doc["recommendations"] == []
-    f = _cli("fit", "--model", model, "--gpu", gpu_name, "--num-gpus", "8", "--json")
+    f = _cli("fit", "--model", model, "--gpu", gpu_name, "--json")
     methods = json.loads(f.stdout)["methods"]
     assert not any(m["fits"] for m in methods)
     from forge_advisor.presets import get_preset
