@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from forge_advisor.errors import ForgeError
+from forge_advisor.fileio import atomic_write_text
 
 if TYPE_CHECKING:
     from forge_advisor.gpus import GPU
@@ -194,10 +195,7 @@ def record_samples(gpu: GPU, samples: list[Sample]) -> Calibration:
     data = _read()
     data[cal.device] = cal.to_dict()
     path = _path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
     global _LOADED
     _LOADED = None
     return cal

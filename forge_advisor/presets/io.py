@@ -18,12 +18,11 @@ validates ``config`` like overrides, so a hand-edited file gets the same errors 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from forge_advisor.errors import ForgeError
+from forge_advisor.fileio import atomic_write_text
 
 if TYPE_CHECKING:
     from forge_advisor.presets.base import BasePreset
@@ -53,17 +52,7 @@ def save_preset(preset: BasePreset, path: str | Path) -> Path:
         import yaml
 
         text = yaml.safe_dump(doc, sort_keys=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # atomic: a crash never leaves half a preset file
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, text)  # a crash never leaves half a preset file
 
 
 def load_preset(path: str | Path) -> BasePreset:

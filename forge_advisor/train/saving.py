@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from forge_advisor.fileio import atomic_write_text
+
 __all__ = [
     "CHECKPOINT_FILES",
     "atomic_dir",
@@ -60,21 +62,6 @@ def atomic_save_pretrained(model: Any, directory: Path, **save_kwargs: Any) -> P
     A crash leaves either the old folder or a ``.tmp-*`` folder, never half of ``directory``.
     """
     return atomic_dir(directory, lambda tmp: model.save_pretrained(tmp, **save_kwargs))
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """One file written whole: temp file in the same folder, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def remove_dir(path: Path) -> None:
