@@ -39,7 +39,8 @@ def test_every_recommendation_fits_with_headroom() -> None:
         assert again.peak_reserved_bytes == cand.estimate.peak_reserved_bytes
 
 
-@pytest.mark.parametrize("model", ["Qwen/Qwen2.5-0.5B", "meta-llama/Llama-3.1-8B", "google/gemma-2-9b", "meta-llama/Llama-3.1-70B"])
+@pytest.mark.parametrize("model", ["Qwen/Qwen2.5-0.5B", "meta-llama/Llama-3.1-8B", "google/gemma-2-9b", "meta-llama/Llama-3.1-70B",
+                                   "openai-community/gpt2"])  # gpt2: the default length is its 1024-token limit
 @pytest.mark.parametrize("gpu", ["T4", "RTX 4090", "A100 80GB SXM", "H100 SXM"])
 def test_ranking_equals_an_independent_brute_force(model: str, gpu: str) -> None:
     """recommend's first plan is the optimum of every plan of the space priced one by one
