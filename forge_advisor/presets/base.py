@@ -128,6 +128,13 @@ class BasePreset:
     activation_offloading: bool = False
     offload_optimizer: bool = False
     offload_params: bool = False
+    # vision-language models (ignored for text-only models): the largest image a sample carries,
+    # in pixels after the processor's resize (Qwen2-VL image processor ``max_pixels``; None: the
+    # model's processor default), images per sample, and whether the vision tower trains
+    # (LLaMA-Factory's ``freeze_vision_tower``; the projector and language model follow ``method``)
+    max_pixels: int | None = None
+    images_per_sample: int = 1
+    freeze_vision_tower: bool = True
 
     def __post_init__(self) -> None:
         _choice("method", self.method, METHODS)
@@ -176,7 +183,16 @@ class BasePreset:
         for flag in ("use_liger_kernel", "activation_offloading", "offload_optimizer", "offload_params"):
             if not isinstance(getattr(self, flag), bool):
                 raise ForgeError(f"{flag}={getattr(self, flag)!r} must be true or false")
+        self._check_vision()
         self._check_method_consistency()
+
+    def _check_vision(self) -> None:
+        # 28×28 is one merged Qwen2-VL token (the smallest useful image); 2^28 px is 16384×16384
+        if self.max_pixels is not None:
+            _int("max_pixels", self.max_pixels, 28 * 28, 1 << 28)
+        _int("images_per_sample", self.images_per_sample, 0, 1024)
+        if not isinstance(self.freeze_vision_tower, bool):
+            raise ForgeError(f"freeze_vision_tower={self.freeze_vision_tower!r} must be true or false")
 
     def _check_batching(self) -> None:
         _choice("padding", self.padding, PADDING)
