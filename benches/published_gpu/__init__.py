@@ -267,7 +267,7 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines += ["", f"Solved on the calibration rows alone: longest padded length {f['longest_padded_length']}, "
               f"where both rows agree within {100 * f['max_relative_residual']:.1f}% (in use: `LONGEST_PADDED_LENGTH` "
               f"{report['rows'][0]['longest_padded_length']}; the allocator reserve is derived from the replay of recorded "
-              "steps, `python -m benches.truth.allocator_study`, not fitted here); efficiency {f['efficiency_max']}, host overhead "
+              f"steps, `python -m benches.truth.allocator_study`, not fitted here); efficiency {f['efficiency_max']}, host overhead "
               f"{1e3 * f['host_seconds_per_layer']:.2f} ms per layer (from the step times of the LoRA calibration run's "
               "20 windows); the held-out rows use these unchanged."]
     skipped = [r for r in report["rows"] if not r["comparable"]]
