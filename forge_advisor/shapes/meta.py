@@ -84,10 +84,21 @@ def _quiet() -> Iterator[None]:
         hf_logging.set_verbosity(level)
 
 
+def _causal_or_image_text(cfg: Any) -> Any:
+    """``AutoModelForCausalLM``, or for a vision-language config it does not map (Qwen2-VL,
+    LLaVA, SmolVLM…) ``AutoModelForImageTextToText``: what the training runtime loads."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING
+
+    if type(cfg) not in MODEL_FOR_CAUSAL_LM_MAPPING and type(cfg) in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING:
+        return AutoModelForImageTextToText
+    return AutoModelForCausalLM
+
+
 def _instantiate(config: dict[str, Any], model_type: str, source: str, reason: ForgeError) -> Any:
     import torch
     import transformers
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     if model_type not in CONFIG_MAPPING:
@@ -104,7 +115,7 @@ def _instantiate(config: dict[str, Any], model_type: str, source: str, reason: F
         with _quiet():
             cfg = AutoConfig.for_model(model_type, **fields)
             seq2seq = bool(getattr(cfg, "is_encoder_decoder", False))
-            auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+            auto = AutoModelForSeq2SeqLM if seq2seq else _causal_or_image_text(cfg)
             with torch.device("meta"):
                 return auto.from_config(cfg, trust_remote_code=False)
     except ForgeError:
