@@ -27,10 +27,12 @@ FAST = {"per_device_train_batch_size": 1, "gradient_accumulation_steps": 1, "log
 
 
 def _tokenizer(tokens: list[str], **named: str):
+    """The demo's byte-level tokenizer plus the model's image tokens (``named``: the attributes
+    its processor reads, e.g. Gemma 3's ``boi_token``, saved with the tokenizer)."""
     tok = build_tokenizer()
     tok.add_special_tokens({"additional_special_tokens": tokens})
-    for attr, token in named.items():
-        setattr(tok, attr, token)
+    if named:
+        tok._set_model_specific_special_tokens(special_tokens=named)
     return tok, {t: tok.convert_tokens_to_ids(t) for t in tokens}
 
 
@@ -65,8 +67,6 @@ def build_gemma3(folder) -> str:
 
     tok, ids = _tokenizer(["<start_of_image>", "<end_of_image>", "<image_soft_token>"], boi_token="<start_of_image>",
                           eoi_token="<end_of_image>", image_token="<image_soft_token>")
-    tok.boi_token_id, tok.eoi_token_id = ids["<start_of_image>"], ids["<end_of_image>"]
-    tok.image_token_id = ids["<image_soft_token>"]
     cfg = AutoConfig.for_model(
         "gemma3",
         text_config=dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -202,15 +202,16 @@ def test_qwen25_vl_lora_keeps_adapters_off_a_frozen_tower(qwen, tmp_path):
 def test_max_pixels_shrinks_the_image_grid(qwen, tmp_path):
     data = write_data(tmp_path / "d")
     grids = {}
-    for max_pixels in (None, 28 * 28 * 2):
+    for max_pixels in (None, 56 * 56):
         watch = Watch()
         run(qwen, data, "lora", tmp_path / f"out-{max_pixels}", callbacks=[watch], quiet=True,
             overrides={**FAST, "max_steps": 4, "max_pixels": max_pixels})
         grids[max_pixels] = torch.cat(watch.grids)
         assert watch.tokens_seen == sum(expected_lengths(qwen, data, max_pixels))
-    small, default = grids[28 * 28 * 2].prod(-1), grids[None].prod(-1)
-    # smart_resize keeps h·w ≤ max_pixels: at most (2·784)/14² = 8 patches per image (2 tokens after the 2×2 merge)
-    assert (small <= 8).all() and small.sum() < default.sum()
+    small, default = grids[56 * 56].prod(-1), grids[None].prod(-1)
+    # smart_resize keeps h·w ≤ max_pixels: at most 56²/14² = 16 patches per image (4 tokens after the 2×2 merge);
+    # by default the 200×60 image is 196×56 px = 14·4 = 56 patches
+    assert (small <= 16).all() and default.max() == 56 and small.sum() < default.sum()
 
 
 def test_gemma3_trains_with_images_and_says_max_pixels_does_not_apply(gemma, tmp_path, capsys):
@@ -226,7 +227,7 @@ def test_gemma3_trains_with_images_and_says_max_pixels_does_not_apply(gemma, tmp
     assert not _changed(before, str(tmp_path / "out" / "model"))  # frozen tower
     # 4 records with 1, 2, 1, 2 images: each image is 4 soft tokens (mm_tokens_per_image)
     start = json.loads(events.read_text().splitlines()[0])
-    assert start["kind"] == "start" and start["vision"]["images"] == 6 and start["vision"]["image_tokens"] == 24
+    assert start["event"] == "start" and start["vision"]["images"] == 6 and start["vision"]["image_tokens"] == 24
     assert watch.tokens_seen == sum(expected_lengths(gemma, data))
 
 

@@ -134,7 +134,10 @@ def apply_max_pixels(processor: Any, max_pixels: int | None) -> str | None:
     declared = getattr(getattr(ip, "valid_kwargs", None), "__annotations__", {})
     if "max_pixels" in declared:
         # Qwen2-VL's __init__ turns max_pixels into size["longest_edge"], the pixel budget of smart_resize
-        processor.image_processor = type(ip).from_dict({**ip.to_dict(), "max_pixels": max_pixels})
+        # (and min_pixels, size["shortest_edge"], lowered to it when it was larger)
+        shortest = getattr(getattr(ip, "size", None), "shortest_edge", None)
+        least = {"min_pixels": min(shortest, max_pixels)} if isinstance(shortest, int) else {}
+        processor.image_processor = type(ip).from_dict({**ip.to_dict(), "max_pixels": max_pixels, **least})
         return None
     size = {k: v for k, v in dict(ip.to_dict().get("size") or {}).items() if v is not None}
     return (f"max_pixels={max_pixels:,} does not apply to {type(ip).__name__}: it resizes images to its own size "
