@@ -286,3 +286,24 @@ def test_data_report_counts_images_per_sample(tmp_path, capsys):
     assert report["lengths"]["images_per_sample"] == {"max": 2, "p50": 1, "total": 7}
     assert main(["data", "--model", "meta-llama/Llama-3.1-8B", "--data", data]) == 0
     assert "images per sample: max 2 · typical (p50) 1 · 7 in all" in capsys.readouterr().out
+
+
+def test_qlora_keeps_the_vision_tower_out_of_4bit(qwen, tmp_path):
+    import bitsandbytes as bnb
+
+    seen = {}
+
+    class Kinds(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kw):
+            for name, mod in model.named_modules():
+                if isinstance(mod, torch.nn.Linear):
+                    seen[name] = isinstance(mod, bnb.nn.Linear4bit)
+
+    data = write_data(tmp_path / "d")
+    r = run(qwen, data, "qlora", tmp_path / "out", overrides={**FAST, "max_steps": 1}, callbacks=[Kinds()], quiet=True)
+    assert r.global_step == 1 and torch.isfinite(torch.tensor(r.final_loss))
+    tower = {n: q for n, q in seen.items() if ".visual." in n}
+    language = {n: q for n, q in seen.items() if ".language_model." in n and n.endswith(("mlp.up_proj", "mlp.down_proj"))}
+    assert tower and not any(tower.values())  # blocks and merger in the compute dtype
+    assert language and all(language.values())  # the language model's linears are NF4
+    assert not seen.get("base_model.model.lm_head", True)  # the head stays unquantised, as transformers' default
