@@ -104,6 +104,11 @@ def check_vision_inputs(info: DataInfo, model_config: dict[str, Any], model_name
     counts = [len(r[IMAGES_FIELD]) for r in records]
     if not any(counts):
         return info
+    import importlib.util
+
+    if importlib.util.find_spec("PIL") is None:
+        raise ForgeError(f"{info.path}: the records have images; reading them needs Pillow, from the [vision] extra: "
+                         "pip install \"forge-advisor[vision]\"")
     if not is_vision_config(model_config):
         first = next(r for r in records if r[IMAGES_FIELD])
         raise ForgeError(f"{first['where']}: the record has images but {model_name} is a text-only model "
