@@ -98,7 +98,7 @@ def check_vision_inputs(info: DataInfo, model_config: dict[str, Any], model_name
     """Images exist and decode, the model takes them, the batching allows them. Runs before
     anything is written; returns ``info`` with its images per record counted (a save_to_disk
     folder's too). Text-only data passes untouched."""
-    if info.source == "jsonl" and not info.has_images:
+    if info.kind != "messages" or (info.source == "jsonl" and not info.has_images):
         return info
     records = vision_records(info)
     counts = [len(r[IMAGES_FIELD]) for r in records]
