@@ -36,7 +36,7 @@ def _tokenizer(tokens: list[str], **named: str):
     return tok, {t: tok.convert_tokens_to_ids(t) for t in tokens}
 
 
-def build_qwen25_vl(folder) -> str:
+def build_qwen25_vl(folder, vision_depth: int = 2) -> str:
     from transformers import AutoConfig
     from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
@@ -48,8 +48,8 @@ def build_qwen25_vl(folder) -> str:
         text_config=dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, bos_token_id=1, eos_token_id=2, pad_token_id=0,
                          rope_parameters={"rope_type": "default", "mrope_section": [2, 2, 4], "rope_theta": 10000.0}),
-        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
-                           fullatt_block_indexes=[1], window_size=56),
+        vision_config=dict(depth=vision_depth, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                           fullatt_block_indexes=[vision_depth - 1], window_size=56),
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=False)
     torch.manual_seed(0)
@@ -307,3 +307,14 @@ def test_qlora_keeps_the_vision_tower_out_of_4bit(qwen, tmp_path):
     assert tower and not any(tower.values())  # blocks and merger in the compute dtype
     assert language and all(language.values())  # the language model's linears are NF4
     assert not seen.get("base_model.model.lm_head", True)  # the head stays unquantised, as transformers' default
+
+
+def test_freeze_ratio_counts_the_language_models_layers(tmp_path):
+    # 12 vision blocks of ~10k parameters outweigh the 2 language layers of ~37k: the block list with the
+    # most parameters is the tower's, but freeze_ratio is about the language model's layers
+    model = build_qwen25_vl(tmp_path / "deep-tower", vision_depth=12)
+    data = write_data(tmp_path / "d")
+    r = run(model, data, "lora", tmp_path / "out", overrides={**FAST, "max_steps": 1, "freeze_ratio": 0.5}, quiet=True)
+    assert r.global_step == 1 and r.frozen_layers == (0,)
+    # LoRA r 16 on q/k/v/o of the one trainable layer: 16·(64+64)·2 + 16·(64+32)·2 = 7,168
+    assert r.trainable_parameters == 7168

@@ -188,6 +188,24 @@ def _layer_inventory(layer: Any) -> tuple[tuple[Linear, ...], int, bool]:
     return tuple(linears), other, rms
 
 
+def language_model_of(model: Any) -> Any:
+    """A vision-language model's language model (transformers' ``get_decoder()``), whose layers
+    are the decoder stack (a vision tower's block list may hold more parameters); else the model."""
+    get_encoder = getattr(model, "get_encoder", None)
+    get_decoder = getattr(model, "get_decoder", None)
+    if get_encoder is None or get_decoder is None:
+        return model
+    try:
+        tower = get_encoder(modality="image")
+    except (TypeError, ValueError):
+        return model
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if tower is model or tower is base or getattr(base, "base_model", None) is tower:
+        return model
+    decoder = get_decoder()
+    return decoder if decoder is not None and decoder is not base and decoder is not model else model
+
+
 def _stacks(model: Any) -> list[tuple[str, Any]]:
     """Top-level ``ModuleList``s of at least one block that holds parameters."""
     import torch.nn as nn
@@ -209,7 +227,7 @@ def shape_from_module(model: Any, name: str, model_type: str, source: str = "") 
     cfg = model.config
     text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
     seq2seq = bool(getattr(cfg, "is_encoder_decoder", False))
-    stacks = _stacks(model)
+    stacks = _stacks(language_model_of(model))
     if not stacks:
         raise ForgeError(f"{source or name}: found no repeated layers in the {type(model).__name__} module tree")
     size = lambda mod: sum(p.numel() for p in mod.parameters())  # noqa: E731

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -306,7 +306,7 @@ def bnb_skip_modules() -> list[str]:
     return [rf"(?:.*\.)?(?:{names})", "lm_head"]
 
 
-def prepare_vision_model(model: Any, preset: Any, say: Callable[[str], None] | None = None) -> VisionParts:
+def prepare_vision_model(model: Any, preset: Any) -> VisionParts:
     """After loading (before LoRA): full fine-tuning freezes the tower when asked."""
     parts = vision_parts(model)
     if not preset.uses_lora and preset.freeze_vision_tower:
