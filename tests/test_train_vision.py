@@ -318,3 +318,19 @@ def test_freeze_ratio_counts_the_language_models_layers(tmp_path):
     assert r.global_step == 1 and r.frozen_layers == (0,)
     # LoRA r 16 on q/k/v/o of the one trainable layer: 16·(64+64)·2 + 16·(64+32)·2 = 7,168
     assert r.trainable_parameters == 7168
+
+
+def test_max_length_that_would_cut_an_image_is_one_line(qwen, tmp_path, capsys):
+    data = write_data(tmp_path / "d")
+    # by default the 120×90 image of record 2 is 112×84 px = 8·6 patches = 12 tokens, after ~12 text tokens
+    code, err = _cli(capsys, "--model", qwen, "--data", data, "--output", str(tmp_path / "out"), "--preset", "lora",
+                     "--max-length", "16", "--max-steps", "1", "--bf16", "false")
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith("error: "), err
+    assert "vlm.jsonl:" in err and "past max_length 16" in err and "--max-pixels" in err
+    # a max_length that cuts only text after the images: it trains, and says what was truncated
+    lengths = expected_lengths(qwen, data)
+    cut = max(lengths) - 3  # the longest record's last tokens: its assistant turn, after its images
+    r = run(qwen, data, "lora", tmp_path / "ok", overrides={**FAST, "max_steps": 1, "max_length": cut})
+    out = capsys.readouterr().out
+    longer = sum(n > cut for n in lengths)
+    assert r.global_step == 1 and f"data: {longer} of 4 records truncated at max_length {cut}" in out
