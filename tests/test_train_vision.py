@@ -84,6 +84,30 @@ def build_gemma3(folder) -> str:
     return str(folder)
 
 
+def build_llava(folder) -> str:
+    from transformers import AutoConfig
+    from transformers.models.llava.image_processing_llava import LlavaImageProcessor
+    from transformers.models.llava.processing_llava import LlavaProcessor
+
+    tok, ids = _tokenizer(["<image>"])
+    cfg = AutoConfig.for_model(
+        "llava",
+        text_config=dict(model_type="llama", vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, bos_token_id=1,
+                         eos_token_id=2, pad_token_id=0),
+        # CLIP at 28 px / 14 px patches: 2·2 patch tokens + CLS; the "default" strategy drops CLS -> 4 per image
+        vision_config=dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=2, image_size=28, patch_size=14, projection_dim=32),
+        image_token_index=ids["<image>"], vision_feature_layer=-1, vision_feature_select_strategy="default",
+        tie_word_embeddings=False)
+    torch.manual_seed(0)
+    AutoModelForImageTextToText.from_config(cfg).save_pretrained(folder)
+    LlavaProcessor(image_processor=LlavaImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28}),
+                   tokenizer=tok, patch_size=14, vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                   chat_template=TEMPLATE.replace("IMAGE", "<image>")).save_pretrained(folder)
+    return str(folder)
+
+
 @pytest.fixture(scope="module")
 def qwen(tmp_path_factory):
     return build_qwen25_vl(tmp_path_factory.mktemp("qwen") / "model")
@@ -334,3 +358,18 @@ def test_max_length_that_would_cut_an_image_is_one_line(qwen, tmp_path, capsys):
     out = capsys.readouterr().out
     longer = sum(n > cut for n in lengths)
     assert r.global_step == 1 and f"data: {longer} of 4 records truncated at max_length {cut}" in out
+
+
+def test_llava_trains_its_projector_with_a_frozen_tower(tmp_path):
+    model = build_llava(tmp_path / "llava")
+    data = write_data(tmp_path / "d")
+    before = AutoModelForImageTextToText.from_pretrained(model).state_dict()
+    watch = Watch()
+    r = run(model, data, "sft", tmp_path / "out", callbacks=[watch], quiet=True, overrides={**FAST, "max_steps": 4})
+    assert r.global_step == 4 and torch.isfinite(torch.tensor(r.final_loss)) and watch.calls >= 4
+    assert watch.tokens_seen == sum(expected_lengths(model, data))
+    after = AutoModelForImageTextToText.from_pretrained(str(tmp_path / "out" / "model")).state_dict()
+    changed = {k for k, v in before.items() if not torch.equal(v, after[k])}
+    assert not any(k.startswith("model.vision_tower.") for k in changed)
+    assert any(k.startswith("model.multi_modal_projector.") for k in changed)
+    assert any(k.startswith("model.language_model.") for k in changed)
