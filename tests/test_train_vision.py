@@ -257,10 +257,18 @@ def test_gemma3_trains_with_images_and_says_max_pixels_does_not_apply(gemma, tmp
 
 def test_text_only_data_on_a_vlm_still_trains(gemma, tmp_path):
     chat = tmp_path / "chat.jsonl"
+    # string contents and trl's text blocks mixed (one Arrow type after flattening)
+    blocks = [{"type": "text", "text": "hel"}, {"type": "text", "text": "lo"}]
     chat.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"hi {i}"},
-                                                     {"role": "assistant", "content": "hello"}]}) + "\n" for i in range(4)))
+                                                     {"role": "assistant", "content": blocks if i % 2 else "hello"}]})
+                            + "\n" for i in range(4)))
     r = run(gemma, str(chat), "lora", tmp_path / "out", overrides={**FAST, "max_steps": 2}, quiet=True)
     assert r.global_step == 2
+    from forge_advisor.train.data import load_dataset_for
+    from forge_advisor.train.data import inspect_data
+
+    rows = load_dataset_for(inspect_data(chat))["messages"]
+    assert rows[1][1] == {"role": "assistant", "content": "hello"} == rows[0][1]
 
 
 def _cli(capsys, *argv):
