@@ -297,6 +297,7 @@ def test_bad_vision_inputs_exit_2_with_one_line(qwen, tmp_path, capsys):
     preset_file = tmp_path / "plan.json"
     save_preset(get_preset("lora", **FAST, max_steps=1), preset_file)
     out = str(tmp_path / "out")
+    capsys.readouterr()  # building the text model's progress bar
     cases = [
         ([qwen, missing], "missing.jsonl:2: image file", "not found"),
         ([qwen, unreadable], "unreadable.jsonl:2: cannot read image", "broken.png"),

@@ -36,7 +36,7 @@ from typing import Any, Literal
 from forge_advisor.errors import ForgeError
 
 __all__ = ["DataInfo", "Kind", "DPO_FIELDS", "Record", "Sampling", "inspect_data", "iter_records", "plan_sampling",
-           "read_disk_rows", "kind_of", "check_record", "image_placeholders", "message_text", "IMAGES_FIELD"]
+           "read_disk_rows", "kind_of", "check_record", "image_placeholders", "message_text", "median_images", "IMAGES_FIELD"]
 
 Kind = Literal["text", "messages", "dpo"]
 DPO_FIELDS = ("prompt", "chosen", "rejected")
@@ -151,7 +151,7 @@ def _images_of(rec: dict[str, Any]) -> int:
     return len(images) if isinstance(images, list) else 0
 
 
-def _typical(counts: list[int]) -> int:
+def median_images(counts: list[int]) -> int:
     """Nearest-rank median (the p50 of forge_advisor.dataplan.lengths)."""
     if not counts:
         return 0
@@ -215,7 +215,7 @@ def _inspect_jsonl(path: Path) -> DataInfo:
     if usable == 0:
         field = {"text": "'text'", "messages": "message 'content'", "dpo": "'chosen'/'rejected'"}[kind]
         raise ForgeError(f"{path}: every record's {field} is empty ({n} records): nothing to train on")
-    return DataInfo(path, kind, "jsonl", n, max(images, default=0), _typical(images))
+    return DataInfo(path, kind, "jsonl", n, max(images, default=0), median_images(images))
 
 
 def _split_dir(path: Path) -> Path:

@@ -42,7 +42,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from forge_advisor.dataplan.records import IMAGES_FIELD, DataInfo, iter_records
+from forge_advisor.dataplan.records import IMAGES_FIELD, DataInfo, iter_records, median_images
 from forge_advisor.errors import ForgeError
 
 __all__ = ["VISION_TOWER_NAMES", "PROJECTOR_NAMES", "is_vision_config", "check_vision_inputs", "vision_records",
@@ -125,8 +125,7 @@ def check_vision_inputs(info: DataInfo, model_config: dict[str, Any], model_name
     for r in records:
         for image in r[IMAGES_FIELD]:
             _check_image(Path(image), r["where"])
-    ordered = sorted(counts)
-    return replace(info, max_images=ordered[-1], typical_images=ordered[(len(ordered) + 1) // 2 - 1])
+    return replace(info, max_images=max(counts), typical_images=median_images(counts))
 
 
 # -- processor --------------------------------------------------------------------------------------
