@@ -109,6 +109,10 @@ def render(r: dict[str, Any]) -> None:
     sampled = f" [yellow](sampled: {L['sample_size']:,} of {L['records']:,} records, plus the longest lines)[/]" if L["sampled"] else ""
     con.print(f"[bold]{L['data']}[/]: {L['records']:,} {L['kind']} records, {L['total_tokens']:,} tokens ({exact}){sampled}")
     con.print(f"tokens per record: p50 {L['p50']:,} · p90 {L['p90']:,} · p99 {L['p99']:,} · max {L['max']:,} ({L['longest_at']})")
+    if "images_per_sample" in L:
+        im = L["images_per_sample"]
+        con.print(f"images per sample: max {im['max']:,} · typical (p50) {im['p50']:,} · {im['total']:,} in all "
+                  "(the token counts are text only: image tokens depend on the processor and max_pixels)")
     peak = max(h["records"] for h in L["histogram"]) or 1
     for h in L["histogram"]:
         bar = "█" * round(30 * h["records"] / peak)

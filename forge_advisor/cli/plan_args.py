@@ -37,6 +37,10 @@ def _opt_bool(text: str) -> bool | None:
     return None if text.strip().lower() in ("auto", "none", "null") else parse_bool(text)
 
 
+def _opt_int(text: str) -> int | None:
+    return None if text.strip().lower() in ("auto", "none", "null") else int(text)
+
+
 def _opt_str(text: str) -> str | None:
     return None if text.strip().lower() in ("auto", "none", "null") else text
 
@@ -44,7 +48,8 @@ def _opt_str(text: str) -> str | None:
 def parser_for(type_text: str) -> Any:
     """The argparse type of a preset field from its annotation (a string here: the presets
     use ``from __future__ import annotations``)."""
-    return {"int": int, "float": float, "bool": parse_bool, "bool | None": _opt_bool, "str": str}.get(type_text, _opt_str)
+    return {"int": int, "float": float, "bool": parse_bool, "bool | None": _opt_bool, "int | None": _opt_int,
+            "str": str}.get(type_text, _opt_str)
 
 
 def _targets(text: str) -> str | tuple[str, ...]:

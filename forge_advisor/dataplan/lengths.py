@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from forge_advisor.dataplan.records import DataInfo, Sampling, inspect_data, iter_records, plan_sampling
+from forge_advisor.dataplan.records import IMAGES_FIELD, DataInfo, Sampling, inspect_data, iter_records, plan_sampling
 from forge_advisor.dataplan.tokens import TokenCounter, counter_for
 from forge_advisor.errors import ForgeError
 
@@ -42,6 +42,10 @@ class LengthReport:
     longest: int  # longest record seen, including the longest lines read outside the sample
     longest_where: str  # file:line of it
     sampled: bool
+    # images per record of the sample, ascending (vision-language chat records); () when none has
+    # any. The text lengths above count no image tokens: how many tokens an image becomes is the
+    # model's processor's (max_pixels), priced by the estimator from images_per_sample.
+    images: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.lengths:
@@ -94,12 +98,16 @@ class LengthReport:
             "p50": self.p(50), "p90": self.p(90), "p99": self.p(99), "max": self.longest,
             "longest_at": self.longest_where,
             "histogram": [{"from": a, "to": b, "records": c} for a, b, c in self.histogram()],
+            **({"images_per_sample": {"max": self.images[-1], "p50": percentile(self.images, 50),
+                                      "total": round(sum(self.images) * self.scale)}} if self.images else {}),
         }
 
 
 def lengths_of(info: DataInfo, counter: TokenCounter, sampling: Sampling | None = None, *, seed: int = 0,
-               progress: Callable[[int], None] | None = None) -> tuple[list[int], int, int, str]:
-    """(sample lengths, records seen, longest, where) for the records ``sampling`` keeps."""
+               progress: Callable[[int], None] | None = None,
+               images: list[int] | None = None) -> tuple[list[int], int, int, str]:
+    """(sample lengths, records seen, longest, where) for the records ``sampling`` keeps; the
+    sample's images per record are appended to ``images`` when given."""
     sample: list[int] = []
     longest, where_longest, seen = 0, "", 0
     chunk: list[Any] = []
@@ -110,6 +118,8 @@ def lengths_of(info: DataInfo, counter: TokenCounter, sampling: Sampling | None 
         for rec, n in zip(chunk, lens):
             if rec.in_sample:
                 sample.append(n)
+                if images is not None:
+                    images.append(len(rec.fields.get(IMAGES_FIELD) or ()))
             if n > longest:
                 longest, where_longest = n, rec.where
         chunk.clear()
@@ -131,18 +141,19 @@ def measure_lengths(data: str | Path, model: str | None, *, trainer: str | None 
     info = inspect_data(data, trainer, validate_lines=False)
     counter = counter or counter_for(model, tokenizer)
     sampling = plan_sampling(info, sample_limit)
+    images: list[int] = []
     if progress:
-        lengths, seen, longest, where = _with_progress(info, counter, sampling, seed)
+        lengths, seen, longest, where = _with_progress(info, counter, sampling, seed, images)
     else:
-        lengths, seen, longest, where = lengths_of(info, counter, sampling, seed=seed)
+        lengths, seen, longest, where = lengths_of(info, counter, sampling, seed=seed, images=images)
     if not lengths:
         raise ForgeError(f"{info.path}: the dataset is empty (0 rows)")
     records = sampling.total if sampling.sampled and sampling.total else seen
     return LengthReport(str(info.path), info.kind, counter.describe(), counter.exact, tuple(sorted(lengths)),
-                        records, longest, where, sampling.sampled)
+                        records, longest, where, sampling.sampled, tuple(sorted(images)) if any(images) else ())
 
 
-def _with_progress(info: DataInfo, counter: TokenCounter, sampling: Sampling, seed: int) -> Any:
+def _with_progress(info: DataInfo, counter: TokenCounter, sampling: Sampling, seed: int, images: list[int]) -> Any:
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -152,4 +163,5 @@ def _with_progress(info: DataInfo, counter: TokenCounter, sampling: Sampling, se
     with Progress(TextColumn(f"{label} {info.path.name}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
                   console=con, transient=True, disable=not con.is_terminal) as bar:
         task = bar.add_task(label, total=size)
-        return lengths_of(info, counter, sampling, seed=seed, progress=lambda done: bar.update(task, completed=done))
+        return lengths_of(info, counter, sampling, seed=seed, progress=lambda done: bar.update(task, completed=done),
+                          images=images)

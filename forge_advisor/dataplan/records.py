@@ -5,6 +5,12 @@ Accepted data:
 * a ``.jsonl`` file, one JSON object per line, every line with the same kind of fields:
   ``{"text": ...}``; chat ``{"messages": [{"role": ..., "content": ...}, ...]}``; or
   preference pairs ``{"prompt": ..., "chosen": ..., "rejected": ...}`` (for DPO);
+* vision-language chat records as trl 1.x reads them: ``content`` is a string or a list of
+  blocks ``{"type": "text", "text": ...}`` / ``{"type": "image"}``, and the record's
+  ``images`` lists image files (paths relative to the data file). Each ``{"type": "image"}``
+  block takes the next image; a record whose contents are all strings gets its images before
+  the first user turn (trl's ``prepare_multimodal_messages``). Images are counted here, never
+  opened (the training runtime reads them: forge_advisor.train.vision);
 * a folder written by ``datasets``' ``save_to_disk`` (a Dataset, or a DatasetDict whose
   ``train`` split is used) with the same columns. Its Arrow files are read with ``pyarrow``
   (what ``datasets`` itself stores them with); no ``datasets`` import.
@@ -30,11 +36,12 @@ from typing import Any, Literal
 from forge_advisor.errors import ForgeError
 
 __all__ = ["DataInfo", "Kind", "DPO_FIELDS", "Record", "Sampling", "inspect_data", "iter_records", "plan_sampling",
-           "read_disk_rows", "kind_of", "check_record"]
+           "read_disk_rows", "kind_of", "check_record", "image_placeholders", "message_text", "median_images", "IMAGES_FIELD"]
 
 Kind = Literal["text", "messages", "dpo"]
 DPO_FIELDS = ("prompt", "chosen", "rejected")
 COLUMNS: dict[str, tuple[str, ...]] = {"text": ("text",), "messages": ("messages",), "dpo": DPO_FIELDS}
+IMAGES_FIELD = "images"  # trl 1.x's name: the image files of a vision-language chat record
 EXTREMES = 64  # longest lines (by bytes) always read when sampling
 
 
@@ -44,6 +51,14 @@ class DataInfo:
     kind: Kind
     source: Literal["jsonl", "disk"]
     num_records: int | None  # None: a save_to_disk folder whose rows are not counted yet
+    # images per record (vision-language chat records): the most any record has, and the
+    # median (nearest rank) over the records read; 0 for text-only data or when not read
+    max_images: int = 0
+    typical_images: int = 0
+
+    @property
+    def has_images(self) -> bool:
+        return self.max_images > 0
 
 
 @dataclass(frozen=True)
@@ -78,12 +93,70 @@ def check_record(rec: Any, kind: Kind, where: str) -> None:
         if not isinstance(msgs, list) or not msgs:
             raise ForgeError(f"{where}: field 'messages' must be a non-empty list of {{role, content}}")
         for i, m in enumerate(msgs):
-            if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            if not isinstance(m, dict) or not isinstance(m.get("role"), str):
                 raise ForgeError(f"{where}: messages[{i}] must be an object with string 'role' and 'content'")
+            _check_content(m.get("content"), f"{where}: messages[{i}]")
+        _check_images(rec, msgs, where)
     else:
         for f in DPO_FIELDS:
             if not isinstance(rec.get(f), str):
                 raise ForgeError(f"{where}: field '{f}' must be a string, got {type(rec.get(f)).__name__}")
+
+
+def _check_content(content: Any, where: str) -> None:
+    """A string, or trl's list of ``{"type": "text", "text": str}`` / ``{"type": "image"}`` blocks."""
+    if isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        raise ForgeError(f"{where} must be an object with string 'role' and 'content' (a string or a list of blocks)")
+    for j, block in enumerate(content):
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text" and isinstance(block.get("text"), str):
+            continue
+        if kind == "image":
+            continue
+        raise ForgeError(f"{where}.content[{j}] must be {{\"type\": \"text\", \"text\": ...}} or {{\"type\": \"image\"}}")
+
+
+def image_placeholders(messages: list[dict[str, Any]]) -> int:
+    """The ``{"type": "image"}`` blocks of a record's messages."""
+    return sum(1 for m in messages if isinstance(m.get("content"), list)
+               for b in m["content"] if b.get("type") == "image")
+
+
+def message_text(content: str | list[dict[str, Any]]) -> str:
+    """A message's text: the string, or its text blocks joined (images carry no text tokens)."""
+    if isinstance(content, str):
+        return content
+    return "".join(b["text"] for b in content if b.get("type") == "text")
+
+
+def _check_images(rec: dict[str, Any], msgs: list[Any], where: str) -> None:
+    images = rec.get(IMAGES_FIELD)
+    if images is None:
+        images = []
+    if not isinstance(images, list) or not all(isinstance(x, str) and x.strip() for x in images):
+        raise ForgeError(f"{where}: field '{IMAGES_FIELD}' must be a list of image file paths")
+    blocks = image_placeholders(msgs)
+    if blocks > len(images):
+        raise ForgeError(f"{where}: {blocks} {{\"type\": \"image\"}} placeholder(s) but {len(images)} image(s) in "
+                         f"'{IMAGES_FIELD}'")
+    if blocks and blocks < len(images):
+        raise ForgeError(f"{where}: {len(images)} image(s) in '{IMAGES_FIELD}' but only {blocks} {{\"type\": \"image\"}} "
+                         "placeholder(s): each image needs one")
+
+
+def _images_of(rec: dict[str, Any]) -> int:
+    images = rec.get(IMAGES_FIELD)
+    return len(images) if isinstance(images, list) else 0
+
+
+def median_images(counts: list[int]) -> int:
+    """Nearest-rank median (the p50 of forge_advisor.dataplan.lengths)."""
+    if not counts:
+        return 0
+    ordered = sorted(counts)
+    return ordered[max(1, -(-len(ordered) // 2)) - 1]
 
 
 def _parse_line(line: str | bytes, where: str) -> Any:
@@ -117,13 +190,14 @@ def _has_content(rec: dict[str, Any], kind: Kind) -> bool:
     if kind == "text":
         return bool(rec["text"].strip())
     if kind == "messages":
-        return any(m["content"].strip() for m in rec["messages"])
+        return bool(_images_of(rec)) or any(message_text(m["content"]).strip() for m in rec["messages"])
     return bool(rec["chosen"].strip() or rec["rejected"].strip())
 
 
 def _inspect_jsonl(path: Path) -> DataInfo:
     kind: Kind | None = None
     n = usable = 0
+    images: list[int] = []
     with _open(path) as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
@@ -135,12 +209,13 @@ def _inspect_jsonl(path: Path) -> DataInfo:
             check_record(rec, kind, where)
             n += 1
             usable += _has_content(rec, kind)
+            images.append(_images_of(rec))
     if n == 0 or kind is None:
         raise ForgeError(f"{path}: the dataset is empty (no JSON lines)")
     if usable == 0:
         field = {"text": "'text'", "messages": "message 'content'", "dpo": "'chosen'/'rejected'"}[kind]
         raise ForgeError(f"{path}: every record's {field} is empty ({n} records): nothing to train on")
-    return DataInfo(path, kind, "jsonl", n)
+    return DataInfo(path, kind, "jsonl", n, max(images, default=0), median_images(images))
 
 
 def _split_dir(path: Path) -> Path:
@@ -269,7 +344,10 @@ def _jsonl_records(info: DataInfo, sampling: Sampling, seed: int,
                 where = f"{path}:{lineno}"
                 rec = _parse_line(line, where)
                 check_record(rec, kind, where)
-                yield Record(index, where, {k: rec[k] for k in COLUMNS[kind]}, in_sample)
+                fields = {k: rec[k] for k in COLUMNS[kind]}
+                if kind == "messages" and _images_of(rec):
+                    fields[IMAGES_FIELD] = rec[IMAGES_FIELD]
+                yield Record(index, where, fields, in_sample)
             index += 1
     if progress is not None:
         progress(offset)
@@ -293,9 +371,11 @@ def read_disk_rows(info: DataInfo) -> Iterator[dict[str, Any]]:
             with pa.memory_map(str(file)) as source:
                 reader = pa.ipc.open_stream(source)
                 for batch in reader:
-                    cols = {k: batch.column(k).to_pylist() for k in keep}
+                    names = list(keep) + ([IMAGES_FIELD] if info.kind == "messages" and IMAGES_FIELD in batch.schema.names
+                                          else [])
+                    cols = {k: batch.column(k).to_pylist() for k in names}
                     for i in range(batch.num_rows):
-                        yield {k: cols[k][i] for k in keep}
+                        yield {k: cols[k][i] for k in names}
         except (OSError, pa.ArrowInvalid) as exc:
             raise ForgeError(f"{file}: unreadable Arrow file ({exc})") from None
 

@@ -24,15 +24,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from forge_advisor.dataplan.records import message_text
 from forge_advisor.errors import ForgeError
 
 __all__ = ["TokenizerFiles", "find_tokenizer_files", "TokenCounter", "HFTokenCounter", "ApproxCounter",
            "counter_for", "plain_chat_layout", "render_chat"]
 
 
-def plain_chat_layout(messages: Sequence[dict[str, str]], eos: str) -> str:
-    """The layout used when a tokenizer ships no chat template (shared with the runtime)."""
-    return "".join(f"<|{m['role']}|>\n{m['content']}{eos}\n" for m in messages)
+def plain_chat_layout(messages: Sequence[dict[str, Any]], eos: str) -> str:
+    """The layout used when a tokenizer ships no chat template (shared with the runtime); a
+    content list (vision-language records) contributes its text blocks."""
+    return "".join(f"<|{m['role']}|>\n{message_text(m['content'])}{eos}\n" for m in messages)
 
 
 def _token_text(value: Any) -> str | None:

@@ -84,10 +84,21 @@ def _quiet() -> Iterator[None]:
         hf_logging.set_verbosity(level)
 
 
+def _causal_or_image_text(cfg: Any) -> Any:
+    """``AutoModelForCausalLM``, or for a vision-language config it does not map (Qwen2-VL,
+    LLaVA, SmolVLM…) ``AutoModelForImageTextToText``: what the training runtime loads."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING
+
+    if type(cfg) not in MODEL_FOR_CAUSAL_LM_MAPPING and type(cfg) in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING:
+        return AutoModelForImageTextToText
+    return AutoModelForCausalLM
+
+
 def _instantiate(config: dict[str, Any], model_type: str, source: str, reason: ForgeError) -> Any:
     import torch
     import transformers
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     if model_type not in CONFIG_MAPPING:
@@ -104,7 +115,7 @@ def _instantiate(config: dict[str, Any], model_type: str, source: str, reason: F
         with _quiet():
             cfg = AutoConfig.for_model(model_type, **fields)
             seq2seq = bool(getattr(cfg, "is_encoder_decoder", False))
-            auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+            auto = AutoModelForSeq2SeqLM if seq2seq else _causal_or_image_text(cfg)
             with torch.device("meta"):
                 return auto.from_config(cfg, trust_remote_code=False)
     except ForgeError:
@@ -177,6 +188,24 @@ def _layer_inventory(layer: Any) -> tuple[tuple[Linear, ...], int, bool]:
     return tuple(linears), other, rms
 
 
+def language_model_of(model: Any) -> Any:
+    """A vision-language model's language model (transformers' ``get_decoder()``), whose layers
+    are the decoder stack (a vision tower's block list may hold more parameters); else the model."""
+    get_encoder = getattr(model, "get_encoder", None)
+    get_decoder = getattr(model, "get_decoder", None)
+    if get_encoder is None or get_decoder is None:
+        return model
+    try:
+        tower = get_encoder(modality="image")
+    except (TypeError, ValueError):
+        return model
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if tower is model or tower is base or getattr(base, "base_model", None) is tower:
+        return model
+    decoder = get_decoder()
+    return decoder if decoder is not None and decoder is not base and decoder is not model else model
+
+
 def _stacks(model: Any) -> list[tuple[str, Any]]:
     """Top-level ``ModuleList``s of at least one block that holds parameters."""
     import torch.nn as nn
@@ -198,7 +227,7 @@ def shape_from_module(model: Any, name: str, model_type: str, source: str = "") 
     cfg = model.config
     text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
     seq2seq = bool(getattr(cfg, "is_encoder_decoder", False))
-    stacks = _stacks(model)
+    stacks = _stacks(language_model_of(model))
     if not stacks:
         raise ForgeError(f"{source or name}: found no repeated layers in the {type(model).__name__} module tree")
     size = lambda mod: sum(p.numel() for p in mod.parameters())  # noqa: E731

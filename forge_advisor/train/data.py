@@ -21,7 +21,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from forge_advisor.dataplan.records import DPO_FIELDS, COLUMNS, DataInfo, Kind, inspect_data, iter_records
+from forge_advisor.dataplan.records import DPO_FIELDS, COLUMNS, DataInfo, Kind, inspect_data, iter_records, message_text
 from forge_advisor.dataplan.tokens import plain_chat_layout
 from forge_advisor.errors import ForgeError
 
@@ -36,7 +36,7 @@ def load_dataset_for(info: DataInfo) -> Any:
     import datasets
 
     if info.source == "jsonl":
-        ds = datasets.Dataset.from_list([r.fields for r in iter_records(info)])
+        ds = datasets.Dataset.from_list([_text_fields(r.fields) for r in iter_records(info)])
     else:
         ds = datasets.load_from_disk(str(info.path))
         if isinstance(ds, datasets.DatasetDict):
@@ -45,6 +45,14 @@ def load_dataset_for(info: DataInfo) -> Any:
     if len(ds) == 0:
         raise ForgeError(f"{info.path}: the dataset is empty (0 rows)")
     return ds
+
+
+def _text_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """A chat record for the text path: content lists (trl's blocks, no images here) as their
+    text, so every record has one Arrow type and any chat template reads strings."""
+    if "messages" not in fields:
+        return fields
+    return {"messages": [{"role": m["role"], "content": message_text(m["content"])} for m in fields["messages"]]}
 
 
 def messages_to_text(messages: list[dict[str, str]], tokenizer: Any) -> str:

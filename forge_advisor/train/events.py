@@ -64,6 +64,8 @@ class Start(Event):
     predicted_peak_bytes: int | None = None
     resumed_from_step: int = 0
     device: str = "cpu"
+    # vision-language runs: images, images per record, image tokens, max_pixels, tower frozen or trained
+    vision: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -46,9 +46,12 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 
 def find_layer_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
-    """The model's block list: the ``nn.ModuleList`` with the most parameters."""
+    """The model's block list: the ``nn.ModuleList`` with the most parameters (a
+    vision-language model's: its language model's)."""
     best: tuple[int, int, str, nn.ModuleList] | None = None
-    for name, module in model.named_modules():
+    from forge_advisor.shapes.meta import language_model_of
+
+    for name, module in language_model_of(model).named_modules():
         if not isinstance(module, nn.ModuleList) or len(module) == 0:
             continue
         numel = sum(p.numel() for p in module.parameters())

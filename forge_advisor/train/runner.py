@@ -119,6 +119,10 @@ def run(
     data_info = inspect_data(data, cfg.trainer) if data is not None or not demo else None  # type: ignore[arg-type]
     if info is not None and cfg.uses_lora:
         check_lora_rank(cfg, info.shape)
+    if info is not None and data_info is not None:
+        from forge_advisor.train.vision import check_vision_inputs
+
+        data_info = check_vision_inputs(data_info, info.config, info.name, info.local, cfg)
     from forge_advisor.train.lock import OutputLock
 
     lock = OutputLock(out) if _is_rank_zero() else None

@@ -102,11 +102,27 @@ class TrainingSession:
         self.extra_callbacks = extra_callbacks
         self.freeze_report: Any = None
         self.preflight: Any = None
+        from forge_advisor.train.vision import is_vision_config
+
+        # a vision-language run: a VLM config and records with images (text-only data trains as before)
+        self.vision = is_vision_config(model.config) and data.has_images
+        self.vision_summary: Any = None
+        self._vision_lengths: list[int] = []
 
     # -- loading ----------------------------------------------------------------------------------
     def load_tokenizer(self) -> Any:
+        """The tokenizer, or for a vision-language run the processor (it holds the tokenizer)."""
         from transformers import AutoTokenizer
 
+        if self.vision:
+            from forge_advisor.train.vision import load_processor
+
+            processor, note = load_processor(self.model_info.name, self.preset.max_pixels)
+            self._vision_note = note
+            if note and not self.quiet:
+                print(f"warning: {note}", flush=True)
+            logger.info(note or "")
+            return processor
         tok = AutoTokenizer.from_pretrained(self.model_info.name)
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
@@ -119,13 +135,38 @@ class TrainingSession:
     def build_dataset(self, tokenizer: Any) -> Any:
         from forge_advisor.train.data import load_dataset_for, prepare_dpo, prepare_sft
 
+        if self.vision:
+            return self._vision_dataset(tokenizer)
         ds = load_dataset_for(self.data_info)
         if self.preset.trainer == "dpo":
             return prepare_dpo(ds, tokenizer, self.preset.max_prompt_length)
         ds, self.truncation = prepare_sft(ds, tokenizer, self.data_info.kind, self.preset, quiet=self.quiet)
         return ds
 
+    def _vision_dataset(self, processor: Any) -> list[dict[str, Any]]:
+        """The records (images as paths, opened per batch by the collator), each measured once
+        through the processor: lengths for the longest-first preflight, image tokens counted."""
+        from forge_advisor.train.data import Truncation
+        from forge_advisor.train.vision import VisionSummary, measure_vision, vision_records
+
+        records = vision_records(self.data_info)
+        lengths, image_tokens = measure_vision(records, processor, self.preset.max_length, self.model_info.config)
+        self._vision_lengths = lengths
+        m = self.preset.max_length
+        over = [n for n in lengths if n > m]
+        self.truncation = Truncation(len(lengths), len(over), sum(min(n, m) for n in lengths), sum(n - m for n in over), m)
+        counts = [len(r["images"]) for r in records]
+        self.vision_summary = VisionSummary(len(records), sum(counts), max(counts), image_tokens, self.preset.max_pixels,
+                                            not self.preset.freeze_vision_tower, getattr(self, "_vision_note", None))
+        for line in (self.truncation.line(), self.vision_summary.line()):
+            if not self.quiet:
+                print(line, flush=True)
+            logger.info(line)
+        return records
+
     def _lengths(self, dataset: Any) -> list[int]:
+        if self.vision:
+            return list(self._vision_lengths)
         if "input_ids" in dataset.column_names:
             return [len(x) for x in dataset["input_ids"]]
         # DPO pairs (tokenized inside trl): characters of prompt + the longer answer
@@ -161,7 +202,14 @@ class TrainingSession:
 
             # the dataset holds only what the collator reads (packing's seq_lengths too): keep every column
             args = p.get_training_args(str(self.out), **common, remove_unused_columns=False)
-            collator = sft_collator(p, tokenizer)  # the preset's batching: padding, packing or padding_free
+            if self.vision:
+                from forge_advisor.train.vision import VisionCollator
+
+                collator: Any = VisionCollator(tokenizer, p.max_length,
+                                               p.max_length if p.padding == "max_length" else None,
+                                               self.model_info.config)
+            else:
+                collator = sft_collator(p, tokenizer)  # the preset's batching: padding, packing or padding_free
             trainer = forge_trainer_class(Trainer)(model=model, args=args, train_dataset=dataset, data_collator=collator,
                                                    processing_class=tokenizer, callbacks=callbacks, **hooks)
         from transformers.trainer_callback import ProgressCallback
@@ -199,7 +247,8 @@ class TrainingSession:
         trainer = self._trainer(model, tokenizer, dataset, callbacks, first)
         self.trainer = trainer
         self.events.emit(Start(self.model_info.name, p.name, p.to_dict(), p.max_steps if p.max_steps > 0 else None,
-                               self.predicted_peak_bytes, start or 0, _device()))
+                               self.predicted_peak_bytes, start or 0, _device(),
+                               self.vision_summary.to_dict() if self.vision_summary else None))
         self._run(trainer, checkpoint)
         return self._result(trainer, tokenizer, flag)
 
@@ -381,12 +430,14 @@ def load_model_for(preset: BasePreset, model_info: Any) -> tuple[Any, Any]:
     """Load a model set up for ``preset``: quantised where it says, prepared for k-bit
     training, LoRA applied, lowest layers frozen. The trainer and measured trials
     (forge_advisor.train.trial) both load through here. Returns (model, freeze report)."""
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
     from forge_advisor.presets.convert import compute_dtype_name
     from forge_advisor.presets.detect import attn_implementation_for
+    from forge_advisor.train.vision import bnb_skip_modules, is_vision_config, lora_exclude, prepare_vision_model
 
     p = preset
+    vision = is_vision_config(model_info.config)
     precision = p.resolved_precision()
     if p.load_in_4bit:
         dtype = _torch_dtype({"bfloat16": "bf16", "float16": "fp16"}.get(compute_dtype_name(p)))
@@ -395,13 +446,18 @@ def load_model_for(preset: BasePreset, model_info: Any) -> tuple[Any, Any]:
     else:
         dtype = _torch_dtype(None)  # full training: fp32 master weights, autocast does the half math
     attn = p.attn_implementation or attn_implementation_for(model_info.shape.model_type)
-    model = AutoModelForCausalLM.from_pretrained(
+    quantization = p.get_bnb_config()
+    if vision and quantization is not None:
+        quantization.llm_int8_skip_modules = bnb_skip_modules()  # the vision tower and projector stay unquantised
+    auto = AutoModelForImageTextToText if vision else AutoModelForCausalLM
+    model = auto.from_pretrained(
         model_info.name,
         dtype=dtype,
         attn_implementation=attn,
-        quantization_config=p.get_bnb_config(),
+        quantization_config=quantization,
         device_map=_device_map(p),
     )
+    parts = prepare_vision_model(model, p) if vision else None
     if p.load_in_4bit and p.bnb_4bit_quant_storage != "uint8":
         _prepare_float_storage_4bit(model, p.gradient_checkpointing)
     elif p.load_in_4bit or p.load_in_8bit:
@@ -415,7 +471,10 @@ def load_model_for(preset: BasePreset, model_info: Any) -> tuple[Any, Any]:
     if p.uses_lora:
         from peft import get_peft_model
 
-        model = get_peft_model(model, p.get_lora_config(model_info.shape))
+        lora = p.get_lora_config(model_info.shape)
+        if parts is not None:  # adapters on the language model (and on the tower when it trains)
+            lora.exclude_modules = lora_exclude(parts, p.freeze_vision_tower)
+        model = get_peft_model(model, lora)
     report = None
     if p.freeze_ratio > 0:
         from forge_advisor.train.freezing import setup_lp_lora_style
