@@ -167,6 +167,17 @@ class ModelShape:
                     seen.setdefault(lin.leaf, None)
         return list(seen)
 
+    def fused_expert_names(self) -> list[str]:
+        """The fused routed-expert tensors (``nn.Parameter [E, out, in]``, not ``nn.Linear``),
+        as ``experts.<name>``: what peft's ``target_parameters`` match (by suffix of
+        ``module.parameter``), e.g. ``["experts.gate_up_proj", "experts.down_proj"]``."""
+        seen: dict[str, None] = {}
+        for lt in self.layer_types:
+            for lin in lt.linears:
+                if lin.role == "expert" and not lin.lora_targetable:
+                    seen.setdefault(f"experts.{lin.leaf}", None)
+        return list(seen)
+
     def attention_linear_names(self) -> list[str]:
         """The attention projections (q/k/v/o, fused or not), for the default LoRA targets."""
         seen: dict[str, None] = {}

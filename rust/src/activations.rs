@@ -343,12 +343,14 @@ fn moe_saved(shape: &ModelShape, info: &LayerInfo, g: &LayerGrad, w: Widths, act
     if g.weights {
         per_token += w.e * h; // router input
     }
-    // per routed token: gathered input (if experts train), gate_up output, act output,
-    // product (if experts train), expert output kept by the routing-weight multiply
-    let per_route = (if g.weights { w.e * h } else { 0 })
+    // per routed token: gathered input (if the gate_up weight trains: full fine-tuning, or
+    // its merged LoRA weight under `target_parameters`), gate_up output, act output,
+    // product (if the down weight trains), expert output kept by the routing-weight multiply
+    let (in_trains, out_trains) = (g.weights || g.lora.expert_in, g.weights || g.lora.expert_out);
+    let per_route = (if in_trains { w.e * h } else { 0 })
         + w.e * 2 * mi
         + act * mi
-        + (if g.weights { w.e * mi } else { 0 })
+        + (if out_trains { w.e * mi } else { 0 })
         + w.e * h
         + 8;
     per_token += k * per_route;
@@ -356,6 +358,34 @@ fn moe_saved(shape: &ModelShape, info: &LayerInfo, g: &LayerGrad, w: Widths, act
         per_token += (act + 2 * w.e) * si + if g.weights { 2 * w.e * si.max(h) } else { 0 } + 2 * w.e * h;
     }
     per_token
+}
+
+/// peft `target_parameters` on a layer's fused expert tensors, in bytes independent of the
+/// tokens: (what autograd saves, what its backward holds at once). peft's `ParamWrapper`
+/// (peft/tuners/lora/layer.py) registers a parametrization for each forward: with one
+/// adapter and `E > 1` experts `_LoraFactorsProxy` folds `W + s·B·A` with one `baddbmm`
+/// into a new tensor of W's shape and dtype (autocast off), `E·in·out` elements, and
+/// baddbmm keeps the two factors cast to W's dtype (`r·E·(in + out)` elements). The
+/// experts' matmul (transformers' `grouped_mm`) keeps that merged weight for the input
+/// gradient; its backward builds a gradient of the same shape, consumed at once by the
+/// baddbmm backward. Backward runs the output side (down) first, then the input side
+/// (gate_up), whose merged weights are alive until their own backward: beyond the merged
+/// weights, the transient is `max(down, gate_up − down)` elements (Qwen3-30B-A3B's layer:
+/// max(201M, 403M − 201M) = 201M; fake-tensor truth, benches/cases_accuracy.json). Half
+/// weights: merged and factors in half. fp32: the factors are the fp32 adapters themselves
+/// (no copy), merged in fp32. Autocast over fp32 weights (amp): the merged fp32 tensor is
+/// cast to half for the matmul — that half copy is the autocast copy already counted for
+/// the weight — and its gradient comes back half, then fp32.
+pub fn expert_lora_fixed(lora: &LoraSums, dtype: Dtype, r: u64) -> (u64, u64) {
+    if lora.expert_merged == 0 {
+        return (0, 0);
+    }
+    let grad = lora.expert_merged_max_out.max(lora.expert_merged_max_in.saturating_sub(lora.expert_merged_out));
+    match dtype {
+        Dtype::Bf16 | Dtype::Fp16 => (2 * lora.expert_merged + 2 * r * lora.expert_params_per_rank, 2 * grad),
+        Dtype::Fp32 => (4 * lora.expert_merged, 4 * grad),
+        Dtype::AmpBf16 | Dtype::AmpFp16 => (0, 6 * grad),
+    }
 }
 
 /// Saved bytes of a layer under non-reentrant checkpointing: only its input.
