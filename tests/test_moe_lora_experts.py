@@ -86,3 +86,13 @@ def test_target_parameters_refuse_dropout_and_dense_models():
     plan = Plan.from_dict({"lora_target_parameters": ["experts.down_proj"], "lora_dropout": 0.0, "lora_target_modules": ["q_proj"],
                            "max_length": 64})
     assert estimate(moe, plan).raw["trainable_parameters"] == LAYERS * (16 * (H + 64) + 16 * E * (I + H))
+
+
+def test_expert_weight_gradient_flops():
+    """With the merged expert weight requiring grad, each routed token (top-k experts) costs the
+    weight gradient's 2·in·out per adapted tensor: 2·K·(H·2I + I·H) per layer (Kaplan et al.)."""
+    moe = shape_from_config({**BASE, **MOE["qwen3_moe"], "model_type": "qwen3_moe"}, "qwen3_moe")
+    base = {"lora_dropout": 0.0, "max_length": 64}
+    without = estimate(moe, Plan.from_dict(base)).raw["flops_per_token"]
+    with_experts = estimate(moe, Plan.from_dict({**base, "lora_target_parameters": "experts"})).raw["flops_per_token"]
+    assert with_experts - without == LAYERS * 2 * K * (H * 2 * I + I * H)
