@@ -96,3 +96,39 @@ def test_expert_weight_gradient_flops():
     without = estimate(moe, Plan.from_dict(base)).raw["flops_per_token"]
     with_experts = estimate(moe, Plan.from_dict({**base, "lora_target_parameters": "experts"})).raw["flops_per_token"]
     assert with_experts - without == LAYERS * 2 * K * (H * 2 * I + I * H)
+
+
+def test_the_24gb_question_gets_a_plain_answer():
+    """unsloth #3162: Qwen3-30B-A3B / gpt-oss-20b on one 24 GB card. On the Hugging Face stack
+    nothing fits (61 GB of bf16 weights; 4-bit leaves the fused experts in half precision), and
+    the answer says why and what would fit, naming the levers the multi-GPU plan needs."""
+    from forge_advisor import recommend
+
+    for model, share, mxfp4 in (("Qwen/Qwen3-30B-A3B", "95%", False), ("openai/gpt-oss-20b", "91%", True)):
+        rec = recommend(model, "RTX 4090")
+        assert not rec.recommendations
+        assert f"fused expert tensors ({share} of the parameters" in rec.suggestion
+        assert ("MXFP4 checkpoint is dequantised to bf16" in rec.suggestion) is mxfp4
+        assert "2 × RTX 4090 fit" in rec.suggestion and "+ offload_params" in rec.suggestion
+    # a dense model gets no such note
+    assert "fused expert" not in (recommend("meta-llama/Llama-3.1-70B", "RTX 4090").suggestion or "")
+
+
+def test_router_logits_kept_for_the_load_balancing_loss():
+    """`output_router_logits=True` records every router's logits for the aux loss. Golden: the
+    fake-tensor harness on Qwen3-30B-A3B at 2 layers, batch 2 × 512, measured twice differing
+    only in that flag: +524,288 B at the peak with and without checkpointing (= 2 layers ×
+    1,024 tokens × 128 experts × 2 bytes; cases q3moe-lora-aux* in benches/cases_accuracy.json)."""
+    import json as _json
+    from pathlib import Path
+
+    from benches.truth.faketensor import config_at_depth
+
+    cases = _json.loads((Path(__file__).resolve().parents[1] / "benches" / "cases_accuracy.json").read_text())
+    aux = next(c for c in cases if c["name"] == "q3moe-lora-aux")["config"]
+    plain = {k: v for k, v in aux.items() if k != "output_router_logits"}
+    for gc in (True, False):
+        plan = Plan.from_dict({"per_device_train_batch_size": 2, "max_length": 512, "gradient_checkpointing": gc})
+        with_aux = estimate(shape_from_config(config_at_depth(aux, 2), "q3"), plan).peak_allocated_bytes
+        without = estimate(shape_from_config(config_at_depth(plain, 2), "q3"), plan).peak_allocated_bytes
+        assert with_aux - without == 524_288

@@ -331,7 +331,11 @@ fn mlp_saved(shape: &ModelShape, an: &Analysis, info: &LayerInfo, g: &LayerGrad,
 /// A mixture-of-experts block's saved bytes per token: the router's fp32 softmax over
 /// `experts` and the top-k weights (`4 · experts + 8 · k`), per routed token (`k` of them)
 /// its gathered input, gate_up and activation outputs, product and expert output, and
-/// the shared expert's MLP; `act` = [`act_saved_bytes`].
+/// the shared expert's MLP; `act` = [`act_saved_bytes`]. transformers 5 routes every token
+/// (no capacity factor, nothing dropped: `grouped_mm_experts_forward` runs all `T·k` (token,
+/// expert) pairs, sorted by expert, integrations/moe.py), so this scales with `k`, not with a
+/// capacity. The router logits the load-balancing loss reads are kept outside the layer
+/// (`Hints::router_logits_kept`, estimator.rs).
 fn moe_saved(shape: &ModelShape, info: &LayerInfo, g: &LayerGrad, w: Widths, act: u64) -> u64 {
     let h = shape.hidden_size;
     let mut per_token = 0u64;

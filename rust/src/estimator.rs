@@ -716,7 +716,10 @@ impl Estimator {
                             0
                         };
                         let full_saved = Segment::per_token(&saved, ctx).saturating_sub(liger_cut);
-                        let kept = if plan.gradient_checkpointing { ckpt_kept } else { full_saved };
+                        // the router logits the load-balancing loss reads, outside any checkpoint
+                        let router = if info.moe && shape.hints.router_logits_kept { w.e * shape.num_experts } else { 0 };
+                        let full_saved = full_saved + router;
+                        let kept = if plan.gradient_checkpointing { ckpt_kept + router } else { full_saved };
                         // activation offloading: kept bytes wait on the host; one layer is fetched ahead
                         let (kept, prefetch) = if plan.activation_offloading { (0, crate::levers::offload_prefetch_per_token(kept)) } else { (kept, 0) };
                         // peft target_parameters: the merged expert weights autograd keeps
