@@ -132,3 +132,18 @@ def test_router_logits_kept_for_the_load_balancing_loss():
         with_aux = estimate(shape_from_config(config_at_depth(aux, 2), "q3"), plan).peak_allocated_bytes
         without = estimate(shape_from_config(config_at_depth(plain, 2), "q3"), plan).peak_allocated_bytes
         assert with_aux - without == 524_288
+
+
+def test_train_refuses_unknown_target_parameters(tmp_path, capsys):
+    """peft itself only warns "no parameter was matched" and trains without the experts: the
+    runtime refuses first, in one line, before loading anything, and writes nothing."""
+    from forge_advisor.cli.main import main
+
+    model_dir, _ = _model_dir(tmp_path, "qwen3_moe")
+    out = tmp_path / "out"
+    capsys.readouterr()  # the model folder's own save messages
+    code = main(["train", "--model", str(model_dir), "--demo", "--preset", "lora", "--output", str(out),
+                 "--lora-target-parameters", "experts.up_proj", "--lora-dropout", "0", "--max-length", "64"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and err.startswith("error: ")
+    assert "experts.gate_up_proj, experts.down_proj" in err and not out.exists()
