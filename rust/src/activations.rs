@@ -398,11 +398,13 @@ pub fn layer_checkpointed(shape: &ModelShape, w: Widths) -> Saved {
 }
 
 /// Extra bytes alive while one layer back-propagates (gradient buffers of its
-/// intermediate tensors; the residual gradient in and out).
+/// intermediate tensors; the residual gradient in and out). The MLP's are its dense MLP's,
+/// or in a mixture-of-experts layer without one its shared expert's (none without either:
+/// Qwen3-MoE, Mixtral, gpt-oss), plus the routed experts'.
 pub fn layer_backward_transient(shape: &ModelShape, info: &LayerInfo, plan: &Plan) -> Saved {
     let w = Widths::of(plan.dtype);
     let h = shape.hidden_size;
-    let inter = info.mlp_inter.unwrap_or(shape.intermediate_size);
+    let inter = if info.moe { info.mlp_inter.or(info.shared_inter).unwrap_or(0) } else { info.mlp_inter.unwrap_or(shape.intermediate_size) };
     let mut per_token = 2 * w.r * h + if shape.gated_mlp { 3 * w.e * inter } else { 2 * w.e * inter };
     if info.moe {
         per_token += shape.num_experts_per_tok * 3 * w.e * shape.moe_intermediate_size;
