@@ -377,9 +377,12 @@ fn moe_saved(shape: &ModelShape, info: &LayerInfo, g: &LayerGrad, w: Widths, act
 /// weights, the transient is `max(down, gate_up − down)` elements (Qwen3-30B-A3B's layer:
 /// max(201M, 403M − 201M) = 201M; fake-tensor truth, benches/cases_accuracy.json). Half
 /// weights: merged and factors in half. fp32: the factors are the fp32 adapters themselves
-/// (no copy), merged in fp32. Autocast over fp32 weights (amp): the merged fp32 tensor is
-/// cast to half for the matmul — that half copy is the autocast copy already counted for
-/// the weight — and its gradient comes back half, then fp32.
+/// (no copy), merged in fp32. Autocast over fp32 weights (amp) is approximate: the merged
+/// tensor is fp32 and transformers' `grouped_mm` is not autocast-enabled (it casts its input
+/// to the weight's dtype), so the experts run in fp32 and no half copy exists; priced here as
+/// the half copy the autocast term already counts plus a fp32 gradient — measured −2.3% on
+/// q3moe-lora-experts-amp, within the bar because the autocast term also keeps the head's half
+/// copy through the layers' backward, which autograd frees after the head's backward.
 pub fn expert_lora_fixed(lora: &LoraSums, dtype: Dtype, r: u64) -> (u64, u64) {
     if lora.expert_merged == 0 {
         return (0, 0);
