@@ -37,6 +37,7 @@ class _PlanLike(Protocol):
     lora_alpha: int
     lora_dropout: float
     lora_target_modules: Any
+    lora_target_parameters: Any
     bnb_4bit_use_double_quant: bool
     per_device_train_batch_size: int
     gradient_accumulation_steps: int
@@ -95,6 +96,8 @@ class Plan:
     def lora_dropout(self) -> float: ...
     @property
     def lora_target_modules(self) -> str | tuple[str, ...] | None: ...
+    @property
+    def lora_target_parameters(self) -> str | tuple[str, ...] | None: ...
     @property
     def bnb_4bit_use_double_quant(self) -> bool: ...
     @property

@@ -83,6 +83,9 @@ class Plan:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     lora_target_modules: tuple[str, ...] | Literal["all-linear"] | None = None  # None: attention q/k/v/o
+    # peft `target_parameters`: fused expert tensors (nn.Parameter [E, out, in]) wrapped by
+    # peft's ParamWrapper; "experts" = every routed expert tensor; None: none
+    lora_target_parameters: tuple[str, ...] | Literal["experts"] | None = None
     # 4-bit (transformers.BitsAndBytesConfig names); only for method="qlora"
     bnb_4bit_use_double_quant: bool = True
     # batch (TrainingArguments names); max_length as in trl's SFTConfig/DPOConfig
@@ -122,6 +125,7 @@ class Plan:
         if isinstance(self.lora_target_modules, tuple) and not self.lora_target_modules:
             raise ForgeError("lora_target_modules=() is empty: name modules or use 'all-linear'",
                              field="lora_target_modules", value="()", allowed="module names or 'all-linear'")
+        self._check_target_parameters()
         _fraction("freeze_ratio", self.freeze_ratio)
         if self.method == "qlora" and self.dtype in ("fp32", "amp-bf16", "amp-fp16"):
             raise ForgeError(f"dtype={self.dtype!r} with method='qlora': 4-bit training computes in bf16 or fp16",
@@ -145,6 +149,26 @@ class Plan:
                 "offloaded (fsdp or zero3)"
             )
 
+    def _check_target_parameters(self) -> None:
+        """`lora_target_parameters`: a tuple of names or "experts"; peft's ParamWrapper
+        refuses dropout ("does not work with lora_dropout != 0", peft/tuners/lora/layer.py)."""
+        tp = self.lora_target_parameters
+        if isinstance(tp, list):
+            object.__setattr__(self, "lora_target_parameters", tp := tuple(tp))
+        if tp is None:
+            return
+        if isinstance(tp, str) and tp != "experts":
+            raise ForgeError(f"lora_target_parameters={tp!r}: a list of parameter names or 'experts'",
+                             field="lora_target_parameters", value=repr(tp), allowed="parameter names or 'experts'")
+        if isinstance(tp, tuple) and (not tp or not all(isinstance(n, str) and n for n in tp)):
+            raise ForgeError(f"lora_target_parameters={tp!r}: name parameters (e.g. experts.gate_up_proj) or use 'experts'",
+                             field="lora_target_parameters", value=repr(tp), allowed="parameter names or 'experts'")
+        if self.uses_lora and self.lora_dropout != 0:
+            raise ForgeError(
+                f"lora_dropout={self.lora_dropout} with lora_target_parameters: peft's ParamWrapper does not work "
+                "with lora_dropout != 0 (set lora_dropout=0)",
+                field="lora_dropout", value=str(self.lora_dropout), allowed="0 with lora_target_parameters")
+
     @property
     def uses_lora(self) -> bool:
         return self.method != "full"
@@ -167,8 +191,9 @@ class Plan:
     def to_dict(self) -> dict[str, Any]:
         # field by field: `dataclasses.asdict` deep-copies and costs ~20 µs, most of an estimate
         d = {name: getattr(self, name) for name in _FIELD_NAMES}
-        if isinstance(d["lora_target_modules"], tuple):
-            d["lora_target_modules"] = list(d["lora_target_modules"])
+        for name in ("lora_target_modules", "lora_target_parameters"):
+            if isinstance(d[name], tuple):
+                d[name] = list(d[name])
         return d
 
     @classmethod

@@ -70,7 +70,7 @@ def test_memory_is_the_sold_size_in_gib():
     for g in gpu_catalog():
         sold_gb = int(g.memory_label.split()[0])  # "80 GB HBM3"
         assert g.memory_bytes == sold_gb * GiB, g.name
-        assert 8 * GiB <= g.memory_bytes <= 200 * GiB, g.name
+        assert 8 * GiB <= g.memory_bytes <= 300 * GiB, g.name  # B300: 288 GB
     cat = by_name()
     assert cat["H100 NVL"].memory_bytes == 94 * GiB
     assert cat["H200"].memory_bytes == 141 * GiB
@@ -179,6 +179,7 @@ def test_find_gpu_forgiving(query, name):
         ("a100 80", ["A100 80GB SXM", "A100 80GB PCIe"]),
         ("v100", ["V100 16GB SXM2", "V100 32GB SXM2"]),
         ("rtx 6000", ["RTX A6000", "RTX 6000 Ada"]),
+        ("a800", ["A800 80GB SXM", "A800 80GB PCIe"]),
     ],
 )
 def test_find_gpu_ambiguous_asks(query, choices):
@@ -196,8 +197,10 @@ def test_find_gpu_unknown_suggests():
     with pytest.raises(ForgeError) as e:
         find_gpu("rtx 9090")
     assert "unknown GPU 'rtx 9090'" in str(e.value) and "RTX 4090" in str(e.value)
-    with pytest.raises(ForgeError, match="unknown GPU 'a800'"):
-        find_gpu("a800")  # a real GPU that is not in the catalog: never silently an A100
+    with pytest.raises(ForgeError, match="unknown GPU 'a900'"):
+        find_gpu("a900")  # not a GPU: never silently an A100
+    assert find_gpu("a800 sxm").name == "A800 80GB SXM"  # the A800 is its own entry, never an A100
+    assert find_gpu("h800").name == "H800 SXM"  # nvidia-smi's name of the SXM5 board ("NVIDIA H800")
     assert find_gpu("h20").name == "H20" and find_gpu("h200").name == "H200"  # numbers compare whole
     with pytest.raises(ForgeError, match="unknown GPU '3060 8gb'"):
         find_gpu("3060 8gb")  # the 8 GB variant is not in the catalog
@@ -233,14 +236,16 @@ def test_2026_gpus_resolve_by_nvml_name():
 
 def test_gpu_from_nvml_older_driver_name_and_other_memory_variant():
     assert gpu_from_nvml(NvmlRecord("A100-SXM4-40GB", 40960 * MiB)).name == "A100 40GB SXM"
+    assert gpu_from_nvml(NvmlRecord("NVIDIA A800-SXM4-80GB", 81251 * MiB)).name == "A800 80GB SXM"
     # an 8 GB RTX 3060 shares the NVML name of the catalog's 12 GB card: keep the NVML name
     g = gpu_from_nvml(NvmlRecord("NVIDIA GeForce RTX 3060", 8192 * MiB, compute_capability=(8, 6)))
     assert g.name == "NVIDIA GeForce RTX 3060" and g.memory_bytes == 8192 * MiB
 
 
 def test_gpu_from_nvml_unknown():
-    g = gpu_from_nvml(NvmlRecord(name="NVIDIA A800-SXM4-80GB", memory_total_bytes=81251 * MiB, compute_capability=(8, 0)))
-    assert g.name == "NVIDIA A800-SXM4-80GB" and g.memory_bytes == 81251 * MiB
+    # a GPU outside the catalog (e.g. the A800 40GB Active workstation card)
+    g = gpu_from_nvml(NvmlRecord(name="NVIDIA A800 40GB Active", memory_total_bytes=40960 * MiB, compute_capability=(8, 0)))
+    assert g.name == "NVIDIA A800 40GB Active" and g.memory_bytes == 40960 * MiB
     assert g.peak_tflops == {k: None for k in PEAK_DTYPES} and not g.known
     assert g.bandwidth_bytes_per_s is None and g.bf16 is True
     old = gpu_from_nvml(NvmlRecord(name="Tesla P100-PCIE-16GB", memory_total_bytes=16280 * MiB, compute_capability=(6, 0)))

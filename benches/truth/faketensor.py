@@ -123,8 +123,10 @@ PLAN_DEFAULTS: dict[str, Any] = {
 }
 
 # Plan fields measured only when a case names them (so the hash of every other case, and
-# its cached result, stays the same): trl's `activation_offloading`.
-OPTIONAL_PLAN_FIELDS = ("activation_offloading",)
+# its cached result, stays the same): trl's `activation_offloading`, peft's
+# `target_parameters` (``lora_target_parameters``: a list of parameter names, or "experts" for
+# every fused expert tensor, see ``_expert_parameters``).
+OPTIONAL_PLAN_FIELDS = ("activation_offloading", "lora_target_parameters")
 
 CATEGORY_NAMES = {
     "Parameter": "parameters",
@@ -451,6 +453,24 @@ def _attention_targets(layer) -> list[str]:
     return targets
 
 
+def _expert_parameters(layers) -> list[str]:
+    """The fused expert tensors of the decoder layers: every 3-D ``nn.Parameter`` of a
+    module named ``experts`` (transformers 5 stores routed experts as ``[E, out, in]`` or
+    ``[E, in, out]`` tensors), as ``experts.<name>`` for peft's ``target_parameters``."""
+    names: list[str] = []
+    for layer in layers:
+        for mname, mod in layer.named_modules():
+            if mname.rsplit(".", 1)[-1] != "experts":
+                continue
+            for pname, prm in mod.named_parameters(recurse=False):
+                key = f"experts.{pname}"
+                if prm.dim() == 3 and key not in names:
+                    names.append(key)
+    if not names:
+        raise RuntimeError("lora_target_parameters='experts' but the model has no fused expert tensors")
+    return names
+
+
 def _param_groups(model):
     import torch.nn as nn  # noqa: PLC0415
     from transformers.trainer_pt_utils import get_parameter_names  # noqa: PLC0415
@@ -585,7 +605,11 @@ def _measure(config: dict[str, Any], p: dict[str, Any], num_layers: int | None, 
 
             tm = p["lora_target_modules"]
             targets = tm if tm is not None else _attention_targets(layers[0])
+            tp = p.get("lora_target_parameters")
+            if tp == "experts":
+                tp = _expert_parameters(layers)
             lcfg = LoraConfig(
+                target_parameters=tp,
                 r=p["lora_r"],
                 lora_alpha=p["lora_alpha"],
                 lora_dropout=p["lora_dropout"],
@@ -602,15 +626,22 @@ def _measure(config: dict[str, Any], p: dict[str, Any], num_layers: int | None, 
             # the fake CUDA device in fp32 -- where it ends up anyway -- and the move skipped.
             from peft.tuners.tuners_utils import BaseTunerLayer  # noqa: PLC0415
 
+            # (ParamWrapper, peft's `target_parameters` layer, has its own move, which casts
+            # to the base dtype before the same fp32 upcast)
+            from peft.tuners.lora.layer import ParamWrapper  # noqa: PLC0415
+
             orig_move = BaseTunerLayer._move_adapter_to_device_of_base_layer
+            orig_pw_move = ParamWrapper._move_adapter_to_device_of_base_layer
             orig_to = nn.Module.to
             BaseTunerLayer._move_adapter_to_device_of_base_layer = lambda self, *a, **k: None
+            ParamWrapper._move_adapter_to_device_of_base_layer = lambda self, *a, **k: None
             nn.Module.to = _noop_to(orig_to)
             try:
                 with torch.device("cuda"):
                     model = get_peft_model(model, lcfg)
             finally:
                 BaseTunerLayer._move_adapter_to_device_of_base_layer = orig_move
+                ParamWrapper._move_adapter_to_device_of_base_layer = orig_pw_move
                 nn.Module.to = orig_to
         elif n_freeze or p["freeze_ratio"] > 0:
             emb = model.get_input_embeddings()

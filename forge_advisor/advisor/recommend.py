@@ -16,6 +16,7 @@ from forge_advisor import core
 from forge_advisor.errors import ForgeError
 from forge_advisor.estimate import EstimateResult
 from forge_advisor.export import launch_command, preset_overrides, preset_snippet, train_argv
+from forge_advisor.levers import LEVER_FIELDS
 
 if TYPE_CHECKING:
     from forge_advisor.gpus import GPU
@@ -284,9 +285,32 @@ def _nothing_fits(shape: ModelShape, gpu: GPU, req: SearchRequest, outcome: Sear
         per_step = -(-req.global_batch // n) * n  # the global batch rounded up to a multiple of n
         more = _fits_with(shape, gpu, req, num_gpus=n, global_batch=per_step)
         if more is not None:
-            parts.append(f"{n} × {gpu.name} fit ({describe(more)}, {more.plan.distributed}, {fmt_bytes(more.estimate.peak_reserved_bytes)} each)")
+            levers = "".join(f" + {f}" for f in LEVER_FIELDS if getattr(more.plan, f) is True)
+            parts.append(f"{n} × {gpu.name} fit ({describe(more)}, {more.plan.distributed}{levers}, "
+                         f"{fmt_bytes(more.estimate.peak_reserved_bytes)} each)")
             break
-    return "; ".join(parts)
+    return "; ".join(parts + moe_weight_notes(shape))
+
+
+def moe_weight_notes(shape: ModelShape) -> list[str]:
+    """Why 4-bit does not shrink a mixture-of-experts model on the Hugging Face stack, when
+    it does not: transformers 5's ``replace_with_bnb_linear`` quantises ``nn.Linear`` modules
+    only, so fused expert tensors (``nn.Parameter [E, out, in]``) stay in the compute dtype
+    and peft's ``prepare_model_for_kbit_training`` upcasts them to fp32 (tests/test_moe_quantization.py
+    checks this on the real classes); an MXFP4 checkpoint (gpt-oss) is dequantised to bf16 to
+    train (transformers ``Mxfp4Config(dequantize=True)``; its kernels have no backward)."""
+    from forge_advisor.units import fmt_bytes
+
+    notes = []
+    experts = shape.fused_expert_parameters()
+    if experts * 2 > shape.num_parameters:
+        notes.append(f"QLoRA does not shrink {shape.name}: bitsandbytes quantises nn.Linear modules only, and its fused "
+                     f"expert tensors ({experts / shape.num_parameters:.0%} of the parameters, {fmt_bytes(2 * experts)} "
+                     "in bf16) stay in bf16, then fp32 after prepare_model_for_kbit_training")
+    if shape.checkpoint_quantization == "mxfp4":
+        notes.append(f"its MXFP4 checkpoint is dequantised to bf16 to train ({fmt_bytes(2 * shape.num_parameters)} of weights; "
+                     "transformers' MXFP4 kernels have no backward)")
+    return notes
 
 
 def auto_preset(model: str | ModelShape, gpu: str | GPU | None = None, **constraints: Any) -> BasePreset:

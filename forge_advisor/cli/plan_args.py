@@ -58,6 +58,12 @@ def _targets(text: str) -> str | tuple[str, ...]:
     return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
+def _param_targets(text: str) -> str | tuple[str, ...]:
+    if text.strip() == "experts":
+        return "experts"
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
 @dataclass(frozen=True)
 class PlanFlag:
     field: str  # the Plan field (Hugging Face name)
@@ -81,6 +87,8 @@ PLAN_FLAGS: tuple[PlanFlag, ...] = (
     PlanFlag("lora_alpha", (), int, "A", "LoRA alpha"),
     PlanFlag("lora_dropout", (), float, "P", "LoRA dropout probability"),
     PlanFlag("lora_target_modules", (), _targets, "a,b|all-linear", "modules to adapt (default: attention q/k/v/o)"),
+    PlanFlag("lora_target_parameters", (), _param_targets, "experts|a,b",
+             "peft target_parameters: fused MoE expert tensors to adapt ('experts' = all; needs --lora-dropout 0)"),
     PlanFlag("per_device_train_batch_size", ("--batch-size",), int, "N", "sequences per device per micro-batch"),
     PlanFlag("gradient_accumulation_steps", ("--grad-accum",), int, "N", "micro-batches per optimizer step"),
     PlanFlag("max_length", ("--seq-len",), int, "T", "sequence length in tokens"),

@@ -107,6 +107,9 @@ class BasePreset:
     lora_dropout: float = 0.05
     lora_bias: str = "none"
     lora_target_modules: tuple[str, ...] | str | None = None  # None: the model's q/k/v/o; or "all-linear"
+    # peft LoraConfig.target_parameters: fused expert tensors (peft's ParamWrapper, no dropout);
+    # "experts" = every routed expert tensor of the model; None: none
+    lora_target_parameters: tuple[str, ...] | str | None = None
     # quantization (transformers.BitsAndBytesConfig names)
     load_in_4bit: bool = False
     load_in_8bit: bool = False
@@ -169,6 +172,7 @@ class BasePreset:
         _num("lora_dropout", self.lora_dropout, *PLAN_FLOAT_RANGES["lora_dropout"], hi_open=True)
         _choice("lora_bias", self.lora_bias, LORA_BIAS)
         self._check_targets()
+        self._check_target_parameters()
         for flag in ("load_in_4bit", "load_in_8bit", "bnb_4bit_use_double_quant"):
             if not isinstance(getattr(self, flag), bool):
                 raise ForgeError(f"{flag}={getattr(self, flag)!r} must be true or false")
@@ -215,6 +219,17 @@ class BasePreset:
         if not isinstance(t, tuple) or not t or not all(isinstance(s, str) and s for s in t):
             raise ForgeError(f"lora_target_modules={t!r} must be module names, 'all-linear' or null (q/k/v/o)")
 
+    def _check_target_parameters(self) -> None:
+        t = self.lora_target_parameters
+        if isinstance(t, list):
+            t = self.lora_target_parameters = tuple(t)
+        if t is None or t == "experts":
+            return
+        if isinstance(t, str):  # "experts.gate_up_proj,experts.down_proj" from a command line
+            t = self.lora_target_parameters = tuple(s.strip() for s in t.split(",") if s.strip())
+        if not isinstance(t, tuple) or not t or not all(isinstance(s, str) and s for s in t):
+            raise ForgeError(f"lora_target_parameters={t!r} must be parameter names, 'experts' or null")
+
     def _check_method_consistency(self) -> None:
         # the quantization flags and the method say the same thing; the flags win when set explicitly
         if self.load_in_4bit and self.load_in_8bit:
@@ -243,8 +258,9 @@ class BasePreset:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        if isinstance(d["lora_target_modules"], tuple):
-            d["lora_target_modules"] = list(d["lora_target_modules"])
+        for key in ("lora_target_modules", "lora_target_parameters"):
+            if isinstance(d[key], tuple):
+                d[key] = list(d[key])
         return d
 
     def replace(self, **overrides: Any) -> BasePreset:

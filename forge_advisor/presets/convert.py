@@ -150,8 +150,36 @@ def lora_config(preset: BasePreset, model: Any = None) -> Any:
         lora_dropout=preset.lora_dropout,
         bias=preset.lora_bias,
         target_modules=target_modules_for(preset, model),
+        target_parameters=target_parameters_for(preset, model),
         task_type="CAUSAL_LM",
     )
+
+
+def target_parameters_for(preset: BasePreset, model: Any = None) -> list[str] | None:
+    """peft's ``target_parameters``: explicit names, or for ``"experts"`` every fused expert
+    tensor — a live model's 3-D parameters under an ``experts`` module, else the shape's
+    (``ModelShape.fused_expert_names``), else transformers 5's spelling."""
+    t = preset.lora_target_parameters
+    if t is None:
+        return None
+    if t != "experts":
+        return list(t)
+    if hasattr(model, "named_parameters"):
+        names: dict[str, None] = {}
+        for full, param in model.named_parameters():
+            module, _, leaf = full.rpartition(".")
+            if param.dim() == 3 and module.rsplit(".", 1)[-1] == "experts":
+                names.setdefault(f"experts.{leaf}", None)
+        if not names:
+            raise ForgeError("lora_target_parameters='experts': the model has no fused expert tensors")
+        return list(names)
+    shape = _shape_of(model)
+    if shape is None:
+        return ["experts.gate_up_proj", "experts.down_proj"]
+    names_ = shape.fused_expert_names()
+    if not names_:
+        raise ForgeError(f"lora_target_parameters='experts': {shape.name} has no fused expert tensors")
+    return names_
 
 
 def compute_dtype_name(preset: BasePreset) -> str:

@@ -110,8 +110,9 @@ def preset_to_plan(preset: BasePreset, *, precision: str | None = "auto") -> Pla
     data["dtype"] = _dtype(preset, precision)
     data["dpo_beta"] = preset.beta
     data["attn_implementation"] = preset.attn_implementation or "sdpa"
-    t = preset.lora_target_modules
-    data["lora_target_modules"] = tuple(t) if isinstance(t, (list, tuple)) else t
+    for key in ("lora_target_modules", "lora_target_parameters"):
+        t = getattr(preset, key)
+        data[key] = tuple(t) if isinstance(t, (list, tuple)) else t
     return Plan(**data)
 
 
@@ -132,7 +133,7 @@ def preset_overrides(preset: BasePreset, plan: Plan, precision: str | None = "bf
             out["beta"] = value
         elif key == "dtype":
             out.update(_dtype_fields(plan))
-        elif key == "lora_target_modules" and isinstance(value, list):
+        elif key in ("lora_target_modules", "lora_target_parameters") and isinstance(value, list):
             out[key] = tuple(value)
         else:
             out[key] = value

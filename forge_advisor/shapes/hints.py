@@ -41,4 +41,8 @@ def hints_for(c: ConfigReader, model_type: str) -> dict[str, Any]:
         hints["attn_logit_softcapping"] = True
     if model_type in _EAGER_ONLY:
         hints["eager_only"] = True
+    if c.data.get("output_router_logits") is True:
+        # the MoE forward records every router's logits for the load-balancing loss
+        # (OutputRecorder(…TopKRouter, index=0)): kept until the loss, their grads until backward
+        hints["router_logits_kept"] = True
     return hints

@@ -94,11 +94,14 @@ class ModelShape:
     torch_dtype: str | None = None
     source: str = ""
     architectures: tuple[str, ...] = field(default_factory=tuple)
+    # the checkpoint's own quantisation (config.json `quantization_config.quant_method`, e.g.
+    # gpt-oss's "mxfp4"): what it is stored in, not what it trains in
+    checkpoint_quantization: str | None = field(default=None, compare=False)
     # Facts that change activation memory (rust/src/shape.rs `Hints`): norm_fp32_weight,
     # qk_norm, hidden_dropout, attention_dropout, *_softcapping, eager_only.
     hints: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
-    _PYTHON_ONLY = ("hidden_act", "max_position_embeddings", "torch_dtype", "source", "architectures")
+    _PYTHON_ONLY = ("hidden_act", "max_position_embeddings", "torch_dtype", "source", "architectures", "checkpoint_quantization")
 
     # -- sequence length --------------------------------------------------------------
     def check_length(self, tokens: int, flag: str = "max_length") -> None:
@@ -165,6 +168,24 @@ class ModelShape:
             for lin in lt.linears:
                 if lin.lora_targetable:
                     seen.setdefault(lin.leaf, None)
+        return list(seen)
+
+    def fused_expert_parameters(self) -> int:
+        """Parameters in fused routed-expert tensors (not ``nn.Linear``: bitsandbytes leaves
+        them in the compute dtype, peft reaches them only through ``target_parameters``)."""
+        per_type = [sum(lin.in_features * lin.out_features * lin.count for lin in lt.linears
+                        if lin.role == "expert" and not lin.lora_targetable) for lt in self.layer_types]
+        return sum(per_type[i] for i in self.layers)
+
+    def fused_expert_names(self) -> list[str]:
+        """The fused routed-expert tensors (``nn.Parameter [E, out, in]``, not ``nn.Linear``),
+        as ``experts.<name>``: what peft's ``target_parameters`` match (by suffix of
+        ``module.parameter``), e.g. ``["experts.gate_up_proj", "experts.down_proj"]``."""
+        seen: dict[str, None] = {}
+        for lt in self.layer_types:
+            for lin in lt.linears:
+                if lin.role == "expert" and not lin.lora_targetable:
+                    seen.setdefault(f"experts.{lin.leaf}", None)
         return list(seen)
 
     def attention_linear_names(self) -> list[str]:

@@ -149,6 +149,9 @@ def shape_from_config(config: dict[str, Any], name: str, source: str | None = No
 
         shape = meta.shape_from_meta(config, name, exc)
     shape.native  # validate in Rust now, so errors surface at load time  # noqa: B018
+    quant = config.get("quantization_config")
+    if isinstance(quant, dict) and isinstance(quant.get("quant_method"), str):
+        object.__setattr__(shape, "checkpoint_quantization", quant["quant_method"])
     return shape
 
 

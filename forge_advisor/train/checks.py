@@ -104,6 +104,7 @@ def check_lora_rank(preset: BasePreset, shape: ModelShape) -> list[str] | str:
                     f"lora_target_modules: '{t}' is not a linear module of {shape.name}{did_you_mean(t, available)}; "
                     f"available: {', '.join(available)}"
                 )
+    check_target_parameters(preset, shape)
     wanted = set(available) if targets == "all-linear" else set(targets)
     for lt in shape.layer_types:
         for lin in lt.linears:
@@ -116,6 +117,18 @@ def check_lora_rank(preset: BasePreset, shape: ModelShape) -> list[str] | str:
                         f"{lin.out_features}) = {limit}: allowed [1, {limit}]"
                     )
     return targets
+
+
+def check_target_parameters(preset: BasePreset, shape: ModelShape) -> None:
+    """``lora_target_parameters`` must name fused expert tensors of the model (peft only warns
+    "no parameter was matched" and trains without them): the core's rule (analysis.rs
+    ``param_mask``), asked with a one-token plan so that nothing else is judged here."""
+    if preset.lora_target_parameters is None:
+        return
+    from forge_advisor.estimate import estimate
+    from forge_advisor.plan import Plan
+
+    estimate(shape, Plan(lora_target_parameters=preset.lora_target_parameters, lora_dropout=0.0, max_length=1))
 
 
 def check_output_dir(output_dir: str | Path | None, resume: bool, overwrite: bool = False) -> Path:

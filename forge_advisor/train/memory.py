@@ -44,8 +44,10 @@ def plan_of(model: Any, **changes: Any) -> Plan:
                                                                  getattr(base, "is_gradient_checkpointing", False)))}
     if peft_cfg is not None:
         targets = peft_cfg.target_modules
+        params = getattr(peft_cfg, "target_parameters", None)
         fields.update(lora_r=peft_cfg.r, lora_alpha=int(peft_cfg.lora_alpha), lora_dropout=float(peft_cfg.lora_dropout),
-                      lora_target_modules=targets if isinstance(targets, str) else tuple(sorted(targets)))
+                      lora_target_modules=targets if isinstance(targets, str) else tuple(sorted(targets or ())) or None,
+                      lora_target_parameters=tuple(sorted(params)) if params else None)
     fields.update(changes)
     return Plan(**fields)
 

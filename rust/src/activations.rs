@@ -331,7 +331,11 @@ fn mlp_saved(shape: &ModelShape, an: &Analysis, info: &LayerInfo, g: &LayerGrad,
 /// A mixture-of-experts block's saved bytes per token: the router's fp32 softmax over
 /// `experts` and the top-k weights (`4 · experts + 8 · k`), per routed token (`k` of them)
 /// its gathered input, gate_up and activation outputs, product and expert output, and
-/// the shared expert's MLP; `act` = [`act_saved_bytes`].
+/// the shared expert's MLP; `act` = [`act_saved_bytes`]. transformers 5 routes every token
+/// (no capacity factor, nothing dropped: `grouped_mm_experts_forward` runs all `T·k` (token,
+/// expert) pairs, sorted by expert, integrations/moe.py), so this scales with `k`, not with a
+/// capacity. The router logits the load-balancing loss reads are kept outside the layer
+/// (`Hints::router_logits_kept`, estimator.rs).
 fn moe_saved(shape: &ModelShape, info: &LayerInfo, g: &LayerGrad, w: Widths, act: u64) -> u64 {
     let h = shape.hidden_size;
     let mut per_token = 0u64;
@@ -343,12 +347,14 @@ fn moe_saved(shape: &ModelShape, info: &LayerInfo, g: &LayerGrad, w: Widths, act
     if g.weights {
         per_token += w.e * h; // router input
     }
-    // per routed token: gathered input (if experts train), gate_up output, act output,
-    // product (if experts train), expert output kept by the routing-weight multiply
-    let per_route = (if g.weights { w.e * h } else { 0 })
+    // per routed token: gathered input (if the gate_up weight trains: full fine-tuning, or
+    // its merged LoRA weight under `target_parameters`), gate_up output, act output,
+    // product (if the down weight trains), expert output kept by the routing-weight multiply
+    let (in_trains, out_trains) = (g.weights || g.lora.expert_in, g.weights || g.lora.expert_out);
+    let per_route = (if in_trains { w.e * h } else { 0 })
         + w.e * 2 * mi
         + act * mi
-        + (if g.weights { w.e * mi } else { 0 })
+        + (if out_trains { w.e * mi } else { 0 })
         + w.e * h
         + 8;
     per_token += k * per_route;
@@ -358,17 +364,50 @@ fn moe_saved(shape: &ModelShape, info: &LayerInfo, g: &LayerGrad, w: Widths, act
     per_token
 }
 
+/// peft `target_parameters` on a layer's fused expert tensors, in bytes independent of the
+/// tokens: (what autograd saves, what its backward holds at once). peft's `ParamWrapper`
+/// (peft/tuners/lora/layer.py) registers a parametrization for each forward: with one
+/// adapter and `E > 1` experts `_LoraFactorsProxy` folds `W + s·B·A` with one `baddbmm`
+/// into a new tensor of W's shape and dtype (autocast off), `E·in·out` elements, and
+/// baddbmm keeps the two factors cast to W's dtype (`r·E·(in + out)` elements). The
+/// experts' matmul (transformers' `grouped_mm`) keeps that merged weight for the input
+/// gradient; its backward builds a gradient of the same shape, consumed at once by the
+/// baddbmm backward. Backward runs the output side (down) first, then the input side
+/// (gate_up), whose merged weights are alive until their own backward: beyond the merged
+/// weights, the transient is `max(down, gate_up − down)` elements (Qwen3-30B-A3B's layer:
+/// max(201M, 403M − 201M) = 201M; fake-tensor truth, benches/cases_accuracy.json). Half
+/// weights: merged and factors in half. fp32: the factors are the fp32 adapters themselves
+/// (no copy), merged in fp32. Autocast over fp32 weights (amp) is approximate: the merged
+/// tensor is fp32 and transformers' `grouped_mm` is not autocast-enabled (it casts its input
+/// to the weight's dtype), so the experts run in fp32 and no half copy exists; priced here as
+/// the half copy the autocast term already counts plus a fp32 gradient — measured −2.3% on
+/// q3moe-lora-experts-amp, within the bar because the autocast term also keeps the head's half
+/// copy through the layers' backward, which autograd frees after the head's backward.
+pub fn expert_lora_fixed(lora: &LoraSums, dtype: Dtype, r: u64) -> (u64, u64) {
+    if lora.expert_merged == 0 {
+        return (0, 0);
+    }
+    let grad = lora.expert_merged_max_out.max(lora.expert_merged_max_in.saturating_sub(lora.expert_merged_out));
+    match dtype {
+        Dtype::Bf16 | Dtype::Fp16 => (2 * lora.expert_merged + 2 * r * lora.expert_params_per_rank, 2 * grad),
+        Dtype::Fp32 => (4 * lora.expert_merged, 4 * grad),
+        Dtype::AmpBf16 | Dtype::AmpFp16 => (0, 6 * grad),
+    }
+}
+
 /// Saved bytes of a layer under non-reentrant checkpointing: only its input.
 pub fn layer_checkpointed(shape: &ModelShape, w: Widths) -> Saved {
     Saved { per_token: w.r * shape.hidden_size, per_token_ctx: 0, constant: 0 }
 }
 
 /// Extra bytes alive while one layer back-propagates (gradient buffers of its
-/// intermediate tensors; the residual gradient in and out).
+/// intermediate tensors; the residual gradient in and out). The MLP's are its dense MLP's,
+/// or in a mixture-of-experts layer without one its shared expert's (none without either:
+/// Qwen3-MoE, Mixtral, gpt-oss), plus the routed experts'.
 pub fn layer_backward_transient(shape: &ModelShape, info: &LayerInfo, plan: &Plan) -> Saved {
     let w = Widths::of(plan.dtype);
     let h = shape.hidden_size;
-    let inter = info.mlp_inter.unwrap_or(shape.intermediate_size);
+    let inter = if info.moe { info.mlp_inter.or(info.shared_inter).unwrap_or(0) } else { info.mlp_inter.unwrap_or(shape.intermediate_size) };
     let mut per_token = 2 * w.r * h + if shape.gated_mlp { 3 * w.e * inter } else { 2 * w.e * inter };
     if info.moe {
         per_token += shape.num_experts_per_tok * 3 * w.e * shape.moe_intermediate_size;

@@ -29,6 +29,14 @@ pub struct Lin {
     pub group: usize,
 }
 
+impl Lin {
+    /// A routed expert tensor that is not an `nn.Linear` (transformers 5's fused
+    /// `nn.Parameter [E, out, in]`): peft adapts it only through `target_parameters`.
+    pub fn is_fused_expert(&self) -> bool {
+        self.block == Role::Expert && !self.targetable
+    }
+}
+
 /// The linear groups the activation rules read: attention in/out, MLP in/out.
 pub const GROUP_ATTN_IN: usize = 0;
 pub const GROUP_ATTN_OUT: usize = 1;
@@ -73,6 +81,23 @@ pub struct LoraSums {
     pub params_per_rank: u64,
     /// Σ (in + out) over the adapted linears (the LoRA matmuls' FLOPs per unit of rank / 2).
     pub in_plus_out: u64,
+    /// peft `target_parameters` on fused expert tensors (`ParamWrapper`): Σ and largest
+    /// `in · out · count` of the adapted tensors (the merged weight each forward builds),
+    /// their adapter parameters per unit of rank `Σ (in + out) · count` (also inside
+    /// `params_per_rank`), and Σ `in · out` of one expert each (the weight gradient's
+    /// matmuls per routed token).
+    pub expert_merged: u64,
+    /// `in · out · count` of the largest adapted tensor on each side (input side: gate_up,
+    /// first in forward; output side: down), and Σ on the output side.
+    pub expert_merged_max_in: u64,
+    pub expert_merged_max_out: u64,
+    pub expert_merged_out: u64,
+    pub expert_params_per_rank: u64,
+    pub expert_in_out: u64,
+    /// Which side of the routed experts is adapted: the input projection (gate_up, whose
+    /// weight gradient needs the gathered input) and the output one (down, needs the product).
+    pub expert_in: bool,
+    pub expert_out: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -132,7 +157,27 @@ impl LayerInfo {
             return s;
         }
         for l in &self.lins {
-            if l.targetable && mask & (1 << l.bit) != 0 {
+            if l.is_fused_expert() && mask & (1 << l.bit) != 0 {
+                // peft ParamWrapper on a [E, ·, ·] tensor: lora_A = Linear(in, r·E),
+                // lora_B = Linear(r·E, out) (peft/tuners/lora/layer.py `update_layer`)
+                s.any = true;
+                s.params_per_rank += (l.in_f + l.out_f) * l.count;
+                s.expert_params_per_rank += (l.in_f + l.out_f) * l.count;
+                let merged = l.in_f * l.out_f * l.count;
+                s.expert_merged += merged;
+                s.expert_in_out += l.in_f * l.out_f;
+                match l.side {
+                    Side::In => {
+                        s.expert_in = true;
+                        s.expert_merged_max_in = s.expert_merged_max_in.max(merged);
+                    }
+                    Side::Out => {
+                        s.expert_out = true;
+                        s.expert_merged_out += merged;
+                        s.expert_merged_max_out = s.expert_merged_max_out.max(merged);
+                    }
+                }
+            } else if l.targetable && mask & (1 << l.bit) != 0 {
                 s.any = true;
                 s.params_per_rank += (l.in_f + l.out_f) * l.count;
                 s.in_plus_out += l.in_f + l.out_f;
@@ -154,6 +199,9 @@ pub struct Analysis {
     pub full_names: Vec<(String, u32)>,
     pub attention_mask: u64,
     pub all_linear_mask: u64,
+    /// Bits of the fused expert tensors (peft `target_parameters`; their own bits, apart
+    /// from any `nn.Linear` of the same leaf name).
+    pub expert_mask: u64,
     pub types: Vec<LayerInfo>,
     pub layers: Vec<u32>,
     pub embedding_params: u64,
@@ -196,6 +244,7 @@ struct TargetNames {
     full_names: Vec<(String, u32)>,
     attention_mask: u64,
     all_linear_mask: u64,
+    expert_mask: u64,
 }
 
 impl TargetNames {
@@ -203,13 +252,18 @@ impl TargetNames {
     /// leaf; records the full name and, for a LoRA-targetable linear, its mask bits.
     fn register(&mut self, lin: &Linear) -> Result<(u32, String)> {
         let leaf = lin.name.rsplit('.').next().unwrap_or(&lin.name).to_string();
-        let bit = match self.names.iter().position(|n| *n == leaf) {
+        // a fused expert tensor takes its own bit, keyed `experts.<leaf>` (the tensor's
+        // parameter name under its module), so `down_proj` the module and `experts.down_proj`
+        // the tensor are targeted apart
+        let fused = lin.role == Role::Expert && !lin.lora_targetable;
+        let key = if fused { format!("experts.{leaf}") } else { leaf.clone() };
+        let bit = match self.names.iter().position(|n| *n == key) {
             Some(i) => i as u32,
             None => {
                 if self.names.len() >= 64 {
                     return Err(Error::field("linear module names", self.names.len() + 1, "at most 64 distinct names"));
                 }
-                self.names.push(leaf.clone());
+                self.names.push(key);
                 (self.names.len() - 1) as u32
             }
         };
@@ -221,6 +275,9 @@ impl TargetNames {
             if lin.role == Role::Attention {
                 self.attention_mask |= 1 << bit;
             }
+        }
+        if fused {
+            self.expert_mask |= 1 << bit;
         }
         Ok((bit, leaf))
     }
@@ -406,6 +463,7 @@ impl Analysis {
             full_names: reg.full_names,
             attention_mask: reg.attention_mask,
             all_linear_mask: reg.all_linear_mask,
+            expert_mask: reg.expert_mask,
             types,
             layers: shape.layers.clone(),
             embedding_params: top.embedding,
@@ -439,21 +497,61 @@ impl Analysis {
         }
     }
 
+    /// Resolve peft-style `target_parameters` to a bit mask of fused expert tensors:
+    /// `"experts"` is every one of them; a name matches a tensor whose parameter path
+    /// (`mlp.experts.gate_up_proj`) equals it or ends with `.name` (peft `_inject_parameters`).
+    pub fn param_mask(&self, targets: Option<&crate::plan::Targets>) -> Result<u64> {
+        use crate::plan::Targets;
+        let list = match targets {
+            None => return Ok(0),
+            Some(Targets::Keyword(k)) if k == "experts" => {
+                if self.expert_mask == 0 {
+                    return Err(Error::field("lora_target_parameters", "experts", "a model with fused expert tensors (this one has none)"));
+                }
+                return Ok(self.expert_mask);
+            }
+            Some(Targets::Keyword(k)) => std::slice::from_ref(k),
+            Some(Targets::Names(list)) => list.as_slice(),
+        };
+        let mut mask = 0u64;
+        for want in list {
+            let before = mask;
+            for (full, bit) in &self.full_names {
+                let suffix = full.len() > want.len() && full.ends_with(want.as_str()) && full.as_bytes()[full.len() - want.len() - 1] == b'.';
+                if self.expert_mask & (1 << bit) != 0 && (full == want || suffix) {
+                    mask |= 1 << bit;
+                }
+            }
+            if mask == before {
+                let have: Vec<&str> = self.names.iter().enumerate().filter(|(i, _)| self.expert_mask & (1 << i) != 0).map(|(_, n)| n.as_str()).collect();
+                let allowed = if have.is_empty() { "a model with fused expert tensors (this one has none)".to_string() } else { format!("'experts' or one of the model's fused expert tensors: {}", have.join(", ")) };
+                return Err(Error::field("lora_target_parameters", want, allowed));
+            }
+        }
+        Ok(mask)
+    }
+
     fn names_mask(&self, list: &[String]) -> Result<u64> {
         let mut mask = 0u64;
         for want in list {
             let mut hit = false;
-            for (full, bit) in &self.full_names {
+            // a name that also matches an nn.Linear (`down_proj`) targets that module only
+            let matches = |full: &str| {
                 // `full == want || full.ends_with(&format!(".{want}"))`, without the String
-                let suffix = full.len() > want.len()
-                    && full.ends_with(want.as_str())
-                    && full.as_bytes()[full.len() - want.len() - 1] == b'.';
-                if full == want || suffix {
+                full == want
+                    || (full.len() > want.len() && full.ends_with(want.as_str()) && full.as_bytes()[full.len() - want.len() - 1] == b'.')
+            };
+            let module_hit = self.full_names.iter().any(|(full, bit)| self.all_linear_mask & (1 << bit) != 0 && matches(full));
+            for (full, bit) in &self.full_names {
+                if matches(full) {
+                    if module_hit && self.expert_mask & (1 << bit) != 0 {
+                        continue;
+                    }
                     if self.all_linear_mask & (1 << bit) == 0 {
                         return Err(Error::field(
                             "lora_target_modules",
                             want,
-                            "nn.Linear modules (fused expert tensors cannot take LoRA by name)",
+                            "nn.Linear modules (fused expert tensors take LoRA through lora_target_parameters)",
                         ));
                     }
                     mask |= 1 << bit;

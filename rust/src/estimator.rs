@@ -169,6 +169,14 @@ fn layer_trainable(params: u64, lora: &LoraSums, full: bool, r: u64) -> u64 {
     }
 }
 
+/// A layer's backward transient per token at context `ctx` ([`layer_backward_transient`]):
+/// (all of it, without the attention scores' per-context part — what the MLP block's
+/// backward holds while the attention block's saved tensors wait).
+fn backward_transient(shape: &ModelShape, info: &crate::analysis::LayerInfo, plan: &Plan, ctx: u64) -> (u64, u64) {
+    let t = layer_backward_transient(shape, info, plan);
+    (Segment::per_token(&t, ctx), t.per_token)
+}
+
 /// What every step of [`Estimator::prepare_in`] reads about a plan.
 struct Basis {
     /// The LoRA target bits (0 without adapters).
@@ -447,7 +455,7 @@ impl Estimator {
         let held_head = if shape.tie_word_embeddings && embed_trains { sat(an.embedding_params, grad_bytes_per) } else { 0 };
         let vh = sat(an.embedding_params, grad_bytes_per);
         let flops_per_token = crate::throughput::flops_per_token(self, plan, mask, frozen, acts.first_in_graph);
-        let quality = crate::objective::quality_score(plan, crate::objective::targets_all_linear(plan, mask, an.all_linear_mask));
+        let quality = crate::objective::quality_score(plan, crate::objective::targets_all_linear(plan, mask & an.all_linear_mask, an.all_linear_mask));
         let base = Breakdown {
             weights: fixed.weights,
             quant_state,
@@ -505,7 +513,19 @@ impl Estimator {
         if plan.trainer == Trainer::Dpo && self.shape.is_encoder_decoder {
             return Err(Error::field("trainer", "dpo", "decoder-only models (seq2seq DPO is not modelled)"));
         }
-        let mask = if plan.uses_lora() { an.target_mask(plan.lora_target_modules.as_ref())? } else { 0 };
+        // the modules' bits and the fused expert tensors' (`lora_target_parameters`): apart
+        // bits of one mask (analysis.rs `TargetNames::register`)
+        let mask = if plan.uses_lora() {
+            let params = an.param_mask(plan.lora_target_parameters.as_ref())?;
+            // `target_modules=[]` with parameters only is peft's "target_parameters alone"
+            let modules = match &plan.lora_target_modules {
+                Some(crate::plan::Targets::Names(list)) if list.is_empty() && params != 0 => 0,
+                t => an.target_mask(t.as_ref())?,
+            };
+            modules | params
+        } else {
+            0
+        };
         // fast check first: the rank fits the narrowest targeted linear of every target bit;
         // otherwise find the first offending linear for the message
         let mut rank_fits = true;
@@ -671,7 +691,7 @@ impl Estimator {
         for &(t, start, end) in &an.runs {
             let info = &an.types[t as usize];
             let lora = info.lora_sums(b.mask);
-            let mut transient: Option<u64> = None;
+            let mut transient: Option<(u64, u64)> = None;
             let first_live = (b.frozen.min(end as u64) as usize).max(start);
             for (mut lo, hi, live) in [(start, first_live, false), (first_live, end, true)] {
                 while lo < hi {
@@ -696,19 +716,28 @@ impl Estimator {
                             0
                         };
                         let full_saved = Segment::per_token(&saved, ctx).saturating_sub(liger_cut);
-                        let kept = if plan.gradient_checkpointing { ckpt_kept } else { full_saved };
+                        // the router logits the load-balancing loss reads, outside any checkpoint
+                        let router = if info.moe && shape.hints.router_logits_kept { w.e * shape.num_experts } else { 0 };
+                        let full_saved = full_saved + router;
+                        let kept = if plan.gradient_checkpointing { ckpt_kept + router } else { full_saved };
                         // activation offloading: kept bytes wait on the host; one layer is fetched ahead
                         let (kept, prefetch) = if plan.activation_offloading { (0, crate::levers::offload_prefetch_per_token(kept)) } else { (kept, 0) };
+                        // peft target_parameters: the merged expert weights autograd keeps
+                        // (not under checkpointing; offloading moves them with the rest)
+                        let (merged, merged_bwd) = crate::activations::expert_lora_fixed(&g.lora, act_plan.dtype, plan.lora_r);
+                        let kept_fixed = if plan.gradient_checkpointing || plan.activation_offloading { 0 } else { merged };
                         acc.host_per_token = acc.host_per_token.saturating_add(sat(prefetch, n as u64));
                         segs.push(Segment {
                             n: n as u64,
                             kept,
                             full: full_saved,
-                            transient: prefetch
-                                + *transient
-                                    .get_or_insert_with(|| Segment::per_token(&layer_backward_transient(shape, info, act_plan), ctx)),
+                            transient: prefetch + transient.get_or_insert_with(|| backward_transient(shape, info, act_plan, ctx)).0,
+                            transient_mlp: prefetch + transient.get_or_insert_with(|| backward_transient(shape, info, act_plan, ctx)).1,
                             constant: saved.constant,
                             layer_grads: sat(tp, b.grad_bytes_per) / b.grad_scale,
+                            kept_fixed,
+                            full_fixed: merged,
+                            bwd_fixed: merged_bwd,
                         });
                         if acc.first_in_graph.is_none() {
                             acc.first_in_graph = Some(lo);

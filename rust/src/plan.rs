@@ -217,6 +217,11 @@ pub struct Plan {
     pub lora_dropout: f64,
     /// `None`: the attention projections, as the `lora` preset does.
     pub lora_target_modules: Option<Targets>,
+    /// peft `LoraConfig(target_parameters=…)`: fused expert tensors (`nn.Parameter [E, out,
+    /// in]`) that peft's `ParamWrapper` adapts; `"experts"`: every routed expert tensor;
+    /// `None`: none (analysis.rs `param_mask`, activations.rs `expert_lora_fixed`).
+    #[serde(default)]
+    pub lora_target_parameters: Option<Targets>,
     pub bnb_4bit_use_double_quant: bool,
     pub per_device_train_batch_size: u64,
     pub gradient_accumulation_steps: u64,
@@ -264,6 +269,7 @@ impl Default for Plan {
             lora_alpha: 32,
             lora_dropout: 0.05,
             lora_target_modules: None,
+            lora_target_parameters: None,
             bnb_4bit_use_double_quant: true,
             per_device_train_batch_size: 4,
             gradient_accumulation_steps: 4,
@@ -303,6 +309,7 @@ impl Plan {
             lora_alpha,
             lora_dropout,
             lora_target_modules,
+            lora_target_parameters,
             bnb_4bit_use_double_quant,
             per_device_train_batch_size: _,
             gradient_accumulation_steps: _,
@@ -327,6 +334,7 @@ impl Plan {
             && *lora_alpha == other.lora_alpha
             && lora_dropout.to_bits() == other.lora_dropout.to_bits()
             && *lora_target_modules == other.lora_target_modules
+            && *lora_target_parameters == other.lora_target_parameters
             && *bnb_4bit_use_double_quant == other.bnb_4bit_use_double_quant
             && *max_length == other.max_length
             && freeze_ratio.to_bits() == other.freeze_ratio.to_bits()
@@ -409,6 +417,11 @@ impl Plan {
         }
         if self.offload_params && !matches!(self.distributed, Distributed::Fsdp | Distributed::Zero3) {
             return Err(Error::field("offload_params", true, "distributed=fsdp or zero3 (only sharded parameters are offloaded)"));
+        }
+        // peft's ParamWrapper: "does not work with lora_dropout != 0" (it cannot factor x
+        // out of lora_B(lora_A(dropout(x))), peft/tuners/lora/layer.py)
+        if self.uses_lora() && self.lora_target_parameters.is_some() && self.lora_dropout != 0.0 {
+            return Err(Error::field("lora_dropout", self.lora_dropout, "0 with lora_target_parameters (peft's ParamWrapper has no dropout)"));
         }
         if self.method == Method::Qlora && !matches!(self.dtype, Dtype::Bf16 | Dtype::Fp16) {
             return Err(Error::field("dtype", format!("{:?}", self.dtype), "bf16 or fp16 with method=qlora"));

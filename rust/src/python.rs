@@ -78,8 +78,12 @@ fn boolean(obj: &Bound<'_, PyAny>, field: &str) -> PyResult<bool> {
     v.extract::<bool>().map_err(|_| to_py(Error::field(field, v.to_string(), "true or false")))
 }
 
-fn targets(obj: &Bound<'_, PyAny>) -> PyResult<Option<Targets>> {
-    let v = attr(obj, intern!(obj.py(), "lora_target_modules"))?;
+/// `lora_target_modules` (None, "all-linear" or names) or `lora_target_parameters` (None,
+/// "experts" or names), read by attribute.
+fn targets<'py>(obj: &Bound<'py, PyAny>, name: &Bound<'py, pyo3::types::PyString>, keyword: &str) -> PyResult<Option<Targets>> {
+    let v = attr(obj, name)?;
+    let field = name.to_string();
+    let field = field.as_str();
     if v.is_none() {
         return Ok(None);
     }
@@ -88,7 +92,15 @@ fn targets(obj: &Bound<'_, PyAny>) -> PyResult<Option<Targets>> {
     }
     v.extract::<Vec<String>>()
         .map(|names| Some(Targets::Names(names)))
-        .map_err(|_| to_py(Error::field("lora_target_modules", v.to_string(), "None, 'all-linear' or module names")))
+        .map_err(|_| to_py(Error::field(field, v.to_string(), format!("None, '{keyword}' or names"))))
+}
+
+fn targets_py<'py>(py: Python<'py>, t: &Option<Targets>) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match t {
+        None => py.None().into_bound(py),
+        Some(Targets::Keyword(k)) => k.into_pyobject(py)?.into_any(),
+        Some(Targets::Names(n)) => PyTuple::new(py, n)?.into_any(),
+    })
 }
 
 fn choice<T>(r: crate::error::Result<T>) -> PyResult<T> {
@@ -106,7 +118,8 @@ fn read_plan(obj: &Bound<'_, PyAny>) -> PyResult<Plan> {
         lora_r: int(obj, "lora_r")?,
         lora_alpha: int(obj, "lora_alpha")?,
         lora_dropout: float(obj, "lora_dropout")?,
-        lora_target_modules: targets(obj)?,
+        lora_target_modules: targets(obj, intern!(obj.py(), "lora_target_modules"), "all-linear")?,
+        lora_target_parameters: targets(obj, intern!(obj.py(), "lora_target_parameters"), "experts")?,
         bnb_4bit_use_double_quant: boolean(obj, "bnb_4bit_use_double_quant")?,
         per_device_train_batch_size: int(obj, "per_device_train_batch_size")?,
         gradient_accumulation_steps: int(obj, "gradient_accumulation_steps")?,
@@ -260,11 +273,12 @@ impl PyPlan {
     /// None (the attention projections), "all-linear", or a tuple of module names.
     #[getter]
     fn lora_target_modules<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        Ok(match &self.inner.lora_target_modules {
-            None => py.None().into_bound(py),
-            Some(Targets::Keyword(k)) => k.into_pyobject(py)?.into_any(),
-            Some(Targets::Names(n)) => PyTuple::new(py, n)?.into_any(),
-        })
+        targets_py(py, &self.inner.lora_target_modules)
+    }
+    /// None, "experts", or a tuple of parameter names (peft `target_parameters`).
+    #[getter]
+    fn lora_target_parameters<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        targets_py(py, &self.inner.lora_target_parameters)
     }
     #[getter]
     fn bnb_4bit_use_double_quant(&self) -> bool {

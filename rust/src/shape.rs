@@ -189,6 +189,11 @@ pub struct Hints {
     pub attn_logit_softcapping: bool,
     /// The architecture refuses SDPA in transformers 5 and runs eager attention.
     pub eager_only: bool,
+    /// `output_router_logits` is on: every MoE layer's router logits (`[tokens, experts]`,
+    /// compute dtype) are recorded for the load-balancing loss (transformers 5
+    /// `OutputRecorder(<Model>TopKRouter, index=0)`, `load_balancing_loss_func`), alive from
+    /// the layer's forward until the loss, then as their gradient until the layer's backward.
+    pub router_logits_kept: bool,
 }
 
 impl Default for Hints {
@@ -202,6 +207,7 @@ impl Default for Hints {
             final_logit_softcapping: false,
             attn_logit_softcapping: false,
             eager_only: false,
+            router_logits_kept: false,
         }
     }
 }

@@ -8,6 +8,10 @@
 //! scores, 2.5× the forward (Dao 2023). Gradient checkpointing adds one more forward of
 //! the checkpointed layers.
 //!
+//! LoRA on fused experts (peft `target_parameters`) adds the experts' weight gradient per
+//! routed token; its merge `W + s·B·A` (one `baddbmm` of `2·E·in·out·r` FLOPs per tensor and
+//! micro-batch, twice that backward) does not depend on the tokens and is not priced.
+//!
 //! DPO (trl's `DPOTrainer`): a token is a token of the chosen or the rejected sequence
 //! (`concatenated_forward` runs both), so the step holds twice the pairs' tokens; each also
 //! goes once through the reference model's forward (no grad, no recompute): the frozen
@@ -99,6 +103,11 @@ fn training_flops_per_token(est: &Estimator, plan: &Plan, mask: u64, frozen: u64
                 fwd += lora;
                 bwd += 2.0 * lora;
             }
+            if !full && live && l.is_fused_expert() && mask & (1 << l.bit) != 0 {
+                // peft target_parameters: the merged expert weight requires grad, so the
+                // experts' matmul computes its weight gradient for every routed token
+                bwd += 2.0 * mac;
+            }
         }
         (fwd, bwd)
     };
@@ -148,6 +157,7 @@ fn integer_flops(est: &Estimator, plan: &Plan, mask: u64, frozen: u64, lowest: u
     // 4·qd·s·(1 | ½) forward; backward 2× (eager) or 2.5× (flash / memory-efficient)
     let (attn_fwd, attn_bwd) = if eager { (4 * qd_s, 8 * qd_s) } else { (2 * qd_s, 5 * qd_s) };
     let r = plan.lora_r as u128;
+    let top_k = shape.num_experts_per_tok.max(1) as u128;
     let frozen_at = frozen.min(an.layers.len() as u64) as usize;
     let mut total: u128 = 0;
     for &(t, start, end) in &an.runs {
@@ -168,9 +178,12 @@ fn integer_flops(est: &Estimator, plan: &Plan, mask: u64, frozen: u64, lowest: u
             }
             if !full && live {
                 // LoRA: 2·r·(in + out) per adapted linear forward, twice that backward
-                let lora = 2 * r * lora.in_plus_out as u128;
-                fwd += lora;
-                bwd += 2 * lora;
+                let lora_flops = 2 * r * lora.in_plus_out as u128;
+                fwd += lora_flops;
+                bwd += 2 * lora_flops;
+                // target_parameters: the merged expert weights' gradient, 2·in·out for each
+                // of the top_k experts a token visits
+                bwd += 2 * top_k * lora.expert_in_out as u128;
             }
             let per = fwd + bwd + if plan.gradient_checkpointing && in_graph { fwd } else { 0 };
             total = total.checked_add(per.checked_mul((hi - lo) as u128)?)?;

@@ -24,12 +24,23 @@ pub(crate) struct Segment {
     pub(crate) kept: u64,
     /// What each holds while it back-propagates (everything it saved).
     pub(crate) full: u64,
-    /// Gradient buffers alive during its backward.
+    /// Gradient buffers alive during its backward…
     pub(crate) transient: u64,
+    /// …of them, those of its MLP block (no attention scores), alive with `bwd_fixed`.
+    pub(crate) transient_mlp: u64,
     /// Autocast's half copies of its weights.
     pub(crate) constant: u64,
     /// Gradient bytes each adds (sharded over the GPUs where grads are).
     pub(crate) layer_grads: u64,
+    /// Token-independent bytes each keeps until its backward (`kept_fixed`) and holds while
+    /// it back-propagates (`full_fixed`), and its backward's transient (`bwd_fixed`): peft
+    /// `target_parameters`' merged expert weights (`activations::expert_lora_fixed`): the
+    /// merged weight's gradient exists in the MLP block's backward, before the attention
+    /// block's (eager attention's per-context buffers come later), so the layer's
+    /// transient is `max(transient·T, transient_mlp·T + bwd_fixed)`.
+    pub(crate) kept_fixed: u64,
+    pub(crate) full_fixed: u64,
+    pub(crate) bwd_fixed: u64,
 }
 
 impl Segment {
@@ -308,12 +319,13 @@ impl Prepared<'_> {
         // walk down the layers in backward order
         let mut grads_done = if accum { gradients } else { self.s.head_grad.min(gradients) };
         // exact (u128) running sum of the activations kept below the current layer
-        let mut below: u128 = segs.iter().fold(tail_saved as u128, |a, sg| a + sat(sg.kept, tokens) as u128 * sg.n as u128);
+        let kept = |sg: &Segment| sat(sg.kept, tokens) as u128 + sg.kept_fixed as u128;
+        let mut below: u128 = segs.iter().fold(tail_saved as u128, |a, sg| a + kept(sg) * sg.n as u128);
         for sg in segs.iter().rev() {
             if let Some(candidate) = self.segment_peak(sg, tokens, below, grads_done, gradients, accum) {
                 peak.offer(candidate);
             }
-            below -= sg.n as u128 * sat(sg.kept, tokens) as u128;
+            below -= sg.n as u128 * kept(sg);
             if !accum {
                 grads_done = grads_done.saturating_add(sat(sg.layer_grads, sg.n));
             }
@@ -338,7 +350,7 @@ impl Prepared<'_> {
         }
         let fixed = self.s.fixed;
         let autocast = self.s.autocast_copies;
-        let acts_total: u64 = segs.iter().fold(tail_saved, |a, sg| a.saturating_add(sat(sat(sg.kept, tokens), sg.n)));
+        let acts_total: u64 = segs.iter().fold(tail_saved, |a, sg| a.saturating_add(sat(sat(sg.kept, tokens).saturating_add(sg.kept_fixed), sg.n)));
         let mut peak = Peak {
             total: clip(fixed + autocast as u128 + grads_prev as u128 + acts_total as u128 + logits_fwd as u128 + units.forward as u128),
             phase: Phase::Forward,
@@ -367,7 +379,7 @@ impl Prepared<'_> {
     fn segment_peak(&self, sg: &Segment, tokens: u64, below: u128, grads_done: u64, gradients: u64, accum: bool) -> Option<Peak> {
         let autocast = self.s.autocast_copies;
         let units = self.s.fsdp_units;
-        let backward_buffers = sat(sg.transient, tokens).saturating_add(self.s.held_head);
+        let backward_buffers = sat(sg.transient, tokens).max(sat(sg.transient_mlp, tokens).saturating_add(sg.bwd_fixed)).saturating_add(self.s.held_head);
         // the recomputed layer casts its weights again
         let layer_autocast = if self.s.gradient_checkpointing { autocast + sg.constant } else { autocast };
         let fixed = self.s.fixed + layer_autocast as u128 + backward_buffers as u128 + units.layer_backward as u128;
@@ -376,8 +388,8 @@ impl Prepared<'_> {
         // (all of them under accumulation): a concave function of m, linear on each side
         // of the point where the gradients reach their total, so its last maximum is at
         // an end of one of those two pieces.
-        let (n, kept, lg) = (sg.n as u128, sat(sg.kept, tokens) as u128, sg.layer_grads as u128);
-        let full_bytes = sat(sg.full, tokens) as u128;
+        let (n, kept, lg) = (sg.n as u128, sat(sg.kept, tokens) as u128 + sg.kept_fixed as u128, sg.layer_grads as u128);
+        let full_bytes = sat(sg.full, tokens) as u128 + sg.full_fixed as u128;
         let (done, all) = (grads_done as u128, gradients as u128);
         let grads_at = |m: u128| if accum { all } else { (done + m * lg).min(all) };
         let acts_at = |m: u128| below - m * kept + full_bytes;
@@ -559,21 +571,26 @@ impl Prepared<'_> {
         let units = self.s.fsdp_units;
         let (fixed, autocast) = (self.s.fixed, self.s.autocast_copies as u128);
         let kept_total: u128 = segs.iter().map(|sg| sg.kept as u128 * sg.n as u128).sum();
+        // token-independent kept bytes (peft target_parameters' merged expert weights)
+        let mut fixed_below: u128 = segs.iter().map(|sg| sg.kept_fixed as u128 * sg.n as u128).sum();
         // forward end and loss backward: the same terms but the logits' (c0 vs c1, c2)
         let grads_prev = if accum { gradients as u128 } else { 0 };
         let mut below = self.s.tail_per_token as u128 + kept_total;
         if units.forward == units.loss_backward {
-            lines.push(fixed + autocast + grads_prev + units.forward as u128, below + vocab * c0.max(c1).max(c2) as u128)?;
+            lines.push(fixed + autocast + grads_prev + fixed_below + units.forward as u128, below + vocab * c0.max(c1).max(c2) as u128)?;
         } else {
-            lines.push(fixed + autocast + grads_prev + units.forward as u128, below + vocab * c0 as u128)?;
-            lines.push(fixed + autocast + grads_prev + units.loss_backward as u128, below + vocab * c1.max(c2) as u128)?;
+            lines.push(fixed + autocast + grads_prev + fixed_below + units.forward as u128, below + vocab * c0 as u128)?;
+            lines.push(fixed + autocast + grads_prev + fixed_below + units.loss_backward as u128, below + vocab * c1.max(c2) as u128)?;
         }
         // each layer segment from the top: the candidates of `peak`'s walk
         let mut grads_done = if accum { gradients } else { self.s.head_grad.min(gradients) };
         for sg in segs.iter().rev() {
             let layer_autocast = if self.s.gradient_checkpointing { autocast + sg.constant as u128 } else { autocast };
-            let a = fixed + layer_autocast + self.s.held_head as u128 + units.layer_backward as u128;
-            let b = below + sg.full as u128 + sg.transient as u128;
+            let a = fixed + layer_autocast + self.s.held_head as u128 + units.layer_backward as u128 + fixed_below + sg.full_fixed as u128;
+            // the transient: the whole layer's, or the MLP block's with the merged weight's
+            // gradient (`peak`'s max of the two, as two lines when they differ)
+            let variants = [(0u128, sg.transient as u128), (sg.bwd_fixed as u128, sg.transient_mlp as u128)];
+            let variants = if sg.bwd_fixed == 0 { &variants[..1] } else { &variants[..] };
             let (n, lg) = (sg.n as u128, sg.layer_grads as u128);
             let (done, all) = (grads_done as u128, gradients as u128);
             let (uncapped_end, capped_start) = if accum || grads_done > gradients {
@@ -587,10 +604,13 @@ impl Prepared<'_> {
             for m in [1, uncapped_end, capped_start, n] {
                 if (m >= 1 && m <= uncapped_end) || (m >= capped_start.max(1) && m <= n) {
                     let grads = if accum { all } else { (done + m * lg).min(all) };
-                    lines.push(a + grads, b - m * sg.kept as u128)?;
+                    for &(ta, tb) in variants {
+                        lines.push(a + ta + grads - m * sg.kept_fixed as u128, below + sg.full as u128 + tb - m * sg.kept as u128)?;
+                    }
                 }
             }
             below -= n * sg.kept as u128;
+            fixed_below -= n * sg.kept_fixed as u128;
             if !accum {
                 grads_done = grads_done.saturating_add(sat(sg.layer_grads, sg.n));
             }
