@@ -487,6 +487,17 @@ SPECS: dict[str, Spec] = {
         norm="ln",
         mlp=Mlp(kind="plain", names=("dense_h_to_4h", "dense_4h_to_h"), bias=True),
     ),
+    # modeling_nemotron.py: NemotronLayerNorm1P (an nn.LayerNorm with bias), plain up/down
+    # MLP (relu²) biased by mlp_bias, q/k/v/o biased by attention_bias
+    "nemotron": Spec(norm="ln", mlp=Mlp(kind="plain", names=("up_proj", "down_proj"), bias=("mlp_bias", False))),
+    # modeling_hunyuan_v1_moe.py: per-head query_layernorm/key_layernorm, every layer sparse;
+    # the router HunYuanMoEV1Gate holds an nn.Linear `wg` (peft can wrap it), experts and
+    # the always-on shared_mlp are both sized intermediate_size
+    "hunyuan_v1_moe": Spec(
+        attn=Attn(qk_norm="head", qk_norm_names=("query_layernorm", "key_layernorm")),
+        moe=Moe(router="gate.wg", router_linear=True, inter=("intermediate_size",), top_k=("moe_topk", "num_experts_per_tok"),
+                shared="shared_mlp", shared_inter=("intermediate_size",)),
+    ),
 }
 
 
