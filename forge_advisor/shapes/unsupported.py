@@ -33,10 +33,6 @@ REASONS: dict[str, str] = {
     "lfm2": "short-convolution operator layers (LFM2)", "lfm2_moe": "short-convolution operator layers (LFM2)",
     "lfm3": "short-convolution operator layers (LFM2)",
     # encoder-style decoders
-    "megatron-bert": "pre-LayerNorm BERT layout (Megatron naming)", "rembert": "RemBERT's decoupled input/output embedding sizes",
-    "roberta-prelayernorm": "pre-LayerNorm RoBERTa layout", "roc_bert": "RoCBert's shape and pronunciation embeddings",
-    "roformer": "RoFormer's embedding projection and sinusoidal position table",
-    "xlm-roberta-xl": "pre-LayerNorm XLM-R XL layout", "xmod": "per-language adapter modules (X-MOD)",
     "xlm": "XLM's flat attention/FFN lists outside the layer stack",
     # decoders of seq2seq models
     "prophetnet": _SEQ2SEQ_DECODER,
