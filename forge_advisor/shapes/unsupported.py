@@ -62,9 +62,6 @@ REASONS: dict[str, str] = {
     "minimax_m3_vl_text": "mixed full/linear attention layers (MiniMax)",
     "minimax": "mixed full/linear attention layers (MiniMax)",
     "mimo_v2_flash": "per-layer attention shapes (sliding layers with their own head counts and sinks)",
-    "laguna": "per-layer attention head counts with gated attention output",
-    "afmoe": "gated attention output (self_attn.gate_proj) with learned expert bias",
-    "beam": "gated attention output with a per-head gate bias",
 }
 _DEFAULT = "no built-in parser for this model_type"
 

@@ -66,6 +66,14 @@ class Attn:
     qk_norm_when: Flag = True
     sinks: bool = False  # learned per-head sink logits (gpt-oss)
     o_in_hidden: bool = False  # o_proj reads hidden_size, not heads·head_dim (StableLM)
+    # gated attention output: `out * act(gate_proj(x))` before o_proj; "full": a gate per
+    # head and channel (heads·hd), "head": one per head, "gating": the config's `gating`
+    # (True / "per-head" → per head; Laguna)
+    gate: Literal["full", "head", "gating"] | None = None
+    gate_name: str = "gate_proj"
+    gate_bias: bool = False  # a learned [heads] bias added to the gate (Beam's gate_bias)
+    gate_act: Literal["sigmoid", "softplus"] = "sigmoid"
+    per_layer_heads: str | None = None  # a config list of query heads per layer (Laguna)
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,8 @@ class Moe:
     shared_in_layer: bool = False  # the shared expert hangs off the layer, not the sparse block
     top_k: tuple[str, ...] = ("num_experts_per_tok", "top_k", "moe_topk")
     correction_bias: bool = False  # a learned [E] routing bias held as a parameter (ERNIE 4.5)
+    first_k: tuple[str, ...] = ("first_k_dense_replace",)  # "first_k_dense": the dense count's field
+    first_k_default: int = 0
     extra_norms: int = 0  # norms of hidden size inside the sparse block (A.X K1 post_mlp_layernorm)
     # which layers are sparse
     sparse: Literal["all", "first_k_dense", "step", "moe_layers", "interval"] = "all"
@@ -144,6 +154,10 @@ def _attention(c: ConfigReader, s: Spec, hidden: int, heads: int, kv: int, head_
             Linear(f"{p}.{vn}", hidden, k, qkv_bias, "attention"),
             Linear(f"{p}.{on}", o_in, hidden, o_bias, "attention"),
         ]
+    if a.gate:
+        per_head = a.gate == "head" or (a.gate == "gating" and c.data.get("gating", True) in (True, "per-head"))
+        lin.append(Linear(f"{p}.{a.gate_name}", hidden, heads if per_head else q, False, "attention"))
+        other += heads if a.gate_bias else 0
     if a.qk_norm and flag(c, a.qk_norm_when):
         if a.qk_norm == "head":
             other += 2 * head_dim
@@ -212,7 +226,7 @@ def _sparse_layers(c: ConfigReader, moe: Moe, n_layers: int) -> list[bool]:
     if moe.sparse == "all":
         return [True] * n_layers
     if moe.sparse == "first_k_dense":
-        k = c.int("first_k_dense_replace", default=0, minimum=0)
+        k = c.int(*moe.first_k, default=moe.first_k_default, minimum=0) if moe.first_k else moe.first_k_default
         return [i >= k for i in range(n_layers)]
     if moe.sparse == "interval":
         # modeling_ernie4_5_moe.py, Ernie4_5_MoeDecoderLayer: every moe_layer_interval-th
@@ -266,6 +280,17 @@ def _moe(c: ConfigReader, s: Spec, hidden: int) -> tuple[list[Linear], int, int,
     return lin, other, experts, top_k, inter
 
 
+def _head_counts(c: ConfigReader, a: Attn, heads: int, kv: int, n_layers: int) -> list[int]:
+    """Query heads of each layer: the config's per-layer list where the family has one
+    (modeling_laguna.py: `LagunaAttention(config, i, config.num_attention_heads_per_layer[i])`)."""
+    if not a.per_layer_heads or c.data.get(a.per_layer_heads) is None:
+        return [heads] * n_layers
+    counts = c.int_list(a.per_layer_heads)
+    if len(counts) != n_layers or any(n < 1 or n % kv for n in counts):
+        raise ForgeError(f"{c.source}: field '{a.per_layer_heads}'={counts!r} must give {n_layers} head counts, each a multiple of num_key_value_heads={kv}")
+    return counts
+
+
 def build_decoder(c: ConfigReader, name: str, spec: Spec, model_type: str) -> ModelShape:
     source = c
     if spec.text_config and isinstance(c.data.get("text_config"), dict):
@@ -281,23 +306,31 @@ def build_decoder(c: ConfigReader, name: str, spec: Spec, model_type: str) -> Mo
     tie = source.bool("tie_word_embeddings", default=spec.tie_default)
     inter = c.int(*spec.mlp.inter, default=0, minimum=0) if spec.moe else c.int(*spec.mlp.inter)
 
-    attention, attn_other = _attention(c, spec, hidden, heads, kv, head_dim)
+    head_counts = _head_counts(c, spec.attn, heads, kv, n_layers)
     norms = len(spec.norms) * _norm_params(spec, c, hidden) + len(spec.extra_layer_params) * hidden
-    other = attn_other + norms
     layer_types: list[LayerType] = []
     flags = [False] * n_layers
     experts = top_k = moe_inter = 0
     if spec.moe is not None:
         flags = _sparse_layers(c, spec.moe, n_layers)
-    if not all(flags):
-        if not inter:
-            raise ForgeError(f"{c.source}: field 'intermediate_size' is missing (the dense layers need it)")
-        layer_types.append(LayerType("decoder", tuple(attention + _mlp(c, spec.mlp, hidden, inter)), other_parameters=other))
+    if not all(flags) and not inter:
+        raise ForgeError(f"{c.source}: field 'intermediate_size' is missing (the dense layers need it)")
     if any(flags):
         moe_lin, moe_other, experts, top_k, moe_inter = _moe(c, spec, hidden)
-        layer_types.append(LayerType("decoder", tuple(attention + moe_lin), other_parameters=other + moe_other, moe=True))
-    sparse_index = len(layer_types) - 1
-    layers = tuple(sparse_index if f else 0 for f in flags)
+    # one dense and one sparse layer type per distinct head count (one count but for Laguna)
+    index: dict[tuple[int, bool], int] = {}
+    for n_heads in dict.fromkeys(head_counts):
+        attention, attn_other = _attention(c, spec, hidden, n_heads, kv, head_dim)
+        kinds = {f for f, hc in zip(flags, head_counts) if hc == n_heads}
+        if False in kinds:
+            index[(n_heads, False)] = len(layer_types)
+            layer_types.append(LayerType("decoder", tuple(attention + _mlp(c, spec.mlp, hidden, inter)), other_parameters=attn_other + norms))
+        if True in kinds:
+            index[(n_heads, True)] = len(layer_types)
+            layer_types.append(LayerType("decoder", tuple(attention + moe_lin), other_parameters=attn_other + norms + moe_other, moe=True))
+    layers = tuple(index[(hc, f)] for hc, f in zip(head_counts, flags))
+    # the activation model reads one head count: the widest layer's (an upper bound)
+    heads = max(head_counts)
 
     params = [Param("model.embed_tokens.weight", vocab * hidden, "embedding")]
     if spec.final_norm and spec.norm != "none":
@@ -497,6 +530,33 @@ SPECS: dict[str, Spec] = {
         attn=Attn(qk_norm="head", qk_norm_names=("query_layernorm", "key_layernorm")),
         moe=Moe(router="gate.wg", router_linear=True, inter=("intermediate_size",), top_k=("moe_topk", "num_experts_per_tok"),
                 shared="shared_mlp", shared_inter=("intermediate_size",)),
+    ),
+    # modeling_afmoe.py: sigmoid-gated attention output (self_attn.gate_proj H→heads·hd),
+    # per-head q/k norms, four norms per layer, first num_dense_layers dense; the router
+    # holds an nn.Linear `router.gate`; a fp32 [E] expert_bias parameter; shared experts
+    # sized moe_intermediate_size · num_shared_experts
+    "afmoe": Spec(
+        attn=Attn(qk_norm="head", gate="full"),
+        norms=("input_layernorm", "post_attention_layernorm", "pre_mlp_layernorm", "post_mlp_layernorm"),
+        moe=Moe(router="router.gate", router_linear=True, shared="shared_experts", shared_count=("num_shared_experts",),
+                correction_bias=True, sparse="first_k_dense", first_k=("num_dense_layers",)),
+    ),
+    # modeling_beam.py: sigmoid gate over heads·hd plus a per-head gate_bias [heads], Gemma-3
+    # sandwich norms; sparse layers from mlp_layer_types (configuration_beam.py: else the
+    # first min(3, layers) dense), a TopKRouter weight [E, H] (its correction bias a buffer)
+    "beam": Spec(
+        attn=Attn(qk_norm="head", gate="full", gate_bias=True),
+        norms=("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm"),
+        moe=Moe(sparse="first_k_dense", first_k=(), first_k_default=3),
+    ),
+    # modeling_laguna.py: query heads per layer (num_attention_heads_per_layer), a softplus
+    # gate `g_proj` per head (gating: true / "per-head") or per channel, per-head q/k norms;
+    # sparse layers from mlp_layer_types (else all but the first), shared experts of their
+    # own size, a TopKRouter weight with an [E] e_score_correction_bias parameter
+    "laguna": Spec(
+        attn=Attn(qk_norm="head", gate="gating", gate_name="g_proj", gate_act="softplus", per_layer_heads="num_attention_heads_per_layer"),
+        moe=Moe(shared="shared_experts", shared_inter=("shared_expert_intermediate_size",), correction_bias=True,
+                sparse="first_k_dense", first_k=(), first_k_default=1),
     ),
 }
 
