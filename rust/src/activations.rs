@@ -243,9 +243,13 @@ fn attention_saved(shape: &ModelShape, an: &Analysis, info: &LayerInfo, g: &Laye
         qkv_saved(shape, g, cx, out);
     }
     let o_in: u64 = info.attn_out_in.unwrap_or(qd);
+    let gated = shape.hints.attn_gate_width > 0;
+    if gated && qkv_grad {
+        out.per_token += attn_gate_saved(shape, g, cx, o_in);
+    }
     // under cuDNN the output is already contiguous after `transpose(1, 2)`: o_proj keeps
-    // the very tensor counted above
-    if g.weights && !(qkv_grad && kernel == AttnKernel::Cudnn) {
+    // the very tensor counted above (unless a gate multiplies it into a new one first)
+    if g.weights && !(qkv_grad && kernel == AttnKernel::Cudnn && !gated) {
         out.per_token += if w.amp { 2 * o_in } else { w.e * o_in };
     }
     out.per_token += lora_inputs(cx, g, GROUP_ATTN_OUT);
@@ -256,6 +260,25 @@ fn attention_saved(shape: &ModelShape, an: &Analysis, info: &LayerInfo, g: &Laye
         // cross-attention: same projections over encoder states (approximation: as self)
         out.per_token += base_inputs(w, g, info, GROUP_ATTN_IN) + w.e * (2 * qd + 2 * kd) + 4 * heads;
     }
+}
+
+/// Gated attention output (modeling_afmoe.py `AfmoeAttention.forward`:
+/// `output = output * torch.sigmoid(gate_states)` before `o_proj`; modeling_beam.py adds a
+/// per-head bias first; modeling_laguna.py: `F.softplus(g_proj(x).float()).to(dtype)`, per
+/// head or per channel). derivatives.yaml: `sigmoid_backward(grad, result)` keeps the
+/// sigmoid's output (e · gw); `softplus_backward(grad, self, …)` keeps its fp32 input
+/// (4 · gw) and the mul then keeps the half cast (e · gw); `mul` keeps both operands, the
+/// gate (counted) and the attention output (e · q): under cuDNN that is the contiguous
+/// output SDPA already keeps ([`qkv_saved`]), under flash/efficient/eager a new copy
+/// (`transpose(1, 2).contiguous()` in sdpa/eager_attention_forward). gw = gate width.
+/// The gate projection is outside the attention groups (role "other"); under amp its
+/// autocast half copy of the normed input (2 · H) is kept when its weight trains.
+fn attn_gate_saved(shape: &ModelShape, g: &LayerGrad, cx: &PlanCtx, q: u64) -> u64 {
+    let (e, gw) = (cx.w.e, shape.hints.attn_gate_width);
+    let gate = if shape.hints.attn_gate_fp32 { 4 * gw + e * gw } else { e * gw };
+    let output = if cx.kernel == AttnKernel::Cudnn { 0 } else { e * q };
+    let input = if g.weights && cx.w.amp { 2 * shape.hidden_size } else { 0 };
+    gate + output + input
 }
 
 /// What attention keeps when q, k, v need grads, added to `out`: per-head q/k norms, then

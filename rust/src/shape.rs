@@ -189,6 +189,11 @@ pub struct Hints {
     pub attn_logit_softcapping: bool,
     /// The architecture refuses SDPA in transformers 5 and runs eager attention.
     pub eager_only: bool,
+    /// Gated attention output, `o_proj(out * act(gate_proj(x)))` (AFMoE, Beam, Laguna): the
+    /// gate's width per token (heads·head_dim, or heads for a per-head gate); 0 when none.
+    pub attn_gate_width: u64,
+    /// The gate's activation runs in fp32 (modeling_laguna.py: `F.softplus(g.float())`).
+    pub attn_gate_fp32: bool,
 }
 
 impl Default for Hints {
@@ -202,6 +207,8 @@ impl Default for Hints {
             final_logit_softcapping: false,
             attn_logit_softcapping: false,
             eager_only: false,
+            attn_gate_width: 0,
+            attn_gate_fp32: false,
         }
     }
 }

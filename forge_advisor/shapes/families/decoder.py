@@ -155,8 +155,11 @@ def _attention(c: ConfigReader, s: Spec, hidden: int, heads: int, kv: int, head_
             Linear(f"{p}.{on}", o_in, hidden, o_bias, "attention"),
         ]
     if a.gate:
-        per_head = a.gate == "head" or (a.gate == "gating" and c.data.get("gating", True) in (True, "per-head"))
-        lin.append(Linear(f"{p}.{a.gate_name}", hidden, heads if per_head else q, False, "attention"))
+        # role "other", not "attention": the default LoRA targets are the attention leaf
+        # names, and AFMoE's `gate_proj` would also name the MLP's gate_proj, which peft
+        # refuses on fused experts ("Cannot convert PEFT target(s) gate_proj without also
+        # targeting up_proj")
+        lin.append(Linear(f"{p}.{a.gate_name}", hidden, _gate_width(c, a, heads, head_dim), False, "other"))
         other += heads if a.gate_bias else 0
     if a.qk_norm and flag(c, a.qk_norm_when):
         if a.qk_norm == "head":
@@ -168,6 +171,12 @@ def _attention(c: ConfigReader, s: Spec, hidden: int, heads: int, kv: int, head_
         else:
             other += head_dim * (heads + kv)
     return lin, other
+
+
+def _gate_width(c: ConfigReader, a: Attn, heads: int, head_dim: int) -> int:
+    """Outputs of the attention-output gate: one per head, or one per head and channel."""
+    per_head = a.gate == "head" or (a.gate == "gating" and c.data.get("gating", True) in (True, "per-head"))
+    return heads if per_head else heads * head_dim
 
 
 def _mla(c: ConfigReader, p: str, hidden: int, heads: int) -> tuple[list[Linear], int]:
@@ -574,6 +583,10 @@ def _builder(model_type: str):  # noqa: ANN202
             # sink logits join the softmax, which SDPA cannot do: these models declare
             # `_supports_sdpa = False` (modeling_gpt_oss.py, modeling_flint.py) and run eager
             hints["eager_only"] = True
+        if spec.attn.gate:
+            # the gate's activation and the gated output are kept for backward (activations.rs attn_gate_saved)
+            hints["attn_gate_width"] = _gate_width(text, spec.attn, shape.num_attention_heads, shape.head_dim)
+            hints["attn_gate_fp32"] = spec.attn.gate_act == "softplus"
         object.__setattr__(shape, "hints", hints)
         return shape
 
