@@ -19,7 +19,6 @@ _SEQ2SEQ = "encoder-decoder model: only its decoder-only causal LM (is_encoder_d
 _VISION = "a vision or audio tower besides the language model"
 _RECURRENT = "recurrent (RNN-style) layers instead of attention"
 _HYPER = "hyper-connections (learned multi-stream residual mixing)"
-_SPARSE_IDX = "DeepSeek sparse attention indexer"
 
 REASONS: dict[str, str] = {
     # state-space and recurrent mixers
@@ -44,7 +43,7 @@ REASONS: dict[str, str] = {
     "moss_transcribe_diarize": _VISION, "moshi": "audio codebook streams (Moshi depth decoder)",
     # other mechanisms
     "deepseek_v4": _HYPER, "hy_v4": _HYPER, "qwen4_exp": _HYPER, "qwen4_exp_text": _HYPER,
-    "deepseek_v32": _SPARSE_IDX, "glm_moe_dsa": _SPARSE_IDX, "axk2": _SPARSE_IDX,
+    "axk2": "DeepSeek sparse attention indexer with a fused query/gate projection and gated norms (A.X K2)",
     "blt": "byte-latent patching (local encoder/decoder around a global transformer)",
     "hrm_text": "hierarchical reasoning modules (two recurrent transformer stacks)",
     "longcat_flash": "two attention/MLP sub-layers per layer with zero-computation experts",

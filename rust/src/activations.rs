@@ -297,6 +297,12 @@ fn qkv_saved(shape: &ModelShape, g: &LayerGrad, cx: &PlanCtx, out: &mut Saved) {
             out.per_token += w.e * (qd + kd);
         }
     }
+    if hints.dsa_indexer_heads > 0 && cx.kernel != AttnKernel::Eager {
+        // DSA folds the indexer's top-k into a materialised `[B, 1, S, T]` mask
+        // (modeling_deepseek_v32.py: `attention_mask & ~index_mask`); SDPA turns a bool
+        // mask into an additive bias of the query's dtype and its backward keeps it
+        out.per_token_ctx += w.e;
+    }
     if cx.kernel == AttnKernel::Eager {
         let rep = if shape.num_key_value_heads == heads { kd } else { qd };
         out.per_token += w.e * (qd + 2 * rep);
@@ -379,6 +385,19 @@ fn moe_saved(shape: &ModelShape, info: &LayerInfo, g: &LayerGrad, w: Widths, act
         per_token += (act + 2 * w.e) * si + if g.weights { 2 * w.e * si.max(h) } else { 0 } + 2 * w.e * h;
     }
     per_token
+}
+
+/// Bytes alive only while one layer runs forward, saved by nothing: the DeepSeek sparse
+/// attention indexer (modeling_deepseek_v32.py `DeepseekV32Indexer.forward`, under
+/// `torch.no_grad()`) scores every query against every key per indexer head,
+/// `scores = matmul(q.float(), k.float()) * softmax_scale` then `relu(scores)`: tensors of
+/// `[B, S, index_n_heads, T]` in the matmul's dtype (bf16 under autocast, whose matmul runs
+/// in half; else the weights' dtype), two of them alive at once (the matmul output and its
+/// scaled copy, then the scaled scores and their ReLU): `2 · e · heads` bytes per token per
+/// token of context. The `[B, S, T]` index scores, top-k and masks that follow are one
+/// head's worth, freed before the attention runs.
+pub fn layer_forward_transient(shape: &ModelShape, w: Widths) -> Saved {
+    Saved { per_token: 0, per_token_ctx: 2 * w.e * shape.hints.dsa_indexer_heads, constant: 0 }
 }
 
 /// Saved bytes of a layer under non-reentrant checkpointing: only its input.

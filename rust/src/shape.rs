@@ -194,6 +194,9 @@ pub struct Hints {
     pub attn_gate_width: u64,
     /// The gate's activation runs in fp32 (modeling_laguna.py: `F.softplus(g.float())`).
     pub attn_gate_fp32: bool,
+    /// Heads of a DeepSeek sparse-attention indexer in every layer (`index_n_heads`;
+    /// DeepSeek-V3.2, GLM-5); 0 when none.
+    pub dsa_indexer_heads: u64,
 }
 
 impl Default for Hints {
@@ -209,6 +212,7 @@ impl Default for Hints {
             eager_only: false,
             attn_gate_width: 0,
             attn_gate_fp32: false,
+            dsa_indexer_heads: 0,
         }
     }
 }

@@ -74,6 +74,10 @@ class Attn:
     gate_bias: bool = False  # a learned [heads] bias added to the gate (Beam's gate_bias)
     gate_act: Literal["sigmoid", "softplus"] = "sigmoid"
     per_layer_heads: str | None = None  # a config list of query heads per layer (Laguna)
+    # DeepSeek sparse attention (DSA) indexer beside MLA (modeling_deepseek_v32.py
+    # DeepseekV32Indexer); `indexer_types` lists "full" / "shared" per layer (GLM-5: a
+    # "shared" layer reuses the previous full layer's top-k and has no indexer)
+    indexer: bool = False
 
 
 @dataclass(frozen=True)
@@ -135,14 +139,18 @@ def _norm_params(spec: Spec, c: ConfigReader, dim: int) -> int:
     return dim
 
 
-def _attention(c: ConfigReader, s: Spec, hidden: int, heads: int, kv: int, head_dim: int) -> tuple[list[Linear], int]:
+def _attention(c: ConfigReader, s: Spec, hidden: int, heads: int, kv: int, head_dim: int, indexer: bool = False) -> tuple[list[Linear], int]:
     a = s.attn
     p = a.prefix
     qkv_bias, o_bias = flag(c, a.qkv_bias), flag(c, a.o_bias)
     q, k = heads * head_dim, kv * head_dim
     other = heads if a.sinks else 0
     if a.kind == "mla":
-        return _mla(c, p, hidden, heads)
+        lin, other = _mla(c, p, hidden, heads)
+        if indexer:
+            idx_lin, idx_other = _dsa_indexer(c, p, hidden)
+            lin, other = lin + idx_lin, other + idx_other
+        return lin, other
     qn, kn, vn, on = a.names
     o_in = hidden if a.o_in_hidden else q
     if a.kind == "fused":
@@ -171,6 +179,37 @@ def _attention(c: ConfigReader, s: Spec, hidden: int, heads: int, kv: int, head_
         else:
             other += head_dim * (heads + kv)
     return lin, other
+
+
+def _dsa_indexer(c: ConfigReader, p: str, hidden: int) -> tuple[list[Linear], int]:
+    """modeling_deepseek_v32.py ``DeepseekV32Indexer.__init__``: ``wq_b`` (q_lora_rank →
+    index_n_heads · index_head_dim) reads MLA's compressed query, ``wk`` (H → index_head_dim),
+    ``k_norm = LayerNorm(index_head_dim)`` (weight and bias), ``weights_proj`` (H →
+    index_n_heads). Its forward runs under ``torch.no_grad()``: peft can wrap these
+    nn.Linears, but they get no gradient, so they are role "other" (not default targets)."""
+    q_rank = c.int("q_lora_rank", default=0, minimum=0)
+    if not q_rank:
+        raise ForgeError(f"{c.source}: the sparse-attention indexer reads the compressed query: 'q_lora_rank' must be set")
+    n, d = c.int("index_n_heads"), c.int("index_head_dim")
+    lin = [
+        Linear(f"{p}.indexer.wq_b", q_rank, n * d, False, "other"),
+        Linear(f"{p}.indexer.wk", hidden, d, False, "other"),
+        Linear(f"{p}.indexer.weights_proj", hidden, n, False, "other"),
+    ]
+    return lin, 2 * d
+
+
+def _indexer_layers(c: ConfigReader, a: Attn, n_layers: int) -> list[bool]:
+    """Which layers hold an indexer: all, or those `indexer_types` marks "full"
+    (modeling_glm_moe_dsa.py: `None if config.indexer_types[i] == "shared" else Indexer`)."""
+    if not a.indexer:
+        return [False] * n_layers
+    kinds = c.data.get("indexer_types")
+    if kinds is None:
+        return [True] * n_layers
+    if not isinstance(kinds, list) or len(kinds) != n_layers or not all(k in ("full", "shared") for k in kinds):
+        raise ForgeError(f"{c.source}: field 'indexer_types'={kinds!r} must list 'full' or 'shared' for each of {n_layers} layers")
+    return [k == "full" for k in kinds]
 
 
 def _gate_width(c: ConfigReader, a: Attn, heads: int, head_dim: int) -> int:
@@ -311,6 +350,11 @@ def build_decoder(c: ConfigReader, name: str, spec: Spec, model_type: str) -> Mo
     if heads % kv:
         raise ForgeError(f"{c.source}: num_key_value_heads={kv} must divide num_attention_heads={heads}")
     head_dim = c.int("head_dim", default=max(hidden // heads, 1))
+    if spec.attn.indexer:
+        # what SDPA sees per head under MLA: qk_nope + qk_rope (DeepSeek-V3.2: 128 + 64); the
+        # activation model reads q/k widths from it (config.json's head_dim, where present, is
+        # the rope slice: configuration_glm_moe_dsa.py)
+        head_dim = c.int("qk_nope_head_dim") + c.int("qk_rope_head_dim")
     vocab = c.int("vocab_size")
     tie = source.bool("tie_word_embeddings", default=spec.tie_default)
     inter = c.int(*spec.mlp.inter, default=0, minimum=0) if spec.moe else c.int(*spec.mlp.inter)
@@ -326,18 +370,20 @@ def build_decoder(c: ConfigReader, name: str, spec: Spec, model_type: str) -> Mo
         raise ForgeError(f"{c.source}: field 'intermediate_size' is missing (the dense layers need it)")
     if any(flags):
         moe_lin, moe_other, experts, top_k, moe_inter = _moe(c, spec, hidden)
-    # one dense and one sparse layer type per distinct head count (one count but for Laguna)
-    index: dict[tuple[int, bool], int] = {}
-    for n_heads in dict.fromkeys(head_counts):
-        attention, attn_other = _attention(c, spec, hidden, n_heads, kv, head_dim)
-        kinds = {f for f, hc in zip(flags, head_counts) if hc == n_heads}
+    # one dense and one sparse layer type per distinct attention (one but for Laguna's head
+    # counts and GLM-5's layers without an indexer)
+    attns = list(zip(head_counts, _indexer_layers(c, spec.attn, n_layers)))
+    index: dict[tuple[tuple[int, bool], bool], int] = {}
+    for at in dict.fromkeys(attns):
+        attention, attn_other = _attention(c, spec, hidden, at[0], kv, head_dim, indexer=at[1])
+        kinds = {f for f, a in zip(flags, attns) if a == at}
         if False in kinds:
-            index[(n_heads, False)] = len(layer_types)
+            index[(at, False)] = len(layer_types)
             layer_types.append(LayerType("decoder", tuple(attention + _mlp(c, spec.mlp, hidden, inter)), other_parameters=attn_other + norms))
         if True in kinds:
-            index[(n_heads, True)] = len(layer_types)
+            index[(at, True)] = len(layer_types)
             layer_types.append(LayerType("decoder", tuple(attention + moe_lin), other_parameters=attn_other + norms + moe_other, moe=True))
-    layers = tuple(index[(hc, f)] for hc, f in zip(head_counts, flags))
+    layers = tuple(index[(a, f)] for a, f in zip(attns, flags))
     # the activation model reads one head count: the widest layer's (an upper bound)
     heads = max(head_counts)
 
@@ -540,6 +586,10 @@ SPECS: dict[str, Spec] = {
         moe=Moe(router="gate.wg", router_linear=True, inter=("intermediate_size",), top_k=("moe_topk", "num_experts_per_tok"),
                 shared="shared_mlp", shared_inter=("intermediate_size",)),
     ),
+    # modeling_deepseek_v32.py / modeling_glm_moe_dsa.py: DeepSeek-V3 (MLA, shared experts,
+    # dense first layers) plus the DSA indexer in every layer, or in the "full" ones
+    "deepseek_v32": Spec(attn=Attn(kind="mla", indexer=True), moe=_DEEPSEEK_MOE),
+    "glm_moe_dsa": Spec(attn=Attn(kind="mla", indexer=True), moe=_DEEPSEEK_MOE),
     # modeling_afmoe.py: sigmoid-gated attention output (self_attn.gate_proj H→heads·hd),
     # per-head q/k norms, four norms per layer, first num_dense_layers dense; the router
     # holds an nn.Linear `router.gate`; a fp32 [E] expert_bias parameter; shared experts
@@ -587,6 +637,10 @@ def _builder(model_type: str):  # noqa: ANN202
             # the gate's activation and the gated output are kept for backward (activations.rs attn_gate_saved)
             hints["attn_gate_width"] = _gate_width(text, spec.attn, shape.num_attention_heads, shape.head_dim)
             hints["attn_gate_fp32"] = spec.attn.gate_act == "softplus"
+        if spec.attn.indexer:
+            # the indexer's per-head scores are a forward transient over the context, its top-k
+            # a mask SDPA keeps (activations.rs layer_forward_transient, qkv_saved)
+            hints["dsa_indexer_heads"] = text.int("index_n_heads")
         object.__setattr__(shape, "hints", hints)
         return shape
 
