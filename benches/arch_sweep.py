@@ -78,6 +78,13 @@ def shrink(config: dict[str, Any]) -> dict[str, Any]:
             out["head_dim"] = out["hidden_size"] // heads
         if "num_key_value_heads" in out and out["num_key_value_heads"] is None:
             out["num_key_value_heads"] = heads
+    # dbrx's default attn_config lacks the rope_theta its modeling reads (DBRX's published
+    # config.json has attn_config.rope_theta); cohere_compass_text's default rope_parameters
+    # is {} where its modeling reads one entry per layer type
+    if isinstance(out.get("attn_config"), dict) and "kv_n_heads" in out["attn_config"]:
+        out["attn_config"] = {"rope_theta": 10000.0, **out["attn_config"]}
+    if out.get("rope_parameters") == {} and isinstance(out.get("layer_types"), list):
+        out["rope_parameters"] = {t: {"rope_type": "default", "rope_theta": 10000.0} for t in dict.fromkeys(out["layer_types"])}
     for k, v in list(out.items()):
         if k.endswith("_token_id") and isinstance(v, int) and v >= out.get("vocab_size", 1 << 62):
             out[k] = 1

@@ -54,9 +54,6 @@ REASONS: dict[str, str] = {
     "inkling2_loop_text": "short convolutions around attention and MLP",
     "doge": "dynamic mask attention with learned residual weights (Doge)",
     # families before Llama's layout that no parser reads yet
-    "gpt_neox_japanese": "GPT-NeoX-Japanese layout (separate dense bias parameter)",
-    "ctrl": "CTRL layout (sinusoidal positions, Wq/Wk/Wv naming)",
-    "modernbert-decoder": "ModernBERT decoder layout (embedding norm, fused Wi)",
     "mllama": "cross-attention image layers inside the text decoder (Llama 3.2 Vision)",
     "minimax_m3_vl_text": "mixed full/linear attention layers (MiniMax)",
     "minimax": "mixed full/linear attention layers (MiniMax)",

@@ -482,6 +482,8 @@ SPECS: dict[str, Spec] = {
     # modeling_cohere.py: one LayerNorm (no bias) feeding attention and MLP in parallel
     "cohere": Spec(norms=("input_layernorm",), norm="ln", norm_bias=False, tie_default=True, parallel=True, attn=Attn(qk_norm="full", qk_norm_when=("use_qk_norm", False))),
     "cohere2": Spec(norms=("input_layernorm",), norm="ln", norm_bias=False, tie_default=True, parallel=True),
+    # modeling_cohere_compass.py (text): Cohere 2's parallel block
+    "cohere_compass_text": Spec(norms=("input_layernorm",), norm="ln", norm_bias=False, tie_default=True, parallel=True),
     # modeling_arcee.py: plain up/down MLP (ReLU²)
     "arcee": Spec(mlp=Mlp(kind="plain", names=("up_proj", "down_proj"), bias=("mlp_bias", False))),
     # modeling_ernie4_5.py: every linear biased by use_bias
