@@ -57,7 +57,6 @@ REASONS: dict[str, str] = {
     "mllama": "cross-attention image layers inside the text decoder (Llama 3.2 Vision)",
     "minimax_m3_vl_text": "mixed full/linear attention layers (MiniMax)",
     "minimax": "mixed full/linear attention layers (MiniMax)",
-    "mimo_v2_flash": "per-layer attention shapes (sliding layers with their own head counts and sinks)",
 }
 _DEFAULT = "no built-in parser for this model_type"
 

@@ -78,6 +78,11 @@ class Attn:
     # DeepseekV32Indexer); `indexer_types` lists "full" / "shared" per layer (GLM-5: a
     # "shared" layer reuses the previous full layer's top-k and has no indexer)
     indexer: bool = False
+    # sliding-window layers with their own shape (MiMo-V2-Flash: `num_key_value_heads * 2`
+    # and sinks on "sliding_attention" layers only; modeling_mimo_v2_flash.py)
+    swa_kv_mult: int = 1
+    sinks_sliding_only: bool = False
+    v_head_dim: str | None = None  # a config field for v's head width (else head_dim)
 
 
 @dataclass(frozen=True)
@@ -139,12 +144,16 @@ def _norm_params(spec: Spec, c: ConfigReader, dim: int) -> int:
     return dim
 
 
-def _attention(c: ConfigReader, s: Spec, hidden: int, heads: int, kv: int, head_dim: int, indexer: bool = False) -> tuple[list[Linear], int]:
+def _attention(
+    c: ConfigReader, s: Spec, hidden: int, heads: int, kv: int, head_dim: int, indexer: bool = False, sliding: bool = False
+) -> tuple[list[Linear], int]:
     a = s.attn
     p = a.prefix
     qkv_bias, o_bias = flag(c, a.qkv_bias), flag(c, a.o_bias)
+    if sliding:
+        kv *= a.swa_kv_mult
     q, k = heads * head_dim, kv * head_dim
-    other = heads if a.sinks else 0
+    other = heads if a.sinks and (sliding or not a.sinks_sliding_only) else 0
     if a.kind == "mla":
         lin, other = _mla(c, p, hidden, heads)
         if indexer:
@@ -153,6 +162,16 @@ def _attention(c: ConfigReader, s: Spec, hidden: int, heads: int, kv: int, head_
         return lin, other
     qn, kn, vn, on = a.names
     o_in = hidden if a.o_in_hidden else q
+    if a.v_head_dim:
+        vd = c.int(a.v_head_dim, default=head_dim)
+        o_in = heads * vd
+        lin = [
+            Linear(f"{p}.{qn}", hidden, q, qkv_bias, "attention"),
+            Linear(f"{p}.{kn}", hidden, k, qkv_bias, "attention"),
+            Linear(f"{p}.{vn}", hidden, kv * vd, qkv_bias, "attention"),
+            Linear(f"{p}.{on}", o_in, hidden, o_bias, "attention"),
+        ]
+        return lin, other
     if a.kind == "fused":
         lin = [Linear(f"{p}.{qn}", hidden, q + 2 * k, qkv_bias, "attention"), Linear(f"{p}.{on}", o_in, hidden, o_bias, "attention")]
     else:
@@ -210,6 +229,16 @@ def _indexer_layers(c: ConfigReader, a: Attn, n_layers: int) -> list[bool]:
     if not isinstance(kinds, list) or len(kinds) != n_layers or not all(k in ("full", "shared") for k in kinds):
         raise ForgeError(f"{c.source}: field 'indexer_types'={kinds!r} must list 'full' or 'shared' for each of {n_layers} layers")
     return [k == "full" for k in kinds]
+
+
+def _sliding_layers(c: ConfigReader, a: Attn, n_layers: int) -> list[bool]:
+    """Which layers are "sliding_attention" (`layer_types`), where that changes their shape."""
+    if a.swa_kv_mult == 1 and not a.sinks_sliding_only:
+        return [False] * n_layers
+    kinds = c.data.get("layer_types")
+    if not isinstance(kinds, list) or len(kinds) != n_layers or not all(isinstance(k, str) for k in kinds):
+        raise ForgeError(f"{c.source}: field 'layer_types'={kinds!r} must name the attention of each of {n_layers} layers")
+    return [k == "sliding_attention" for k in kinds]
 
 
 def _gate_width(c: ConfigReader, a: Attn, heads: int, head_dim: int) -> int:
@@ -372,10 +401,10 @@ def build_decoder(c: ConfigReader, name: str, spec: Spec, model_type: str) -> Mo
         moe_lin, moe_other, experts, top_k, moe_inter = _moe(c, spec, hidden)
     # one dense and one sparse layer type per distinct attention (one but for Laguna's head
     # counts and GLM-5's layers without an indexer)
-    attns = list(zip(head_counts, _indexer_layers(c, spec.attn, n_layers)))
-    index: dict[tuple[tuple[int, bool], bool], int] = {}
+    attns = list(zip(head_counts, _indexer_layers(c, spec.attn, n_layers), _sliding_layers(c, spec.attn, n_layers)))
+    index: dict[tuple[tuple[int, bool, bool], bool], int] = {}
     for at in dict.fromkeys(attns):
-        attention, attn_other = _attention(c, spec, hidden, at[0], kv, head_dim, indexer=at[1])
+        attention, attn_other = _attention(c, spec, hidden, at[0], kv, head_dim, indexer=at[1], sliding=at[2])
         kinds = {f for f, a in zip(flags, attns) if a == at}
         if False in kinds:
             index[(at, False)] = len(layer_types)
@@ -592,6 +621,12 @@ SPECS: dict[str, Spec] = {
     # dense first layers) plus the DSA indexer in every layer, or in the "full" ones
     "deepseek_v32": Spec(attn=Attn(kind="mla", indexer=True), moe=_DEEPSEEK_MOE),
     "glm_moe_dsa": Spec(attn=Attn(kind="mla", indexer=True), moe=_DEEPSEEK_MOE),
+    # modeling_mimo_v2_flash.py: sliding layers with twice the kv heads and per-head sinks,
+    # v heads of v_head_dim, unbiased o_proj; experts by mlp_layer_types (TopKRouter weight)
+    "mimo_v2_flash": Spec(
+        attn=Attn(o_bias=False, sinks=True, sinks_sliding_only=True, swa_kv_mult=2, v_head_dim="v_head_dim"),
+        moe=Moe(sparse="first_k_dense"),
+    ),
     # modeling_afmoe.py: sigmoid-gated attention output (self_attn.gate_proj H→heads·hd),
     # per-head q/k norms, four norms per layer, first num_dense_layers dense; the router
     # holds an nn.Linear `router.gate`; a fp32 [E] expert_bias parameter; shared experts
