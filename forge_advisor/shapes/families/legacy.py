@@ -111,3 +111,40 @@ def build_modernbert_decoder(c: ConfigReader, name: str) -> ModelShape:
         layers=(0,) + (1,) * (n - 1), params=tuple(params),
         **python_facts(c, act=("hidden_activation", "hidden_act"), act_default="gelu"),
     )
+
+
+@register_architecture("jetmoe")
+def build_jetmoe(c: ConfigReader, name: str) -> ModelShape:
+    """JetMoE (modeling_jetmoe.py): a mixture of attention heads and a mixture of MLPs. Both
+    hold `JetMoeParallelExperts` weights `[E, out, in]` (parameters named `.weight`, which
+    peft reaches through `target_parameters`), a `[H]` output bias and a router whose
+    `layer` is an nn.Linear(H, E); attention adds `kv_proj` (H → 2 · kv_channels · kv heads).
+    configuration_jetmoe.py: num_attention_heads = num_key_value_heads · num_experts_per_tok."""
+    h, n, vocab = c.int("hidden_size"), c.layers("num_hidden_layers"), c.int("vocab_size")
+    kv, d = c.int("num_key_value_heads"), c.int("kv_channels")
+    experts = c.int("num_local_experts")
+    top_k = c.int("num_experts_per_tok", maximum=experts)
+    inter = c.int("intermediate_size")
+    a = kv * d  # each attention expert's width
+    linears = (
+        Linear("self_attention.kv_proj", h, 2 * a, False, "attention"),
+        Linear("self_attention.experts.router.layer", h, experts, False, "router"),
+        Linear("self_attention.experts.input_linear.weight", h, a, False, "expert", count=experts, lora_targetable=False),
+        Linear("self_attention.experts.output_linear.weight", a, h, False, "expert", count=experts, lora_targetable=False),
+        Linear("mlp.router.layer", h, experts, False, "router"),
+        Linear("mlp.input_linear.weight", h, 2 * inter, False, "expert", count=experts, lora_targetable=False),
+        Linear("mlp.output_linear.weight", inter, h, False, "expert", count=experts, lora_targetable=False),
+    )
+    tie = c.bool("tie_word_embeddings", default=True)
+    params = [Param("model.embed_tokens.weight", vocab * h, "embedding"), Param("model.norm.weight", h, "norm")]
+    if not tie:
+        params.append(Param("lm_head.weight", vocab * h, "lm_head"))
+    # two RMSNorms and the two [H] expert output biases per layer
+    layer = LayerType("decoder", linears, other_parameters=2 * h + 2 * h, moe=True)
+    return ModelShape(
+        name=name, model_type="jetmoe", hidden_size=h, num_hidden_layers=n, num_attention_heads=kv * top_k,
+        num_key_value_heads=kv, head_dim=d, intermediate_size=inter, vocab_size=vocab, tie_word_embeddings=tie,
+        norm="rms_norm", gated_mlp=True, layer_types=(layer,), layers=(0,) * n, params=tuple(params),
+        num_experts=experts, num_experts_per_tok=top_k, moe_intermediate_size=inter,
+        **python_facts(c, act=("activation_function", "hidden_act")),
+    )
