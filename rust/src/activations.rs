@@ -221,6 +221,7 @@ pub fn layer_saved(shape: &ModelShape, an: &Analysis, info: &LayerInfo, g: &Laye
     if cx.hidden_dropout {
         out.per_token += h;
     }
+    out.per_token += 2 * hyper_connection_saved(shape, w);
     // autocast keeps a half copy of every fp32 weight whose grad path needs it until backward
     if w.amp && (g.weights || g.input || trains) {
         out.constant += 2 * info.linear_weight_params;
@@ -400,9 +401,28 @@ pub fn layer_forward_transient(shape: &ModelShape, w: Widths) -> Saved {
     Saved { per_token: 0, per_token_ctx: 2 * w.e * shape.hints.dsa_indexer_heads, constant: 0 }
 }
 
-/// Saved bytes of a layer under non-reentrant checkpointing: only its input.
+/// One hyper-connection's saved bytes per token (modeling_hy_v4.py `HYV4HyperConnection.
+/// forward`, under `autocast(enabled=False)`, and `HYV4DecoderLayer.forward`; a layer has
+/// two, around attention and around the FFN), n = streams: `flat = streams.flatten(2).float()`
+/// kept by the unweighted RMSNorm's pow (4 · n · H); `pre.unsqueeze(-1) * streams` keeps
+/// the n-stream input (r · n · H, the residual's width) and `pre` (4 · n); the combine
+/// `post.float().unsqueeze(-1) * out.float().unsqueeze(-2)` keeps the branch output's fp32
+/// copy (4 · H); the mixes, their scaled logits, both sigmoids, `pre` and `post` and the
+/// norm's rsqrt are `8n + 1` fp32 values. Checked with `saved_tensors_hooks` on the real
+/// `HYV4HyperConnection` (n = 4, H = 64, bf16 streams): 1,924 bytes per token kept, the
+/// parameters aside, = 4·4·64 + 2·4·64 + 4·64 + 4·33.
+fn hyper_connection_saved(shape: &ModelShape, w: Widths) -> u64 {
+    let (n, h) = (shape.hints.hyper_connection_streams, shape.hidden_size);
+    if n == 0 {
+        return 0;
+    }
+    4 * n * h + w.r * n * h + 4 * h + 4 * (8 * n + 1)
+}
+
+/// Saved bytes of a layer under non-reentrant checkpointing: only its input (with
+/// hyper-connections, all n residual streams).
 pub fn layer_checkpointed(shape: &ModelShape, w: Widths) -> Saved {
-    Saved { per_token: w.r * shape.hidden_size, per_token_ctx: 0, constant: 0 }
+    Saved { per_token: w.r * shape.hidden_size * shape.hints.hyper_connection_streams.max(1), per_token_ctx: 0, constant: 0 }
 }
 
 /// Extra bytes alive while one layer back-propagates (gradient buffers of its
@@ -411,7 +431,8 @@ pub fn layer_backward_transient(shape: &ModelShape, info: &LayerInfo, plan: &Pla
     let w = Widths::of(plan.dtype);
     let h = shape.hidden_size;
     let inter = info.mlp_inter.unwrap_or(shape.intermediate_size);
-    let mut per_token = 2 * w.r * h + if shape.gated_mlp { 3 * w.e * inter } else { 2 * w.e * inter };
+    // the residual's gradient in and out (n streams with hyper-connections)
+    let mut per_token = 2 * w.r * h * shape.hints.hyper_connection_streams.max(1) + if shape.gated_mlp { 3 * w.e * inter } else { 2 * w.e * inter };
     if info.moe {
         per_token += shape.num_experts_per_tok * 3 * w.e * shape.moe_intermediate_size;
     }

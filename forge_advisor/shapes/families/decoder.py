@@ -134,6 +134,10 @@ class Spec:
     text_config: bool = False  # the causal LM reads config["text_config"] (Llama 4)
     hidden_act: tuple[str, ...] = ("hidden_act",)
     extra_layer_params: tuple[str, ...] = ()  # scalar-per-hidden parameters in each layer
+    # hyper-connections (HY-V4 modeling_hy_v4.py HYV4HyperConnection): `hc_mult` = n residual
+    # streams; per layer an attention and an FFN connection, each fn [2n, n·H], base [2n],
+    # scale [2] (fp32); the model's HYV4HyperHead hc_fn [n, n·H], hc_base [n], hc_scale [1]
+    hyper_connections: bool = False
 
 
 def _norm_params(spec: Spec, c: ConfigReader, dim: int) -> int:
@@ -155,11 +159,13 @@ def _attention(
     q, k = heads * head_dim, kv * head_dim
     other = heads if a.sinks and (sliding or not a.sinks_sliding_only) else 0
     if a.kind == "mla":
-        lin, other = _mla(c, p, hidden, heads)
+        lin, mla_other = _mla(c, p, hidden, heads)
         if indexer:
             idx_lin, idx_other = _dsa_indexer(c, p, hidden)
-            lin, other = lin + idx_lin, other + idx_other
-        return lin, other
+            lin, mla_other = lin + idx_lin, mla_other + idx_other
+        if a.gate:  # HY-V4: gate_proj H → heads · v_head_dim
+            lin.append(Linear(f"{p}.{a.gate_name}", hidden, _gate_width(c, a, heads, c.int("v_head_dim")), False, "other"))
+        return lin, other + mla_other
     qn, kn, vn, on = a.names
     o_in = hidden if a.o_in_hidden else q
     if a.v_head_dim:
@@ -390,6 +396,8 @@ def build_decoder(c: ConfigReader, name: str, spec: Spec, model_type: str) -> Mo
 
     head_counts = _head_counts(c, spec.attn, heads, kv, n_layers)
     norms = len(spec.norms) * _norm_params(spec, c, hidden) + len(spec.extra_layer_params) * hidden
+    hc = c.int("hc_mult") if spec.hyper_connections else 0
+    norms += 2 * (2 * hc * hc * hidden + 2 * hc + 2)  # attn_hc, ffn_hc: fn, base, scale
     layer_types: list[LayerType] = []
     flags = [False] * n_layers
     experts = top_k = moe_inter = 0
@@ -417,6 +425,8 @@ def build_decoder(c: ConfigReader, name: str, spec: Spec, model_type: str) -> Mo
     heads = max(head_counts)
 
     params = [Param("model.embed_tokens.weight", vocab * hidden, "embedding")]
+    if hc:
+        params.append(Param("model.hc_head", hc * hc * hidden + hc + 1, "other"))
     if spec.final_norm and spec.norm != "none":
         params.append(Param("model.norm", _norm_params(spec, c, hidden), "norm"))
     if not tie:
@@ -627,6 +637,10 @@ SPECS: dict[str, Spec] = {
         attn=Attn(o_bias=False, sinks=True, sinks_sliding_only=True, swa_kv_mult=2, v_head_dim="v_head_dim"),
         moe=Moe(sparse="first_k_dense"),
     ),
+    # modeling_hy_v4.py: DeepSeek-V3.2's MLA and indexer with per-head sinks and a sigmoid
+    # gate (gate_proj H → heads · v_head_dim), hyper-connections around attention and FFN,
+    # experts by mlp_layer_types (TopkRouter weight, shared experts)
+    "hy_v4": Spec(attn=Attn(kind="mla", indexer=True, sinks=True, gate="full"), moe=_DEEPSEEK_MOE, hyper_connections=True),
     # modeling_afmoe.py: sigmoid-gated attention output (self_attn.gate_proj H→heads·hd),
     # per-head q/k norms, four norms per layer, first num_dense_layers dense; the router
     # holds an nn.Linear `router.gate`; a fp32 [E] expert_bias parameter; shared experts
@@ -672,8 +686,12 @@ def _builder(model_type: str):  # noqa: ANN202
             hints["eager_only"] = True
         if spec.attn.gate:
             # the gate's activation and the gated output are kept for backward (activations.rs attn_gate_saved)
-            hints["attn_gate_width"] = _gate_width(text, spec.attn, shape.num_attention_heads, shape.head_dim)
+            gate_hd = text.int("v_head_dim") if spec.attn.kind == "mla" else shape.head_dim
+            hints["attn_gate_width"] = _gate_width(text, spec.attn, shape.num_attention_heads, gate_hd)
             hints["attn_gate_fp32"] = spec.attn.gate_act == "softplus"
+        if spec.hyper_connections:
+            # n residual streams: what each hyper-connection keeps (activations.rs hyper_connection_saved)
+            hints["hyper_connection_streams"] = text.int("hc_mult")
         if spec.attn.indexer:
             # the indexer's per-head scores are a forward transient over the context, its top-k
             # a mask SDPA keeps (activations.rs layer_forward_transient, qkv_saved)
