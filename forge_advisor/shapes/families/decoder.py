@@ -397,7 +397,8 @@ def build_decoder(c: ConfigReader, name: str, spec: Spec, model_type: str) -> Mo
     head_counts = _head_counts(c, spec.attn, heads, kv, n_layers)
     norms = len(spec.norms) * _norm_params(spec, c, hidden) + len(spec.extra_layer_params) * hidden
     hc = c.int("hc_mult") if spec.hyper_connections else 0
-    norms += 2 * (2 * hc * hc * hidden + 2 * hc + 2)  # attn_hc, ffn_hc: fn, base, scale
+    if hc:
+        norms += 2 * (2 * hc * hc * hidden + 2 * hc + 2)  # attn_hc, ffn_hc: fn, base, scale
     layer_types: list[LayerType] = []
     flags = [False] * n_layers
     experts = top_k = moe_inter = 0
