@@ -703,7 +703,7 @@ impl Estimator {
                         let fwd_transient = Segment::per_token(&layer_forward_transient(shape, w), ctx);
                         let mut bwd_transient =
                             *transient.get_or_insert_with(|| Segment::per_token(&layer_backward_transient(shape, info, act_plan), ctx));
-                        if plan.gradient_checkpointing {
+                        if plan.gradient_checkpointing && fwd_transient > 0 {
                             // the recompute runs the forward again before the layer's backward:
                             // its input and the forward's transients, not yet what it saves
                             // (the walk adds `full`): max(backward buffers, input + transients − full)
