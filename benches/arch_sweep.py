@@ -67,6 +67,24 @@ def shrink(config: dict[str, Any]) -> dict[str, Any]:
             out[k] = v[:LAYERS]
         elif isinstance(v, dict) and v and all(str(x).isdigit() for x in v):
             out[k] = {x: y for x, y in v.items() if int(x) < LAYERS}
+    # transformers 5's default configs of ministral, hunyuan_v1_* and nemotron leave
+    # head_dim / num_key_value_heads as None, which their own modeling code cannot read
+    # (modeling_ministral.py: `getattr(config, "head_dim", hidden // heads)` returns the None;
+    # modeling_nemotron.py: `heads // num_key_value_heads`); a published config.json sets
+    # them, so the sweep fills in what the modeling falls back to
+    heads = out.get("num_attention_heads")
+    if isinstance(heads, int) and isinstance(out.get("hidden_size"), int):
+        if "head_dim" in out and out["head_dim"] is None:
+            out["head_dim"] = out["hidden_size"] // heads
+        if "num_key_value_heads" in out and out["num_key_value_heads"] is None:
+            out["num_key_value_heads"] = heads
+    # dbrx's default attn_config lacks the rope_theta its modeling reads (DBRX's published
+    # config.json has attn_config.rope_theta); cohere_compass_text's default rope_parameters
+    # is {} where its modeling reads one entry per layer type
+    if isinstance(out.get("attn_config"), dict) and "kv_n_heads" in out["attn_config"]:
+        out["attn_config"] = {"rope_theta": 10000.0, **out["attn_config"]}
+    if out.get("rope_parameters") == {} and isinstance(out.get("layer_types"), list):
+        out["rope_parameters"] = {t: {"rope_type": "default", "rope_theta": 10000.0} for t in dict.fromkeys(out["layer_types"])}
     for k, v in list(out.items()):
         if k.endswith("_token_id") and isinstance(v, int) and v >= out.get("vocab_size", 1 << 62):
             out[k] = 1

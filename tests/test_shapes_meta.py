@@ -150,6 +150,12 @@ FAMILY_CASES = {
         text_config=dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16, vocab_size=300),
         vision_config=dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, image_size=56, patch_size=14, vision_use_head=True),
     ),
+    # encoder layouts built as causal LMs (bert.py), with their switches flipped
+    "roformer-projected-untied": dict(model_type="roformer", hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, vocab_size=100, embedding_size=32, max_position_embeddings=40, tie_word_embeddings=False),
+    "xmod-two-languages-adapter-ln": dict(model_type="xmod", hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, vocab_size=100, languages=["en_XX", "de_DE"], adapter_layer_norm=True, adapter_reduction_factor=4),
+    "roc_bert-no-shape": dict(model_type="roc_bert", hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, vocab_size=100, enable_shape=False, shape_vocab_size=50, pronunciation_vocab_size=30, pronunciation_embed_dim=24),
+    "rembert-sizes": dict(model_type="rembert", hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, vocab_size=100, input_embedding_size=32, output_embedding_size=48),
+    "megatron-bert-untied": dict(model_type="megatron-bert", hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, vocab_size=100, tie_word_embeddings=False),
 }
 
 

@@ -19,7 +19,6 @@ _SEQ2SEQ = "encoder-decoder model: only its decoder-only causal LM (is_encoder_d
 _VISION = "a vision or audio tower besides the language model"
 _RECURRENT = "recurrent (RNN-style) layers instead of attention"
 _HYPER = "hyper-connections (learned multi-stream residual mixing)"
-_SPARSE_IDX = "DeepSeek sparse attention indexer"
 
 REASONS: dict[str, str] = {
     # state-space and recurrent mixers
@@ -33,10 +32,6 @@ REASONS: dict[str, str] = {
     "lfm2": "short-convolution operator layers (LFM2)", "lfm2_moe": "short-convolution operator layers (LFM2)",
     "lfm3": "short-convolution operator layers (LFM2)",
     # encoder-style decoders
-    "megatron-bert": "pre-LayerNorm BERT layout (Megatron naming)", "rembert": "RemBERT's decoupled input/output embedding sizes",
-    "roberta-prelayernorm": "pre-LayerNorm RoBERTa layout", "roc_bert": "RoCBert's shape and pronunciation embeddings",
-    "roformer": "RoFormer's embedding projection and sinusoidal position table",
-    "xlm-roberta-xl": "pre-LayerNorm XLM-R XL layout", "xmod": "per-language adapter modules (X-MOD)",
     "xlm": "XLM's flat attention/FFN lists outside the layer stack",
     # decoders of seq2seq models
     "prophetnet": _SEQ2SEQ_DECODER,
@@ -47,28 +42,22 @@ REASONS: dict[str, str] = {
     "fuyu": _VISION, "git": _VISION, "got_ocr2": _VISION, "phi4_multimodal": _VISION,
     "moss_transcribe_diarize": _VISION, "moshi": "audio codebook streams (Moshi depth decoder)",
     # other mechanisms
-    "deepseek_v4": _HYPER, "hy_v4": _HYPER, "qwen4_exp": _HYPER, "qwen4_exp_text": _HYPER,
-    "deepseek_v32": _SPARSE_IDX, "glm_moe_dsa": _SPARSE_IDX, "axk2": _SPARSE_IDX,
+    "deepseek_v4": "hyper-connections with compressed sparse attention and hash-routed experts (DeepSeek-V4)",
+    "qwen4_exp": _HYPER, "qwen4_exp_text": _HYPER,
+    "axk2": "DeepSeek sparse attention indexer with a fused query/gate projection and gated norms (A.X K2)",
     "blt": "byte-latent patching (local encoder/decoder around a global transformer)",
     "hrm_text": "hierarchical reasoning modules (two recurrent transformer stacks)",
     "longcat_flash": "two attention/MLP sub-layers per layer with zero-computation experts",
-    "jetmoe": "mixture of attention heads (attention experts)",
+    "dbrx": "DBRX's experts held as 2-D [experts · ffn, hidden] tensors (w1, v1, w2)",
     "cpmant": "segment embeddings with relative position buckets (CPM-Ant)",
     "zaya": "convolutional QK projections and residual scaling (ZAYA)",
     "inkling_text": "short convolutions around attention and MLP", "inkling2_text": "short convolutions around attention and MLP",
     "inkling2_loop_text": "short convolutions around attention and MLP",
     "doge": "dynamic mask attention with learned residual weights (Doge)",
     # families before Llama's layout that no parser reads yet
-    "gpt_neox_japanese": "GPT-NeoX-Japanese layout (separate dense bias parameter)",
-    "ctrl": "CTRL layout (sinusoidal positions, Wq/Wk/Wv naming)",
-    "modernbert-decoder": "ModernBERT decoder layout (embedding norm, fused Wi)",
     "mllama": "cross-attention image layers inside the text decoder (Llama 3.2 Vision)",
     "minimax_m3_vl_text": "mixed full/linear attention layers (MiniMax)",
     "minimax": "mixed full/linear attention layers (MiniMax)",
-    "mimo_v2_flash": "per-layer attention shapes (sliding layers with their own head counts and sinks)",
-    "laguna": "per-layer attention head counts with gated attention output",
-    "afmoe": "gated attention output (self_attn.gate_proj) with learned expert bias",
-    "beam": "gated attention output with a per-head gate bias",
 }
 _DEFAULT = "no built-in parser for this model_type"
 

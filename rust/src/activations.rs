@@ -221,6 +221,7 @@ pub fn layer_saved(shape: &ModelShape, an: &Analysis, info: &LayerInfo, g: &Laye
     if cx.hidden_dropout {
         out.per_token += h;
     }
+    out.per_token += 2 * hyper_connection_saved(shape, w);
     // autocast keeps a half copy of every fp32 weight whose grad path needs it until backward
     if w.amp && (g.weights || g.input || trains) {
         out.constant += 2 * info.linear_weight_params;
@@ -243,9 +244,13 @@ fn attention_saved(shape: &ModelShape, an: &Analysis, info: &LayerInfo, g: &Laye
         qkv_saved(shape, g, cx, out);
     }
     let o_in: u64 = info.attn_out_in.unwrap_or(qd);
+    let gated = shape.hints.attn_gate_width > 0;
+    if gated && qkv_grad {
+        out.per_token += attn_gate_saved(shape, g, cx, o_in);
+    }
     // under cuDNN the output is already contiguous after `transpose(1, 2)`: o_proj keeps
-    // the very tensor counted above
-    if g.weights && !(qkv_grad && kernel == AttnKernel::Cudnn) {
+    // the very tensor counted above (unless a gate multiplies it into a new one first)
+    if g.weights && !(qkv_grad && kernel == AttnKernel::Cudnn && !gated) {
         out.per_token += if w.amp { 2 * o_in } else { w.e * o_in };
     }
     out.per_token += lora_inputs(cx, g, GROUP_ATTN_OUT);
@@ -256,6 +261,25 @@ fn attention_saved(shape: &ModelShape, an: &Analysis, info: &LayerInfo, g: &Laye
         // cross-attention: same projections over encoder states (approximation: as self)
         out.per_token += base_inputs(w, g, info, GROUP_ATTN_IN) + w.e * (2 * qd + 2 * kd) + 4 * heads;
     }
+}
+
+/// Gated attention output (modeling_afmoe.py `AfmoeAttention.forward`:
+/// `output = output * torch.sigmoid(gate_states)` before `o_proj`; modeling_beam.py adds a
+/// per-head bias first; modeling_laguna.py: `F.softplus(g_proj(x).float()).to(dtype)`, per
+/// head or per channel). derivatives.yaml: `sigmoid_backward(grad, result)` keeps the
+/// sigmoid's output (e · gw); `softplus_backward(grad, self, …)` keeps its fp32 input
+/// (4 · gw) and the mul then keeps the half cast (e · gw); `mul` keeps both operands, the
+/// gate (counted) and the attention output (e · q): under cuDNN that is the contiguous
+/// output SDPA already keeps ([`qkv_saved`]), under flash/efficient/eager a new copy
+/// (`transpose(1, 2).contiguous()` in sdpa/eager_attention_forward). gw = gate width.
+/// The gate projection is outside the attention groups (role "other"); under amp its
+/// autocast half copy of the normed input (2 · H) is kept when its weight trains.
+fn attn_gate_saved(shape: &ModelShape, g: &LayerGrad, cx: &PlanCtx, q: u64) -> u64 {
+    let (e, gw) = (cx.w.e, shape.hints.attn_gate_width);
+    let gate = if shape.hints.attn_gate_fp32 { 4 * gw + e * gw } else { e * gw };
+    let output = if cx.kernel == AttnKernel::Cudnn { 0 } else { e * q };
+    let input = if g.weights && cx.w.amp { 2 * shape.hidden_size } else { 0 };
+    gate + output + input
 }
 
 /// What attention keeps when q, k, v need grads, added to `out`: per-head q/k norms, then
@@ -273,6 +297,12 @@ fn qkv_saved(shape: &ModelShape, g: &LayerGrad, cx: &PlanCtx, out: &mut Saved) {
         if g.weights {
             out.per_token += w.e * (qd + kd);
         }
+    }
+    if hints.dsa_indexer_heads > 0 && cx.kernel != AttnKernel::Eager {
+        // DSA folds the indexer's top-k into a materialised `[B, 1, S, T]` mask
+        // (modeling_deepseek_v32.py: `attention_mask & ~index_mask`); SDPA turns a bool
+        // mask into an additive bias of the query's dtype and its backward keeps it
+        out.per_token_ctx += w.e;
     }
     if cx.kernel == AttnKernel::Eager {
         let rep = if shape.num_key_value_heads == heads { kd } else { qd };
@@ -395,9 +425,41 @@ pub fn expert_lora_fixed(lora: &LoraSums, dtype: Dtype, r: u64) -> (u64, u64) {
     }
 }
 
-/// Saved bytes of a layer under non-reentrant checkpointing: only its input.
+/// Bytes alive only while one layer runs forward, saved by nothing: the DeepSeek sparse
+/// attention indexer (modeling_deepseek_v32.py `DeepseekV32Indexer.forward`, under
+/// `torch.no_grad()`) scores every query against every key per indexer head,
+/// `scores = matmul(q.float(), k.float()) * softmax_scale` then `relu(scores)`: tensors of
+/// `[B, S, index_n_heads, T]` in the matmul's dtype (bf16 under autocast, whose matmul runs
+/// in half; else the weights' dtype), two of them alive at once (the matmul output and its
+/// scaled copy, then the scaled scores and their ReLU): `2 · e · heads` bytes per token per
+/// token of context. The `[B, S, T]` index scores, top-k and masks that follow are one
+/// head's worth, freed before the attention runs.
+pub fn layer_forward_transient(shape: &ModelShape, w: Widths) -> Saved {
+    Saved { per_token: 0, per_token_ctx: 2 * w.e * shape.hints.dsa_indexer_heads, constant: 0 }
+}
+
+/// One hyper-connection's saved bytes per token (modeling_hy_v4.py `HYV4HyperConnection.
+/// forward`, under `autocast(enabled=False)`, and `HYV4DecoderLayer.forward`; a layer has
+/// two, around attention and around the FFN), n = streams: `flat = streams.flatten(2).float()`
+/// kept by the unweighted RMSNorm's pow (4 · n · H); `pre.unsqueeze(-1) * streams` keeps
+/// the n-stream input (r · n · H, the residual's width) and `pre` (4 · n); the combine
+/// `post.float().unsqueeze(-1) * out.float().unsqueeze(-2)` keeps the branch output's fp32
+/// copy (4 · H); the mixes, their scaled logits, both sigmoids, `pre` and `post` and the
+/// norm's rsqrt are `8n + 1` fp32 values. Checked with `saved_tensors_hooks` on the real
+/// `HYV4HyperConnection` (n = 4, H = 64, bf16 streams): 1,924 bytes per token kept, the
+/// parameters aside, = 4·4·64 + 2·4·64 + 4·64 + 4·33.
+fn hyper_connection_saved(shape: &ModelShape, w: Widths) -> u64 {
+    let (n, h) = (shape.hints.hyper_connection_streams, shape.hidden_size);
+    if n == 0 {
+        return 0;
+    }
+    4 * n * h + w.r * n * h + 4 * h + 4 * (8 * n + 1)
+}
+
+/// Saved bytes of a layer under non-reentrant checkpointing: only its input (with
+/// hyper-connections, all n residual streams).
 pub fn layer_checkpointed(shape: &ModelShape, w: Widths) -> Saved {
-    Saved { per_token: w.r * shape.hidden_size, per_token_ctx: 0, constant: 0 }
+    Saved { per_token: w.r * shape.hidden_size * shape.hints.hyper_connection_streams.max(1), per_token_ctx: 0, constant: 0 }
 }
 
 /// Extra bytes alive while one layer back-propagates (gradient buffers of its
@@ -408,7 +470,8 @@ pub fn layer_backward_transient(shape: &ModelShape, info: &LayerInfo, plan: &Pla
     let w = Widths::of(plan.dtype);
     let h = shape.hidden_size;
     let inter = if info.moe { info.mlp_inter.or(info.shared_inter).unwrap_or(0) } else { info.mlp_inter.unwrap_or(shape.intermediate_size) };
-    let mut per_token = 2 * w.r * h + if shape.gated_mlp { 3 * w.e * inter } else { 2 * w.e * inter };
+    // the residual's gradient in and out (n streams with hyper-connections)
+    let mut per_token = 2 * w.r * h * shape.hints.hyper_connection_streams.max(1) + if shape.gated_mlp { 3 * w.e * inter } else { 2 * w.e * inter };
     if info.moe {
         per_token += shape.num_experts_per_tok * 3 * w.e * shape.moe_intermediate_size;
     }

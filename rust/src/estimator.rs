@@ -17,7 +17,7 @@
 
 use serde::Serialize;
 
-use crate::activations::{layer_backward_transient, layer_checkpointed, layer_saved, LayerGrad, PlanCtx, Widths};
+use crate::activations::{layer_backward_transient, layer_checkpointed, layer_forward_transient, layer_saved, LayerGrad, PlanCtx, Widths};
 use crate::analysis::{Analysis, LoraSums};
 use crate::error::{Error, Result};
 use crate::gpu::GpuSpec;
@@ -727,17 +727,27 @@ impl Estimator {
                         let (merged, merged_bwd) = crate::activations::expert_lora_fixed(&g.lora, act_plan.dtype, plan.lora_r);
                         let kept_fixed = if plan.gradient_checkpointing || plan.activation_offloading { 0 } else { merged };
                         acc.host_per_token = acc.host_per_token.saturating_add(sat(prefetch, n as u64));
+                        let fwd_transient = Segment::per_token(&layer_forward_transient(shape, w), ctx);
+                        let (mut bwd_transient, bwd_mlp) =
+                            *transient.get_or_insert_with(|| backward_transient(shape, info, act_plan, ctx));
+                        if plan.gradient_checkpointing && fwd_transient > 0 {
+                            // the recompute runs the forward again before the layer's backward:
+                            // its input and the forward's transients, not yet what it saves
+                            // (the walk adds `full`): max(backward buffers, input + transients − full)
+                            bwd_transient = bwd_transient.max(kept.saturating_add(fwd_transient).saturating_sub(full_saved));
+                        }
                         segs.push(Segment {
                             n: n as u64,
                             kept,
                             full: full_saved,
-                            transient: prefetch + transient.get_or_insert_with(|| backward_transient(shape, info, act_plan, ctx)).0,
-                            transient_mlp: prefetch + transient.get_or_insert_with(|| backward_transient(shape, info, act_plan, ctx)).1,
+                            transient: prefetch + bwd_transient,
+                            transient_mlp: prefetch + bwd_mlp,
                             constant: saved.constant,
                             layer_grads: sat(tp, b.grad_bytes_per) / b.grad_scale,
                             kept_fixed,
                             full_fixed: merged,
                             bwd_fixed: merged_bwd,
+                            fwd_transient,
                         });
                         if acc.first_in_graph.is_none() {
                             acc.first_in_graph = Some(lo);

@@ -194,6 +194,16 @@ pub struct Hints {
     /// `OutputRecorder(<Model>TopKRouter, index=0)`, `load_balancing_loss_func`), alive from
     /// the layer's forward until the loss, then as their gradient until the layer's backward.
     pub router_logits_kept: bool,
+    /// Gated attention output, `o_proj(out * act(gate_proj(x)))` (AFMoE, Beam, Laguna): the
+    /// gate's width per token (heads·head_dim, or heads for a per-head gate); 0 when none.
+    pub attn_gate_width: u64,
+    /// The gate's activation runs in fp32 (modeling_laguna.py: `F.softplus(g.float())`).
+    pub attn_gate_fp32: bool,
+    /// Heads of a DeepSeek sparse-attention indexer in every layer (`index_n_heads`;
+    /// DeepSeek-V3.2, GLM-5); 0 when none.
+    pub dsa_indexer_heads: u64,
+    /// Residual streams of hyper-connections (`hc_mult`; HY-V4, DeepSeek-V4); 0 when none.
+    pub hyper_connection_streams: u64,
 }
 
 impl Default for Hints {
@@ -208,6 +218,10 @@ impl Default for Hints {
             attn_logit_softcapping: false,
             eager_only: false,
             router_logits_kept: false,
+            attn_gate_width: 0,
+            attn_gate_fp32: false,
+            dsa_indexer_heads: 0,
+            hyper_connection_streams: 0,
         }
     }
 }

@@ -41,6 +41,8 @@ pub(crate) struct Segment {
     pub(crate) kept_fixed: u64,
     pub(crate) full_fixed: u64,
     pub(crate) bwd_fixed: u64,
+    /// What each holds only while it runs forward (`activations::layer_forward_transient`).
+    pub(crate) fwd_transient: u64,
 }
 
 impl Segment {
@@ -362,6 +364,25 @@ impl Prepared<'_> {
             optimizer_temporaries: 0,
             distributed: units.forward,
         };
+        if !self.s.gradient_checkpointing {
+            // a layer whose forward holds transients (the DSA indexer's scores), each segment's
+            // top layer: the layers below keep what they saved (with checkpointing the
+            // recompute in backward holds them instead: estimator.rs `layer_segments`)
+            let mut before: u64 = 0;
+            for sg in segs {
+                let below = before.saturating_add(sat(sat(sg.kept, tokens), sg.n.saturating_sub(1)));
+                if sg.fwd_transient > 0 {
+                    let held = below.saturating_add(sat(sg.fwd_transient, tokens));
+                    peak.offer(Peak {
+                        total: clip(fixed + autocast as u128 + grads_prev as u128 + held as u128 + units.forward as u128),
+                        activations: held,
+                        logits_and_loss: 0,
+                        ..peak
+                    });
+                }
+                before = before.saturating_add(sat(sat(sg.kept, tokens), sg.n));
+            }
+        }
         let loss_bwd = logits_bwd.max(logits_saved);
         peak.offer(Peak {
             total: clip(fixed + autocast as u128 + grads_prev as u128 + acts_total as u128 + loss_bwd as u128 + units.loss_backward as u128),
@@ -551,7 +572,7 @@ impl Prepared<'_> {
         self.fast_tokens_max = match logits {
             None => 0, // vocab × bytes overflows: always walk the phases
             Some(l) => {
-                let coef = segs.iter().fold(l.max(self.s.tail_per_token), |m, sg| m.max(sg.kept).max(sg.full).max(sg.transient));
+                let coef = segs.iter().fold(l.max(self.s.tail_per_token), |m, sg| m.max(sg.kept).max(sg.full).max(sg.transient).max(sg.fwd_transient));
                 u64::MAX.checked_div(coef).unwrap_or(u64::MAX)
             }
         };
@@ -581,6 +602,17 @@ impl Prepared<'_> {
         } else {
             lines.push(fixed + autocast + grads_prev + fixed_below + units.forward as u128, below + vocab * c0 as u128)?;
             lines.push(fixed + autocast + grads_prev + fixed_below + units.loss_backward as u128, below + vocab * c1.max(c2) as u128)?;
+        }
+        if !self.s.gradient_checkpointing {
+            // the forward of each segment's top layer with its transients (`forward_peak`)
+            let mut before: u128 = 0;
+            for sg in segs {
+                if sg.fwd_transient > 0 {
+                    let b = before + sg.kept as u128 * sg.n.saturating_sub(1) as u128 + sg.fwd_transient as u128;
+                    lines.push(fixed + autocast + grads_prev + units.forward as u128, b)?;
+                }
+                before += sg.kept as u128 * sg.n as u128;
+            }
         }
         // each layer segment from the top: the candidates of `peak`'s walk
         let mut grads_done = if accum { gradients } else { self.s.head_grad.min(gradients) };

@@ -66,6 +66,23 @@ class Attn:
     qk_norm_when: Flag = True
     sinks: bool = False  # learned per-head sink logits (gpt-oss)
     o_in_hidden: bool = False  # o_proj reads hidden_size, not heads·head_dim (StableLM)
+    # gated attention output: `out * act(gate_proj(x))` before o_proj; "full": a gate per
+    # head and channel (heads·hd), "head": one per head, "gating": the config's `gating`
+    # (True / "per-head" → per head; Laguna)
+    gate: Literal["full", "head", "gating"] | None = None
+    gate_name: str = "gate_proj"
+    gate_bias: bool = False  # a learned [heads] bias added to the gate (Beam's gate_bias)
+    gate_act: Literal["sigmoid", "softplus"] = "sigmoid"
+    per_layer_heads: str | None = None  # a config list of query heads per layer (Laguna)
+    # DeepSeek sparse attention (DSA) indexer beside MLA (modeling_deepseek_v32.py
+    # DeepseekV32Indexer); `indexer_types` lists "full" / "shared" per layer (GLM-5: a
+    # "shared" layer reuses the previous full layer's top-k and has no indexer)
+    indexer: bool = False
+    # sliding-window layers with their own shape (MiMo-V2-Flash: `num_key_value_heads * 2`
+    # and sinks on "sliding_attention" layers only; modeling_mimo_v2_flash.py)
+    swa_kv_mult: int = 1
+    sinks_sliding_only: bool = False
+    v_head_dim: str | None = None  # a config field for v's head width (else head_dim)
 
 
 @dataclass(frozen=True)
@@ -95,6 +112,8 @@ class Moe:
     shared_in_layer: bool = False  # the shared expert hangs off the layer, not the sparse block
     top_k: tuple[str, ...] = ("num_experts_per_tok", "top_k", "moe_topk")
     correction_bias: bool = False  # a learned [E] routing bias held as a parameter (ERNIE 4.5)
+    first_k: tuple[str, ...] = ("first_k_dense_replace",)  # "first_k_dense": the dense count's field
+    first_k_default: int = 0
     extra_norms: int = 0  # norms of hidden size inside the sparse block (A.X K1 post_mlp_layernorm)
     # which layers are sparse
     sparse: Literal["all", "first_k_dense", "step", "moe_layers", "interval"] = "all"
@@ -115,6 +134,10 @@ class Spec:
     text_config: bool = False  # the causal LM reads config["text_config"] (Llama 4)
     hidden_act: tuple[str, ...] = ("hidden_act",)
     extra_layer_params: tuple[str, ...] = ()  # scalar-per-hidden parameters in each layer
+    # hyper-connections (HY-V4 modeling_hy_v4.py HYV4HyperConnection): `hc_mult` = n residual
+    # streams; per layer an attention and an FFN connection, each fn [2n, n·H], base [2n],
+    # scale [2] (fp32); the model's HYV4HyperHead hc_fn [n, n·H], hc_base [n], hc_scale [1]
+    hyper_connections: bool = False
 
 
 def _norm_params(spec: Spec, c: ConfigReader, dim: int) -> int:
@@ -125,16 +148,36 @@ def _norm_params(spec: Spec, c: ConfigReader, dim: int) -> int:
     return dim
 
 
-def _attention(c: ConfigReader, s: Spec, hidden: int, heads: int, kv: int, head_dim: int) -> tuple[list[Linear], int]:
+def _attention(
+    c: ConfigReader, s: Spec, hidden: int, heads: int, kv: int, head_dim: int, indexer: bool = False, sliding: bool = False
+) -> tuple[list[Linear], int]:
     a = s.attn
     p = a.prefix
     qkv_bias, o_bias = flag(c, a.qkv_bias), flag(c, a.o_bias)
+    if sliding:
+        kv *= a.swa_kv_mult
     q, k = heads * head_dim, kv * head_dim
-    other = heads if a.sinks else 0
+    other = heads if a.sinks and (sliding or not a.sinks_sliding_only) else 0
     if a.kind == "mla":
-        return _mla(c, p, hidden, heads)
+        lin, mla_other = _mla(c, p, hidden, heads)
+        if indexer:
+            idx_lin, idx_other = _dsa_indexer(c, p, hidden)
+            lin, mla_other = lin + idx_lin, mla_other + idx_other
+        if a.gate:  # HY-V4: gate_proj H → heads · v_head_dim
+            lin.append(Linear(f"{p}.{a.gate_name}", hidden, _gate_width(c, a, heads, c.int("v_head_dim")), False, "other"))
+        return lin, other + mla_other
     qn, kn, vn, on = a.names
     o_in = hidden if a.o_in_hidden else q
+    if a.v_head_dim:
+        vd = c.int(a.v_head_dim, default=head_dim)
+        o_in = heads * vd
+        lin = [
+            Linear(f"{p}.{qn}", hidden, q, qkv_bias, "attention"),
+            Linear(f"{p}.{kn}", hidden, k, qkv_bias, "attention"),
+            Linear(f"{p}.{vn}", hidden, kv * vd, qkv_bias, "attention"),
+            Linear(f"{p}.{on}", o_in, hidden, o_bias, "attention"),
+        ]
+        return lin, other
     if a.kind == "fused":
         lin = [Linear(f"{p}.{qn}", hidden, q + 2 * k, qkv_bias, "attention"), Linear(f"{p}.{on}", o_in, hidden, o_bias, "attention")]
     else:
@@ -144,6 +187,13 @@ def _attention(c: ConfigReader, s: Spec, hidden: int, heads: int, kv: int, head_
             Linear(f"{p}.{vn}", hidden, k, qkv_bias, "attention"),
             Linear(f"{p}.{on}", o_in, hidden, o_bias, "attention"),
         ]
+    if a.gate:
+        # role "other", not "attention": the default LoRA targets are the attention leaf
+        # names, and AFMoE's `gate_proj` would also name the MLP's gate_proj, which peft
+        # refuses on fused experts ("Cannot convert PEFT target(s) gate_proj without also
+        # targeting up_proj")
+        lin.append(Linear(f"{p}.{a.gate_name}", hidden, _gate_width(c, a, heads, head_dim), False, "other"))
+        other += heads if a.gate_bias else 0
     if a.qk_norm and flag(c, a.qk_norm_when):
         if a.qk_norm == "head":
             other += 2 * head_dim
@@ -154,6 +204,53 @@ def _attention(c: ConfigReader, s: Spec, hidden: int, heads: int, kv: int, head_
         else:
             other += head_dim * (heads + kv)
     return lin, other
+
+
+def _dsa_indexer(c: ConfigReader, p: str, hidden: int) -> tuple[list[Linear], int]:
+    """modeling_deepseek_v32.py ``DeepseekV32Indexer.__init__``: ``wq_b`` (q_lora_rank →
+    index_n_heads · index_head_dim) reads MLA's compressed query, ``wk`` (H → index_head_dim),
+    ``k_norm = LayerNorm(index_head_dim)`` (weight and bias), ``weights_proj`` (H →
+    index_n_heads). Its forward runs under ``torch.no_grad()``: peft can wrap these
+    nn.Linears, but they get no gradient, so they are role "other" (not default targets)."""
+    q_rank = c.int("q_lora_rank", default=0, minimum=0)
+    if not q_rank:
+        raise ForgeError(f"{c.source}: the sparse-attention indexer reads the compressed query: 'q_lora_rank' must be set")
+    n, d = c.int("index_n_heads"), c.int("index_head_dim")
+    lin = [
+        Linear(f"{p}.indexer.wq_b", q_rank, n * d, False, "other"),
+        Linear(f"{p}.indexer.wk", hidden, d, False, "other"),
+        Linear(f"{p}.indexer.weights_proj", hidden, n, False, "other"),
+    ]
+    return lin, 2 * d
+
+
+def _indexer_layers(c: ConfigReader, a: Attn, n_layers: int) -> list[bool]:
+    """Which layers hold an indexer: all, or those `indexer_types` marks "full"
+    (modeling_glm_moe_dsa.py: `None if config.indexer_types[i] == "shared" else Indexer`)."""
+    if not a.indexer:
+        return [False] * n_layers
+    kinds = c.data.get("indexer_types")
+    if kinds is None:
+        return [True] * n_layers
+    if not isinstance(kinds, list) or len(kinds) != n_layers or not all(k in ("full", "shared") for k in kinds):
+        raise ForgeError(f"{c.source}: field 'indexer_types'={kinds!r} must list 'full' or 'shared' for each of {n_layers} layers")
+    return [k == "full" for k in kinds]
+
+
+def _sliding_layers(c: ConfigReader, a: Attn, n_layers: int) -> list[bool]:
+    """Which layers are "sliding_attention" (`layer_types`), where that changes their shape."""
+    if a.swa_kv_mult == 1 and not a.sinks_sliding_only:
+        return [False] * n_layers
+    kinds = c.data.get("layer_types")
+    if not isinstance(kinds, list) or len(kinds) != n_layers or not all(isinstance(k, str) for k in kinds):
+        raise ForgeError(f"{c.source}: field 'layer_types'={kinds!r} must name the attention of each of {n_layers} layers")
+    return [k == "sliding_attention" for k in kinds]
+
+
+def _gate_width(c: ConfigReader, a: Attn, heads: int, head_dim: int) -> int:
+    """Outputs of the attention-output gate: one per head, or one per head and channel."""
+    per_head = a.gate == "head" or (a.gate == "gating" and c.data.get("gating", True) in (True, "per-head"))
+    return heads if per_head else heads * head_dim
 
 
 def _mla(c: ConfigReader, p: str, hidden: int, heads: int) -> tuple[list[Linear], int]:
@@ -212,7 +309,7 @@ def _sparse_layers(c: ConfigReader, moe: Moe, n_layers: int) -> list[bool]:
     if moe.sparse == "all":
         return [True] * n_layers
     if moe.sparse == "first_k_dense":
-        k = c.int("first_k_dense_replace", default=0, minimum=0)
+        k = c.int(*moe.first_k, default=moe.first_k_default, minimum=0) if moe.first_k else moe.first_k_default
         return [i >= k for i in range(n_layers)]
     if moe.sparse == "interval":
         # modeling_ernie4_5_moe.py, Ernie4_5_MoeDecoderLayer: every moe_layer_interval-th
@@ -266,6 +363,17 @@ def _moe(c: ConfigReader, s: Spec, hidden: int) -> tuple[list[Linear], int, int,
     return lin, other, experts, top_k, inter
 
 
+def _head_counts(c: ConfigReader, a: Attn, heads: int, kv: int, n_layers: int) -> list[int]:
+    """Query heads of each layer: the config's per-layer list where the family has one
+    (modeling_laguna.py: `LagunaAttention(config, i, config.num_attention_heads_per_layer[i])`)."""
+    if not a.per_layer_heads or c.data.get(a.per_layer_heads) is None:
+        return [heads] * n_layers
+    counts = c.int_list(a.per_layer_heads)
+    if len(counts) != n_layers or any(n < 1 or n % kv for n in counts):
+        raise ForgeError(f"{c.source}: field '{a.per_layer_heads}'={counts!r} must give {n_layers} head counts, each a multiple of num_key_value_heads={kv}")
+    return counts
+
+
 def build_decoder(c: ConfigReader, name: str, spec: Spec, model_type: str) -> ModelShape:
     source = c
     if spec.text_config and isinstance(c.data.get("text_config"), dict):
@@ -277,29 +385,49 @@ def build_decoder(c: ConfigReader, name: str, spec: Spec, model_type: str) -> Mo
     if heads % kv:
         raise ForgeError(f"{c.source}: num_key_value_heads={kv} must divide num_attention_heads={heads}")
     head_dim = c.int("head_dim", default=max(hidden // heads, 1))
+    if spec.attn.indexer:
+        # what SDPA sees per head under MLA: qk_nope + qk_rope (DeepSeek-V3.2: 128 + 64); the
+        # activation model reads q/k widths from it (config.json's head_dim, where present, is
+        # the rope slice: configuration_glm_moe_dsa.py)
+        head_dim = c.int("qk_nope_head_dim") + c.int("qk_rope_head_dim")
     vocab = c.int("vocab_size")
     tie = source.bool("tie_word_embeddings", default=spec.tie_default)
     inter = c.int(*spec.mlp.inter, default=0, minimum=0) if spec.moe else c.int(*spec.mlp.inter)
 
-    attention, attn_other = _attention(c, spec, hidden, heads, kv, head_dim)
+    head_counts = _head_counts(c, spec.attn, heads, kv, n_layers)
     norms = len(spec.norms) * _norm_params(spec, c, hidden) + len(spec.extra_layer_params) * hidden
-    other = attn_other + norms
+    hc = c.int("hc_mult") if spec.hyper_connections else 0
+    if hc:
+        norms += 2 * (2 * hc * hc * hidden + 2 * hc + 2)  # attn_hc, ffn_hc: fn, base, scale
     layer_types: list[LayerType] = []
     flags = [False] * n_layers
     experts = top_k = moe_inter = 0
     if spec.moe is not None:
         flags = _sparse_layers(c, spec.moe, n_layers)
-    if not all(flags):
-        if not inter:
-            raise ForgeError(f"{c.source}: field 'intermediate_size' is missing (the dense layers need it)")
-        layer_types.append(LayerType("decoder", tuple(attention + _mlp(c, spec.mlp, hidden, inter)), other_parameters=other))
+    if not all(flags) and not inter:
+        raise ForgeError(f"{c.source}: field 'intermediate_size' is missing (the dense layers need it)")
     if any(flags):
         moe_lin, moe_other, experts, top_k, moe_inter = _moe(c, spec, hidden)
-        layer_types.append(LayerType("decoder", tuple(attention + moe_lin), other_parameters=other + moe_other, moe=True))
-    sparse_index = len(layer_types) - 1
-    layers = tuple(sparse_index if f else 0 for f in flags)
+    # one dense and one sparse layer type per distinct attention (one but for Laguna's head
+    # counts and GLM-5's layers without an indexer)
+    attns = list(zip(head_counts, _indexer_layers(c, spec.attn, n_layers), _sliding_layers(c, spec.attn, n_layers)))
+    index: dict[tuple[tuple[int, bool, bool], bool], int] = {}
+    for at in dict.fromkeys(attns):
+        attention, attn_other = _attention(c, spec, hidden, at[0], kv, head_dim, indexer=at[1], sliding=at[2])
+        kinds = {f for f, a in zip(flags, attns) if a == at}
+        if False in kinds:
+            index[(at, False)] = len(layer_types)
+            layer_types.append(LayerType("decoder", tuple(attention + _mlp(c, spec.mlp, hidden, inter)), other_parameters=attn_other + norms))
+        if True in kinds:
+            index[(at, True)] = len(layer_types)
+            layer_types.append(LayerType("decoder", tuple(attention + moe_lin), other_parameters=attn_other + norms + moe_other, moe=True))
+    layers = tuple(index[(a, f)] for a, f in zip(attns, flags))
+    # the activation model reads one head count: the widest layer's (an upper bound)
+    heads = max(head_counts)
 
     params = [Param("model.embed_tokens.weight", vocab * hidden, "embedding")]
+    if hc:
+        params.append(Param("model.hc_head", hc * hc * hidden + hc + 1, "other"))
     if spec.final_norm and spec.norm != "none":
         params.append(Param("model.norm", _norm_params(spec, c, hidden), "norm"))
     if not tie:
@@ -394,6 +522,8 @@ SPECS: dict[str, Spec] = {
     # modeling_cohere.py: one LayerNorm (no bias) feeding attention and MLP in parallel
     "cohere": Spec(norms=("input_layernorm",), norm="ln", norm_bias=False, tie_default=True, parallel=True, attn=Attn(qk_norm="full", qk_norm_when=("use_qk_norm", False))),
     "cohere2": Spec(norms=("input_layernorm",), norm="ln", norm_bias=False, tie_default=True, parallel=True),
+    # modeling_cohere_compass.py (text): Cohere 2's parallel block
+    "cohere_compass_text": Spec(norms=("input_layernorm",), norm="ln", norm_bias=False, tie_default=True, parallel=True),
     # modeling_arcee.py: plain up/down MLP (ReLU²)
     "arcee": Spec(mlp=Mlp(kind="plain", names=("up_proj", "down_proj"), bias=("mlp_bias", False))),
     # modeling_ernie4_5.py: every linear biased by use_bias
@@ -487,6 +617,58 @@ SPECS: dict[str, Spec] = {
         norm="ln",
         mlp=Mlp(kind="plain", names=("dense_h_to_4h", "dense_4h_to_h"), bias=True),
     ),
+    # modeling_nemotron.py: NemotronLayerNorm1P (an nn.LayerNorm with bias), plain up/down
+    # MLP (relu²) biased by mlp_bias, q/k/v/o biased by attention_bias
+    "nemotron": Spec(norm="ln", mlp=Mlp(kind="plain", names=("up_proj", "down_proj"), bias=("mlp_bias", False))),
+    # modeling_hunyuan_v1_moe.py: per-head query_layernorm/key_layernorm, every layer sparse;
+    # the router HunYuanMoEV1Gate holds an nn.Linear `wg` (peft can wrap it), experts and
+    # the always-on shared_mlp are both sized intermediate_size
+    "hunyuan_v1_moe": Spec(
+        attn=Attn(qk_norm="head", qk_norm_names=("query_layernorm", "key_layernorm")),
+        moe=Moe(router="gate.wg", router_linear=True, inter=("intermediate_size",), top_k=("moe_topk", "num_experts_per_tok"),
+                shared="shared_mlp", shared_inter=("intermediate_size",)),
+    ),
+    # modeling_deepseek_v32.py / modeling_glm_moe_dsa.py: DeepSeek-V3 (MLA, shared experts,
+    # dense first layers) plus the DSA indexer in every layer, or in the "full" ones
+    "deepseek_v32": Spec(attn=Attn(kind="mla", indexer=True), moe=_DEEPSEEK_MOE),
+    "glm_moe_dsa": Spec(attn=Attn(kind="mla", indexer=True), moe=_DEEPSEEK_MOE),
+    # modeling_mimo_v2_flash.py: sliding layers with twice the kv heads and per-head sinks,
+    # v heads of v_head_dim, unbiased o_proj; experts by mlp_layer_types (TopKRouter weight)
+    "mimo_v2_flash": Spec(
+        attn=Attn(o_bias=False, sinks=True, sinks_sliding_only=True, swa_kv_mult=2, v_head_dim="v_head_dim"),
+        moe=Moe(sparse="first_k_dense"),
+    ),
+    # modeling_hy_v4.py: DeepSeek-V3.2's MLA and indexer with per-head sinks and a sigmoid
+    # gate (gate_proj H → heads · v_head_dim), hyper-connections around attention and FFN,
+    # experts by mlp_layer_types (TopkRouter weight, shared experts)
+    "hy_v4": Spec(attn=Attn(kind="mla", indexer=True, sinks=True, gate="full"), moe=_DEEPSEEK_MOE, hyper_connections=True),
+    # modeling_afmoe.py: sigmoid-gated attention output (self_attn.gate_proj H→heads·hd),
+    # per-head q/k norms, four norms per layer, first num_dense_layers dense; the router
+    # holds an nn.Linear `router.gate`; a fp32 [E] expert_bias parameter; shared experts
+    # sized moe_intermediate_size · num_shared_experts
+    "afmoe": Spec(
+        attn=Attn(qk_norm="head", gate="full"),
+        norms=("input_layernorm", "post_attention_layernorm", "pre_mlp_layernorm", "post_mlp_layernorm"),
+        moe=Moe(router="router.gate", router_linear=True, shared="shared_experts", shared_count=("num_shared_experts",),
+                correction_bias=True, sparse="first_k_dense", first_k=("num_dense_layers",)),
+    ),
+    # modeling_beam.py: sigmoid gate over heads·hd plus a per-head gate_bias [heads], Gemma-3
+    # sandwich norms; sparse layers from mlp_layer_types (configuration_beam.py: else the
+    # first min(3, layers) dense), a TopKRouter weight [E, H] (its correction bias a buffer)
+    "beam": Spec(
+        attn=Attn(qk_norm="head", gate="full", gate_bias=True),
+        norms=("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm"),
+        moe=Moe(sparse="first_k_dense", first_k=(), first_k_default=3),
+    ),
+    # modeling_laguna.py: query heads per layer (num_attention_heads_per_layer), a softplus
+    # gate `g_proj` per head (gating: true / "per-head") or per channel, per-head q/k norms;
+    # sparse layers from mlp_layer_types (else all but the first), shared experts of their
+    # own size, a TopKRouter weight with an [E] e_score_correction_bias parameter
+    "laguna": Spec(
+        attn=Attn(qk_norm="head", gate="gating", gate_name="g_proj", gate_act="softplus", per_layer_heads="num_attention_heads_per_layer"),
+        moe=Moe(shared="shared_experts", shared_inter=("shared_expert_intermediate_size",), correction_bias=True,
+                sparse="first_k_dense", first_k=(), first_k_default=1),
+    ),
 }
 
 
@@ -503,6 +685,18 @@ def _builder(model_type: str):  # noqa: ANN202
             # sink logits join the softmax, which SDPA cannot do: these models declare
             # `_supports_sdpa = False` (modeling_gpt_oss.py, modeling_flint.py) and run eager
             hints["eager_only"] = True
+        if spec.attn.gate:
+            # the gate's activation and the gated output are kept for backward (activations.rs attn_gate_saved)
+            gate_hd = text.int("v_head_dim") if spec.attn.kind == "mla" else shape.head_dim
+            hints["attn_gate_width"] = _gate_width(text, spec.attn, shape.num_attention_heads, gate_hd)
+            hints["attn_gate_fp32"] = spec.attn.gate_act == "softplus"
+        if spec.hyper_connections:
+            # n residual streams: what each hyper-connection keeps (activations.rs hyper_connection_saved)
+            hints["hyper_connection_streams"] = text.int("hc_mult")
+        if spec.attn.indexer:
+            # the indexer's per-head scores are a forward transient over the context, its top-k
+            # a mask SDPA keeps (activations.rs layer_forward_transient, qkv_saved)
+            hints["dsa_indexer_heads"] = text.int("index_n_heads")
         object.__setattr__(shape, "hints", hints)
         return shape
 
