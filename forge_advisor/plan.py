@@ -107,6 +107,12 @@ class Plan:
     activation_offloading: bool = False
     offload_optimizer: bool = False
     offload_params: bool = False
+    # vision-language models (ignored by text-only ones; rust/src/vision.rs): the largest image
+    # of a sample in pixels after the processor's resize (None: the processor's default),
+    # images per sample, and whether the vision tower stays frozen (LLaMA-Factory's name)
+    max_pixels: int | None = None
+    images_per_sample: int = 1
+    freeze_vision_tower: bool = True
 
     def __post_init__(self) -> None:
         for name in PLAN_CHOICES:
@@ -130,7 +136,10 @@ class Plan:
             object.__setattr__(self, "distributed", "ddp")
         if self.distributed != "none" and self.num_gpus == 1:
             object.__setattr__(self, "distributed", "none")
-        for name in ("use_liger_kernel", "activation_offloading", "offload_optimizer", "offload_params"):
+        if self.max_pixels is not None:
+            _int_range("max_pixels", self.max_pixels)
+        _int_range("images_per_sample", self.images_per_sample)
+        for name in ("use_liger_kernel", "activation_offloading", "offload_optimizer", "offload_params", "freeze_vision_tower"):
             if not isinstance(getattr(self, name), bool):
                 raise ForgeError(f"{name}={getattr(self, name)!r} must be true or false", field=name,
                                  value=repr(getattr(self, name)), allowed="true or false")
