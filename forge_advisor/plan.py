@@ -14,7 +14,7 @@ from typing import Any, Literal, get_args
 from forge_advisor.core import PLAN_CHOICES, PLAN_FLOAT_RANGES, PLAN_INT_RANGES
 from forge_advisor.errors import ForgeError, did_you_mean
 
-__all__ = ["Plan", "METHODS", "DTYPES", "OPTIMIZERS", "ATTENTION", "DISTRIBUTED", "TRAINERS", "QUANT_STORAGES"]
+__all__ = ["Plan", "VISION_FIELDS", "METHODS", "DTYPES", "OPTIMIZERS", "ATTENTION", "DISTRIBUTED", "TRAINERS", "QUANT_STORAGES"]
 
 Method = Literal["full", "lora", "qlora", "lora_8bit"]
 Trainer = Literal["sft", "dpo"]
@@ -42,6 +42,9 @@ LITERALS: dict[str, tuple[str, ...]] = {
     "attn_implementation": get_args(Attention), "distributed": get_args(Distributed),
     "bnb_4bit_quant_storage": get_args(QuantStorage),
 }
+
+# the fields only a vision-language model reads (a text-only model refuses them when given)
+VISION_FIELDS: tuple[str, ...] = ("max_pixels", "images_per_sample", "freeze_vision_tower")
 
 MAX_BATCH = PLAN_INT_RANGES["per_device_train_batch_size"][1]
 MAX_LENGTH = PLAN_INT_RANGES["max_length"][1]

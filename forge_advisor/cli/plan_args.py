@@ -19,7 +19,7 @@ from forge_advisor.levers import LEVER_FIELDS
 from forge_advisor.plan import ATTENTION, DISTRIBUTED, DTYPES, OPTIMIZERS, QUANT_STORAGES
 
 __all__ = [
-    "ALIASES", "NEGATABLE", "PLAN_FLAGS", "PlanFlag", "VISION_FIELDS", "add_plan_arguments", "add_preset_arguments", "flag_value", "parse_bool",
+    "ALIASES", "NEGATABLE", "PLAN_FLAGS", "PlanFlag", "add_plan_arguments", "add_preset_arguments", "flag_value", "parse_bool",
     "parser_for", "plan_overrides", "preset_field_overrides",
 ]
 
@@ -111,8 +111,7 @@ PLAN_FLAGS: tuple[PlanFlag, ...] = (
 
 # bool fields whose flag has a `--no-` twin meaning false (the rest: `--flag false`)
 NEGATABLE = ("gradient_checkpointing", "freeze_vision_tower")
-# the plan fields that only a vision-language model reads
-VISION_FIELDS = ("max_pixels", "images_per_sample", "freeze_vision_tower")
+
 
 # Plan field -> its short aliases (train adds them to its preset-field flags)
 ALIASES: dict[str, tuple[str, ...]] = {f.field: f.aliases for f in PLAN_FLAGS if f.aliases}

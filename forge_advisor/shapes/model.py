@@ -187,6 +187,28 @@ class ModelShape:
         limit = self.max_position_embeddings
         return tokens if limit is None else min(tokens, limit)
 
+    def image_tokens(self, fields: Any) -> int:
+        """Language-model tokens the images of one sample take under plan ``fields`` (a
+        mapping with ``max_pixels`` / ``images_per_sample``, defaults: the processor's, 1);
+        0 for a text-only model. A default length is text plus these (trl counts image
+        tokens inside ``max_length``: rust/src/vision.rs ``image_plan``)."""
+        if self.vision is None:
+            return 0
+        images = fields.get("images_per_sample", 1)
+        return images * self.vision.images.per_image(fields.get("max_pixels"))[1]
+
+    def check_vision_fields(self, given: Any) -> None:
+        """Refuse vision-language plan fields (``max_pixels``, ``images_per_sample``,
+        ``freeze_vision_tower``) named in ``given`` for a model without a vision tower: a
+        text-only model has no images to price, and silently ignoring them would price
+        something else than what was asked."""
+        from forge_advisor.plan import VISION_FIELDS
+
+        named = [k for k in VISION_FIELDS if k in given]
+        if named and self.vision is None:
+            raise ForgeError(f"{named[0]} applies to vision-language models; {self.name} ({self.model_type}) has no vision tower",
+                             field=named[0], value=str(given[named[0]]), allowed="a vision-language model")
+
     # -- conversion -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """The dict the Rust core reads (Python-only facts left out)."""

@@ -369,6 +369,15 @@ pub(crate) fn push_segments(
         });
         input = true;
     }
+    // SigLIP/CLIP `post_layernorm` over every patch: native_layer_norm keeps its input (a
+    // fp32 copy under autocast, layer_norm being on autocast's fp32 list), mean and rstd
+    if v.tower.post_norm && (input || ip.tower_weights) {
+        let norm = (if tcx.w.autocast { 4 } else { tcx.w.r }) * v.tower.hidden_size + 8
+            + if ip.tower_weights { tcx.w.r * v.tower.hidden_size } else { 0 };
+        let kept = scale(norm);
+        out.kept_per_token = out.kept_per_token.saturating_add(kept);
+        segs.push(Segment { n: 1, kept, full: kept, transient: 0, constant: 0, layer_grads: 0 });
+    }
     // the projector runs per language-model image token (its input: the tower's output)
     let proj = projector_saved(v, tcx.w, input, ip.projector_weights);
     if proj > 0 {

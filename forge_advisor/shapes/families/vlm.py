@@ -70,6 +70,10 @@ CLIP_VISION_DEFAULTS = {"hidden_size": 768, "intermediate_size": 3072, "num_hidd
 SIGLIP_VISION_DEFAULTS = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
                           "num_channels": 3, "image_size": 224, "patch_size": 16, "hidden_act": "gelu_pytorch_tanh",
                           "vision_use_head": True}
+# configuration_llama.py LlamaConfig field defaults: LLaVA-1.5's text_config names only the
+# fields that differ (llava-hf/llava-1.5-7b-hf: vocab 32064, 4096 positions)
+LLAMA_TEXT_DEFAULTS = {"vocab_size": 32_000, "hidden_size": 4096, "intermediate_size": 11_008, "num_hidden_layers": 32,
+                       "num_attention_heads": 32, "max_position_embeddings": 2048}
 # LlavaConfig: a missing vision_config is CLIP ViT-L/14-336 (configuration_llava.py)
 LLAVA_DEFAULT_VISION = {"model_type": "clip_vision_model", "hidden_size": 1024, "intermediate_size": 4096,
                         "num_hidden_layers": 24, "num_attention_heads": 16, "image_size": 336, "patch_size": 14,
@@ -245,7 +249,10 @@ def build_llava(c: ConfigReader, name: str) -> ModelShape:
     vision_raw = c.data.get("vision_config") or LLAVA_DEFAULT_VISION
     if not isinstance(text_raw, dict) or not isinstance(vision_raw, dict):
         raise ForgeError(f"{c.source}: fields 'text_config' and 'vision_config' must be objects")
-    text = language_model(c, {"model_type": "llama", **text_raw}, name, c.bool("tie_word_embeddings", default=False))
+    text_cfg = {"model_type": "llama", **text_raw}
+    if text_cfg["model_type"] == "llama":
+        text_cfg = {**LLAMA_TEXT_DEFAULTS, **text_cfg}
+    text = language_model(c, text_cfg, name, c.bool("tie_word_embeddings", default=False))
     kind = tower_kind(str(vision_raw.get("model_type", "clip_vision_model")), c.source)
     defaults = CLIP_VISION_DEFAULTS if kind == "clip" else SIGLIP_VISION_DEFAULTS
     v = ConfigReader({**defaults, **vision_raw}, f"{c.source} [vision_config]")
