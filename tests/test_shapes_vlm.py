@@ -34,6 +34,10 @@ CASES: dict[str, dict[str, Any]] = {
     "llava-siglip-mistral-nobias": dict(model_type="llava", multimodal_projector_bias=False, vision_feature_layer=[-2, -1],
                                         text_config=dict(TEXT, model_type="mistral", tie_word_embeddings=False),
                                         vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, image_size=56, patch_size=14)),
+    "idefics3": dict(model_type="idefics3", scale_factor=2, text_config=dict(TEXT, model_type="llama"),
+                     vision_config=dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, image_size=56, patch_size=14)),
+    "smolvlm-tied": dict(model_type="smolvlm", scale_factor=4, tie_word_embeddings=True, text_config=dict(TEXT, model_type="llama", tie_word_embeddings=True),
+                         vision_config=dict(hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4, image_size=112, patch_size=14)),
     "gemma3": dict(model_type="gemma3", mm_tokens_per_image=4,
                    text_config=dict(TEXT, head_dim=16),
                    vision_config=dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, image_size=56, patch_size=14, vision_use_head=False)),
@@ -62,11 +66,15 @@ def parts(model: Any) -> tuple[Any, Any, Any]:
         visual = inner.visual
         projector = [visual.merger] + list(getattr(visual, "deepstack_merger_list", []))
         return visual, projector, inner.language_model.layers
+    if hasattr(inner, "connector"):  # Idefics3, SmolVLM
+        return inner.vision_model, [inner.connector], inner.text_model.layers
     return inner.vision_tower, [inner.multi_modal_projector], inner.language_model.layers
 
 
 def tower_blocks(tower: Any) -> Any:
-    return tower.blocks if hasattr(tower, "blocks") else tower.vision_model.encoder.layers if hasattr(tower, "vision_model") else tower.encoder.layers
+    if hasattr(tower, "blocks"):
+        return tower.blocks
+    return tower.vision_model.encoder.layers if hasattr(tower, "vision_model") else tower.encoder.layers
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -77,9 +77,10 @@ class ImageRule:
     max_pixels: int = 0
     patches: int = 0
     tokens: int = 0
+    tiles: int = 1  # fixed: encoder images per image (Idefics3/SmolVLM: 4×4 tiles + a global view)
 
     def to_dict(self) -> dict[str, Any]:
-        keys = ("patch_size", "merge_size", "min_pixels", "max_pixels") if self.kind == "dynamic" else ("patches", "tokens")
+        keys = ("patch_size", "merge_size", "min_pixels", "max_pixels") if self.kind == "dynamic" else ("patches", "tokens", "tiles")
         return {"kind": self.kind, **{k: getattr(self, k) for k in keys}}
 
     def per_image(self, max_pixels: int | None) -> tuple[int, int]:

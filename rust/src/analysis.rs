@@ -229,20 +229,6 @@ impl VisionAnalysis {
             }
         }
     }
-
-    /// bitsandbytes quantises every `nn.Linear` but the output head (transformers 5
-    /// `get_keys_to_not_convert`: tied, last and output-embedding modules only), so the
-    /// tower's blocks and the projector's linears are 4-bit under QLoRA: (weights, rows).
-    fn quantizable(&self) -> (u64, u64) {
-        let blocks: (u64, u64) = self.shape.layers.iter().map(|&t| {
-            let info = &self.an.types[t as usize];
-            (info.quantizable_weight_params, info.quantizable_rows)
-        }).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-        let proj = self.tower.projector.linears.iter().filter(|l| l.lora_targetable).fold((0, 0), |a, l| {
-            (a.0 + l.in_features * l.out_features * l.count, a.1 + l.out_features * l.count)
-        });
-        (blocks.0 + proj.0, blocks.1 + proj.1)
-    }
 }
 
 const OUT_NAMES: &[&str] =
@@ -454,10 +440,12 @@ impl Analysis {
         let runs = runs_of(&shape.layers);
         // the same sums the estimator used to take per call (no overflow: the shape is
         // validated to at most MAX_PARAMETERS parameters)
+        // a vision tower and projector stay out of 4-bit / 8-bit: the runtime passes them as
+        // `llm_int8_skip_modules` (HF's bitsandbytes guide for multimodal models), and
+        // `prepare_model_for_kbit_training` then holds them in fp32 with the other non-quantised weights
         let vision = shape.vision.as_ref().map(VisionAnalysis::new).transpose()?.map(Box::new);
-        let (vision_q, vision_rows) = vision.as_ref().map_or((0, 0), |v| v.quantizable());
-        let layers_linear_weight_params: u64 = shape.layers.iter().map(|&t| types[t as usize].quantizable_weight_params).sum::<u64>() + vision_q;
-        let layers_linear_rows: u64 = shape.layers.iter().map(|&t| types[t as usize].quantizable_rows).sum::<u64>() + vision_rows;
+        let layers_linear_weight_params: u64 = shape.layers.iter().map(|&t| types[t as usize].quantizable_weight_params).sum();
+        let layers_linear_rows: u64 = shape.layers.iter().map(|&t| types[t as usize].quantizable_rows).sum();
         let largest_layer_params = types.iter().map(|t| t.params).max().unwrap_or(0);
         let mut min_side_by_bit = [u64::MAX; 64];
         for l in types.iter().flat_map(|t| t.lins.iter()).filter(|l| l.targetable) {

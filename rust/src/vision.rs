@@ -41,8 +41,19 @@ pub enum ImageRule {
     /// A fixed resize: every image becomes `patches` encoder positions and `tokens`
     /// language-model tokens whatever its size (Gemma 3: 896² → 4096 SigLIP patches pooled
     /// to `mm_tokens_per_image` = 256; LLaVA-1.5: 336² → 576 patches + the class token,
-    /// 576 tokens). `max_pixels` does not change them.
-    Fixed { patches: u64, tokens: u64 },
+    /// 576 tokens). `max_pixels` does not change them. `tiles`: encoder images one image
+    /// becomes, each attending within itself (Idefics3/SmolVLM split an image into 4×4 tiles
+    /// plus a global view: 17; else 1).
+    Fixed {
+        patches: u64,
+        tokens: u64,
+        #[serde(default = "one_tile")]
+        tiles: u64,
+    },
+}
+
+fn one_tile() -> u64 {
+    1
 }
 
 impl ImageRule {
@@ -57,7 +68,15 @@ impl ImageRule {
                 let tokens = (px / (factor * factor)).max(1);
                 (tokens * merge_size * merge_size, tokens)
             }
-            ImageRule::Fixed { patches, tokens } => (patches, tokens),
+            ImageRule::Fixed { patches, tokens, .. } => (patches, tokens),
+        }
+    }
+
+    /// Encoder positions one attention window spans: a whole image, or one tile of it.
+    pub fn attention_context(&self, patches_per_image: u64) -> u64 {
+        match *self {
+            ImageRule::Dynamic { .. } => patches_per_image,
+            ImageRule::Fixed { tiles, .. } => patches_per_image / tiles.max(1),
         }
     }
 
@@ -66,7 +85,7 @@ impl ImageRule {
     pub fn patches_per_token(&self) -> u64 {
         match *self {
             ImageRule::Dynamic { merge_size, .. } => merge_size * merge_size,
-            ImageRule::Fixed { patches, tokens } => patches.div_ceil(tokens.max(1)),
+            ImageRule::Fixed { patches, tokens, .. } => patches.div_ceil(tokens.max(1)),
         }
     }
 }
@@ -139,8 +158,8 @@ impl VisionTower {
                 return Err(Error::field("vision.images", format!("patch {patch_size}, merge {merge_size}"), "positive sizes"));
             }
         }
-        if let ImageRule::Fixed { patches, tokens } = self.images {
-            if patches == 0 || tokens == 0 {
+        if let ImageRule::Fixed { patches, tokens, tiles } = self.images {
+            if patches == 0 || tokens == 0 || tiles == 0 {
                 return Err(Error::field("vision.images", format!("{patches} patches, {tokens} tokens"), "positive counts"));
             }
         }
@@ -197,7 +216,8 @@ pub struct ImagePlan {
     pub patches: u64,
     /// Language-model tokens the images take per sample (inside `max_length`).
     pub tokens: u64,
-    /// Encoder positions one image attends over (eager attention's context).
+    /// Encoder positions one attention spans (an image, or a tile of it: eager attention's
+    /// context and the attention FLOPs).
     pub patches_per_image: u64,
     /// The tower's weights train (full fine-tuning with `freeze_vision_tower=false`).
     pub tower_weights: bool,
@@ -247,7 +267,8 @@ pub fn image_plan(an: &crate::analysis::Analysis, plan: &crate::plan::Plan) -> R
             ));
         }
     }
-    Ok(Some(ImagePlan { patches: patches * images, tokens: tokens * images, patches_per_image: patches, ..base }))
+    let context = v.tower.images.attention_context(patches);
+    Ok(Some(ImagePlan { patches: patches * images, tokens: tokens * images, patches_per_image: context, ..base }))
 }
 
 /// `x` bytes per encoder patch as bytes per language-model token of a sequence of `t`

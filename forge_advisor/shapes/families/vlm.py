@@ -200,7 +200,7 @@ def build_qwen_vl(c: ConfigReader, name: str) -> ModelShape:
 # -- CLIP / SigLIP towers (LLaVA, Gemma 3) -------------------------------------------------------
 
 
-def clip_like_tower(v: ConfigReader, kind: str, projector: Projector, images: ImageRule) -> VisionTower:
+def clip_like_tower(v: ConfigReader, kind: str, projector: Projector, images: ImageRule, *, head: bool = True) -> VisionTower:
     """A CLIP (``clip_vision_model``) or SigLIP (``siglip_vision_model``) vision transformer:
     ``embeddings.patch_embedding`` (Conv2d; bias in SigLIP), position embedding (CLIP: + the
     class embedding and its position), CLIP's ``pre_layrnorm``, blocks of ``self_attn.{q,k,v,
@@ -223,7 +223,7 @@ def clip_like_tower(v: ConfigReader, kind: str, projector: Projector, images: Im
         params = [Param("embeddings.patch_embedding", hv * channels * patch * patch + hv, "other"),
                   Param("embeddings.position_embedding.weight", grid * hv, "other")]
     params.append(Param("post_layernorm", layer_norm(hv), "other"))
-    if kind == "siglip" and v.bool("vision_use_head", default=True):
+    if kind == "siglip" and head and v.bool("vision_use_head", default=True):
         # SiglipMultiheadAttentionPoolingHead: probe [1,1,H], nn.MultiheadAttention (in_proj
         # [3H,H]+[3H], out_proj Linear(H,H)), layernorm, SiglipMLP
         head = hv + _lin(hv, 3 * hv) + _lin(hv, hv) + layer_norm(hv) + _lin(hv, inter) + _lin(inter, hv)
@@ -270,3 +270,40 @@ def build_llava(c: ConfigReader, name: str) -> ModelShape:
     images = ImageRule("fixed", patches=grid + cls, tokens=grid + (cls if full else 0))
     tower = clip_like_tower(v, kind, projector, images)
     return _with_vision(text, c, "llava", tower)
+
+
+# -- Idefics3, SmolVLM ---------------------------------------------------------------------------
+
+# configuration_idefics3.py Idefics3VisionConfig field defaults (SmolVLM's are the same)
+IDEFICS3_VISION_DEFAULTS = {"hidden_size": 1152, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 16,
+                            "num_channels": 3, "image_size": 224, "patch_size": 32, "hidden_act": "gelu_pytorch_tanh"}
+# image_processing_smolvlm.py / image_processing_idefics3.py: `size = {"longest_edge": 4 * 364}`,
+# `max_image_size = {"longest_edge": 364}` — an image is resized to 4 tiles on its long side and
+# split into tiles of the encoder's size, plus the whole image resized to one tile: at most
+# 4 × 4 + 1 = 17 encoder images
+TILES_PER_SIDE = 4
+
+
+@register_architecture("idefics3", "smolvlm")
+def build_idefics3(c: ConfigReader, name: str) -> ModelShape:
+    """``model.vision_model`` (a SigLIP-style encoder without pooling head:
+    modeling_idefics3.py ``Idefics3VisionTransformer``), ``model.connector.modality_projection.proj``
+    (``Linear(Hv · scale², H)`` without bias, after the pixel shuffle that folds scale × scale
+    patches into one token) and ``model.text_model`` (``text_config``, default llama)."""
+    text_raw = c.data.get("text_config") or {"model_type": "llama"}
+    vision_raw = c.data.get("vision_config") or {}
+    if not isinstance(text_raw, dict) or not isinstance(vision_raw, dict):
+        raise ForgeError(f"{c.source}: fields 'text_config' and 'vision_config' must be objects")
+    text_cfg = {"model_type": "llama", **text_raw}
+    if text_cfg["model_type"] == "llama":
+        text_cfg = {**LLAMA_TEXT_DEFAULTS, **text_cfg}
+    text = language_model(c, text_cfg, name, c.bool("tie_word_embeddings", default=False))
+    v = ConfigReader({**IDEFICS3_VISION_DEFAULTS, **vision_raw}, f"{c.source} [vision_config]")
+    scale = c.int("scale_factor", default=2)
+    hv = v.int("hidden_size")
+    projector = Projector((Linear("connector.modality_projection.proj", hv * scale * scale, text.hidden_size, False, "other"),))
+    per_tile = (v.int("image_size") // v.int("patch_size")) ** 2
+    tiles = TILES_PER_SIDE * TILES_PER_SIDE + 1
+    images = ImageRule("fixed", patches=tiles * per_tile, tokens=tiles * (per_tile // (scale * scale)), tiles=tiles)
+    tower = clip_like_tower(v, "siglip", projector, images, head=False)
+    return _with_vision(text, c, c.str("model_type"), tower)
