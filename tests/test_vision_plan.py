@@ -98,9 +98,10 @@ def test_a_frozen_tower_outside_the_graph_saves_nothing() -> None:
     assert nogc.tokens_per_second < text.tokens_per_second
     gc = estimate(QWEN, "lora", gpu="H100 SXM", **kw)
     assert gc.vision is not None
-    # 32 blocks keep their bf16 input, 1280 wide, per patch: 512 tokens × 4 patches × 2 samples
+    # 32 blocks keep their bf16 input, 1280 wide, per patch: 512 tokens × 4 patches × 2 samples;
+    # besides, the hooked leaves and the merger's norm and GELU inputs (under a fifth of it)
     blocks = 32 * 2 * 1280 * 2048 * 2
-    assert blocks < gc.vision["kept_bytes"] < blocks * 1.1
+    assert blocks < gc.vision["kept_bytes"] < blocks * 1.2
 
 
 def test_the_trainable_tower_counts_as_transformers_counts_it() -> None:

@@ -100,6 +100,7 @@ class Projector:
     linears: tuple[Linear, ...]
     other_parameters: int = 0
     norm_width: int = 0
+    pooled: bool = False  # the tower's output is average-pooled into the tokens (Gemma 3)
 
     @property
     def num_parameters(self) -> int:

@@ -692,7 +692,13 @@ impl Estimator {
         // a vision tower runs first: its blocks and projector are the bottom segments, and
         // image features that require grad make the decoder's input require grad
         if let (Some(v), Some(ip)) = (an.vision.as_deref(), b.images.as_ref()) {
-            let tower = crate::vision::push_segments(v, ip, plan, act_plan, cx, b.grad_bytes_per, b.grad_scale, segs);
+            let lm = crate::vision::LanguageSide {
+                grad_bytes_per: b.grad_bytes_per,
+                grad_scale: b.grad_scale,
+                embed_trains: b.embed_trains,
+                hidden_size: shape.hidden_size,
+            };
+            let tower = crate::vision::push_segments(v, ip, (plan, act_plan), cx, lm, segs);
             acc.input_grad |= tower.output_grad;
             acc.autocast_copies = tower.autocast_copies;
             acc.tower_in_graph = tower.in_graph;

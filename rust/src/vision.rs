@@ -106,6 +106,9 @@ pub struct Projector {
     /// bytes as one norm over `merge² · width`).
     #[serde(default)]
     pub norm_width: u64,
+    /// The tower's output is average-pooled into the tokens first (Gemma 3's `avg_pool`).
+    #[serde(default)]
+    pub pooled: bool,
 }
 
 impl Projector {
@@ -300,6 +303,11 @@ pub(crate) fn projector_saved(v: &VisionAnalysis, w: crate::activations::Widths,
     if p.linears.len() > 1 {
         b += w.e * p.linears[0].out_features;
     }
+    if p.pooled && in_graph {
+        // AvgPool2d keeps its input (derivatives.yaml `avg_pool2d: avg_pool2d_backward(grad,
+        // self, …)`): every patch of the tower's output, pooled into this token
+        b += w.e * v.tower.hidden_size * v.tower.images.patches_per_token();
+    }
     b
 }
 
@@ -318,6 +326,17 @@ pub struct VisionReport {
     /// What the tower and projector keep for backward per micro-batch (part of `activations`
     /// while the language model runs: its blocks' checkpoint inputs, or all they saved).
     pub kept_bytes: u64,
+}
+
+/// What the tower's segments need to know about the language model's side of the plan.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LanguageSide {
+    /// Bytes of one gradient and the GPUs grads are sharded over (estimator.rs `Basis`).
+    pub(crate) grad_bytes_per: u64,
+    pub(crate) grad_scale: u64,
+    /// The input embeddings train (else, under checkpointing, their output is a hooked leaf).
+    pub(crate) embed_trains: bool,
+    pub(crate) hidden_size: u64,
 }
 
 /// What the tower's segments leave for the language model.
@@ -344,13 +363,13 @@ pub(crate) struct TowerSegments {
 pub(crate) fn push_segments(
     v: &VisionAnalysis,
     ip: &ImagePlan,
-    plan: &crate::plan::Plan,
-    act_plan: &crate::plan::Plan,
+    plans: (&crate::plan::Plan, &crate::plan::Plan),
     cx: &crate::activations::PlanCtx,
-    grad_bytes_per: u64,
-    grad_scale: u64,
+    lm: LanguageSide,
     segs: &mut crate::timeline::Segments,
 ) -> TowerSegments {
+    let (plan, act_plan) = plans;
+    let (grad_bytes_per, grad_scale) = (lm.grad_bytes_per, lm.grad_scale);
     use crate::activations::{layer_backward_transient, layer_checkpointed, layer_saved, LayerGrad, PlanCtx};
     use crate::timeline::Segment;
     let mut out = TowerSegments::default();
@@ -363,6 +382,18 @@ pub(crate) fn push_segments(
     let scale = |x: u64| per_lm_token(x, ip.patches, t);
     let mut input = ip.tower_weights || plan.gradient_checkpointing;
     let ckpt = Segment::per_token(&layer_checkpointed(shape, tcx.w), 0);
+    // Under checkpointing `enable_input_require_grads` makes two outputs leaves that require
+    // grad, and a leaf used in the graph is held by its AccumulateGrad node until backward:
+    // the frozen patch embedding's output (per patch, e·Hv: the first block's input is a new
+    // tensor — position embeddings added, or Qwen's window permutation), and the language
+    // model's frozen input embeddings (per token, e·H: `masked_scatter` of the image features
+    // makes the first decoder layer's input a new tensor).
+    if plan.gradient_checkpointing {
+        let leaves = if ip.tower_weights { 0 } else { scale(tcx.w.e * shape.hidden_size) }
+            + if lm.embed_trains { 0 } else { tcx.w.e * lm.hidden_size };
+        out.kept_per_token = out.kept_per_token.saturating_add(leaves);
+        segs.push(Segment { n: 1, kept: leaves, full: leaves, transient: 0, constant: 0, layer_grads: 0 });
+    }
     for &(ty, start, end) in &an.runs {
         let info = &an.types[ty as usize];
         let lora = if ip.tower_mask != 0 { info.lora_sums(ip.tower_mask) } else { Default::default() };

@@ -61,7 +61,7 @@ def build_gemma3(c: ConfigReader, name: str) -> ModelShape:
     # then `mm_input_projection_weight [Hv, H]` (an nn.Parameter matmul, not an nn.Linear)
     projector = Projector(
         (Linear("multi_modal_projector.mm_input_projection_weight", hv, h, False, "other", lora_targetable=False),),
-        other_parameters=hv, norm_width=hv,
+        other_parameters=hv, norm_width=hv, pooled=True,
     )
     # Gemma3ImageProcessor resizes to image_size² (896² in gemma-3-4b+: 4096 SigLIP patches);
     # the projector's AvgPool2d pools them to mm_tokens_per_image (256) tokens
