@@ -152,3 +152,19 @@ def test_recommend_sizes_the_default_length_for_the_images_and_json_carries_them
     assert "--max-pixels 1003520 --images-per-sample 2" in best["command"]  # the train command carries them
     assert plan["max_length"] == 2048 + 2 * 1280  # text plus the images' tokens
     assert best["estimate"]["fits"] and best["estimate"]["vision"]["image_tokens_per_sample"] == 2560
+
+
+def test_qwen25_window_attention_blocks_cost_less_than_full_ones() -> None:
+    """Qwen2.5-VL attends within 112-px windows (64 patches) except in fullatt_block_indexes:
+    the same tower with every block attending over the whole image costs more FLOPs, and the
+    memory does not change (SDPA keeps the same tensors per patch either way)."""
+    from dataclasses import replace
+
+    shape = load_shape(QWEN)
+    assert shape.vision is not None and shape.vision.window_patches == 64
+    assert shape.vision.full_attention_blocks == (7, 15, 23, 31)
+    every_block_full = replace(shape, vision=replace(shape.vision, window_patches=0))
+    kw = dict(max_pixels=1_003_520, max_length=2048, gpu="H100 SXM")
+    windowed, full = estimate(shape, "lora", **kw), estimate(every_block_full, "lora", **kw)
+    assert windowed.raw["flops_per_token"] < full.raw["flops_per_token"]
+    assert windowed.peak_allocated_bytes == full.peak_allocated_bytes

@@ -124,6 +124,9 @@ class VisionTower:
     projector: Projector
     images: ImageRule
     post_norm: bool = False
+    # Qwen2.5-VL window attention: patches per window, and the blocks that attend over the whole image
+    window_patches: int = 0
+    full_attention_blocks: tuple[int, ...] = ()
 
     @property
     def num_parameters(self) -> int:

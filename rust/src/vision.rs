@@ -139,6 +139,14 @@ pub struct VisionTower {
     /// A norm over the tower's output per patch (SigLIP/CLIP `post_layernorm`).
     #[serde(default)]
     pub post_norm: bool,
+    /// Qwen2.5-VL's window attention: blocks not in `full_attention_blocks` attend within
+    /// windows of this many patches (`(window_size / patch_size)²` = (112 / 14)² = 64;
+    /// modeling_qwen2_5_vl.py `get_window_index`, `fullatt_block_indexes`); 0: every block
+    /// attends over the whole image.
+    #[serde(default)]
+    pub window_patches: u64,
+    #[serde(default)]
+    pub full_attention_blocks: Vec<u64>,
 }
 
 impl VisionTower {
@@ -453,11 +461,15 @@ pub(crate) fn flops_per_lm_token(v: &VisionAnalysis, ip: &ImagePlan, plan: &crat
         return 0.0;
     }
     let an = &v.an;
-    let attn = 4.0 * (v.shape.num_attention_heads * v.shape.head_dim) as f64 * ip.patches_per_image as f64;
+    let width = 4.0 * (v.shape.num_attention_heads * v.shape.head_dim) as f64;
     let r = plan.lora_r as f64;
     let mut per_patch = 0.0;
-    for &t in &an.layers {
+    for (block, &t) in an.layers.iter().enumerate() {
         let info = &an.types[t as usize];
+        // a windowed block attends over its window only (the window's patches, at most the image's)
+        let windowed = v.tower.window_patches > 0 && !v.tower.full_attention_blocks.contains(&(block as u64));
+        let ctx = if windowed { v.tower.window_patches.min(ip.patches_per_image) } else { ip.patches_per_image };
+        let attn = width * ctx as f64;
         let mut fwd = attn + info.fwd_flops_linear as f64;
         let mut bwd = if in_graph { 2.5 * attn + info.fwd_flops_linear as f64 } else { 0.0 };
         if ip.tower_weights {

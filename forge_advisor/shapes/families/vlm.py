@@ -59,7 +59,7 @@ QWEN_VISION_DEFAULTS = {
                  "num_heads": 16, "in_channels": 3, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2},
     "qwen2_5_vl": {"depth": 32, "hidden_size": 1280, "hidden_act": "silu", "intermediate_size": 3420, "num_heads": 16,
                    "in_channels": 3, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
-                   "out_hidden_size": 3584},
+                   "out_hidden_size": 3584, "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31]},
     "qwen3_vl": {"depth": 27, "hidden_size": 1152, "hidden_act": "gelu_pytorch_tanh", "intermediate_size": 4304,
                  "num_heads": 16, "in_channels": 3, "patch_size": 16, "spatial_merge_size": 2, "temporal_patch_size": 2,
                  "out_hidden_size": 3584, "num_position_embeddings": 2304, "deepstack_visual_indexes": [8, 16, 24]},
@@ -173,7 +173,14 @@ def qwen_tower(v: ConfigReader, model_type: str, lm_hidden: int) -> VisionTower:
             linears += [Linear("deepstack_merger_list.linear_fc1", wide, wide, True, "other", count=deep),
                         Linear("deepstack_merger_list.linear_fc2", wide, out, True, "other", count=deep)]
             other += deep * layer_norm(wide)
+    window = full = ()
+    if model_type == "qwen2_5_vl":
+        # get_window_index: windows of window_size px = (112 / 14)² = 64 patches, except the
+        # fullatt_block_indexes blocks, which attend over the whole image
+        window = ((v.int("window_size") // patch) ** 2,)
+        full = tuple(i for i in v.int_list("fullatt_block_indexes") if 0 <= i < depth)
     return VisionTower(
+        window_patches=window[0] if window else 0, full_attention_blocks=full,
         hidden_size=hv, num_attention_heads=heads, head_dim=hv // heads, intermediate_size=inter, norm=norm,  # type: ignore[arg-type]
         gated_mlp=gated, hidden_act=v.str("hidden_act"), layer_types=(block,), layers=(0,) * depth, params=tuple(params),
         projector=Projector(tuple(linears), other_parameters=other, norm_width=hv * merge * merge),
