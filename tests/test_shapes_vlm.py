@@ -110,3 +110,23 @@ def test_image_rules_follow_the_processors() -> None:
     assert llava.vision is not None and llava.vision.images.per_image(10**6) == (577, 576)
     gemma = shape_from_config(dict(model_type="gemma3", text_config=dict(TEXT, head_dim=16), vision_config=dict(hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=4, image_size=896, patch_size=14)), "g")
     assert gemma.vision is not None and gemma.vision.images.per_image(None) == (4096, 256)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_the_input_hook_is_what_transformers_hooks(name: str) -> None:
+    """`enable_input_require_grads` (called under checkpointing) hooks the input embedding of
+    every sub-model that names one: the tower is in the graph when frozen exactly when its
+    `input_hook` says so; `embeddings` means the hooked output is the first block's input."""
+    config = CASES[name]
+    shape = shape_from_config(json.loads(json.dumps(config)), name)
+    model = meta_vlm(config)
+    model.enable_input_require_grads()
+    tower, _, _ = parts(model)
+    hooked = [m for m in tower.modules() if m._forward_hooks]
+    assert shape.vision is not None
+    assert bool(hooked) == (shape.vision.input_hook != "none")
+    if hooked:
+        first_block = tower_blocks(tower)[0]
+        whole_embeddings = hooked[0] is getattr(tower, "embeddings", None)
+        assert whole_embeddings == (shape.vision.input_hook == "embeddings")
+        assert first_block not in hooked

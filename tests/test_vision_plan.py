@@ -168,3 +168,24 @@ def test_qwen25_window_attention_blocks_cost_less_than_full_ones() -> None:
     windowed, full = estimate(shape, "lora", **kw), estimate(every_block_full, "lora", **kw)
     assert windowed.raw["flops_per_token"] < full.raw["flops_per_token"]
     assert windowed.peak_allocated_bytes == full.peak_allocated_bytes
+
+
+def test_activation_offloading_moves_the_tower_blocks_to_the_host() -> None:
+    """trl's offloading hooks every saved tensor of the step, the tower's blocks' included:
+    their checkpoint inputs leave the GPU and the host holds them."""
+    kw = dict(max_pixels=401_408, max_length=1024, per_device_train_batch_size=2)
+    on_gpu = estimate(QWEN, "lora", **kw)
+    offloaded = estimate(QWEN, "lora", activation_offloading=True, **kw)
+    text_offloaded = estimate(QWEN, "lora", activation_offloading=True, **{**kw, "images_per_sample": 0})
+    assert on_gpu.vision is not None and offloaded.vision is not None
+    assert offloaded.vision["kept_bytes"] < on_gpu.vision["kept_bytes"] / 4
+    assert offloaded.raw["host_memory_bytes"] > text_offloaded.raw["host_memory_bytes"]
+
+
+def test_a_tower_nothing_hooks_stays_out_of_the_graph_under_checkpointing() -> None:
+    """Qwen3-VL's vision model names no input embedding, so `enable_input_require_grads` skips
+    it (tests/test_shapes_vlm.py checks that against transformers): frozen, its blocks keep
+    nothing even under checkpointing; what remains is the language model's hooked embedding
+    output (bf16, 4096 wide, per token), which `masked_scatter` keeps apart from layer 0's input."""
+    r = estimate("Qwen/Qwen3-VL-8B-Instruct", "lora", max_pixels=401_408, max_length=1024, per_device_train_batch_size=2)
+    assert r.vision is not None and r.vision["kept_bytes"] == 2 * 4096 * 1024 * 2

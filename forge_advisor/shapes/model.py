@@ -127,6 +127,8 @@ class VisionTower:
     # Qwen2.5-VL window attention: patches per window, and the blocks that attend over the whole image
     window_patches: int = 0
     full_attention_blocks: tuple[int, ...] = ()
+    # what transformers' enable_input_require_grads hooks (rust/src/vision.rs InputHook)
+    input_hook: Literal["patch", "embeddings", "none"] = "patch"
 
     @property
     def num_parameters(self) -> int:

@@ -702,6 +702,7 @@ impl Estimator {
             acc.input_grad |= tower.output_grad;
             acc.autocast_copies = tower.autocast_copies;
             acc.tower_in_graph = tower.in_graph;
+            acc.host_per_token = tower.host_per_token;
             let tower_trainable = if ip.tower_weights {
                 v.tower_params
             } else {

@@ -16,7 +16,10 @@
 //! (`_input_embed_layer = "patch_embed"` in modeling_qwen2_5_vl.py,
 //! `embeddings.patch_embedding` for SigLIP/CLIP). Under checkpointing the frozen tower is
 //! therefore in the graph: each block keeps its checkpoint input and is recomputed in
-//! backward (its blocks are `GradientCheckpointingLayer`s).
+//! backward (every tower's blocks are `GradientCheckpointingLayer`s: Qwen2VLVisionBlock,
+//! Qwen2_5_VLVisionBlock, Qwen3VLVisionBlock, CLIPEncoderLayer, SiglipEncoderLayer,
+//! Idefics3EncoderLayer). Qwen3-VL's vision model names no input embedding, so nothing
+//! hooks it ([`InputHook`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -147,6 +150,28 @@ pub struct VisionTower {
     pub window_patches: u64,
     #[serde(default)]
     pub full_attention_blocks: Vec<u64>,
+    /// What `enable_input_require_grads` hooks in the tower (see the module docs).
+    #[serde(default)]
+    pub input_hook: InputHook,
+}
+
+/// How transformers 5's `enable_input_require_grads` reaches a tower: it hooks
+/// `get_input_embeddings()` of every `PreTrainedModel` submodule and skips those that raise
+/// `NotImplementedError` (modeling_utils.py).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputHook {
+    /// The patch embedding is hooked; its output is a leaf apart from the first block's
+    /// input (Qwen2-VL/2.5-VL `_input_embed_layer = "patch_embed"`, CLIP/SigLIP
+    /// `embeddings.patch_embedding`).
+    #[default]
+    Patch,
+    /// The whole embeddings module is hooked: its output is the first block's input
+    /// (Idefics3/SmolVLM `get_input_embeddings` returns `self.embeddings`).
+    Embeddings,
+    /// Nothing is hooked (Qwen3-VL's vision model names no input embedding): a frozen tower
+    /// stays outside the graph even under checkpointing.
+    None,
 }
 
 impl VisionTower {
@@ -360,6 +385,8 @@ pub(crate) struct TowerSegments {
     pub(crate) in_graph: bool,
     /// Σ kept bytes per language-model token over the tower's segments.
     pub(crate) kept_per_token: u64,
+    /// Activation offloading's host bytes per language-model token.
+    pub(crate) host_per_token: u64,
 }
 
 /// The tower's blocks and the projector as [`crate::timeline::Segment`]s below the language
@@ -388,7 +415,8 @@ pub(crate) fn push_segments(
     // the tower's own context: its widths, no dropout (the towers' configs have none)
     let tcx = PlanCtx { hidden_dropout: false, attention_dropout: false, ..*cx };
     let scale = |x: u64| per_lm_token(x, ip.patches, t);
-    let mut input = ip.tower_weights || plan.gradient_checkpointing;
+    let hooked = plan.gradient_checkpointing && v.tower.input_hook != InputHook::None;
+    let mut input = ip.tower_weights || hooked;
     let ckpt = Segment::per_token(&layer_checkpointed(shape, tcx.w), 0);
     // Under checkpointing `enable_input_require_grads` makes two outputs leaves that require
     // grad, and a leaf used in the graph is held by its AccumulateGrad node until backward:
@@ -397,7 +425,8 @@ pub(crate) fn push_segments(
     // model's frozen input embeddings (per token, e·H: `masked_scatter` of the image features
     // makes the first decoder layer's input a new tensor).
     if plan.gradient_checkpointing {
-        let leaves = if ip.tower_weights { 0 } else { scale(tcx.w.e * shape.hidden_size) }
+        let patch_leaf = hooked && !ip.tower_weights && v.tower.input_hook == InputHook::Patch;
+        let leaves = if patch_leaf { scale(tcx.w.e * shape.hidden_size) } else { 0 }
             + if lm.embed_trains { 0 } else { tcx.w.e * lm.hidden_size };
         out.kept_per_token = out.kept_per_token.saturating_add(leaves);
         segs.push(Segment { n: 1, kept: leaves, full: leaves, transient: 0, constant: 0, layer_grads: 0 });
@@ -418,12 +447,16 @@ pub(crate) fn push_segments(
         let full = Segment::per_token(&saved, ip.patches_per_image);
         let trainable = if ip.tower_weights { info.params } else { plan.lora_r.saturating_mul(lora.params_per_rank) };
         let kept = scale(if plan.gradient_checkpointing { ckpt } else { full });
+        // trl's activation offloading moves the blocks' saved tensors to the host as the
+        // decoder's (estimator.rs `layer_segments`, levers.rs): one block is fetched ahead
+        let (kept, prefetch) = if plan.activation_offloading { (0, crate::levers::offload_prefetch_per_token(kept)) } else { (kept, 0) };
+        out.host_per_token = out.host_per_token.saturating_add(prefetch.saturating_mul(n));
         out.kept_per_token = out.kept_per_token.saturating_add(kept.saturating_mul(n));
         segs.push(Segment {
             n,
             kept,
             full: scale(full),
-            transient: scale(Segment::per_token(&layer_backward_transient(shape, info, act_plan), ip.patches_per_image)),
+            transient: prefetch + scale(Segment::per_token(&layer_backward_transient(shape, info, act_plan), ip.patches_per_image)),
             constant: saved.constant,
             layer_grads: trainable.saturating_mul(grad_bytes_per) / grad_scale,
         });

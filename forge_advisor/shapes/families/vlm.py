@@ -181,6 +181,8 @@ def qwen_tower(v: ConfigReader, model_type: str, lm_hidden: int) -> VisionTower:
         full = tuple(i for i in v.int_list("fullatt_block_indexes") if 0 <= i < depth)
     return VisionTower(
         window_patches=window[0] if window else 0, full_attention_blocks=full,
+        # Qwen3VLVisionModel sets no `_input_embed_layer`: enable_input_require_grads skips it
+        input_hook="none" if model_type == "qwen3_vl" else "patch",
         hidden_size=hv, num_attention_heads=heads, head_dim=hv // heads, intermediate_size=inter, norm=norm,  # type: ignore[arg-type]
         gated_mlp=gated, hidden_act=v.str("hidden_act"), layer_types=(block,), layers=(0,) * depth, params=tuple(params),
         projector=Projector(tuple(linears), other_parameters=other, norm_width=hv * merge * merge),
@@ -312,5 +314,7 @@ def build_idefics3(c: ConfigReader, name: str) -> ModelShape:
     per_tile = (v.int("image_size") // v.int("patch_size")) ** 2
     tiles = TILES_PER_SIDE * TILES_PER_SIDE + 1
     images = ImageRule("fixed", patches=tiles * per_tile, tokens=tiles * (per_tile // (scale * scale)), tiles=tiles)
-    tower = clip_like_tower(v, "siglip", projector, images, head=False)
+    # Idefics3VisionTransformer.get_input_embeddings returns `self.embeddings` (its output is
+    # the first block's input)
+    tower = replace(clip_like_tower(v, "siglip", projector, images, head=False), input_hook="embeddings")
     return _with_vision(text, c, c.str("model_type"), tower)
