@@ -61,9 +61,13 @@ def accelerate_estimate(case: dict[str, Any]) -> int | None:
         from transformers import AutoConfig, AutoModelForCausalLM
     except ImportError:
         return None
+    from transformers import AutoModelForImageTextToText
+
     cfg = AutoConfig.for_model(**_config(case))
+    # a vision-language model outside the causal-LM mapping (Qwen2.5-VL) builds as itself
+    auto = AutoModelForCausalLM if type(cfg) in AutoModelForCausalLM._model_mapping else AutoModelForImageTextToText
     with init_empty_weights():
-        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+        model = auto.from_config(cfg, dtype=torch.float32)
     total, _ = calculate_maximum_sizes(model)
     dtype = case["plan"].get("dtype", "bf16")
     bytes_per = 2 if dtype in ("bf16", "fp16") else 4
@@ -98,6 +102,14 @@ def llm_analysis_estimates(cases: dict[str, dict[str, Any]]) -> dict[str, Any] |
         return None
 
 
+def _previous_peer_rows() -> dict[tuple[str, int], dict[str, Any]]:
+    path = RESULTS / "accuracy.json"
+    if not path.exists():
+        return {}
+    rows = json.loads(path.read_text()).get("rows", [])
+    return {(r["case"], r["measured_bytes"]): r for r in rows if "llm_analysis_bytes" in r}
+
+
 def _median_abs(values: list[float]) -> float | None:
     return round(statistics.median(abs(v) for v in values), 2) if values else None
 
@@ -114,7 +126,8 @@ def run(with_peers: bool = True) -> dict[str, Any]:
             if not measured:
                 continue
             plan = Plan.from_dict({k: v for k, v in case["plan"].items() if k in _PLAN_FIELDS})
-            est = estimate(_shape(case), plan)
+            shape = _shape(case)
+            est = estimate(shape, plan)
             err = (est.peak_allocated_bytes - measured) / measured * 100
             acc = accelerate_estimate(case) if with_peers else None
             peer_cases[f"{source}:{key}"] = case
@@ -123,7 +136,8 @@ def run(with_peers: bool = True) -> dict[str, Any]:
                 "case": case["name"],
                 "source": source,
                 "model_type": case.get("model_type", case["config"].get("model_type")),
-                "layers": case.get("num_layers"),
+                # the decoder layers built (a vision-language case shrinks its config itself)
+                "layers": case.get("num_layers") or shape.num_hidden_layers,
                 "method": plan.method,
                 "dtype": plan.dtype,
                 "batch": plan.per_device_train_batch_size,
@@ -138,8 +152,15 @@ def run(with_peers: bool = True) -> dict[str, Any]:
                 "accelerate_error_pct": None if acc is None else round((acc - measured) / measured * 100, 2),
             })
     peer = llm_analysis_estimates(peer_cases) if with_peers else None
+    # without the peer's venv, its figures for cases measured as before come from the last run
+    # that had it (benches/results/accuracy.json), so the column is not lost
+    previous = {} if peer is not None or not with_peers else _previous_peer_rows()
     for r in rows:
         key = r.pop("_peer_key")
+        old = previous.get((r["case"], r["measured_bytes"]))
+        if old is not None:
+            r.update({k: old[k] for k in ("llm_analysis_bytes", "llm_analysis_error_pct", "llm_analysis_note")})
+            continue
         la = None if peer is None else peer.get(key)
         r["llm_analysis_bytes"] = la
         r["llm_analysis_error_pct"] = (

@@ -54,6 +54,9 @@ class _PlanLike(Protocol):
     activation_offloading: bool
     offload_optimizer: bool
     offload_params: bool
+    max_pixels: int | None
+    images_per_sample: int
+    freeze_vision_tower: bool
 
 class _GpuLike(Protocol):
     name: str
@@ -130,6 +133,12 @@ class Plan:
     def offload_optimizer(self) -> bool: ...
     @property
     def offload_params(self) -> bool: ...
+    @property
+    def max_pixels(self) -> int | None: ...
+    @property
+    def images_per_sample(self) -> int: ...
+    @property
+    def freeze_vision_tower(self) -> bool: ...
 
 @final
 class Breakdown:
@@ -197,6 +206,8 @@ class Estimate:
     def mfu(self) -> float | None: ...
     @property
     def quality(self) -> float: ...
+    @property
+    def vision(self) -> dict[str, int] | None: ...
     def to_dict(self) -> dict[str, Any]: ...
 
 @final

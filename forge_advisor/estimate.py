@@ -39,6 +39,7 @@ class EstimateResult:
     dataset_tokens: int | None = None
     calibration: Calibration | None = None
     headroom: float = DEFAULT_HEADROOM
+    vision_notes: tuple[str, ...] = ()
 
     @property
     def raw(self) -> dict[str, Any]:
@@ -112,6 +113,15 @@ class EstimateResult:
         return hardware_warnings(self.plan, self.gpu)
 
     @property
+    def vision(self) -> dict[str, Any] | None:
+        """A vision-language model's images (rust/src/vision.rs ``VisionReport``): patches and
+        image tokens per sample, tower/projector parameters, the tower's trainable parameters
+        and ``kept_bytes`` it keeps for backward per micro-batch (inside ``activations``); and
+        ``notes`` on how the plan's image fields were read. ``None`` for text-only models."""
+        v = self.native.vision
+        return None if v is None else {**v, "notes": list(self.vision_notes)}
+
+    @property
     def unsupported(self) -> str | None:
         """Why the training runtime cannot run this plan, or None."""
         return core.unsupported(self.plan)
@@ -156,6 +166,7 @@ class EstimateResult:
                 "calibrated": self.calibration is not None,
                 "calibration": None if self.calibration is None else self.calibration.to_dict(),
             },
+            "vision": self.vision,
             "fits": self.fits,
             "headroom_bytes": self.headroom_bytes,
             "unsupported": self.unsupported,
@@ -237,6 +248,7 @@ def estimate(
         gpu = resolve_gpu(gpu)
     if num_gpus != 1:
         overrides["num_gpus"] = num_gpus
+    shape.check_vision_fields(overrides)
     plan = resolve_plan(plan_or_preset, gpu, **overrides)
     if dataset_tokens is not None and (isinstance(dataset_tokens, bool) or not isinstance(dataset_tokens, int) or dataset_tokens < 1):
         raise ForgeError(f"dataset_tokens={dataset_tokens!r} must be a positive integer")
@@ -245,4 +257,24 @@ def estimate(
                          field="headroom", value=str(headroom), allowed="[0, 0.9)")
     shape.check_length(plan.max_length)
     native = core.call(native_estimator(shape, gpu).estimate, plan)
-    return EstimateResult(shape.name, gpu, plan, native, dataset_tokens, load_calibration(gpu), headroom)
+    return EstimateResult(shape.name, gpu, plan, native, dataset_tokens, load_calibration(gpu), headroom, vision_notes(shape, plan))
+
+
+def vision_notes(shape: ModelShape, plan: Plan) -> tuple[str, ...]:
+    """How a vision-language plan's image fields were read (rust/src/vision.rs `image_plan`)."""
+    v = shape.vision
+    if v is None or plan.images_per_sample == 0:
+        return ()
+    rule = v.images
+    if rule.kind == "fixed":
+        if plan.max_pixels is not None:
+            return (f"max_pixels={plan.max_pixels:,} does not change this model's images: its processor resizes every "
+                    f"image to one size ({rule.patches:,} encoder patches, {rule.tokens:,} tokens per image)",)
+        return ()
+    tokens = rule.per_image(plan.max_pixels)[1]
+    if plan.max_pixels is None and tokens * plan.images_per_sample > plan.max_length:
+        fit = plan.max_length // plan.images_per_sample
+        return (f"max_pixels unset: the processor default ({rule.max_pixels:,} px, {tokens:,} tokens per image) exceeds "
+                f"max_length={plan.max_length:,} with {plan.images_per_sample} image(s), which trl refuses; priced at the "
+                f"largest image that fits ({fit:,} tokens); pass --max-pixels for your data",)
+    return ()

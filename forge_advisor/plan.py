@@ -14,7 +14,7 @@ from typing import Any, Literal, get_args
 from forge_advisor.core import PLAN_CHOICES, PLAN_FLOAT_RANGES, PLAN_INT_RANGES
 from forge_advisor.errors import ForgeError, did_you_mean
 
-__all__ = ["Plan", "METHODS", "DTYPES", "OPTIMIZERS", "ATTENTION", "DISTRIBUTED", "TRAINERS", "QUANT_STORAGES"]
+__all__ = ["Plan", "VISION_FIELDS", "METHODS", "DTYPES", "OPTIMIZERS", "ATTENTION", "DISTRIBUTED", "TRAINERS", "QUANT_STORAGES"]
 
 Method = Literal["full", "lora", "qlora", "lora_8bit"]
 Trainer = Literal["sft", "dpo"]
@@ -42,6 +42,9 @@ LITERALS: dict[str, tuple[str, ...]] = {
     "attn_implementation": get_args(Attention), "distributed": get_args(Distributed),
     "bnb_4bit_quant_storage": get_args(QuantStorage),
 }
+
+# the fields only a vision-language model reads (a text-only model refuses them when given)
+VISION_FIELDS: tuple[str, ...] = ("max_pixels", "images_per_sample", "freeze_vision_tower")
 
 MAX_BATCH = PLAN_INT_RANGES["per_device_train_batch_size"][1]
 MAX_LENGTH = PLAN_INT_RANGES["max_length"][1]
@@ -110,6 +113,12 @@ class Plan:
     activation_offloading: bool = False
     offload_optimizer: bool = False
     offload_params: bool = False
+    # vision-language models (ignored by text-only ones; rust/src/vision.rs): the largest image
+    # of a sample in pixels after the processor's resize (None: the processor's default),
+    # images per sample, and whether the vision tower stays frozen (LLaMA-Factory's name)
+    max_pixels: int | None = None
+    images_per_sample: int = 1
+    freeze_vision_tower: bool = True
 
     def __post_init__(self) -> None:
         for name in PLAN_CHOICES:
@@ -134,7 +143,10 @@ class Plan:
             object.__setattr__(self, "distributed", "ddp")
         if self.distributed != "none" and self.num_gpus == 1:
             object.__setattr__(self, "distributed", "none")
-        for name in ("use_liger_kernel", "activation_offloading", "offload_optimizer", "offload_params"):
+        if self.max_pixels is not None:
+            _int_range("max_pixels", self.max_pixels)
+        _int_range("images_per_sample", self.images_per_sample)
+        for name in ("use_liger_kernel", "activation_offloading", "offload_optimizer", "offload_params", "freeze_vision_tower"):
             if not isinstance(getattr(self, name), bool):
                 raise ForgeError(f"{name}={getattr(self, name)!r} must be true or false", field=name,
                                  value=repr(getattr(self, name)), allowed="true or false")

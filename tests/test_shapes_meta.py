@@ -32,6 +32,8 @@ def meta_model(config: dict[str, Any]) -> Any:
     model_type = fields.pop("model_type")
     cfg = transformers.AutoConfig.for_model(model_type, **fields)
     auto = transformers.AutoModelForSeq2SeqLM if cfg.is_encoder_decoder else transformers.AutoModelForCausalLM
+    if type(cfg) not in auto._model_mapping and getattr(cfg, "vision_config", None) is not None:
+        auto = transformers.AutoModelForImageTextToText  # vision-language models outside the causal-LM mapping
     with torch.device("meta"):
         return auto.from_config(cfg)
 

@@ -126,7 +126,7 @@ PLAN_DEFAULTS: dict[str, Any] = {
 # its cached result, stays the same): trl's `activation_offloading`, peft's
 # `target_parameters` (``lora_target_parameters``: a list of parameter names, or "experts" for
 # every fused expert tensor, see ``_expert_parameters``).
-OPTIONAL_PLAN_FIELDS = ("activation_offloading", "lora_target_parameters")
+OPTIONAL_PLAN_FIELDS = ("activation_offloading", "lora_target_parameters", "max_pixels", "images_per_sample", "freeze_vision_tower")
 
 CATEGORY_NAMES = {
     "Parameter": "parameters",
@@ -413,9 +413,12 @@ def _make_config(config: dict[str, Any], num_layers: int | None):
 def _decoder_layers(model, n_layers: int):
     import torch.nn as nn  # noqa: PLC0415
 
+    from benches.truth import vision  # noqa: PLC0415
+
     best = None
     for name, mod in model.named_modules():
-        if isinstance(mod, nn.ModuleList) and len(mod) == n_layers and "lora" not in name:
+        # (a vision-language model's tower blocks are not the decoder's)
+        if isinstance(mod, nn.ModuleList) and len(mod) == n_layers and "lora" not in name and not vision.in_tower(name):
             if best is None or name.count(".") < best[0].count("."):
                 best = (name, mod)
     if best is None:
@@ -545,7 +548,11 @@ def _noop_to(orig_to):
 
 def _build_model(cfg, p: dict, dtype_w, *, for_reference: bool = False):
     import torch  # noqa: PLC0415
-    from transformers import AutoModelForCausalLM  # noqa: PLC0415
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText  # noqa: PLC0415
+
+    from benches.truth import vision  # noqa: PLC0415
+
+    auto = AutoModelForImageTextToText if vision.is_vlm(cfg) else AutoModelForCausalLM
 
     # `torch.tensor(data)` on a CUDA default device copies real host data to the device (a
     # real cudaMemcpy, e.g. Gemma 2's embed_scale buffer): make it on the CPU and convert the
@@ -561,8 +568,8 @@ def _build_model(cfg, p: dict, dtype_w, *, for_reference: bool = False):
 
     torch.tensor = tensor
     try:
-        with torch.device("cuda"):
-            model = AutoModelForCausalLM.from_config(cfg, dtype=dtype_w, attn_implementation=p["attn_implementation"])
+        with torch.device("cuda"), (vision.no_truncated_init() if vision.is_vlm(cfg) else contextlib.nullcontext()):
+            model = auto.from_config(cfg, dtype=dtype_w, attn_implementation=p["attn_implementation"])
     finally:
         torch.tensor = orig_tensor
     return model
@@ -574,10 +581,13 @@ def _measure(config: dict[str, Any], p: dict[str, Any], num_layers: int | None, 
     import transformers  # noqa: PLC0415
     from torch._subclasses.fake_tensor import FakeTensorMode  # noqa: PLC0415
 
+    from benches.truth import vision  # noqa: PLC0415
+
     check_supported(p)
     t0 = time.perf_counter()
     cfg = _make_config(config, num_layers)
-    L = cfg.num_hidden_layers
+    is_vlm = vision.is_vlm(cfg)
+    L = cfg.get_text_config().num_hidden_layers
     dtype_w = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(p["dtype"], torch.float32)
     amp_dtype = {"bf16": torch.bfloat16, "amp-bf16": torch.bfloat16, "amp-fp16": torch.float16}.get(p["dtype"])
     dpo = p["trainer"] == "dpo"
@@ -618,6 +628,7 @@ def _measure(config: dict[str, Any], p: dict[str, Any], num_layers: int | None, 
                 task_type="CAUSAL_LM",
                 layers_to_transform=list(range(n_freeze, L)) if n_freeze else None,
                 layers_pattern=layers_name.rsplit(".", 1)[-1] if n_freeze else None,
+                exclude_modules=vision.lora_exclude(p) if is_vlm else None,
             )
             # peft creates the adapter in the default dtype (fp32), moves it with
             # `.to(base device, base dtype)` and, with its default autocast_adapter_dtype=True,
@@ -655,6 +666,8 @@ def _measure(config: dict[str, Any], p: dict[str, Any], num_layers: int | None, 
             for layer in list(layers)[:n_freeze]:
                 for prm in layer.parameters():
                     prm.requires_grad_(False)
+        if is_vlm and not lora and p.get("freeze_vision_tower", True):
+            vision.freeze_tower(model)
         if dpo:  # DPOConfig.disable_dropout=True
             for mod in model.modules():
                 if isinstance(mod, nn.Dropout):
@@ -675,6 +688,16 @@ def _measure(config: dict[str, Any], p: dict[str, Any], num_layers: int | None, 
                 leaf_outputs.append(weakref.ref(out))
 
         model.get_input_embeddings().register_forward_hook(_remember_leaf)
+        if is_vlm:  # enable_input_require_grads hooks the towers' patch embeddings too
+            from transformers import PreTrainedModel  # noqa: PLC0415
+
+            hooked = {id(model.get_input_embeddings())}
+            for sub in model.modules():
+                if isinstance(sub, PreTrainedModel):
+                    emb = sub.get_input_embeddings()
+                    if emb is not None and id(emb) not in hooked:
+                        hooked.add(id(emb))
+                        emb.register_forward_hook(_remember_leaf)
 
         ref_model = None
         if dpo and not lora:
@@ -720,6 +743,8 @@ def _measure(config: dict[str, Any], p: dict[str, Any], num_layers: int | None, 
 
         vocab = cfg.get_text_config().vocab_size
         input_ids = torch.randint(0, vocab, (B, S), device="cuda")
+        images = vision.Images(model, cfg, p, B, S) if is_vlm else None
+        image_kwargs = images.forward_kwargs(input_ids) if images is not None else {}
         labels = input_ids.clone()
         fp16_scale = 65536.0 if p["dtype"] == "amp-fp16" else None
 
@@ -735,7 +760,7 @@ def _measure(config: dict[str, Any], p: dict[str, Any], num_layers: int | None, 
 
         def compute_loss():
             if not dpo:
-                out = policy_fwd(input_ids=input_ids, labels=labels, use_cache=False)
+                out = policy_fwd(input_ids=input_ids, labels=labels, use_cache=False, **image_kwargs)
                 return out.loss
             out = policy_fwd(input_ids=input_ids, labels=labels, use_cache=False, fused_lm_head=True)
             logps = out.log_probs.sum(dim=1)
@@ -819,7 +844,7 @@ def _measure(config: dict[str, Any], p: dict[str, Any], num_layers: int | None, 
 
             phase("optimizer", step, opt)
 
-        with tracker:
+        with tracker, (images.patched() if images is not None else contextlib.nullcontext()):
             train_step(1, record_saved=True)
             gc.collect()
             before_step2 = tracker.cuda_snapshot()

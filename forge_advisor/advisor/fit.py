@@ -174,7 +174,8 @@ def fit(
     """The least memory each registered preset needs (batch 1, checkpointing, its other
     defaults, ``seq_len`` tokens, ``num_gpus`` with ``distributed`` sharding) and whether
     it fits the GPU by the one fit rule. ``levers``: memory levers pinned by name
-    (``use_liger_kernel=True``…, forge_advisor/levers.py)."""
+    (``use_liger_kernel=True``…, forge_advisor/levers.py) and a vision-language model's image
+    fields (``max_pixels``, ``images_per_sample``, ``freeze_vision_tower``)."""
     from forge_advisor.gpus import find_gpu, probe, resolve_gpu
     from forge_advisor.presets import list_presets
     from forge_advisor.shapes import load_shape
@@ -188,11 +189,16 @@ def fit(
     shape = model if not isinstance(model, str) else load_shape(model)
     from forge_advisor.levers import LEVER_FIELDS
 
-    unknown = [k for k in levers if k not in LEVER_FIELDS]
+    from forge_advisor.plan import VISION_FIELDS
+
+    known = (*LEVER_FIELDS, *VISION_FIELDS)
+    unknown = [k for k in levers if k not in known]
     if unknown:
-        raise ForgeError(f"fit() got an unknown lever '{unknown[0]}': one of {', '.join(LEVER_FIELDS)}")
+        raise ForgeError(f"fit() got an unknown lever '{unknown[0]}': one of {', '.join(known)}")
+    shape.check_vision_fields(levers)
     if seq_len is None:
-        seq_len = shape.length_or_limit(2048)  # 2048 tokens, or the model's position limit when shorter
+        # 2048 tokens (+ a vision-language sample's image tokens), or the model's position limit when shorter
+        seq_len = shape.length_or_limit(2048 + shape.image_tokens(levers))
     else:
         shape.check_length(seq_len)
     extra = {**({} if distributed is None else {"distributed": distributed}), **levers}

@@ -160,8 +160,11 @@ def recommend(
     seq_len = fixed.pop("max_length", seq_len)
     num_gpus = fixed.pop("num_gpus", num_gpus)
     shape = model if not isinstance(model, str) else load_shape(model)
+    shape.check_vision_fields(fixed)
     if seq_len is None:
-        seq_len = shape.length_or_limit(2048)  # the default length, within the model's position limit
+        # the default length, within the model's position limit: 2048 text tokens, plus the
+        # image tokens of a vision-language sample (trl counts them inside max_length)
+        seq_len = shape.length_or_limit(2048 + shape.image_tokens(fixed))
     else:
         shape.check_length(seq_len)
     gpu = resolve_gpu(gpu or "auto") if not hasattr(gpu, "memory_bytes") else gpu  # type: ignore[arg-type]

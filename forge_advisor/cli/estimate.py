@@ -81,9 +81,12 @@ def render(report: dict[str, Any]) -> None:
     table = Table(title=f"peak memory (at {mem['peak_phase'].replace('_', ' ')})")
     table.add_column("term")
     table.add_column("bytes", justify="right")
+    vision = report.get("vision")
     for key, value in mem["breakdown"].items():
         if value:
             table.add_row(_LABELS.get(key, key), fmt_bytes(value))
+            if key == "activations" and vision and vision["kept_bytes"]:
+                table.add_row("  of which vision tower", fmt_bytes(min(vision["kept_bytes"], value)))
     table.add_row("[bold]peak allocated[/]", f"[bold]{fmt_bytes(mem['peak_allocated_bytes'])}[/]")
     for key, value in mem["device"].items():
         if value:
@@ -95,6 +98,14 @@ def render(report: dict[str, Any]) -> None:
         verdict = "[green]fits[/]" if report["fits"] else "[red]does not fit[/]"
         con.print(f"{report['gpu']}: {_bar(mem['peak_reserved_bytes'], mem['usable_bytes'])} {fmt_bytes(mem['peak_reserved_bytes'])} / "
                   f"{fmt_bytes(mem['usable_bytes'])} usable ({fmt_bytes(cap)} less {mem['headroom']:.0%} headroom) — {verdict}")
+    if vision:
+        trains = f"{vision['tower_trainable_parameters']:,} trainable" if vision["tower_trainable_parameters"] else "frozen"
+        con.print(f"vision tower: {vision['tower_parameters'] / 1e6:,.0f}M parameters ({trains}) + projector "
+                  f"{vision['projector_parameters'] / 1e6:,.0f}M · {plan['images_per_sample']} image(s) per sample = "
+                  f"{vision['patches_per_sample']:,} patches in the tower, {vision['image_tokens_per_sample']:,} of the "
+                  f"{plan['max_length']:,} tokens")
+        for note in vision["notes"]:
+            con.print(f"[yellow]note:[/] {note}")
     if report.get("unsupported"):
         con.print(f"[yellow]warning:[/] the training runtime cannot run this plan: {report['unsupported']}")
     if thr["tokens_per_second"]:

@@ -19,7 +19,7 @@ from forge_advisor.levers import LEVER_FIELDS
 from forge_advisor.plan import ATTENTION, DISTRIBUTED, DTYPES, OPTIMIZERS, QUANT_STORAGES
 
 __all__ = [
-    "ALIASES", "PLAN_FLAGS", "PlanFlag", "add_plan_arguments", "add_preset_arguments", "flag_value", "parse_bool",
+    "ALIASES", "NEGATABLE", "PLAN_FLAGS", "PlanFlag", "add_plan_arguments", "add_preset_arguments", "flag_value", "parse_bool",
     "parser_for", "plan_overrides", "preset_field_overrides",
 ]
 
@@ -108,7 +108,18 @@ PLAN_FLAGS: tuple[PlanFlag, ...] = (
     PlanFlag("activation_offloading", (), parse_bool, "BOOL", "trl: move saved activations to host memory in forward"),
     PlanFlag("offload_optimizer", (), parse_bool, "BOOL", "DeepSpeed zero2/zero3: optimizer states on the CPU"),
     PlanFlag("offload_params", (), parse_bool, "BOOL", "fsdp/zero3: parameter shards in host memory"),
+    # vision-language models (rust/src/vision.rs); a text-only model refuses them
+    PlanFlag("max_pixels", (), int, "PX",
+             "vision-language models: the largest image in pixels after the processor's resize "
+             "(Qwen2-VL max_pixels; default: the processor's; fixed-size processors ignore it)"),
+    PlanFlag("images_per_sample", (), int, "N", "vision-language models: images per training sample"),
+    PlanFlag("freeze_vision_tower", (), parse_bool, "BOOL",
+             "vision-language models: keep the vision tower frozen (bare flag = true; --no-freeze-vision-tower = false)"),
 )
+
+# bool fields whose flag has a `--no-` twin meaning false (the rest: `--flag false`)
+NEGATABLE = ("gradient_checkpointing", "freeze_vision_tower")
+
 
 # Plan field -> its short aliases (train adds them to its preset-field flags)
 ALIASES: dict[str, tuple[str, ...]] = {f.field: f.aliases for f in PLAN_FLAGS if f.aliases}
@@ -122,10 +133,10 @@ def add_plan_arguments(p: argparse.ArgumentParser | Any, fields: Iterable[str] |
     for f in PLAN_FLAGS:
         if wanted is not None and f.field not in wanted:
             continue
-        if f.field == "gradient_checkpointing":
+        if f.field in NEGATABLE:
             g.add_argument(f.flag, dest=f.field, nargs="?", const=True, default=None, type=parse_bool,
                            metavar=f.metavar, help=f.help)
-            g.add_argument("--no-gradient-checkpointing", dest=f.field, action="store_false", help=argparse.SUPPRESS)
+            g.add_argument("--no-" + f.flag[2:], dest=f.field, action="store_false", help=argparse.SUPPRESS)
             continue
         if f.type is parse_bool:  # a bare lever flag means true: --use-liger-kernel
             g.add_argument(f.flag, dest=f.field, nargs="?", const=True, default=None, type=parse_bool,
@@ -153,8 +164,8 @@ def add_preset_arguments(p: argparse.ArgumentParser | Any, *, skip: Iterable[str
         g.add_argument(f"--{f.name.replace('_', '-')}", *ALIASES.get(f.name, ()), dest=f"ov_{f.name}", type=parser_for(kind),
                        **bare, metavar=f.name.upper() if len(f.name) < 14 else "V",
                        help=argparse.SUPPRESS if f.name.startswith("bnb_") and f.name not in LEVER_FIELDS else None)
-        if f.name == "gradient_checkpointing":
-            g.add_argument("--no-gradient-checkpointing", dest="ov_gradient_checkpointing", action="store_false",
+        if f.name in NEGATABLE:
+            g.add_argument(f"--no-{f.name.replace('_', '-')}", dest=f"ov_{f.name}", action="store_false",
                            help=argparse.SUPPRESS)
 
 

@@ -142,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
         shape = offline_shape(args.model)  # a local or catalog config: no network before training
         if shape is not None:
             shape.check_length(preset.max_length)
+            shape.check_vision_fields(overrides)
     if args.show:
         preset.print_info(console())
         return 0

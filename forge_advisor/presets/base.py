@@ -191,10 +191,11 @@ class BasePreset:
         self._check_method_consistency()
 
     def _check_vision(self) -> None:
-        # 28×28 is one merged Qwen2-VL token (the smallest useful image); 2^28 px is 16384×16384
+        # the core's ranges (rust/src/plan.rs INT_RANGES): 28×28 px (one merged Qwen2-VL token)
+        # to 2^28 px (16384×16384); 0–1024 images per sample
         if self.max_pixels is not None:
-            _int("max_pixels", self.max_pixels, 28 * 28, 1 << 28)
-        _int("images_per_sample", self.images_per_sample, 0, 1024)
+            _int("max_pixels", self.max_pixels, *PLAN_INT_RANGES["max_pixels"])
+        _int("images_per_sample", self.images_per_sample, *PLAN_INT_RANGES["images_per_sample"])
         if not isinstance(self.freeze_vision_tower, bool):
             raise ForgeError(f"freeze_vision_tower={self.freeze_vision_tower!r} must be true or false")
 

@@ -32,6 +32,7 @@ _SHARED = (
     "method", "trainer", "lora_r", "lora_alpha", "lora_dropout", "bnb_4bit_use_double_quant",
     "per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "freeze_ratio",
     "gradient_checkpointing", "optim", "num_gpus", "distributed", *LEVER_FIELDS,
+    "max_pixels", "images_per_sample", "freeze_vision_tower",
 )
 
 

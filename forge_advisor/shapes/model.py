@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from forge_advisor.errors import ForgeError
 
-__all__ = ["Linear", "LayerType", "Param", "ModelShape", "Role", "ParamRole"]
+__all__ = ["Linear", "LayerType", "Param", "ModelShape", "Role", "ParamRole", "ImageRule", "Projector", "VisionTower"]
 
 Role = Literal["attention", "mlp", "expert", "shared_expert", "router", "other"]
 ParamRole = Literal["embedding", "position", "lm_head", "norm", "other"]
@@ -64,6 +64,84 @@ class Param:
 
 
 @dataclass(frozen=True)
+class ImageRule:
+    """How an image becomes encoder patches and language-model tokens (rust/src/vision.rs
+    ``ImageRule``): ``dynamic`` (Qwen2-VL's ``smart_resize`` to multiples of
+    ``patch_size · merge_size`` within [min_pixels, max_pixels]) or ``fixed`` (a resize to
+    one size: ``patches`` and ``tokens`` per image whatever ``max_pixels`` says)."""
+
+    kind: Literal["dynamic", "fixed"]
+    patch_size: int = 0
+    merge_size: int = 0
+    min_pixels: int = 0
+    max_pixels: int = 0
+    patches: int = 0
+    tokens: int = 0
+    tiles: int = 1  # fixed: encoder images per image (Idefics3/SmolVLM: 4×4 tiles + a global view)
+
+    def to_dict(self) -> dict[str, Any]:
+        keys = ("patch_size", "merge_size", "min_pixels", "max_pixels") if self.kind == "dynamic" else ("patches", "tokens", "tiles")
+        return {"kind": self.kind, **{k: getattr(self, k) for k in keys}}
+
+    def per_image(self, max_pixels: int | None) -> tuple[int, int]:
+        """``(encoder patches, language-model tokens)`` of the largest image at ``max_pixels``
+        (the twin of the Rust rule, for messages; the estimate is the core's)."""
+        if self.kind == "fixed":
+            return self.patches, self.tokens
+        factor = self.patch_size * self.merge_size
+        tokens = max(max(max_pixels or self.max_pixels, self.min_pixels) // (factor * factor), 1)
+        return tokens * self.merge_size**2, tokens
+
+
+@dataclass(frozen=True)
+class Projector:
+    """The projector between the tower and the language model (per language-model token)."""
+
+    linears: tuple[Linear, ...]
+    other_parameters: int = 0
+    norm_width: int = 0
+    pooled: bool = False  # the tower's output is average-pooled into the tokens (Gemma 3)
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(lin.num_parameters for lin in self.linears) + self.other_parameters
+
+
+@dataclass(frozen=True)
+class VisionTower:
+    """A vision-language model's image encoder (its own widths and blocks) and projector."""
+
+    hidden_size: int
+    num_attention_heads: int
+    head_dim: int
+    intermediate_size: int
+    norm: Literal["rms_norm", "layer_norm"]
+    gated_mlp: bool
+    hidden_act: str
+    layer_types: tuple[LayerType, ...]
+    layers: tuple[int, ...]
+    params: tuple[Param, ...]
+    projector: Projector
+    images: ImageRule
+    post_norm: bool = False
+    # Qwen2.5-VL window attention: patches per window, and the blocks that attend over the whole image
+    window_patches: int = 0
+    full_attention_blocks: tuple[int, ...] = ()
+    # what transformers' enable_input_require_grads hooks (rust/src/vision.rs InputHook)
+    input_hook: Literal["patch", "embeddings", "none"] = "patch"
+
+    @property
+    def num_parameters(self) -> int:
+        blocks = sum(self.layer_types[i].num_parameters for i in self.layers)
+        return blocks + sum(p.numel for p in self.params) + self.projector.num_parameters
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["images"] = self.images.to_dict()
+        return d
+
+
+@dataclass(frozen=True)
 class ModelShape:
     """Everything the estimator needs to know about a model, exactly."""
 
@@ -88,6 +166,7 @@ class ModelShape:
     moe_intermediate_size: int = 0
     is_encoder_decoder: bool = False
     parallel_attn: bool = False
+    vision: VisionTower | None = None
     # Not part of the Rust twin: facts for the runtime and for messages.
     hidden_act: str = "silu"
     max_position_embeddings: int | None = None
@@ -118,6 +197,28 @@ class ModelShape:
         limit = self.max_position_embeddings
         return tokens if limit is None else min(tokens, limit)
 
+    def image_tokens(self, fields: Any) -> int:
+        """Language-model tokens the images of one sample take under plan ``fields`` (a
+        mapping with ``max_pixels`` / ``images_per_sample``, defaults: the processor's, 1);
+        0 for a text-only model. A default length is text plus these (trl counts image
+        tokens inside ``max_length``: rust/src/vision.rs ``image_plan``)."""
+        if self.vision is None:
+            return 0
+        images = fields.get("images_per_sample", 1)
+        return images * self.vision.images.per_image(fields.get("max_pixels"))[1]
+
+    def check_vision_fields(self, given: Any) -> None:
+        """Refuse vision-language plan fields (``max_pixels``, ``images_per_sample``,
+        ``freeze_vision_tower``) named in ``given`` for a model without a vision tower: a
+        text-only model has no images to price, and silently ignoring them would price
+        something else than what was asked."""
+        from forge_advisor.plan import VISION_FIELDS
+
+        named = [k for k in VISION_FIELDS if k in given]
+        if named and self.vision is None:
+            raise ForgeError(f"{named[0]} applies to vision-language models; {self.name} ({self.model_type}) has no vision tower",
+                             field=named[0], value=str(given[named[0]]), allowed="a vision-language model")
+
     # -- conversion -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """The dict the Rust core reads (Python-only facts left out)."""
@@ -125,6 +226,10 @@ class ModelShape:
         for key in self._PYTHON_ONLY:
             d.pop(key)
         d["hints"] = {"hidden_act": self.hidden_act, **self.hints}
+        if self.vision is None:
+            del d["vision"]
+        else:
+            d["vision"] = self.vision.to_dict()
         return d
 
     def to_json(self) -> str:

@@ -230,6 +230,53 @@ pub struct Analysis {
     pub act: Act,
     /// Norms per block that keep their input: 2 for Gemma 2/3 (pre and post norms), else 1.
     pub norms_per_block: u64,
+    /// The vision tower of a vision-language model, analysed as a stack of its own.
+    pub vision: Option<Box<VisionAnalysis>>,
+}
+
+/// A vision tower read once (vision.rs): its blocks as a shape and analysis of their own
+/// (their widths, target names and masks), and its parameter sums.
+#[derive(Debug, Clone)]
+pub struct VisionAnalysis {
+    pub tower: crate::vision::VisionTower,
+    pub shape: ModelShape,
+    pub an: Analysis,
+    /// Parameters of the tower alone (blocks, embeddings, post norm, head).
+    pub tower_params: u64,
+    pub projector_params: u64,
+    /// 2 · Σ in·out of the projector's linears: its forward FLOPs per language-model image token.
+    pub projector_fwd_flops: u128,
+}
+
+impl VisionAnalysis {
+    fn new(tower: &crate::vision::VisionTower) -> Result<Self> {
+        let shape = tower.stack_shape();
+        let an = Analysis::new(&shape)?;
+        let projector_fwd_flops = tower.projector.linears.iter().map(|l| 2 * l.in_features as u128 * l.out_features as u128 * l.count as u128).sum();
+        Ok(VisionAnalysis {
+            tower: tower.clone(),
+            tower_params: shape.num_parameters()?,
+            projector_params: tower.projector.num_parameters()?,
+            projector_fwd_flops,
+            shape,
+            an,
+        })
+    }
+
+    /// The tower's LoRA target mask for the plan's targets, leniently: peft matches names
+    /// across the whole model, so a name the tower lacks adapts nothing there (the
+    /// language model's own check is `Analysis::target_mask`).
+    pub fn lenient_mask(&self, targets: Option<&crate::plan::Targets>) -> u64 {
+        use crate::plan::Targets;
+        match targets {
+            None => self.an.attention_mask,
+            Some(Targets::Keyword(k)) if k == "all-linear" => self.an.all_linear_mask,
+            Some(Targets::Keyword(k)) => self.an.names_mask(std::slice::from_ref(k)).unwrap_or(0),
+            Some(Targets::Names(list)) => {
+                list.iter().filter_map(|n| self.an.names_mask(std::slice::from_ref(n)).ok()).fold(0, |a, m| a | m)
+            }
+        }
+    }
 }
 
 const OUT_NAMES: &[&str] =
@@ -450,6 +497,10 @@ impl Analysis {
         let runs = runs_of(&shape.layers);
         // the same sums the estimator used to take per call (no overflow: the shape is
         // validated to at most MAX_PARAMETERS parameters)
+        // a vision tower and projector stay out of 4-bit / 8-bit: the runtime passes them as
+        // `llm_int8_skip_modules` (HF's bitsandbytes guide for multimodal models), and
+        // `prepare_model_for_kbit_training` then holds them in fp32 with the other non-quantised weights
+        let vision = shape.vision.as_ref().map(VisionAnalysis::new).transpose()?.map(Box::new);
         let layers_linear_weight_params: u64 = shape.layers.iter().map(|&t| types[t as usize].quantizable_weight_params).sum();
         let layers_linear_rows: u64 = shape.layers.iter().map(|&t| types[t as usize].quantizable_rows).sum();
         let largest_layer_params = types.iter().map(|t| t.params).max().unwrap_or(0);
@@ -482,6 +533,7 @@ impl Analysis {
             act: Act::of(&shape.hints.hidden_act),
             // gemma2/3: four norms per layer (pre and post, attention and MLP)
             norms_per_block: if shape.model_type.starts_with("gemma2") || shape.model_type.starts_with("gemma3") { 2 } else { 1 },
+            vision,
         })
     }
 
@@ -531,7 +583,7 @@ impl Analysis {
         Ok(mask)
     }
 
-    fn names_mask(&self, list: &[String]) -> Result<u64> {
+    pub(crate) fn names_mask(&self, list: &[String]) -> Result<u64> {
         let mut mask = 0u64;
         for want in list {
             let mut hit = false;

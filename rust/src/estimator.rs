@@ -132,6 +132,9 @@ pub struct Estimate {
     /// from the JSON when nothing is offloaded.
     #[serde(skip_serializing_if = "is_zero")]
     pub host_memory_bytes: u64,
+    /// A vision-language model's images (vision.rs); absent for text-only models.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vision: Option<crate::vision::VisionReport>,
 }
 
 fn is_zero(x: &u64) -> bool {
@@ -193,6 +196,8 @@ struct Basis {
     /// What per-layer grads are divided by: N GPUs where grads are sharded (ZeRO-2, FSDP,
     /// ZeRO-3), else 1.
     grad_scale: u64,
+    /// A vision-language model's images per sample (vision.rs), `None` for text-only models.
+    images: Option<crate::vision::ImagePlan>,
 }
 
 /// The trainable parameters of a plan ([`Estimator::trainable_set`]).
@@ -237,6 +242,10 @@ struct LayerSegments {
     autocast_copies: u64,
     /// Activation offloading's host bytes per token.
     host_per_token: u64,
+    /// A vision tower block is in the autograd graph.
+    tower_in_graph: bool,
+    /// What the images report, kept bytes per language-model token.
+    vision: Option<crate::vision::VisionReport>,
 }
 
 /// Weights and quantisation state in bytes: `total params · param bytes` (full, LoRA);
@@ -413,7 +422,8 @@ impl Estimator {
         let head_trains = full && (!shape.tie_word_embeddings || embed_trains);
         let grad_bytes_per = if full { pb } else { 4 };
         let grad_scale = if matches!(plan.distributed, Distributed::Zero2 | Distributed::Fsdp | Distributed::Zero3) { plan.num_gpus } else { 1 };
-        let b = Basis { mask, full, frozen, embed_trains, head_trains, grad_bytes_per, grad_scale };
+        let images = crate::vision::image_plan(an, plan)?;
+        let b = Basis { mask, full, frozen, embed_trains, head_trains, grad_bytes_per, grad_scale, images };
 
         // ---- parameters: weights, adapters, trainable set --------------------------
         let (weights, quant_state) = weight_bytes(an, plan);
@@ -454,7 +464,11 @@ impl Estimator {
         // a tied head's grad waits in autograd's input buffer for the embedding's
         let held_head = if shape.tie_word_embeddings && embed_trains { sat(an.embedding_params, grad_bytes_per) } else { 0 };
         let vh = sat(an.embedding_params, grad_bytes_per);
-        let flops_per_token = crate::throughput::flops_per_token(self, plan, mask, frozen, acts.first_in_graph);
+        let vision_flops = match (an.vision.as_deref(), b.images) {
+            (Some(v), Some(ip)) => crate::vision::flops_per_lm_token(v, &ip, plan, acts.tower_in_graph),
+            _ => 0.0,
+        };
+        let flops_per_token = crate::throughput::flops_per_token(self, plan, mask, frozen, acts.first_in_graph) + vision_flops;
         let quality = crate::objective::quality_score(plan, crate::objective::targets_all_linear(plan, mask & an.all_linear_mask, an.all_linear_mask));
         let base = Breakdown {
             weights: fixed.weights,
@@ -487,6 +501,7 @@ impl Estimator {
             liger: liger.then_some((h, shape.vocab_size, w.e, head_grad)),
             host_fixed: fixed.host_fixed,
             host_per_token: acts.host_per_token,
+            vision: acts.vision,
             held_head,
             vh,
             embed_trains,
@@ -582,6 +597,20 @@ impl Estimator {
                 head_train_params += an.head_params;
             }
             trainable += head_train_params;
+        }
+        if let (Some(v), Some(ip)) = (an.vision.as_deref(), b.images) {
+            // the tower trains whole (full, unfrozen) or through adapters on its blocks;
+            // the projector trains with full fine-tuning
+            if ip.tower_weights {
+                trainable += v.tower_params;
+            } else if ip.tower_mask != 0 {
+                let per_rank: u64 = v.an.layers.iter().map(|&t| v.an.types[t as usize].lora_sums(ip.tower_mask).params_per_rank).sum();
+                adapter_params += sat(plan.lora_r, per_rank);
+                trainable += sat(plan.lora_r, per_rank);
+            }
+            if ip.projector_weights {
+                trainable += v.projector_params;
+            }
         }
         TrainableSet { adapter_params, trainable, head_train_params }
     }
@@ -679,6 +708,35 @@ impl Estimator {
         // (modeling_utils.py): the embedding output requires grad, so frozen lower layers
         // stay in the graph (their checkpoint inputs are kept, backward runs through them).
         let mut acc = LayerSegments { input_grad: b.embed_trains || plan.gradient_checkpointing, ..Default::default() };
+        segs.clear();
+        // a vision tower runs first: its blocks and projector are the bottom segments, and
+        // image features that require grad make the decoder's input require grad
+        if let (Some(v), Some(ip)) = (an.vision.as_deref(), b.images.as_ref()) {
+            let lm = crate::vision::LanguageSide {
+                grad_bytes_per: b.grad_bytes_per,
+                grad_scale: b.grad_scale,
+                embed_trains: b.embed_trains,
+                hidden_size: shape.hidden_size,
+            };
+            let tower = crate::vision::push_segments(v, ip, (plan, act_plan), cx, lm, segs);
+            acc.input_grad |= tower.output_grad;
+            acc.autocast_copies = tower.autocast_copies;
+            acc.tower_in_graph = tower.in_graph;
+            acc.host_per_token = tower.host_per_token;
+            let tower_trainable = if ip.tower_weights {
+                v.tower_params
+            } else {
+                v.an.layers.iter().map(|&t| sat(plan.lora_r, v.an.types[t as usize].lora_sums(ip.tower_mask).params_per_rank)).sum()
+            };
+            acc.vision = Some(crate::vision::VisionReport {
+                patches_per_sample: ip.patches,
+                image_tokens_per_sample: ip.tokens,
+                tower_parameters: v.tower_params,
+                projector_parameters: v.projector_params,
+                tower_trainable_parameters: tower_trainable,
+                kept_bytes: tower.kept_per_token,
+            });
+        }
         // Consecutive layers with the same type, liveness and input-grad flag save, keep and
         // free exactly the same bytes: each such segment is priced once. Liveness changes at
         // `frozen`; the input flag can change once, after the first layer in the graph.
@@ -687,7 +745,6 @@ impl Estimator {
         // Liger's RMSNorm/SwiGLU save less than transformers' modules (levers.rs)
         let liger_norms = if shape.norm == crate::shape::NormKind::RmsNorm { 2 * an.norms_per_block } else { 0 };
         let liger_silu = shape.gated_mlp && shape.hints.hidden_act == "silu";
-        segs.clear();
         for &(t, start, end) in &an.runs {
             let info = &an.types[t as usize];
             let lora = info.lora_sums(b.mask);

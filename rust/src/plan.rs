@@ -164,14 +164,18 @@ pub const CHOICES: [(&str, &[&str]); 7] = [
 /// Integer fields and their inclusive ranges: the one definition (Python reads it as
 /// `_native.PLAN_INT_RANGES`). 2^16 sequences per device or steps of accumulation, 2^24 =
 /// 16M tokens (beyond any published context window), 4096 GPUs; LoRA's rank and alpha are
-/// checked only when the plan trains adapters.
-pub const INT_RANGES: [(&str, u64, u64); 6] = [
+/// checked only when the plan trains adapters. Vision-language plans: 0–1024 images per
+/// sample (0: text-only samples), and `max_pixels` from 28·28 = 784 (one merged Qwen2-VL
+/// token, the smallest image a processor makes) to 2^28 px (16384 × 16384), checked when set.
+pub const INT_RANGES: [(&str, u64, u64); 8] = [
     ("per_device_train_batch_size", 1, 1 << 16),
     ("gradient_accumulation_steps", 1, 1 << 16),
     ("max_length", 1, 1 << 24),
     ("num_gpus", 1, 4096),
     ("lora_r", 1, 1 << 16),
     ("lora_alpha", 1, 1 << 20),
+    ("images_per_sample", 0, 1024),
+    ("max_pixels", 28 * 28, 1 << 28),
 ];
 
 /// Fractions and their half-open ranges `[lo, hi)` (`_native.PLAN_FLOAT_RANGES`).
@@ -253,6 +257,26 @@ pub struct Plan {
     /// also their grads and optimizer states) live in host memory (levers.rs).
     #[serde(default)]
     pub offload_params: bool,
+    /// Vision-language models: the largest image of a sample in pixels after the
+    /// processor's resize (Qwen2-VL image processor `max_pixels`; `None`: the processor's
+    /// default, vision.rs `ImageRule`). Ignored by text-only models and fixed-size processors.
+    #[serde(default)]
+    pub max_pixels: Option<u64>,
+    /// Images per training sample (vision-language models; 0: text-only samples).
+    #[serde(default = "one_image")]
+    pub images_per_sample: u64,
+    /// The vision tower's weights stay frozen (LLaMA-Factory's `freeze_vision_tower`): no
+    /// gradients, no adapters on it; the projector and language model follow `method`.
+    #[serde(default = "yes")]
+    pub freeze_vision_tower: bool,
+}
+
+fn one_image() -> u64 {
+    1
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_beta() -> f64 {
@@ -286,6 +310,9 @@ impl Default for Plan {
             activation_offloading: false,
             offload_optimizer: false,
             offload_params: false,
+            max_pixels: None,
+            images_per_sample: 1,
+            freeze_vision_tower: true,
         }
     }
 }
@@ -326,6 +353,9 @@ impl Plan {
             activation_offloading,
             offload_optimizer,
             offload_params,
+            max_pixels,
+            images_per_sample,
+            freeze_vision_tower,
         } = self;
         *method == other.method
             && *trainer == other.trainer
@@ -349,6 +379,9 @@ impl Plan {
             && *activation_offloading == other.activation_offloading
             && *offload_optimizer == other.offload_optimizer
             && *offload_params == other.offload_params
+            && *max_pixels == other.max_pixels
+            && *images_per_sample == other.images_per_sample
+            && *freeze_vision_tower == other.freeze_vision_tower
     }
 
     /// Why the training runtime cannot run this plan, or `None`. Today: a bitsandbytes-
@@ -392,6 +425,11 @@ impl Plan {
                 "num_gpus" => self.num_gpus,
                 "lora_r" if self.uses_lora() => self.lora_r,
                 "lora_alpha" if self.uses_lora() => self.lora_alpha,
+                "images_per_sample" => self.images_per_sample,
+                "max_pixels" => match self.max_pixels {
+                    Some(px) => px,
+                    None => continue,
+                },
                 _ => continue,
             };
             if v < lo || v > hi {
@@ -459,7 +497,8 @@ mod tests {
     #[test]
     fn ranges_reject_their_bounds_plus_one() {
         for (field, lo, hi) in INT_RANGES {
-            for (v, ok) in [(lo, true), (hi, true), (hi + 1, false), (lo - 1, false)] {
+            let below = lo.checked_sub(1).map(|v| (v, false));
+            for (v, ok) in [(lo, true), (hi, true), (hi + 1, false)].into_iter().chain(below) {
                 let mut p = Plan::default();
                 match field {
                     "per_device_train_batch_size" => p.per_device_train_batch_size = v,
@@ -468,6 +507,8 @@ mod tests {
                     "num_gpus" => p.num_gpus = v,
                     "lora_r" => p.lora_r = v,
                     "lora_alpha" => p.lora_alpha = v,
+                    "images_per_sample" => p.images_per_sample = v,
+                    "max_pixels" => p.max_pixels = Some(v),
                     _ => unreachable!(),
                 }
                 assert_eq!(p.validate().is_ok(), ok, "{field}={v}");

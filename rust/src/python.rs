@@ -68,6 +68,14 @@ fn int(obj: &Bound<'_, PyAny>, field: &str) -> PyResult<u64> {
     v.extract::<u64>().map_err(|_| to_py(Error::field(field, v.to_string(), "a non-negative integer")))
 }
 
+fn optional_int(obj: &Bound<'_, PyAny>, field: &str) -> PyResult<Option<u64>> {
+    if obj.getattr(field)?.is_none() {
+        Ok(None)
+    } else {
+        int(obj, field).map(Some)
+    }
+}
+
 fn float(obj: &Bound<'_, PyAny>, field: &str) -> PyResult<f64> {
     let v = obj.getattr(field)?;
     v.extract::<f64>().map_err(|_| to_py(Error::field(field, v.to_string(), "a number")))
@@ -136,6 +144,9 @@ fn read_plan(obj: &Bound<'_, PyAny>) -> PyResult<Plan> {
         activation_offloading: boolean(obj, "activation_offloading")?,
         offload_optimizer: boolean(obj, "offload_optimizer")?,
         offload_params: boolean(obj, "offload_params")?,
+        max_pixels: optional_int(obj, "max_pixels")?,
+        images_per_sample: int(obj, "images_per_sample")?,
+        freeze_vision_tower: boolean(obj, "freeze_vision_tower")?,
     };
     plan.validate().map_err(to_py)?;
     Ok(plan)
@@ -344,6 +355,18 @@ impl PyPlan {
     fn offload_params(&self) -> bool {
         self.inner.offload_params
     }
+    #[getter]
+    fn max_pixels(&self) -> Option<u64> {
+        self.inner.max_pixels
+    }
+    #[getter]
+    fn images_per_sample(&self) -> u64 {
+        self.inner.images_per_sample
+    }
+    #[getter]
+    fn freeze_vision_tower(&self) -> bool {
+        self.inner.freeze_vision_tower
+    }
     fn __repr__(&self) -> String {
         format!("Plan({:?})", self.inner)
     }
@@ -492,6 +515,21 @@ impl PyEstimate {
     fn quality(&self) -> f64 {
         self.inner.quality
     }
+    /// A vision-language model's images (`None` for text-only models): patches and
+    /// image tokens per sample, tower and projector parameters, the tower's trainable
+    /// parameters and the bytes it keeps for backward per micro-batch.
+    #[getter]
+    fn vision<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(v) = self.inner.vision else { return Ok(None) };
+        let d = PyDict::new(py);
+        d.set_item("patches_per_sample", v.patches_per_sample)?;
+        d.set_item("image_tokens_per_sample", v.image_tokens_per_sample)?;
+        d.set_item("tower_parameters", v.tower_parameters)?;
+        d.set_item("projector_parameters", v.projector_parameters)?;
+        d.set_item("tower_trainable_parameters", v.tower_trainable_parameters)?;
+        d.set_item("kept_bytes", v.kept_bytes)?;
+        Ok(Some(d))
+    }
     /// Every getter as one dict (breakdown and device as dicts).
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let e = &self.inner;
@@ -500,6 +538,7 @@ impl PyEstimate {
         d.set_item("peak_reserved_bytes", e.peak_reserved_bytes)?;
         d.set_item("peak_reserved_upper_bytes", e.peak_reserved_upper_bytes)?;
         d.set_item("host_memory_bytes", e.host_memory_bytes)?;
+        d.set_item("vision", self.vision(py)?)?;
         d.set_item("peak_phase", phase_name(e))?;
         d.set_item("breakdown", self.breakdown().to_dict(py)?)?;
         d.set_item("device", self.device(py)?)?;

@@ -167,6 +167,10 @@ pub struct ModelShape {
     /// One index into `layer_types` per layer, in forward order (encoder first).
     pub layers: Vec<u32>,
     pub params: Vec<Param>,
+    /// The vision tower and projector of a vision-language model (vision.rs); its
+    /// parameters count in the total.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vision: Option<crate::vision::VisionTower>,
 }
 
 /// Architecture facts that change activation memory but not parameter counts.
@@ -290,6 +294,9 @@ impl ModelShape {
                 }
             }
         }
+        if let Some(v) = &self.vision {
+            v.validate()?;
+        }
         let total = self.num_parameters()?;
         if total > MAX_PARAMETERS {
             return Err(Error::field("num_parameters", total, format!("at most {MAX_PARAMETERS} (10 trillion)")));
@@ -330,13 +337,19 @@ impl ModelShape {
     /// (shared tensors once).
     pub fn num_parameters(&self) -> Result<u64> {
         let layers = checked_sum(self.layer_parameters()?, "total parameters")?;
-        layers.add_or(self.non_layer_parameters()?, "total parameters")
+        let total = layers.add_or(self.non_layer_parameters()?, "total parameters")?;
+        total.add_or(self.vision_parameters()?, "total parameters")
+    }
+
+    /// Parameters of the vision tower and projector (0 for a text-only model).
+    pub fn vision_parameters(&self) -> Result<u64> {
+        self.vision.as_ref().map_or(Ok(0), |v| v.num_parameters())
     }
 
     /// Parameters that the forward pass of one token touches (MoE: only `top_k` of the
     /// routed experts). Used for FLOPs.
     pub fn active_parameters(&self) -> Result<u64> {
-        let mut total = self.non_layer_parameters()?;
+        let mut total = self.non_layer_parameters()?.add_or(self.vision_parameters()?, "active parameters")?;
         for &i in &self.layers {
             let lt = &self.layer_types[i as usize];
             for lin in &lt.linears {

@@ -169,6 +169,8 @@ pub(crate) struct Scalars {
     /// Host memory of the offloading levers: fixed, and per token of a micro-batch.
     pub(crate) host_fixed: u64,
     pub(crate) host_per_token: u64,
+    /// A vision-language model's images; `kept_bytes` per language-model token (vision.rs).
+    pub(crate) vision: Option<crate::vision::VisionReport>,
     pub(crate) held_head: u64,
     pub(crate) vh: u64,
     pub(crate) embed_trains: bool,
@@ -298,6 +300,11 @@ impl Prepared<'_> {
             mfu: self.s.speed.zip(ev.tokens_per_second).map(|(m, tps)| m.mfu(self.s.flops_per_token, tps)),
             quality: self.s.quality,
             host_memory_bytes: self.s.host_fixed.saturating_add(sat(self.s.host_per_token, sat(batch, self.s.tokens_per_sequence))),
+            // the tower's kept bytes per language-model token, times the micro-batch's tokens
+            vision: self.s.vision.map(|v| crate::vision::VisionReport {
+                kept_bytes: sat(v.kept_bytes, sat(batch, self.s.tokens_per_sequence)),
+                ..v
+            }),
         })
     }
 

@@ -14,4 +14,5 @@ from forge_advisor.shapes.families import (  # noqa: F401
     opt,
     phi,
     t5,
+    vlm,
 )

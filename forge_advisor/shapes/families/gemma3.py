@@ -19,19 +19,17 @@ exactly that (``models/gemma3/modeling_gemma3.py``):
 * ``lm_head`` tied to the text embeddings unless the top-level ``tie_word_embeddings`` is
   false (the text config's own flag is not what decides).
 
-The vision tower and projector are listed as non-layer tensors (role ``other``): the
-estimator treats them as frozen weights, and LoRA targets are the language model's.
+The vision tower and projector go into ``ModelShape.vision`` (families/vlm.py,
+rust/src/vision.rs): 896² images become 4096 SigLIP patches, pooled to
+``mm_tokens_per_image`` (256) language-model tokens.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from forge_advisor.errors import ForgeError
 from forge_advisor.shapes.config import ConfigReader
-from forge_advisor.shapes.families.common import layer_norm
-from forge_advisor.shapes.families.llama import build_llama_like
-from forge_advisor.shapes.model import ModelShape, Param
+from forge_advisor.shapes.families.vlm import SIGLIP_VISION_DEFAULTS, _with_vision, clip_like_tower, language_model
+from forge_advisor.shapes.model import ImageRule, Linear, ModelShape, Projector
 from forge_advisor.shapes.registry import register_architecture
 
 # configuration_gemma3.py, Gemma3TextConfig field defaults (the 4B config.json relies on them)
@@ -48,68 +46,26 @@ GEMMA3_TEXT_DEFAULTS = {
     "max_position_embeddings": 131_072,
     "attention_bias": False,
 }
-# configuration_siglip.py, SiglipVisionConfig field defaults
-SIGLIP_VISION_DEFAULTS = {
-    "hidden_size": 768,
-    "intermediate_size": 3072,
-    "num_hidden_layers": 12,
-    "num_channels": 3,
-    "image_size": 224,
-    "patch_size": 16,
-    "vision_use_head": True,
-}
-
-
-def siglip_vision_parameters(v: ConfigReader) -> int:
-    """Every parameter of ``SiglipVisionTransformer`` (see the module docstring)."""
-    d = SIGLIP_VISION_DEFAULTS
-    hidden = v.int("hidden_size", default=d["hidden_size"])
-    inter = v.int("intermediate_size", default=d["intermediate_size"])
-    n_layers = v.layers("num_hidden_layers", default=d["num_hidden_layers"])
-    channels = v.int("num_channels", default=d["num_channels"])
-    image = v.int("image_size", default=d["image_size"])
-    patch = v.int("patch_size", default=d["patch_size"])
-    if patch > image:
-        raise ForgeError(f"{v.source}: patch_size={patch} is larger than image_size={image}")
-    linear = lambda i, o: i * o + o  # noqa: E731  (nn.Linear with bias)
-    per_layer = 4 * linear(hidden, hidden) + linear(hidden, inter) + linear(inter, hidden) + 2 * layer_norm(hidden)
-    embeddings = hidden * channels * patch * patch + hidden + (image // patch) ** 2 * hidden
-    total = embeddings + n_layers * per_layer + layer_norm(hidden)  # post_layernorm
-    if v.bool("vision_use_head", default=d["vision_use_head"]):
-        # SiglipMultiheadAttentionPoolingHead: probe [1,1,H], nn.MultiheadAttention
-        # (in_proj [3H,H]+[3H], out_proj Linear(H,H)), layernorm, SiglipMLP
-        total += hidden + linear(hidden, 3 * hidden) + linear(hidden, hidden) + layer_norm(hidden)
-        total += linear(hidden, inter) + linear(inter, hidden)
-    return total
-
-
 @register_architecture("gemma3")
 def build_gemma3(c: ConfigReader, name: str) -> ModelShape:
     text_raw = c.data.get("text_config") or {}
     vision_raw = c.data.get("vision_config") or {}
     if not isinstance(text_raw, dict) or not isinstance(vision_raw, dict):
         raise ForgeError(f"{c.source}: fields 'text_config' and 'vision_config' must be objects")
-    text_cfg = {**GEMMA3_TEXT_DEFAULTS, **text_raw, "model_type": "gemma3_text", "tie_word_embeddings": True}
-    text = build_llama_like(ConfigReader(text_cfg, f"{c.source} [text_config]"), name)
-    vision = ConfigReader(vision_raw, f"{c.source} [vision_config]")
-    v_hidden = vision.int("hidden_size", default=SIGLIP_VISION_DEFAULTS["hidden_size"])
+    text_cfg = {**GEMMA3_TEXT_DEFAULTS, **text_raw, "model_type": "gemma3_text"}
     tie = c.bool("tie_word_embeddings", default=True)
-    h, vocab = text.hidden_size, text.vocab_size
-    params = [
-        Param("model.language_model.embed_tokens.weight", vocab * h, "embedding"),
-        Param("model.language_model.norm.weight", h, "norm"),
-        Param("model.vision_tower", siglip_vision_parameters(vision), "other"),
-        Param("model.multi_modal_projector", v_hidden * h + v_hidden, "other"),
-    ]
-    if not tie:
-        params.append(Param("lm_head.weight", vocab * h, "lm_head"))
-    return replace(
-        text,
-        model_type="gemma3",
-        tie_word_embeddings=tie,
-        params=tuple(params),
-        torch_dtype=c.str("dtype", "torch_dtype", default="") or text.torch_dtype,
-        architectures=tuple(a for a in c.data.get("architectures") or () if isinstance(a, str))
-        if isinstance(c.data.get("architectures"), list)
-        else (),
+    text = language_model(c, text_cfg, name, tie)
+    vision = ConfigReader({**SIGLIP_VISION_DEFAULTS, **vision_raw}, f"{c.source} [vision_config]")
+    hv, h = vision.int("hidden_size"), text.hidden_size
+    # Gemma3MultiModalProjector: mm_soft_emb_norm (Gemma RMSNorm [Hv]) over the pooled tokens,
+    # then `mm_input_projection_weight [Hv, H]` (an nn.Parameter matmul, not an nn.Linear)
+    projector = Projector(
+        (Linear("multi_modal_projector.mm_input_projection_weight", hv, h, False, "other", lora_targetable=False),),
+        other_parameters=hv, norm_width=hv, pooled=True,
     )
+    # Gemma3ImageProcessor resizes to image_size² (896² in gemma-3-4b+: 4096 SigLIP patches);
+    # the projector's AvgPool2d pools them to mm_tokens_per_image (256) tokens
+    patches = (vision.int("image_size") // vision.int("patch_size")) ** 2
+    images = ImageRule("fixed", patches=patches, tokens=c.int("mm_tokens_per_image", default=256))
+    tower = clip_like_tower(vision, "siglip", projector, images)
+    return _with_vision(text, c, "gemma3", tower)

@@ -1,0 +1,211 @@
+"""Images for the fake-tensor harness: what a vision-language training step feeds the model.
+
+A case whose config has a ``vision_config`` builds the real ``AutoModelForImageTextToText``
+class and feeds, besides ``input_ids``/``labels``, what the model's processor would make for
+``images_per_sample`` images per sample at ``max_pixels`` (plan fields, rust/src/vision.rs):
+
+* Qwen2-VL / Qwen2.5-VL: ``pixel_values [patches, C·T·p·p]`` and ``image_grid_thw`` rows
+  ``(1, gh, gw)`` with ``gh·gw = 4·tokens`` (``tokens = max_pixels // 28²``, the largest image
+  ``smart_resize`` allows, laid out as close to square as the merge grid permits); each image's
+  ``tokens`` placeholder ids (``image_token_id``) sit at the start of the sample.
+* Gemma 3: ``pixel_values [images, 3, S, S]`` at the SigLIP ``image_size`` and
+  ``mm_tokens_per_image`` placeholders per image, ``token_type_ids`` 1 on them (the
+  bidirectional image mask Gemma 3 builds in training).
+
+Fake tensors have no values, so the data-dependent helpers are answered from the values the
+harness chose: the per-image vision bookkeeping (``cu_seqlens``, rotary position ids, window
+index; ``transformers.vision_utils`` lets a caller precompute them) is computed on the CPU
+from the real ``image_grid_thw`` and handed in as fake tensors, and the one ``.tolist()`` in
+the SDPA path of the Qwen vision attention (the split into images / windows) is answered with
+those lengths. The placeholder-count check (``get_placeholder_mask``'s ``torch_compilable_check``)
+cannot read fake values and is skipped; the mask itself is computed as the model does.
+The language model's 3-D rotary ``position_ids`` are passed (values do not change memory).
+
+Freezing (plan ``freeze_vision_tower``, default true): the tower's parameters do not train
+(full fine-tuning) and get no LoRA adapters; LoRA never adapts the projector (peft
+``exclude_modules``), full fine-tuning trains it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any
+
+# module paths of the towers and projectors (modeling_qwen2_5_vl.py `model.visual`, with its
+# `merger`; llava/gemma3 `model.vision_tower` and `model.multi_modal_projector`)
+TOWER = r"(visual|vision_tower)"
+PROJECTOR = r"(merger|deepstack_merger_list|multi_modal_projector)"
+
+
+def is_vlm(cfg: Any) -> bool:
+    return getattr(cfg, "vision_config", None) is not None
+
+
+def in_tower(module_name: str) -> bool:
+    import re  # noqa: PLC0415
+
+    return re.search(r"(^|\.)" + TOWER + r"(\.|$)", module_name) is not None
+
+
+def lora_exclude(p: dict[str, Any]) -> str:
+    """peft ``exclude_modules`` regex: the projector always, the tower when frozen."""
+    parts = [PROJECTOR] + ([TOWER] if p.get("freeze_vision_tower", True) else [])
+    return r".*(" + "|".join(parts) + r").*"
+
+
+def freeze_tower(model: Any) -> None:
+    import re  # noqa: PLC0415
+
+    tower = re.compile(r"(^|\.)" + TOWER + r"\.")
+    projector = re.compile(r"(^|\.)" + PROJECTOR + r"(\.|$)")
+    for name, prm in model.named_parameters():
+        if tower.search(name) and not projector.search(name):
+            prm.requires_grad_(False)
+
+
+@contextlib.contextmanager
+def no_truncated_init():
+    """SigLIP's ``lecun_normal_`` draws a truncated normal by rejection (data-dependent, which
+    fake tensors cannot run); weight values do not change memory, so it leaves them as built."""
+    from transformers import initialization  # noqa: PLC0415
+
+    orig = initialization.trunc_normal_
+    initialization.trunc_normal_ = lambda tensor, *a, **k: tensor
+    try:
+        yield
+    finally:
+        initialization.trunc_normal_ = orig
+
+
+def _grid(tokens: int) -> tuple[int, int]:
+    """Merge-grid (h, w) with h·w = tokens, as square as divisors allow."""
+    h = int(math.isqrt(tokens))
+    while tokens % h:
+        h -= 1
+    return h, tokens // h
+
+
+class Images:
+    """The forward kwargs for one micro-batch and the patches the harness installs."""
+
+    def __init__(self, model: Any, cfg: Any, p: dict[str, Any], batch: int, length: int) -> None:
+        self.model, self.cfg, self.p, self.B, self.S = model, cfg, p, batch, length
+        self.kind = cfg.model_type
+        self.images = int(p.get("images_per_sample", 1))
+        self.lengths: dict[tuple[int, str], list[int]] = {}
+
+    # -- the placeholder tokens -------------------------------------------------------------
+    def tokens_per_image(self) -> int:
+        if self.kind in ("qwen2_vl", "qwen2_5_vl"):
+            merge = self.cfg.vision_config.spatial_merge_size
+            factor = self.cfg.vision_config.patch_size * merge
+            return self.p["max_pixels"] // (factor * factor)
+        if self.kind == "gemma3":
+            return self.cfg.mm_tokens_per_image
+        raise NotImplementedError(f"images for model_type {self.kind!r}")
+
+    def forward_kwargs(self, input_ids: Any) -> dict[str, Any]:
+        import torch  # noqa: PLC0415
+
+        n = self.tokens_per_image() * self.images
+        if n > self.S:
+            raise ValueError(f"{n} image tokens do not fit max_length={self.S}")
+        input_ids[:, :n] = self.cfg.image_token_id
+        if self.kind == "gemma3":
+            v = self.cfg.vision_config
+            pixel_values = torch.randn(self.B * self.images, v.num_channels, v.image_size, v.image_size, device="cuda")
+            token_type_ids = torch.zeros_like(input_ids)
+            token_type_ids[:, :n] = 1
+            return {"pixel_values": pixel_values, "token_type_ids": token_type_ids}
+        return self._qwen(input_ids)
+
+    def _qwen(self, input_ids: Any) -> dict[str, Any]:
+        import torch  # noqa: PLC0415
+        from torch._subclasses.fake_tensor import unset_fake_temporarily  # noqa: PLC0415
+        from transformers import vision_utils  # noqa: PLC0415
+
+        v = self.cfg.vision_config
+        merge, patch, t = v.spatial_merge_size, v.patch_size, v.temporal_patch_size
+        gh, gw = _grid(self.tokens_per_image())
+        n_img = self.B * self.images
+        with unset_fake_temporarily():
+            grid = torch.tensor([[1, gh * merge, gw * merge]] * n_img, dtype=torch.long)
+            cu = vision_utils.get_vision_cu_seqlens(grid)
+            pos = vision_utils.get_vision_position_ids(grid, merge)
+            self.lengths[(len(cu) - 1, str(cu.dtype))] = (cu[1:] - cu[:-1]).tolist()
+            extra: dict[str, Any] = {}
+            if self.kind == "qwen2_5_vl":
+                win, cu_win = vision_utils.get_vision_window_index(grid, merge, v.window_size, patch)
+                self.lengths[(len(cu_win) - 1, str(cu_win.dtype))] = (cu_win[1:] - cu_win[:-1]).tolist()
+                extra = {"window_index": win, "cu_window_seqlens": cu_win}
+        if len(self.lengths) < (2 if self.kind == "qwen2_5_vl" else 1):
+            raise ValueError("image and window counts coincide: choose another max_pixels")  # keys must differ
+        fake = {k: torch.empty(x.shape, dtype=x.dtype, device="cuda") for k, x in {"cu_seqlens": cu, "position_ids": pos, **extra}.items()}
+        self.fake_vision = fake
+        patches = n_img * gh * merge * gw * merge
+        pixel_values = torch.randn(patches, v.in_channels * t * patch * patch, device="cuda")
+        image_grid_thw = torch.empty(grid.shape, dtype=grid.dtype, device="cuda")
+        self.real_grid = grid
+        position_ids = torch.arange(self.S, device="cuda").view(1, 1, -1).expand(3, self.B, -1)
+        return {"pixel_values": pixel_values, "image_grid_thw": image_grid_thw, "position_ids": position_ids}
+
+    # -- the data-dependent spots, answered from the chosen values --------------------------------
+    @contextlib.contextmanager
+    def patched(self):
+        import torch  # noqa: PLC0415
+        from torch._subclasses.fake_tensor import FakeTensor  # noqa: PLC0415
+
+        inner = self.model.get_base_model().model if hasattr(self.model, "get_base_model") else self.model.model
+        cls = type(inner)
+        orig_mask = cls.get_placeholder_mask
+        orig_tolist = FakeTensor.tolist
+
+        def placeholder_mask(self_, input_ids, inputs_embeds, image_features=None, video_features=None, **kw):
+            mask = (input_ids == self_.config.image_token_id).unsqueeze(-1).to(inputs_embeds.device)
+            if self.kind in ("qwen2_vl", "qwen2_5_vl"):
+                return mask.expand_as(inputs_embeds), (input_ids == self_.config.video_token_id).unsqueeze(-1).expand_as(inputs_embeds)
+            return mask
+
+        lengths = self.lengths
+
+        def tolist(t):
+            key = (t.numel(), str(t.dtype))
+            if t.dim() == 1 and key in lengths:
+                return list(lengths[key])
+            return orig_tolist(t)
+
+        restore: list[tuple[Any, str, Any]] = []
+        if self.kind in ("qwen2_vl", "qwen2_5_vl"):
+            import importlib  # noqa: PLC0415
+
+            mod = importlib.import_module(type(inner).__module__)
+            fake = self.fake_vision
+            real_grid = self.real_grid
+            replacements = {
+                "get_vision_position_ids": lambda *a, **k: fake["position_ids"],
+                "get_vision_attention_seqlens": lambda *a, **k: (fake["cu_seqlens"], None),
+                "get_vision_window_index": lambda *a, **k: (fake["window_index"], fake["cu_window_seqlens"]),
+                "get_max_seqlen": lambda *a, **k: None,
+            }
+            for name, fn in replacements.items():
+                if hasattr(mod, name):
+                    restore.append((mod, name, getattr(mod, name)))
+                    setattr(mod, name, fn)
+            # Qwen2_5_VLModel.get_image_features splits the merged features per image by
+            # `image_grid_thw.prod(-1) // merge²`: answer with the real grid's values
+            from torch._subclasses.fake_tensor import unset_fake_temporarily  # noqa: PLC0415
+
+            with unset_fake_temporarily():
+                tokens = (real_grid.prod(-1) // self.cfg.vision_config.spatial_merge_size**2).tolist()
+            lengths[(len(tokens), str(real_grid.dtype))] = tokens
+        cls.get_placeholder_mask = placeholder_mask
+        FakeTensor.tolist = tolist  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            cls.get_placeholder_mask = orig_mask
+            FakeTensor.tolist = orig_tolist  # type: ignore[method-assign]
+            for mod, name, fn in restore:
+                setattr(mod, name, fn)
+        del torch
