@@ -9,7 +9,7 @@ nothing panics across the boundary."""
 from typing import Any, Protocol, final
 
 __all__ = [
-    "__version__", "PlanError", "PLAN_CHOICES", "PLAN_INT_RANGES", "PLAN_FLOAT_RANGES", "OBJECTIVES", "DEFAULT_HEADROOM", "RESERVED_ERROR_BAND", "Shape", "Plan",
+    "__version__", "PlanError", "PLAN_CHOICES", "PLAN_INT_RANGES", "PLAN_FLOAT_RANGES", "VARLEN_ATTENTION", "OBJECTIVES", "DEFAULT_HEADROOM", "RESERVED_ERROR_BAND", "Shape", "Plan",
     "Breakdown", "Estimate", "Estimator", "Ranked", "Shortfall", "Ranking", "fits", "usable_bytes", "reserved_upper", "objective_value",
     "unsupported",
 ]
@@ -18,6 +18,7 @@ __version__: str
 PLAN_CHOICES: dict[str, tuple[str, ...]]
 PLAN_INT_RANGES: dict[str, tuple[int, int]]
 PLAN_FLOAT_RANGES: dict[str, tuple[float, float]]
+VARLEN_ATTENTION: tuple[str, ...]
 OBJECTIVES: tuple[str, ...]
 DEFAULT_HEADROOM: float
 RESERVED_ERROR_BAND: float
@@ -53,6 +54,7 @@ class _PlanLike(Protocol):
     activation_offloading: bool
     offload_optimizer: bool
     offload_params: bool
+    batching: str
 
 class _GpuLike(Protocol):
     name: str
@@ -127,6 +129,8 @@ class Plan:
     def offload_optimizer(self) -> bool: ...
     @property
     def offload_params(self) -> bool: ...
+    @property
+    def batching(self) -> str: ...
 
 @final
 class Breakdown:
@@ -212,6 +216,8 @@ class Ranked:
     def quality(self) -> float: ...
     @property
     def tokens_per_second(self) -> float | None: ...
+    @property
+    def real_fraction(self) -> float: ...
     def value(self, objective: str) -> float: ...
 
 @final

@@ -459,6 +459,7 @@ impl Estimator {
         };
         out.s = Scalars {
             tokens_per_sequence: if plan.trainer == Trainer::Dpo { 2 * plan.max_length } else { plan.max_length },
+            lengths_vary: plan.batching.lengths_vary(),
             num_gpus: plan.num_gpus,
             gradient_checkpointing: plan.gradient_checkpointing,
             speed: gpu.and_then(|g| crate::throughput::SpeedModel::new(self, plan, g, trainable / grad_scale)),
@@ -487,6 +488,7 @@ impl Estimator {
             flops_per_token,
             quality,
         };
+        out.replan = plan.context_follows_batch().then(|| (plan.clone(), gpu.cloned()));
         if lines {
             out.build_lines();
         } else {
@@ -662,7 +664,8 @@ impl Estimator {
         // Consecutive layers with the same type, liveness and input-grad flag save, keep and
         // free exactly the same bytes: each such segment is priced once. Liveness changes at
         // `frozen`; the input flag can change once, after the first layer in the graph.
-        let ctx = plan.max_length;
+        // attention's context: max_length, or the whole flattened row under a mask (plan.rs)
+        let ctx = plan.attention_context(plan.per_device_train_batch_size);
         let ckpt_kept = Segment::per_token(&layer_checkpointed(shape, w), ctx);
         // Liger's RMSNorm/SwiGLU save less than transformers' modules (levers.rs)
         let liger_norms = if shape.norm == crate::shape::NormKind::RmsNorm { 2 * an.norms_per_block } else { 0 };

@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::estimator::{Estimate, Estimator};
 use crate::gpu::{GpuSpec, PeakTflops};
 use crate::objective::{objective_value, Objective};
-use crate::plan::{Attention, Distributed, Dtype, Method, Optim, Plan, QuantStorage, Targets, Trainer, CHOICES, FLOAT_RANGES, INT_RANGES};
+use crate::plan::{Attention, Batching, Distributed, Dtype, Method, Optim, Plan, QuantStorage, Targets, Trainer, CHOICES, FLOAT_RANGES, INT_RANGES};
 use crate::search::{self, Ranked, Ranking, Shortfall, Space};
 use crate::shape::ModelShape;
 
@@ -123,6 +123,7 @@ fn read_plan(obj: &Bound<'_, PyAny>) -> PyResult<Plan> {
         activation_offloading: boolean(obj, "activation_offloading")?,
         offload_optimizer: boolean(obj, "offload_optimizer")?,
         offload_params: boolean(obj, "offload_params")?,
+        batching: choice(Batching::from_name("batching", &text(obj, "batching")?))?,
     };
     plan.validate().map_err(to_py)?;
     Ok(plan)
@@ -330,6 +331,10 @@ impl PyPlan {
     fn offload_params(&self) -> bool {
         self.inner.offload_params
     }
+    #[getter]
+    fn batching(&self) -> &'static str {
+        self.inner.batching.name()
+    }
     fn __repr__(&self) -> String {
         format!("Plan({:?})", self.inner)
     }
@@ -535,6 +540,11 @@ impl PyRanked {
     fn tokens_per_second(&self) -> Option<f64> {
         self.inner.tokens_per_second()
     }
+    /// Real tokens / processed tokens of the plan's batching on the user's data (1 without).
+    #[getter]
+    fn real_fraction(&self) -> f64 {
+        self.inner.real_fraction
+    }
     fn value(&self, objective: &str) -> PyResult<f64> {
         Ok(self.inner.value(Objective::from_name("objective", objective).map_err(to_py)?))
     }
@@ -715,6 +725,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         floats.set_item(field, (lo, hi))?;
     }
     m.add("PLAN_FLOAT_RANGES", floats)?;
+    m.add("VARLEN_ATTENTION", PyTuple::new(py, crate::plan::VARLEN_ATTENTION)?)?;
     m.add("OBJECTIVES", PyTuple::new(py, Objective::NAMES)?)?;
     m.add("DEFAULT_HEADROOM", crate::device::DEFAULT_HEADROOM)?;
     m.add("RESERVED_ERROR_BAND", crate::device::RESERVED_ERROR_BAND)?;
