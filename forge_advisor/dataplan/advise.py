@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from forge_advisor.gpus import GPU
     from forge_advisor.shapes import ModelShape
 
-__all__ = ["real_token_fractions", "ModePrice", "LengthChoice", "RentOption", "price_mode", "choose_max_length", "rent", "round_up",
+__all__ = ["data_advice", "real_token_fractions", "ModePrice", "LengthChoice", "RentOption", "price_mode", "choose_max_length", "rent", "round_up",
            "modes_for"]
 
 ALIGN = 64  # candidate lengths are multiples of 64 tokens (tensor-core friendly, as trl pads)
@@ -129,6 +129,26 @@ def price_mode(report: LengthReport, shape: ModelShape, plan: Plan, gpu: GPU | N
     worst = estimate(shape, _at(plan, mode, sim.worst_length), gpu)
     speed = worst if sim.speed_length == sim.worst_length else estimate(shape, _at(plan, mode, sim.speed_length), gpu)
     return ModePrice(sim, worst, speed, report.scale, plan.gradient_accumulation_steps, usd_per_gpu_hour)
+
+
+def data_advice(report: LengthReport, shape: ModelShape, plan: Plan, gpu: GPU | None, *, mode: str | None = None,
+                fixed: int | None = None, usd_per_gpu_hour: float | None = None) -> dict[str, Any]:
+    """The data plan for one plan and GPU (the ``data`` command and the TUI's data screen):
+    the length report, the max_length choice (priced in ``mode``, default padding to the
+    longest), every batching mode the trainer runs priced at that length, and the fastest
+    fitting mode (or ``mode`` when given)."""
+    choice = choose_max_length(report, shape, plan, gpu, mode=mode or "longest", fixed=fixed)
+    out: dict[str, Any] = {"lengths": report.to_dict(), "max_length": choice.to_dict(), "batching": [],
+                           "recommended_batching": None}
+    if choice.chosen is None:
+        return out
+    length = choice.chosen.max_length
+    prices = [price_mode(report, shape, plan, gpu, m, length, usd_per_gpu_hour=usd_per_gpu_hour) for m in modes_for(plan)]
+    out["batching"] = [m.to_dict() for m in prices]
+    fitting = [m for m in prices if m.fits is not False and m.epoch_seconds]
+    best = min(fitting, key=lambda m: m.epoch_seconds or math.inf) if fitting else None
+    out["recommended_batching"] = mode or (best.sim.mode if best else None)
+    return out
 
 
 def real_token_fractions(report: LengthReport, trainer: str, max_length: int, batches: tuple[int, ...],
