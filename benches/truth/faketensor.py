@@ -857,17 +857,17 @@ def _measure(config: dict[str, Any], p: dict[str, Any], num_layers: int | None, 
     }
 
 
-def _batch_inputs(torch, batching: str | None, vocab: int, B: int, S: int):
+def _batch_inputs(torch, batching: str | None, vocab: int, B: int, S: int, device: str = "cuda"):
     """(input_ids, labels, extra forward kwargs) of the worst micro-batch of ``batching``
     (see the module docstring); ``None``: ``B`` full rows, no mask (every case without the field)."""
     if batching in (None, "longest", "max_length"):
-        input_ids = torch.randint(0, vocab, (B, S), device="cuda")
+        input_ids = torch.randint(0, vocab, (B, S), device=device)
         labels = input_ids.clone()
         if batching is None:
             return input_ids, labels, {}
         lengths = [S] + [S // 2] * (B - 1) if batching == "longest" else [3 * S // 4] * B
-        mask = torch.stack([torch.cat([torch.ones(n, dtype=torch.long, device="cuda"),
-                                       torch.zeros(S - n, dtype=torch.long, device="cuda")]) for n in lengths])
+        mask = torch.stack([torch.cat([torch.ones(n, dtype=torch.long, device=device),
+                                       torch.zeros(S - n, dtype=torch.long, device=device)]) for n in lengths])
         labels = labels.masked_fill(mask == 0, -100)
         return input_ids, labels, {"attention_mask": mask}
     if batching == "packing":
@@ -876,8 +876,8 @@ def _batch_inputs(torch, batching: str | None, vocab: int, B: int, S: int):
         records = [S] * B
     else:
         raise ValueError(f"batching={batching!r}")
-    input_ids = torch.randint(0, vocab, (1, B * S), device="cuda")
-    position_ids = torch.cat([torch.arange(n, device="cuda") for n in records])[None]
+    input_ids = torch.randint(0, vocab, (1, B * S), device=device)
+    position_ids = torch.cat([torch.arange(n, device=device) for n in records])[None]
     labels = input_ids.clone()  # the collators mask each record's first label; same bytes
     return input_ids, labels, {"position_ids": position_ids}
 

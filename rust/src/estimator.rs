@@ -325,6 +325,15 @@ fn tail_per_token(shape: &ModelShape, plan: &Plan, cx: &PlanCtx, input_grad: boo
     if cx.hidden_dropout {
         per_tok += h;
     }
+    if plan.context_follows_batch() && cx.kernel != crate::activations::AttnKernel::Eager {
+        // a flattened row under sdpa: transformers 5 builds the block-diagonal bool mask of
+        // the whole row, [1, 1, L, L] with L = the micro-batch's tokens (masking_utils
+        // `sdpa_mask` over `packed_sequence_mask_function`), and every layer's attention keeps
+        // it for backward: L² bytes = L per token at context L. Measured on fake-H100 cuDNN
+        // attention (benches/cases_accuracy.json, batching cases): +12.8 MiB at L = 4,096
+        // (mask 16 MiB), +66.6 MiB at L = 8,192 (mask 64 MiB) over the twin without it.
+        per_tok = per_tok.saturating_add(plan.attention_context(plan.per_device_train_batch_size));
+    }
     per_tok
 }
 

@@ -971,8 +971,13 @@ mod tests {
                     // eager's scores span the whole row: (b·T)² instead of b·T²
                     assert!(fresh.peak_allocated_bytes > padded.peak_allocated_bytes, "{attn:?} b={b}");
                 }
-                if attn == Attention::FlashAttention2 || b == 1 {
+                if attn == Attention::FlashAttention2 || (attn == Attention::Eager && b == 1) {
                     assert_eq!(fresh.peak_allocated_bytes, padded.peak_allocated_bytes, "{attn:?} b={b}");
+                }
+                if attn == Attention::Sdpa {
+                    // the row's bool mask, (b·T)² bytes, kept from forward through backward
+                    let row = b * base.max_length;
+                    assert!(fresh.peak_allocated_bytes >= padded.peak_allocated_bytes + row * row, "b={b}");
                 }
                 if attn != Attention::FlashAttention2 && b > 1 {
                     assert!(fresh.tokens_per_second < padded.tokens_per_second, "{attn:?} b={b}: attention over the whole row");
