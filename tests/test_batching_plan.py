@@ -104,3 +104,16 @@ def test_recommend_with_data_ranks_batching_and_its_command_runs(tmp_path, capsy
     assert main(["recommend", "--model", MODEL, "--gpu", "H100 SXM", "--dpo", "--json"]) == 0
     dpo = json.loads(capsys.readouterr().out)
     assert {c["estimate"]["plan"]["batching"] for c in dpo["recommendations"]} <= {"longest", "max_length"}
+
+
+def test_fit_prices_the_pinned_mode(capsys) -> None:
+    got = {}
+    for mode in ("longest", "max_length", "packing"):
+        assert main(["fit", "--model", MODEL, "--gpu", "RTX 4090", *FLAGS[mode], "--json"]) == 0
+        got[mode] = {m["preset"]: m for m in json.loads(capsys.readouterr().out)["methods"]}
+    lora = {mode: got[mode]["lora"] for mode in got}
+    assert {mode: m["plan"]["batching"] for mode, m in lora.items()} == {m: m for m in got}
+    # one shape per step: no stranded loss blocks in the reserve (the same tensors)
+    assert lora["max_length"]["min_peak_reserved_bytes"] < lora["longest"]["min_peak_reserved_bytes"]
+    assert lora["max_length"]["min_peak_allocated_bytes"] == lora["longest"]["min_peak_allocated_bytes"]
+    assert got["packing"]["dpo"]["plan"]["batching"] == "longest"  # DPO batches pad
