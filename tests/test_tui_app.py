@@ -452,6 +452,7 @@ async def test_data_screen_plans_from_the_data_in_a_worker_and_applies(tmp_path,
     data = _data_file(tmp_path / "d.jsonl")
     assert cli(["data", "--model", "meta-llama/Llama-3.1-8B", "--gpu", "RTX 4090", "--data", data, "--json"]) == 0
     want = json.loads(capsys.readouterr().out)
+    want_rec = json.loads(_recommend_json(data, want["max_length"]["recommended"], capsys))
     app = ForgeApp(gpu="RTX 4090", data=data)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
@@ -473,9 +474,26 @@ async def test_data_screen_plans_from_the_data_in_a_worker_and_applies(tmp_path,
 
         assert screen.evaluation.reserved == estimate(app.shape, plan, app.gpu).peak_reserved_bytes
         assert "from d.jsonl" in message(app)
+        # the advisor (the real one) then ranks batching modes on the data's padding
+        await pilot.press("a")
+        await settle(app, pilot)
+        rows = app.screen.rows["ranked"]
+        assert rows and {r.plan.max_length for r in rows} == {length}
+        assert rows[0].plan.to_dict() == want_rec["recommendations"][0]["estimate"]["plan"]
+        await pilot.press("escape")
         await pilot.press("d")  # back to the data screen with the same file
         await settle(app, pilot)
         assert isinstance(app.screen, DataScreen) and app.screen.path == data
+
+
+def _recommend_json(data: str, length: int, capsys) -> str:
+    """What ``recommend --data`` answers on the same file, GPU and length."""
+    from forge_advisor.cli.main import main as cli
+
+    capsys.readouterr()
+    assert cli(["recommend", "--model", "meta-llama/Llama-3.1-8B", "--gpu", "RTX 4090", "--data", data,
+                "--max-length", str(length), "--json"]) == 0
+    return capsys.readouterr().out
 
 
 async def test_data_screen_bad_file_is_one_line_and_keeps_the_plan(tmp_path) -> None:

@@ -86,6 +86,7 @@ class DataPlanned(Message):
     path: str
     advice: dict[str, Any] | None
     error: str | None = None
+    report: Any = None  # the LengthReport (the advisor ranks batching modes on its lengths)
 
 
 @dataclass

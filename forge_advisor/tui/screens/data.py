@@ -44,7 +44,7 @@ def plan_data(path: str, ctx: dict[str, Any]) -> DataPlanned:
         return DataPlanned(path, None, str(exc))
     except OSError as exc:
         return DataPlanned(path, None, f"{path}: {exc.strerror or exc}")
-    return DataPlanned(path, advice)
+    return DataPlanned(path, advice, report=report)
 
 
 class DataScreen(ForgeScreen):
@@ -59,6 +59,7 @@ class DataScreen(ForgeScreen):
         self.ctx = context
         self.path = path or ""
         self.advice: dict[str, Any] | None = None
+        self.report: Any = None
 
     def compose(self) -> ComposeResult:
         c = self.ctx
@@ -107,6 +108,7 @@ class DataScreen(ForgeScreen):
             self._status(Text.assemble(("error: ", "bold"), message.error or ""), error=True)
             return
         self.advice = a = message.advice
+        self.report = message.report
         L, ml = a["lengths"], a["max_length"]
         how = "" if L["exact"] else " (approximate token counts)"
         peak = max(h["records"] for h in L["histogram"]) or 1
@@ -136,7 +138,8 @@ class DataScreen(ForgeScreen):
         changes: dict[str, Any] = {"max_length": a["max_length"]["recommended"]}
         if a["recommended_batching"] is not None:
             changes["batching"] = a["recommended_batching"]
-        self.dismiss({"overrides": changes, "dataset_tokens": a["lengths"]["total_tokens"], "path": self.path})
+        self.dismiss({"overrides": changes, "dataset_tokens": a["lengths"]["total_tokens"], "path": self.path,
+                      "report": self.report})
 
     def action_back(self) -> None:
         self.workers.cancel_group(self, "data")

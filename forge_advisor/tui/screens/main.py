@@ -58,6 +58,7 @@ class MainScreen(ForgeScreen):
         self.dataset_tokens: int | None = DEFAULT_DATASET_TOKENS
         self.evaluation = Evaluation()
         self.last_good: Evaluation | None = None
+        self.data_report: Any = None  # the data's LengthReport once applied (the data screen)
 
     @property
     def forge(self) -> ForgeApp:
@@ -297,6 +298,7 @@ class MainScreen(ForgeScreen):
         if result is None:
             return
         self.forge.data_path = result["path"]
+        self.data_report = result["report"]
         self.overrides.update(result["overrides"])
         self.dataset_tokens = result["dataset_tokens"]
         self.refresh_estimate()
@@ -334,6 +336,7 @@ class MainScreen(ForgeScreen):
             # the plan the editor priced last (None while a value is bad): with the preset, what is exported
             "plan": self.evaluation.result.plan if self.evaluation.ok and self.evaluation.result is not None else None,
             "dataset_tokens": self.dataset_tokens,
+            "data_report": self.data_report,
             "evaluation": self.evaluation,
         }
 
