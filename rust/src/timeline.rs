@@ -14,8 +14,9 @@ use crate::estimator::{sat, Breakdown, DeviceTerms, Estimate, Estimator, Phase};
 use crate::throughput::SpeedModel;
 
 /// Layers that back-propagate, grouped into runs of identical layers (bottom to top).
-/// Byte counts are per token at the plan's sequence length (`Saved::per_token +
-/// per_token_ctx · max_length`), so a batch multiplies them by its token count.
+/// Byte counts are per token at the plan's attention context (`Saved::per_token +
+/// per_token_ctx · ctx`, ctx = `Plan::attention_context`: max_length, or a masked flattened
+/// row's batch × max_length), so a batch multiplies them by its token count.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Segment {
     /// Number of layers.
