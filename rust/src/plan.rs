@@ -214,7 +214,9 @@ impl QuantStorage {
 ///   rows into ONE row with `position_ids` restarting per record (trl 1.16
 ///   `sft_trainer.py`, `torch_call`: "flatten everything into a single sequence"); the
 ///   rows' totals fall short of `max_length` by best-fit gaps, so the flattened length
-///   still varies between steps;
+///   still varies between steps (the allocator replay, `python -m
+///   benches.truth.allocator_study`, "packed rows": a flattened step of 4 × 248 tokens
+///   before one of 4 × 256 leaves 1.71 GiB reserved, 0.29 GiB at one length);
 /// * `padding_free`: transformers' `DataCollatorWithFlattening`: the `B` records as one row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
