@@ -9,7 +9,7 @@ nothing panics across the boundary."""
 from typing import Any, Protocol, final
 
 __all__ = [
-    "__version__", "PlanError", "PLAN_CHOICES", "PLAN_INT_RANGES", "PLAN_FLOAT_RANGES", "OBJECTIVES", "DEFAULT_HEADROOM", "RESERVED_ERROR_BAND", "Shape", "Plan",
+    "__version__", "PlanError", "PLAN_CHOICES", "PLAN_INT_RANGES", "PLAN_FLOAT_RANGES", "VARLEN_ATTENTION", "OBJECTIVES", "DEFAULT_HEADROOM", "RESERVED_ERROR_BAND", "Shape", "Plan",
     "Breakdown", "Estimate", "Estimator", "Ranked", "Shortfall", "Ranking", "fits", "usable_bytes", "reserved_upper", "objective_value",
     "unsupported",
 ]
@@ -18,6 +18,7 @@ __version__: str
 PLAN_CHOICES: dict[str, tuple[str, ...]]
 PLAN_INT_RANGES: dict[str, tuple[int, int]]
 PLAN_FLOAT_RANGES: dict[str, tuple[float, float]]
+VARLEN_ATTENTION: tuple[str, ...]
 OBJECTIVES: tuple[str, ...]
 DEFAULT_HEADROOM: float
 RESERVED_ERROR_BAND: float
@@ -57,6 +58,7 @@ class _PlanLike(Protocol):
     max_pixels: int | None
     images_per_sample: int
     freeze_vision_tower: bool
+    batching: str
 
 class _GpuLike(Protocol):
     name: str
@@ -139,6 +141,8 @@ class Plan:
     def images_per_sample(self) -> int: ...
     @property
     def freeze_vision_tower(self) -> bool: ...
+    @property
+    def batching(self) -> str: ...
 
 @final
 class Breakdown:
@@ -226,6 +230,8 @@ class Ranked:
     def quality(self) -> float: ...
     @property
     def tokens_per_second(self) -> float | None: ...
+    @property
+    def real_fraction(self) -> float: ...
     def value(self, objective: str) -> float: ...
 
 @final

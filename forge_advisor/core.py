@@ -21,6 +21,7 @@ __all__ = [
     "NativePlan",
     "OBJECTIVES",
     "PLAN_CHOICES",
+    "VARLEN_ATTENTION",
     "PLAN_FLOAT_RANGES",
     "PLAN_INT_RANGES",
     "PlanError",
@@ -50,6 +51,9 @@ PLAN_CHOICES: dict[str, tuple[str, ...]] = dict(_native.PLAN_CHOICES)
 PLAN_INT_RANGES: dict[str, tuple[int, int]] = dict(_native.PLAN_INT_RANGES)
 PLAN_FLOAT_RANGES: dict[str, tuple[float, float]] = dict(_native.PLAN_FLOAT_RANGES)
 OBJECTIVES: tuple[str, ...] = tuple(_native.OBJECTIVES)
+# attention implementations that keep a flattened row's records apart without a mask
+# (rust/src/plan.rs `Attention::varlen`)
+VARLEN_ATTENTION: tuple[str, ...] = tuple(_native.VARLEN_ATTENTION)
 
 T = TypeVar("T")
 

@@ -14,7 +14,7 @@ from typing import Any, Literal, get_args
 from forge_advisor.core import PLAN_CHOICES, PLAN_FLOAT_RANGES, PLAN_INT_RANGES
 from forge_advisor.errors import ForgeError, did_you_mean
 
-__all__ = ["Plan", "VISION_FIELDS", "METHODS", "DTYPES", "OPTIMIZERS", "ATTENTION", "DISTRIBUTED", "TRAINERS", "QUANT_STORAGES"]
+__all__ = ["Plan", "VISION_FIELDS", "METHODS", "DTYPES", "OPTIMIZERS", "ATTENTION", "DISTRIBUTED", "TRAINERS", "QUANT_STORAGES", "BATCHING"]
 
 Method = Literal["full", "lora", "qlora", "lora_8bit"]
 Trainer = Literal["sft", "dpo"]
@@ -27,6 +27,9 @@ Attention = Literal["sdpa", "flash_attention_2", "eager"]
 Distributed = Literal["none", "ddp", "fsdp", "zero2", "zero3"]
 # transformers.BitsAndBytesConfig(bnb_4bit_quant_storage=...) spellings
 QuantStorage = Literal["uint8", "bfloat16", "float16", "float32"]
+# how the runtime forms a micro-batch (forge_advisor/dataplan/batching.py maps the preset's
+# trl/transformers fields padding / packing / padding_free to it, and back)
+Batching = Literal["longest", "max_length", "packing", "padding_free"]
 
 # the choices and ranges are the core's (rust/src/plan.rs CHOICES, INT_RANGES, FLOAT_RANGES);
 # the Literal types above spell the same names for type checkers (tests/test_native_surface.py)
@@ -37,10 +40,11 @@ OPTIMIZERS: tuple[str, ...] = PLAN_CHOICES["optim"]
 ATTENTION: tuple[str, ...] = PLAN_CHOICES["attn_implementation"]
 DISTRIBUTED: tuple[str, ...] = PLAN_CHOICES["distributed"]
 QUANT_STORAGES: tuple[str, ...] = PLAN_CHOICES["bnb_4bit_quant_storage"]
+BATCHING: tuple[str, ...] = PLAN_CHOICES["batching"]
 LITERALS: dict[str, tuple[str, ...]] = {
     "method": get_args(Method), "trainer": get_args(Trainer), "dtype": get_args(Dtype), "optim": get_args(Optim),
     "attn_implementation": get_args(Attention), "distributed": get_args(Distributed),
-    "bnb_4bit_quant_storage": get_args(QuantStorage),
+    "bnb_4bit_quant_storage": get_args(QuantStorage), "batching": get_args(Batching),
 }
 
 # the fields only a vision-language model reads (a text-only model refuses them when given)
@@ -119,6 +123,9 @@ class Plan:
     max_pixels: int | None = None
     images_per_sample: int = 1
     freeze_vision_tower: bool = True
+    # the batching mode (rust/src/plan.rs `Batching`): padding to the batch's longest record
+    # (transformers' default collator), to max_length, trl packing, padding-free rows
+    batching: Batching = "longest"
 
     def __post_init__(self) -> None:
         for name in PLAN_CHOICES:
@@ -150,6 +157,9 @@ class Plan:
             if not isinstance(getattr(self, name), bool):
                 raise ForgeError(f"{name}={getattr(self, name)!r} must be true or false", field=name,
                                  value=repr(getattr(self, name)), allowed="true or false")
+        if self.trainer == "dpo" and self.batching in ("packing", "padding_free"):
+            raise ForgeError(f"batching={self.batching!r} with trainer='dpo': DPO batches pad (longest or max_length)",
+                             field="batching", value=repr(self.batching), allowed="longest, max_length")
         if self.offload_optimizer and self.distributed not in ("zero2", "zero3"):
             raise ForgeError(
                 f"offload_optimizer=True with distributed={self.distributed!r}: DeepSpeed zero2/zero3 offloads "

@@ -21,6 +21,19 @@ BATCH = 4
 
 
 class _Seen(TrainerCallback):
+    """Tokens and steps the Trainer counted, and the tokens of every forward's micro-batch
+    (the model's own input_ids: padded rows count their padding, a flattened row its records)."""
+
+    def __init__(self) -> None:
+        self.micro_tokens: list[int] = []
+
+    def on_train_begin(self, args, state, control, model=None, **kw):
+        def pre(module, a, kwargs):
+            if module.training:
+                self.micro_tokens.append(int(kwargs["input_ids"].numel()))
+
+        model.register_forward_pre_hook(pre, with_kwargs=True)
+
     def on_train_end(self, args, state, control, **kw):
         self.tokens, self.steps = state.num_input_tokens_seen, state.global_step
 
@@ -38,12 +51,20 @@ def setup(tmp_path_factory):
 
 
 @pytest.mark.parametrize("mode", ["longest", "max_length", "packing", "padding_free"])
-def test_each_batching_mode_trains_as_planned(mode, setup, tmp_path):
+def test_each_batching_mode_trains_as_planned(mode, setup, tmp_path, capsys):
     model, data, report = setup
     seen = _Seen()
     over = {"max_steps": -1, "num_train_epochs": 1, "per_device_train_batch_size": BATCH,
             "gradient_accumulation_steps": 1, "max_length": MAX_LENGTH, "save_steps": 1000, **MODE_FIELDS[mode]}
-    r = run(model, str(data), "lora", tmp_path / "out", demo=True, overrides=over, quiet=True, callbacks=[seen])
+    r = run(model, str(data), "lora", tmp_path / "out", demo=True, overrides=over, quiet=False, callbacks=[seen])
+    # the truncation is reported in every mode, counted from the data without torch
+    cut = round(report.truncated(MAX_LENGTH)[0] * len(report.lengths))
+    assert f"data: {cut:,} of {len(report.lengths):,} records truncated at max_length {MAX_LENGTH}" in capsys.readouterr().out
+    # the worst micro-batch comes first (the preflight step): no later one holds more tokens,
+    # and some later one holds fewer (the order is not an accident of equal batches)
+    assert len(seen.micro_tokens) == seen.steps and seen.micro_tokens[0] == max(seen.micro_tokens)
+    if mode != "max_length":
+        assert min(seen.micro_tokens) < seen.micro_tokens[0]
     sim = simulate(report.lengths, mode, max_length=MAX_LENGTH, batch_size=BATCH)
     assert r.status == "completed" and seen.steps == steps_per_epoch(sim.micro_batches, 1)
     real = sum(report.kept(MAX_LENGTH))

@@ -192,7 +192,12 @@ def test_load_rejects_bad_files(tmp_path):
         load_preset(tmp_path / "p.txt")
 
 
-def test_custom_preset():
+def test_custom_preset(monkeypatch):
+    from forge_advisor.presets import registry
+
+    # registered into a copy of the registry, so later tests see the five built-in presets
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
     @register_preset
     @dataclass
     class Tiny(BasePreset):

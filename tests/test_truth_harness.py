@@ -194,6 +194,38 @@ def test_real_cpu_matches_fake(fake_full):
     assert r["total_parameters"] == sum(p.numel() for p in model.parameters())
 
 
+@pytest.mark.parametrize("batching, rows, records", [("padding_free", 1, B), ("packing", 1, 3 * B), ("longest", B, B),
+                                                    ("max_length", B, B)])
+def test_batching_inputs_are_the_collators_worst_batch(batching, rows, records):
+    """The harness' micro-batch per mode, on real CPU tensors: flattened modes are one row of
+    B·S tokens whose position_ids transformers 5 reads as ``records`` sequences
+    (masking_utils.find_packed_sequence_indices, the function its sdpa/eager masks use);
+    padded modes keep B rows with zeros in the attention mask where the labels are -100."""
+    from transformers.masking_utils import find_packed_sequence_indices
+
+    ids, labels, kw = faketensor._batch_inputs(torch, batching, 1000, B, S, device="cpu")
+    assert ids.shape == labels.shape == (rows, B * S // rows)
+    if rows == 1:
+        seq = find_packed_sequence_indices(kw["position_ids"])
+        assert seq is not None and int(seq[0, -1]) + 1 == records
+    else:
+        mask = kw["attention_mask"]
+        assert int(mask[0].sum()) == (S if batching == "longest" else 3 * S // 4)  # row 0: the longest record
+        assert bool(((mask == 0) == (labels == -100)).all()) and int((mask == 0).sum()) > 0
+
+
+def test_flattened_batch_measures_the_masked_row():
+    """A padding-free micro-batch runs through the real model under fake tensors: the inputs
+    are one row plus its position_ids, and attention is SDPA (a mask, not eager scores)."""
+    plan = {"method": "full", "dtype": "bf16", "per_device_train_batch_size": B, "max_length": S,
+            "gradient_checkpointing": False, "optim": "adamw_torch", "gradient_accumulation_steps": 1,
+            "batching": "padding_free"}
+    r = faketensor.measure(TINY, plan)
+    assert r["after_load_breakdown"]["inputs_other"] == 3 * r512(B * S * 8)  # input_ids, labels, position_ids
+    assert r["attention_forward_ops"] and all("scaled_dot_product" in op for op in r["attention_forward_ops"])
+    assert faketensor.case_key(TINY, plan, None) != faketensor.case_key(TINY, {**plan, "batching": "packing"}, None)
+
+
 def test_unsupported_plans_raise():
     with pytest.raises(NotImplementedError):
         faketensor.measure(TINY, {"method": "qlora"})

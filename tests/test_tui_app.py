@@ -432,3 +432,90 @@ async def test_advise_with_the_real_advisor_loads_its_plan() -> None:
         assert screen.evaluation.result.plan == first.plan
         assert screen.evaluation.reserved == first.estimate.peak_reserved_bytes
         assert screen.evaluation.verdict in ("fits", "tight")
+
+
+def _data_file(path) -> str:
+    import random
+
+    rng = random.Random(11)
+    path.write_text("".join(json.dumps({"text": "w " * int(rng.lognormvariate(5, 0.8))}) + "\n" for _ in range(300)))
+    return str(path)
+
+
+async def test_data_screen_plans_from_the_data_in_a_worker_and_applies(tmp_path, capsys) -> None:
+    """``tui --data PATH``: the data screen opens, measures in a worker, shows what the ``data``
+    command answers for the same plan and GPU, and ctrl+a puts max_length, batching and the
+    data's tokens into the editor."""
+    from forge_advisor.cli.main import main as cli
+    from forge_advisor.tui.screens.data import DataScreen
+
+    data = _data_file(tmp_path / "d.jsonl")
+    assert cli(["data", "--model", "meta-llama/Llama-3.1-8B", "--gpu", "RTX 4090", "--data", data, "--json"]) == 0
+    want = json.loads(capsys.readouterr().out)
+    want_rec = json.loads(_recommend_json(data, want["max_length"]["recommended"], capsys))
+    app = ForgeApp(gpu="RTX 4090", data=data)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        ds = app.screen
+        assert isinstance(ds, DataScreen) and ds.advice is not None
+        length, mode = want["max_length"]["recommended"], want["recommended_batching"]
+        assert (ds.advice["max_length"]["recommended"], ds.advice["recommended_batching"]) == (length, mode)
+        table = ds.query_one("#data-modes")
+        assert table.row_count == len(want["batching"]) == 4
+        status = str(ds.query_one("#data-status").render())
+        assert f"max_length {length:,}" in status and f"batching {mode}" in status
+        assert f"p99 {want['lengths']['p99']:,}" in str(ds.query_one("#data-lengths").render())
+        await pilot.press("ctrl+a")
+        screen = main(app)
+        plan = screen.evaluation.result.plan
+        assert (plan.max_length, plan.batching) == (length, mode)
+        assert screen.dataset_tokens == want["lengths"]["total_tokens"]
+        from forge_advisor.estimate import estimate
+
+        assert screen.evaluation.reserved == estimate(app.shape, plan, app.gpu).peak_reserved_bytes
+        assert "from d.jsonl" in message(app)
+        # the advisor (the real one) then ranks batching modes on the data's padding
+        await pilot.press("a")
+        await settle(app, pilot)
+        rows = app.screen.rows["ranked"]
+        assert rows and {r.plan.max_length for r in rows} == {length}
+        assert rows[0].plan.to_dict() == want_rec["recommendations"][0]["estimate"]["plan"]
+        await pilot.press("escape")
+        await pilot.press("d")  # back to the data screen with the same file
+        await settle(app, pilot)
+        assert isinstance(app.screen, DataScreen) and app.screen.path == data
+
+
+def _recommend_json(data: str, length: int, capsys) -> str:
+    """What ``recommend --data`` answers on the same file, GPU and length."""
+    from forge_advisor.cli.main import main as cli
+
+    capsys.readouterr()
+    assert cli(["recommend", "--model", "meta-llama/Llama-3.1-8B", "--gpu", "RTX 4090", "--data", data,
+                "--max-length", str(length), "--json"]) == 0
+    return capsys.readouterr().out
+
+
+async def test_data_screen_bad_file_is_one_line_and_keeps_the_plan(tmp_path) -> None:
+    from forge_advisor.tui.screens.data import DataScreen
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "a"}\nnot json\n')
+    app = ForgeApp(gpu="RTX 4090")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = main(app)
+        before = screen.evaluation.result.plan
+        await pilot.press("d")
+        ds = app.screen
+        assert isinstance(ds, DataScreen)
+        for path, want in ((str(tmp_path / "missing.jsonl"), "missing.jsonl"), (str(bad), "bad.jsonl:2: not JSON")):
+            ds.query_one("#data-path").value = path
+            await pilot.press("enter")
+            await settle(app, pilot)
+            status = str(ds.query_one("#data-status").render())
+            assert status.startswith("error: ") and want in status and "\n" not in status.strip()
+            assert ds.query_one("#data-modes").row_count == 0
+        await pilot.press("ctrl+a")  # nothing to apply: said inline, the screen stays
+        assert app.screen is ds and "nothing to apply" in str(ds.query_one("#data-status").render())
+        await pilot.press("escape")
+        assert app.screen is screen and screen.evaluation.result.plan == before

@@ -81,3 +81,14 @@ def test_help_screen(snap_compare) -> None:
 
 def test_too_small(snap_compare) -> None:
     assert snap_compare(ForgeApp(gpu="RTX 4090"), terminal_size=(40, 10), run_before=_no_blink)
+
+
+def test_data_screen(snap_compare, tmp_path) -> None:
+    """``tui --data d.jsonl``: the length report, the max_length and the batching modes."""
+    import json
+    import random
+
+    rng = random.Random(11)
+    (tmp_path / "d.jsonl").write_text(
+        "".join(json.dumps({"text": "w " * int(rng.lognormvariate(5, 0.8))}) + "\n" for _ in range(300)))
+    assert snap_compare(ForgeApp(gpu="RTX 4090", data="d.jsonl"), terminal_size=SIZE, run_before=_no_blink)

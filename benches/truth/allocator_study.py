@@ -17,6 +17,11 @@ sequences through ``benches.truth.allocator`` (PyTorch's default caching-allocat
   (each of its segments is a little too small for the long batch's matching request);
 - ``long first``: the long batch first, then short, then long (what preflight does).
 
+The packed plan (``batching="packing"``: trl's padding-free collator flattens B packed rows
+into one row with position_ids restarting per record) asks whether packed steps are "one
+length": best-fit rows fall short of max_length by a few tokens, so a flattened step of
+97% of the longest before a full one is the packed analogue of the worst predecessor.
+
 The reserve is ``max_memory_reserved − max_memory_allocated`` of the steps replayed (what a
 GPU with room to spare shows). "Needed without OOM" replays the same sequence under a
 capacity limit, where a failing ``cudaMalloc`` releases the cached segments and retries as
@@ -70,6 +75,8 @@ PLANS: list[tuple[str, tuple[str, str], int, dict[str, Any], int, tuple[int, int
     ("Mistral-7B LoRA, checkpointing", ("case", "mistral-7b-lora"), 2, {"method": "lora", "gradient_checkpointing": True}, 2, (512, 1024)),
     ("Phi-3-mini full", ("case", "phi3-mini-lora"), 2, {"method": "full", "gradient_checkpointing": False}, 1, (256, 512)),
     ("Pythia-1.4B LoRA", ("case", "pythia-1.4b-lora"), 2, {"method": "lora", "gradient_checkpointing": False}, 4, (256, 512)),
+    ("Llama-3.2-1B LoRA, packed rows", ("case", "l1b-lora-nogc"), 2,
+     {"method": "lora", "gradient_checkpointing": False, "batching": "packing"}, 4, (128, 256)),
 ]
 
 
@@ -115,23 +122,16 @@ def chain(first: list[list[Any]], later: list[list[list[Any]]], capacity: int | 
 
 
 def formula(config: dict[str, Any], layers: int, plan: dict[str, Any], lengths_vary: bool) -> int:
-    """The estimator's `allocator_reserve` for the plan at the harness's depth."""
+    """The estimator's `allocator_reserve` for the plan at the harness's depth: with the plan's
+    own batching when lengths vary (padding to the longest by default), and padded to
+    max_length (one shape per step) for the one-length term (plan.rs `Batching::lengths_vary`)."""
     from forge_advisor.estimate import estimate  # noqa: PLC0415
     from forge_advisor.plan import Plan  # noqa: PLC0415
     from forge_advisor.shapes import shape_from_config  # noqa: PLC0415
 
-    est = estimate(shape_from_config(config_at_depth(config, layers), "replay"), Plan.from_dict(plan))
-    one, vary = est.raw["device"]["allocator_reserve"], est.raw["device"]["allocator_reserve"]
-    if lengths_vary:
-        return vary
-    # the estimator passes lengths_vary = true; the one-length term is the same less the
-    # loss forward's blocks a shorter batch strands, (e + upcast + 4 [+ softcap])·T·V
-    b, length = plan["per_device_train_batch_size"], plan["max_length"]
-    vocab = config.get("vocab_size") or config["text_config"]["vocab_size"]
-    e = 4 if plan.get("dtype") == "fp32" else 2
-    softcap = e if config.get("final_logit_softcapping") else 0
-    stranded = b * length * vocab * (e + (0 if e == 4 else 4) + 4 + softcap)
-    return one - stranded
+    mode = plan.get("batching", "longest") if lengths_vary else "max_length"
+    est = estimate(shape_from_config(config_at_depth(config, layers), "replay"), Plan.from_dict({**plan, "batching": mode}))
+    return est.raw["device"]["allocator_reserve"]
 
 
 def least_capacity(first: list[list[Any]], later: list[list[list[Any]]]) -> int:
@@ -155,9 +155,14 @@ def near_length(long_: int) -> int:
     return round(0.97 * long_)
 
 
-def run(cache: Path | None) -> dict[str, Any]:
+def run(cache: Path | None, only: list[str] | None = None, previous: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Every plan of PLANS; with ``only``, those labels, the other rows kept from ``previous``."""
     rows = []
+    kept = {r["plan"]: r for r in previous or []}
     for label, source, layers, plan, batch, (short, long_) in PLANS:
+        if only is not None and label not in only and label in kept:
+            rows.append(kept[label])
+            continue
         cfg = config_for(source)
         near = near_length(long_)
         rec = {n: record(cfg, layers, plan_dict(plan, batch, n), cache) for n in (short, near, long_)}
@@ -223,10 +228,18 @@ def to_markdown(report: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benches.truth.allocator_study", allow_abbrev=False)
     ap.add_argument("--cache", type=Path, default=None, help="folder that keeps the recorded allocation events")
+    ap.add_argument("--only", nargs="+", metavar="PLAN", help="rerun these plans (labels); keep the other rows")
     args = ap.parse_args(argv)
     if args.cache:
         args.cache.mkdir(parents=True, exist_ok=True)
-    report = run(args.cache)
+    previous = None
+    if args.only:
+        unknown = [x for x in args.only if x not in {p[0] for p in PLANS}]
+        if unknown:
+            ap.error(f"unknown plan {unknown[0]!r}")
+        path = ROOT / "benches" / "results" / "allocator_replay.json"
+        previous = json.loads(path.read_text())["rows"] if path.exists() else None
+    report = run(args.cache, args.only, previous)
     write_results("allocator_replay", report, to_markdown(report))
     return 0
 

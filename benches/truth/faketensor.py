@@ -38,6 +38,21 @@ per_device_train_batch_size, max_length
             (as the data collator makes), no ``attention_mask`` (no padding; SDPA skips an
             all-ones mask anyway), ``use_cache=False`` (as trl passes). The loss is the
             model's own ``labels=`` path (``ForCausalLMLoss``) as ``Trainer.compute_loss``.
+batching (optional: only cases that name it carry it in their hash)
+            the worst micro-batch each mode of forge_advisor.train.data forms, ``B`` records,
+            ``S`` = max_length. ``longest``: row 0 holds the longest record (``S`` tokens),
+            the others ``S/2`` padded to ``S`` (transformers' collator: an ``attention_mask``
+            with zeros, labels -100 on padding). ``max_length``: every row ``3S/4`` padded to
+            ``S``. ``packing``: trl's padding-free collator flattens ``B`` packed rows of ``S``
+            tokens (records of ``S/2``, ``S/4``, ``S/4``) into one row of ``B·S`` with
+            ``position_ids`` restarting per record, no ``attention_mask``. ``padding_free``:
+            ``DataCollatorWithFlattening``, ``B`` records of ``S`` as one row of ``B·S``,
+            ``position_ids`` restarting every ``S``. Transformers 5 detects the packed format
+            from ``position_ids`` (``masking_utils.find_packed_sequence_indices``, whose
+            "not packed" shortcut is skipped for fake tensors by ``is_tracing``, as a packed
+            batch takes it on a GPU) and builds a block-diagonal mask for sdpa/eager.
+            Flash-attention's varlen path (cu_seq_lens) cannot run: ``flash_attn`` has no
+            fake-tensor kernels.
 gradient_accumulation_steps
             ``min(GA, 2)`` micro-batches per step: from the second micro-batch on, the
             gradients are alive during forward and backward, so two suffice for the peak.
@@ -125,8 +140,8 @@ PLAN_DEFAULTS: dict[str, Any] = {
 # Plan fields measured only when a case names them (so the hash of every other case, and
 # its cached result, stays the same): trl's `activation_offloading`, peft's
 # `target_parameters` (``lora_target_parameters``: a list of parameter names, or "experts" for
-# every fused expert tensor, see ``_expert_parameters``).
-OPTIONAL_PLAN_FIELDS = ("activation_offloading", "lora_target_parameters", "max_pixels", "images_per_sample", "freeze_vision_tower")
+# every fused expert tensor, see ``_expert_parameters``), the image fields, the batching mode.
+OPTIONAL_PLAN_FIELDS = ("activation_offloading", "lora_target_parameters", "max_pixels", "images_per_sample", "freeze_vision_tower", "batching")
 
 CATEGORY_NAMES = {
     "Parameter": "parameters",
@@ -742,16 +757,16 @@ def _measure(config: dict[str, Any], p: dict[str, Any], num_layers: int | None, 
             n_train += prm.numel() if prm.requires_grad else 0
 
         vocab = cfg.get_text_config().vocab_size
-        input_ids = torch.randint(0, vocab, (B, S), device="cuda")
+        input_ids, labels, batch_kwargs = _batch_inputs(torch, p.get("batching"), vocab, B, S)
         images = vision.Images(model, cfg, p, B, S) if is_vlm else None
-        image_kwargs = images.forward_kwargs(input_ids) if images is not None else {}
-        labels = input_ids.clone()
+        if images is not None:  # image placeholders replace the first tokens (same label bytes)
+            batch_kwargs.update(images.forward_kwargs(input_ids))
         fp16_scale = 65536.0 if p["dtype"] == "amp-fp16" else None
 
         tracker = Tracker()
         if record_allocations:
             tracker.events = []
-        tracker.track_external(model, optimizer, input_ids, labels)
+        tracker.track_external(model, optimizer, input_ids, labels, *batch_kwargs.values())
         if ref_model is not None:
             tracker.track_external(ref_model)
         after_load = tracker.cuda_snapshot()
@@ -760,7 +775,7 @@ def _measure(config: dict[str, Any], p: dict[str, Any], num_layers: int | None, 
 
         def compute_loss():
             if not dpo:
-                out = policy_fwd(input_ids=input_ids, labels=labels, use_cache=False, **image_kwargs)
+                out = policy_fwd(input_ids=input_ids, labels=labels, use_cache=False, **batch_kwargs)
                 return out.loss
             out = policy_fwd(input_ids=input_ids, labels=labels, use_cache=False, fused_lm_head=True)
             logps = out.log_probs.sum(dim=1)
@@ -897,6 +912,31 @@ def _measure(config: dict[str, Any], p: dict[str, Any], num_layers: int | None, 
             **_optional_versions(),
         },
     }
+
+
+def _batch_inputs(torch, batching: str | None, vocab: int, B: int, S: int, device: str = "cuda"):
+    """(input_ids, labels, extra forward kwargs) of the worst micro-batch of ``batching``
+    (see the module docstring); ``None``: ``B`` full rows, no mask (every case without the field)."""
+    if batching in (None, "longest", "max_length"):
+        input_ids = torch.randint(0, vocab, (B, S), device=device)
+        labels = input_ids.clone()
+        if batching is None:
+            return input_ids, labels, {}
+        lengths = [S] + [S // 2] * (B - 1) if batching == "longest" else [3 * S // 4] * B
+        mask = torch.stack([torch.cat([torch.ones(n, dtype=torch.long, device=device),
+                                       torch.zeros(S - n, dtype=torch.long, device=device)]) for n in lengths])
+        labels = labels.masked_fill(mask == 0, -100)
+        return input_ids, labels, {"attention_mask": mask}
+    if batching == "packing":
+        records = [n for _ in range(B) for n in (S // 2, S // 4, S - S // 2 - S // 4)]
+    elif batching == "padding_free":
+        records = [S] * B
+    else:
+        raise ValueError(f"batching={batching!r}")
+    input_ids = torch.randint(0, vocab, (1, B * S), device=device)
+    position_ids = torch.cat([torch.arange(n, device=device) for n in records])[None]
+    labels = input_ids.clone()  # the collators mask each record's first label; same bytes
+    return input_ids, labels, {"position_ids": position_ids}
 
 
 def _optional_versions() -> dict[str, str]:

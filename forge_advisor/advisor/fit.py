@@ -169,15 +169,17 @@ def fit(
     num_gpus: int = 1,
     headroom: float = DEFAULT_HEADROOM,
     distributed: str | None = None,
+    batching: str | None = None,
     **levers: Any,
 ) -> FitReport:
     """The least memory each registered preset needs (batch 1, checkpointing, its other
     defaults, ``seq_len`` tokens, ``num_gpus`` with ``distributed`` sharding) and whether
     it fits the GPU by the one fit rule. ``levers``: memory levers pinned by name
-    (``use_liger_kernel=True``…, forge_advisor/levers.py) and a vision-language model's image
-    fields (``max_pixels``, ``images_per_sample``, ``freeze_vision_tower``)."""
+    (``use_liger_kernel=True``…, forge_advisor/levers.py), a vision-language model's image
+    fields (``max_pixels``, ``images_per_sample``, ``freeze_vision_tower``) and ``batching``: the
+    batching mode (DPO presets keep padding: their batches cannot be flattened)."""
     from forge_advisor.gpus import find_gpu, probe, resolve_gpu
-    from forge_advisor.presets import list_presets
+    from forge_advisor.presets import get_preset, list_presets
     from forge_advisor.shapes import load_shape
 
     if not 0.0 <= headroom < 0.9:
@@ -201,7 +203,14 @@ def fit(
         seq_len = shape.length_or_limit(2048 + shape.image_tokens(levers))
     else:
         shape.check_length(seq_len)
-    extra = {**({} if distributed is None else {"distributed": distributed}), **levers}
+    common = {**({} if distributed is None else {"distributed": distributed}), **levers}
+    from forge_advisor.dataplan.batching import FLATTENED, check_mode
+
+    def extra_for(preset: str) -> dict[str, Any]:
+        if batching is None or (batching in FLATTENED and get_preset(preset).trainer == "dpo"):
+            return common
+        return {**common, "batching": check_mode(batching)}
+
     if isinstance(gpu, str):
         gpu = resolve_gpu(gpu)
     elif gpu is None:
@@ -212,6 +221,7 @@ def fit(
         table: dict[str, dict[str, bool]] = {}
         for p in list_presets():
             table[p] = {}
+            extra = extra_for(p)
             for name in COMMON_GPUS:
                 g = find_gpu(name)
                 least, _ = _least(shape, p, g, seq_len, num_gpus, headroom, extra)
@@ -222,6 +232,7 @@ def fit(
         return FitReport(shape.name, None, None, methods, None, table)
     methods = []
     for p in list_presets():
+        extra = extra_for(p)
         least, plan = _least(shape, p, gpu, seq_len, num_gpus, headroom, extra)
         fits = least is not None and core.fits(least, _usable(gpu, headroom))
         levers = levers_that_fit(shape, p, gpu, seq_len, num_gpus, headroom, extra)

@@ -139,13 +139,16 @@ def recommend(
     measure: bool = False,
     measure_top: int = 3,
     measure_steps: int = 3,
+    real_token_fraction: tuple[tuple[str, int, float], ...] = (),
 ) -> Recommendation:
     """Search plans for ``model`` on ``gpu`` (catalog name, ``"auto"`` or None = NVML probe).
 
     ``measure=True`` then runs the best ``measure_top`` plans for ``measure_steps`` real steps
     on this GPU, drops those that run out of memory, re-ranks by measured speed and stores a
     calibration for the device. ``seq_len`` None: 2048 tokens, or the model's position limit
-    when shorter; a longer one than that limit is refused."""
+    when shorter; a longer one than that limit is refused. ``real_token_fraction``: the
+    data's (batching mode, batch, real/processed tokens) triples
+    (forge_advisor.dataplan.advise.real_token_fractions): the batching mode becomes a knob."""
     from forge_advisor.gpus import resolve_gpu
     from forge_advisor.shapes import load_shape
 
@@ -181,7 +184,7 @@ def recommend(
         dataset_tokens=dataset_tokens, headroom=headroom, trainer=trainer,  # type: ignore[arg-type]
         allowed_presets=tuple(allowed_presets) if allowed_presets is not None else None,
         min_lora_r=min_lora_r, max_freeze_ratio=max_freeze_ratio, fixed=fixed,
-        seed=seed, top=top,
+        seed=seed, top=top, real_token_fraction=tuple(real_token_fraction),
     )
     if storage:
         from forge_advisor.advisor.study import ranked_study

@@ -35,6 +35,10 @@ class SearchRequest:
     fixed: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     top: int = 5
+    # from the user's data (forge_advisor.dataplan.advise.real_token_fractions): (batching mode,
+    # per-device batch, real / processed tokens); given, the batching mode is a knob of the
+    # search ranked by real tokens/s, unless fixed
+    real_token_fraction: tuple[tuple[str, int, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:

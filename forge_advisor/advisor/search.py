@@ -107,7 +107,18 @@ def build_space(shape: ModelShape, gpu: GPU, req: SearchRequest, calibration: Ca
         "objective": req.objective,
         "reserve_factor": 1.0 if calibration is None else calibration.reserve_factor,
         **lever_axes(req),
+        **batching_axes(req),
     }
+
+
+def batching_axes(req: SearchRequest) -> dict[str, Any]:
+    """The batching mode as an outer knob when the request carries the data's real-token
+    fractions (one per mode and batch), unless the mode is fixed; without data, the base's."""
+    if not req.real_token_fraction:
+        return {}
+    modes = list(dict.fromkeys(m for m, _, _ in req.real_token_fraction))
+    return {"batching": [] if "batching" in req.fixed else modes,
+            "real_token_fraction": [list(t) for t in req.real_token_fraction]}
 
 
 def lever_axes(req: SearchRequest) -> dict[str, Any]:

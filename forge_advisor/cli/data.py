@@ -50,7 +50,7 @@ def _plan(args: argparse.Namespace, gpu: Any) -> Any:
 
 
 def compute(args: argparse.Namespace) -> dict[str, Any]:
-    from forge_advisor.dataplan.advise import choose_max_length, modes_for, price_mode, rent
+    from forge_advisor.dataplan.advise import data_advice, rent
     from forge_advisor.dataplan.lengths import DEFAULT_SAMPLE_LIMIT, measure_lengths
     from forge_advisor.dataplan.prices import gpu_prices, parse_price_overrides
     from forge_advisor.dataplan.tokens import check_vocab, counter_for
@@ -65,18 +65,13 @@ def compute(args: argparse.Namespace) -> dict[str, Any]:
     check_vocab(counter, shape.vocab_size, shape.name)
     report = measure_lengths(args.data, args.model, trainer="dpo" if plan.trainer == "dpo" else "sft", counter=counter,
                              sample_limit=args.sample or DEFAULT_SAMPLE_LIMIT, progress=not args.json)
-    choice = choose_max_length(report, shape, plan, gpu, mode=args.batching or "longest", fixed=args.max_length)
-    out: dict[str, Any] = {"model": shape.name, "gpu": None if gpu is None else gpu.name, "plan": plan.to_dict(),
-                           "lengths": report.to_dict(), "max_length": choice.to_dict(), "batching": [], "rent": None}
-    if choice.chosen is None:
-        return out
-    length = choice.chosen.max_length
     price = prices.get(gpu.name).usd_per_hour if gpu is not None and gpu.name in prices else None
-    modes = [price_mode(report, shape, plan, gpu, m, length, usd_per_gpu_hour=price) for m in modes_for(plan)]
-    out["batching"] = [m.to_dict() for m in modes]
-    fitting = [m for m in modes if m.fits is not False and m.epoch_seconds]
-    best = min(fitting, key=lambda m: m.epoch_seconds) if fitting else None  # type: ignore[arg-type, return-value]
-    out["recommended_batching"] = args.batching or (best.sim.mode if best else None)
+    advice = data_advice(report, shape, plan, gpu, mode=args.batching, fixed=args.max_length, usd_per_gpu_hour=price)
+    out: dict[str, Any] = {"model": shape.name, "gpu": None if gpu is None else gpu.name, "plan": plan.to_dict(),
+                           **advice, "rent": None}
+    length = advice["max_length"]["recommended"]
+    if length is None:
+        return out
     if args.rent:
         chosen_modes = (args.batching,) if args.batching else None
         table = {k: v for k, v in prices.items() if gpu is None or k == gpu.name}

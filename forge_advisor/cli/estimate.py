@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from forge_advisor.cli.output import console, emit_json
-from forge_advisor.cli.plan_args import PLAN_FLAGS, add_plan_arguments, add_preset_arguments, plan_overrides, preset_field_overrides
+from forge_advisor.cli.plan_args import BATCHING_FIELDS, PLAN_FLAGS, add_plan_arguments, add_preset_arguments, plan_overrides, preset_field_overrides
 from forge_advisor.dataplan.cli_args import add_data_argument, apply_data
 from forge_advisor.errors import ForgeError
 from forge_advisor.levers import refuse_lever_problem
@@ -26,7 +26,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--dataset-tokens", type=int, metavar="N", help="tokens in the data set, for time per epoch")
     add_plan_arguments(p, title="plan (Hugging Face names; short aliases in brackets)")
     # the preset's other fields, as train takes them: a printed train command prices here
-    add_preset_arguments(p, skip={"method", "trainer", *(f.field for f in PLAN_FLAGS)}, title="other preset fields")
+    add_preset_arguments(p, skip={"method", "trainer", *(f.field for f in PLAN_FLAGS), *BATCHING_FIELDS},
+                         title="other preset fields")
     add_data_argument(p)
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     p.set_defaults(run=run)

@@ -21,7 +21,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--headroom", type=float, default=DEFAULT_HEADROOM, metavar="F")
     from forge_advisor.levers import LEVER_FIELDS
 
-    add_plan_arguments(p, ("max_length", "num_gpus", "distributed", *LEVER_FIELDS, *VISION_FIELDS),
+    add_plan_arguments(p, ("max_length", "num_gpus", "distributed", "batching", *LEVER_FIELDS, *VISION_FIELDS),
                        title="plan (--max-length/--seq-len default 2048, --num-gpus 1)")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     add_data_argument(p)

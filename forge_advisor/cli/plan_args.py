@@ -19,7 +19,7 @@ from forge_advisor.levers import LEVER_FIELDS
 from forge_advisor.plan import ATTENTION, DISTRIBUTED, DTYPES, OPTIMIZERS, QUANT_STORAGES
 
 __all__ = [
-    "ALIASES", "NEGATABLE", "PLAN_FLAGS", "PlanFlag", "add_plan_arguments", "add_preset_arguments", "flag_value", "parse_bool",
+    "ALIASES", "BATCHING_FIELDS", "NEGATABLE", "PLAN_FLAGS", "PlanFlag", "add_plan_arguments", "add_preset_arguments", "flag_value", "parse_bool",
     "parser_for", "plan_overrides", "preset_field_overrides",
 ]
 
@@ -120,6 +120,10 @@ PLAN_FLAGS: tuple[PlanFlag, ...] = (
 # bool fields whose flag has a `--no-` twin meaning false (the rest: `--flag false`)
 NEGATABLE = ("gradient_checkpointing", "freeze_vision_tower")
 
+# The batching mode (the plan's `batching`) is set with the preset's trl/transformers fields,
+# the vocabulary `train` uses: --padding longest|max_length, --packing, --padding-free
+# (forge_advisor/dataplan/batching.py maps them to the plan once).
+BATCHING_FIELDS = ("padding", "packing", "padding_free")
 
 # Plan field -> its short aliases (train adds them to its preset-field flags)
 ALIASES: dict[str, tuple[str, ...]] = {f.field: f.aliases for f in PLAN_FLAGS if f.aliases}
@@ -144,6 +148,19 @@ def add_plan_arguments(p: argparse.ArgumentParser | Any, fields: Iterable[str] |
             continue
         g.add_argument(*f.flags, dest=f.field, type=f.type, metavar=f.metavar, choices=f.choices, default=None,
                        help=f.help + (f" (also {', '.join(f.aliases)})" if f.aliases else ""))
+    if wanted is None or "batching" in wanted:
+        _add_batching_arguments(g)
+
+
+def _add_batching_arguments(g: Any) -> None:
+    from forge_advisor.presets.base import PADDING
+
+    g.add_argument("--padding", dest="padding", choices=PADDING, default=None,
+                   help="pad each batch to its longest record (default) or to --max-length")
+    g.add_argument("--packing", dest="packing", nargs="?", const=True, default=None, type=parse_bool, metavar="BOOL",
+                   help="trl packing: records packed into rows of --max-length, flattened per micro-batch")
+    g.add_argument("--padding-free", dest="padding_free", nargs="?", const=True, default=None, type=parse_bool,
+                   metavar="BOOL", help="records of a micro-batch flattened into one row, no padding")
 
 
 def add_preset_arguments(p: argparse.ArgumentParser | Any, *, skip: Iterable[str] = (), title: str | None = None) -> None:
@@ -175,8 +192,15 @@ def preset_field_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def plan_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The Plan fields given on the command line, by Hugging Face name."""
-    return {f.field: getattr(args, f.field) for f in PLAN_FLAGS if getattr(args, f.field, None) is not None}
+    """The Plan fields given on the command line, by Hugging Face name (the batching flags
+    as the plan's ``batching``, when they pin a mode)."""
+    from forge_advisor.dataplan.batching import mode_from_flags
+
+    out = {f.field: getattr(args, f.field) for f in PLAN_FLAGS if getattr(args, f.field, None) is not None}
+    mode = mode_from_flags(*(getattr(args, k, None) for k in BATCHING_FIELDS))
+    if mode is not None:
+        out["batching"] = mode
+    return out
 
 
 def flag_value(value: Any) -> str:

@@ -69,17 +69,23 @@ def add_parser(sub: Any) -> None:
 def compute(args: argparse.Namespace, progress: Any = None) -> Any:
     from forge_advisor.advisor import recommend
 
-    apply_data(args)
+    data = apply_data(args)
     presets = None if args.presets is None else tuple(x.strip() for x in args.presets.split(",") if x.strip())
     pinned = plan_overrides(args)
     num_gpus, seq_len = pinned.pop("num_gpus", 1), pinned.pop("max_length", None)  # None: 2048, or the model's limit
+    fractions: tuple[tuple[str, int, float], ...] = ()
+    if data is not None and seq_len is not None:  # the data's padding per batching mode and batch
+        from forge_advisor.advisor.request import BATCHES
+        from forge_advisor.dataplan.advise import real_token_fractions
+
+        fractions = real_token_fractions(data.report, "dpo" if args.dpo else "sft", seq_len, BATCHES, num_gpus)
     return recommend(
         args.model, args.gpu, num_gpus=num_gpus, objective=args.objective, seq_len=seq_len,
         global_batch=args.global_batch, global_batch_tokens=args.global_batch_tokens,
         dataset_tokens=args.dataset_tokens, headroom=args.headroom, trainer="dpo" if args.dpo else "sft",
         allowed_presets=presets, min_lora_r=args.min_lora_r, max_freeze_ratio=args.max_freeze_ratio,
         fixed={**pinned, **dict(args.fix)}, seed=args.seed, top=args.top, storage=args.storage,
-        progress=progress, measure=args.measure, measure_top=args.measure_top,
+        progress=progress, measure=args.measure, measure_top=args.measure_top, real_token_fraction=fractions,
     )
 
 

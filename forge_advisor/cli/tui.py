@@ -20,6 +20,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--gpu", help="a catalog name or 'auto' (NVML); default: probe this machine")
     p.add_argument("--preset", default="lora", help="starting preset (default: lora)")
     add_plan_arguments(p, title="starting plan (Hugging Face names; short aliases in brackets)")
+    p.add_argument("--data", metavar="PATH", help="your training data: opens the data screen (lengths, max_length, batching)")
     p.add_argument("--json", action="store_true", help="refused: the TUI is for people; scripts use estimate --json")
     p.set_defaults(run=run)
 
@@ -47,4 +48,4 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:  # textual missing from a trimmed install
         raise ForgeError(f"the TUI needs textual ({exc}); pip install 'textual>=1.0'") from None
     return run_tui(model=args.model, gpu=args.gpu, preset=args.preset, num_gpus=num_gpus,
-                   probe_on_start=args.gpu is None, overrides=overrides)
+                   probe_on_start=args.gpu is None, overrides=overrides, data=args.data)

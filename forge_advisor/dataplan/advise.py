@@ -1,8 +1,9 @@
 """The data plan: length x memory model x batching x price, in one answer.
 
 * :func:`price_mode` — one batching mode at one max_length: the worst micro-batch priced by
-  the estimator (does it fit?) and the epoch priced on the tokens the mode really processes:
-  time = processed tokens / the estimator's tokens/s at the mode's attention length; steps =
+  the estimator with the plan's ``batching`` (does it fit?) and the epoch priced on the tokens
+  the mode really processes: time = processed tokens / the estimator's tokens/s at the mode's
+  mean row length; steps =
   ceil(micro-batches / accumulation); cost = hours x GPUs x $/GPU-hour.
 * :func:`choose_max_length` — candidates from the distribution (p50/p90/p99/max rounded up to
   a multiple of 64, powers of two between), each with what it truncates (records, tokens)
@@ -17,7 +18,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from forge_advisor.dataplan.batching import MODES, VARLEN_ATTENTION, BatchSim, simulate, steps_per_epoch
+from forge_advisor.dataplan.batching import FLATTENED, MODES, VARLEN_ATTENTION, BatchSim, simulate, steps_per_epoch
 from forge_advisor.dataplan.lengths import LengthReport
 from forge_advisor.errors import ForgeError
 from forge_advisor.plan import MAX_LENGTH, Plan
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from forge_advisor.gpus import GPU
     from forge_advisor.shapes import ModelShape
 
-__all__ = ["ModePrice", "LengthChoice", "RentOption", "price_mode", "choose_max_length", "rent", "round_up",
+__all__ = ["data_advice", "real_token_fractions", "ModePrice", "LengthChoice", "RentOption", "price_mode", "choose_max_length", "rent", "round_up",
            "modes_for"]
 
 ALIGN = 64  # candidate lengths are multiples of 64 tokens (tensor-core friendly, as trl pads)
@@ -82,7 +83,7 @@ class ModePrice:
 
     @property
     def note(self) -> str | None:
-        if self.sim.mode in ("packing", "padding_free") and self.worst.plan.attn_implementation not in VARLEN_ATTENTION:
+        if self.sim.mode in FLATTENED and self.worst.plan.attn_implementation not in VARLEN_ATTENTION:
             return ("flattened rows with attn_implementation=" + self.worst.plan.attn_implementation +
                     ": a block-diagonal mask over the whole row (flash_attention_2 keeps each record apart for less)")
         return None
@@ -91,7 +92,7 @@ class ModePrice:
         return {
             "mode": self.sim.mode, "max_length": self.sim.max_length, "simulation": self.sim.to_dict(),
             "worst_case": {"per_device_train_batch_size": self.worst.plan.per_device_train_batch_size,
-                           "length": self.worst.plan.max_length, "peak_reserved_bytes": self.worst.peak_reserved_bytes,
+                           "length": self.worst.plan.max_length, "batching": self.worst.plan.batching, "peak_reserved_bytes": self.worst.peak_reserved_bytes,
                            "fits": self.fits},
             "tokens_per_second": self.tokens_per_second, "real_tokens_per_second": self.real_tokens_per_second,
             "epoch_seconds": self.epoch_seconds, "steps_per_epoch": self.steps_per_epoch,
@@ -99,21 +100,21 @@ class ModePrice:
         }
 
 
-def _at(plan: Plan, rows: int, length: int) -> Plan:
-    return plan.with_(per_device_train_batch_size=rows, max_length=min(length, MAX_LENGTH))
+def _at(plan: Plan, mode: str, length: int) -> Plan:
+    return plan.with_(batching=mode, max_length=min(length, MAX_LENGTH))
 
 
 _SIMS: dict[tuple[Any, ...], BatchSim] = {}
 
 
-def _simulate(report: LengthReport, mode: str, max_length: int, batch: int, gpus: int, attn: str) -> BatchSim:
+def _simulate(report: LengthReport, mode: str, max_length: int, batch: int, gpus: int) -> BatchSim:
     """simulate() on the report's lengths (with the longest record added when sampled), cached
     per report: rent() prices the same simulation on every GPU."""
-    key = (id(report), report.longest, len(report.lengths), mode, max_length, batch, gpus, attn)
+    key = (id(report), report.longest, len(report.lengths), mode, max_length, batch, gpus)
     sim = _SIMS.get(key)
     if sim is None:
         lengths = report.lengths + ((report.longest,) if report.sampled else ())
-        sim = simulate(lengths, mode, max_length=max_length, batch_size=batch, num_gpus=gpus, attn_implementation=attn)
+        sim = simulate(lengths, mode, max_length=max_length, batch_size=batch, num_gpus=gpus)
         if len(_SIMS) > 4096:
             _SIMS.clear()
         _SIMS[key] = sim
@@ -124,11 +125,39 @@ def price_mode(report: LengthReport, shape: ModelShape, plan: Plan, gpu: GPU | N
                *, usd_per_gpu_hour: float | None = None) -> ModePrice:
     from forge_advisor.estimate import estimate
 
-    sim = _simulate(report, mode, max_length, plan.per_device_train_batch_size, plan.num_gpus, plan.attn_implementation)
-    worst = estimate(shape, _at(plan, sim.worst_rows, sim.worst_length), gpu)
-    same = (sim.speed_rows, sim.speed_length) == (sim.worst_rows, sim.worst_length)
-    speed = worst if same else estimate(shape, _at(plan, sim.speed_rows, sim.speed_length), gpu)
+    sim = _simulate(report, mode, max_length, plan.per_device_train_batch_size, plan.num_gpus)
+    worst = estimate(shape, _at(plan, mode, sim.worst_length), gpu)
+    speed = worst if sim.speed_length == sim.worst_length else estimate(shape, _at(plan, mode, sim.speed_length), gpu)
     return ModePrice(sim, worst, speed, report.scale, plan.gradient_accumulation_steps, usd_per_gpu_hour)
+
+
+def data_advice(report: LengthReport, shape: ModelShape, plan: Plan, gpu: GPU | None, *, mode: str | None = None,
+                fixed: int | None = None, usd_per_gpu_hour: float | None = None) -> dict[str, Any]:
+    """The data plan for one plan and GPU (the ``data`` command and the TUI's data screen):
+    the length report, the max_length choice (priced in ``mode``, default padding to the
+    longest), every batching mode the trainer runs priced at that length, and the fastest
+    fitting mode (or ``mode`` when given)."""
+    choice = choose_max_length(report, shape, plan, gpu, mode=mode or "longest", fixed=fixed)
+    out: dict[str, Any] = {"lengths": report.to_dict(), "max_length": choice.to_dict(), "batching": [],
+                           "recommended_batching": None}
+    if choice.chosen is None:
+        return out
+    length = choice.chosen.max_length
+    prices = [price_mode(report, shape, plan, gpu, m, length, usd_per_gpu_hour=usd_per_gpu_hour) for m in modes_for(plan)]
+    out["batching"] = [m.to_dict() for m in prices]
+    fitting = [m for m in prices if m.fits is not False and m.epoch_seconds]
+    best = min(fitting, key=lambda m: m.epoch_seconds or math.inf) if fitting else None
+    out["recommended_batching"] = mode or (best.sim.mode if best else None)
+    return out
+
+
+def real_token_fractions(report: LengthReport, trainer: str, max_length: int, batches: tuple[int, ...],
+                         num_gpus: int = 1) -> tuple[tuple[str, int, float], ...]:
+    """(mode, per-device batch, real / processed tokens over an epoch) for every mode the
+    trainer runs and every batch: what the search multiplies tokens/s by to rank batching
+    modes on the data (rust/src/search.rs ``Space::real_token_fraction``)."""
+    modes = MODES if trainer == "sft" else ("longest", "max_length")
+    return tuple((m, b, _simulate(report, m, max_length, b, num_gpus).efficiency) for m in modes for b in batches)
 
 
 @dataclass(frozen=True)
@@ -207,7 +236,7 @@ def _check_holdable(report: LengthReport, shape: ModelShape, plan: Plan, max_len
 
     need = min(report.longest, max_length)
     biggest = max(gpu_catalog(), key=lambda g: g.memory_bytes)
-    res = estimate(shape, _at(plan, 1, need), biggest)
+    res = estimate(shape, plan.with_(per_device_train_batch_size=1, max_length=min(need, MAX_LENGTH)), biggest)
     if not res.fits:
         from forge_advisor.units import fmt_bytes
 

@@ -11,13 +11,13 @@ The four ways the runtime (forge_advisor.train.data) can form a micro-batch of B
 * ``padding_free`` — B records flattened into one row with no padding
   (transformers' ``DataCollatorWithFlattening``, trl's ``padding_free``).
 
-Memory is priced at the WORST micro-batch: B × the longest record for ``longest`` and
-``padding_free`` (the B longest records together), B × max_length for ``max_length`` and
-``packing`` (a full packed row). Speed is priced on the EXPECTED tokens: the tokens each mode
-really processes (padding included where there is padding), at the attention length they
-see. Flattened modes keep attention inside each record only with flash_attention_2
-(varlen kernels); with sdpa/eager transformers builds a block-diagonal mask over the whole
-flattened row, so the row is priced as one sequence of B × length tokens.
+Each mode is the plan field ``batching`` (rust/src/plan.rs ``Batching``), priced by the
+estimator at its WORST micro-batch: B records of the longest length (``longest``,
+``padding_free``: the B longest records together) or of max_length (``max_length``,
+``packing``: B full packed rows) — the estimator knows what each shape costs (a flattened row
+under a masked attention is one sequence of B × length tokens; the allocator reserve of
+fixed-length steps). Speed is priced on the EXPECTED tokens: the tokens each mode really
+processes (padding included where there is padding), at its mean row length.
 """
 
 from __future__ import annotations
@@ -28,19 +28,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from forge_advisor.core import PLAN_CHOICES, VARLEN_ATTENTION
 from forge_advisor.errors import ForgeError, did_you_mean
 
-__all__ = ["MODES", "MODE_FIELDS", "BatchSim", "simulate", "pack_bfd", "mode_of", "steps_per_epoch"]
+__all__ = ["MODES", "MODE_FIELDS", "BatchSim", "simulate", "pack_bfd", "mode_of", "mode_from_flags", "steps_per_epoch",
+           "VARLEN_ATTENTION", "FLATTENED"]
 
-MODES = ("longest", "max_length", "packing", "padding_free")
-# the preset fields (Hugging Face names) that select each mode in the runtime
+MODES: tuple[str, ...] = PLAN_CHOICES["batching"]  # the plan's field (rust/src/plan.rs Batching)
+FLATTENED = ("packing", "padding_free")  # one row per micro-batch, position_ids restart per record
+# The one map between the plan's `batching` and the preset fields (trl/transformers names)
+# that select each mode in the runtime: preset -> plan is mode_of, plan -> preset MODE_FIELDS.
 MODE_FIELDS: dict[str, dict[str, Any]] = {
     "longest": {"padding": "longest", "packing": False, "padding_free": False},
     "max_length": {"padding": "max_length", "packing": False, "padding_free": False},
     "packing": {"padding": "longest", "packing": True, "padding_free": False},
     "padding_free": {"padding": "longest", "packing": False, "padding_free": True},
 }
-VARLEN_ATTENTION = ("flash_attention_2",)  # keeps a flattened row's records apart without a mask
 
 
 def check_mode(mode: str) -> str:
@@ -56,6 +59,18 @@ def mode_of(fields: dict[str, Any]) -> str:
     if fields.get("padding_free"):
         return "padding_free"
     return "max_length" if fields.get("padding") == "max_length" else "longest"
+
+
+def mode_from_flags(padding: str | None, packing: bool | None, padding_free: bool | None) -> str | None:
+    """The mode the command-line flags ``--padding``/``--packing``/``--padding-free`` pin, or
+    None when they pin none (only false flags, or none given)."""
+    if packing and padding_free:
+        raise ForgeError("--packing and --padding-free are two batching modes: choose one")
+    if (packing or padding_free) and padding == "max_length":
+        raise ForgeError("--padding max_length with --packing/--padding-free: packed and flattened batches have no padding")
+    if packing or padding_free or padding is not None:
+        return mode_of({"padding": padding, "packing": packing, "padding_free": padding_free})
+    return None
 
 
 def pack_bfd(lengths: Sequence[int], capacity: int) -> list[int]:
@@ -86,10 +101,8 @@ class BatchSim:
     micro_batches: int  # per device per epoch
     real_tokens: int  # non-padding tokens per epoch
     processed_tokens: int  # tokens the model runs on per epoch (padding included)
-    worst_rows: int  # the worst micro-batch as the estimator's (batch, length)
-    worst_length: int
-    speed_rows: int  # the shape whose tokens/s prices the epoch
-    speed_length: int
+    worst_length: int  # the worst micro-batch: batch_size records of this length (the plan's max_length)
+    speed_length: int  # the mean row length whose tokens/s prices the epoch
 
     @property
     def efficiency(self) -> float:
@@ -108,42 +121,29 @@ def steps_per_epoch(micro_batches: int, grad_accum: int) -> int:
     return max(1, math.ceil(micro_batches / grad_accum))
 
 
-def _token_weighted_length(lengths: Sequence[int]) -> int:
-    """The attention length that gives Σ n² attention work over Σ n tokens: Σ n² / Σ n."""
-    return max(1, round(sum(n * n for n in lengths) / sum(lengths)))
-
-
 def simulate(lengths: Sequence[int], mode: str, *, max_length: int, batch_size: int, num_gpus: int = 1,
-             attn_implementation: str = "sdpa", seed: int = 42) -> BatchSim:
-    """One epoch of ``mode`` over ``lengths`` (untruncated, tokens per record)."""
+             seed: int = 42) -> BatchSim:
+    """One epoch of ``mode`` over ``lengths`` (untruncated, tokens per record): dataloader
+    items, micro-batches, real and processed tokens, the worst and the mean row length."""
     check_mode(mode)
     kept = [min(n, max_length) for n in lengths]
     real = sum(kept)
     per_step = batch_size * num_gpus  # dataloader items consumed per micro-step over all devices
-    varlen = attn_implementation in VARLEN_ATTENTION
     longest = max(kept)
     if mode == "packing":
-        rows = pack_bfd(kept, max_length)
-        n_rows = len(rows)
-        processed = real
-        worst = (batch_size, max_length) if varlen else (1, batch_size * max_length)
-        speed = (batch_size, _token_weighted_length(kept)) if varlen else (1, min(batch_size, n_rows) * max_length)
+        n_rows = len(pack_bfd(kept, max_length))
+        processed, worst = real, max_length  # B full rows, flattened
     elif mode == "padding_free":
-        n_rows = len(kept)
-        processed = real
-        worst = (batch_size, longest) if varlen else (1, batch_size * longest)
-        mean = real / len(kept)
-        speed = (batch_size, _token_weighted_length(kept)) if varlen else (1, max(1, round(min(batch_size, n_rows) * mean)))
+        n_rows, processed, worst = len(kept), real, longest  # the B longest records, flattened
     elif mode == "max_length":
         n_rows = len(kept)
-        processed = n_rows * max_length
-        worst = speed = (batch_size, max_length)
+        processed, worst = n_rows * max_length, max_length
     else:  # longest: the Trainer's RandomSampler order, B per micro-batch, padded to the batch's longest
         n_rows = len(kept)
         order = kept[:]
         random.Random(seed).shuffle(order)
         processed = sum(len(order[i:i + batch_size]) * max(order[i:i + batch_size]) for i in range(0, n_rows, batch_size))
-        worst = (batch_size, longest)
-        speed = (batch_size, max(1, round(processed / n_rows)))
+        worst = longest
     micro = math.ceil(n_rows / per_step)
-    return BatchSim(mode, max_length, batch_size, n_rows, micro, real, processed, worst[0], worst[1], speed[0], speed[1])
+    speed = max(1, round(processed / n_rows))  # tokens per row as processed: a packed row's fill, a mean record
+    return BatchSim(mode, max_length, batch_size, n_rows, micro, real, processed, worst, speed)

@@ -23,7 +23,9 @@ def add_data_argument(parser: argparse.ArgumentParser) -> None:
 
 
 class DataSummary(dict):  # type: ignore[type-arg]
-    """What apply_data found (a plain dict for --json)."""
+    """What apply_data found (a plain dict for --json); ``report`` is the LengthReport."""
+
+    report: Any = None
 
 
 def _gpu_or_none(spec: str | None) -> Any:
@@ -63,6 +65,7 @@ def apply_data(args: argparse.Namespace) -> DataSummary | None:
     plan = resolve_plan(getattr(args, "preset", None) or ("dpo" if dpo else "lora"), gpu)
     choice = choose_max_length(report, shape, plan, gpu, fixed=typed_seq)
     summary = DataSummary(lengths=report.to_dict(), max_length=choice.to_dict()["recommended"], reason=choice.reason)
+    summary.report = report
     if getattr(args, "dataset_tokens", None) is None and hasattr(args, "dataset_tokens"):
         args.dataset_tokens = report.total_tokens
     if typed_seq is None and choice.chosen is not None:

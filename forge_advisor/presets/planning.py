@@ -12,12 +12,15 @@ Mapping:
   in fp32 with autocast, so lora + bf16 -> "bf16", full + bf16 -> "amp-bf16", no mixed
   precision -> "fp32" (qlora always computes in half: its compute dtype, bf16/fp16).
 * ``beta`` -> ``dpo_beta``; ``attn_implementation`` None -> "sdpa".
+* the batching fields ``padding`` / ``packing`` / ``padding_free`` (trl's names) -> the plan's
+  one ``batching`` (forge_advisor/dataplan/batching.py ``mode_of``; back: ``MODE_FIELDS``).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from forge_advisor.dataplan.batching import MODE_FIELDS, mode_of
 from forge_advisor.errors import ForgeError
 from forge_advisor.levers import LEVER_FIELDS
 
@@ -111,6 +114,7 @@ def preset_to_plan(preset: BasePreset, *, precision: str | None = "auto") -> Pla
     data["dtype"] = _dtype(preset, precision)
     data["dpo_beta"] = preset.beta
     data["attn_implementation"] = preset.attn_implementation or "sdpa"
+    data["batching"] = mode_of({"padding": preset.padding, "packing": preset.packing, "padding_free": preset.padding_free})
     for key in ("lora_target_modules", "lora_target_parameters"):
         t = getattr(preset, key)
         data[key] = tuple(t) if isinstance(t, (list, tuple)) else t
@@ -132,6 +136,8 @@ def preset_overrides(preset: BasePreset, plan: Plan, precision: str | None = "bf
             continue
         if key == "dpo_beta":
             out["beta"] = value
+        elif key == "batching":  # only the fields that differ from the preset's
+            out.update({k: v for k, v in MODE_FIELDS[value].items() if getattr(preset, k) != v})
         elif key == "dtype":
             out.update(_dtype_fields(plan))
         elif key in ("lora_target_modules", "lora_target_parameters") and isinstance(value, list):

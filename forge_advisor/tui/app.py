@@ -52,6 +52,7 @@ class ForgeApp(App[int]):
         probe_fn: Callable[[], Probe] | None = None,
         train_program: tuple[str, ...] | None = None,
         overrides: dict[str, Any] | None = None,
+        data: str | None = None,
     ) -> None:
         super().__init__()
         from forge_advisor.gpus import probe as nvml_probe
@@ -63,6 +64,7 @@ class ForgeApp(App[int]):
         self.headroom = headroom
         self.initial_preset = preset
         self.initial_overrides = dict(overrides or {})  # Plan fields given on the command line
+        self.data_path = data  # the user's data (tui --data PATH): the data screen opens with it
         self.probe_on_start = probe_on_start
         self.probe_fn: Callable[[], Probe] = probe_fn or nvml_probe
         self.train_program = train_program  # argv prefix that runs `forge-advisor` (tests swap it)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AdviseFinished",
     "AdviseProgress",
+    "DataPlanned",
     "GpuChoice",
     "KnobChanged",
     "ProbeFinished",
@@ -75,6 +76,17 @@ class AdviseFinished(Message):
     recommendation: Any = None
     error: str | None = None
     unavailable: bool = False
+
+
+@dataclass
+class DataPlanned(Message):
+    """The data screen's worker finished: ``advice`` (forge_advisor.dataplan.advise.data_advice)
+    or the ForgeError's one line."""
+
+    path: str
+    advice: dict[str, Any] | None
+    error: str | None = None
+    report: Any = None  # the LengthReport (the advisor ranks batching modes on its lengths)
 
 
 @dataclass

@@ -77,7 +77,7 @@ pub struct ReserveInputs {
 /// it. Derived from replays of recorded steps through a model of those rules
 /// (`python -m benches.truth.allocator_study`, table in `benches/results/allocator_replay.md`):
 ///
-/// **One length** (every batch the same length: packing, padding to `max_length`). The
+/// **One length** (every batch the same length: padding to `max_length`). The
 /// compute-dtype logits (`e·T·V`) are freed before the loss backward asks for fp32
 /// logits-sized blocks (`4·T·V`, twice as large in bf16): that segment is the reserve,
 /// plus [`ROUNDING_BYTES`] of small segments' tails. With full fine-tuning, the largest
@@ -97,8 +97,9 @@ pub struct ReserveInputs {
 /// what its longest member adds, 3.24; the long batch first adds nothing. A rising run
 /// strands every member's blocks (209, 280, 400 then 585: 4.34 GiB): those are free blocks,
 /// released by a failing `cudaMalloc` before it raises out-of-memory, so what a run needs
-/// stays near the one-length term while what a roomy GPU shows can be higher. Pass
-/// `lengths_vary = false` for packed or fixed-length batches.
+/// stays near the one-length term while what a roomy GPU shows can be higher. The plan's
+/// `batching` decides (plan.rs `Batching::lengths_vary`): false only for batches padded to
+/// `max_length`; packed rows, flattened with best-fit gaps, vary too (replay: "packed rows").
 pub fn allocator_reserve(x: &ReserveInputs, lengths_vary: bool) -> u64 {
     // full fine-tuning: 2 parameter-sized blocks stranded when the fp32 logits do not fit them
     let params = if x.largest_grad < x.fp32_logits { x.largest_grad.saturating_mul(2) } else { 0 };

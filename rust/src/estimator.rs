@@ -342,6 +342,15 @@ fn tail_per_token(shape: &ModelShape, plan: &Plan, cx: &PlanCtx, input_grad: boo
     if cx.hidden_dropout {
         per_tok += h;
     }
+    if plan.context_follows_batch() && cx.kernel != crate::activations::AttnKernel::Eager {
+        // a flattened row under sdpa: transformers 5 builds the block-diagonal bool mask of
+        // the whole row, [1, 1, L, L] with L = the micro-batch's tokens (masking_utils
+        // `sdpa_mask` over `packed_sequence_mask_function`), and every layer's attention keeps
+        // it for backward: L² bytes = L per token at context L. Measured on fake-H100 cuDNN
+        // attention (benches/cases_accuracy.json, batching cases): +12.8 MiB at L = 4,096
+        // (mask 16 MiB), +66.6 MiB at L = 8,192 (mask 64 MiB) over the twin without it.
+        per_tok = per_tok.saturating_add(plan.attention_context(plan.per_device_train_batch_size));
+    }
     per_tok
 }
 
@@ -481,6 +490,7 @@ impl Estimator {
         };
         out.s = Scalars {
             tokens_per_sequence: if plan.trainer == Trainer::Dpo { 2 * plan.max_length } else { plan.max_length },
+            lengths_vary: plan.batching.lengths_vary(),
             num_gpus: plan.num_gpus,
             gradient_checkpointing: plan.gradient_checkpointing,
             speed: gpu.and_then(|g| crate::throughput::SpeedModel::new(self, plan, g, trainable / grad_scale)),
@@ -510,6 +520,7 @@ impl Estimator {
             flops_per_token,
             quality,
         };
+        out.replan = plan.context_follows_batch().then(|| (plan.clone(), gpu.cloned()));
         if lines {
             out.build_lines();
         } else {
@@ -740,7 +751,8 @@ impl Estimator {
         // Consecutive layers with the same type, liveness and input-grad flag save, keep and
         // free exactly the same bytes: each such segment is priced once. Liveness changes at
         // `frozen`; the input flag can change once, after the first layer in the graph.
-        let ctx = plan.max_length;
+        // attention's context: max_length, or the whole flattened row under a mask (plan.rs)
+        let ctx = plan.attention_context(plan.per_device_train_batch_size);
         let ckpt_kept = Segment::per_token(&layer_checkpointed(shape, w), ctx);
         // Liger's RMSNorm/SwiGLU save less than transformers' modules (levers.rs)
         let liger_norms = if shape.norm == crate::shape::NormKind::RmsNorm { 2 * an.norms_per_block } else { 0 };

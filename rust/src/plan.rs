@@ -147,11 +147,12 @@ names!(Optim {
 });
 names!(Attention { Sdpa = "sdpa", FlashAttention2 = "flash_attention_2", Eager = "eager" });
 names!(Distributed { None = "none", Ddp = "ddp", Fsdp = "fsdp", Zero2 = "zero2", Zero3 = "zero3" });
+names!(Batching { Longest = "longest", MaxLength = "max_length", Packing = "packing", PaddingFree = "padding_free" });
 names!(QuantStorage { Uint8 = "uint8", Bfloat16 = "bfloat16", Float16 = "float16", Float32 = "float32" });
 
 /// The plan's choice fields and their allowed names: the one list (Python reads it as
 /// `_native.PLAN_CHOICES`).
-pub const CHOICES: [(&str, &[&str]); 7] = [
+pub const CHOICES: [(&str, &[&str]); 8] = [
     ("method", Method::NAMES),
     ("trainer", Trainer::NAMES),
     ("dtype", Dtype::NAMES),
@@ -159,6 +160,7 @@ pub const CHOICES: [(&str, &[&str]); 7] = [
     ("attn_implementation", Attention::NAMES),
     ("distributed", Distributed::NAMES),
     ("bnb_4bit_quant_storage", QuantStorage::NAMES),
+    ("batching", Batching::NAMES),
 ];
 
 /// Integer fields and their inclusive ranges: the one definition (Python reads it as
@@ -201,6 +203,63 @@ impl QuantStorage {
         self != QuantStorage::Uint8
     }
 }
+
+/// How the runtime forms a micro-batch of `B` records (forge_advisor/train/data.py; the
+/// preset's trl/transformers fields `padding`, `packing`, `padding_free` map to it once, in
+/// forge_advisor/dataplan/batching.py). The plan prices its WORST micro-batch: `B` records of
+/// `max_length` tokens (the longest records together, or `B` full packed rows).
+///
+/// * `longest`: transformers' `DataCollatorForLanguageModeling` pads each batch to its
+///   longest record, so lengths vary from step to step;
+/// * `max_length`: the same collator with `pad_to_multiple_of=max_length`: every step has
+///   one shape;
+/// * `packing`: trl `pack_dataset(strategy="bfd")` rows of at most `max_length`, collated by
+///   trl's `DataCollatorForLanguageModeling(padding_free=True)`, which concatenates the `B`
+///   rows into ONE row with `position_ids` restarting per record (trl 1.16
+///   `sft_trainer.py`, `torch_call`: "flatten everything into a single sequence"); the
+///   rows' totals fall short of `max_length` by best-fit gaps, so the flattened length
+///   still varies between steps (the allocator replay, `python -m
+///   benches.truth.allocator_study`, "packed rows": a flattened step of 4 × 248 tokens
+///   before one of 4 × 256 leaves 1.71 GiB reserved, 0.29 GiB at one length);
+/// * `padding_free`: transformers' `DataCollatorWithFlattening`: the `B` records as one row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Batching {
+    #[default]
+    Longest,
+    MaxLength,
+    Packing,
+    PaddingFree,
+}
+
+impl Batching {
+    /// The collator concatenates the micro-batch into one row (`position_ids` restart at
+    /// each record, no `attention_mask`).
+    pub fn flattened(self) -> bool {
+        matches!(self, Batching::Packing | Batching::PaddingFree)
+    }
+    /// Whether consecutive steps differ in length (the allocator reserve's second term,
+    /// `device::allocator_reserve`): only padding to `max_length` fixes the shape.
+    pub fn lengths_vary(self) -> bool {
+        self != Batching::MaxLength
+    }
+}
+
+impl Attention {
+    /// Keeps the records of a flattened row apart without a mask: flash-attention's varlen
+    /// kernel with `cu_seq_lens` derived from `position_ids` (transformers 5
+    /// `modeling_flash_attention_utils._flash_attention_forward`, packed-sequence path).
+    /// sdpa and eager get a block-diagonal mask over the whole row instead (transformers 5
+    /// `masking_utils.find_packed_sequence_indices` + `packed_sequence_mask_function`), so
+    /// their attention spans the whole flattened row.
+    pub fn varlen(self) -> bool {
+        self == Attention::FlashAttention2
+    }
+}
+
+/// The attention implementations that keep a flattened row's records apart without a mask
+/// ([`Attention::varlen`]; Python reads it as `_native.VARLEN_ATTENTION`).
+pub const VARLEN_ATTENTION: [&str; 1] = ["flash_attention_2"];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -257,6 +316,9 @@ pub struct Plan {
     /// also their grads and optimizer states) live in host memory (levers.rs).
     #[serde(default)]
     pub offload_params: bool,
+    /// See [`Batching`]; the default is today's collator (pad to the batch's longest).
+    #[serde(default)]
+    pub batching: Batching,
     /// Vision-language models: the largest image of a sample in pixels after the
     /// processor's resize (Qwen2-VL image processor `max_pixels`; `None`: the processor's
     /// default, vision.rs `ImageRule`). Ignored by text-only models and fixed-size processors.
@@ -313,6 +375,7 @@ impl Default for Plan {
             max_pixels: None,
             images_per_sample: 1,
             freeze_vision_tower: true,
+            batching: Batching::Longest,
         }
     }
 }
@@ -356,6 +419,7 @@ impl Plan {
             max_pixels,
             images_per_sample,
             freeze_vision_tower,
+            batching,
         } = self;
         *method == other.method
             && *trainer == other.trainer
@@ -382,6 +446,27 @@ impl Plan {
             && *max_pixels == other.max_pixels
             && *images_per_sample == other.images_per_sample
             && *freeze_vision_tower == other.freeze_vision_tower
+            && *batching == other.batching
+            // a flattened row under a masked attention is one sequence of batch × max_length
+            // tokens: its context, hence its structure, changes with the batch
+            && (!self.context_follows_batch() || self.per_device_train_batch_size == other.per_device_train_batch_size)
+    }
+
+    /// Whether attention spans the whole flattened micro-batch ([`Batching::flattened`]
+    /// without a [`Attention::varlen`] kernel): then its context is `batch × max_length`.
+    pub fn context_follows_batch(&self) -> bool {
+        self.batching.flattened() && !self.attn_implementation.varlen()
+    }
+
+    /// The context length attention sees in a micro-batch of `batch` records at the worst
+    /// case: `max_length` per record, or the whole flattened row when a mask joins the
+    /// records (e.g. 4 × 1024 tokens padding-free under sdpa: one sequence of 4,096).
+    pub fn attention_context(&self, batch: u64) -> u64 {
+        if self.context_follows_batch() {
+            batch.saturating_mul(self.max_length)
+        } else {
+            self.max_length
+        }
     }
 
     /// Why the training runtime cannot run this plan, or `None`. Today: a bitsandbytes-
@@ -461,6 +546,9 @@ impl Plan {
         if self.uses_lora() && self.lora_target_parameters.is_some() && self.lora_dropout != 0.0 {
             return Err(Error::field("lora_dropout", self.lora_dropout, "0 with lora_target_parameters (peft's ParamWrapper has no dropout)"));
         }
+        if self.trainer == Trainer::Dpo && self.batching.flattened() {
+            return Err(Error::field("batching", format!("{:?}", self.batching.name()), "longest or max_length with trainer=dpo (DPO batches pad)"));
+        }
         if self.method == Method::Qlora && !matches!(self.dtype, Dtype::Bf16 | Dtype::Fp16) {
             return Err(Error::field("dtype", format!("{:?}", self.dtype), "bf16 or fp16 with method=qlora"));
         }
@@ -489,6 +577,9 @@ mod tests {
         );
         check(&[Attention::Sdpa, Attention::FlashAttention2, Attention::Eager], Attention::name);
         check(&[Distributed::None, Distributed::Ddp, Distributed::Fsdp, Distributed::Zero2, Distributed::Zero3], Distributed::name);
+        check(&[Batching::Longest, Batching::MaxLength, Batching::Packing, Batching::PaddingFree], Batching::name);
+        let varlen: Vec<&str> = [Attention::Sdpa, Attention::FlashAttention2, Attention::Eager].into_iter().filter(|a| a.varlen()).map(Attention::name).collect();
+        assert_eq!(varlen, VARLEN_ATTENTION);
         assert_eq!(Optim::from_name("optim", "adamw_8bit").unwrap(), Optim::Adamw8bit);
         let err = Method::from_name("method", "qlora4").unwrap_err();
         assert_eq!(err, Error::field("method", "\"qlora4\"", "full, lora, qlora, lora_8bit"));
@@ -516,5 +607,24 @@ mod tests {
         }
         let p = Plan { freeze_ratio: 1.0, ..Plan::default() };
         assert!(matches!(p.validate(), Err(Error::InvalidField { ref field, .. }) if field == "freeze_ratio"));
+    }
+
+    #[test]
+    fn batching_modes_say_how_steps_are_shaped() {
+        assert!(Batching::Longest.lengths_vary() && Batching::Packing.lengths_vary() && Batching::PaddingFree.lengths_vary());
+        assert!(!Batching::MaxLength.lengths_vary());
+        let p = Plan { batching: Batching::PaddingFree, per_device_train_batch_size: 4, max_length: 1024, ..Plan::default() };
+        assert_eq!(p.attention_context(4), 4096); // sdpa: one masked row of 4 × 1024
+        let fa = Plan { attn_implementation: Attention::FlashAttention2, ..p.clone() };
+        assert_eq!(fa.attention_context(4), 1024);
+        assert_eq!(Plan::default().attention_context(4), 1024);
+        // the batch is part of the structure only where the context follows it
+        let p8 = Plan { per_device_train_batch_size: 8, ..p.clone() };
+        assert!(!p.same_structure(&p8));
+        assert!(fa.same_structure(&Plan { per_device_train_batch_size: 8, ..fa.clone() }));
+        let dpo = Plan { trainer: Trainer::Dpo, batching: Batching::Packing, ..Plan::default() };
+        assert!(matches!(dpo.validate(), Err(Error::InvalidField { ref field, .. }) if field == "batching"));
+        let json = serde_json::to_string(&Plan::default()).unwrap();
+        assert!(json.contains(r#""batching":"longest""#));
     }
 }

@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::estimator::{Estimate, Estimator};
 use crate::gpu::{GpuSpec, PeakTflops};
 use crate::objective::{objective_value, Objective};
-use crate::plan::{Attention, Distributed, Dtype, Method, Optim, Plan, QuantStorage, Targets, Trainer, CHOICES, FLOAT_RANGES, INT_RANGES};
+use crate::plan::{Attention, Batching, Distributed, Dtype, Method, Optim, Plan, QuantStorage, Targets, Trainer, CHOICES, FLOAT_RANGES, INT_RANGES};
 use crate::search::{self, Ranked, Ranking, Shortfall, Space};
 use crate::shape::ModelShape;
 
@@ -147,6 +147,7 @@ fn read_plan(obj: &Bound<'_, PyAny>) -> PyResult<Plan> {
         max_pixels: optional_int(obj, "max_pixels")?,
         images_per_sample: int(obj, "images_per_sample")?,
         freeze_vision_tower: boolean(obj, "freeze_vision_tower")?,
+        batching: choice(Batching::from_name("batching", &text(obj, "batching")?))?,
     };
     plan.validate().map_err(to_py)?;
     Ok(plan)
@@ -366,6 +367,10 @@ impl PyPlan {
     #[getter]
     fn freeze_vision_tower(&self) -> bool {
         self.inner.freeze_vision_tower
+    }
+    #[getter]
+    fn batching(&self) -> &'static str {
+        self.inner.batching.name()
     }
     fn __repr__(&self) -> String {
         format!("Plan({:?})", self.inner)
@@ -588,6 +593,11 @@ impl PyRanked {
     fn tokens_per_second(&self) -> Option<f64> {
         self.inner.tokens_per_second()
     }
+    /// Real tokens / processed tokens of the plan's batching on the user's data (1 without).
+    #[getter]
+    fn real_fraction(&self) -> f64 {
+        self.inner.real_fraction
+    }
     fn value(&self, objective: &str) -> PyResult<f64> {
         Ok(self.inner.value(Objective::from_name("objective", objective).map_err(to_py)?))
     }
@@ -768,6 +778,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         floats.set_item(field, (lo, hi))?;
     }
     m.add("PLAN_FLOAT_RANGES", floats)?;
+    m.add("VARLEN_ATTENTION", PyTuple::new(py, crate::plan::VARLEN_ATTENTION)?)?;
     m.add("OBJECTIVES", PyTuple::new(py, Objective::NAMES)?)?;
     m.add("DEFAULT_HEADROOM", crate::device::DEFAULT_HEADROOM)?;
     m.add("RESERVED_ERROR_BAND", crate::device::RESERVED_ERROR_BAND)?;

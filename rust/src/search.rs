@@ -16,7 +16,7 @@ use crate::device::reserved_upper;
 use crate::estimator::{Estimate, Estimator};
 use crate::gpu::GpuSpec;
 use crate::objective::{objective_value, Objective};
-use crate::plan::{Attention, Distributed, Dtype, Method, Optim, Plan, Targets};
+use crate::plan::{Attention, Batching, Distributed, Dtype, Method, Optim, Plan, Targets, Trainer};
 #[cfg(test)]
 use crate::plan::QuantStorage;
 use crate::timeline::{Evaluation, Prepared};
@@ -80,6 +80,16 @@ pub struct Space {
     /// (false: a pinned storage is kept, and uint8 keeps sharded QLoRA out of the space).
     #[serde(default = "yes")]
     pub shard_quantized: bool,
+    /// The batching modes (plan.rs [`Batching`]) as an outer axis; empty (the default) = the
+    /// base plan's. Flattened modes are skipped for DPO (its batches pad).
+    #[serde(default)]
+    pub batching: Vec<Batching>,
+    /// From the user's data (forge_advisor/dataplan `simulate`): `(mode, per-device batch,
+    /// real tokens / processed tokens)` over an epoch. The search ranks by REAL tokens/s,
+    /// the estimate's tokens/s × this fraction (padding is work that trains nothing); a
+    /// missing entry is 1 (no padding, or no data given).
+    #[serde(default)]
+    pub real_token_fraction: Vec<(Batching, u64, f64)>,
 }
 
 fn yes() -> bool {
@@ -138,17 +148,24 @@ pub struct Ranked {
     /// Peak reserved memory the fit was judged by (with the calibrated reserve).
     pub reserved_bytes: u64,
     pub fits: bool,
+    /// Real tokens / processed tokens of the plan's batching on the user's data
+    /// ([`Space::real_fraction`]; 1 without data).
+    pub real_fraction: f64,
 }
 
 impl Ranked {
     pub fn tokens_per_second(&self) -> Option<f64> {
         self.estimate.tokens_per_second
     }
+    /// What the ranking compares: tokens/s that train something (padding excluded).
+    pub fn real_tokens_per_second(&self) -> Option<f64> {
+        self.estimate.tokens_per_second.map(|t| t * self.real_fraction)
+    }
     pub fn quality(&self) -> f64 {
         self.estimate.quality
     }
     pub fn value(&self, objective: Objective) -> f64 {
-        objective_value(objective, self.estimate.tokens_per_second, self.estimate.quality)
+        objective_value(objective, self.real_tokens_per_second(), self.estimate.quality)
     }
 }
 
@@ -208,6 +225,9 @@ impl Space {
         if !(self.reserve_factor.is_finite() && self.reserve_factor > 0.0) {
             return Err(Error::field("reserve_factor", self.reserve_factor, "a positive number"));
         }
+        if let Some(&(_, _, f)) = self.real_token_fraction.iter().find(|(_, _, f)| !(*f > 0.0 && *f <= 1.0)) {
+            return Err(Error::field("real_token_fraction", f, "(0, 1]"));
+        }
         for (name, empty) in [
             ("methods", self.methods.is_empty()),
             ("batch", self.batch.is_empty()),
@@ -222,6 +242,11 @@ impl Space {
             }
         }
         Ok(())
+    }
+
+    /// Real tokens / processed tokens of `mode` at `batch` ([`Space::real_token_fraction`]).
+    pub fn real_fraction(&self, mode: Batching, batch: u64) -> f64 {
+        self.real_token_fraction.iter().find(|(m, b, _)| *m == mode && *b == batch).map_or(1.0, |&(_, _, f)| f)
     }
 
     /// Per-device batches that divide the global batch exactly, with their accumulation.
@@ -287,22 +312,28 @@ impl Space {
                         for &o in &self.optim {
                             for &a in &self.attn {
                                 for &d in &self.distributed {
-                                    let mut plan = self.normalize(Plan {
-                                        method,
-                                        lora_r: r,
-                                        lora_target_modules: t.clone(),
-                                        freeze_ratio: f,
-                                        optim: o,
-                                        attn_implementation: a,
-                                        distributed: d,
-                                        ..self.base.clone()
-                                    });
-                                    let sharded = plan.num_gpus > 1 && matches!(d, Distributed::Fsdp | Distributed::Zero3);
-                                    if self.shard_quantized && method == Method::Qlora && sharded && !plan.bnb_4bit_quant_storage.is_float() {
-                                        plan.bnb_4bit_quant_storage = plan.compute_storage(); // FSDP-QLoRA
-                                    }
-                                    if plan.unsupported().is_none() {
-                                        out.push(plan);
+                                    for &batching in self.batching_axis() {
+                                        if batching.flattened() && self.base.trainer == Trainer::Dpo {
+                                            continue;
+                                        }
+                                        let mut plan = self.normalize(Plan {
+                                            method,
+                                            lora_r: r,
+                                            lora_target_modules: t.clone(),
+                                            freeze_ratio: f,
+                                            optim: o,
+                                            attn_implementation: a,
+                                            distributed: d,
+                                            batching,
+                                            ..self.base.clone()
+                                        });
+                                        let sharded = plan.num_gpus > 1 && matches!(d, Distributed::Fsdp | Distributed::Zero3);
+                                        if self.shard_quantized && method == Method::Qlora && sharded && !plan.bnb_4bit_quant_storage.is_float() {
+                                            plan.bnb_4bit_quant_storage = plan.compute_storage(); // FSDP-QLoRA
+                                        }
+                                        if plan.unsupported().is_none() {
+                                            out.push(plan);
+                                        }
                                     }
                                 }
                             }
@@ -312,6 +343,15 @@ impl Space {
             }
         }
         out
+    }
+
+    /// The batching axis: the space's modes, or the base plan's.
+    fn batching_axis(&self) -> &[Batching] {
+        if self.batching.is_empty() {
+            std::slice::from_ref(&self.base.batching)
+        } else {
+            &self.batching
+        }
     }
 
     /// The memory a plan is judged by: the fit bound (`Evaluation::peak_reserved_upper_bytes`,
@@ -368,7 +408,7 @@ impl Estimator {
             if !w.fits && leanest.as_ref().is_some_and(|l| l.reserved_bytes <= w.reserved) {
                 continue; // neither fits nor is leaner than the leanest so far
             }
-            let ranked = w.ranked(outer, &slots)?;
+            let ranked = w.ranked(outer, &slots, space)?;
             if ranked.fits {
                 fitting.push(ranked);
             } else {
@@ -414,18 +454,18 @@ impl Estimator {
     ) -> Result<Option<Winner>> {
         let mut acc = Inner::default();
         slots.prepare(self, outer, gpu, true)?;
-        let faster_unfit = Self::scan(options, space, slots, true, &mut acc)?;
+        let faster_unfit = Self::scan(options, space, slots, true, outer.batching, &mut acc)?;
         let may_gain = acc.best.as_ref().is_none_or(|(_, tps, _)| faster_unfit.is_some_and(|t| t > *tps));
         if slots.has_levers && may_gain {
             slots.prepare(self, outer, gpu, false)?;
-            Self::scan(options, space, slots, false, &mut acc)?;
+            Self::scan(options, space, slots, false, outer.batching, &mut acc)?;
         }
         Ok(acc.best.map(|(w, _, _)| w).or(acc.leanest.map(|(w, _)| w)))
     }
 
     /// Evaluate the prepared variants of one phase (plain or lever) at every batch into
     /// `acc`; returns the most tokens/s among the plans that do not fit.
-    fn scan(options: &[(u64, u64)], space: &Space, slots: &Slots<'_>, plain: bool, acc: &mut Inner) -> Result<Option<f64>> {
+    fn scan(options: &[(u64, u64)], space: &Space, slots: &Slots<'_>, plain: bool, mode: Batching, acc: &mut Inner) -> Result<Option<f64>> {
         let mut faster_unfit: Option<f64> = None;
         for (bi, &(batch, accumulation)) in options.iter().enumerate() {
             for (variant, prep) in slots.valid(plain) {
@@ -435,7 +475,8 @@ impl Estimator {
                     Err(e) => return Err(e),
                 };
                 let reserved = space.judged_reserved(&ev);
-                let tps = ev.tokens_per_second.unwrap_or(0.0);
+                // real tokens/s: padding trains nothing (1 without data)
+                let tps = ev.tokens_per_second.unwrap_or(0.0) * space.real_fraction(mode, batch);
                 let key = (bi, variant);
                 let w = Winner { variant, batch, accumulation, reserved, fits: fits(reserved, space.usable_bytes) };
                 if w.fits {
@@ -468,7 +509,7 @@ impl Estimator {
 
 impl Winner {
     /// The winning plan with its full estimate (only winners get a breakdown).
-    fn ranked(&self, outer: &Plan, slots: &Slots<'_>) -> Result<Ranked> {
+    fn ranked(&self, outer: &Plan, slots: &Slots<'_>, space: &Space) -> Result<Ranked> {
         let estimate = slots.prepared[self.variant].finish(self.batch, self.accumulation)?;
         Ok(Ranked {
             plan: Plan {
@@ -479,6 +520,7 @@ impl Winner {
             estimate,
             reserved_bytes: self.reserved,
             fits: self.fits,
+            real_fraction: space.real_fraction(outer.batching, self.batch),
         })
     }
 }
@@ -514,7 +556,7 @@ fn top_n(fitting: &[Ranked], objective: Objective, n: usize) -> Vec<usize> {
 /// falling, a plan is on the front exactly when it is the first of its tokens/s and its
 /// quality beats every faster plan's.
 fn pareto(fitting: &[Ranked]) -> Vec<usize> {
-    let tps = |i: usize| fitting[i].tokens_per_second().unwrap_or(0.0);
+    let tps = |i: usize| fitting[i].real_tokens_per_second().unwrap_or(0.0);
     let mut order: Vec<usize> = (0..fitting.len()).collect();
     order.sort_by(|&a, &b| {
         tps(b)
@@ -869,5 +911,91 @@ mod tests {
         // 24 GiB × 0.92 = 23,708,219,473.92 → 23,708,219,473 bytes
         assert_eq!(usable_bytes(25_769_803_776, 0.08).unwrap(), 23_708_219_473);
         assert!(usable_bytes(1, 0.95).is_err());
+    }
+
+    /// The batching axis: every mode is an outer choice, the ranking compares real tokens/s
+    /// (padding excluded), and an equal fraction keeps the base's mode (the first).
+    #[test]
+    fn batching_is_an_outer_knob_ranked_by_real_tokens() {
+        let (est, gpu, space) = fixture();
+        let modes = vec![Batching::Longest, Batching::MaxLength, Batching::Packing, Batching::PaddingFree];
+        let plain = est.rank(&Space { batching: modes.clone(), ..space.clone() }, Some(&gpu), 5).expect("rank");
+        let outer = est.rank(&space, Some(&gpu), 5).expect("rank").outer;
+        assert_eq!(plain.outer, 4 * outer);
+        // without data a flattened row is never faster than a padded batch of the same
+        // tokens (equal at best, and equals keep the padded mode, first in the axis); padding
+        // to max_length may fit a larger batch (no stranded loss blocks)
+        let best = &plain.fitting[plain.top(Objective::Fastest)[0]];
+        assert!(!best.plan.batching.flattened(), "{:?}", best.plan.batching);
+        // padding costs 40% of the tokens at every batch of `longest`, 50% of `max_length`'s:
+        // a flattened mode wins
+        let fractions: Vec<(Batching, u64, f64)> = space
+            .batch
+            .iter()
+            .flat_map(|&b| [(Batching::Longest, b, 0.6), (Batching::MaxLength, b, 0.5)])
+            .collect();
+        let data = Space { batching: modes, real_token_fraction: fractions, ..space.clone() };
+        let ranked = est.rank(&data, Some(&gpu), 5).expect("rank");
+        let best = &ranked.fitting[ranked.top(Objective::Fastest)[0]];
+        assert!(best.plan.batching.flattened(), "{:?}", best.plan.batching);
+        let longest = ranked.fitting.iter().find(|r| r.plan.batching == Batching::Longest).expect("a longest plan fits");
+        assert_eq!(longest.real_fraction, 0.6);
+        assert_eq!(longest.real_tokens_per_second(), longest.tokens_per_second().map(|t| t * 0.6));
+        // DPO pads: no flattened mode in its space
+        let dpo = Space { base: Plan { trainer: Trainer::Dpo, ..space.base.clone() }, ..data.clone() };
+        assert!(dpo.outer_plans().iter().all(|p| !p.batching.flattened()));
+        let bad = Space { real_token_fraction: vec![(Batching::Longest, 4, 1.5)], ..space };
+        assert!(bad.validate().is_err());
+    }
+
+    /// A flattened row under sdpa is one sequence of batch × max_length tokens: the prepared
+    /// plan prices another batch exactly as a fresh estimate at that batch does, and
+    /// flash-attention's varlen kernel keeps the records apart (the padded plan's memory).
+    #[test]
+    fn flattened_rows_price_their_context_at_every_batch() {
+        let (est, gpu, space) = fixture();
+        let base = Plan { max_length: 1024, gradient_checkpointing: false, ..space.base.clone() };
+        for attn in [Attention::Sdpa, Attention::Eager, Attention::FlashAttention2] {
+            let flat = Plan { batching: Batching::PaddingFree, attn_implementation: attn, per_device_train_batch_size: 1, ..base.clone() };
+            let prepared = est.prepare(&flat, Some(&gpu)).expect("prepare");
+            for b in [1, 2, 4, 8] {
+                let at_b = Plan { per_device_train_batch_size: b, ..flat.clone() };
+                let fresh = est.estimate(&at_b, Some(&gpu)).expect("estimate");
+                let via = prepared.finish(b, 4).expect("finish");
+                assert_eq!(via.peak_allocated_bytes, fresh.peak_allocated_bytes, "{attn:?} b={b}");
+                assert_eq!(via.tokens_per_second, fresh.tokens_per_second);
+                let ev = prepared.evaluate(b, 4).expect("evaluate");
+                assert_eq!(ev.peak_reserved_upper_bytes, fresh.peak_reserved_upper_bytes);
+                let padded = est.estimate(&Plan { batching: Batching::Longest, ..at_b.clone() }, Some(&gpu)).expect("padded");
+                if attn == Attention::Eager && b > 1 {
+                    // eager's scores span the whole row: (b·T)² instead of b·T²
+                    assert!(fresh.peak_allocated_bytes > padded.peak_allocated_bytes, "{attn:?} b={b}");
+                }
+                if attn == Attention::FlashAttention2 || (attn == Attention::Eager && b == 1) {
+                    assert_eq!(fresh.peak_allocated_bytes, padded.peak_allocated_bytes, "{attn:?} b={b}");
+                }
+                if attn == Attention::Sdpa {
+                    // the row's bool mask, (b·T)² bytes, kept from forward through backward
+                    let row = b * base.max_length;
+                    assert!(fresh.peak_allocated_bytes >= padded.peak_allocated_bytes + row * row, "b={b}");
+                }
+                if attn != Attention::FlashAttention2 && b > 1 {
+                    assert!(fresh.tokens_per_second < padded.tokens_per_second, "{attn:?} b={b}: attention over the whole row");
+                }
+            }
+        }
+    }
+
+    /// Padding to max_length fixes the step's shape: the allocator reserve drops the loss
+    /// forward's stranded blocks, `(e + 4 + 4)·B·T·V` (device.rs), and nothing else moves.
+    #[test]
+    fn fixed_length_batches_drop_the_stranded_loss_blocks() {
+        let (est, gpu, space) = fixture();
+        let vary = est.estimate(&space.base, Some(&gpu)).expect("estimate");
+        let fixed = est.estimate(&Plan { batching: Batching::MaxLength, ..space.base.clone() }, Some(&gpu)).expect("estimate");
+        let tv = space.base.per_device_train_batch_size * space.base.max_length * est.shape.vocab_size;
+        assert_eq!(vary.device.allocator_reserve - fixed.device.allocator_reserve, 10 * tv); // bf16: 2 + 4 + 4
+        assert_eq!(vary.peak_allocated_bytes, fixed.peak_allocated_bytes);
+        assert_eq!(vary.tokens_per_second, fixed.tokens_per_second);
     }
 }

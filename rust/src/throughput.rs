@@ -72,10 +72,13 @@ fn training_flops_per_token(est: &Estimator, plan: &Plan, mask: u64, frozen: u64
     let shape = &est.shape;
     let an = &est.analysis;
     let full = plan.method == Method::Full;
-    let s = plan.max_length as f64;
+    // the attention context (plan.rs `attention_context`): a masked flattened row is one
+    // sequence, and a kernel given an explicit mask computes every tile of it (no causal skip)
+    let s = plan.attention_context(plan.per_device_train_batch_size) as f64;
     let top_k = shape.num_experts_per_tok.max(1) as f64;
     let eager = plan.attn_implementation == Attention::Eager || shape.hints.eager_only;
-    let attn_fwd_per_layer = 4.0 * (shape.num_attention_heads * shape.head_dim) as f64 * s * if eager { 1.0 } else { 0.5 };
+    let whole = eager || plan.context_follows_batch();
+    let attn_fwd_per_layer = 4.0 * (shape.num_attention_heads * shape.head_dim) as f64 * s * if whole { 1.0 } else { 0.5 };
     let attn_bwd_factor = if eager { 2.0 } else { 2.5 };
     let r = plan.lora_r as f64;
     let lowest = first_in_graph.unwrap_or(an.layers.len());
@@ -150,12 +153,20 @@ fn integer_flops(est: &Estimator, plan: &Plan, mask: u64, frozen: u64, lowest: u
     let shape = &est.shape;
     let an = &est.analysis;
     let full = plan.method == Method::Full;
-    let qd_s = (shape.num_attention_heads as u128).checked_mul(shape.head_dim as u128)?.checked_mul(plan.max_length as u128)?;
+    let ctx = plan.attention_context(plan.per_device_train_batch_size);
+    let qd_s = (shape.num_attention_heads as u128).checked_mul(shape.head_dim as u128)?.checked_mul(ctx as u128)?;
     if qd_s >= 1 << 100 {
         return None;
     }
-    // 4·qd·s·(1 | ½) forward; backward 2× (eager) or 2.5× (flash / memory-efficient)
-    let (attn_fwd, attn_bwd) = if eager { (4 * qd_s, 8 * qd_s) } else { (2 * qd_s, 5 * qd_s) };
+    // 4·qd·s·(1 | ½) forward; backward 2× (eager) or 2.5× (flash / memory-efficient); a
+    // masked flattened row computes the whole matrix (1) with the fused kernels' 2.5×
+    let (attn_fwd, attn_bwd) = if eager {
+        (4 * qd_s, 8 * qd_s)
+    } else if plan.context_follows_batch() {
+        (4 * qd_s, 10 * qd_s)
+    } else {
+        (2 * qd_s, 5 * qd_s)
+    };
     let r = plan.lora_r as u128;
     let top_k = shape.num_experts_per_tok.max(1) as u128;
     let frozen_at = frozen.min(an.layers.len() as u64) as usize;

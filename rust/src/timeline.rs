@@ -14,8 +14,9 @@ use crate::estimator::{sat, Breakdown, DeviceTerms, Estimate, Estimator, Phase};
 use crate::throughput::SpeedModel;
 
 /// Layers that back-propagate, grouped into runs of identical layers (bottom to top).
-/// Byte counts are per token at the plan's sequence length (`Saved::per_token +
-/// per_token_ctx · max_length`), so a batch multiplies them by its token count.
+/// Byte counts are per token at the plan's attention context (`Saved::per_token +
+/// per_token_ctx · ctx`, ctx = `Plan::attention_context`: max_length, or a masked flattened
+/// row's batch × max_length), so a batch multiplies them by its token count.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Segment {
     /// Number of layers.
@@ -131,6 +132,10 @@ pub struct Prepared<'a> {
     /// Up to this many tokens per micro-batch no per-token product saturates, and the
     /// lines are exact.
     pub(crate) fast_tokens_max: u64,
+    /// The plan and GPU when its attention context follows the batch
+    /// ([`crate::plan::Plan::context_follows_batch`]): another batch is priced by preparing
+    /// the plan again at that batch.
+    pub(crate) replan: Option<(crate::plan::Plan, Option<crate::gpu::GpuSpec>)>,
 }
 
 /// The batch-independent numbers of a prepared plan.
@@ -138,6 +143,8 @@ pub struct Prepared<'a> {
 pub(crate) struct Scalars {
     /// Tokens one sequence puts through the model (DPO: chosen + rejected).
     pub(crate) tokens_per_sequence: u64,
+    /// Whether consecutive steps differ in length (`Batching::lengths_vary`).
+    pub(crate) lengths_vary: bool,
     pub(crate) num_gpus: u64,
     pub(crate) gradient_checkpointing: bool,
     pub(crate) speed: Option<SpeedModel>,
@@ -185,6 +192,9 @@ impl Prepared<'_> {
     /// the breakdown ([`Prepared::finish`] gives the whole estimate).
     pub fn evaluate(&self, batch: u64, accumulation: u64) -> Result<Evaluation> {
         check_batch(batch, accumulation)?;
+        if let Some(other) = self.at_batch(batch)? {
+            return other.evaluate(batch, accumulation);
+        }
         let tokens = sat(batch, self.s.tokens_per_sequence);
         let lines = &self.lines[usize::from(accumulation > 1)];
         let peak_allocated = if lines.complete && tokens <= self.fast_tokens_max {
@@ -204,9 +214,9 @@ impl Prepared<'_> {
         let device = DeviceTerms {
             cuda_context: CUDA_CONTEXT_BYTES,
             cublas_workspace: self.s.cublas_workspace,
-            // the default collator pads each batch to its longest: lengths vary between steps
-            // (packing / padding to max_length will pass false once the plan says so)
-            allocator_reserve: allocator_reserve(&self.reserve_inputs(batch), true),
+            // lengths vary between steps unless every batch is padded to max_length
+            // (plan.rs `Batching::lengths_vary`)
+            allocator_reserve: allocator_reserve(&self.reserve_inputs(batch), self.s.lengths_vary),
             paged_optimizer_states: self.s.paged,
         };
         let peak_reserved = peak_allocated
@@ -246,6 +256,20 @@ impl Prepared<'_> {
         })
     }
 
+    /// The plan prepared again at `batch` when its attention context follows the batch and
+    /// this one was prepared at another (`None`: this one prices `batch`).
+    fn at_batch(&self, batch: u64) -> Result<Option<Prepared<'_>>> {
+        match &self.replan {
+            Some((plan, gpu)) if plan.per_device_train_batch_size != batch => {
+                let p = crate::plan::Plan { per_device_train_batch_size: batch, ..plan.clone() };
+                let mut other = Prepared::empty(self.est);
+                self.est.prepare_in(&p, gpu.as_ref(), &mut other, false)?;
+                Ok(Some(other))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// The blocks that set the allocator's reserve ([`crate::device::allocator_reserve`]) at
     /// `batch` sequences: logits-sized blocks of the micro-batch and the largest gradient.
     fn reserve_inputs(&self, batch: u64) -> ReserveInputs {
@@ -270,6 +294,9 @@ impl Prepared<'_> {
     /// optimizer step (the plan's own values give [`Estimator::estimate`]).
     pub fn finish(&self, batch: u64, accumulation: u64) -> Result<Estimate> {
         check_batch(batch, accumulation)?;
+        if let Some(other) = self.at_batch(batch)? {
+            return other.finish(batch, accumulation);
+        }
         let peak = self.peak(batch, accumulation);
         let ev = self.evaluation(peak.total, batch, accumulation)?;
         let breakdown = Breakdown {
@@ -563,7 +590,7 @@ impl Lines {
 impl<'a> Prepared<'a> {
     /// A slot for [`Estimator::prepare`] to fill.
     pub(crate) fn empty(est: &'a Estimator) -> Self {
-        Prepared { est, s: Scalars::default(), segs: Segments::new(), lines: [Lines::default(); 2], fast_tokens_max: 0 }
+        Prepared { est, s: Scalars::default(), segs: Segments::new(), lines: [Lines::default(); 2], fast_tokens_max: 0, replan: None }
     }
 }
 

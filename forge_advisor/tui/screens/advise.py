@@ -138,11 +138,19 @@ class AdviseScreen(ForgeScreen):
             self.post_message(AdviseProgress(int(done), int(total)))
 
         plan = c["evaluation"].result.plan if c["evaluation"].ok else None
+        extra: dict[str, Any] = {}
+        if c.get("data_report") is not None and plan is not None:
+            # the data screen's lengths: the advisor ranks batching modes by real tokens/s
+            from forge_advisor.advisor.request import BATCHES
+            from forge_advisor.dataplan.advise import real_token_fractions
+
+            extra["real_token_fraction"] = real_token_fractions(c["data_report"], plan.trainer, plan.max_length,
+                                                                BATCHES, c["num_gpus"])
         try:
             rec = advisor.recommend(
                 c["shape"], c["gpu"], num_gpus=c["num_gpus"], objective=objective,
                 seq_len=plan.max_length if plan is not None else 2048,
-                dataset_tokens=c.get("dataset_tokens"), headroom=c["headroom"], progress=progress,
+                dataset_tokens=c.get("dataset_tokens"), headroom=c["headroom"], progress=progress, **extra,
             )
         except _Cancelled:
             return

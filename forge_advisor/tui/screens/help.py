@@ -26,6 +26,7 @@ SOURCES = (
     ("Model picker", "forge_advisor.tui.screens.pick_model", "ModelPickerScreen"),
     ("GPU picker", "forge_advisor.tui.screens.pick_gpu", "GpuPickerScreen"),
     ("Advise", "forge_advisor.tui.screens.advise", "AdviseScreen"),
+    ("Data", "forge_advisor.tui.screens.data", "DataScreen"),
     ("Export", "forge_advisor.tui.screens.export", "ExportScreen"),
     ("Train", "forge_advisor.tui.screens.train", "TrainScreen"),
 )

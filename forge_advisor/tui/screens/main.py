@@ -47,6 +47,7 @@ class MainScreen(ForgeScreen):
         Binding("a", "advise", "Advise"),
         Binding("e", "export", "Export"),
         Binding("t", "train", "Train"),
+        Binding("d", "data", "Plan from data", show=False),
         Binding("r", "reset", "Reset plan", show=False),
     ]
 
@@ -57,6 +58,7 @@ class MainScreen(ForgeScreen):
         self.dataset_tokens: int | None = DEFAULT_DATASET_TOKENS
         self.evaluation = Evaluation()
         self.last_good: Evaluation | None = None
+        self.data_report: Any = None  # the data's LengthReport once applied (the data screen)
 
     @property
     def forge(self) -> ForgeApp:
@@ -93,6 +95,8 @@ class MainScreen(ForgeScreen):
             self.refresh_estimate()
         if app.probe_on_start and app.gpu is None:
             self.action_probe()
+        if app.data_path:
+            self.action_data()
 
     # -- state -> widgets -----------------------------------------------------------------------
     def say(self, text: str | Text, kind: str = "info") -> None:
@@ -281,6 +285,27 @@ class MainScreen(ForgeScreen):
         if self.evaluation.ok:
             self.say(f"loaded the advisor's plan: {candidate.preset} {_short(changes)}", "success")
 
+    def action_data(self) -> None:
+        """The data screen (``tui --data PATH`` opens it at start): lengths, max_length, batching."""
+        if not self._need_plan() or not self.evaluation.ok:
+            self.say("fix the plan first: " + (self.evaluation.error or ""), "error")
+            return
+        from forge_advisor.tui.screens.data import DataScreen
+
+        self.app.push_screen(DataScreen(self.context(), self.forge.data_path), self._data_applied)
+
+    def _data_applied(self, result: dict[str, Any] | None) -> None:
+        if result is None:
+            return
+        self.forge.data_path = result["path"]
+        self.data_report = result["report"]
+        self.overrides.update(result["overrides"])
+        self.dataset_tokens = result["dataset_tokens"]
+        self.refresh_estimate()
+        if self.evaluation.ok:
+            self.say(f"from {Path(result['path']).name}: {_short(result['overrides'])}, "
+                     f"{self.dataset_tokens:,} tokens", "success")
+
     def action_export(self) -> None:
         if not self._need_plan() or not self.evaluation.ok:
             self.say("fix the plan first: " + (self.evaluation.error or ""), "error")
@@ -311,6 +336,7 @@ class MainScreen(ForgeScreen):
             # the plan the editor priced last (None while a value is bad): with the preset, what is exported
             "plan": self.evaluation.result.plan if self.evaluation.ok and self.evaluation.result is not None else None,
             "dataset_tokens": self.dataset_tokens,
+            "data_report": self.data_report,
             "evaluation": self.evaluation,
         }
 
