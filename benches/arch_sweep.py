@@ -140,7 +140,10 @@ def _real_block(block: Any) -> tuple[set[tuple[str, int, int, bool]], set[tuple[
             linears.add((name, mod.in_features, mod.out_features, mod.bias is not None))
         elif type(mod).__name__ == "Conv1D":
             linears.add((name, mod.weight.shape[0], mod.weight.shape[1], mod.bias is not None))
-    experts = {(n, p.numel()) for n, p in block.named_parameters() if p.dim() == 3}
+    # fused expert tensors are the 3-d parameters outside convolutions (a depthwise
+    # nn.Conv1d weight is [channels, 1, kernel]: a mixer's, counted as another parameter)
+    convs = {f"{n}.weight" if n else "weight" for n, m in block.named_modules() if isinstance(m, torch.nn.Conv1d)}
+    experts = {(n, p.numel()) for n, p in block.named_parameters() if p.dim() == 3 and n not in convs}
     return linears, experts
 
 

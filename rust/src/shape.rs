@@ -98,6 +98,59 @@ pub struct LayerType {
     /// Whether the layer has cross-attention (seq2seq decoder).
     #[serde(default)]
     pub cross_attention: bool,
+    /// Whether the layer has softmax self-attention (false: only a mixer and/or an MLP).
+    #[serde(default = "yes")]
+    pub attention: bool,
+    /// A linear-attention, state-space or convolutional token mixer (besides attention
+    /// where `attention` is also set, as in Falcon-H1).
+    #[serde(default)]
+    pub mixer: Option<Mixer>,
+}
+
+/// The kind of a non-attention token mixer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MixerKind {
+    /// Gated DeltaNet (Qwen3-Next, Qwen3.5): a chunked delta-rule recurrence per value head.
+    GatedDeltaNet,
+    /// Mamba-1 selective scan (Mamba, Falcon-Mamba, Jamba).
+    Mamba,
+    /// Mamba-2 structured state-space duality (Falcon-H1, Nemotron-H, Zamba 2, Bamba).
+    Mamba2,
+    /// A gated depthwise short convolution (LFM2).
+    ShortConv,
+}
+
+/// The widths of a token mixer (fields a kind does not use are 0); the Python twin is
+/// `forge_advisor.shapes.model.Mixer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mixer {
+    pub kind: MixerKind,
+    /// Channels of the scan's output (GDN: value heads × head_dim; Mamba: intermediate size).
+    pub d_inner: u64,
+    /// Channels of the depthwise causal convolution.
+    pub conv_dim: u64,
+    pub conv_kernel: u64,
+    #[serde(default)]
+    pub heads: u64,
+    #[serde(default)]
+    pub head_dim: u64,
+    #[serde(default)]
+    pub key_heads: u64,
+    #[serde(default)]
+    pub key_head_dim: u64,
+    #[serde(default)]
+    pub d_state: u64,
+    #[serde(default)]
+    pub n_groups: u64,
+    #[serde(default)]
+    pub dt_rank: u64,
+    #[serde(default)]
+    pub chunk_size: u64,
+    /// A gated RMSNorm over the scan output (Qwen3-Next, Mamba-2 with `rms_norm`).
+    #[serde(default)]
+    pub gated_norm: bool,
 }
 
 impl LayerType {
@@ -189,6 +242,9 @@ pub struct Hints {
     pub attn_logit_softcapping: bool,
     /// The architecture refuses SDPA in transformers 5 and runs eager attention.
     pub eager_only: bool,
+    /// The attention output is gated by a half of q_proj: `attn_output * sigmoid(gate)`
+    /// (Qwen3-Next, Qwen3.5).
+    pub attn_output_gate: bool,
 }
 
 impl Default for Hints {
@@ -202,6 +258,7 @@ impl Default for Hints {
             final_logit_softcapping: false,
             attn_logit_softcapping: false,
             eager_only: false,
+            attn_output_gate: false,
         }
     }
 }

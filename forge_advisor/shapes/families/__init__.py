@@ -9,6 +9,7 @@ from forge_advisor.shapes.families import (  # noqa: F401
     gpt2,
     gpt_era,
     gpt_neox,
+    hybrid,
     llama,
     opt,
     phi,

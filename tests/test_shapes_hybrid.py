@@ -1,0 +1,86 @@
+"""Linear-attention, state-space and short-convolution decoders
+(forge_advisor/shapes/families/hybrid.py) with every layer kind present: the sweep's
+2-layer default configs see only the first kinds of each pattern. Golden: the meta-device
+model transformers builds from the same config (benches/arch_sweep.py `compare`: total,
+per-layer counts, the nn.Linear inventory and the fused expert tensors)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from benches.arch_sweep import compare, meta_model
+from forge_advisor.errors import ForgeError
+from forge_advisor.shapes import shape_from_config, supported_model_types
+
+T = dict(hidden_size=64, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2, head_dim=16, vocab_size=128,
+         max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+GDN = dict(linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16, linear_value_head_dim=8, linear_conv_kernel_dim=4)
+MOE = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=48)
+MIXED = ["linear_attention", "linear_attention", "full_attention", "linear_attention"]
+MAMBA2 = dict(mamba_n_heads=8, mamba_d_head=16, mamba_d_ssm=128, mamba_n_groups=2, mamba_d_state=16, mamba_chunk_size=32)
+
+CASES: dict[str, dict[str, Any]] = {
+    "qwen3_next-mixed-dense-layer": dict(T, **GDN, **MOE, model_type="qwen3_next", num_hidden_layers=4, layer_types=MIXED, mlp_only_layers=[1]),
+    "qwen3_next-interval-tied": dict(T, **GDN, **MOE, model_type="qwen3_next", num_hidden_layers=4, layer_types=None,
+                                     full_attention_interval=2, tie_word_embeddings=True, attention_bias=True),
+    "qwen3_5_text-mixed": dict(T, **GDN, model_type="qwen3_5_text", num_hidden_layers=4, layer_types=MIXED),
+    "qwen3_5-nested": dict(model_type="qwen3_5", text_config=dict(T, **GDN, num_hidden_layers=4, layer_types=MIXED), tie_word_embeddings=False),
+    "qwen3_5_moe_text-mixed": dict(T, **GDN, **MOE, model_type="qwen3_5_moe_text", num_hidden_layers=4, layer_types=MIXED),
+    "lfm2-conv-and-attention": dict(T, model_type="lfm2", num_hidden_layers=4, full_attn_idxs=[1, 3], layer_types=None, head_dim=None),
+    "lfm2-conv-bias-untied-plain-ff": dict(T, model_type="lfm2", num_hidden_layers=3, layer_types=["conv", "full_attention", "conv"],
+                                           conv_bias=True, tie_word_embeddings=False, block_auto_adjust_ff_dim=False, head_dim=None),
+    "mamba-auto-rank-bias": dict(model_type="mamba", hidden_size=64, num_hidden_layers=2, vocab_size=128, state_size=8,
+                                 time_step_rank="auto", use_bias=True, use_conv_bias=False, expand=2),
+    "falcon_mamba-untied": dict(model_type="falcon_mamba", hidden_size=64, num_hidden_layers=2, vocab_size=128, state_size=8,
+                                time_step_rank=8, tie_word_embeddings=False, intermediate_size=96),
+    "jamba-attention-and-experts": dict(T, model_type="jamba", num_hidden_layers=4, attn_layer_period=2, attn_layer_offset=1,
+                                        expert_layer_period=2, expert_layer_offset=0, num_experts=4, num_experts_per_tok=2,
+                                        mamba_d_state=8, mamba_dt_rank=8, head_dim=None),
+    "falcon_h1-norm-biases": dict(T, **MAMBA2, model_type="falcon_h1", num_hidden_layers=2, mamba_rms_norm=True, attention_bias=True,
+                                  mlp_bias=True, projectors_bias=True, mamba_proj_bias=True),
+    "nemotron_h-every-kind": dict(T, model_type="nemotron_h", layers_block_type=["linear_attention", "mlp", "full_attention", "moe"],
+                                  mamba_num_heads=8, mamba_head_dim=16, n_groups=2, ssm_state_size=16, chunk_size=32,
+                                  n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, moe_shared_expert_intermediate_size=48),
+    "nemotron_h-pattern-latent": dict(T, model_type="nemotron_h", hybrid_override_pattern="M*E-", mamba_num_heads=8, mamba_head_dim=16,
+                                      n_groups=2, ssm_state_size=16, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+                                      moe_shared_expert_intermediate_size=48, moe_latent_size=32, mlp_bias=True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_every_layer_kind_matches_meta(name: str) -> None:
+    config = {k: v for k, v in CASES[name].items() if v is not None}
+    shape = shape_from_config(dict(config), name)
+    assert shape.model_type in supported_model_types()  # parsed, not the meta fallback
+    diff = compare(shape, meta_model(config))
+    assert diff is None, diff
+
+
+def test_layers_carry_their_mixer() -> None:
+    shape = shape_from_config(dict(CASES["qwen3_next-mixed-dense-layer"]), "q")
+    kinds = [(shape.layer_types[i].attention, shape.layer_types[i].mixer.kind if shape.layer_types[i].mixer else None) for i in shape.layers]
+    assert kinds == [(False, "gated_delta_net"), (False, "gated_delta_net"), (True, None), (False, "gated_delta_net")]
+    gdn = shape.layer_types[shape.layers[0]].mixer
+    # value heads × head_dim; q, k and v go through the convolution
+    assert (gdn.d_inner, gdn.conv_dim, gdn.heads, gdn.key_heads) == (4 * 8, 2 * 2 * 16 + 4 * 8, 4, 2)
+    h1 = shape_from_config(dict(CASES["falcon_h1-norm-biases"]), "h")
+    lt = h1.layer_types[0]
+    assert lt.attention and lt.mixer is not None and lt.mixer.kind == "mamba2"  # side by side
+    # the wide mixer projections are default LoRA targets, the narrow gate projections are not
+    q35 = shape_from_config(dict(CASES["qwen3_5_text-mixed"]), "q")
+    assert {"in_proj_qkv", "in_proj_z", "out_proj", "q_proj", "o_proj"} <= set(q35.attention_linear_names())
+    assert not {"in_proj_a", "in_proj_b"} & set(q35.attention_linear_names())
+    assert {"in_proj_a", "in_proj_b"} <= set(q35.linear_names())
+
+
+@pytest.mark.parametrize(("config", "field"), [
+    (dict(T, **GDN, model_type="qwen3_5_text", num_hidden_layers=2, layer_types=["linear_attention", "softmax"]), "layer_types"),
+    (dict(T, **{**GDN, "linear_num_key_heads": 3}, model_type="qwen3_5_text", num_hidden_layers=2), "linear_num_key_heads"),
+    (dict(T, model_type="nemotron_h", hybrid_override_pattern="MX", mamba_num_heads=8, mamba_head_dim=16), "layers_block_type"),
+    (dict(T, model_type="lfm2", num_hidden_layers=2, block_ffn_dim_multiplier="big"), "block_ffn_dim_multiplier"),
+])
+def test_bad_configs_name_the_field(config: dict[str, Any], field: str) -> None:
+    with pytest.raises(ForgeError, match=field):
+        shape_from_config(config, "bad")
