@@ -84,3 +84,33 @@ def test_layers_carry_their_mixer() -> None:
 def test_bad_configs_name_the_field(config: dict[str, Any], field: str) -> None:
     with pytest.raises(ForgeError, match=field):
         shape_from_config(config, "bad")
+
+
+# Full-size published configs against their checkpoints' tensor totals (the Hub's safetensors
+# metadata, as transcribed with the config in modelsheet-cli's tests/test_catalog_parameters.py):
+# Qwen3-Coder-Next (qwen3_next, https://huggingface.co/Qwen/Qwen3-Coder-Next/blob/main/config.json):
+# 79,674,391,296 in total, 3,874,929,408 active (total less the inactive experts' tensors);
+# NVIDIA-Nemotron-3-Super-120B-A12B (nemotron_h with latent experts): BF16 tensors
+# 123,611,012,096 less the multi-token-prediction layers' 2,942,324,736 (not part of
+# NemotronHForCausalLM), 12,770,216,960 active.
+QWEN3_CODER_NEXT = dict(model_type="qwen3_next", hidden_size=2048, num_hidden_layers=48, vocab_size=151936, head_dim=256,
+                        num_attention_heads=16, num_key_value_heads=2, num_experts=512, num_experts_per_tok=10,
+                        moe_intermediate_size=512, shared_expert_intermediate_size=512, linear_num_key_heads=16,
+                        linear_key_head_dim=128, linear_num_value_heads=32, linear_value_head_dim=128,
+                        linear_conv_kernel_dim=4, full_attention_interval=4, tie_word_embeddings=False)
+NEMOTRON_3_SUPER = dict(model_type="nemotron_h", hidden_size=4096, vocab_size=131072,
+                        hybrid_override_pattern="MEMEMEM*EMEMEMEM*EMEMEMEM*EMEMEMEMEM*EMEMEMEMEM*EMEMEMEMEM*EMEMEMEMEM*EMEMEMEM*EMEMEMEME",
+                        mamba_num_heads=128, mamba_head_dim=64, n_groups=8, ssm_state_size=128, conv_kernel=4,
+                        num_attention_heads=32, num_key_value_heads=2, head_dim=128, n_routed_experts=512, n_shared_experts=1,
+                        num_experts_per_tok=22, moe_latent_size=1024, moe_intermediate_size=2688,
+                        moe_shared_expert_intermediate_size=5376, mlp_hidden_act="relu2", num_nextn_predict_layers=1,
+                        tie_word_embeddings=False, intermediate_size=5376)
+
+
+@pytest.mark.parametrize(("config", "total", "active"), [
+    (QWEN3_CODER_NEXT, 79_674_391_296, 3_874_929_408),
+    (NEMOTRON_3_SUPER, 123_611_012_096 - 2_942_324_736, 12_770_216_960),
+])
+def test_published_checkpoints_count_exactly(config: dict[str, Any], total: int, active: int) -> None:
+    shape = shape_from_config(dict(config), "published")
+    assert (shape.num_parameters, shape.active_parameters) == (total, active)

@@ -2,7 +2,7 @@
 //! is straight-line arithmetic (the advisor evaluates millions of plans).
 
 use crate::error::{Error, Result};
-use crate::shape::{LayerType, Linear, ModelShape, NormKind, ParamRole, Role, Stack};
+use crate::shape::{LayerType, Linear, Mixer, MixerKind, ModelShape, NormKind, ParamRole, Role, Stack};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -115,6 +115,14 @@ pub struct LayerInfo {
     /// `lora_sums` of the usual masks (none, the attention projections, all-linear),
     /// summed once.
     pub common_lora: [(u64, LoraSums); 3],
+    /// The layer has softmax self-attention.
+    pub attention: bool,
+    /// Its linear-attention / state-space / convolution mixer, if any.
+    pub mixer: Option<Mixer>,
+    /// It has an MLP or experts (a Nemotron-H mixer or attention layer has neither).
+    pub has_ffn: bool,
+    /// Forward FLOPs per token of the mixer's scan and convolution (`mixer_flops`).
+    pub mixer_fwd_flops: u128,
 }
 
 impl LayerInfo {
@@ -182,6 +190,9 @@ pub struct Analysis {
     pub act: Act,
     /// Norms per block that keep their input: 2 for Gemma 2/3 (pre and post norms), else 1.
     pub norms_per_block: u64,
+    /// Some layer lacks attention or has a mixer: layers are priced by the blocks they have
+    /// (without, every layer is an attention block and an MLP block, as before mixers).
+    pub mixed_blocks: bool,
 }
 
 const OUT_NAMES: &[&str] =
@@ -279,6 +290,7 @@ fn layer_info(shape: &ModelShape, lt: &LayerType, reg: &mut TargetNames) -> Resu
     let (attn_in, attn_out) = (group(Role::Attention, Some(Side::In)), group(Role::Attention, Some(Side::Out)));
     let (mlp_in, mlp_out) = (group(Role::Mlp, Some(Side::In)), group(Role::Mlp, Some(Side::Out)));
     let shared_expert = group(Role::SharedExpert, None);
+    let mlp_in_empty = mlp_in.is_empty();
     let groups = [&attn_in, &attn_out, &mlp_in, &mlp_out];
     let group_in_sum = groups.map(|g| g.iter().map(|l| l.in_f).sum());
     let group_first_in = groups.map(|g| g.first().map_or(0, |l| l.in_f));
@@ -314,7 +326,44 @@ fn layer_info(shape: &ModelShape, lt: &LayerType, reg: &mut TargetNames) -> Resu
         quantizable_rows,
         moe: lt.moe,
         cross_attention: lt.cross_attention,
+        attention: lt.attention,
+        mixer: lt.mixer,
+        has_ffn: !mlp_in_empty || lt.moe,
+        mixer_fwd_flops: lt.mixer.as_ref().map_or(0, mixer_flops),
     })
+}
+
+/// Forward FLOPs per token of a mixer's scan, convolution and gating (its linears are in
+/// `fwd_flops_linear`). A depthwise causal convolution costs 2·K per channel. Per kind:
+///
+/// * Gated DeltaNet, chunked over C tokens (modeling_qwen3_next.py
+///   `torch_chunk_gated_delta_rule`; fla's `chunk_gated_delta_rule` does the same products),
+///   per value head: `k_beta·kᵀ` and `q·kᵀ` within the chunk (2·2·C·dk), the two unit-
+///   triangular solves against v_beta and the decayed keys (C·(dk + dv): half of a C×C
+///   matrix times dk + dv columns, 2 FLOPs per multiply-add), the intra-chunk output
+///   `attn·v_new` (2·C·dv) and three state products `k_cumdecay·S`, `q·S`, `kᵀ·v_new`
+///   (3·2·dk·dv);
+/// * Mamba-1 selective scan (modeling_mamba.py `mamba_selective_scan`), per channel and
+///   state: exp(A·dt), dt·B, ·u, the update a·s + b and the read s·C: 7 FLOPs;
+/// * Mamba-2 SSD, chunked (modeling_nemotron_h.py `torch_forward`), per head: C·Bᵀ within
+///   the chunk (2·C·N), its product with x (2·C·hd), the chunk states B·x (2·N·hd), the
+///   states' read C·S (2·N·hd) and their decay between chunks (N·hd);
+/// * short convolution (modeling_lfm2.py `Lfm2ShortConv`): two gating products per channel.
+pub fn mixer_flops(m: &Mixer) -> u128 {
+    let conv = 2 * m.conv_dim as u128 * m.conv_kernel as u128;
+    let (c, n) = (m.chunk_size as u128, m.d_state as u128);
+    conv + match m.kind {
+        MixerKind::GatedDeltaNet => {
+            let (dk, dv) = (m.key_head_dim as u128, m.head_dim as u128);
+            m.heads as u128 * (4 * c * dk + c * (dk + dv) + 2 * c * dv + 6 * dk * dv)
+        }
+        MixerKind::Mamba => 7 * m.d_inner as u128 * n,
+        MixerKind::Mamba2 => {
+            let hd = m.head_dim as u128;
+            m.heads as u128 * (2 * c * n + 2 * c * hd + 5 * n * hd)
+        }
+        MixerKind::ShortConv => 2 * m.d_inner as u128,
+    }
 }
 
 /// The parameters outside the layers, summed by role.
@@ -424,6 +473,7 @@ impl Analysis {
             act: Act::of(&shape.hints.hidden_act),
             // gemma2/3: four norms per layer (pre and post, attention and MLP)
             norms_per_block: if shape.model_type.starts_with("gemma2") || shape.model_type.starts_with("gemma3") { 2 } else { 1 },
+            mixed_blocks: shape.layer_types.iter().any(|lt| !lt.attention || lt.mixer.is_some()),
         })
     }
 

@@ -387,7 +387,7 @@ def _nemotron_h(c: ConfigReader, name: str) -> ModelShape:
     n_layers = len(kinds)
     heads = c.int("num_attention_heads")
     kv = c.int("num_key_value_heads", default=heads)
-    hd = c.int("head_dim", default=hidden // heads)
+    hd = c.int("head_dim", default=128)  # configuration_nemotron_h.py default (attention_head_dim is not read)
     inter = c.int("intermediate_size")
     tie = c.bool("tie_word_embeddings", default=False)
     mlp_bias = c.bool("mlp_bias", default=False)
@@ -399,9 +399,11 @@ def _nemotron_h(c: ConfigReader, name: str) -> ModelShape:
         k = kind[0]
         if k == "linear_attention":
             lin, other, mixer = _mamba2(hidden, "mixer", heads=m_heads, head_dim=m_hd, inner=m_heads * m_hd,
-                                        groups=c.int("n_groups", default=8), state=c.int("ssm_state_size", default=128),
-                                        kernel=c.int("conv_kernel", default=4), chunk=c.int("chunk_size", default=128),
-                                        conv_bias=c.bool("use_conv_bias", default=True), in_bias=c.bool("use_bias", default=False),
+                                        # NemotronHConfig.__post_init__ reads the legacy mamba_* spellings first
+                                        groups=c.int("mamba_n_groups", "n_groups", default=8), state=c.int("ssm_state_size", default=128),
+                                        kernel=c.int("mamba_d_conv", "conv_kernel", default=4),
+                                        chunk=c.int("mamba_chunk_size", "chunk_size", default=128),
+                                        conv_bias=c.bool("mamba_conv_bias", "use_conv_bias", default=True), in_bias=c.bool("use_bias", default=False),
                                         out_bias=c.bool("use_bias", default=False), norm=True)
             return LayerType("decoder", tuple(lin), other + hidden, attention=False, mixer=mixer)
         if k == "full_attention":
