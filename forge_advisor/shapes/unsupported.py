@@ -29,7 +29,6 @@ REASONS: dict[str, str] = {
     "lara_mini": _LINEAR_ATTN,
     "kimi_linear": _LINEAR_ATTN, "bailing_hybrid": _LINEAR_ATTN, "olmo_hybrid": _LINEAR_ATTN,
     "lfm2_moe": "short-convolution operator layers (LFM2)",
-    "lfm3": "short-convolution operator layers (LFM2)",
     # encoder-style decoders
     "megatron-bert": "pre-LayerNorm BERT layout (Megatron naming)", "rembert": "RemBERT's decoupled input/output embedding sizes",
     "roberta-prelayernorm": "pre-LayerNorm RoBERTa layout", "roc_bert": "RoCBert's shape and pronunciation embeddings",

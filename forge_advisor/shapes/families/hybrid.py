@@ -188,27 +188,12 @@ register_architecture("qwen3_5_moe_text")(_qwen_gdn("qwen3_5_moe_text", split=Tr
 register_architecture("qwen3_5_moe")(_qwen_gdn("qwen3_5_moe", split=True, moe=_QWEN3_5_MOE, text_config=True))
 
 
-# -- LFM2: short convolutions and attention ----------------------------------------------
-@register_architecture("lfm2")
-def _lfm2(c: ConfigReader, name: str) -> ModelShape:
-    """modeling_lfm2.py: ``Lfm2ShortConv`` (``in_proj`` H → 3H, depthwise ``conv`` of
-    ``conv_L_cache`` taps, ``out_proj`` H → H, all biased by ``conv_bias``) or
-    ``Lfm2Attention`` (q/k/v/``out_proj``, per-head ``q_layernorm``/``k_layernorm``) per
-    layer; ``Lfm2MLP`` w1/w3/w2 with the auto-adjusted width; ``operator_norm``,
-    ``ffn_norm``; ``embedding_norm`` is the final norm."""
-    hidden, n_layers = c.int("hidden_size"), c.layers("num_hidden_layers")
-    heads = c.int("num_attention_heads")
-    kv = c.int("num_key_value_heads", default=heads)
-    hd = hidden // heads
-    vocab = c.int("vocab_size")
-    tie = c.bool("tie_word_embeddings", "tie_embedding", default=True)
-    kinds = _kinds(c, "layer_types", n_layers, {"full_attention", "conv"})
-    if kinds is None:  # configuration_lfm2.py: full_attn_idxs (default: every layer)
-        idx = set(c.int_list("full_attn_idxs")) if c.has("full_attn_idxs") else set(range(n_layers))
-        kinds = ["full_attention" if i in idx else "conv" for i in range(n_layers)]
+# -- LFM2 / LFM3: short convolutions and attention --------------------------------------
+def _lfm_inter(c: ConfigReader) -> int:
+    """Lfm2MLP.__init__ (modeling_lfm2.py): with ``block_auto_adjust_ff_dim``, 2/3 of the
+    width, times ``block_ffn_dim_multiplier``, rounded up to ``block_multiple_of``."""
     inter = c.int("intermediate_size", "block_ff_dim")
     if c.bool("block_auto_adjust_ff_dim", default=True):
-        # Lfm2MLP.__init__: 2/3 of the width, times the multiplier, rounded up to a multiple
         inter = int(2 * inter / 3)
         mult = c.data.get("block_ffn_dim_multiplier", 1.0)
         if mult is not None:
@@ -217,24 +202,65 @@ def _lfm2(c: ConfigReader, name: str) -> ModelShape:
             inter = int(mult * inter)
             m = c.int("block_multiple_of", default=256)
             inter = m * ((inter + m - 1) // m)
-    bias = c.bool("conv_bias", default=False)
-    kernel = c.int("conv_L_cache", default=3)
-    mlp = _gated("feed_forward", ("w1", "w3", "w2"), hidden, inter)
+    return inter
 
-    def layer(kind: tuple) -> LayerType:
-        if kind[0] == "conv":
-            lin = [Linear("conv.in_proj", hidden, 3 * hidden, bias, "attention"), Linear("conv.out_proj", hidden, hidden, bias, "attention")]
-            other = hidden * kernel + (hidden if bias else 0)
-            mixer = Mixer("short_conv", d_inner=hidden, conv_dim=hidden, conv_kernel=kernel)
-            return LayerType("decoder", tuple(lin + mlp), other + 2 * hidden, attention=False, mixer=mixer)
-        lin = _attn(c, hidden, heads, kv, hd, o="out_proj")
-        return LayerType("decoder", tuple(lin + mlp), 2 * hd + 2 * hidden)
 
-    layer_types, layers = _assemble([(k,) for k in kinds], layer)
-    return _shape(c, name, "lfm2", hidden=hidden, n_layers=n_layers, heads=heads, kv=kv, hd=hd, inter=inter, vocab=vocab,
-                  tie=tie, layer_types=layer_types, layers=layers,
-                  params=_head(c, vocab, hidden, tie, "model.embed_tokens.weight", "model.embedding_norm"),
-                  hints={"qk_norm": True})
+def _lfm(model_type: str) -> Callable[[ConfigReader, str], ModelShape]:
+    v3 = model_type == "lfm3"
+
+    def build(c: ConfigReader, name: str) -> ModelShape:
+        """modeling_lfm2.py: ``Lfm2ShortConv`` (``in_proj`` H → 3H, depthwise ``conv`` of
+        ``conv_L_cache`` taps, ``out_proj`` H → H, all biased by ``conv_bias``) or
+        ``Lfm2Attention`` (q/k/v/``out_proj``, per-head ``q_layernorm``/``k_layernorm``) per
+        layer; ``Lfm2MLP`` w1/w3/w2 with the auto-adjusted width; ``operator_norm``,
+        ``ffn_norm``; ``embedding_norm`` is the final norm. modeling_lfm3.py: the MLP width
+        as given, ``o_proj`` and per-head ``q_norm``/``k_norm``, a per-head output gate
+        ``g_proj`` (H → heads, ``use_attention_gate``), sliding or full attention layers, and
+        sandwich norms (``post_operator_norm``, ``post_ffn_norm``, ``use_sandwich_norm``)."""
+        hidden, n_layers = c.int("hidden_size"), c.layers("num_hidden_layers")
+        heads = c.int("num_attention_heads")
+        kv = c.int("num_key_value_heads", default=heads)
+        hd = c.int("head_dim", default=128) if v3 else hidden // heads
+        vocab = c.int("vocab_size")
+        tie = c.bool("tie_word_embeddings", "tie_embedding", default=True)
+        attn_kinds = {"full_attention", "sliding_attention"} if v3 else {"full_attention"}
+        kinds = _kinds(c, "layer_types", n_layers, attn_kinds | {"conv"})
+        if kinds is None and v3:  # configuration_lfm3.py __post_init__
+            kinds = ["full_attention" if i % 4 == 2 else "sliding_attention" if i % 4 == 0 and i > 0 else "conv" for i in range(n_layers)]
+        elif kinds is None:  # configuration_lfm2.py: full_attn_idxs (default: every layer)
+            idx = set(c.int_list("full_attn_idxs")) if c.has("full_attn_idxs") else set(range(n_layers))
+            kinds = ["full_attention" if i in idx else "conv" for i in range(n_layers)]
+        inter = c.int("intermediate_size") if v3 else _lfm_inter(c)
+        bias = c.bool("conv_bias", default=False)
+        kernel = c.int("conv_L_cache", default=7 if v3 else 3)
+        norms = 4 * hidden if v3 and c.bool("use_sandwich_norm", default=True) else 2 * hidden
+        mlp = _gated("feed_forward", ("w1", "w3", "w2"), hidden, inter)
+
+        def layer(kind: tuple) -> LayerType:
+            if kind[0] == "conv":
+                lin = [Linear("conv.in_proj", hidden, 3 * hidden, bias, "attention"), Linear("conv.out_proj", hidden, hidden, bias, "attention")]
+                other = hidden * kernel + (hidden if bias else 0)
+                mixer = Mixer("short_conv", d_inner=hidden, conv_dim=hidden, conv_kernel=kernel)
+                return LayerType("decoder", tuple(lin + mlp), other + norms, attention=False, mixer=mixer)
+            if v3:
+                lin = _attn(c, hidden, heads, kv, hd, bias=c.bool("attention_bias", default=False))
+                if c.bool("use_attention_gate", default=True):
+                    lin.append(Linear("self_attn.g_proj", hidden, heads, False, "other"))
+            else:
+                lin = _attn(c, hidden, heads, kv, hd, o="out_proj")
+            return LayerType("decoder", tuple(lin + mlp), 2 * hd + norms)
+
+        layer_types, layers = _assemble([(k,) for k in kinds], layer)
+        return _shape(c, name, model_type, hidden=hidden, n_layers=n_layers, heads=heads, kv=kv, hd=hd, inter=inter, vocab=vocab,
+                      tie=tie, layer_types=layer_types, layers=layers,
+                      params=_head(c, vocab, hidden, tie, "model.embed_tokens.weight", "model.embedding_norm"),
+                      hints={"qk_norm": True})
+
+    return build
+
+
+register_architecture("lfm2")(_lfm("lfm2"))
+register_architecture("lfm3")(_lfm("lfm3"))
 
 
 # -- Mamba-1: Mamba, Falcon-Mamba, and Jamba's mamba layers -------------------------------
