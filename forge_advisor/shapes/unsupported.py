@@ -23,8 +23,7 @@ _SPARSE_IDX = "DeepSeek sparse attention indexer"
 
 REASONS: dict[str, str] = {
     # state-space and recurrent mixers
-    "mamba2": _SSM,
-    "bamba": _HYBRID_SSM, "zamba": _HYBRID_SSM, "zamba2": _HYBRID_SSM, "granitemoehybrid": _HYBRID_SSM,
+    "zamba": _HYBRID_SSM, "zamba2": _HYBRID_SSM,
     "rwkv": _RECURRENT, "xlstm": _RECURRENT, "recurrent_gemma": _RECURRENT,
     "lara_mini": _LINEAR_ATTN,
     "kimi_linear": _LINEAR_ATTN, "bailing_hybrid": _LINEAR_ATTN, "olmo_hybrid": _LINEAR_ATTN,

@@ -461,3 +461,103 @@ def _nemotron_h(c: ConfigReader, name: str) -> ModelShape:
                   vocab=vocab, tie=tie, layer_types=layer_types, layers=layers, gated_mlp=False,
                   params=_head(c, vocab, hidden, tie, "model.embeddings.weight", "model.norm_f"),
                   experts=experts, top_k=top_k, moe_inter=moe_inter, act=("mlp_hidden_act", "hidden_act"))
+
+
+def _mamba2_dims(c: ConfigReader, hidden: int, prefix: str = "mamba_") -> dict:
+    """The Mamba-2 mixer's sizes as configuration_bamba.py / configuration_granitemoehybrid.py
+    (``mamba_*`` fields; ``mamba_d_head`` "auto" = expand·H / heads) and
+    configuration_mamba2.py (plain names) spell them: intermediate = expand · H."""
+    p = prefix
+    inner = c.int(f"{p}expand" if p else "expand", default=2) * hidden
+    heads = c.int(f"{p}n_heads" if p else "num_heads")
+    raw = c.data.get(f"{p}d_head" if p else "head_dim", "auto")
+    head_dim = inner // heads if raw == "auto" or raw is None else c.int(f"{p}d_head" if p else "head_dim")
+    if heads * head_dim != inner:
+        raise ForgeError(f"{c.source}: Mamba heads × head dim = {heads}×{head_dim} must equal expand × hidden_size = {inner}")
+    if p:
+        return dict(heads=heads, head_dim=head_dim, inner=inner, groups=c.int("mamba_n_groups", default=1),
+                    state=c.int("mamba_d_state", default=256), kernel=c.int("mamba_d_conv", default=4),
+                    chunk=c.int("mamba_chunk_size", default=256), conv_bias=c.bool("mamba_conv_bias", default=True),
+                    in_bias=c.bool("mamba_proj_bias", default=False), out_bias=c.bool("mamba_proj_bias", default=False), norm=True)
+    bias = c.bool("use_bias", default=False)
+    return dict(heads=heads, head_dim=head_dim, inner=inner, groups=c.int("n_groups", default=8), state=c.int("state_size", default=128),
+                kernel=c.int("conv_kernel", default=4), chunk=c.int("chunk_size", default=256),
+                conv_bias=c.bool("use_conv_bias", default=True), in_bias=bias, out_bias=bias, norm=True)
+
+
+@register_architecture("mamba2")
+def _mamba2_lm(c: ConfigReader, name: str) -> ModelShape:
+    """modeling_mamba2.py: ``backbone.embeddings``, per layer ``norm`` + ``Mamba2Mixer``
+    (gated RMSNorm always), ``backbone.norm_f``, an untied head by default."""
+    hidden, n_layers, vocab = c.int("hidden_size"), c.layers("num_hidden_layers"), c.int("vocab_size")
+    tie = c.bool("tie_word_embeddings", default=False)
+    lin, other, mixer = _mamba2(hidden, "mixer", **_mamba2_dims(c, hidden, prefix=""))
+    lt = LayerType("decoder", tuple(lin), other + hidden, attention=False, mixer=mixer)
+    return _shape(c, name, "mamba2", hidden=hidden, n_layers=n_layers, heads=1, kv=1, hd=hidden, inter=mixer.d_inner,
+                  vocab=vocab, tie=tie, layer_types=(lt,), layers=(0,) * n_layers,
+                  params=_head(c, vocab, hidden, tie, "backbone.embeddings.weight", "backbone.norm_f"))
+
+
+_MAMBA_KINDS = {"linear_attention": "mamba", "mamba": "mamba", "full_attention": "attention", "attention": "attention"}
+
+
+def _granite_hybrid(model_type: str) -> Callable[[ConfigReader, str], ModelShape]:
+    granite = model_type == "granitemoehybrid"
+
+    def build(c: ConfigReader, name: str) -> ModelShape:
+        """modeling_bamba.py ``BambaDecoderLayer``: a Mamba-2 mixer (``mamba``) or attention
+        (``self_attn``) by ``attn_layer_indices``, then a gated MLP (``feed_forward``);
+        ``input_layernorm``, ``pre_ff_layernorm``, ``final_layernorm``.
+        modeling_granitemoehybrid.py ``GraniteMoeHybridDecoderLayer``: the mixer by
+        ``layer_types``, experts (``block_sparse_moe``, when ``num_local_experts`` > 0) and
+        a fused shared MLP (``shared_mlp.input_linear`` H → 2S, ``output_linear``);
+        ``input_layernorm``, ``post_attention_layernorm``, ``norm``."""
+        hidden, n_layers, vocab = c.int("hidden_size"), c.layers("num_hidden_layers"), c.int("vocab_size")
+        heads = c.int("num_attention_heads")
+        kv = c.int("num_key_value_heads", default=heads)
+        hd = c.int("head_dim", default=hidden // heads)
+        tie = c.bool("tie_word_embeddings", default=False)
+        if granite:
+            listed = _kinds(c, "layer_types", n_layers, set(_MAMBA_KINDS))
+            kinds = [_MAMBA_KINDS[k] for k in listed] if listed else ["mamba"] * n_layers
+        else:
+            attn = set(c.int_list("attn_layer_indices"))
+            kinds = ["attention" if i in attn else "mamba" for i in range(n_layers)]
+        bias = c.bool("attention_bias", default=False)
+        experts = top_k = moe_inter = 0
+        if granite:
+            experts = c.int("num_local_experts", default=0, minimum=0)
+            ffn: list[Linear] = []
+            if experts:
+                moe_inter = c.int("intermediate_size")
+                top_k = c.int("num_experts_per_tok", default=1, maximum=experts)
+                ffn = [
+                    Linear("block_sparse_moe.router", hidden, experts, False, "router", lora_targetable=False),
+                    Linear("block_sparse_moe.experts.gate_up_proj", hidden, 2 * moe_inter, False, "expert", count=experts, lora_targetable=False),
+                    Linear("block_sparse_moe.experts.down_proj", moe_inter, hidden, False, "expert", count=experts, lora_targetable=False),
+                ]
+            shared = c.int("shared_intermediate_size")
+            ffn += [Linear("shared_mlp.input_linear", hidden, 2 * shared, False, "mlp"), Linear("shared_mlp.output_linear", shared, hidden, False, "mlp")]
+            inter = shared
+        else:
+            inter = c.int("intermediate_size")
+            ffn = _gated("feed_forward", ("gate_proj", "up_proj", "down_proj"), hidden, inter, c.bool("mlp_bias", default=False))
+
+        def layer(kind: tuple) -> LayerType:
+            if kind[0] == "attention":
+                return LayerType("decoder", tuple(_attn(c, hidden, heads, kv, hd, bias=bias) + ffn), 2 * hidden, moe=bool(experts))
+            lin, other, mixer = _mamba2(hidden, "mamba", **_mamba2_dims(c, hidden))
+            return LayerType("decoder", tuple(lin + ffn), other + 2 * hidden, moe=bool(experts), attention=False, mixer=mixer)
+
+        layer_types, layers = _assemble([(k,) for k in kinds], layer)
+        final = "model.norm" if granite else "model.final_layernorm"
+        return _shape(c, name, model_type, hidden=hidden, n_layers=n_layers, heads=heads, kv=kv, hd=hd, inter=inter, vocab=vocab,
+                      tie=tie, layer_types=layer_types, layers=layers,
+                      params=_head(c, vocab, hidden, tie, "model.embed_tokens.weight", final),
+                      experts=experts, top_k=top_k, moe_inter=moe_inter)
+
+    return build
+
+
+register_architecture("bamba")(_granite_hybrid("bamba"))
+register_architecture("granitemoehybrid")(_granite_hybrid("granitemoehybrid"))
