@@ -99,7 +99,7 @@ def test_bad_configs_name_the_field(config: dict[str, Any], field: str) -> None:
 
 
 # Full-size published configs against their checkpoints' tensor totals (the Hub's safetensors
-# metadata, as transcribed with the config in modelsheet-cli's tests/test_catalog_parameters.py):
+# metadata, as transcribed with the config in the modelsheet_cli project's catalog-parameter tests):
 # Qwen3-Coder-Next (qwen3_next, https://huggingface.co/Qwen/Qwen3-Coder-Next/blob/main/config.json):
 # 79,674,391,296 in total, 3,874,929,408 active (total less the inactive experts' tensors);
 # NVIDIA-Nemotron-3-Super-120B-A12B (nemotron_h with latent experts): BF16 tensors
@@ -126,3 +126,22 @@ NEMOTRON_3_SUPER = dict(model_type="nemotron_h", hidden_size=4096, vocab_size=13
 def test_published_checkpoints_count_exactly(config: dict[str, Any], total: int, active: int) -> None:
     shape = shape_from_config(dict(config), "published")
     assert (shape.num_parameters, shape.active_parameters) == (total, active)
+
+
+def test_peft_refuses_out_proj_of_mamba_models() -> None:
+    # peft/tuners/tuners_utils.py `_check_lora_target_modules_mamba` raises for out_proj in
+    # falcon_h1, mamba, mamba2, falcon_mamba and nemotron_h: it is no default target, all-linear
+    # leaves it out (the runtime names the others), and asking for it is a clear error
+    from forge_advisor import estimate
+    from forge_advisor.presets.convert import target_modules_for
+    from forge_advisor.presets import get_preset
+
+    h1 = shape_from_config(dict(CASES["falcon_h1-norm-biases"]), "h1")
+    assert "out_proj" not in h1.attention_linear_names() and "out_proj" not in h1.linear_names()
+    assert {"in_proj", "q_proj", "o_proj"} <= set(h1.attention_linear_names())
+    targets = target_modules_for(get_preset("lora", lora_target_modules="all-linear"), h1)
+    assert isinstance(targets, list) and "out_proj" not in targets and "in_proj" in targets
+    with pytest.raises(ForgeError, match="out_proj"):
+        estimate(h1, "lora", lora_target_modules=["in_proj", "out_proj"], max_length=32)
+    jamba = shape_from_config(dict(CASES["jamba-attention-and-experts"]), "j")  # not in peft's list
+    assert "out_proj" in jamba.attention_linear_names()

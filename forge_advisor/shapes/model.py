@@ -30,6 +30,9 @@ class Linear:
     role: Role
     count: int = 1
     lora_targetable: bool = True
+    # an nn.Linear that peft refuses to adapt in this architecture (peft's
+    # tuners_utils._check_lora_target_modules_mamba: out_proj of Mamba-based models)
+    peft_excluded: bool = False
 
     @property
     def leaf(self) -> str:
@@ -201,15 +204,19 @@ class ModelShape:
         seen: dict[str, None] = {}
         for lt in self.layer_types:
             for lin in lt.linears:
-                if lin.lora_targetable:
+                if lin.lora_targetable and not lin.peft_excluded:
                     seen.setdefault(lin.leaf, None)
         return list(seen)
+
+    def peft_excluded_names(self) -> list[str]:
+        """Leaf names of linears peft refuses to adapt (Mamba-based models' ``out_proj``)."""
+        return sorted({lin.leaf for lt in self.layer_types for lin in lt.linears if lin.peft_excluded})
 
     def attention_linear_names(self) -> list[str]:
         """The attention projections (q/k/v/o, fused or not), for the default LoRA targets."""
         seen: dict[str, None] = {}
         for lt in self.layer_types:
             for lin in lt.linears:
-                if lin.role == "attention" and lin.lora_targetable:
+                if lin.role == "attention" and lin.lora_targetable and not lin.peft_excluded:
                     seen.setdefault(lin.leaf, None)
         return list(seen)

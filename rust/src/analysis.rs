@@ -162,6 +162,8 @@ pub struct Analysis {
     pub full_names: Vec<(String, u32)>,
     pub attention_mask: u64,
     pub all_linear_mask: u64,
+    /// Names peft refuses to adapt here (Mamba-based models' `out_proj`).
+    pub excluded_mask: u64,
     pub types: Vec<LayerInfo>,
     pub layers: Vec<u32>,
     pub embedding_params: u64,
@@ -207,6 +209,7 @@ struct TargetNames {
     full_names: Vec<(String, u32)>,
     attention_mask: u64,
     all_linear_mask: u64,
+    excluded_mask: u64,
 }
 
 impl TargetNames {
@@ -227,7 +230,9 @@ impl TargetNames {
         if !self.full_names.iter().any(|(n, _)| *n == lin.name) {
             self.full_names.push((lin.name.clone(), bit));
         }
-        if lin.lora_targetable {
+        if lin.peft_excluded {
+            self.excluded_mask |= 1 << bit;
+        } else if lin.lora_targetable {
             self.all_linear_mask |= 1 << bit;
             if lin.role == Role::Attention {
                 self.attention_mask |= 1 << bit;
@@ -455,6 +460,7 @@ impl Analysis {
             full_names: reg.full_names,
             attention_mask: reg.attention_mask,
             all_linear_mask: reg.all_linear_mask,
+            excluded_mask: reg.excluded_mask,
             types,
             layers: shape.layers.clone(),
             embedding_params: top.embedding,
@@ -499,6 +505,13 @@ impl Analysis {
                     && full.ends_with(want.as_str())
                     && full.as_bytes()[full.len() - want.len() - 1] == b'.';
                 if full == want || suffix {
+                    if self.excluded_mask & (1 << bit) != 0 {
+                        return Err(Error::field(
+                            "lora_target_modules",
+                            want,
+                            "a module peft adapts (peft refuses LoRA on out_proj and conv1d of Mamba-based models)",
+                        ));
+                    }
                     if self.all_linear_mask & (1 << bit) == 0 {
                         return Err(Error::field(
                             "lora_target_modules",

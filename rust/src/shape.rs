@@ -64,6 +64,10 @@ pub struct Linear {
     /// tensors (`nn.Parameter` of shape `[E, out, in]`) are not.
     #[serde(default = "yes")]
     pub lora_targetable: bool,
+    /// An `nn.Linear` that peft refuses to adapt in this architecture (peft
+    /// `tuners_utils._check_lora_target_modules_mamba`: `out_proj` of Mamba-based models).
+    #[serde(default)]
+    pub peft_excluded: bool,
 }
 
 fn one() -> u64 {

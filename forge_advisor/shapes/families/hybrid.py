@@ -284,7 +284,7 @@ def _mamba1(c: ConfigReader, hidden: int, prefix: str, *, jamba: bool) -> tuple[
         Linear(f"{prefix}.in_proj", hidden, 2 * inner, bias, "attention"),
         Linear(f"{prefix}.x_proj", inner, rank + 2 * state, False, "other"),
         Linear(f"{prefix}.dt_proj", rank, inner, True, "other"),
-        Linear(f"{prefix}.out_proj", inner, hidden, bias, "attention"),
+        Linear(f"{prefix}.out_proj", inner, hidden, bias, "attention", peft_excluded=not jamba),
     ]
     other = inner * kernel + (inner if conv_bias else 0) + inner * state + inner  # conv1d, A_log, D
     if jamba:
@@ -351,8 +351,13 @@ def _jamba(c: ConfigReader, name: str) -> ModelShape:
 
 
 # -- Mamba-2 mixers: Falcon-H1 (parallel with attention), Nemotron-H ----------------------
+# peft refuses LoRA on `out_proj` (and conv1d) of these model types
+# (peft/tuners/tuners_utils.py `_check_lora_target_modules_mamba`)
+PEFT_MAMBA_TYPES = {"falcon_h1", "mamba", "mamba2", "falcon_mamba", "nemotron_h"}
+
+
 def _mamba2(hidden: int, prefix: str, *, heads: int, head_dim: int, inner: int, groups: int, state: int, kernel: int,
-            chunk: int, conv_bias: bool, in_bias: bool, out_bias: bool, norm: bool) -> tuple[list[Linear], int, Mixer]:
+            chunk: int, conv_bias: bool, in_bias: bool, out_bias: bool, norm: bool, peft_excluded: bool = False) -> tuple[list[Linear], int, Mixer]:
     """modeling_falcon_h1.py ``FalconH1Mixer`` / modeling_nemotron_h.py
     ``NemotronHMamba2Mixer``: ``in_proj`` H → I + conv_dim + heads (z, xBC, dt), depthwise
     ``conv1d`` over conv_dim = I + 2·G·N channels, ``dt_bias``/``A_log``/``D`` [heads], a
@@ -360,7 +365,7 @@ def _mamba2(hidden: int, prefix: str, *, heads: int, head_dim: int, inner: int, 
     conv_dim = inner + 2 * groups * state
     lin = [
         Linear(f"{prefix}.in_proj", hidden, inner + conv_dim + heads, in_bias, "attention"),
-        Linear(f"{prefix}.out_proj", inner, hidden, out_bias, "attention"),
+        Linear(f"{prefix}.out_proj", inner, hidden, out_bias, "attention", peft_excluded=peft_excluded),
     ]
     other = conv_dim * kernel + (conv_dim if conv_bias else 0) + 3 * heads + (inner if norm else 0)
     mixer = Mixer("mamba2", d_inner=inner, conv_dim=conv_dim, conv_kernel=kernel, heads=heads, head_dim=head_dim,
@@ -384,7 +389,7 @@ def _falcon_h1(c: ConfigReader, name: str) -> ModelShape:
                                 state=c.int("mamba_d_state", default=256), kernel=c.int("mamba_d_conv", default=4),
                                 chunk=c.int("mamba_chunk_size", default=256), conv_bias=c.bool("mamba_conv_bias", default=True),
                                 in_bias=c.bool("mamba_proj_bias", default=False), out_bias=c.bool("projectors_bias", default=False),
-                                norm=c.bool("mamba_rms_norm", default=False))
+                                norm=c.bool("mamba_rms_norm", default=False), peft_excluded=True)
     attn = _attn(c, hidden, heads, kv, hd, bias=c.bool("attention_bias", default=False))
     mlp = _gated("feed_forward", ("gate_proj", "up_proj", "down_proj"), hidden, inter, c.bool("mlp_bias", default=False))
     lt = LayerType("decoder", tuple(attn + lin + mlp), other + 2 * hidden, attention=True, mixer=mixer)
@@ -430,7 +435,7 @@ def _nemotron_h(c: ConfigReader, name: str) -> ModelShape:
                                         kernel=c.int("mamba_d_conv", "conv_kernel", default=4),
                                         chunk=c.int("mamba_chunk_size", "chunk_size", default=128),
                                         conv_bias=c.bool("mamba_conv_bias", "use_conv_bias", default=True), in_bias=c.bool("use_bias", default=False),
-                                        out_bias=c.bool("use_bias", default=False), norm=True)
+                                        out_bias=c.bool("use_bias", default=False), norm=True, peft_excluded=True)
             return LayerType("decoder", tuple(lin), other + hidden, attention=False, mixer=mixer)
         if k == "full_attention":
             return LayerType("decoder", tuple(_attn(c, hidden, heads, kv, hd, bias=c.bool("attention_bias", default=False), prefix="mixer")), hidden)
@@ -491,7 +496,7 @@ def _mamba2_lm(c: ConfigReader, name: str) -> ModelShape:
     (gated RMSNorm always), ``backbone.norm_f``, an untied head by default."""
     hidden, n_layers, vocab = c.int("hidden_size"), c.layers("num_hidden_layers"), c.int("vocab_size")
     tie = c.bool("tie_word_embeddings", default=False)
-    lin, other, mixer = _mamba2(hidden, "mixer", **_mamba2_dims(c, hidden, prefix=""))
+    lin, other, mixer = _mamba2(hidden, "mixer", **_mamba2_dims(c, hidden, prefix=""), peft_excluded=True)
     lt = LayerType("decoder", tuple(lin), other + hidden, attention=False, mixer=mixer)
     return _shape(c, name, "mamba2", hidden=hidden, n_layers=n_layers, heads=1, kv=1, hd=hidden, inter=mixer.d_inner,
                   vocab=vocab, tie=tie, layer_types=(lt,), layers=(0,) * n_layers,
