@@ -145,3 +145,38 @@ def test_peft_refuses_out_proj_of_mamba_models() -> None:
         estimate(h1, "lora", lora_target_modules=["in_proj", "out_proj"], max_length=32)
     jamba = shape_from_config(dict(CASES["jamba-attention-and-experts"]), "j")  # not in peft's list
     assert "out_proj" in jamba.attention_linear_names()
+
+
+def _flops_and_activations(shape: Any, length: int) -> tuple[float, int]:
+    from forge_advisor.estimate import estimate
+
+    r = estimate(shape, "lora", max_length=length, gradient_checkpointing=False, gpu="H100 SXM")
+    return r.raw["flops_per_token"], r.raw["breakdown"]["activations"]
+
+
+@pytest.mark.parametrize("name", ["mamba2-bias-untied", "lfm2-conv-bias-untied-plain-ff", "qwen3_5_text-mixed"])
+def test_mixers_have_no_quadratic_term(name: str) -> None:
+    # a scan's FLOPs and saved tensors per token do not grow with the context (chunked
+    # recurrences and convolutions); only softmax-attention layers add a term per context token
+    config = {k: v for k, v in CASES[name].items() if v is not None}
+    config["max_position_embeddings"] = 1 << 16
+    shape = shape_from_config(config, name)
+    f1, a1 = _flops_and_activations(shape, 1024)
+    f2, a2 = _flops_and_activations(shape, 4096)
+    attention_layers = sum(shape.layer_types[i].attention for i in shape.layers)
+    # causal attention: 4·heads·head_dim·ctx/2 forward and 2.5× that backward per layer (throughput.rs)
+    quadratic = attention_layers * 4 * shape.num_attention_heads * shape.head_dim * 0.5 * 3.5 * (4096 - 1024)
+    assert f2 - f1 == pytest.approx(quadratic)
+    assert a2 == 4 * a1  # activations linear in tokens (SDPA keeps no score matrix)
+
+
+def test_mixer_kinds_reach_the_estimator() -> None:
+    # the same widths with and without the mixer's scan: the Gated DeltaNet layers keep more
+    # than their projections alone (fp32 chunk matrices and states, counted in activations.rs)
+    import dataclasses
+
+    shape = shape_from_config({k: v for k, v in CASES["qwen3_5_text-mixed"].items() if v is not None}, "q")
+    plain = dataclasses.replace(shape, layer_types=tuple(dataclasses.replace(lt, mixer=None) for lt in shape.layer_types))
+    _, with_mixer = _flops_and_activations(shape, 64)
+    _, without = _flops_and_activations(plain, 64)
+    assert with_mixer > without
