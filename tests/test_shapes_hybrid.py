@@ -180,3 +180,13 @@ def test_mixer_kinds_reach_the_estimator() -> None:
     _, with_mixer = _flops_and_activations(shape, 64)
     _, without = _flops_and_activations(plain, 64)
     assert with_mixer > without
+
+
+def test_a_mixer_without_its_widths_is_refused_with_the_field() -> None:
+    import dataclasses
+
+    shape = shape_from_config({k: v for k, v in CASES["mamba2-bias-untied"].items()}, "m")
+    bad = dataclasses.replace(shape, layer_types=tuple(
+        dataclasses.replace(lt, mixer=dataclasses.replace(lt.mixer, chunk_size=0)) for lt in shape.layer_types))
+    with pytest.raises(ForgeError, match="mixer.chunk_size=0"):
+        bad.num_parameters  # noqa: B018 (validated by the Rust core)

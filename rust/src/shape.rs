@@ -157,6 +157,38 @@ pub struct Mixer {
     pub gated_norm: bool,
 }
 
+impl Mixer {
+    /// The widths a kind's rules read are positive and below 2^24 (the widest published
+    /// mixer is ~2^15 channels), so the per-token byte and FLOP products cannot overflow.
+    pub fn validate(&self) -> Result<()> {
+        let used: &[(&str, u64)] = match self.kind {
+            MixerKind::GatedDeltaNet => &[
+                ("heads", self.heads),
+                ("head_dim", self.head_dim),
+                ("key_heads", self.key_heads),
+                ("key_head_dim", self.key_head_dim),
+                ("chunk_size", self.chunk_size),
+            ],
+            MixerKind::Mamba => &[("d_state", self.d_state), ("dt_rank", self.dt_rank)],
+            MixerKind::Mamba2 => &[
+                ("heads", self.heads),
+                ("head_dim", self.head_dim),
+                ("d_state", self.d_state),
+                ("n_groups", self.n_groups),
+                ("chunk_size", self.chunk_size),
+            ],
+            MixerKind::ShortConv => &[],
+        };
+        let common = [("d_inner", self.d_inner), ("conv_dim", self.conv_dim), ("conv_kernel", self.conv_kernel)];
+        for &(field, value) in common.iter().chain(used.iter()) {
+            if value == 0 || value >= 1 << 24 {
+                return Err(Error::field(format!("mixer.{field}"), value, "a positive integer below 16,777,216"));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl LayerType {
     pub fn num_parameters(&self) -> Result<u64> {
         let lin = self.linears.iter().map(Linear::num_parameters).collect::<Result<Vec<_>>>()?;
@@ -321,6 +353,9 @@ impl ModelShape {
             return Err(Error::field("layers", encoder, format!("num_encoder_layers={} encoder layers", self.num_encoder_layers)));
         }
         for lt in &self.layer_types {
+            if let Some(m) = &lt.mixer {
+                m.validate()?;
+            }
             for lin in &lt.linears {
                 if lin.in_features == 0 || lin.out_features == 0 || lin.count == 0 {
                     return Err(Error::field(
