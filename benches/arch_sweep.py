@@ -47,6 +47,15 @@ SMALL = {
 }
 LAYERS = 2
 VOCAB = 256
+# Mamba-2 configs validate heads × head_dim == expand × hidden_size
+# (configuration_mamba2.py / configuration_bamba.py / configuration_granitemoehybrid.py
+# `validate_architecture`): shrinking hidden_size alone breaks it, so these set the head
+# count that matches the shrunk sizes (2 × 64 = 2 × 64; mamba2: 8 × 16 = 2 × 64)
+CONSISTENT = {
+    "mamba2": {"num_heads": 8},
+    "bamba": {"mamba_n_heads": 2},
+    "granitemoehybrid": {"mamba_n_heads": 2},
+}
 
 
 def shrink(config: dict[str, Any]) -> dict[str, Any]:
@@ -121,6 +130,7 @@ def small_config(model_type: str) -> dict[str, Any]:
     for k in ("transformers_version", "architectures", "_name_or_path"):
         cfg.pop(k, None)
     cfg["model_type"] = model_type
+    cfg.update(CONSISTENT.get(model_type, {}))
     if cfg.get("is_encoder_decoder"):
         # the causal LM of a seq2seq type is its decoder alone: <Type>ForCausalLM sets
         # `config.is_encoder_decoder = False` itself (modeling_bart.py BartForCausalLM)
@@ -158,7 +168,10 @@ def _real_block(block: Any) -> tuple[set[tuple[str, int, int, bool]], set[tuple[
             linears.add((name, mod.in_features, mod.out_features, mod.bias is not None))
         elif type(mod).__name__ == "Conv1D":
             linears.add((name, mod.weight.shape[0], mod.weight.shape[1], mod.bias is not None))
-    experts = {(n, p.numel()) for n, p in block.named_parameters() if p.dim() == 3}
+    # fused expert tensors are the 3-d parameters outside convolutions (a depthwise
+    # nn.Conv1d weight is [channels, 1, kernel]: a mixer's, counted as another parameter)
+    convs = {f"{n}.weight" if n else "weight" for n, m in block.named_modules() if isinstance(m, torch.nn.Conv1d)}
+    experts = {(n, p.numel()) for n, p in block.named_parameters() if p.dim() == 3 and n not in convs}
     return linears, experts
 
 

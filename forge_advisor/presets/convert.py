@@ -109,6 +109,11 @@ def target_modules_for(preset: BasePreset, model: Any = None) -> list[str] | str
     """The LoRA targets: explicit names, ``"all-linear"``, or the model's q/k/v/o spelling."""
     t = preset.lora_target_modules
     if t == "all-linear":
+        shape = _shape_of(model)
+        if shape is not None and shape.peft_excluded_names():
+            # peft's "all-linear" would include out_proj, which it then refuses on Mamba-based
+            # models (tuners_utils._check_lora_target_modules_mamba): name the others instead
+            return shape.linear_names()
         return "all-linear"
     if t is not None:
         return list(t)

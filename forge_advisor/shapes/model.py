@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from forge_advisor.errors import ForgeError
 
-__all__ = ["Linear", "LayerType", "Param", "ModelShape", "Role", "ParamRole", "ImageRule", "Projector", "VisionTower"]
+__all__ = ["Linear", "LayerType", "Mixer", "Param", "ModelShape", "Role", "ParamRole", "ImageRule", "Projector", "VisionTower"]
 
 Role = Literal["attention", "mlp", "expert", "shared_expert", "router", "other"]
 ParamRole = Literal["embedding", "position", "lm_head", "norm", "other"]
@@ -30,6 +30,9 @@ class Linear:
     role: Role
     count: int = 1
     lora_targetable: bool = True
+    # an nn.Linear that peft refuses to adapt in this architecture (peft's
+    # tuners_utils._check_lora_target_modules_mamba: out_proj of Mamba-based models)
+    peft_excluded: bool = False
 
     @property
     def leaf(self) -> str:
@@ -41,6 +44,40 @@ class Linear:
         return (self.in_features * self.out_features + (self.out_features if self.bias else 0)) * self.count
 
 
+MixerKind = Literal["gated_delta_net", "mamba", "mamba2", "short_conv"]
+
+
+@dataclass(frozen=True)
+class Mixer:
+    """A sequence mixer other than softmax attention (the Rust ``Mixer`` in rust/src/shape.rs):
+    its widths decide what autograd keeps and what the scan costs (rust/src/activations.rs,
+    rust/src/throughput.rs). Fields a kind does not use stay 0.
+
+    * ``gated_delta_net`` (Qwen3-Next, Qwen3.5): ``heads`` value heads of ``head_dim``,
+      ``key_heads`` key heads of ``key_head_dim``, chunked scan of ``chunk_size`` tokens;
+    * ``mamba`` (Mamba-1 selective scan): ``d_inner`` channels, ``d_state``, ``dt_rank``;
+    * ``mamba2`` (SSD): ``heads`` × ``head_dim`` = ``d_inner``, ``n_groups`` of ``d_state``,
+      ``chunk_size``;
+    * ``short_conv`` (LFM2): a gated depthwise convolution over ``d_inner`` channels.
+
+    ``conv_dim`` channels go through a depthwise causal convolution of ``conv_kernel`` taps.
+    """
+
+    kind: MixerKind
+    d_inner: int
+    conv_dim: int
+    conv_kernel: int
+    heads: int = 0
+    head_dim: int = 0
+    key_heads: int = 0
+    key_head_dim: int = 0
+    d_state: int = 0
+    n_groups: int = 0
+    dt_rank: int = 0
+    chunk_size: int = 0
+    gated_norm: bool = False  # a gated RMSNorm over the scan output (Qwen3-Next, Mamba-2)
+
+
 @dataclass(frozen=True)
 class LayerType:
     stack: Literal["decoder", "encoder"]
@@ -48,6 +85,10 @@ class LayerType:
     other_parameters: int = 0
     moe: bool = False
     cross_attention: bool = False
+    # softmax self-attention in the layer (False: a layer of only a mixer and/or an MLP)
+    attention: bool = True
+    # a recurrent / state-space / convolutional mixer (besides attention where both are set)
+    mixer: Mixer | None = None
 
     @property
     def num_parameters(self) -> int:
@@ -271,7 +312,7 @@ class ModelShape:
         seen: dict[str, None] = {}
         for lt in self.layer_types:
             for lin in lt.linears:
-                if lin.lora_targetable:
+                if lin.lora_targetable and not lin.peft_excluded:
                     seen.setdefault(lin.leaf, None)
         return list(seen)
 
@@ -293,11 +334,15 @@ class ModelShape:
                     seen.setdefault(f"experts.{lin.leaf}", None)
         return list(seen)
 
+    def peft_excluded_names(self) -> list[str]:
+        """Leaf names of linears peft refuses to adapt (Mamba-based models' ``out_proj``)."""
+        return sorted({lin.leaf for lt in self.layer_types for lin in lt.linears if lin.peft_excluded})
+
     def attention_linear_names(self) -> list[str]:
         """The attention projections (q/k/v/o, fused or not), for the default LoRA targets."""
         seen: dict[str, None] = {}
         for lt in self.layer_types:
             for lin in lt.linears:
-                if lin.role == "attention" and lin.lora_targetable:
+                if lin.role == "attention" and lin.lora_targetable and not lin.peft_excluded:
                     seen.setdefault(lin.leaf, None)
         return list(seen)

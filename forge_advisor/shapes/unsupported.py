@@ -22,15 +22,11 @@ _HYPER = "hyper-connections (learned multi-stream residual mixing)"
 
 REASONS: dict[str, str] = {
     # state-space and recurrent mixers
-    "mamba": _SSM, "mamba2": _SSM, "falcon_mamba": _SSM,
-    "jamba": _HYBRID_SSM, "bamba": _HYBRID_SSM, "zamba": _HYBRID_SSM, "zamba2": _HYBRID_SSM,
-    "falcon_h1": _HYBRID_SSM, "granitemoehybrid": _HYBRID_SSM, "nemotron_h": _HYBRID_SSM,
+    "zamba": _HYBRID_SSM, "zamba2": _HYBRID_SSM,
     "rwkv": _RECURRENT, "xlstm": _RECURRENT, "recurrent_gemma": _RECURRENT,
-    "qwen3_next": _LINEAR_ATTN, "qwen3_5": _LINEAR_ATTN, "qwen3_5_text": _LINEAR_ATTN,
-    "qwen3_5_moe": _LINEAR_ATTN, "qwen3_5_moe_text": _LINEAR_ATTN, "lara_mini": _LINEAR_ATTN,
+    "lara_mini": _LINEAR_ATTN,
     "kimi_linear": _LINEAR_ATTN, "bailing_hybrid": _LINEAR_ATTN, "olmo_hybrid": _LINEAR_ATTN,
-    "lfm2": "short-convolution operator layers (LFM2)", "lfm2_moe": "short-convolution operator layers (LFM2)",
-    "lfm3": "short-convolution operator layers (LFM2)",
+    "lfm2_moe": "short-convolution operator layers (LFM2)",
     # encoder-style decoders
     "xlm": "XLM's flat attention/FFN lists outside the layer stack",
     # decoders of seq2seq models

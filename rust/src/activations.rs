@@ -14,7 +14,7 @@
 use crate::analysis::{Act, Analysis, LayerInfo, LoraSums, GROUP_ATTN_IN, GROUP_ATTN_OUT, GROUP_MLP_IN, GROUP_MLP_OUT};
 use crate::gpu::GpuSpec;
 use crate::plan::{Attention, Dtype, Plan, Trainer};
-use crate::shape::{Hints, ModelShape, NormKind};
+use crate::shape::{Hints, Mixer, MixerKind, ModelShape, NormKind};
 
 /// Saved-for-backward bytes of one layer.
 #[derive(Debug, Clone, Copy, Default)]
@@ -213,8 +213,17 @@ pub fn layer_saved(shape: &ModelShape, an: &Analysis, info: &LayerInfo, g: &Laye
     if !g.input && !trains {
         return out; // not in the graph at all
     }
-    attention_saved(shape, an, info, g, cx, &mut out);
-    mlp_saved(shape, an, info, g, cx, &mut out);
+    if info.attention {
+        attention_saved(shape, an, info, g, cx, &mut out);
+    } else if info.mixer.is_some() {
+        mixer_block_saved(shape, info, g, cx, &mut out);
+    }
+    if let Some(m) = &info.mixer {
+        mixer_scan_saved(shape, m, info, g, cx, &mut out);
+    }
+    if !an.mixed_blocks || info.has_ffn {
+        mlp_saved(shape, an, info, g, cx, &mut out);
+    }
     if info.moe {
         out.per_token += moe_saved(shape, info, g, w, act_saved_bytes(an.act, w));
     }
@@ -280,6 +289,98 @@ fn attn_gate_saved(shape: &ModelShape, g: &LayerGrad, cx: &PlanCtx, q: u64) -> u
     let output = if cx.kernel == AttnKernel::Cudnn { 0 } else { e * q };
     let input = if g.weights && cx.w.amp { 2 * shape.hidden_size } else { 0 };
     gate + output + input
+}
+
+/// A layer whose token mixer is not attention (Mamba, Gated DeltaNet, short convolution),
+/// its block's saved bytes added to `out`: the pre-norm, the in-projections' input (base
+/// and LoRA: they are the "attention"-role linears reading the normed hidden state), the
+/// output projection's input (`d_inner` wide) and a dropout mask. The scan itself is
+/// [`mixer_scan_saved`].
+fn mixer_block_saved(shape: &ModelShape, info: &LayerInfo, g: &LayerGrad, cx: &PlanCtx, out: &mut Saved) {
+    let (w, h) = (cx.w, shape.hidden_size);
+    out.per_token += norm_saved(shape, w, g.input, g.weights, h);
+    out.per_token += base_inputs(w, g, info, GROUP_ATTN_IN) + lora_inputs(cx, g, GROUP_ATTN_IN);
+    out.per_token += lora_inputs(cx, g, GROUP_ATTN_OUT);
+    if cx.hidden_dropout {
+        out.per_token += h;
+    }
+}
+
+/// What a mixer's own operations keep for backward, per token, on the path transformers 5
+/// runs without the `fla`, `mamba_ssm` and `causal_conv1d` packages (their torch
+/// fallbacks; with the kernels installed far less is kept). Counted tensor by tensor in
+/// the modeling code (and checked against autograd's saved tensors on CPU and the
+/// fake-tensor truth cases, benches/cases_accuracy.json). `e` is the compute width; the
+/// scans compute in fp32 (4 bytes). Kept only when something below or inside the mixer
+/// needs a gradient; the output projection's input when its weight trains.
+fn mixer_scan_saved(shape: &ModelShape, m: &Mixer, info: &LayerInfo, g: &LayerGrad, cx: &PlanCtx, out: &mut Saved) {
+    let w = cx.w;
+    let in_grad = g.input || g.weights || g.lora.n[GROUP_ATTN_IN] > 0;
+    if g.weights {
+        // out_proj keeps its input (an autocast copy under amp); Mamba-1's x_proj and
+        // dt_proj keep theirs (the convolution's activated output, the dt rank)
+        let e_in = if w.amp { 2 } else { w.e };
+        // (beside attention, as in Falcon-H1, attention_saved counted the wider of o_proj's
+        // and out_proj's inputs: add the narrower)
+        let out_in = if info.attention {
+            (shape.num_attention_heads * shape.head_dim + m.d_inner).saturating_sub(info.attn_out_in.unwrap_or(0))
+        } else {
+            m.d_inner
+        };
+        out.per_token += e_in * out_in + if m.kind == MixerKind::Mamba { e_in * (m.d_inner + m.dt_rank) } else { 0 };
+    }
+    if !in_grad {
+        return;
+    }
+    out.per_token += mixer_core_bytes(m, w.e);
+}
+
+/// Per-token bytes a mixer's torch path keeps when its input needs a gradient (`e`: the
+/// compute width; `nv` heads of `dk`/`dv`, `C` the chunk, `I` = d_inner, `N` = d_state):
+///
+/// * Gated DeltaNet (modeling_qwen3_next.py `Qwen3NextGatedDeltaNet.forward`,
+///   `torch_chunk_gated_delta_rule`, `Qwen3NextRMSNormGated`): the convolution's input and
+///   output (2·e·conv_dim), β = sigmoid(b) (e·nv), fp32 per-head scalars (decay g, its
+///   softplus input, cumsums, chunk decays, the norm's rsqrt: 32·nv), fp32 q/k copies
+///   through the l2-norm, scaling, β and decay products and their per-chunk slices (8 of
+///   nv·dk: 32·nv·dk), fp32 values (v, v·β, v_new, the norm's fp32 input, normed and gated
+///   output: 24·nv·dv) with the gate product's half input (e·nv·dv), C×C chunk matrices (the
+///   pairwise decay, k_β·kᵀ, q·kᵀ, their masked products: 5 × 4·nv·C) and one fp32 state
+///   [dk, dv] per head and chunk (4·nv·dk·dv/C);
+/// * Mamba-1 (modeling_mamba.py `MambaMixer.forward`, `mamba_selective_scan`: the
+///   sequential loop, since the associative scan runs only under torch.compile): per step
+///   the fp32 state and its cast to the compute dtype for `@ C` (4 + e)·I·N, plus the fp32
+///   discretised A and B·u over the whole sequence (8·I·N); in_proj's output (2·e·I), the
+///   convolution's output (e·I), the gate, dt and their fp32 copies ((3e + 8)·I), x_proj's
+///   output e·(R + 2N) and B in fp32 (4·N); in fp32 the cast is the state itself;
+/// * Mamba-2 (modeling_nemotron_h.py / modeling_falcon_h1.py `torch_forward`): in_proj's
+///   output e·(I + conv_dim + nv), the convolution's output e·conv_dim, fp32 B and C
+///   repeated per head with their chunked views (5 × 4·nv·N), C×C per-head chunk matrices
+///   (segment sums, decays, C·Bᵀ: 3 × 4·nv·C), per-head scalars (dt, A·dt, their cumsums:
+///   12·nv + 2·e·nv), chunk states (2 × 4·nv·hd·N/C), and fp32 copies of x and the scan
+///   output (5 × 4·I) with the gate's product (e·I), or with the gated RMSNorm its fp32
+///   input, normed and gated output (8 × 4·I) and a rsqrt per group (4·G);
+/// * short convolution (modeling_lfm2.py `Lfm2ShortConv.forward`): in_proj's output B·C·x
+///   (3·e·d), the product B·x the convolution reads (e·d) and the convolution's output the
+///   C· product keeps (e·d).
+pub fn mixer_core_bytes(m: &Mixer, e: u64) -> u64 {
+    let (nv, c, i, n) = (m.heads, m.chunk_size.max(1), m.d_inner, m.d_state);
+    match m.kind {
+        MixerKind::GatedDeltaNet => {
+            let (dk, dv) = (m.key_head_dim, m.head_dim);
+            2 * e * m.conv_dim + e * nv + 32 * nv + 32 * nv * dk + (24 + e) * nv * dv + 20 * nv * c + 4 * nv * dk * dv / c
+        }
+        MixerKind::Mamba => {
+            let cast = if e < 4 { e } else { 0 };
+            (4 + cast + 8) * i * n + (6 * e + 8) * i + e * (m.dt_rank + 2 * n) + 4 * n
+        }
+        MixerKind::Mamba2 => {
+            let hd = m.head_dim;
+            let common = 20 * nv * n + 12 * nv * c + 12 * nv + 2 * e * nv + 8 * nv * hd * n / c + e * (i + m.conv_dim + nv) + e * m.conv_dim;
+            common + if m.gated_norm { 32 * i + 4 * m.n_groups } else { 20 * i + e * i }
+        }
+        MixerKind::ShortConv => 5 * e * m.d_inner,
+    }
 }
 
 /// What attention keeps when q, k, v need grads, added to `out`: per-head q/k norms, then
@@ -470,13 +571,16 @@ pub fn layer_backward_transient(shape: &ModelShape, info: &LayerInfo, plan: &Pla
     let w = Widths::of(plan.dtype);
     let h = shape.hidden_size;
     let inter = if info.moe { info.mlp_inter.or(info.shared_inter).unwrap_or(0) } else { info.mlp_inter.unwrap_or(shape.intermediate_size) };
+    let mlp = if shape.gated_mlp { 3 * w.e * inter } else { 2 * w.e * inter };
+    // a layer of a mixer or attention alone (Nemotron-H) has no MLP gradients
+    let mlp = if !info.has_ffn && (info.mixer.is_some() || !info.attention) { 0 } else { mlp };
     // the residual's gradient in and out (n streams with hyper-connections)
-    let mut per_token = 2 * w.r * h * shape.hints.hyper_connection_streams.max(1) + if shape.gated_mlp { 3 * w.e * inter } else { 2 * w.e * inter };
+    let mut per_token = 2 * w.r * h * shape.hints.hyper_connection_streams.max(1) + mlp;
     if info.moe {
         per_token += shape.num_experts_per_tok * 3 * w.e * shape.moe_intermediate_size;
     }
     let mut per_token_ctx = 0;
-    if plan.attn_implementation == Attention::Eager || shape.hints.eager_only {
+    if info.attention && (plan.attn_implementation == Attention::Eager || shape.hints.eager_only) {
         per_token_ctx = (2 * w.e + 4) * shape.num_attention_heads;
     }
     Saved { per_token, per_token_ctx, constant: 0 }

@@ -2,7 +2,7 @@
 //! is straight-line arithmetic (the advisor evaluates millions of plans).
 
 use crate::error::{Error, Result};
-use crate::shape::{LayerType, Linear, ModelShape, NormKind, ParamRole, Role, Stack};
+use crate::shape::{LayerType, Linear, Mixer, MixerKind, ModelShape, NormKind, ParamRole, Role, Stack};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -140,6 +140,14 @@ pub struct LayerInfo {
     /// `lora_sums` of the usual masks (none, the attention projections, all-linear),
     /// summed once.
     pub common_lora: [(u64, LoraSums); 3],
+    /// The layer has softmax self-attention.
+    pub attention: bool,
+    /// Its linear-attention / state-space / convolution mixer, if any.
+    pub mixer: Option<Mixer>,
+    /// It has an MLP or experts (a Nemotron-H mixer or attention layer has neither).
+    pub has_ffn: bool,
+    /// Forward FLOPs per token of the mixer's scan and convolution (`mixer_flops`).
+    pub mixer_fwd_flops: u128,
 }
 
 impl LayerInfo {
@@ -202,6 +210,8 @@ pub struct Analysis {
     /// Bits of the fused expert tensors (peft `target_parameters`; their own bits, apart
     /// from any `nn.Linear` of the same leaf name).
     pub expert_mask: u64,
+    /// Names peft refuses to adapt here (Mamba-based models' `out_proj`).
+    pub excluded_mask: u64,
     pub types: Vec<LayerInfo>,
     pub layers: Vec<u32>,
     pub embedding_params: u64,
@@ -232,6 +242,9 @@ pub struct Analysis {
     pub norms_per_block: u64,
     /// The vision tower of a vision-language model, analysed as a stack of its own.
     pub vision: Option<Box<VisionAnalysis>>,
+    /// Some layer lacks attention or has a mixer: layers are priced by the blocks they have
+    /// (without, every layer is an attention block and an MLP block, as before mixers).
+    pub mixed_blocks: bool,
 }
 
 /// A vision tower read once (vision.rs): its blocks as a shape and analysis of their own
@@ -292,6 +305,7 @@ struct TargetNames {
     attention_mask: u64,
     all_linear_mask: u64,
     expert_mask: u64,
+    excluded_mask: u64,
 }
 
 impl TargetNames {
@@ -317,7 +331,9 @@ impl TargetNames {
         if !self.full_names.iter().any(|(n, _)| *n == lin.name) {
             self.full_names.push((lin.name.clone(), bit));
         }
-        if lin.lora_targetable {
+        if lin.peft_excluded {
+            self.excluded_mask |= 1 << bit;
+        } else if lin.lora_targetable {
             self.all_linear_mask |= 1 << bit;
             if lin.role == Role::Attention {
                 self.attention_mask |= 1 << bit;
@@ -383,6 +399,7 @@ fn layer_info(shape: &ModelShape, lt: &LayerType, reg: &mut TargetNames) -> Resu
     let (attn_in, attn_out) = (group(Role::Attention, Some(Side::In)), group(Role::Attention, Some(Side::Out)));
     let (mlp_in, mlp_out) = (group(Role::Mlp, Some(Side::In)), group(Role::Mlp, Some(Side::Out)));
     let shared_expert = group(Role::SharedExpert, None);
+    let mlp_in_empty = mlp_in.is_empty();
     let groups = [&attn_in, &attn_out, &mlp_in, &mlp_out];
     let group_in_sum = groups.map(|g| g.iter().map(|l| l.in_f).sum());
     let group_first_in = groups.map(|g| g.first().map_or(0, |l| l.in_f));
@@ -418,7 +435,44 @@ fn layer_info(shape: &ModelShape, lt: &LayerType, reg: &mut TargetNames) -> Resu
         quantizable_rows,
         moe: lt.moe,
         cross_attention: lt.cross_attention,
+        attention: lt.attention,
+        mixer: lt.mixer,
+        has_ffn: !mlp_in_empty || lt.moe,
+        mixer_fwd_flops: lt.mixer.as_ref().map_or(0, mixer_flops),
     })
+}
+
+/// Forward FLOPs per token of a mixer's scan, convolution and gating (its linears are in
+/// `fwd_flops_linear`). A depthwise causal convolution costs 2·K per channel. Per kind:
+///
+/// * Gated DeltaNet, chunked over C tokens (modeling_qwen3_next.py
+///   `torch_chunk_gated_delta_rule`; fla's `chunk_gated_delta_rule` does the same products),
+///   per value head: `k_beta·kᵀ` and `q·kᵀ` within the chunk (2·2·C·dk), the two unit-
+///   triangular solves against v_beta and the decayed keys (C·(dk + dv): half of a C×C
+///   matrix times dk + dv columns, 2 FLOPs per multiply-add), the intra-chunk output
+///   `attn·v_new` (2·C·dv) and three state products `k_cumdecay·S`, `q·S`, `kᵀ·v_new`
+///   (3·2·dk·dv);
+/// * Mamba-1 selective scan (modeling_mamba.py `mamba_selective_scan`), per channel and
+///   state: exp(A·dt), dt·B, ·u, the update a·s + b and the read s·C: 7 FLOPs;
+/// * Mamba-2 SSD, chunked (modeling_nemotron_h.py `torch_forward`), per head: C·Bᵀ within
+///   the chunk (2·C·N), its product with x (2·C·hd), the chunk states B·x (2·N·hd), the
+///   states' read C·S (2·N·hd) and their decay between chunks (N·hd);
+/// * short convolution (modeling_lfm2.py `Lfm2ShortConv`): two gating products per channel.
+pub fn mixer_flops(m: &Mixer) -> u128 {
+    let conv = 2 * m.conv_dim as u128 * m.conv_kernel as u128;
+    let (c, n) = (m.chunk_size as u128, m.d_state as u128);
+    conv + match m.kind {
+        MixerKind::GatedDeltaNet => {
+            let (dk, dv) = (m.key_head_dim as u128, m.head_dim as u128);
+            m.heads as u128 * (4 * c * dk + c * (dk + dv) + 2 * c * dv + 6 * dk * dv)
+        }
+        MixerKind::Mamba => 7 * m.d_inner as u128 * n,
+        MixerKind::Mamba2 => {
+            let hd = m.head_dim as u128;
+            m.heads as u128 * (2 * c * n + 2 * c * hd + 5 * n * hd)
+        }
+        MixerKind::ShortConv => 2 * m.d_inner as u128,
+    }
 }
 
 /// The parameters outside the layers, summed by role.
@@ -515,6 +569,7 @@ impl Analysis {
             attention_mask: reg.attention_mask,
             all_linear_mask: reg.all_linear_mask,
             expert_mask: reg.expert_mask,
+            excluded_mask: reg.excluded_mask,
             types,
             layers: shape.layers.clone(),
             embedding_params: top.embedding,
@@ -534,6 +589,7 @@ impl Analysis {
             // gemma2/3: four norms per layer (pre and post, attention and MLP)
             norms_per_block: if shape.model_type.starts_with("gemma2") || shape.model_type.starts_with("gemma3") { 2 } else { 1 },
             vision,
+            mixed_blocks: shape.layer_types.iter().any(|lt| !lt.attention || lt.mixer.is_some()),
         })
     }
 
@@ -598,6 +654,13 @@ impl Analysis {
                 if matches(full) {
                     if module_hit && self.expert_mask & (1 << bit) != 0 {
                         continue;
+                    }
+                    if self.excluded_mask & (1 << bit) != 0 {
+                        return Err(Error::field(
+                            "lora_target_modules",
+                            want,
+                            "a module peft adapts (peft refuses LoRA on out_proj and conv1d of Mamba-based models)",
+                        ));
                     }
                     if self.all_linear_mask & (1 << bit) == 0 {
                         return Err(Error::field(

@@ -64,6 +64,10 @@ pub struct Linear {
     /// tensors (`nn.Parameter` of shape `[E, out, in]`) are not.
     #[serde(default = "yes")]
     pub lora_targetable: bool,
+    /// An `nn.Linear` that peft refuses to adapt in this architecture (peft
+    /// `tuners_utils._check_lora_target_modules_mamba`: `out_proj` of Mamba-based models).
+    #[serde(default)]
+    pub peft_excluded: bool,
 }
 
 fn one() -> u64 {
@@ -98,6 +102,91 @@ pub struct LayerType {
     /// Whether the layer has cross-attention (seq2seq decoder).
     #[serde(default)]
     pub cross_attention: bool,
+    /// Whether the layer has softmax self-attention (false: only a mixer and/or an MLP).
+    #[serde(default = "yes")]
+    pub attention: bool,
+    /// A linear-attention, state-space or convolutional token mixer (besides attention
+    /// where `attention` is also set, as in Falcon-H1).
+    #[serde(default)]
+    pub mixer: Option<Mixer>,
+}
+
+/// The kind of a non-attention token mixer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MixerKind {
+    /// Gated DeltaNet (Qwen3-Next, Qwen3.5): a chunked delta-rule recurrence per value head.
+    GatedDeltaNet,
+    /// Mamba-1 selective scan (Mamba, Falcon-Mamba, Jamba).
+    Mamba,
+    /// Mamba-2 structured state-space duality (Falcon-H1, Nemotron-H, Zamba 2, Bamba).
+    Mamba2,
+    /// A gated depthwise short convolution (LFM2).
+    ShortConv,
+}
+
+/// The widths of a token mixer (fields a kind does not use are 0); the Python twin is
+/// `forge_advisor.shapes.model.Mixer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mixer {
+    pub kind: MixerKind,
+    /// Channels of the scan's output (GDN: value heads × head_dim; Mamba: intermediate size).
+    pub d_inner: u64,
+    /// Channels of the depthwise causal convolution.
+    pub conv_dim: u64,
+    pub conv_kernel: u64,
+    #[serde(default)]
+    pub heads: u64,
+    #[serde(default)]
+    pub head_dim: u64,
+    #[serde(default)]
+    pub key_heads: u64,
+    #[serde(default)]
+    pub key_head_dim: u64,
+    #[serde(default)]
+    pub d_state: u64,
+    #[serde(default)]
+    pub n_groups: u64,
+    #[serde(default)]
+    pub dt_rank: u64,
+    #[serde(default)]
+    pub chunk_size: u64,
+    /// A gated RMSNorm over the scan output (Qwen3-Next, Mamba-2 with `rms_norm`).
+    #[serde(default)]
+    pub gated_norm: bool,
+}
+
+impl Mixer {
+    /// The widths a kind's rules read are positive and below 2^24 (the widest published
+    /// mixer is ~2^15 channels), so the per-token byte and FLOP products cannot overflow.
+    pub fn validate(&self) -> Result<()> {
+        let used: &[(&str, u64)] = match self.kind {
+            MixerKind::GatedDeltaNet => &[
+                ("heads", self.heads),
+                ("head_dim", self.head_dim),
+                ("key_heads", self.key_heads),
+                ("key_head_dim", self.key_head_dim),
+                ("chunk_size", self.chunk_size),
+            ],
+            MixerKind::Mamba => &[("d_state", self.d_state), ("dt_rank", self.dt_rank)],
+            MixerKind::Mamba2 => &[
+                ("heads", self.heads),
+                ("head_dim", self.head_dim),
+                ("d_state", self.d_state),
+                ("n_groups", self.n_groups),
+                ("chunk_size", self.chunk_size),
+            ],
+            MixerKind::ShortConv => &[],
+        };
+        let common = [("d_inner", self.d_inner), ("conv_dim", self.conv_dim), ("conv_kernel", self.conv_kernel)];
+        for &(field, value) in common.iter().chain(used.iter()) {
+            if value == 0 || value >= 1 << 24 {
+                return Err(Error::field(format!("mixer.{field}"), value, "a positive integer below 16,777,216"));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl LayerType {
@@ -208,6 +297,9 @@ pub struct Hints {
     pub dsa_indexer_heads: u64,
     /// Residual streams of hyper-connections (`hc_mult`; HY-V4, DeepSeek-V4); 0 when none.
     pub hyper_connection_streams: u64,
+    /// The attention output is gated by a half of q_proj: `attn_output * sigmoid(gate)`
+    /// (Qwen3-Next, Qwen3.5).
+    pub attn_output_gate: bool,
 }
 
 impl Default for Hints {
@@ -226,6 +318,7 @@ impl Default for Hints {
             attn_gate_fp32: false,
             dsa_indexer_heads: 0,
             hyper_connection_streams: 0,
+            attn_output_gate: false,
         }
     }
 }
@@ -284,6 +377,9 @@ impl ModelShape {
             return Err(Error::field("layers", encoder, format!("num_encoder_layers={} encoder layers", self.num_encoder_layers)));
         }
         for lt in &self.layer_types {
+            if let Some(m) = &lt.mixer {
+                m.validate()?;
+            }
             for lin in &lt.linears {
                 if lin.in_features == 0 || lin.out_features == 0 || lin.count == 0 {
                     return Err(Error::field(

@@ -61,7 +61,7 @@ pub fn reference_forward_flops(est: &Estimator, plan: &Plan) -> f64 {
         .types
         .iter()
         .map(|info| {
-            attn + info.lins.iter().map(|l| 2.0 * (l.in_f * l.out_f) as f64 * if l.block == Role::Expert { top_k } else { l.count as f64 }).sum::<f64>()
+            (if info.attention { attn } else { 0.0 }) + info.mixer_fwd_flops as f64 + info.lins.iter().map(|l| 2.0 * (l.in_f * l.out_f) as f64 * if l.block == Role::Expert { top_k } else { l.count as f64 }).sum::<f64>()
         })
         .collect();
     let layers: f64 = an.runs.iter().map(|&(t, start, end)| per_type[t as usize] * (end - start) as f64).sum();
@@ -85,8 +85,12 @@ fn training_flops_per_token(est: &Estimator, plan: &Plan, mask: u64, frozen: u64
     // FLOPs of one layer of type `t` (forward, backward), by liveness and graph membership
     let layer = |t: u32, live: bool, in_graph: bool| -> (f64, f64) {
         let info = &an.types[t as usize];
-        let mut fwd = attn_fwd_per_layer;
-        let mut bwd = if in_graph { attn_fwd_per_layer * attn_bwd_factor } else { 0.0 };
+        // a mixer's scan: its backward costs twice its forward (the gradients of both
+        // operands of every product), like a matmul's input and weight gradients
+        let attn = if info.attention { attn_fwd_per_layer } else { 0.0 };
+        let scan = info.mixer_fwd_flops as f64;
+        let mut fwd = attn + scan;
+        let mut bwd = if in_graph { attn * attn_bwd_factor + 2.0 * scan } else { 0.0 };
         for l in &info.lins {
             let mut mac = (l.in_f * l.out_f) as f64;
             if l.block == Role::Expert {
@@ -182,8 +186,11 @@ fn integer_flops(est: &Estimator, plan: &Plan, mask: u64, frozen: u64, lowest: u
             }
             let (live, in_graph) = (lo as u64 >= frozen, lo >= lowest);
             let mac2 = info.fwd_flops_linear;
-            let mut fwd = attn_fwd + mac2;
-            let mut bwd = if in_graph { attn_bwd + mac2 } else { 0 }; // input gradient
+            // attention where the layer has it; a mixer's scan forward, backward twice that
+            let (a_fwd, a_bwd) = if info.attention { (attn_fwd, attn_bwd) } else { (0, 0) };
+            let scan = info.mixer_fwd_flops;
+            let mut fwd = a_fwd + scan + mac2;
+            let mut bwd = if in_graph { a_bwd + 2 * scan + mac2 } else { 0 }; // input gradient
             if in_graph && full && live {
                 bwd += mac2; // weight gradient
             }

@@ -10,6 +10,7 @@ from forge_advisor.shapes.families import (  # noqa: F401
     gpt_era,
     gpt_neox,
     legacy,
+    hybrid,
     llama,
     opt,
     phi,
