@@ -332,7 +332,7 @@ fn mixer_scan_saved(shape: &ModelShape, m: &Mixer, info: &LayerInfo, g: &LayerGr
     if !in_grad {
         return;
     }
-    out.per_token += mixer_core_bytes(m, w.e);
+    out.per_token += mixer_core_bytes(m, w);
 }
 
 /// Per-token bytes a mixer's torch path keeps when its input needs a gradient (`e`: the
@@ -359,11 +359,21 @@ fn mixer_scan_saved(shape: &ModelShape, m: &Mixer, info: &LayerInfo, g: &LayerGr
 ///   (segment sums, decays, C·Bᵀ: 3 × 4·nv·C), per-head scalars (dt, A·dt, their cumsums:
 ///   12·nv + 2·e·nv), chunk states (2 × 4·nv·hd·N/C), and fp32 copies of x and the scan
 ///   output (5 × 4·I) with the gate's product (e·I), or with the gated RMSNorm its fp32
-///   input, normed and gated output (8 × 4·I) and a rsqrt per group (4·G);
+///   input, normed and gated output (8 × 4·I) and a rsqrt per group (4·G). Under autocast
+///   (Trainer's `bf16=True`, also on bf16 weights) the chunk scan's five einsums run as
+///   half-width bmm (autocast's lower-precision op list), so what they keep is the e-wide
+///   cast, not the fp32 tensor: G = C·Bᵀ keeps C and B and its output (kept by G·L) is e
+///   wide (2·nv·N + nv·C), Y_diag keeps M and x (nv·C + I), the chunk states keep B·decay
+///   and x (nv·N + I), the inter-chunk recurrence keeps the states (nv·hd·N/C), and C·states
+///   keeps C and the states (nv·N + nv·hd·N/C) and its output (kept by the decay product,
+///   I): each of those 4·nv·N + 2·nv·C + 3·I + 2·nv·hd·N/C elements is e instead of 4 bytes
+///   (measured on fake tensors with and without `torch.autocast`, three (N, C, heads,
+///   head_dim) shapes: exact up to the per-sequence chunk-count terms);
 /// * short convolution (modeling_lfm2.py `Lfm2ShortConv.forward`): in_proj's output B·C·x
 ///   (3·e·d), the product B·x the convolution reads (e·d) and the convolution's output the
 ///   C· product keeps (e·d).
-pub fn mixer_core_bytes(m: &Mixer, e: u64) -> u64 {
+pub fn mixer_core_bytes(m: &Mixer, w: Widths) -> u64 {
+    let e = w.e;
     let (nv, c, i, n) = (m.heads, m.chunk_size.max(1), m.d_inner, m.d_state);
     match m.kind {
         MixerKind::GatedDeltaNet => {
@@ -377,7 +387,10 @@ pub fn mixer_core_bytes(m: &Mixer, e: u64) -> u64 {
         MixerKind::Mamba2 => {
             let hd = m.head_dim;
             let common = 20 * nv * n + 12 * nv * c + 12 * nv + 2 * e * nv + 8 * nv * hd * n / c + e * (i + m.conv_dim + nv) + e * m.conv_dim;
-            common + if m.gated_norm { 32 * i + 4 * m.n_groups } else { 20 * i + e * i }
+            // the einsums' fp32 operands and outputs kept as autocast's half-width casts
+            let einsum_elems = 4 * nv * n + 2 * nv * c + 3 * i + 2 * nv * hd * n / c;
+            let narrowed = if w.autocast && e < 4 { (4 - e) * einsum_elems } else { 0 };
+            common - narrowed + if m.gated_norm { 32 * i + 4 * m.n_groups } else { 20 * i + e * i }
         }
         MixerKind::ShortConv => 5 * e * m.d_inner,
     }
@@ -584,4 +597,40 @@ pub fn layer_backward_transient(shape: &ModelShape, info: &LayerInfo, plan: &Pla
         per_token_ctx = (2 * w.e + 4) * shape.num_attention_heads;
     }
     Saved { per_token, per_token_ctx, constant: 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mamba2(n: u64, c: u64, nv: u64, hd: u64) -> Mixer {
+        let i = nv * hd;
+        Mixer {
+            kind: MixerKind::Mamba2, d_inner: i, conv_dim: i + 2 * n, conv_kernel: 4, heads: nv, head_dim: hd,
+            key_heads: 0, key_head_dim: 0, d_state: n, n_groups: 1, dt_rank: 0, chunk_size: c, gated_norm: false,
+        }
+    }
+
+    /// What autocast saves on Mamba-2's chunk scan: Falcon-H1's mixer (1 layer, hidden 256,
+    /// bf16 weights, one sequence) measured on fake tensors with and without
+    /// `torch.autocast(bf16)`, autograd's saved storages summed; the measured difference
+    /// also holds per-sequence chunk-count terms (< 0.9%), so within 1%.
+    #[test]
+    fn autocast_keeps_the_chunk_scan_einsums_half_wide() {
+        // (seq, N, C, heads, head_dim, measured bytes without − with autocast)
+        for (s, n, c, nv, hd, measured) in [
+            (512u64, 32u64, 64u64, 8u64, 64u64, 4_225_776u64),
+            (512, 128, 128, 16, 32, 15_334_624),
+            (1024, 64, 256, 4, 128, 10_026_808),
+        ] {
+            let m = mamba2(n, c, nv, hd);
+            // pure bf16 widths without autocast (e = 2) vs Trainer's bf16 (autocast)
+            let plain = Widths { e: 2, r: 2, amp: false, autocast: false };
+            let auto = Widths::of(Dtype::Bf16);
+            assert!(auto.autocast && auto.e == 2);
+            let est = s * (mixer_core_bytes(&m, plain) - mixer_core_bytes(&m, auto));
+            let err = (est as f64 - measured as f64).abs() / measured as f64;
+            assert!(err < 0.01, "{s} {n} {c} {nv} {hd}: {est} vs {measured}");
+        }
+    }
 }
