@@ -396,9 +396,33 @@ fn moe_saved(shape: &ModelShape, info: &LayerInfo, g: &LayerGrad, w: Widths, act
 /// in half; else the weights' dtype), two of them alive at once (the matmul output and its
 /// scaled copy, then the scaled scores and their ReLU): `2 · e · heads` bytes per token per
 /// token of context. The `[B, S, T]` index scores, top-k and masks that follow are one
-/// head's worth, freed before the attention runs.
-pub fn layer_forward_transient(shape: &ModelShape, w: Widths) -> Saved {
-    Saved { per_token: 0, per_token_ctx: 2 * w.e * shape.hints.dsa_indexer_heads, constant: 0 }
+/// head's worth, freed before the attention runs. Per token, what the layer already holds
+/// when its indexer runs ([`indexer_call_held`]).
+pub fn layer_forward_transient(shape: &ModelShape, info: &LayerInfo, g: &LayerGrad, cx: &PlanCtx) -> Saved {
+    let heads = shape.hints.dsa_indexer_heads;
+    if heads == 0 {
+        return Saved::default();
+    }
+    Saved { per_token: indexer_call_held(shape, info, g, cx), per_token_ctx: 2 * cx.w.e * heads, constant: 0 }
+}
+
+/// Per token, what a DSA layer holds when its indexer runs (`DeepseekV32Attention.forward`
+/// calls `self.indexer(...)` after every input projection and `expand_kv`): the norm's
+/// saved bytes and the projections' saved inputs (as [`attention_saved`] counts them), the
+/// normed input (e · H) and every attention input projection's output (e · Σ out_features:
+/// q_a, q_b, kv_a, kv_b, the indexer's wq_b, wk and weights_proj; `value_states` is a view
+/// of kv_b's), and the two new tensors built from them, `query_states = cat(q_pass, q_rot)`
+/// (e · heads · head_dim) and `expand_kv`'s `key_states = new_empty(...)` (e · kv_heads ·
+/// head_dim). The layer's saved bytes count them only once the layer has finished.
+fn indexer_call_held(shape: &ModelShape, info: &LayerInfo, g: &LayerGrad, cx: &PlanCtx) -> u64 {
+    let (w, h) = (cx.w, shape.hidden_size);
+    let qd = shape.num_attention_heads * shape.head_dim;
+    let kd = shape.num_key_value_heads * shape.head_dim;
+    let outs: u64 = info.attn_in.iter().map(|l| l.out_f * l.count).sum();
+    let saved = norm_saved(shape, w, g.input, g.weights, h)
+        + base_inputs(w, g, info, GROUP_ATTN_IN)
+        + lora_inputs(cx, g, GROUP_ATTN_IN);
+    saved + w.e * (h + outs + qd + kd)
 }
 
 /// One hyper-connection's saved bytes per token (modeling_hy_v4.py `HYV4HyperConnection.

@@ -700,7 +700,7 @@ impl Estimator {
                         // activation offloading: kept bytes wait on the host; one layer is fetched ahead
                         let (kept, prefetch) = if plan.activation_offloading { (0, crate::levers::offload_prefetch_per_token(kept)) } else { (kept, 0) };
                         acc.host_per_token = acc.host_per_token.saturating_add(sat(prefetch, n as u64));
-                        let fwd_transient = Segment::per_token(&layer_forward_transient(shape, w), ctx);
+                        let fwd_transient = Segment::per_token(&layer_forward_transient(shape, info, &g, cx), ctx);
                         let mut bwd_transient =
                             *transient.get_or_insert_with(|| Segment::per_token(&layer_backward_transient(shape, info, act_plan), ctx));
                         if plan.gradient_checkpointing && fwd_transient > 0 {
