@@ -796,7 +796,7 @@ impl Estimator {
                         let (merged, merged_bwd) = crate::activations::expert_lora_fixed(&g.lora, act_plan.dtype, plan.lora_r);
                         let kept_fixed = if plan.gradient_checkpointing || plan.activation_offloading { 0 } else { merged };
                         acc.host_per_token = acc.host_per_token.saturating_add(sat(prefetch, n as u64));
-                        let fwd_transient = Segment::per_token(&layer_forward_transient(shape, w), ctx);
+                        let fwd_transient = Segment::per_token(&layer_forward_transient(shape, info, &g, cx), ctx);
                         let (mut bwd_transient, bwd_mlp) =
                             *transient.get_or_insert_with(|| backward_transient(shape, info, act_plan, ctx));
                         if plan.gradient_checkpointing && fwd_transient > 0 {

@@ -295,6 +295,8 @@ pub struct Hints {
     /// Heads of a DeepSeek sparse-attention indexer in every layer (`index_n_heads`;
     /// DeepSeek-V3.2, GLM-5); 0 when none.
     pub dsa_indexer_heads: u64,
+    /// Width of one indexer head (`index_head_dim`); 0 when none.
+    pub dsa_indexer_head_dim: u64,
     /// Residual streams of hyper-connections (`hc_mult`; HY-V4, DeepSeek-V4); 0 when none.
     pub hyper_connection_streams: u64,
     /// The attention output is gated by a half of q_proj: `attn_output * sigmoid(gate)`
@@ -317,6 +319,7 @@ impl Default for Hints {
             attn_gate_width: 0,
             attn_gate_fp32: false,
             dsa_indexer_heads: 0,
+            dsa_indexer_head_dim: 0,
             hyper_connection_streams: 0,
             attn_output_gate: false,
         }

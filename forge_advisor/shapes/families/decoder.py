@@ -697,6 +697,7 @@ def _builder(model_type: str):  # noqa: ANN202
             # the indexer's per-head scores are a forward transient over the context, its top-k
             # a mask SDPA keeps (activations.rs layer_forward_transient, qkv_saved)
             hints["dsa_indexer_heads"] = text.int("index_n_heads")
+            hints["dsa_indexer_head_dim"] = text.int("index_head_dim")
         object.__setattr__(shape, "hints", hints)
         return shape
 
