@@ -83,8 +83,9 @@ def every_plan(space: dict[str, Any]) -> list[SimpleNamespace]:
 def brute_force(model: str, gpu_name: str) -> tuple[dict[str, float | None], int, float]:
     """The best value per objective over every plan of the default space, plans priced, seconds."""
     shape, gpu = load_shape(model), find_gpu(gpu_name)
-    # the request recommend makes by default: 2048 tokens, or the model's position limit when shorter
-    space = build_space(shape, gpu, SearchRequest(seq_len=shape.length_or_limit(2048)))
+    # the request recommend makes by default (2048 text tokens + a sample's image tokens,
+    # within the position limit)
+    space = build_space(shape, gpu, SearchRequest(seq_len=shape.default_length({})))
     est = native_estimator(shape, gpu)
     t0 = time.perf_counter()
     best: dict[str, float | None] = dict.fromkeys(OBJECTIVES)

@@ -40,7 +40,8 @@ def test_every_recommendation_fits_with_headroom() -> None:
 
 
 @pytest.mark.parametrize("model", ["Qwen/Qwen2.5-0.5B", "meta-llama/Llama-3.1-8B", "google/gemma-2-9b", "meta-llama/Llama-3.1-70B",
-                                   "openai-community/gpt2"])  # gpt2: the default length is its 1024-token limit
+                                   "openai-community/gpt2",  # gpt2: the default length is its 1024-token limit
+                                   "Qwen/Qwen2.5-VL-3B-Instruct"])  # a VLM: 2048 text tokens + one image's tokens
 @pytest.mark.parametrize("gpu", ["T4", "RTX 4090", "A100 80GB SXM", "H100 SXM"])
 def test_ranking_equals_an_independent_brute_force(model: str, gpu: str) -> None:
     """recommend's first plan is the optimum of every plan of the space priced one by one

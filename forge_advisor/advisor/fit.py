@@ -199,8 +199,7 @@ def fit(
         raise ForgeError(f"fit() got an unknown lever '{unknown[0]}': one of {', '.join(known)}")
     shape.check_vision_fields(levers)
     if seq_len is None:
-        # 2048 tokens (+ a vision-language sample's image tokens), or the model's position limit when shorter
-        seq_len = shape.length_or_limit(2048 + shape.image_tokens(levers))
+        seq_len = shape.default_length(levers)
     else:
         shape.check_length(seq_len)
     common = {**({} if distributed is None else {"distributed": distributed}), **levers}

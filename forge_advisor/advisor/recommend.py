@@ -165,9 +165,7 @@ def recommend(
     shape = model if not isinstance(model, str) else load_shape(model)
     shape.check_vision_fields(fixed)
     if seq_len is None:
-        # the default length, within the model's position limit: 2048 text tokens, plus the
-        # image tokens of a vision-language sample (trl counts them inside max_length)
-        seq_len = shape.length_or_limit(2048 + shape.image_tokens(fixed))
+        seq_len = shape.default_length(fixed)
     else:
         shape.check_length(seq_len)
     gpu = resolve_gpu(gpu or "auto") if not hasattr(gpu, "memory_bytes") else gpu  # type: ignore[arg-type]

@@ -248,6 +248,12 @@ class ModelShape:
         images = fields.get("images_per_sample", 1)
         return images * self.vision.images.per_image(fields.get("max_pixels"))[1]
 
+    def default_length(self, fields: Any) -> int:
+        """The ``max_length`` recommend and fit ask for when none is given: 2048 text tokens
+        plus the image tokens of a vision-language sample under plan ``fields`` (trl counts
+        them inside ``max_length``), within the model's position limit."""
+        return self.length_or_limit(2048 + self.image_tokens(fields))
+
     def check_vision_fields(self, given: Any) -> None:
         """Refuse vision-language plan fields (``max_pixels``, ``images_per_sample``,
         ``freeze_vision_tower``) named in ``given`` for a model without a vision tower: a
