@@ -53,7 +53,6 @@ REASONS: dict[str, str] = {
     # families before Llama's layout that no parser reads yet
     "mllama": "cross-attention image layers inside the text decoder (Llama 3.2 Vision)",
     "minimax_m3_vl_text": "mixed full/linear attention layers (MiniMax)",
-    "minimax": "mixed full/linear attention layers (MiniMax)",
 }
 _DEFAULT = "no built-in parser for this model_type"
 

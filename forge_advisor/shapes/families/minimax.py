@@ -1,0 +1,71 @@
+"""MiniMax-01 (``minimax``): lightning (linear) attention layers between softmax attention
+layers, every layer's MLP a Mixtral-style sparse block.
+
+Transcribes transformers 5's modeling_minimax.py. ``MiniMaxLightningAttention``:
+``qkv_proj`` H → 3·heads·hd, ``output_gate`` H → heads·hd, ``out_proj`` heads·hd → H (no
+biases) and an RMSNorm over heads·hd; ``MiniMaxAttention``: q/k/v/o without biases;
+``MiniMaxSparseMoeBlock``: a ``gate`` router held as an nn.Parameter [E, H] (not a Linear:
+peft cannot wrap it) and fused experts of ``intermediate_size``. ``layer_types`` defaults to
+full attention on even layers, linear on odd ones (configuration_minimax.py ``__post_init__``).
+
+Activations: no rule models the lightning-attention recurrence itself; its layers take the
+Gated DeltaNet rule (rust/src/activations.rs ``mixer_core_bytes``), the nearest existing
+linear-attention mixer, with the SiLU over ``qkv_proj``'s output standing where Gated
+DeltaNet keeps its convolution's input and output (``conv_dim`` = 3·heads·hd, one tap: the
+lightning layer has no convolution), ``heads`` = ``key_heads`` = num_attention_heads of
+head_dim, and ``block_size`` as the chunk (README: "Architectures").
+"""
+
+from __future__ import annotations
+
+from forge_advisor.shapes.config import ConfigReader
+from forge_advisor.shapes.families.hybrid import _assemble, _attn, _head, _kinds, _shape
+from forge_advisor.shapes.model import LayerType, Linear, Mixer, ModelShape
+from forge_advisor.shapes.registry import register_architecture
+
+__all__: list[str] = []
+
+
+def _lightning(hidden: int, heads: int, hd: int, block: int) -> tuple[list[Linear], int, Mixer]:
+    width = heads * hd
+    lin = [
+        Linear("self_attn.qkv_proj", hidden, 3 * width, False, "attention"),
+        Linear("self_attn.output_gate", hidden, width, False, "attention"),
+        Linear("self_attn.out_proj", width, hidden, False, "attention"),
+    ]
+    mixer = Mixer("gated_delta_net", d_inner=width, conv_dim=3 * width, conv_kernel=1, heads=heads, head_dim=hd,
+                  key_heads=heads, key_head_dim=hd, chunk_size=block, gated_norm=True)
+    return lin, width, mixer  # norm.weight [heads·hd]
+
+
+@register_architecture("minimax")
+def _minimax(c: ConfigReader, name: str) -> ModelShape:
+    hidden, n_layers, vocab = c.int("hidden_size"), c.layers("num_hidden_layers"), c.int("vocab_size")
+    heads = c.int("num_attention_heads")
+    kv = c.int("num_key_value_heads", default=heads)
+    hd = c.int("head_dim", default=hidden // heads)
+    tie = c.bool("tie_word_embeddings", default=False)
+    kinds = _kinds(c, "layer_types", n_layers, {"full_attention", "linear_attention"})
+    if kinds is None:
+        kinds = ["full_attention" if (i + 1) % 2 else "linear_attention" for i in range(n_layers)]
+    experts = c.int("num_local_experts", default=8)
+    top_k = c.int("num_experts_per_tok", default=2, maximum=experts)
+    inter = c.int("intermediate_size")
+    moe = [
+        Linear("mlp.gate", hidden, experts, False, "router", lora_targetable=False),
+        Linear("mlp.experts.gate_up_proj", hidden, 2 * inter, False, "expert", count=experts, lora_targetable=False),
+        Linear("mlp.experts.down_proj", inter, hidden, False, "expert", count=experts, lora_targetable=False),
+    ]
+    norms = 2 * hidden  # input_layernorm, post_attention_layernorm
+
+    def layer(kind: tuple) -> LayerType:
+        if kind[0] == "full_attention":
+            return LayerType("decoder", tuple(_attn(c, hidden, heads, kv, hd) + moe), norms, moe=True)
+        lin, other, mixer = _lightning(hidden, heads, hd, c.int("block_size", default=256))
+        return LayerType("decoder", tuple(lin + moe), other + norms, moe=True, attention=False, mixer=mixer)
+
+    layer_types, layers = _assemble([(k,) for k in kinds], layer)
+    return _shape(c, name, "minimax", hidden=hidden, n_layers=n_layers, heads=heads, kv=kv, hd=hd, inter=inter, vocab=vocab,
+                  tie=tie, layer_types=layer_types, layers=layers,
+                  params=_head(c, vocab, hidden, tie, "model.embed_tokens.weight", "model.norm"),
+                  experts=experts, top_k=top_k, moe_inter=inter)
