@@ -1,4 +1,4 @@
-"""More hybrid decoders, beside shapes/families/hybrid.py's: MiniMax-01, Lara-mini.
+"""More hybrid decoders, beside shapes/families/hybrid.py's: MiniMax-01, Lara-mini, Kimi Linear.
 
 MiniMax-01 (``minimax``): lightning (linear) attention layers between softmax attention
 layers, every layer's MLP a Mixtral-style sparse block.
@@ -21,8 +21,9 @@ head_dim, and ``block_size`` as the chunk (README: "Architectures").
 from __future__ import annotations
 
 from forge_advisor.shapes.config import ConfigReader
-from forge_advisor.shapes.families.decoder import Moe, Spec, _moe
-from forge_advisor.shapes.families.hybrid import _assemble, _attn, _gdn, _head, _kinds, _shape
+from forge_advisor.errors import ForgeError
+from forge_advisor.shapes.families.decoder import Moe, Spec, _mla, _moe
+from forge_advisor.shapes.families.hybrid import _assemble, _attn, _gated, _gdn, _head, _kinds, _shape
 from forge_advisor.shapes.model import LayerType, Linear, Mixer, ModelShape
 from forge_advisor.shapes.registry import register_architecture
 
@@ -111,3 +112,112 @@ def _lara_mini(c: ConfigReader, name: str) -> ModelShape:
                   tie=tie, layer_types=layer_types, layers=layers,
                   params=_head(c, vocab, hidden, tie, "model.embed_tokens.weight", "model.norm"),
                   experts=experts, top_k=top_k, moe_inter=moe_inter, hints={"qk_norm": True})
+
+
+# modeling_kimi_linear.py KimiLinearMoE: router ``gate`` [E, H] (a Parameter; its
+# e_score_correction_bias is a buffer), fused experts of moe_intermediate_size, and
+# ``shared_experts`` of moe_intermediate_size · n_shared_experts added in full
+# (KimiLinearConfig's attribute_map writes num_experts, num_shared_experts and
+# num_experts_per_token into its to_dict)
+_KIMI_MOE = Moe(shared="shared_experts", experts=("num_local_experts", "num_experts"),
+                shared_count=("n_shared_experts", "num_shared_experts"), top_k=("num_experts_per_tok", "num_experts_per_token"))
+
+
+def _kda(c: ConfigReader, hidden: int) -> tuple[list[Linear], int, Mixer]:
+    """modeling_kimi_linear.py ``KimiLinearDeltaAttention`` (Kimi Delta Attention): q/k/v
+    H → nh·hd, depthwise ``conv1d`` over 3·nh·hd channels (no bias), ``b_proj`` H → nh,
+    the low-rank output gate ``g_a_proj`` H → hd, ``g_b_proj`` hd → nh·hd, a gated RMSNorm
+    ``o_norm`` [hd], ``o_proj``; ``KimiLinearForgetGate``: ``f_a_proj`` H → hd,
+    ``f_b_proj`` hd → nh·hd, ``dt_bias`` [nh·hd], ``A_log`` [nh].
+
+    Its activations take the Gated DeltaNet rule (nh key and value heads of hd): KDA is the
+    same chunked delta rule with a per-channel decay (the class docstring) where Gated
+    DeltaNet's is per head, so the rule undercounts the decay tensors by a factor hd."""
+    nh, hd = c.int("linear_num_heads", default=32), c.int("linear_head_dim", default=128)
+    kernel = c.int("linear_conv_kernel_dim", default=4)
+    width = nh * hd
+    p = "self_attn"
+    lin = [
+        Linear(f"{p}.q_proj", hidden, width, False, "attention"),
+        Linear(f"{p}.k_proj", hidden, width, False, "attention"),
+        Linear(f"{p}.v_proj", hidden, width, False, "attention"),
+        Linear(f"{p}.forget_gate.f_a_proj", hidden, hd, False, "other"),
+        Linear(f"{p}.forget_gate.f_b_proj", hd, width, False, "other"),
+        Linear(f"{p}.b_proj", hidden, nh, False, "other"),
+        Linear(f"{p}.g_a_proj", hidden, hd, False, "other"),
+        Linear(f"{p}.g_b_proj", hd, width, False, "other"),
+        Linear(f"{p}.o_proj", width, hidden, False, "attention"),
+    ]
+    other = 3 * width * kernel + width + nh + hd  # conv1d, dt_bias, A_log, o_norm
+    mixer = Mixer("gated_delta_net", d_inner=width, conv_dim=3 * width, conv_kernel=kernel, heads=nh, head_dim=hd,
+                  key_heads=nh, key_head_dim=hd, chunk_size=64, gated_norm=True)
+    return lin, other, mixer
+
+
+def _kimi_kinds(c: ConfigReader, n_layers: int) -> tuple[list[str], list[str]]:
+    """configuration_kimi_linear.py ``__post_init__``: ``layer_types``, else the checkpoint's
+    ``linear_attn_config`` (1-indexed ``full_attn_layers`` / ``kda_layers``), else full
+    attention on every 4th layer after the first; ``mlp_layer_types``, else dense for the
+    first ``first_k_dense_replace`` (default 1) layers."""
+    kinds = _kinds(c, "layer_types", n_layers, {"full_attention", "linear_attention"})
+    lac = c.data.get("linear_attn_config")
+    if kinds is None and isinstance(lac, dict) and "full_attn_layers" in lac and "kda_layers" in lac:
+        by_index = {i: "full_attention" for i in lac["full_attn_layers"]} | {i: "linear_attention" for i in lac["kda_layers"]}
+        if sorted(by_index) != list(range(1, n_layers + 1)):
+            raise ForgeError(f"{c.source}: linear_attn_config's full_attn_layers and kda_layers must cover layers 1..{n_layers} once")
+        kinds = [by_index[i + 1] for i in range(n_layers)]
+    if kinds is None:
+        kinds = ["full_attention" if i and i % 4 == 0 else "linear_attention" for i in range(n_layers)]
+    mlp = _kinds(c, "mlp_layer_types", n_layers, {"dense", "sparse"})
+    if mlp is None:
+        first = c.int("first_k_dense_replace", default=1, minimum=0)
+        mlp = ["dense" if i < first else "sparse" for i in range(n_layers)]
+    return kinds, mlp
+
+
+@register_architecture("kimi_linear")
+def _kimi_linear(src: ConfigReader, name: str) -> ModelShape:
+    """modeling_kimi_linear.py ``KimiLinearDecoderLayer``: ``self_attn`` is MLA
+    (``KimiLinearAttention``, DeepSeek-V2's without RoPE) on "full_attention" layers and
+    Kimi Delta Attention elsewhere; ``mlp`` the sparse block or a gated MLP by
+    ``mlp_layer_types``; ``input_layernorm``, ``post_attention_layernorm``, ``model.norm``."""
+    lac = src.data.get("linear_attn_config")
+    data = dict(src.data)
+    if isinstance(lac, dict):  # the checkpoint's spellings (configuration_kimi_linear.py)
+        for ours, theirs in (("linear_head_dim", "head_dim"), ("linear_num_heads", "num_heads"),
+                             ("linear_conv_kernel_dim", "short_conv_kernel_size")):
+            if theirs in lac:
+                data[ours] = lac[theirs]
+    data.setdefault("q_lora_rank", None)  # KimiLinearConfig's default: no query LoRA
+    c = ConfigReader(data, src.source)
+    hidden, n_layers, vocab = c.int("hidden_size"), c.layers("num_hidden_layers"), c.int("vocab_size")
+    heads = c.int("num_attention_heads")
+    tie = c.bool("tie_word_embeddings", default=False)
+    kinds, mlp_kinds = _kimi_kinds(c, n_layers)
+    inter = c.int("intermediate_size")
+    moe_parts = _moe(c, Spec(moe=_KIMI_MOE), hidden) if "sparse" in mlp_kinds else None
+    dense = _gated("mlp", ("gate_proj", "up_proj", "down_proj"), hidden, inter)
+    norms = 2 * hidden
+
+    def layer(kind: tuple) -> LayerType:
+        mix, mlp = kind
+        if mix == "full_attention":
+            lin, other = _mla(c, "self_attn", hidden, heads)
+            mixer = None
+        else:
+            lin, other, mixer = _kda(c, hidden)
+        if mlp == "sparse":
+            assert moe_parts is not None
+            lin, other = lin + moe_parts[0], other + moe_parts[1]
+        else:
+            lin = lin + dense
+        return LayerType("decoder", tuple(lin), other + norms, moe=mlp == "sparse", attention=mixer is None, mixer=mixer)
+
+    layer_types, layers = _assemble(list(zip(kinds, mlp_kinds)), layer)
+    experts, top_k, moe_inter = (moe_parts[2], moe_parts[3], moe_parts[4]) if moe_parts else (0, 0, 0)
+    # MLA's q/k width per head, as decoder.py's MLA parsers record it
+    hd = c.int("qk_nope_head_dim") + c.int("qk_rope_head_dim")
+    return _shape(c, name, "kimi_linear", hidden=hidden, n_layers=n_layers, heads=heads, kv=heads, hd=hd, inter=inter,
+                  vocab=vocab, tie=tie, layer_types=layer_types, layers=layers,
+                  params=_head(c, vocab, hidden, tie, "model.embed_tokens.weight", "model.norm"),
+                  experts=experts, top_k=top_k, moe_inter=moe_inter)
