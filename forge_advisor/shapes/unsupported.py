@@ -24,7 +24,7 @@ REASONS: dict[str, str] = {
     # state-space and recurrent mixers
     "zamba": _HYBRID_SSM, "zamba2": _HYBRID_SSM,
     "rwkv": _RECURRENT, "xlstm": _RECURRENT, "recurrent_gemma": _RECURRENT,
-    "bailing_hybrid": _LINEAR_ATTN, "olmo_hybrid": _LINEAR_ATTN,
+    "olmo_hybrid": _LINEAR_ATTN,
     "lfm2_moe": "short-convolution operator layers (LFM2)",
     # encoder-style decoders
     "xlm": "XLM's flat attention/FFN lists outside the layer stack",

@@ -1,4 +1,5 @@
-"""More hybrid decoders, beside shapes/families/hybrid.py's: MiniMax-01, Lara-mini, Kimi Linear.
+"""More hybrid decoders, beside shapes/families/hybrid.py's: MiniMax-01, Lara-mini, Kimi
+Linear, Bailing hybrid (Ling 2.5).
 
 MiniMax-01 (``minimax``): lightning (linear) attention layers between softmax attention
 layers, every layer's MLP a Mixtral-style sparse block.
@@ -19,6 +20,8 @@ head_dim, and ``block_size`` as the chunk (README: "Architectures").
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from forge_advisor.shapes.config import ConfigReader
 from forge_advisor.errors import ForgeError
@@ -123,42 +126,58 @@ _KIMI_MOE = Moe(shared="shared_experts", experts=("num_local_experts", "num_expe
                 shared_count=("n_shared_experts", "num_shared_experts"), top_k=("num_experts_per_tok", "num_experts_per_token"))
 
 
-def _kda(c: ConfigReader, hidden: int) -> tuple[list[Linear], int, Mixer]:
+def _kda(c: ConfigReader, hidden: int, *, bailing: bool = False) -> tuple[list[Linear], int, Mixer]:
     """modeling_kimi_linear.py ``KimiLinearDeltaAttention`` (Kimi Delta Attention): q/k/v
     H → nh·hd, depthwise ``conv1d`` over 3·nh·hd channels (no bias), ``b_proj`` H → nh,
     the low-rank output gate ``g_a_proj`` H → hd, ``g_b_proj`` hd → nh·hd, a gated RMSNorm
     ``o_norm`` [hd], ``o_proj``; ``KimiLinearForgetGate``: ``f_a_proj`` H → hd,
     ``f_b_proj`` hd → nh·hd, ``dt_bias`` [nh·hd], ``A_log`` [nh].
+    modeling_bailing_hybrid.py ``BailingHybridDeltaAttention`` (``bailing``): full-rank
+    ``forget_gate.f_proj`` H → nh·hd and ``g_proj`` H → nh·hd in place of the pairs.
 
     Its activations take the Gated DeltaNet rule (nh key and value heads of hd): KDA is the
     same chunked delta rule with a per-channel decay (the class docstring) where Gated
     DeltaNet's is per head, so the rule undercounts the decay tensors by a factor hd."""
-    nh, hd = c.int("linear_num_heads", default=32), c.int("linear_head_dim", default=128)
-    kernel = c.int("linear_conv_kernel_dim", default=4)
+    if bailing:
+        # configuration_bailing_hybrid.py __post_init__: linear_head_dim = head_dim (the field
+        # as given, before it is overwritten by qk_rope_head_dim), linear_num_heads =
+        # num_attention_heads, linear_conv_kernel_dim = short_conv_kernel_size; a saved
+        # config's own linear_* fields come back as kwargs set after that, and win
+        nh, hd = c.int("linear_num_heads", "num_attention_heads"), c.int("linear_head_dim", "head_dim", default=128)
+        kernel = c.int("linear_conv_kernel_dim", "short_conv_kernel_size", default=4)
+    else:
+        nh, hd = c.int("linear_num_heads", default=32), c.int("linear_head_dim", default=128)
+        kernel = c.int("linear_conv_kernel_dim", default=4)
     width = nh * hd
     p = "self_attn"
     lin = [
         Linear(f"{p}.q_proj", hidden, width, False, "attention"),
         Linear(f"{p}.k_proj", hidden, width, False, "attention"),
         Linear(f"{p}.v_proj", hidden, width, False, "attention"),
-        Linear(f"{p}.forget_gate.f_a_proj", hidden, hd, False, "other"),
-        Linear(f"{p}.forget_gate.f_b_proj", hd, width, False, "other"),
-        Linear(f"{p}.b_proj", hidden, nh, False, "other"),
-        Linear(f"{p}.g_a_proj", hidden, hd, False, "other"),
-        Linear(f"{p}.g_b_proj", hd, width, False, "other"),
-        Linear(f"{p}.o_proj", width, hidden, False, "attention"),
     ]
+    if bailing:
+        lin += [Linear(f"{p}.forget_gate.f_proj", hidden, width, False, "other"),
+                Linear(f"{p}.b_proj", hidden, nh, False, "other"),
+                Linear(f"{p}.g_proj", hidden, width, False, "other")]
+    else:
+        lin += [Linear(f"{p}.forget_gate.f_a_proj", hidden, hd, False, "other"),
+                Linear(f"{p}.forget_gate.f_b_proj", hd, width, False, "other"),
+                Linear(f"{p}.b_proj", hidden, nh, False, "other"),
+                Linear(f"{p}.g_a_proj", hidden, hd, False, "other"),
+                Linear(f"{p}.g_b_proj", hd, width, False, "other")]
+    lin.append(Linear(f"{p}.o_proj", width, hidden, False, "attention"))
     other = 3 * width * kernel + width + nh + hd  # conv1d, dt_bias, A_log, o_norm
     mixer = Mixer("gated_delta_net", d_inner=width, conv_dim=3 * width, conv_kernel=kernel, heads=nh, head_dim=hd,
                   key_heads=nh, key_head_dim=hd, chunk_size=64, gated_norm=True)
     return lin, other, mixer
 
 
-def _kimi_kinds(c: ConfigReader, n_layers: int) -> tuple[list[str], list[str]]:
+def _kimi_kinds(c: ConfigReader, n_layers: int, bailing: bool) -> tuple[list[str], list[str]]:
     """configuration_kimi_linear.py ``__post_init__``: ``layer_types``, else the checkpoint's
     ``linear_attn_config`` (1-indexed ``full_attn_layers`` / ``kda_layers``), else full
     attention on every 4th layer after the first; ``mlp_layer_types``, else dense for the
-    first ``first_k_dense_replace`` (default 1) layers."""
+    first ``first_k_dense_replace`` (default 1) layers. Bailing hybrid: no
+    ``linear_attn_config``, full attention every ``layer_group_size``-th layer, 2 dense."""
     kinds = _kinds(c, "layer_types", n_layers, {"full_attention", "linear_attention"})
     lac = c.data.get("linear_attn_config")
     if kinds is None and isinstance(lac, dict) and "full_attn_layers" in lac and "kda_layers" in lac:
@@ -166,34 +185,46 @@ def _kimi_kinds(c: ConfigReader, n_layers: int) -> tuple[list[str], list[str]]:
         if sorted(by_index) != list(range(1, n_layers + 1)):
             raise ForgeError(f"{c.source}: linear_attn_config's full_attn_layers and kda_layers must cover layers 1..{n_layers} once")
         kinds = [by_index[i + 1] for i in range(n_layers)]
+    if kinds is None and bailing:  # configuration_bailing_hybrid.py: every layer_group_size-th is full
+        group = c.int("layer_group_size", default=6)
+        kinds = ["full_attention" if (i + 1) % group == 0 else "linear_attention" for i in range(n_layers)]
     if kinds is None:
         kinds = ["full_attention" if i and i % 4 == 0 else "linear_attention" for i in range(n_layers)]
     mlp = _kinds(c, "mlp_layer_types", n_layers, {"dense", "sparse"})
     if mlp is None:
-        first = c.int("first_k_dense_replace", default=1, minimum=0)
+        first = c.int("first_k_dense_replace", default=2 if bailing else 1, minimum=0)
         mlp = ["dense" if i < first else "sparse" for i in range(n_layers)]
     return kinds, mlp
 
 
-@register_architecture("kimi_linear")
-def _kimi_linear(src: ConfigReader, name: str) -> ModelShape:
+def _kimi_like(model_type: str) -> Callable[[ConfigReader, str], ModelShape]:
+    bailing = model_type == "bailing_hybrid"
+    return lambda src, name: _kimi_linear(src, name, model_type, bailing)
+
+
+def _kimi_linear(src: ConfigReader, name: str, model_type: str, bailing: bool) -> ModelShape:
     """modeling_kimi_linear.py ``KimiLinearDecoderLayer``: ``self_attn`` is MLA
     (``KimiLinearAttention``, DeepSeek-V2's without RoPE) on "full_attention" layers and
     Kimi Delta Attention elsewhere; ``mlp`` the sparse block or a gated MLP by
-    ``mlp_layer_types``; ``input_layernorm``, ``post_attention_layernorm``, ``model.norm``."""
-    lac = src.data.get("linear_attn_config")
+    ``mlp_layer_types``; ``input_layernorm``, ``post_attention_layernorm``, ``model.norm``.
+    modeling_bailing_hybrid.py: the same layout; its MLA adds a per-head output gate
+    ``g_proj`` H → heads (``BailingHybridAttention``); the ``num_mtp_layers`` layers are
+    not built (only ignored when loading)."""
+    lac = None if bailing else src.data.get("linear_attn_config")
     data = dict(src.data)
     if isinstance(lac, dict):  # the checkpoint's spellings (configuration_kimi_linear.py)
         for ours, theirs in (("linear_head_dim", "head_dim"), ("linear_num_heads", "num_heads"),
                              ("linear_conv_kernel_dim", "short_conv_kernel_size")):
             if theirs in lac:
                 data[ours] = lac[theirs]
-    data.setdefault("q_lora_rank", None)  # KimiLinearConfig's default: no query LoRA
+    data.setdefault("q_lora_rank", None)  # KimiLinearConfig's / BailingHybridConfig's default: no query LoRA
+    if data.get("num_shared_experts") is None:
+        data.setdefault("n_shared_experts", 1)  # both configs' default: one shared expert
     c = ConfigReader(data, src.source)
     hidden, n_layers, vocab = c.int("hidden_size"), c.layers("num_hidden_layers"), c.int("vocab_size")
     heads = c.int("num_attention_heads")
     tie = c.bool("tie_word_embeddings", default=False)
-    kinds, mlp_kinds = _kimi_kinds(c, n_layers)
+    kinds, mlp_kinds = _kimi_kinds(c, n_layers, bailing)
     inter = c.int("intermediate_size")
     moe_parts = _moe(c, Spec(moe=_KIMI_MOE), hidden) if "sparse" in mlp_kinds else None
     dense = _gated("mlp", ("gate_proj", "up_proj", "down_proj"), hidden, inter)
@@ -203,9 +234,11 @@ def _kimi_linear(src: ConfigReader, name: str) -> ModelShape:
         mix, mlp = kind
         if mix == "full_attention":
             lin, other = _mla(c, "self_attn", hidden, heads)
+            if bailing:
+                lin.append(Linear("self_attn.g_proj", hidden, heads, False, "other"))
             mixer = None
         else:
-            lin, other, mixer = _kda(c, hidden)
+            lin, other, mixer = _kda(c, hidden, bailing=bailing)
         if mlp == "sparse":
             assert moe_parts is not None
             lin, other = lin + moe_parts[0], other + moe_parts[1]
@@ -217,7 +250,11 @@ def _kimi_linear(src: ConfigReader, name: str) -> ModelShape:
     experts, top_k, moe_inter = (moe_parts[2], moe_parts[3], moe_parts[4]) if moe_parts else (0, 0, 0)
     # MLA's q/k width per head, as decoder.py's MLA parsers record it
     hd = c.int("qk_nope_head_dim") + c.int("qk_rope_head_dim")
-    return _shape(c, name, "kimi_linear", hidden=hidden, n_layers=n_layers, heads=heads, kv=heads, hd=hd, inter=inter,
+    return _shape(c, name, model_type, hidden=hidden, n_layers=n_layers, heads=heads, kv=heads, hd=hd, inter=inter,
                   vocab=vocab, tie=tie, layer_types=layer_types, layers=layers,
                   params=_head(c, vocab, hidden, tie, "model.embed_tokens.weight", "model.norm"),
                   experts=experts, top_k=top_k, moe_inter=moe_inter)
+
+
+register_architecture("kimi_linear")(_kimi_like("kimi_linear"))
+register_architecture("bailing_hybrid")(_kimi_like("bailing_hybrid"))
