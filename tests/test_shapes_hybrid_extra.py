@@ -1,5 +1,5 @@
-"""The hybrids of forge_advisor/shapes/families/hybrid_extra.py (MiniMax-01, Lara-mini, Kimi
-Linear, Bailing hybrid) with every layer kind present: the sweep's 2-layer default configs
+"""The decoders of forge_advisor/shapes/families/hybrid_extra.py (MiniMax-01, Lara-mini, Kimi
+Linear, Bailing hybrid, MiniMax-M3's text decoder) with every layer kind present: the sweep's 2-layer default configs
 see only the first kinds of each pattern. Golden: the meta-device model transformers builds
 from the same config (benches/arch_sweep.py `compare`: total, per-layer counts, the
 nn.Linear inventory and the fused expert tensors)."""
@@ -83,10 +83,31 @@ def test_estimates_price_the_linear_attention_scan(name: str) -> None:
     assert kept[0] > kept[1]
 
 
+M3 = dict(T, model_type="minimax_m3_vl_text", num_hidden_layers=3, head_dim=16, num_local_experts=4, num_experts_per_tok=2,
+          intermediate_size=32, dense_intermediate_size=80, shared_intermediate_size=48, index_n_heads=2, index_head_dim=8)
+M3_CASES: dict[str, dict[str, Any]] = {
+    "listed-kinds": dict(M3, layer_types=["minimax_m3_sparse", "full_attention", "minimax_m3_sparse"],
+                         mlp_layer_types=["dense", "sparse", "sparse"]),
+    # the checkpoint's spellings (configuration_minimax_m3_vl.py __post_init__)
+    "checkpoint-spelling-tied": dict(M3, sparse_attention_config=dict(sparse_attention_freq=[0, 1, 1], sparse_index_dim=16),
+                                     moe_layer_freq=[1, 0, 1], tie_word_embeddings=True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(M3_CASES))
+def test_minimax_m3_text_matches_meta(name: str) -> None:
+    config = {k: v for k, v in M3_CASES[name].items() if v is not None}
+    shape = shape_from_config(dict(config), name)
+    diff = compare(shape, meta_model(config))
+    assert diff is None, diff
+    assert len({(lt.moe, len(lt.linears)) for lt in shape.layer_types}) == 3  # dense, sparse, sparse + indexer
+
+
 @pytest.mark.parametrize(("config", "field"), [
     (dict(CASES["minimax-both-kinds-untied"], layer_types=["linear_attention", "lightning", "full_attention"]), "layer_types"),
     (dict(CASES["kimi_linear-mla-every-4th"], mlp_layer_types=["dense"]), "mlp_layer_types"),
     (dict(CASES["kimi_linear-checkpoint-spelling"], linear_attn_config=dict(full_attn_layers=[2], kda_layers=[1])), "kda_layers"),
+    (dict(M3, moe_layer_freq=[1, 0]), "moe_layer_freq"),
 ])
 def test_bad_configs_name_the_field(config: dict[str, Any], field: str) -> None:
     with pytest.raises(ForgeError, match=field):

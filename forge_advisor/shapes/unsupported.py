@@ -51,7 +51,6 @@ REASONS: dict[str, str] = {
     "doge": "dynamic mask attention with learned residual weights (Doge)",
     # families before Llama's layout that no parser reads yet
     "mllama": "cross-attention image layers inside the text decoder (Llama 3.2 Vision)",
-    "minimax_m3_vl_text": "mixed full/linear attention layers (MiniMax)",
 }
 _DEFAULT = "no built-in parser for this model_type"
 

@@ -1,5 +1,5 @@
 """More hybrid decoders, beside shapes/families/hybrid.py's: MiniMax-01, Lara-mini, Kimi
-Linear, Bailing hybrid (Ling 2.5).
+Linear, Bailing hybrid (Ling 2.5), MiniMax-M3's text decoder.
 
 MiniMax-01 (``minimax``): lightning (linear) attention layers between softmax attention
 layers, every layer's MLP a Mixtral-style sparse block.
@@ -258,3 +258,86 @@ def _kimi_linear(src: ConfigReader, name: str, model_type: str, bailing: bool) -
 
 register_architecture("kimi_linear")(_kimi_like("kimi_linear"))
 register_architecture("bailing_hybrid")(_kimi_like("bailing_hybrid"))
+
+
+def _m3_ffn(c: ConfigReader, hidden: int, sparse: bool) -> tuple[list[Linear], int]:
+    """modeling_minimax_m3_vl.py ``MiniMaxM3VLDenseMLP`` (fused ``gate_up_proj`` H → 2·I,
+    ``down_proj``; I = dense_intermediate_size) or ``MiniMaxM3VLSparseMoeBlock``: router
+    ``gate`` [E, H] (a Parameter; e_score_correction_bias is a buffer), fused experts of
+    intermediate_size, and a dense MLP of shared_intermediate_size as ``shared_experts``."""
+    if not sparse:
+        inter = c.int("dense_intermediate_size", default=12288)
+        return [Linear("mlp.gate_up_proj", hidden, 2 * inter, False, "mlp"), Linear("mlp.down_proj", inter, hidden, False, "mlp")], inter
+    experts, inter = c.int("num_local_experts", "num_experts", default=128), c.int("intermediate_size", default=3072)
+    shared = c.int("shared_intermediate_size", default=3072)
+    return [
+        Linear("mlp.gate", hidden, experts, False, "router", lora_targetable=False),
+        Linear("mlp.experts.gate_up_proj", hidden, 2 * inter, False, "expert", count=experts, lora_targetable=False),
+        Linear("mlp.experts.down_proj", inter, hidden, False, "expert", count=experts, lora_targetable=False),
+        Linear("mlp.shared_experts.gate_up_proj", hidden, 2 * shared, False, "shared_expert"),
+        Linear("mlp.shared_experts.down_proj", shared, hidden, False, "shared_expert"),
+    ], inter
+
+
+@register_architecture("minimax_m3_vl_text")
+def _minimax_m3_text(c: ConfigReader, name: str) -> ModelShape:
+    """modeling_minimax_m3_vl.py ``MiniMaxM3VLDecoderLayer``: q/k/v/o with per-head
+    ``q_norm``/``k_norm``, and on "minimax_m3_sparse" layers a lightning indexer
+    (``indexer.q_proj`` H → n·d, ``indexer.k_proj`` H → d, per-head norms of d) that picks
+    the key blocks each query attends; a dense or sparse MLP by ``mlp_layer_types``
+    (configuration_minimax_m3_vl.py ``__post_init__``: layer_types from
+    ``sparse_attention_config.sparse_attention_freq``, else all full; mlp_layer_types from
+    ``moe_layer_freq``, else all sparse; hidden_act is always "silu", the clamped SwiGLU
+    being inline).
+
+    Activations: the block-sparse attention is priced as the dense attention over the whole
+    context it selects from (an upper bound: the indexer keeps at most
+    ``index_topk_blocks`` blocks per query); the indexer's scores are not counted."""
+    hidden, n_layers, vocab = c.int("hidden_size"), c.layers("num_hidden_layers"), c.int("vocab_size")
+    heads = c.int("num_attention_heads")
+    kv = c.int("num_key_value_heads", default=heads)
+    hd = c.int("head_dim", default=hidden // heads)
+    tie = c.bool("tie_word_embeddings", default=False)
+    sparse_cfg = c.data.get("sparse_attention_config")
+    freq = sparse_cfg.get("sparse_attention_freq") if isinstance(sparse_cfg, dict) else None
+    kinds = _kinds(c, "layer_types", n_layers, {"full_attention", "minimax_m3_sparse"})
+    if kinds is None and isinstance(freq, list):
+        if len(freq) != n_layers:
+            raise ForgeError(f"{c.source}: sparse_attention_config.sparse_attention_freq must list {n_layers} layers; got {freq!r}")
+        kinds = ["minimax_m3_sparse" if f else "full_attention" for f in freq]
+    kinds = kinds or ["full_attention"] * n_layers
+    mlp_kinds = _kinds(c, "mlp_layer_types", n_layers, {"dense", "sparse"})
+    moe_freq = c.data.get("moe_layer_freq")
+    if mlp_kinds is None and isinstance(moe_freq, list):
+        if len(moe_freq) != n_layers:
+            raise ForgeError(f"{c.source}: field 'moe_layer_freq'={moe_freq!r} must list {n_layers} layers")
+        mlp_kinds = ["sparse" if f else "dense" for f in moe_freq]
+    mlp_kinds = mlp_kinds or ["sparse"] * n_layers
+    # the checkpoint's sparse_attention_config spellings are set over the flat fields
+    legacy = {k: v for k, v in (sparse_cfg or {}).items() if k in ("sparse_num_index_heads", "sparse_index_dim")}
+    ci = ConfigReader({**c.data, **legacy}, c.source)
+    idx_heads = ci.int("sparse_num_index_heads", "index_n_heads", default=4)
+    idx_dim = ci.int("sparse_index_dim", "index_head_dim", default=128)
+    norms = 2 * hidden
+
+    def layer(kind: tuple) -> LayerType:
+        attn, mlp = kind
+        lin = _attn(c, hidden, heads, kv, hd)
+        other = 2 * hd + norms  # q_norm, k_norm
+        if attn == "minimax_m3_sparse":
+            lin += [Linear("self_attn.indexer.q_proj", hidden, idx_heads * idx_dim, False, "other"),
+                    Linear("self_attn.indexer.k_proj", hidden, idx_dim, False, "other")]
+            other += 2 * idx_dim
+        ffn, _ = _m3_ffn(c, hidden, mlp == "sparse")
+        return LayerType("decoder", tuple(lin + ffn), other, moe=mlp == "sparse")
+
+    layer_types, layers = _assemble(list(zip(kinds, mlp_kinds)), layer)
+    any_sparse = "sparse" in mlp_kinds
+    experts = c.int("num_local_experts", "num_experts", default=128) if any_sparse else 0
+    top_k = c.int("num_experts_per_tok", default=4, maximum=experts) if any_sparse else 0
+    moe_inter = c.int("intermediate_size", default=3072) if any_sparse else 0
+    inter = _m3_ffn(c, hidden, False)[1] if "dense" in mlp_kinds else moe_inter
+    return _shape(c, name, "minimax_m3_vl_text", hidden=hidden, n_layers=n_layers, heads=heads, kv=kv, hd=hd, inter=inter,
+                  vocab=vocab, tie=tie, layer_types=layer_types, layers=layers,
+                  params=_head(c, vocab, hidden, tie, "model.embed_tokens.weight", "model.norm"),
+                  experts=experts, top_k=top_k, moe_inter=moe_inter, act=(), hints={"qk_norm": True})
