@@ -112,3 +112,32 @@ def test_minimax_m3_text_matches_meta(name: str) -> None:
 def test_bad_configs_name_the_field(config: dict[str, Any], field: str) -> None:
     with pytest.raises(ForgeError, match=field):
         shape_from_config({k: v for k, v in config.items() if v is not None}, "bad")
+
+
+QWEN4 = dict(T, model_type="qwen4_exp_text", num_hidden_layers=4, head_dim=16, linear_num_key_heads=2, linear_num_value_heads=4,
+             linear_key_head_dim=16, linear_value_head_dim=8, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+             shared_expert_intermediate_size=48, hc_count=2, hc_lowrank=16, indexer_n_heads=2, indexer_kv_heads=1,
+             indexer_head_dim=16, indexer_budget=64, indexer_compress_ratio=4, ple_layer_ids=[1, 3], ple_embed_dim=32,
+             heads_per_ngram=2, ngram_vocab_size_base=1000, make_ngram_vocab_size_divisible_by=8,
+             layer_types=["linear_attention", "full_attention", "linear_attention", "indexed_attention"])
+QWEN4_CASES: dict[str, dict[str, Any]] = {
+    "text-every-kind": QWEN4,
+    "nested-interval": dict(model_type="qwen4_exp", tie_word_embeddings=True,
+                            text_config={k: v for k, v in QWEN4.items() if k not in ("model_type", "layer_types")}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(QWEN4_CASES))
+def test_qwen4_exp_matches_meta(name: str) -> None:
+    # Gated DeltaNet and indexed attention inside gated hyper-connections, n-gram PLE layers
+    # (whose tables are sized by the primes at or above ngram_vocab_size_base)
+    config = QWEN4_CASES[name]
+    shape = shape_from_config(dict(config), name)
+    diff = compare(shape, meta_model(config))
+    assert diff is None, diff
+    assert shape.hints["hyper_connection_streams"] == 2
+
+
+def test_qwen4_exp_ple_only_on_linear_layers() -> None:
+    with pytest.raises(ForgeError, match="ple_layer_ids"):
+        shape_from_config(dict(QWEN4, ple_layer_ids=[2]), "bad")

@@ -18,7 +18,6 @@ _SEQ2SEQ_DECODER = "decoder of an encoder-decoder model (cross-attention layers,
 _SEQ2SEQ = "encoder-decoder model: only its decoder-only causal LM (is_encoder_decoder: false) is parsed without torch"
 _VISION = "a vision or audio tower besides the language model"
 _RECURRENT = "recurrent (RNN-style) layers instead of attention"
-_HYPER = "hyper-connections (learned multi-stream residual mixing)"
 
 REASONS: dict[str, str] = {
     # state-space and recurrent mixers
@@ -38,7 +37,6 @@ REASONS: dict[str, str] = {
     "moss_transcribe_diarize": _VISION, "moshi": "audio codebook streams (Moshi depth decoder)",
     # other mechanisms
     "deepseek_v4": "hyper-connections with compressed sparse attention and hash-routed experts (DeepSeek-V4)",
-    "qwen4_exp": _HYPER, "qwen4_exp_text": _HYPER,
     "axk2": "DeepSeek sparse attention indexer with a fused query/gate projection and gated norms (A.X K2)",
     "blt": "byte-latent patching (local encoder/decoder around a global transformer)",
     "hrm_text": "hierarchical reasoning modules (two recurrent transformer stacks)",

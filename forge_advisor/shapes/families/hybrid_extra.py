@@ -1,5 +1,5 @@
 """More hybrid decoders, beside shapes/families/hybrid.py's: MiniMax-01, Lara-mini, Kimi
-Linear, Bailing hybrid (Ling 2.5), MiniMax-M3's text decoder.
+Linear, Bailing hybrid (Ling 2.5), MiniMax-M3's text decoder, Qwen4-Exp.
 
 MiniMax-01 (``minimax``): lightning (linear) attention layers between softmax attention
 layers, every layer's MLP a Mixtral-style sparse block.
@@ -21,13 +21,14 @@ head_dim, and ``block_size`` as the chunk (README: "Architectures").
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from forge_advisor.shapes.config import ConfigReader
 from forge_advisor.errors import ForgeError
 from forge_advisor.shapes.families.decoder import Moe, Spec, _mla, _moe
 from forge_advisor.shapes.families.hybrid import _assemble, _attn, _gated, _gdn, _head, _kinds, _shape
-from forge_advisor.shapes.model import LayerType, Linear, Mixer, ModelShape
+from forge_advisor.shapes.model import LayerType, Linear, Mixer, ModelShape, Param
 from forge_advisor.shapes.registry import register_architecture
 
 __all__: list[str] = []
@@ -341,3 +342,120 @@ def _minimax_m3_text(c: ConfigReader, name: str) -> ModelShape:
                   vocab=vocab, tie=tie, layer_types=layer_types, layers=layers,
                   params=_head(c, vocab, hidden, tie, "model.embed_tokens.weight", "model.norm"),
                   experts=experts, top_k=top_k, moe_inter=moe_inter, act=(), hints={"qk_norm": True})
+
+
+# -- Qwen4-Exp: Gated DeltaNet / indexed attention inside gated hyper-connections ---------
+_QWEN4_MOE = Moe(shared="shared_expert", shared_inter=("shared_expert_intermediate_size",), shared_gate=True)
+
+
+def _gated_residual(p: str, hidden: int, hc: int, rank: int, combine: bool) -> tuple[list[Linear], int]:
+    """modeling_qwen4_exp.py ``Qwen4ExpTextGatedResidual``: a grouped RMSNorm ``hc_norm``
+    [hc·H], ``input_mix_weight_down`` hc·H → rank, ``input_mix_weight_up`` rank → hc·H and
+    (``use_combine``) ``block_inject_weight`` hc·H → hc."""
+    lin = [Linear(f"{p}.input_mix_weight_down", hc * hidden, rank, False, "other"),
+           Linear(f"{p}.input_mix_weight_up", rank, hc * hidden, False, "other")]
+    if combine:
+        lin.append(Linear(f"{p}.block_inject_weight", hc * hidden, hc, False, "other"))
+    return lin, hc * hidden
+
+
+def _is_prime(n: int) -> bool:
+    if n < 2:
+        return False
+    return all(n % d for d in range(2, math.isqrt(n) + 1))
+
+
+def _ngram_rows(c: ConfigReader, ple_index: int, heads: int) -> int:
+    """``Qwen4ExpTextNGramEmbedding``: head ``g`` (global index ple_index·heads + head) holds
+    the (g+1)-th prime at or above ``ngram_vocab_size_base`` rows (``_find_nth_prime_after``);
+    the table is their sum rounded up to ``make_ngram_vocab_size_divisible_by``."""
+    base = c.int("ngram_vocab_size_base", default=20_000_000)
+    primes: list[int] = []
+    n = base - 1
+    while len(primes) < (ple_index + 1) * heads:
+        n += 1
+        if _is_prime(n):
+            primes.append(n)
+    total = sum(primes[ple_index * heads:])
+    div = c.int("make_ngram_vocab_size_divisible_by", default=128)
+    return -(-total // div) * div
+
+
+def _ple(c: ConfigReader, hidden: int, hc: int, ple_index: int) -> tuple[list[Linear], int]:
+    """``Qwen4ExpTextPLELayer``: an n-gram embedding [rows, ple_embed_dim / heads] (heads =
+    (ngram_size − 1)·heads_per_ngram), ``key_proj`` E → hc·H, ``value_proj`` E → H, three
+    grouped norms [hc·H] and a depthwise dilated ``conv1d`` [hc·H, 1, ple_conv_kernel_size]."""
+    embed = c.int("ple_embed_dim", default=hidden)
+    heads = (c.int("ngram_size", default=3) - 1) * c.int("heads_per_ngram", default=8)
+    if embed % heads:
+        raise ForgeError(f"{c.source}: ple_embed_dim={embed} must be divisible by the n-gram heads ({heads})")
+    lin = [Linear("ple.key_proj", embed, hc * hidden, False, "other"), Linear("ple.value_proj", embed, hidden, False, "other")]
+    other = _ngram_rows(c, ple_index, heads) * (embed // heads) + 3 * hc * hidden + hc * hidden * c.int("ple_conv_kernel_size", default=4)
+    return lin, other
+
+
+def _qwen4_exp(model_type: str) -> Callable[[ConfigReader, str], ModelShape]:
+    def build(src: ConfigReader, name: str) -> ModelShape:
+        """modeling_qwen4_exp.py ``Qwen4ExpTextDecoderLayer``: Qwen3.5's Gated DeltaNet
+        (``linear_attn``) or gated attention (q_proj emits the gate) with per-head norms and
+        a QSA indexer (``index_qk_proj`` H → (n + kv)·d, ``q_layernorm``/``k_layernorm``
+        [d]); the sparse block with a gated shared expert on every layer; a PLE layer on the
+        1-indexed ``ple_layer_ids``; ``attn_hyper_connection`` and ``mlp_hyper_connection``
+        in place of the layer norms; the model's ``hyper_connection_mixer`` (no inject) in
+        place of the final norm. ``layer_types`` (configuration_qwen4_exp.py): every
+        ``full_attention_interval``-th (4) layer "indexed_attention" ("full_attention" means
+        the same)."""
+        c = src.sub("text_config") if isinstance(src.data.get("text_config"), dict) else src
+        hidden, n_layers, vocab = c.int("hidden_size"), c.layers("num_hidden_layers"), c.int("vocab_size")
+        heads = c.int("num_attention_heads")
+        kv = c.int("num_key_value_heads", default=heads)
+        hd = c.int("head_dim", default=256)
+        # Qwen4ExpForCausalLM builds from the text config: its own tie_word_embeddings
+        # (default False) decides, not the multimodal config's
+        tie = c.bool("tie_word_embeddings", default=False)
+        hc, rank = c.int("hc_count", default=4), c.int("hc_lowrank", default=320)
+        listed = _kinds(c, "layer_types", n_layers, {"linear_attention", "indexed_attention", "full_attention"})
+        if listed is None:
+            every = c.int("full_attention_interval", default=4)
+            listed = ["linear_attention" if (i + 1) % every else "indexed_attention" for i in range(n_layers)]
+        kinds = ["linear_attention" if k == "linear_attention" else "indexed_attention" for k in listed]
+        ple_ids = sorted(set(c.int_list("ple_layer_ids"))) if c.has("ple_layer_ids") else []
+        if any(not 1 <= i <= n_layers or kinds[i - 1] != "linear_attention" for i in ple_ids):
+            raise ForgeError(f"{c.source}: field 'ple_layer_ids'={ple_ids} must name linear_attention layers in [1, {n_layers}]")
+        moe_lin, moe_other, experts, top_k, moe_inter = _moe(c, Spec(moe=_QWEN4_MOE), hidden)
+        hcs = [_gated_residual(f"{p}_hyper_connection", hidden, hc, rank, True) for p in ("attn", "mlp")]
+        hc_lin = hcs[0][0] + hcs[1][0]
+        hc_other = hcs[0][1] + hcs[1][1]
+
+        def layer(kind: tuple) -> LayerType:
+            mix, ple_index = kind
+            if mix == "linear_attention":
+                lin, other, mixer = _gdn(c, hidden, True)
+            else:
+                idx = [c.int(f) for f in ("indexer_n_heads", "indexer_kv_heads", "indexer_head_dim")]  # QSA: all required
+                lin = _attn(c, hidden, heads, kv, hd, bias=c.bool("attention_bias", default=False), q_gate=True)
+                lin.append(Linear("self_attn.indexer.index_qk_proj", hidden, (idx[0] + idx[1]) * idx[2], False, "other"))
+                other, mixer = 2 * hd + 2 * idx[2], None
+            if ple_index is not None:
+                ple_lin, ple_other = _ple(c, hidden, hc, ple_index)
+                lin, other = lin + ple_lin, other + ple_other
+            return LayerType("decoder", tuple(lin + moe_lin + hc_lin), other + moe_other + hc_other, moe=True,
+                             attention=mixer is None, mixer=mixer)
+
+        ple_of = {i - 1: n for n, i in enumerate(ple_ids)}
+        layer_types, layers = _assemble([(k, ple_of.get(i)) for i, k in enumerate(kinds)], layer)
+        mixer_lin, mixer_norm = _gated_residual("", hidden, hc, rank, False)
+        params = _head(c, vocab, hidden, tie, "model.embed_tokens.weight", None)
+        params.append(Param("model.hyper_connection_mixer", mixer_norm + sum(lin.num_parameters for lin in mixer_lin), "other"))
+        # n residual streams: what each hyper-connection keeps (activations.rs
+        # hyper_connection_saved, HY-V4's rule: the nearest existing one)
+        return _shape(c, name, model_type, hidden=hidden, n_layers=n_layers, heads=heads, kv=kv, hd=hd, inter=moe_inter,
+                      vocab=vocab, tie=tie, layer_types=layer_types, layers=layers, params=params,
+                      experts=experts, top_k=top_k, moe_inter=moe_inter,
+                      hints={"qk_norm": True, "attn_output_gate": True, "hyper_connection_streams": hc})
+
+    return build
+
+
+register_architecture("qwen4_exp")(_qwen4_exp("qwen4_exp"))
+register_architecture("qwen4_exp_text")(_qwen4_exp("qwen4_exp_text"))
