@@ -419,7 +419,7 @@ def _qwen4_exp(model_type: str) -> Callable[[ConfigReader, str], ModelShape]:
             every = c.int("full_attention_interval", default=4)
             listed = ["linear_attention" if (i + 1) % every else "indexed_attention" for i in range(n_layers)]
         kinds = ["linear_attention" if k == "linear_attention" else "indexed_attention" for k in listed]
-        ple_ids = sorted(set(c.int_list("ple_layer_ids"))) if c.has("ple_layer_ids") else []
+        ple_ids: list[int] = sorted(set(c.int_list("ple_layer_ids"))) if c.has("ple_layer_ids") else []
         if any(not 1 <= i <= n_layers or kinds[i - 1] != "linear_attention" for i in ple_ids):
             raise ForgeError(f"{c.source}: field 'ple_layer_ids'={ple_ids} must name linear_attention layers in [1, {n_layers}]")
         moe_lin, moe_other, experts, top_k, moe_inter = _moe(c, Spec(moe=_QWEN4_MOE), hidden)
