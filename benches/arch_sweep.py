@@ -40,7 +40,7 @@ SMALL = {
     "hidden_size": 64, "n_embd": 64, "d_model": 64, "intermediate_size": 96, "ffn_dim": 96, "n_inner": 96, "d_ff": 96,
     "moe_intermediate_size": 32, "shared_expert_intermediate_size": 48, "intermediate_size_mlp": 80,
     "num_attention_heads": 4, "n_head": 4, "num_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
-    "num_local_experts": 4, "num_experts": 4, "n_routed_experts": 4, "num_experts_per_tok": 2,
+    "num_local_experts": 4, "num_experts": 4, "n_routed_experts": 4, "num_experts_per_tok": 2, "num_experts_per_token": 2,
     "q_lora_rank": 32, "kv_lora_rank": 16, "qk_rope_head_dim": 8, "qk_nope_head_dim": 8, "v_head_dim": 16,
     "n_group": 1, "topk_group": 1, "encoder_ffn_dim": 96, "decoder_ffn_dim": 96,
     "encoder_attention_heads": 4, "decoder_attention_heads": 4, "first_k_dense_replace": 1,

@@ -189,11 +189,11 @@ def test_parallel_and_norm_facts() -> None:
 
 # -- the meta-device fallback for model types without a parser ----------------------------------
 
-# types no torch-free parser reads (RWKV's recurrent layers, Kimi Linear's delta attention
-# with experts), as the architecture sweep builds them
+# types no torch-free parser reads (RWKV's recurrent layers, Inkling's short convolutions
+# around attention and experts), as the architecture sweep builds them
 FALLBACK = {
     "rwkv": small_config("rwkv"),
-    "kimi_linear": small_config("kimi_linear"),
+    "inkling_text": small_config("inkling_text"),
     "bart": dict(model_type="bart", d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=96, decoder_ffn_dim=96, vocab_size=100, max_position_embeddings=32),
 }
 
@@ -212,7 +212,7 @@ def test_meta_fallback_counts_unparsed_model_types(model_type: str, capsys: pyte
     block = real["decoder"][0]
     lt = shape.layer_types[shape.layers[shape.num_encoder_layers]]
     assert {(lin.name, lin.in_features, lin.out_features, lin.bias) for lin in lt.linears if lin.lora_targetable} == real_linears(block)
-    if model_type == "kimi_linear":
+    if model_type == "inkling_text":
         assert shape.num_experts == 4 and any(not lin.lora_targetable for lin in lt.linears)
         assert shape.active_parameters < shape.num_parameters
     if model_type == "bart":

@@ -18,14 +18,12 @@ _SEQ2SEQ_DECODER = "decoder of an encoder-decoder model (cross-attention layers,
 _SEQ2SEQ = "encoder-decoder model: only its decoder-only causal LM (is_encoder_decoder: false) is parsed without torch"
 _VISION = "a vision or audio tower besides the language model"
 _RECURRENT = "recurrent (RNN-style) layers instead of attention"
-_HYPER = "hyper-connections (learned multi-stream residual mixing)"
 
 REASONS: dict[str, str] = {
     # state-space and recurrent mixers
     "zamba": _HYBRID_SSM, "zamba2": _HYBRID_SSM,
     "rwkv": _RECURRENT, "xlstm": _RECURRENT, "recurrent_gemma": _RECURRENT,
-    "lara_mini": _LINEAR_ATTN,
-    "kimi_linear": _LINEAR_ATTN, "bailing_hybrid": _LINEAR_ATTN, "olmo_hybrid": _LINEAR_ATTN,
+    "olmo_hybrid": _LINEAR_ATTN,
     "lfm2_moe": "short-convolution operator layers (LFM2)",
     # encoder-style decoders
     "xlm": "XLM's flat attention/FFN lists outside the layer stack",
@@ -39,7 +37,6 @@ REASONS: dict[str, str] = {
     "moss_transcribe_diarize": _VISION, "moshi": "audio codebook streams (Moshi depth decoder)",
     # other mechanisms
     "deepseek_v4": "hyper-connections with compressed sparse attention and hash-routed experts (DeepSeek-V4)",
-    "qwen4_exp": _HYPER, "qwen4_exp_text": _HYPER,
     "axk2": "DeepSeek sparse attention indexer with a fused query/gate projection and gated norms (A.X K2)",
     "blt": "byte-latent patching (local encoder/decoder around a global transformer)",
     "hrm_text": "hierarchical reasoning modules (two recurrent transformer stacks)",
@@ -52,8 +49,6 @@ REASONS: dict[str, str] = {
     "doge": "dynamic mask attention with learned residual weights (Doge)",
     # families before Llama's layout that no parser reads yet
     "mllama": "cross-attention image layers inside the text decoder (Llama 3.2 Vision)",
-    "minimax_m3_vl_text": "mixed full/linear attention layers (MiniMax)",
-    "minimax": "mixed full/linear attention layers (MiniMax)",
 }
 _DEFAULT = "no built-in parser for this model_type"
 
