@@ -159,7 +159,7 @@ def _layer_stack(model: Any, depth: int) -> Any:
     return max(lists, key=lambda m: sum(p.numel() for p in m.parameters()))
 
 
-def _real_block(block: Any) -> tuple[set[tuple[str, int, int, bool]], set[tuple[str, int]]]:
+def _real_block(block: Any) -> tuple[set[tuple[str, int, int, bool]], set[tuple[str, int]], dict[str, int]]:
     import torch
 
     linears = set()
@@ -172,7 +172,7 @@ def _real_block(block: Any) -> tuple[set[tuple[str, int, int, bool]], set[tuple[
     # nn.Conv1d weight is [channels, 1, kernel]: a mixer's, counted as another parameter)
     convs = {f"{n}.weight" if n else "weight" for n, m in block.named_modules() if isinstance(m, torch.nn.Conv1d)}
     experts = {(n, p.numel()) for n, p in block.named_parameters() if p.dim() == 3 and n not in convs}
-    return linears, experts
+    return linears, experts, {n: p.numel() for n, p in block.named_parameters()}
 
 
 def compare(shape: Any, model: Any) -> str | None:
@@ -188,12 +188,15 @@ def compare(shape: Any, model: Any) -> str | None:
         return f"per-layer counts {shape.layer_parameters} != {counts}"
     for i, block in enumerate(stack):
         lt = shape.layer_types[shape.layers[i]]
-        linears, experts = _real_block(block)
+        linears, experts, named = _real_block(block)
         ours = {(lin.name, lin.in_features, lin.out_features, lin.bias) for lin in lt.linears if lin.lora_targetable}
         if ours != linears:
             return f"layer {i} linears: ours-only {sorted(ours - linears)}, real-only {sorted(linears - ours)}"
         ours_e = {(lin.name, lin.count * lin.in_features * lin.out_features) for lin in lt.linears if lin.role == "expert"}
-        if ours_e != experts:
+        # every 3-d tensor must be one of ours; an expert tensor of ours stored 2-D (DBRX's
+        # w1 [E · ffn, H]) must exist under that name with that many elements
+        flat = {e for e in ours_e if named.get(e[0]) == e[1]} - experts
+        if ours_e != experts | flat:
             return f"layer {i} expert tensors {sorted(ours_e)} != {sorted(experts)}"
     return None
 

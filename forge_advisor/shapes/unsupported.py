@@ -44,7 +44,6 @@ REASONS: dict[str, str] = {
     "blt": "byte-latent patching (local encoder/decoder around a global transformer)",
     "hrm_text": "hierarchical reasoning modules (two recurrent transformer stacks)",
     "longcat_flash": "two attention/MLP sub-layers per layer with zero-computation experts",
-    "dbrx": "DBRX's experts held as 2-D [experts · ffn, hidden] tensors (w1, v1, w2)",
     "cpmant": "segment embeddings with relative position buckets (CPM-Ant)",
     "zaya": "convolutional QK projections and residual scaling (ZAYA)",
     "inkling_text": "short convolutions around attention and MLP", "inkling2_text": "short convolutions around attention and MLP",

@@ -13,6 +13,7 @@ from forge_advisor.shapes.families import (  # noqa: F401
     hybrid,
     llama,
     opt,
+    own_layout,
     phi,
     t5,
     vlm,

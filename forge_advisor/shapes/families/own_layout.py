@@ -1,0 +1,51 @@
+"""Causal LMs whose module layout is their own, one builder each (transformers 5 modeling
+files; every builder is checked by the architecture sweep, benches/arch_sweep.py):
+
+* DBRX (modeling_dbrx.py): ``transformer.wte``, ``transformer.blocks[i]`` of
+  ``norm_attn_norm.{norm_1, attn, norm_2}`` (LayerNorm without bias) and ``ffn``;
+  attention ``attn.Wqkv`` (H → H + 2·kv·hd) and ``attn.out_proj`` (H → H), no biases;
+  ``ffn.router.layer`` nn.Linear(H, E) and the experts ``ffn.experts.mlp.{w1, v1, w2}``,
+  each one 2-D parameter ``[E · ffn_hidden_size, H]`` (DbrxExpertGLU: the E experts'
+  matrices stacked along rows, a GLU ``act(x·w1ᵀ) ⊙ (x·v1ᵀ)`` then ``·w2``);
+  ``transformer.norm_f``, ``lm_head`` (untied by default).
+"""
+
+from __future__ import annotations
+
+from forge_advisor.shapes.config import ConfigReader
+from forge_advisor.shapes.families.common import layer_norm, python_facts
+from forge_advisor.shapes.model import LayerType, Linear, ModelShape, Param
+from forge_advisor.shapes.registry import register_architecture
+
+
+@register_architecture("dbrx")
+def build_dbrx(c: ConfigReader, name: str) -> ModelShape:
+    h, n, heads, vocab = c.int("d_model", "hidden_size"), c.layers("n_layers"), c.int("n_heads"), c.int("vocab_size")
+    attn, ffn = c.sub("attn_config"), c.sub("ffn_config")
+    kv = attn.int("kv_n_heads", default=1, maximum=heads)
+    hd = h // heads  # DbrxAttention: head_dim = d_model // n_heads
+    experts, inter = ffn.int("moe_num_experts"), ffn.int("ffn_hidden_size")
+    top_k = ffn.int("moe_top_k", maximum=experts)
+    act = ffn.data.get("ffn_act_fn") or {}
+    linears = (
+        Linear("norm_attn_norm.attn.Wqkv", h, h + 2 * kv * hd, False, "attention"),
+        Linear("norm_attn_norm.attn.out_proj", h, h, False, "attention"),
+        Linear("ffn.router.layer", h, experts, False, "router"),
+        # w1 / v1 / w2 are [E · ffn, H] each: E matrices of H × ffn, not nn.Linear modules
+        Linear("ffn.experts.mlp.w1", h, inter, False, "expert", count=experts, lora_targetable=False),
+        Linear("ffn.experts.mlp.v1", h, inter, False, "expert", count=experts, lora_targetable=False),
+        Linear("ffn.experts.mlp.w2", inter, h, False, "expert", count=experts, lora_targetable=False),
+    )
+    ln = layer_norm(h, bias=False)  # nn.LayerNorm(d_model, bias=False)
+    tie = c.bool("tie_word_embeddings", default=False)
+    params = [Param("transformer.wte.weight", vocab * h, "embedding"), Param("transformer.norm_f.weight", ln, "norm")]
+    if not tie:
+        params.append(Param("lm_head.weight", vocab * h, "lm_head"))
+    facts = python_facts(c, act=(), positions=c.int("max_seq_len", default=0, minimum=0) or None)
+    facts["hidden_act"] = act.get("name", "silu") if isinstance(act, dict) else "silu"
+    return ModelShape(
+        name=name, model_type="dbrx", hidden_size=h, num_hidden_layers=n, num_attention_heads=heads, num_key_value_heads=kv,
+        head_dim=hd, intermediate_size=inter, vocab_size=vocab, tie_word_embeddings=tie, norm="layer_norm", gated_mlp=True,
+        layer_types=(LayerType("decoder", linears, other_parameters=2 * ln, moe=True),), layers=(0,) * n, params=tuple(params),
+        num_experts=experts, num_experts_per_tok=top_k, moe_intermediate_size=inter, **facts,
+    )
