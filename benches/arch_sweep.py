@@ -150,12 +150,19 @@ def meta_model(config: dict[str, Any]) -> Any:
 
 
 def _layer_stack(model: Any, depth: int) -> Any:
-    """The ``ModuleList`` of ``depth`` blocks holding the most parameters."""
+    """The ``ModuleList`` of ``depth`` blocks holding the most parameters; where a model keeps
+    no block modules but parallel lists (XLM: ``attentions``, ``layer_norm1``, ``ffns``,
+    ``layer_norm2``, one entry per layer), layer i is the i-th entry of every such list,
+    its modules named ``<list>.<module>``."""
     import torch
 
     lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == depth]
     if not lists:
         return None
+    for parent in model.modules():
+        flat = {k: m for k, m in parent.named_children() if isinstance(m, torch.nn.ModuleList) and len(m) == depth}
+        if len(flat) > 1 and all(not isinstance(b, torch.nn.ModuleList) for m in flat.values() for b in m):
+            return [torch.nn.ModuleDict({k: m[i] for k, m in flat.items()}) for i in range(depth)]
     return max(lists, key=lambda m: sum(p.numel() for p in m.parameters()))
 
 

@@ -27,8 +27,6 @@ REASONS: dict[str, str] = {
     "lara_mini": _LINEAR_ATTN,
     "kimi_linear": _LINEAR_ATTN, "bailing_hybrid": _LINEAR_ATTN, "olmo_hybrid": _LINEAR_ATTN,
     "lfm2_moe": "short-convolution operator layers (LFM2)",
-    # encoder-style decoders
-    "xlm": "XLM's flat attention/FFN lists outside the layer stack",
     # decoders of seq2seq models
     "prophetnet": _SEQ2SEQ_DECODER,
     "bart": _SEQ2SEQ, "mbart": _SEQ2SEQ, "blenderbot": _SEQ2SEQ, "blenderbot-small": _SEQ2SEQ, "marian": _SEQ2SEQ,

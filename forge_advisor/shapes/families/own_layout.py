@@ -8,10 +8,21 @@ files; every builder is checked by the architecture sweep, benches/arch_sweep.py
   each one 2-D parameter ``[E · ffn_hidden_size, H]`` (DbrxExpertGLU: the E experts'
   matrices stacked along rows, a GLU ``act(x·w1ᵀ) ⊙ (x·v1ᵀ)`` then ``·w2``);
   ``transformer.norm_f``, ``lm_head`` (untied by default).
+* XLM (modeling_xlm.py XLMModel): no block modules; layer i is the i-th entry of four flat
+  ModuleLists ``attentions`` (``q_lin/k_lin/v_lin/out_lin`` H → H, biased), ``layer_norm1``,
+  ``ffns`` (``lin1`` H → 4H, ``lin2`` 4H → H, biased; gelu, or relu when
+  ``gelu_activation`` is false) and ``layer_norm2`` (post-norms). The layer's linears are
+  named ``<list>.<module>`` (``attentions.q_lin``: peft sees ``transformer.attentions.0.q_lin``,
+  whose leaf is what ``target_modules`` match). Outside the layers: ``position_embeddings``
+  [max_position_embeddings, H] (a parameter even when sinusoidal), ``lang_embeddings``
+  [n_langs, H] when ``n_langs > 1 and use_lang_emb``, ``embeddings`` [vocab, H],
+  ``layer_norm_emb``, and ``pred_layer.proj`` (bias [vocab]; its weight tied to the
+  embeddings). The bidirectional (``causal: false``) attention has the decoder's shapes.
 """
 
 from __future__ import annotations
 
+from forge_advisor.errors import ForgeError
 from forge_advisor.shapes.config import ConfigReader
 from forge_advisor.shapes.families.common import layer_norm, python_facts
 from forge_advisor.shapes.model import LayerType, Linear, ModelShape, Param
@@ -48,4 +59,32 @@ def build_dbrx(c: ConfigReader, name: str) -> ModelShape:
         head_dim=hd, intermediate_size=inter, vocab_size=vocab, tie_word_embeddings=tie, norm="layer_norm", gated_mlp=True,
         layer_types=(LayerType("decoder", linears, other_parameters=2 * ln, moe=True),), layers=(0,) * n, params=tuple(params),
         num_experts=experts, num_experts_per_tok=top_k, moe_intermediate_size=inter, **facts,
+    )
+
+
+@register_architecture("xlm")
+def build_xlm(c: ConfigReader, name: str) -> ModelShape:
+    h, n, heads, vocab = c.int("emb_dim", "hidden_size"), c.layers("n_layers"), c.int("n_heads"), c.int("vocab_size", "n_words")
+    if c.bool("asm", default=False):  # XLMPredLayer: nn.AdaptiveLogSoftmaxWithLoss head
+        raise ForgeError(f"{c.source}: XLM with asm: true (adaptive softmax head) is not parsed; set asm: false")
+    inter = 4 * h  # XLMModel: hidden_dim = dim * 4
+    linears = tuple(Linear(f"attentions.{x}", h, h, True, "attention") for x in ("q_lin", "k_lin", "v_lin", "out_lin")) + (
+        Linear("ffns.lin1", h, inter, True, "mlp"), Linear("ffns.lin2", inter, h, True, "mlp"))
+    positions = c.int("max_position_embeddings", default=512)
+    params = [Param("transformer.position_embeddings.weight", positions * h, "position"),
+              Param("transformer.embeddings.weight", vocab * h, "embedding"),
+              Param("transformer.layer_norm_emb", layer_norm(h), "norm"), Param("pred_layer.proj.bias", vocab, "lm_head")]
+    langs = c.int("n_langs", default=1)
+    if langs > 1 and c.bool("use_lang_emb", default=True):
+        params.append(Param("transformer.lang_embeddings.weight", langs * h, "embedding"))
+    tie = c.bool("tie_word_embeddings", default=True)
+    if not tie:
+        params.append(Param("pred_layer.proj.weight", vocab * h, "lm_head"))
+    facts = python_facts(c, act=(), positions=positions)
+    facts["hidden_act"] = "gelu" if c.bool("gelu_activation", default=True) else "relu"
+    return ModelShape(
+        name=name, model_type="xlm", hidden_size=h, num_hidden_layers=n, num_attention_heads=heads, num_key_value_heads=heads,
+        head_dim=h // heads, intermediate_size=inter, vocab_size=vocab, tie_word_embeddings=tie, norm="layer_norm",
+        gated_mlp=False, layer_types=(LayerType("decoder", linears, other_parameters=2 * layer_norm(h)),), layers=(0,) * n,
+        params=tuple(params), **facts,
     )
