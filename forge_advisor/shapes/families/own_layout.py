@@ -18,6 +18,17 @@ files; every builder is checked by the architecture sweep, benches/arch_sweep.py
   [n_langs, H] when ``n_langs > 1 and use_lang_emb``, ``embeddings`` [vocab, H],
   ``layer_norm_emb``, and ``pred_layer.proj`` (bias [vocab]; its weight tied to the
   embeddings). The bidirectional (``causal: false``) attention has the decoder's shapes.
+* CPM-Ant (modeling_cpmant.py): ``cpmant.encoder.layers[i]`` of
+  ``self_att.{layernorm_before_attention, self_attention.{project_q, project_k, project_v,
+  attention_out}}`` (H ↔ heads·dim_head, no biases) and ``ffn.{layernorm_before_ffn,
+  ffn.{w_in.w_0, w_in.w_1, w_out}}`` (a GELU-gated MLP of ``dim_ff``); CpmAntLayerNorm is a
+  weight-only RMS norm. Outside: ``segment_embedding`` [segment_types, H],
+  ``input_embedding`` [vocab + prompt_types · prompt_length, H], ``position_bias.
+  relative_attention_bias`` [segment_types² + position_bias_num_buckets, heads],
+  ``encoder.output_layernorm`` and an untied ``lm_head`` (``_tied_weights_keys = {}``).
+  Activation memory: the ``prompt_length`` prompt tokens CpmAntModel prepends to every
+  sequence are not added; the segment/position bias ([heads, S, S] once per forward) is
+  priced like any additive attention mask (approximations).
 """
 
 from __future__ import annotations
@@ -87,4 +98,32 @@ def build_xlm(c: ConfigReader, name: str) -> ModelShape:
         head_dim=h // heads, intermediate_size=inter, vocab_size=vocab, tie_word_embeddings=tie, norm="layer_norm",
         gated_mlp=False, layer_types=(LayerType("decoder", linears, other_parameters=2 * layer_norm(h)),), layers=(0,) * n,
         params=tuple(params), **facts,
+    )
+
+
+@register_architecture("cpmant")
+def build_cpmant(c: ConfigReader, name: str) -> ModelShape:
+    h, n, heads, vocab = c.int("hidden_size"), c.layers("num_hidden_layers"), c.int("num_attention_heads"), c.int("vocab_size")
+    hd, ff = c.int("dim_head"), c.int("dim_ff")
+    segs, prompts = c.int("segment_types", default=32), c.int("prompt_types", default=32) * c.int("prompt_length", default=32)
+    a = "self_att.self_attention"
+    linears = (
+        Linear(f"{a}.project_q", h, heads * hd, False, "attention"), Linear(f"{a}.project_k", h, heads * hd, False, "attention"),
+        Linear(f"{a}.project_v", h, heads * hd, False, "attention"), Linear(f"{a}.attention_out", heads * hd, h, False, "attention"),
+        Linear("ffn.ffn.w_in.w_0", h, ff, False, "mlp"), Linear("ffn.ffn.w_in.w_1", h, ff, False, "mlp"),
+        Linear("ffn.ffn.w_out", ff, h, False, "mlp"),
+    )
+    params = (
+        Param("cpmant.input_embedding.weight", (vocab + prompts) * h, "embedding"),
+        Param("cpmant.segment_embedding.weight", segs * h, "embedding"),
+        Param("cpmant.position_bias.relative_attention_bias", (segs * segs + c.int("position_bias_num_buckets", default=512)) * heads, "position"),
+        Param("cpmant.encoder.output_layernorm.weight", h, "norm"),
+        Param("lm_head.weight", vocab * h, "lm_head"),
+    )
+    facts = python_facts(c, act=(), act_default="gelu", positions=0)  # CpmAntDenseGatedACT: torch.nn.GELU()
+    facts["max_position_embeddings"] = None  # bucketed relative positions: no table to run past
+    return ModelShape(
+        name=name, model_type="cpmant", hidden_size=h, num_hidden_layers=n, num_attention_heads=heads, num_key_value_heads=heads,
+        head_dim=hd, intermediate_size=ff, vocab_size=vocab, tie_word_embeddings=False, norm="rms_norm", gated_mlp=True,
+        layer_types=(LayerType("decoder", linears, other_parameters=2 * h),), layers=(0,) * n, params=params, **facts,
     )
