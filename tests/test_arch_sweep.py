@@ -48,7 +48,7 @@ def test_most_buildable_types_are_exact(report: dict[str, Any]) -> None:
                "falcon_mamba", "mamba2", "jamba", "falcon_h1", "nemotron_h", "bamba", "granitemoehybrid"):
         assert mt in exact, mt
     # layouts of their own (shapes/families/own_layout.py)
-    for mt in ("dbrx", "xlm", "cpmant"):
+    for mt in ("dbrx", "xlm", "cpmant", "prophetnet"):
         assert mt in exact, mt
     assert report["exact"] >= 0.7 * report["buildable"]  # see benches/results/arch_sweep.md
 
@@ -71,3 +71,17 @@ def test_shrink_fills_fields_transformers_defaults_leave_unreadable() -> None:
     assert shrink({"attn_config": {"kv_n_heads": 8}})["attn_config"] == {"rope_theta": 10000.0, "kv_n_heads": 8}
     rope = shrink({"rope_parameters": {}, "layer_types": ["full_attention", "sliding_attention"]})["rope_parameters"]
     assert set(rope) == {"full_attention", "sliding_attention"}
+
+
+@pytest.mark.parametrize("model_type, flips", [
+    ("xlm", {"n_langs": 3, "gelu_activation": False, "tie_word_embeddings": False}),
+    ("cpmant", {"segment_types": 5, "prompt_length": 3}),
+    ("prophetnet", {"tie_word_embeddings": False, "add_cross_attention": False, "ngram": 3}),
+])
+def test_own_layouts_with_switches_flipped(model_type: str, flips: dict[str, Any]) -> None:
+    # golden: the same config instantiated by transformers on the meta device
+    from benches.arch_sweep import compare, meta_model, small_config
+    from forge_advisor.shapes.registry import build_shape
+
+    cfg = {**small_config(model_type), **flips}
+    assert compare(build_shape(cfg, model_type), meta_model(cfg)) is None

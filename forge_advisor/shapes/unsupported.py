@@ -28,7 +28,7 @@ REASONS: dict[str, str] = {
     "kimi_linear": _LINEAR_ATTN, "bailing_hybrid": _LINEAR_ATTN, "olmo_hybrid": _LINEAR_ATTN,
     "lfm2_moe": "short-convolution operator layers (LFM2)",
     # decoders of seq2seq models
-    "prophetnet": _SEQ2SEQ_DECODER,
+    "prophetnet": _SEQ2SEQ,
     "bart": _SEQ2SEQ, "mbart": _SEQ2SEQ, "blenderbot": _SEQ2SEQ, "blenderbot-small": _SEQ2SEQ, "marian": _SEQ2SEQ,
     "mvp": _SEQ2SEQ, "pegasus": _SEQ2SEQ, "plbart": _SEQ2SEQ, "bigbird_pegasus": _SEQ2SEQ, "whisper": _SEQ2SEQ,
     "musicgen": _SEQ2SEQ_DECODER, "musicgen_melody": _SEQ2SEQ_DECODER,

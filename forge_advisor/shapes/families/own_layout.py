@@ -29,6 +29,19 @@ files; every builder is checked by the architecture sweep, benches/arch_sweep.py
   Activation memory: the ``prompt_length`` prompt tokens CpmAntModel prepends to every
   sequence are not added; the segment/position bias ([heads, S, S] once per forward) is
   priced like any additive attention mask (approximations).
+* ProphetNet's causal LM (modeling_prophetnet.py ProphetNetForCausalLM →
+  ProphetNetDecoderWrapper): ``prophetnet.decoder.layers[i]`` of ``self_attn`` (n-gram
+  self-attention: ``query/key/value/out_proj`` H → H biased, ``relative_pos_embeddings``
+  H → num_buckets · heads biased), ``cross_attn`` (``ProphetNetAttention``, when
+  ``add_cross_attention``: unused by the causal LM but holding parameters), ``feed_forward.
+  {intermediate, output}`` (biased, ``activation_function``), and a torch LayerNorm after
+  each block. Outside: ``word_embeddings`` (the wrapper's; the decoder's and ``lm_head``
+  tie to it), learned ``position_embeddings`` [max_position_embeddings, H],
+  ``ngram_embeddings`` [ngram, H], ``embeddings_layer_norm``. Activation memory is priced
+  by the single-stream decoder rule: the n-gram self-attention also carries ``ngram``
+  predicting streams beside the main one, so the real activations of the attention and
+  FFN are up to (1 + ngram)× the priced ones (an underestimate, stated here and in the
+  README's sweep notes).
 """
 
 from __future__ import annotations
@@ -37,7 +50,7 @@ from forge_advisor.errors import ForgeError
 from forge_advisor.shapes.config import ConfigReader
 from forge_advisor.shapes.families.common import layer_norm, python_facts
 from forge_advisor.shapes.model import LayerType, Linear, ModelShape, Param
-from forge_advisor.shapes.registry import register_architecture
+from forge_advisor.shapes.registry import UnsupportedArchitecture, register_architecture
 
 
 @register_architecture("dbrx")
@@ -59,10 +72,10 @@ def build_dbrx(c: ConfigReader, name: str) -> ModelShape:
         Linear("ffn.experts.mlp.w2", inter, h, False, "expert", count=experts, lora_targetable=False),
     )
     ln = layer_norm(h, bias=False)  # nn.LayerNorm(d_model, bias=False)
-    tie = c.bool("tie_word_embeddings", default=False)
-    params = [Param("transformer.wte.weight", vocab * h, "embedding"), Param("transformer.norm_f.weight", ln, "norm")]
-    if not tie:
-        params.append(Param("lm_head.weight", vocab * h, "lm_head"))
+    # configuration_dbrx.py validate_architecture: "tie_word_embeddings is not supported"
+    tie = False
+    params = [Param("transformer.wte.weight", vocab * h, "embedding"), Param("transformer.norm_f.weight", ln, "norm"),
+              Param("lm_head.weight", vocab * h, "lm_head")]
     facts = python_facts(c, act=(), positions=c.int("max_seq_len", default=0, minimum=0) or None)
     facts["hidden_act"] = act.get("name", "silu") if isinstance(act, dict) else "silu"
     return ModelShape(
@@ -126,4 +139,37 @@ def build_cpmant(c: ConfigReader, name: str) -> ModelShape:
         name=name, model_type="cpmant", hidden_size=h, num_hidden_layers=n, num_attention_heads=heads, num_key_value_heads=heads,
         head_dim=hd, intermediate_size=ff, vocab_size=vocab, tie_word_embeddings=False, norm="rms_norm", gated_mlp=True,
         layer_types=(LayerType("decoder", linears, other_parameters=2 * h),), layers=(0,) * n, params=params, **facts,
+    )
+
+
+@register_architecture("prophetnet")
+def build_prophetnet(c: ConfigReader, name: str) -> ModelShape:
+    h, n, vocab = c.int("hidden_size"), c.layers("num_decoder_layers"), c.int("vocab_size")
+    heads, ffn = c.int("num_decoder_attention_heads"), c.int("decoder_ffn_dim")
+    if c.bool("is_encoder_decoder", default=True):  # the encoder-decoder checkpoint: the meta-device count
+        raise UnsupportedArchitecture("prophetnet", c.source)
+    qkvo = ("query_proj", "key_proj", "value_proj", "out_proj")
+    linears = [Linear(f"self_attn.{x}", h, h, True, "attention") for x in qkvo]
+    linears.append(Linear("self_attn.relative_pos_embeddings", h, c.int("num_buckets", default=32) * heads, True, "other"))
+    norms = 2
+    if c.bool("add_cross_attention", default=True):
+        linears += [Linear(f"cross_attn.{x}", h, h, True, "other") for x in qkvo]
+        norms += 1
+    linears += [Linear("feed_forward.intermediate", h, ffn, True, "mlp"), Linear("feed_forward.output", ffn, h, True, "mlp")]
+    positions = c.int("max_position_embeddings", default=512)
+    params = [
+        Param("prophetnet.word_embeddings.weight", vocab * h, "embedding"),
+        Param("prophetnet.decoder.position_embeddings.weight", positions * h, "position"),
+        Param("prophetnet.decoder.ngram_embeddings.weight", c.int("ngram", default=2) * h, "embedding"),
+        Param("prophetnet.decoder.embeddings_layer_norm", layer_norm(h), "norm"),
+    ]
+    tie = c.bool("tie_word_embeddings", default=True)
+    if not tie:  # untied, neither the decoder's embeddings nor lm_head share the wrapper's
+        params += [Param("prophetnet.decoder.word_embeddings.weight", vocab * h, "embedding"), Param("lm_head.weight", vocab * h, "lm_head")]
+    return ModelShape(
+        name=name, model_type="prophetnet", hidden_size=h, num_hidden_layers=n, num_attention_heads=heads,
+        num_key_value_heads=heads, head_dim=h // heads, intermediate_size=ffn, vocab_size=vocab, tie_word_embeddings=tie,
+        norm="layer_norm", gated_mlp=False,
+        layer_types=(LayerType("decoder", tuple(linears), other_parameters=norms * layer_norm(h)),), layers=(0,) * n,
+        params=tuple(params), **python_facts(c, act=("activation_function",), act_default="gelu", positions=positions),
     )
