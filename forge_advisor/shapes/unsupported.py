@@ -45,7 +45,7 @@ REASONS: dict[str, str] = {
     "zaya": "convolutional QK projections and residual scaling (ZAYA)",
     "inkling_text": "short convolutions around attention and MLP", "inkling2_text": "short convolutions around attention and MLP",
     "inkling2_loop_text": "short convolutions around attention and MLP",
-    "doge": "dynamic mask attention with learned residual weights (Doge)",
+    "doge": "Doge's CDMoE (is_moe: true): retrieval experts held as embedding rows",
     # families before Llama's layout that no parser reads yet
     "mllama": "cross-attention image layers inside the text decoder (Llama 3.2 Vision)",
     "minimax_m3_vl_text": "mixed full/linear attention layers (MiniMax)",

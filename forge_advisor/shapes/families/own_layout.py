@@ -42,12 +42,26 @@ files; every builder is checked by the architecture sweep, benches/arch_sweep.py
   predicting streams beside the main one, so the real activations of the attention and
   FFN are up to (1 + ngram)× the priced ones (an underestimate, stated here and in the
   README's sweep notes).
+* Doge (modeling_doge.py, ``is_moe: false``): the Llama layout (built by
+  :func:`decoder.build_decoder`) with per-head RMSNorm q/k norms, learned residual weights
+  ``input_residual`` and ``post_attention_residual`` [H] per layer, and the dynamic mask's
+  ``self_attn.A`` [kv] and ``self_attn.dt_proj`` (kv·hd → kv, bias ``attention_bias``).
+  ``prepare_dynamic_mask`` expands ``exp(A · softplus(dt_proj(v)))`` to a float mask
+  [B, heads, S, S] that needs a gradient, so SDPA runs its efficient kernel and keeps the
+  mask: a quadratic term. No rule prices exactly that mask; the nearest one, eager
+  attention's (``eager_only``: fp32 softmax + half copy per head and context token,
+  activations.rs ``qkv_saved``), is used: an overestimate of the quadratic term by about
+  (4 + e) / e (3× in bf16). Doge's CDMoE (``is_moe: true``: retrieval experts held as
+  ``nn.Embedding`` rows) is refused.
 """
 
 from __future__ import annotations
 
 from forge_advisor.errors import ForgeError
+from dataclasses import replace
+
 from forge_advisor.shapes.config import ConfigReader
+from forge_advisor.shapes.families import decoder
 from forge_advisor.shapes.families.common import layer_norm, python_facts
 from forge_advisor.shapes.model import LayerType, Linear, ModelShape, Param
 from forge_advisor.shapes.registry import UnsupportedArchitecture, register_architecture
@@ -173,3 +187,20 @@ def build_prophetnet(c: ConfigReader, name: str) -> ModelShape:
         layer_types=(LayerType("decoder", tuple(linears), other_parameters=norms * layer_norm(h)),), layers=(0,) * n,
         params=tuple(params), **python_facts(c, act=("activation_function",), act_default="gelu", positions=positions),
     )
+
+
+_DOGE = decoder.Spec(attn=decoder.Attn(qk_norm="head"), extra_layer_params=("input_residual", "post_attention_residual"))
+
+
+@register_architecture("doge")
+def build_doge(c: ConfigReader, name: str) -> ModelShape:
+    if c.bool("is_moe", default=False):
+        raise UnsupportedArchitecture("doge", c.source)
+    shape = decoder.build_decoder(c, name, _DOGE, "doge")
+    kv, bias = shape.num_key_value_heads, c.bool("attention_bias", default=False)
+    dt = Linear("self_attn.dt_proj", kv * shape.head_dim, kv, bias, "other")
+    lts = tuple(replace(lt, linears=lt.linears + (dt,), other_parameters=lt.other_parameters + kv) for lt in shape.layer_types)
+    hints = decoder.hints_for(c, "doge")
+    hints["qk_norm"] = True
+    hints["eager_only"] = True  # the dynamic mask's quadratic term, by the nearest rule (see above)
+    return replace(shape, layer_types=lts, hints=hints)
