@@ -53,6 +53,20 @@ files; every builder is checked by the architecture sweep, benches/arch_sweep.py
   activations.rs ``qkv_saved``), is used: an overestimate of the quadratic term by about
   (4 + e) / e (3× in bf16). Doge's CDMoE (``is_moe: true``: retrieval experts held as
   ``nn.Embedding`` rows) is refused.
+* ZAYA (modeling_zaya.py): every layer is attention + a sparse MoE. Attention
+  ``self_attn.qkv_proj`` (ZayaCCAProjection: ``q_proj`` H → heads·hd, ``k_proj`` H → kv·hd,
+  ``v_proj_current`` / ``v_proj_delayed`` H → kv·hd/2, bias ``attention_bias``; over the
+  C = (heads + kv)·hd q/k channels a depthwise ``conv_qk_depthwise`` [C, 1, cca_time0] and a
+  grouped ``conv_qk_grouped`` [C, hd, cca_time1] (groups = heads + kv), both biased),
+  ``self_attn.qk_norm.temp`` [kv], ``self_attn.o_proj``; the MoE ``mlp.gate`` (ZayaRouter:
+  ``down_proj`` H → R biased, ``router_states_scale`` [R] outside layer 0, ``router_mlp.
+  {norm [R], fc1, fc2 (R → R biased), out_proj (R → E + 1, the skip expert)}``) and fused
+  ``mlp.experts.{gate_up_proj [E, 2I, H], down_proj [E, H, I]}``; two RMSNorms and two
+  ZayaResidualScaling (4 vectors [H] each). Outside: ``embed_tokens``, ``norm``,
+  ``input_hidden_states_{scale,bias}`` [H], ``lm_head`` (tied by default, bias
+  ``lm_head_bias``). Activation memory uses the attention + MoE decoder rule: the CCA
+  convolutions' saved inputs (≈ 2·C per token) and the router MLP's R-wide activations are
+  not priced (a small underestimate, R = router_hidden_size ≪ H·E).
 """
 
 from __future__ import annotations
@@ -204,3 +218,42 @@ def build_doge(c: ConfigReader, name: str) -> ModelShape:
     hints["qk_norm"] = True
     hints["eager_only"] = True  # the dynamic mask's quadratic term, by the nearest rule (see above)
     return replace(shape, layer_types=lts, hints=hints)
+
+
+@register_architecture("zaya")
+def build_zaya(c: ConfigReader, name: str) -> ModelShape:
+    h, n, vocab = c.int("hidden_size"), c.layers("num_hidden_layers"), c.int("vocab_size")
+    heads = c.int("num_attention_heads")
+    kv = c.int("num_key_value_heads", default=heads, maximum=heads)
+    hd = c.int("head_dim", default=h // heads)
+    experts, inter, r = c.int("num_experts"), c.int("moe_intermediate_size"), c.int("router_hidden_size")
+    top_k = c.int("num_experts_per_tok", default=1, maximum=experts)
+    ab = c.bool("attention_bias", default=False)
+    a, g = "self_attn.qkv_proj", "mlp.gate"
+    linears = (
+        Linear(f"{a}.q_proj", h, heads * hd, ab, "attention"), Linear(f"{a}.k_proj", h, kv * hd, ab, "attention"),
+        Linear(f"{a}.v_proj_current", h, kv * hd // 2, ab, "attention"), Linear(f"{a}.v_proj_delayed", h, kv * hd // 2, ab, "attention"),
+        Linear("self_attn.o_proj", heads * hd, h, ab, "attention"),
+        # the router's own MLP: nn.Linear modules peft can wrap, not LoRA defaults
+        Linear(f"{g}.down_proj", h, r, True, "router"), Linear(f"{g}.router_mlp.fc1", r, r, True, "router"),
+        Linear(f"{g}.router_mlp.fc2", r, r, True, "router"), Linear(f"{g}.router_mlp.out_proj", r, experts + 1, False, "router"),
+        Linear("mlp.experts.gate_up_proj", h, 2 * inter, False, "expert", count=experts, lora_targetable=False),
+        Linear("mlp.experts.down_proj", inter, h, False, "expert", count=experts, lora_targetable=False),
+    )
+    ch = (heads + kv) * hd
+    convs = ch * c.int("cca_time0", default=2) + ch + ch * hd * c.int("cca_time1", default=2) + ch
+    other = convs + kv + r + 2 * h + 2 * 4 * h  # convs, qk temp, router norm, 2 RMSNorms, 2 residual scalings
+    first, rest = LayerType("decoder", linears, other_parameters=other, moe=True), LayerType("decoder", linears, other_parameters=other + r, moe=True)
+    tie = c.bool("tie_word_embeddings", default=True)
+    params = [Param("model.embed_tokens.weight", vocab * h, "embedding"), Param("model.norm.weight", h, "norm"),
+              Param("model.input_hidden_states_scale_bias", 2 * h, "other")]
+    if not tie:
+        params.append(Param("lm_head.weight", vocab * h, "lm_head"))
+    if c.bool("lm_head_bias", default=False):
+        params.append(Param("lm_head.bias", vocab, "lm_head"))
+    return ModelShape(
+        name=name, model_type="zaya", hidden_size=h, num_hidden_layers=n, num_attention_heads=heads, num_key_value_heads=kv,
+        head_dim=hd, intermediate_size=inter, vocab_size=vocab, tie_word_embeddings=tie, norm="rms_norm", gated_mlp=True,
+        layer_types=(first, rest) if n > 1 else (first,), layers=(0,) + (1,) * (n - 1), params=tuple(params),
+        num_experts=experts, num_experts_per_tok=top_k, moe_intermediate_size=inter, **python_facts(c),
+    )
