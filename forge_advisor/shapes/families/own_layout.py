@@ -67,6 +67,21 @@ files; every builder is checked by the architecture sweep, benches/arch_sweep.py
   ``lm_head_bias``). Activation memory uses the attention + MoE decoder rule: the CCA
   convolutions' saved inputs (≈ 2·C per token) and the router MLP's R-wide activations are
   not priced (a small underestimate, R = router_hidden_size ≪ H·E).
+* RecurrentGemma (modeling_recurrent_gemma.py, Griffin): layers follow ``block_types``
+  cycled over the depth (``layers_block_type``: "recurrent" → RG-LRU, "attention" → local
+  attention). Each layer: ``temporal_pre_norm``, the temporal block, ``channel_pre_norm``,
+  ``mlp_block.{gate_proj, up_proj, down_proj}`` (biased, width ``intermediate_size // 2``).
+  Recurrent block: ``linear_y`` / ``linear_x`` (H → L, L = ``lru_width``), ``linear_out``
+  (L → H), all biased; a depthwise ``conv_1d`` [L, 1, conv1d_width] with bias; the RG-LRU's
+  ``recurrent_param`` [L] and block-diagonal gates ``input_gate_weight`` /
+  ``recurrent_gate_weight`` [heads, L/heads, L/heads] (counted as ``heads`` linears of
+  L/heads, not peft-targetable) with biases [heads, L/heads]. Attention: ``q/k/v_proj``
+  (bias ``attention_bias``), ``o_proj`` biased. Outside: ``embed_tokens``, ``final_norm``,
+  ``lm_head`` (tied by default); the logits are soft-capped (``logits_soft_cap``). The
+  RG-LRU's activations are priced by the Mamba-1 mixer rule with one state per channel
+  (d_state = 1: the diagonal recurrence keeps one fp32 state per channel; dt_rank = 1, the
+  least the rule admits, for the gate inputs);
+  no rule of its own exists (activations.rs), so its gate intermediates are approximate.
 """
 
 from __future__ import annotations
@@ -77,7 +92,7 @@ from dataclasses import replace
 from forge_advisor.shapes.config import ConfigReader
 from forge_advisor.shapes.families import decoder
 from forge_advisor.shapes.families.common import layer_norm, python_facts
-from forge_advisor.shapes.model import LayerType, Linear, ModelShape, Param
+from forge_advisor.shapes.model import LayerType, Linear, Mixer, ModelShape, Param
 from forge_advisor.shapes.registry import UnsupportedArchitecture, register_architecture
 
 
@@ -257,3 +272,50 @@ def build_zaya(c: ConfigReader, name: str) -> ModelShape:
         layer_types=(first, rest) if n > 1 else (first,), layers=(0,) + (1,) * (n - 1), params=tuple(params),
         num_experts=experts, num_experts_per_tok=top_k, moe_intermediate_size=inter, **python_facts(c),
     )
+
+
+@register_architecture("recurrent_gemma")
+def build_recurrent_gemma(c: ConfigReader, name: str) -> ModelShape:
+    h, n, vocab = c.int("hidden_size"), c.layers("num_hidden_layers"), c.int("vocab_size")
+    heads = c.int("num_attention_heads")
+    kv = c.int("num_key_value_heads", default=heads, maximum=heads)
+    hd = h // heads  # configuration_recurrent_gemma.py: head_dim = hidden_size // num_attention_heads
+    lru = c.int("lru_width", default=h)
+    bw, k = lru // heads, c.int("conv1d_width", default=4)
+    inter = c.int("intermediate_size") // 2
+    cycle = c.data.get("block_types") or ["recurrent", "recurrent", "attention"]
+    if not isinstance(cycle, list) or not cycle or not all(b in ("recurrent", "attention") for b in cycle):
+        raise ForgeError(f"{c.source}: field 'block_types'={cycle!r} must list 'recurrent' / 'attention'")
+    mlp = (Linear("mlp_block.gate_proj", h, inter, True, "mlp"), Linear("mlp_block.up_proj", h, inter, True, "mlp"),
+           Linear("mlp_block.down_proj", inter, h, True, "mlp"))
+    ab, t = c.bool("attention_bias", default=False), "temporal_block"
+    attention = LayerType("decoder", (
+        Linear(f"{t}.q_proj", h, heads * hd, ab, "attention"), Linear(f"{t}.k_proj", h, kv * hd, ab, "attention"),
+        Linear(f"{t}.v_proj", h, kv * hd, ab, "attention"), Linear(f"{t}.o_proj", heads * hd, h, True, "attention")) + mlp,
+        other_parameters=2 * h)
+    gates = tuple(Linear(f"{t}.rg_lru.{g}_gate_weight", bw, bw, False, "other", count=heads, lora_targetable=False)
+                  for g in ("input", "recurrent"))
+    recurrent = LayerType("decoder", (
+        Linear(f"{t}.linear_y", h, lru, True, "other"), Linear(f"{t}.linear_x", h, lru, True, "other"),
+        Linear(f"{t}.linear_out", lru, h, True, "other")) + gates + mlp,
+        # conv weight and bias, recurrent_param, the two gate biases, two norms
+        other_parameters=lru * k + lru + lru + 2 * lru + 2 * h, attention=False,
+        mixer=Mixer("mamba", d_inner=lru, conv_dim=lru, conv_kernel=k, d_state=1, dt_rank=1))
+    kinds = [cycle[i % len(cycle)] for i in range(n)]
+    types = tuple(dict.fromkeys(kinds))
+    tie = c.bool("tie_word_embeddings", default=True)
+    params = [Param("model.embed_tokens.weight", vocab * h, "embedding"), Param("model.final_norm.weight", h, "norm")]
+    if not tie:
+        params.append(Param("lm_head.weight", vocab * h, "lm_head"))
+    shape = ModelShape(
+        name=name, model_type="recurrent_gemma", hidden_size=h, num_hidden_layers=n, num_attention_heads=heads,
+        num_key_value_heads=kv, head_dim=hd, intermediate_size=inter, vocab_size=vocab, tie_word_embeddings=tie,
+        norm="rms_norm", gated_mlp=True, layer_types=tuple(recurrent if t_ == "recurrent" else attention for t_ in types),
+        layers=tuple(types.index(x) for x in kinds), params=tuple(params),
+        **python_facts(c, act=("hidden_activation",), act_default="gelu_pytorch_tanh", positions=0),
+    )
+    hints = decoder.hints_for(c, "recurrent_gemma")
+    hints["norm_fp32_weight"] = True  # RecurrentGemmaRMSNorm: x.float() * (1 + w.float()), as Gemma's
+    if c.data.get("logits_soft_cap"):
+        hints["final_logit_softcapping"] = True  # RecurrentGemmaForCausalLM: tanh(logits / cap) * cap
+    return replace(shape, max_position_embeddings=None, hints=hints)
