@@ -178,7 +178,8 @@ def _real_block(block: Any) -> tuple[set[tuple[str, int, int, bool]], set[tuple[
     # fused expert tensors are the 3-d parameters outside convolutions (a depthwise
     # nn.Conv1d weight is [channels, 1, kernel]: a mixer's, counted as another parameter)
     convs = {f"{n}.weight" if n else "weight" for n, m in block.named_modules() if isinstance(m, torch.nn.Conv1d)}
-    experts = {(n, p.numel()) for n, p in block.named_parameters() if p.dim() == 3 and n not in convs}
+    # (a [1, 1, H] parameter is a broadcast vector: RWKV's time_mix_*)
+    experts = {(n, p.numel()) for n, p in block.named_parameters() if p.dim() == 3 and n not in convs and p.shape[:2] != (1, 1)}
     return linears, experts, {n: p.numel() for n, p in block.named_parameters()}
 
 

@@ -82,6 +82,17 @@ files; every builder is checked by the architecture sweep, benches/arch_sweep.py
   (d_state = 1: the diagonal recurrence keeps one fp32 state per channel; dt_rank = 1, the
   least the rule admits, for the gate inputs);
   no rule of its own exists (activations.rs), so its gate intermediates are approximate.
+* RWKV (v4, modeling_rwkv.py): ``rwkv.blocks[i]`` of ``ln1``, ``attention`` (time mixing:
+  ``key/value/receptance`` H → A and ``output`` A → H without biases, A =
+  ``attention_hidden_size`` or H; ``time_decay`` / ``time_first`` [A]; ``time_mix_key /
+  value / receptance`` [1, 1, H]), ``ln2``, ``feed_forward`` (channel mixing: ``key`` H → I,
+  ``receptance`` H → H, ``value`` I → H, no biases, I = ``intermediate_size`` or 4H;
+  ``time_mix_key / receptance`` [1, 1, H]); layer 0 adds ``pre_ln``. Outside:
+  ``embeddings``, ``ln_out``, ``head`` (untied by default). The CUDA WKV kernel is compiled
+  for ``context_length`` tokens and refuses longer batches: that is the length limit. The
+  WKV recurrence is priced by the Mamba-1 mixer rule with one state per channel
+  (d_state = 1, dt_rank = 1) over A channels; the kernel's own saved tensors (k, v, w, u and
+  its output) are not modelled one by one (approximation).
 """
 
 from __future__ import annotations
@@ -319,3 +330,35 @@ def build_recurrent_gemma(c: ConfigReader, name: str) -> ModelShape:
     if c.data.get("logits_soft_cap"):
         hints["final_logit_softcapping"] = True  # RecurrentGemmaForCausalLM: tanh(logits / cap) * cap
     return replace(shape, max_position_embeddings=None, hints=hints)
+
+
+@register_architecture("rwkv")
+def build_rwkv(c: ConfigReader, name: str) -> ModelShape:
+    h, n, vocab = c.int("hidden_size"), c.layers("num_hidden_layers"), c.int("vocab_size")
+    a = c.int("attention_hidden_size") if c.data.get("attention_hidden_size") is not None else h
+    inter = c.int("intermediate_size") if c.data.get("intermediate_size") is not None else 4 * h
+    linears = (
+        Linear("attention.key", h, a, False, "attention"), Linear("attention.value", h, a, False, "attention"),
+        Linear("attention.receptance", h, a, False, "attention"), Linear("attention.output", a, h, False, "attention"),
+        Linear("feed_forward.key", h, inter, False, "mlp"), Linear("feed_forward.receptance", h, h, False, "mlp"),
+        Linear("feed_forward.value", inter, h, False, "mlp"),
+    )
+    # ln1, ln2; time_decay, time_first [A]; five time_mix vectors [1, 1, H]
+    other = 2 * layer_norm(h) + 2 * a + 5 * h
+    # the token shift (nn.ZeroPad2d((0, 0, 1, -1)) mixed by time_mix_*) is a 2-tap per-channel mix
+    mixer = Mixer("mamba", d_inner=a, conv_dim=a, conv_kernel=2, d_state=1, dt_rank=1)
+    first = LayerType("decoder", linears, other_parameters=other + layer_norm(h), attention=False, mixer=mixer)
+    rest = LayerType("decoder", linears, other_parameters=other, attention=False, mixer=mixer)
+    tie = c.bool("tie_word_embeddings", default=False)
+    params = [Param("rwkv.embeddings.weight", vocab * h, "embedding"), Param("rwkv.ln_out", layer_norm(h), "norm")]
+    if not tie:
+        params.append(Param("head.weight", vocab * h, "lm_head"))
+    # the WKV kernel: "Cannot process a batch with {seq_len} tokens ..., use a maximum of context_length"
+    positions = c.int("context_length", default=1024)
+    return ModelShape(
+        name=name, model_type="rwkv", hidden_size=h, num_hidden_layers=n, num_attention_heads=1, num_key_value_heads=1,
+        head_dim=a, intermediate_size=inter, vocab_size=vocab, tie_word_embeddings=tie, norm="layer_norm", gated_mlp=False,
+        layer_types=(first, rest) if n > 1 else (first,), layers=(0,) + (1,) * (n - 1), params=tuple(params),
+        # RwkvFeedForward: torch.square(torch.relu(key)); no rule for squared ReLU: relu's
+        **python_facts(c, act=(), act_default="relu", positions=positions),
+    )
