@@ -38,7 +38,6 @@ REASONS: dict[str, str] = {
     # other mechanisms
     "deepseek_v4": "hyper-connections with compressed sparse attention and hash-routed experts (DeepSeek-V4)",
     "qwen4_exp": _HYPER, "qwen4_exp_text": _HYPER,
-    "axk2": "DeepSeek sparse attention indexer with a fused query/gate projection and gated norms (A.X K2)",
     "blt": "byte-latent patching (local encoder/decoder around a global transformer)",
     "hrm_text": "hierarchical reasoning modules (two recurrent transformer stacks)",
     "longcat_flash": "two attention/MLP sub-layers per layer with zero-computation experts",

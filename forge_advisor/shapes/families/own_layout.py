@@ -93,6 +93,21 @@ files; every builder is checked by the architecture sweep, benches/arch_sweep.py
   WKV recurrence is priced by the Mamba-1 mixer rule with one state per channel
   (d_state = 1, dt_rank = 1) over A channels; the kernel's own saved tensors (k, v, w, u and
   its output) are not modelled one by one (approximation).
+* A.X K2 (modeling_axk2.py): DeepSeek-V3 MLA without ``q_b_proj``: ``q_a_proj`` (H → Q,
+  bias ``attention_bias``), ``q_a_layernorm`` [Q], a fused ``q_gate_proj`` (2Q →
+  heads·(nope + rope + v), no bias: query and the output gate, ``attn_output ·
+  sigmoid(gate.float())``), ``kv_a_proj_with_mqa`` (H → kv_lora + rope), ``kv_a_layernorm``,
+  ``kv_b_proj`` (kv_lora → heads·(nope + v)), ``o_proj`` (heads·v → H); a DSA indexer
+  (``wq_b`` Q → index_heads·index_hd, ``wk`` H → index_hd, LayerNorm ``k_norm``,
+  ``weights_proj`` H → index_heads) in every layer. ``input_layernorm`` is an
+  AXK2GatedRMSNorm (``norm`` [H] and ``mlp.fc1`` H → r, ``mlp.fc2`` r → H, r =
+  ``gated_norm_rank``), and so is ``post_attention_layernorm`` in the "sparse" layers of
+  ``mlp_layer_types`` (a plain RMSNorm in the dense ones). Sparse MLP: an fp32 router
+  ``gate.weight`` [E, H] (a parameter, not an nn.Linear), fused experts, and
+  ``shared_experts`` of ``moe_intermediate_size · n_shared_experts``. Activation memory:
+  the MLA + indexer + gated-output rules of DeepSeek-V3.2 / gated attention
+  (``dsa_indexer_heads``, ``attn_gate_width``); the gated norms' r-wide and H-wide sigmoid
+  intermediates are not priced (approximation).
 """
 
 from __future__ import annotations
@@ -362,3 +377,64 @@ def build_rwkv(c: ConfigReader, name: str) -> ModelShape:
         # RwkvFeedForward: torch.square(torch.relu(key)); no rule for squared ReLU: relu's
         **python_facts(c, act=(), act_default="relu", positions=positions),
     )
+
+
+@register_architecture("axk2")
+def build_axk2(c: ConfigReader, name: str) -> ModelShape:
+    h, n, vocab = c.int("hidden_size"), c.layers("num_hidden_layers"), c.int("vocab_size")
+    heads = c.int("num_attention_heads")
+    q, kvr, rope, nope, v = (c.int(f) for f in ("q_lora_rank", "kv_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim"))
+    ih, ihd, r = c.int("index_n_heads"), c.int("index_head_dim"), c.int("gated_norm_rank")
+    ab = c.bool("attention_bias", default=False)
+    p = "self_attn"
+    attn = (
+        Linear(f"{p}.q_a_proj", h, q, ab, "attention"), Linear(f"{p}.q_gate_proj", 2 * q, heads * (nope + rope + v), False, "attention"),
+        Linear(f"{p}.kv_a_proj_with_mqa", h, kvr + rope, ab, "attention"), Linear(f"{p}.kv_b_proj", kvr, heads * (nope + v), False, "attention"),
+        Linear(f"{p}.o_proj", heads * v, h, ab, "attention"),
+        Linear(f"{p}.indexer.wq_b", q, ih * ihd, False, "other"), Linear(f"{p}.indexer.wk", h, ihd, False, "other"),
+        Linear(f"{p}.indexer.weights_proj", h, ih, False, "other"),
+    )
+    attn_other = q + kvr + layer_norm(ihd)  # q_a_layernorm, kv_a_layernorm, indexer.k_norm (LayerNorm with bias)
+
+    def gated_norm(where: str) -> tuple[Linear, ...]:
+        return (Linear(f"{where}.mlp.fc1", h, r, False, "other"), Linear(f"{where}.mlp.fc2", r, h, False, "other"))
+
+    kinds = c.data.get("mlp_layer_types")
+    if kinds is None:  # configuration_axk2.py: sparse from first_k_dense_replace on, every moe_layer_freq-th
+        k, freq = c.int("first_k_dense_replace", default=1, minimum=0), c.int("moe_layer_freq", default=1)
+        kinds = ["sparse" if i >= k and i % freq == 0 else "dense" for i in range(n)]
+    if not isinstance(kinds, list) or len(kinds) != n or not set(kinds) <= {"sparse", "dense"}:
+        raise ForgeError(f"{c.source}: field 'mlp_layer_types'={kinds!r} must list 'sparse' / 'dense' for each of {n} layers")
+    inter = c.int("intermediate_size")
+    dense = LayerType("decoder", attn + gated_norm("input_layernorm") + (
+        Linear("mlp.gate_proj", h, inter, False, "mlp"), Linear("mlp.up_proj", h, inter, False, "mlp"),
+        Linear("mlp.down_proj", inter, h, False, "mlp")), other_parameters=attn_other + 2 * h)
+    experts, moe_inter = c.int("n_routed_experts"), c.int("moe_intermediate_size")
+    shared = moe_inter * c.int("n_shared_experts", default=1, minimum=0)
+    top_k = c.int("num_experts_per_tok", maximum=experts)
+    moe = (Linear("mlp.gate", h, experts, False, "router", lora_targetable=False),
+           Linear("mlp.experts.gate_up_proj", h, 2 * moe_inter, False, "expert", count=experts, lora_targetable=False),
+           Linear("mlp.experts.down_proj", moe_inter, h, False, "expert", count=experts, lora_targetable=False))
+    if shared:
+        moe += (Linear("mlp.shared_experts.gate_proj", h, shared, False, "shared_expert"),
+                Linear("mlp.shared_experts.up_proj", h, shared, False, "shared_expert"),
+                Linear("mlp.shared_experts.down_proj", shared, h, False, "shared_expert"))
+    sparse = LayerType("decoder", attn + gated_norm("input_layernorm") + gated_norm("post_attention_layernorm") + moe,
+                       other_parameters=attn_other + 2 * h, moe=True)
+    order = tuple(dict.fromkeys(kinds))
+    tie = c.bool("tie_word_embeddings", default=False)
+    params = [Param("model.embed_tokens.weight", vocab * h, "embedding"), Param("model.norm.weight", h, "norm")]
+    if not tie:
+        params.append(Param("lm_head.weight", vocab * h, "lm_head"))
+    shape = ModelShape(
+        name=name, model_type="axk2", hidden_size=h, num_hidden_layers=n, num_attention_heads=heads, num_key_value_heads=heads,
+        head_dim=nope + rope, intermediate_size=inter, vocab_size=vocab, tie_word_embeddings=tie, norm="rms_norm", gated_mlp=True,
+        layer_types=tuple(sparse if k_ == "sparse" else dense for k_ in order), layers=tuple(order.index(k_) for k_ in kinds),
+        params=tuple(params), num_experts=experts if "sparse" in order else 0, num_experts_per_tok=top_k if "sparse" in order else 0,
+        moe_intermediate_size=moe_inter if "sparse" in order else 0, **python_facts(c),
+    )
+    hints = decoder.hints_for(c, "axk2")
+    hints["dsa_indexer_heads"] = ih
+    hints["attn_gate_width"] = heads * v
+    hints["attn_gate_fp32"] = True  # attn_output * torch.sigmoid(gate_states.float())
+    return replace(shape, hints=hints)
