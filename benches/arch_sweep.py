@@ -159,11 +159,12 @@ def _layer_stack(model: Any, depth: int) -> Any:
     lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == depth]
     if not lists:
         return None
-    for parent in model.modules():
-        flat = {k: m for k, m in parent.named_children() if isinstance(m, torch.nn.ModuleList) and len(m) == depth}
-        if len(flat) > 1 and all(not isinstance(b, torch.nn.ModuleList) for m in flat.values() for b in m):
-            return [torch.nn.ModuleDict({k: m[i] for k, m in flat.items()}) for i in range(depth)]
-    return max(lists, key=lambda m: sum(p.numel() for p in m.parameters()))
+    largest = max(lists, key=lambda m: sum(p.numel() for p in m.parameters()))
+    parent = next(p for p in model.modules() if any(c is largest for c in p.children()))
+    flat = {k: m for k, m in parent.named_children() if isinstance(m, torch.nn.ModuleList) and len(m) == depth}
+    if len(flat) > 1:
+        return [torch.nn.ModuleDict({k: m[i] for k, m in flat.items()}) for i in range(depth)]
+    return largest
 
 
 def _real_block(block: Any) -> tuple[set[tuple[str, int, int, bool]], set[tuple[str, int]], dict[str, int]]:

@@ -40,7 +40,6 @@ REASONS: dict[str, str] = {
     "qwen4_exp": _HYPER, "qwen4_exp_text": _HYPER,
     "blt": "byte-latent patching (local encoder/decoder around a global transformer)",
     "hrm_text": "hierarchical reasoning modules (two recurrent transformer stacks)",
-    "longcat_flash": "two attention/MLP sub-layers per layer with zero-computation experts",
     "inkling_text": "short convolutions around attention and MLP", "inkling2_text": "short convolutions around attention and MLP",
     "inkling2_loop_text": "short convolutions around attention and MLP",
     "doge": "Doge's CDMoE (is_moe: true): retrieval experts held as embedding rows",

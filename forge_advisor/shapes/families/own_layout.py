@@ -108,6 +108,18 @@ files; every builder is checked by the architecture sweep, benches/arch_sweep.py
   the MLA + indexer + gated-output rules of DeepSeek-V3.2 / gated attention
   (``dsa_indexer_heads``, ``attn_gate_width``); the gated norms' r-wide and H-wide sigmoid
   intermediates are not priced (approximation).
+* LongCat-Flash (modeling_longcat_flash.py): ``num_layers`` blocks (``num_hidden_layers``
+  is 2 × that), each with two MLA attentions ``self_attn.{0,1}`` (DeepSeek-V3 MLA:
+  ``q_a_proj``, ``q_a_layernorm``, ``q_b_proj`` Q → heads·qk_head_dim, ``kv_a_proj_with_mqa``,
+  ``kv_a_layernorm``, ``kv_b_proj``, ``o_proj``; bias ``attention_bias`` on q_a / kv_a / o),
+  two dense MLPs ``mlps.{0,1}`` (``ffn_hidden_size``), ``input_layernorm.{0,1}`` and
+  ``post_attention_layernorm.{0,1}``, and one shortcut MoE ``mlp``: ``router.classifier``
+  (H → E + Z, Z = ``zero_expert_num`` identity experts; bias ``router_bias``) and experts
+  ``gate_up_proj`` [E + Z, 2I, H], ``down_proj`` [E, H, I] (as transformers allocates them).
+  Activation memory: the layer rule prices one attention core and its norms per block; the
+  second attention's core (SDPA's q/k/v/output, the MLA latents) and the second pair of
+  norms are not priced, so activation memory is underestimated by about one attention
+  core per block (stated approximation); the linears' saved inputs are all counted.
 """
 
 from __future__ import annotations
@@ -438,3 +450,44 @@ def build_axk2(c: ConfigReader, name: str) -> ModelShape:
     hints["attn_gate_width"] = heads * v
     hints["attn_gate_fp32"] = True  # attn_output * torch.sigmoid(gate_states.float())
     return replace(shape, hints=hints)
+
+
+@register_architecture("longcat_flash")
+def build_longcat_flash(c: ConfigReader, name: str) -> ModelShape:
+    h, vocab = c.int("hidden_size"), c.int("vocab_size")
+    n = c.layers("num_layers") if c.has("num_layers") else c.int("num_hidden_layers") // 2
+    heads = c.int("num_attention_heads")
+    q, kvr, rope, nope, v = (c.int(f) for f in ("q_lora_rank", "kv_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim"))
+    qk = c.int("qk_head_dim", default=nope + rope)
+    ab = c.bool("attention_bias", default=False)
+    inter = c.int("ffn_hidden_size", "intermediate_size")
+    experts, zero = c.int("n_routed_experts", "num_local_experts"), c.int("zero_expert_num", default=0, minimum=0)
+    moe_inter = c.int("expert_ffn_hidden_size", "moe_intermediate_size")
+    # a token's top-k spans the E real and Z zero (identity) experts: at most min(k, E) of
+    # them compute, the bound the shape carries
+    top_k = min(c.int("moe_topk", "num_experts_per_tok", maximum=experts + zero), experts)
+    linears: list[Linear] = []
+    for i in (0, 1):
+        p = f"self_attn.{i}"
+        linears += [Linear(f"{p}.q_a_proj", h, q, ab, "attention"), Linear(f"{p}.q_b_proj", q, heads * qk, False, "attention"),
+                    Linear(f"{p}.kv_a_proj_with_mqa", h, kvr + rope, ab, "attention"),
+                    Linear(f"{p}.kv_b_proj", kvr, heads * (nope + v), False, "attention"),
+                    Linear(f"{p}.o_proj", heads * v, h, ab, "attention")]
+    for i in (0, 1):
+        linears += [Linear(f"mlps.{i}.gate_proj", h, inter, False, "mlp"), Linear(f"mlps.{i}.up_proj", h, inter, False, "mlp"),
+                    Linear(f"mlps.{i}.down_proj", inter, h, False, "mlp")]
+    linears += [Linear("mlp.router.classifier", h, experts + zero, c.bool("router_bias", default=False), "router"),
+                Linear("mlp.experts.gate_up_proj", h, 2 * moe_inter, False, "expert", count=experts + zero, lora_targetable=False),
+                Linear("mlp.experts.down_proj", moe_inter, h, False, "expert", count=experts, lora_targetable=False)]
+    other = 2 * (q + kvr) + 4 * h  # two attentions' q_a / kv_a norms; four RMSNorms
+    tie = c.bool("tie_word_embeddings", default=False)
+    params = [Param("model.embed_tokens.weight", vocab * h, "embedding"), Param("model.norm.weight", h, "norm")]
+    if not tie:
+        params.append(Param("lm_head.weight", vocab * h, "lm_head"))
+    return ModelShape(
+        name=name, model_type="longcat_flash", hidden_size=h, num_hidden_layers=n, num_attention_heads=heads,
+        num_key_value_heads=heads, head_dim=qk, intermediate_size=inter, vocab_size=vocab, tie_word_embeddings=tie,
+        norm="rms_norm", gated_mlp=True, layer_types=(LayerType("decoder", tuple(linears), other_parameters=other, moe=True),),
+        layers=(0,) * n, params=tuple(params), num_experts=experts, num_experts_per_tok=top_k, moe_intermediate_size=moe_inter,
+        **python_facts(c),
+    )
