@@ -189,10 +189,10 @@ def test_parallel_and_norm_facts() -> None:
 
 # -- the meta-device fallback for model types without a parser ----------------------------------
 
-# types no torch-free parser reads (xLSTM's recurrent layers, Kimi Linear's delta attention
+# types no torch-free parser reads (HRM's two recurrent stacks, Kimi Linear's delta attention
 # with experts), as the architecture sweep builds them
 FALLBACK = {
-    "xlstm": small_config("xlstm"),
+    "hrm_text": small_config("hrm_text"),
     "kimi_linear": small_config("kimi_linear"),
     "bart": dict(model_type="bart", d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=96, decoder_ffn_dim=96, vocab_size=100, max_position_embeddings=32),
 }

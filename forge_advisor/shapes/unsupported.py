@@ -23,7 +23,6 @@ _HYPER = "hyper-connections (learned multi-stream residual mixing)"
 REASONS: dict[str, str] = {
     # state-space and recurrent mixers
     "zamba": _HYBRID_SSM, "zamba2": _HYBRID_SSM,
-    "xlstm": _RECURRENT,
     "lara_mini": _LINEAR_ATTN,
     "kimi_linear": _LINEAR_ATTN, "bailing_hybrid": _LINEAR_ATTN, "olmo_hybrid": _LINEAR_ATTN,
     "lfm2_moe": "short-convolution operator layers (LFM2)",

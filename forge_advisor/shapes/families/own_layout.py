@@ -120,6 +120,21 @@ files; every builder is checked by the architecture sweep, benches/arch_sweep.py
   second attention's core (SDPA's q/k/v/output, the MLA latents) and the second pair of
   norms are not priced, so activation memory is underestimated by about one attention
   core per block (stated approximation); the linears' saved inputs are all counted.
+* xLSTM (modeling_xlstm.py, the mLSTM blocks of xLSTM-7B without the external ``xlstm``
+  package): ``backbone.blocks[i]`` (``num_blocks``) of ``norm_mlstm``, ``mlstm_layer``,
+  ``norm_ffn``, ``ffn``; norms carry a bias when ``use_bias``. With ``weight_mode``
+  "single": ``q``/``k`` (H → int(H · qk_dim_factor)), ``v``/``ogate_preact`` (H → int(H ·
+  v_dim_factor)), bias ``use_bias``; ``igate_preact``/``fgate_preact`` (H → heads, biased);
+  "fused": ``qkv_opreact`` (H → 2qk + 2v) and ``ifgate_preact`` (H → 2·heads, biased).
+  ``multihead_norm`` [v] (+ bias), ``out_proj`` v → H. FFN: ``proj_up_gate``/``proj_up``
+  (or fused ``proj_up_gate_z``) H → U, ``proj_down`` U → H, U = H · ffn_proj_factor rounded
+  up to ``ffn_round_up_to_multiple_of``. Outside: ``backbone.embeddings``
+  [vocab, embedding_dim], ``backbone.out_norm`` (built even when ``add_out_norm`` is
+  false, weight only), untied ``lm_head``.
+  The mLSTM is a chunkwise linear attention with a matrix memory per head: it is priced by
+  the nearest rule, the chunked Gated DeltaNet mixer (``heads`` value heads of v/heads,
+  key heads of qk/heads, ``chunk_size``; the q, k, v it keeps stand in for GDN's
+  convolution output); the exponential gating's own stabiliser states are not modelled.
 """
 
 from __future__ import annotations
@@ -491,3 +506,41 @@ def build_longcat_flash(c: ConfigReader, name: str) -> ModelShape:
         layers=(0,) * n, params=tuple(params), num_experts=experts, num_experts_per_tok=top_k, moe_intermediate_size=moe_inter,
         **python_facts(c),
     )
+
+
+@register_architecture("xlstm")
+def build_xlstm(c: ConfigReader, name: str) -> ModelShape:
+    h = c.int("hidden_size", "embedding_dim")
+    n = c.layers("num_blocks", "num_hidden_layers")
+    vocab, heads = c.int("vocab_size"), c.int("num_heads")
+    bias = c.bool("use_bias", default=False)
+    # xLSTMLayer: int(H · factor), not the config's rounded qk_dim / v_dim properties
+    qk, v = int(h * c.data.get("qk_dim_factor", 0.5)), int(h * c.data.get("v_dim_factor", 1.0))
+    mult = c.int("ffn_round_up_to_multiple_of", default=64)
+    up = int((h * c.data.get("ffn_proj_factor", 2.667) + mult - 1) // mult * mult)  # round_up_to_next_multiple_of
+    m, f = "mlstm_layer", "ffn"
+    if c.str("weight_mode", default="single") == "fused":
+        proj = [Linear(f"{m}.qkv_opreact", h, 2 * qk + 2 * v, bias, "attention"), Linear(f"{m}.ifgate_preact", h, 2 * heads, True, "other"),
+                Linear(f"{f}.proj_up_gate_z", h, 2 * up, bias, "mlp")]
+    else:
+        proj = [Linear(f"{m}.q", h, qk, bias, "attention"), Linear(f"{m}.k", h, qk, bias, "attention"),
+                Linear(f"{m}.v", h, v, bias, "attention"), Linear(f"{m}.ogate_preact", h, v, bias, "other"),
+                Linear(f"{m}.igate_preact", h, heads, True, "other"), Linear(f"{m}.fgate_preact", h, heads, True, "other"),
+                Linear(f"{f}.proj_up_gate", h, up, bias, "mlp"), Linear(f"{f}.proj_up", h, up, bias, "mlp")]
+    proj += [Linear(f"{m}.out_proj", v, h, bias, "attention"), Linear(f"{f}.proj_down", up, h, bias, "mlp")]
+    other = 2 * layer_norm(h, bias=bias) + layer_norm(v, bias=bias)  # two RMSNorms, the multi-head norm
+    mixer = Mixer("gated_delta_net", d_inner=v, conv_dim=2 * qk + v, conv_kernel=1, heads=heads, head_dim=v // heads,
+                  key_heads=heads, key_head_dim=qk // heads, chunk_size=c.int("chunk_size", default=64))
+    # xLSTMModel builds out_norm = xLSTMRMSNorm(H) (weight only) whatever add_out_norm says
+    params = [Param("backbone.embeddings.weight", vocab * c.int("embedding_dim", "hidden_size"), "embedding"),
+              Param("lm_head.weight", vocab * h, "lm_head"), Param("backbone.out_norm.weight", h, "norm")]
+    shape = ModelShape(
+        name=name, model_type="xlstm", hidden_size=h, num_hidden_layers=n, num_attention_heads=heads, num_key_value_heads=heads,
+        head_dim=v // heads, intermediate_size=up, vocab_size=vocab, tie_word_embeddings=False, norm="rms_norm", gated_mlp=True,
+        layer_types=(LayerType("decoder", tuple(proj), other_parameters=other, attention=False, mixer=mixer),),
+        layers=(0,) * n, params=tuple(params), **python_facts(c, act=(), positions=0),
+    )
+    hints = decoder.hints_for(c, "xlstm")
+    if c.data.get("output_logit_soft_cap"):
+        hints["final_logit_softcapping"] = True  # xLSTMForCausalLM: soft_cap(logits, output_logit_soft_cap)
+    return replace(shape, max_position_embeddings=None, hints=hints)
