@@ -48,7 +48,7 @@ def test_most_buildable_types_are_exact(report: dict[str, Any]) -> None:
                "falcon_mamba", "mamba2", "jamba", "falcon_h1", "nemotron_h", "bamba", "granitemoehybrid"):
         assert mt in exact, mt
     # layouts of their own (shapes/families/own_layout.py)
-    for mt in ("dbrx", "xlm", "cpmant", "prophetnet", "doge", "zaya", "recurrent_gemma", "rwkv", "axk2", "longcat_flash", "xlstm"):
+    for mt in ("dbrx", "xlm", "cpmant", "prophetnet", "doge", "zaya", "recurrent_gemma", "rwkv", "axk2", "longcat_flash", "xlstm", "deepseek_v4"):
         assert mt in exact, mt
     assert report["exact"] >= 0.7 * report["buildable"]  # see benches/results/arch_sweep.md
 
@@ -84,6 +84,7 @@ def test_shrink_fills_fields_transformers_defaults_leave_unreadable() -> None:
     ("axk2", {"attention_bias": True, "tie_word_embeddings": True, "n_shared_experts": 2, "mlp_layer_types": ["sparse", "dense"]}),
     ("longcat_flash", {"attention_bias": True, "tie_word_embeddings": True, "zero_expert_num": 8, "router_bias": True}),
     ("xlstm", {"num_blocks": 2, "weight_mode": "fused", "use_bias": True, "add_out_norm": False, "qk_dim_factor": 0.25}),
+    ("deepseek_v4", {"layer_types": ["compressed_sparse_attention", "sliding_attention"], "tie_word_embeddings": True, "hc_mult": 2}),
 ])
 def test_own_layouts_with_switches_flipped(model_type: str, flips: dict[str, Any]) -> None:
     # golden: the same config instantiated by transformers on the meta device

@@ -35,7 +35,6 @@ REASONS: dict[str, str] = {
     "fuyu": _VISION, "git": _VISION, "got_ocr2": _VISION, "phi4_multimodal": _VISION,
     "moss_transcribe_diarize": _VISION, "moshi": "audio codebook streams (Moshi depth decoder)",
     # other mechanisms
-    "deepseek_v4": "hyper-connections with compressed sparse attention and hash-routed experts (DeepSeek-V4)",
     "qwen4_exp": _HYPER, "qwen4_exp_text": _HYPER,
     "blt": "byte-latent patching (local encoder/decoder around a global transformer)",
     "hrm_text": "hierarchical reasoning modules (two recurrent transformer stacks)",

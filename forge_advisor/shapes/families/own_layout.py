@@ -135,6 +135,20 @@ files; every builder is checked by the architecture sweep, benches/arch_sweep.py
   the nearest rule, the chunked Gated DeltaNet mixer (``heads`` value heads of v/heads,
   key heads of qk/heads, ``chunk_size``; the q, k, v it keeps stand in for GDN's
   convolution output); the exponential gating's own stabiliser states are not modelled.
+* DeepSeek-V4 (modeling_deepseek_v4.py): shared-KV attention ``self_attn.{q_a_proj (H → Q),
+  q_a_norm [Q], q_b_proj (Q → heads·hd), kv_proj (H → hd), kv_norm [hd], o_a_proj (a
+  DeepseekV4GroupedLinear: nn.Linear(heads·hd/g, g·o_lora_rank)), o_b_proj (g·o_lora_rank →
+  H), sinks [heads]}``; by ``layer_types`` a compressor: "heavily_compressed_attention"
+  (``kv_proj``/``gate_proj`` H → hd, ``position_bias`` [rate, hd], ``kv_norm`` [hd]) or
+  "compressed_sparse_attention" (the same at 2·hd plus an ``indexer`` with its own
+  compressor at index_hd, ``q_b_proj`` Q → index_heads·index_hd and ``scorer.weights_proj``
+  H → index_heads); the sparse MoE (router ``gate.weight`` [E, H], hashed or top-k, fused
+  experts and one ``shared_experts`` MLP, all of ``moe_intermediate_size``); two RMSNorms and
+  two hyper-connections ``attn_hc``/``ffn_hc`` (``fn`` [(2 + n)·n, n·H], ``base`` [(2 + n)·n],
+  ``scale`` [3], n = ``hc_mult``). Outside: ``embed_tokens``, ``norm``, ``hc_head``
+  (``hc_fn`` [n, n·H], ``hc_base`` [n], ``hc_scale`` [1]), ``lm_head``. Activation memory: the
+  hyper-connection, sink (eager) and DSA-indexer rules; the compressors' pooled KV and the
+  attention over compressed entries are priced as full attention (approximation).
 """
 
 from __future__ import annotations
@@ -544,3 +558,68 @@ def build_xlstm(c: ConfigReader, name: str) -> ModelShape:
     if c.data.get("output_logit_soft_cap"):
         hints["final_logit_softcapping"] = True  # xLSTMForCausalLM: soft_cap(logits, output_logit_soft_cap)
     return replace(shape, max_position_embeddings=None, hints=hints)
+
+
+@register_architecture("deepseek_v4")
+def build_deepseek_v4(c: ConfigReader, name: str) -> ModelShape:
+    h, n, vocab = c.int("hidden_size"), c.layers("num_hidden_layers"), c.int("vocab_size")
+    heads, hd, q = c.int("num_attention_heads"), c.int("head_dim"), c.int("q_lora_rank")
+    g, olr = c.int("o_groups"), c.int("o_lora_rank")
+    ih, ihd, hc = c.int("index_n_heads"), c.int("index_head_dim"), c.int("hc_mult")
+    experts, inter = c.int("n_routed_experts", "num_local_experts"), c.int("moe_intermediate_size", "intermediate_size")
+    top_k = c.int("num_experts_per_tok", maximum=experts)
+    mb = c.bool("mlp_bias", default=False)
+    rates = c.data.get("compress_rates") or {}
+    kinds = c.data.get("layer_types") or ["sliding_attention"] * n
+    allowed = {"sliding_attention", "compressed_sparse_attention", "heavily_compressed_attention"}
+    if not isinstance(kinds, list) or len(kinds) != n or not set(kinds) <= allowed:
+        raise ForgeError(f"{c.source}: field 'layer_types'={kinds!r} must list one of {sorted(allowed)} for each of {n} layers")
+    a = "self_attn"
+    base = (
+        Linear(f"{a}.q_a_proj", h, q, False, "attention"), Linear(f"{a}.q_b_proj", q, heads * hd, False, "attention"),
+        Linear(f"{a}.kv_proj", h, hd, False, "attention"),
+        Linear(f"{a}.o_a_proj", heads * hd // g, g * olr, False, "other"), Linear(f"{a}.o_b_proj", g * olr, h, False, "attention"),
+        Linear("mlp.gate", h, experts, False, "router", lora_targetable=False),
+        Linear("mlp.experts.gate_up_proj", h, 2 * inter, False, "expert", count=experts, lora_targetable=False),
+        Linear("mlp.experts.down_proj", inter, h, False, "expert", count=experts, lora_targetable=False),
+        Linear("mlp.shared_experts.gate_proj", h, inter, mb, "shared_expert"), Linear("mlp.shared_experts.up_proj", h, inter, mb, "shared_expert"),
+        Linear("mlp.shared_experts.down_proj", inter, h, mb, "shared_expert"),
+    )
+    hc_params = 2 * ((2 + hc) * hc * hc * h + (2 + hc) * hc + 3)  # attn_hc, ffn_hc: fn, base, scale
+    other = q + hd + heads + 2 * h + hc_params  # q_a_norm, kv_norm, sinks, two RMSNorms, hyper-connections
+
+    def compressor(prefix: str, width: int, rate: int, norm: int) -> tuple[tuple[Linear, ...], int]:
+        return (Linear(f"{prefix}.kv_proj", h, width, False, "other"), Linear(f"{prefix}.gate_proj", h, width, False, "other")), rate * width + norm
+
+    def layer(kind: str) -> LayerType:
+        lin, extra = base, 0
+        if kind == "heavily_compressed_attention":
+            comp, extra = compressor(f"{a}.compressor", hd, int(rates.get(kind, 128)), hd)
+            lin += comp
+        elif kind == "compressed_sparse_attention":
+            rate = int(rates.get(kind, 4))
+            comp, extra = compressor(f"{a}.compressor", 2 * hd, rate, hd)
+            idx, idx_extra = compressor(f"{a}.compressor.indexer", 2 * ihd, rate, ihd)
+            lin += comp + idx + (Linear(f"{a}.compressor.indexer.q_b_proj", q, ih * ihd, False, "other"),
+                                 Linear(f"{a}.compressor.indexer.scorer.weights_proj", h, ih, False, "other"))
+            extra += idx_extra
+        return LayerType("decoder", lin, other_parameters=other + extra, moe=True)
+
+    order = tuple(dict.fromkeys(kinds))
+    tie = c.bool("tie_word_embeddings", default=False)
+    params = [Param("model.embed_tokens.weight", vocab * h, "embedding"), Param("model.norm.weight", h, "norm"),
+              Param("model.hc_head", hc * hc * h + hc + 1, "other")]
+    if not tie:
+        params.append(Param("lm_head.weight", vocab * h, "lm_head"))
+    shape = ModelShape(
+        name=name, model_type="deepseek_v4", hidden_size=h, num_hidden_layers=n, num_attention_heads=heads, num_key_value_heads=1,
+        head_dim=hd, intermediate_size=inter, vocab_size=vocab, tie_word_embeddings=tie, norm="rms_norm", gated_mlp=True,
+        layer_types=tuple(layer(k) for k in order), layers=tuple(order.index(k) for k in kinds), params=tuple(params),
+        num_experts=experts, num_experts_per_tok=top_k, moe_intermediate_size=inter, **python_facts(c),
+    )
+    hints = decoder.hints_for(c, "deepseek_v4")
+    hints["hyper_connection_streams"] = hc
+    hints["eager_only"] = True  # sink logits join the softmax (as gpt-oss: SDPA cannot)
+    if "compressed_sparse_attention" in order:
+        hints["dsa_indexer_heads"] = ih
+    return replace(shape, hints=hints)
