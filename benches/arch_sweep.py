@@ -150,16 +150,24 @@ def meta_model(config: dict[str, Any]) -> Any:
 
 
 def _layer_stack(model: Any, depth: int) -> Any:
-    """The ``ModuleList`` of ``depth`` blocks holding the most parameters."""
+    """The ``ModuleList`` of ``depth`` blocks holding the most parameters; where a model keeps
+    no block modules but parallel lists (XLM: ``attentions``, ``layer_norm1``, ``ffns``,
+    ``layer_norm2``, one entry per layer), layer i is the i-th entry of every such list,
+    its modules named ``<list>.<module>``."""
     import torch
 
     lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == depth]
     if not lists:
         return None
-    return max(lists, key=lambda m: sum(p.numel() for p in m.parameters()))
+    largest = max(lists, key=lambda m: sum(p.numel() for p in m.parameters()))
+    parent = next(p for p in model.modules() if any(c is largest for c in p.children()))
+    flat = {k: m for k, m in parent.named_children() if isinstance(m, torch.nn.ModuleList) and len(m) == depth}
+    if len(flat) > 1:
+        return [torch.nn.ModuleDict({k: m[i] for k, m in flat.items()}) for i in range(depth)]
+    return largest
 
 
-def _real_block(block: Any) -> tuple[set[tuple[str, int, int, bool]], set[tuple[str, int]]]:
+def _real_block(block: Any) -> tuple[set[tuple[str, int, int, bool]], set[tuple[str, int]], dict[str, int]]:
     import torch
 
     linears = set()
@@ -171,8 +179,9 @@ def _real_block(block: Any) -> tuple[set[tuple[str, int, int, bool]], set[tuple[
     # fused expert tensors are the 3-d parameters outside convolutions (a depthwise
     # nn.Conv1d weight is [channels, 1, kernel]: a mixer's, counted as another parameter)
     convs = {f"{n}.weight" if n else "weight" for n, m in block.named_modules() if isinstance(m, torch.nn.Conv1d)}
-    experts = {(n, p.numel()) for n, p in block.named_parameters() if p.dim() == 3 and n not in convs}
-    return linears, experts
+    # (a [1, 1, H] parameter is a broadcast vector: RWKV's time_mix_*)
+    experts = {(n, p.numel()) for n, p in block.named_parameters() if p.dim() == 3 and n not in convs and p.shape[:2] != (1, 1)}
+    return linears, experts, {n: p.numel() for n, p in block.named_parameters()}
 
 
 def compare(shape: Any, model: Any) -> str | None:
@@ -188,12 +197,19 @@ def compare(shape: Any, model: Any) -> str | None:
         return f"per-layer counts {shape.layer_parameters} != {counts}"
     for i, block in enumerate(stack):
         lt = shape.layer_types[shape.layers[i]]
-        linears, experts = _real_block(block)
+        linears, experts, named = _real_block(block)
         ours = {(lin.name, lin.in_features, lin.out_features, lin.bias) for lin in lt.linears if lin.lora_targetable}
         if ours != linears:
             return f"layer {i} linears: ours-only {sorted(ours - linears)}, real-only {sorted(linears - ours)}"
         ours_e = {(lin.name, lin.count * lin.in_features * lin.out_features) for lin in lt.linears if lin.role == "expert"}
-        if ours_e != experts:
+        # every 3-d tensor must be one of ours; an expert tensor of ours stored 2-D (DBRX's
+        # w1 [E · ffn, H]) must exist under that name with that many elements
+        flat = {e for e in ours_e if named.get(e[0]) == e[1]} - experts
+        # a 3-d tensor of per-head blocks (RecurrentGemma's RG-LRU gates [heads, w, w]) that
+        # we count as `heads` linears of w × w, under its name
+        blocks = {(lin.name, lin.count * lin.in_features * lin.out_features) for lin in lt.linears
+                  if lin.role != "expert" and lin.count > 1 and not lin.lora_targetable}
+        if ours_e != (experts - blocks) | flat:
             return f"layer {i} expert tensors {sorted(ours_e)} != {sorted(experts)}"
     return None
 

@@ -189,10 +189,10 @@ def test_parallel_and_norm_facts() -> None:
 
 # -- the meta-device fallback for model types without a parser ----------------------------------
 
-# types no torch-free parser reads (RWKV's recurrent layers, Inkling's short convolutions
+# types no torch-free parser reads (HRM's two recurrent stacks, Inkling's short convolutions
 # around attention and experts), as the architecture sweep builds them
 FALLBACK = {
-    "rwkv": small_config("rwkv"),
+    "hrm_text": small_config("hrm_text"),
     "inkling_text": small_config("inkling_text"),
     "bart": dict(model_type="bart", d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=96, decoder_ffn_dim=96, vocab_size=100, max_position_embeddings=32),
 }

@@ -14,6 +14,7 @@ from forge_advisor.shapes.families import (  # noqa: F401
     llama,
     hybrid_extra,
     opt,
+    own_layout,
     phi,
     t5,
     vlm,
