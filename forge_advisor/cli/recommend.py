@@ -169,9 +169,12 @@ def run(args: argparse.Namespace) -> int:
         _warn(rec)
         emit_json(rec.to_dict())
         return 0
+    from rich.console import Console
     from rich.progress import Progress
 
-    with Progress(transient=True) as bar:
+    # the bar on stderr, and only on a terminal: stdout carries the answer alone
+    err = Console(stderr=True)
+    with Progress(transient=True, console=err, disable=not err.is_terminal) as bar:
         task = bar.add_task("searching", total=None)
         rec = compute(args, progress=lambda done, total: bar.update(task, completed=done, total=total))
     _warn(rec)
