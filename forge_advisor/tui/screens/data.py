@@ -75,7 +75,11 @@ class DataScreen(ForgeScreen):
 
     def on_mount(self) -> None:
         t = self.query_one("#data-modes", DataTable)
-        t.add_columns("batching", "pad", "worst batch", "fits", "real tok/s", "steps", "epoch")
+        # fixed widths (the longest value each can take: "padding_free", "1 h 40 min"): the
+        # table reads the same however its rows and the first layout interleave
+        for label, width in (("batching", 12), ("pad", 4), ("worst batch", 11), ("fits", 4), ("real tok/s", 10),
+                             ("steps", 9), ("epoch", 12)):
+            t.add_column(label, width=width)
         self.query_one("#data-path", Input).focus()
         if self.path:
             self.measure(self.path)
