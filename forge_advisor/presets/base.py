@@ -210,26 +210,24 @@ class BasePreset:
             raise ForgeError("packing/padding_free apply to SFT here; DPO batches pad (padding='longest' or 'max_length')")
 
     def _check_targets(self) -> None:
-        t = self.lora_target_modules
-        if isinstance(t, list):
-            t = self.lora_target_modules = tuple(t)
-        if t is None or t == "all-linear":
-            return
-        if isinstance(t, str):  # "q_proj,v_proj" from a command line
-            t = self.lora_target_modules = tuple(s.strip() for s in t.split(",") if s.strip())
-        if not isinstance(t, tuple) or not t or not all(isinstance(s, str) and s for s in t):
-            raise ForgeError(f"lora_target_modules={t!r} must be module names, 'all-linear' or null (q/k/v/o)")
+        self._name_list("lora_target_modules", "all-linear", "module names, 'all-linear' or null (q/k/v/o)")
 
     def _check_target_parameters(self) -> None:
-        t = self.lora_target_parameters
+        self._name_list("lora_target_parameters", "experts", "parameter names, 'experts' or null")
+
+    def _name_list(self, name: str, keyword: str, allowed: str) -> None:
+        """peft's target lists: None, the keyword, or names — a list, or "a,b" from a command
+        line — kept as a tuple."""
+        t = getattr(self, name)
         if isinstance(t, list):
-            t = self.lora_target_parameters = tuple(t)
-        if t is None or t == "experts":
+            t = tuple(t)
+        elif isinstance(t, str) and t != keyword:
+            t = tuple(s.strip() for s in t.split(",") if s.strip())
+        setattr(self, name, t)
+        if t is None or t == keyword:
             return
-        if isinstance(t, str):  # "experts.gate_up_proj,experts.down_proj" from a command line
-            t = self.lora_target_parameters = tuple(s.strip() for s in t.split(",") if s.strip())
         if not isinstance(t, tuple) or not t or not all(isinstance(s, str) and s for s in t):
-            raise ForgeError(f"lora_target_parameters={t!r} must be parameter names, 'experts' or null")
+            raise ForgeError(f"{name}={t!r} must be {allowed}")
 
     def _check_method_consistency(self) -> None:
         # the quantization flags and the method say the same thing; the flags win when set explicitly
