@@ -40,6 +40,10 @@ class EstimateResult:
     calibration: Calibration | None = None
     headroom: float = DEFAULT_HEADROOM
     vision_notes: tuple[str, ...] = ()
+    # real tokens / processed tokens of the plan's batching at its batch, from the user's data
+    # (forge_advisor.dataplan.advise.real_token_fractions); 1.0 without data, where
+    # ``dataset_tokens`` are taken as the tokens the steps process
+    real_token_fraction: float = 1.0
 
     @property
     def raw(self) -> dict[str, Any]:
@@ -128,11 +132,13 @@ class EstimateResult:
 
     @property
     def epoch_seconds(self) -> float | None:
-        """dataset tokens / tokens per second (one pass over the data)."""
+        """One pass over the data: dataset tokens / real tokens per second, where the real
+        tokens/s is the processed tokens/s x ``real_token_fraction`` (padding is processed
+        but is not data: 1M real tokens padded to 60% real take 1M / (0.6 x tokens/s))."""
         tps = self.tokens_per_second
         if self.dataset_tokens is None or not tps:
             return None
-        return self.dataset_tokens / tps
+        return self.dataset_tokens / (tps * self.real_token_fraction)
 
     def to_dict(self) -> dict[str, Any]:
         raw = self.native
@@ -162,6 +168,7 @@ class EstimateResult:
                 "tokens_per_step": raw.tokens_per_step,
                 "flops_per_token": raw.flops_per_token,
                 "mfu": None if raw.mfu is None else raw.mfu * (self.calibration.speed_factor if self.calibration else 1.0),
+                "real_token_fraction": self.real_token_fraction,
                 "epoch_seconds": self.epoch_seconds,
                 "calibrated": self.calibration is not None,
                 "calibration": None if self.calibration is None else self.calibration.to_dict(),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["GiB", "MiB", "fmt_bytes", "fmt_count"]
+import math
+
+__all__ = ["GiB", "MiB", "fmt_bytes", "fmt_count", "fmt_duration"]
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -25,3 +27,17 @@ def fmt_count(n: float) -> str:
         if abs(n) >= size:
             return f"{n / size:.2f}{unit}"
     return str(int(n))
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """42 s, 3 min 05 s, 2 h 10 min, 3.5 days; an em dash when unknown."""
+    if seconds is None or not math.isfinite(seconds):
+        return "—"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    if s < 86400 * 2:
+        return f"{s // 3600} h {(s % 3600) // 60:02d} min"
+    return f"{seconds / 86400:.1f} days"

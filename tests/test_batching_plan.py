@@ -117,3 +117,51 @@ def test_fit_prices_the_pinned_mode(capsys) -> None:
     assert lora["max_length"]["min_peak_reserved_bytes"] < lora["longest"]["min_peak_reserved_bytes"]
     assert lora["max_length"]["min_peak_allocated_bytes"] == lora["longest"]["min_peak_allocated_bytes"]
     assert got["packing"]["dpo"]["plan"]["batching"] == "longest"  # DPO batches pad
+
+
+def test_recommend_epoch_time_counts_real_tokens_not_padding(tmp_path, capsys) -> None:
+    """Padded to max_length, every row costs max_length tokens of compute: one pass over N
+    records of real lengths l_i takes sum(l_i) / (tokens/s x sum(l_i) / (N x L)), i.e.
+    N x L / tokens/s, not sum(l_i) / tokens/s."""
+    rng = random.Random(7)
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"text": "w " * rng.randint(20, 300)}) + "\n" for _ in range(64)))
+    assert main(["data", "--data", str(data), "--model", MODEL, "--json"]) == 0
+    lengths = json.loads(capsys.readouterr().out)["lengths"]
+    total, n = lengths["total_tokens"], lengths["records"]
+    length = 1024
+    assert lengths["max"] < length  # nothing truncated: every record is real tokens + padding to L
+    assert main(["recommend", "--model", MODEL, "--gpu", "H100 SXM", "--data", str(data), "--padding", "max_length",
+                 "--max-length", str(length), "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    for c in rec["recommendations"]:
+        thr = c["estimate"]["throughput"]
+        assert thr["real_token_fraction"] == pytest.approx(total / (n * length), rel=1e-9)
+        assert thr["epoch_seconds"] == pytest.approx(n * length / thr["tokens_per_second"], rel=1e-9)
+    # without data the dataset tokens are taken as processed tokens
+    assert main(["recommend", "--model", MODEL, "--gpu", "H100 SXM", "--dataset-tokens", str(total), "--json"]) == 0
+    thr = json.loads(capsys.readouterr().out)["recommendations"][0]["estimate"]["throughput"]
+    assert thr["real_token_fraction"] == 1.0
+    assert thr["epoch_seconds"] == pytest.approx(total / thr["tokens_per_second"], rel=1e-9)
+
+
+def test_recommend_holds_every_record_when_a_plan_of_its_space_does(tmp_path, capsys) -> None:
+    """The lora preset's default (batch 4, bf16 weights) holds only short rows of Llama-3.1-8B
+    on a 24 GB card; QLoRA at batch 1 with checkpointing holds every record. ``estimate``
+    prices the plan it shows, so it truncates; ``recommend`` and ``fit`` search, so they keep
+    the whole records and recommend a plan that fits at that length."""
+    rng = random.Random(3)
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"text": "w " * int(rng.lognormvariate(6, 1.0))}) + "\n" for _ in range(300)))
+    assert main(["data", "--data", str(data), "--model", MODEL, "--json"]) == 0
+    longest = json.loads(capsys.readouterr().out)["lengths"]["max"]
+    assert main(["estimate", "--model", MODEL, "--gpu", "RTX 4090", "--preset", "lora", "--data", str(data), "--json"]) == 0
+    est = json.loads(capsys.readouterr().out)
+    assert est["plan"]["max_length"] < longest and est["fits"]
+    assert main(["recommend", "--model", MODEL, "--gpu", "RTX 4090", "--data", str(data), "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["seq_len"] >= longest
+    assert rec["recommendations"] and all(c["estimate"]["fits"] for c in rec["recommendations"])
+    assert main(["fit", "--model", MODEL, "--gpu", "RTX 4090", "--data", str(data), "--json"]) == 0
+    fit = json.loads(capsys.readouterr().out)
+    assert {m["plan"]["max_length"] for m in fit["methods"]} == {rec["seq_len"]}

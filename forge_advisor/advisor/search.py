@@ -195,7 +195,8 @@ def run_search(shape: ModelShape, gpu: GPU, req: SearchRequest) -> SearchOutcome
     def evaluated(r: core.Ranked) -> Evaluated:
         plan = plan_of(r.plan)
         plan = with_preset_alpha(plan, req.method_presets[plan.method], req.fixed)
-        est = EstimateResult(shape.name, gpu, plan, r.estimate, req.dataset_tokens, calibration, req.headroom)
+        est = EstimateResult(shape.name, gpu, plan, r.estimate, req.dataset_tokens, calibration, req.headroom,
+                             real_token_fraction=r.real_fraction)
         return Evaluated(req.method_presets[plan.method], plan, est, r.value(req.objective), r.fits)
 
     top = [evaluated(fitting[i]) for i in ranking.top(req.objective)]

@@ -122,7 +122,7 @@ def _record(study: optuna.Study, space: dict[str, Any], ranking: Any, req: Searc
             params=params, distributions=dists,
             values=[float(r.tokens_per_second or 0.0), float(r.quality)],
             user_attrs={"ranked": {"plan": d, "peak_reserved_bytes": r.reserved_bytes, "value": r.value(objective),
-                                   "run": run, "index": index}},
+                                   "run": run, "index": index, "real_fraction": r.real_fraction}},
         ))
     _add_trials(study, trials)
     number = {t.user_attrs["ranked"]["index"]: t.number for t in study.get_trials(deepcopy=False)
@@ -196,7 +196,8 @@ def _read_back(study: optuna.Study, shape: ModelShape, gpu: GPU, req: SearchRequ
         plan = Plan.from_dict(ranked["plan"])
         plan = with_preset_alpha(plan, req.method_presets[plan.method], req.fixed)  # as run_search shows it
         native = est.estimate(plan)
-        result = EstimateResult(shape.name, gpu, plan, native, req.dataset_tokens, calibration, req.headroom)
+        result = EstimateResult(shape.name, gpu, plan, native, req.dataset_tokens, calibration, req.headroom,
+                                real_token_fraction=float(ranked.get("real_fraction", 1.0)))
         return Evaluated(req.method_presets[plan.method], plan, result, float(ranked["value"]), True)
 
     top = [evaluated(n) for n in study.user_attrs["top"]]

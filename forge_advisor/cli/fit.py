@@ -31,7 +31,7 @@ def add_parser(sub: Any) -> None:
 def compute(args: argparse.Namespace) -> Any:
     from forge_advisor.advisor import fit
 
-    apply_data(args)
+    apply_data(args, search=True)
     plan = plan_overrides(args)
     return fit(args.model, args.gpu, seq_len=plan.pop("max_length", None), num_gpus=plan.pop("num_gpus", 1),
                headroom=args.headroom, **plan)

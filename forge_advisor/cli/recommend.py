@@ -8,7 +8,7 @@ from typing import Any
 from forge_advisor.cli.output import console, emit_json
 from forge_advisor.cli.plan_args import add_plan_arguments, plan_overrides
 from forge_advisor.dataplan.cli_args import add_data_argument, apply_data
-from forge_advisor.units import fmt_bytes
+from forge_advisor.units import fmt_bytes, fmt_duration
 
 
 def _kv(text: str) -> tuple[str, Any]:
@@ -69,7 +69,7 @@ def add_parser(sub: Any) -> None:
 def compute(args: argparse.Namespace, progress: Any = None) -> Any:
     from forge_advisor.advisor import recommend
 
-    data = apply_data(args)
+    data = apply_data(args, search=True)
     presets = None if args.presets is None else tuple(x.strip() for x in args.presets.split(",") if x.strip())
     pinned = plan_overrides(args)
     num_gpus, seq_len = pinned.pop("num_gpus", 1), pinned.pop("max_length", None)  # None: 2048, or the model's limit
@@ -114,7 +114,7 @@ def render(rec: Any) -> None:
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for i, c in enumerate(rec.recommendations, 1):
         e = c.estimate
-        epoch = f"{e.epoch_seconds / 3600:.1f} h" if e.epoch_seconds else "-"
+        epoch = fmt_duration(e.epoch_seconds) if e.epoch_seconds else "-"
         tps = f"{e.tokens_per_second:,.0f}" if e.tokens_per_second else "?"
         table.add_row(str(i), c.preset, _overrides_text(c.overrides), fmt_bytes(e.peak_reserved_bytes), tps, epoch)
     con.print(table)

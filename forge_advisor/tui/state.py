@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from forge_advisor.errors import ForgeError
 from forge_advisor.estimate import DEFAULT_HEADROOM as _DEFAULT_HEADROOM
+from forge_advisor.units import fmt_duration
 
 if TYPE_CHECKING:
     from forge_advisor.estimate import EstimateResult
@@ -208,17 +209,6 @@ def group_memory(report: Mapping[str, Any]) -> list[MemoryGroup]:
     return out
 
 
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "—"
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    if s < 86400 * 2:
-        return f"{s // 3600} h {(s % 3600) // 60:02d} min"
-    return f"{seconds / 86400:.1f} days"
 
 
 @dataclass
