@@ -427,6 +427,13 @@ async def test_advise_with_the_real_advisor_loads_its_plan() -> None:
         assert adv.query_one("#table-pareto").row_count == len(adv.rows["pareto"])
         bar = adv.query_one("#advise-progress")
         assert bar.total and bar.progress == bar.total
+        # the panel explains the highlighted row of the shown table: the ranked #1, not the
+        # hidden Pareto table's first row (which fills at the same time)
+        from forge_advisor.tui.screens.advise import _changes
+
+        await pilot.pause()
+        assert str(adv.query_one("#advise-why").render()).startswith(f"#1 {first.preset}: {_changes(first)}")
+        assert str(first.why) in str(adv.query_one("#advise-why").render())
         await pilot.press("enter")
         assert app.screen is screen and screen.preset == first.preset
         assert screen.evaluation.result.plan == first.plan

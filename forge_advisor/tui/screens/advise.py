@@ -218,7 +218,16 @@ class AdviseScreen(ForgeScreen):
     @on(DataTable.RowHighlighted)
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
         name, _, idx = str(event.row_key.value).partition(":")
+        # filling the hidden tab's table highlights its first row too, and that message can
+        # arrive after the shown table's: only the active tab's table speaks for the panel
+        if name != (self.query_one("#advise-tabs", TabbedContent).active or "ranked"):
+            return
         self._show_why(name, int(idx or 0))
+
+    @on(TabbedContent.TabActivated)
+    def _tab(self, event: TabbedContent.TabActivated) -> None:
+        name = self.query_one("#advise-tabs", TabbedContent).active or "ranked"
+        self._show_why(name, self.query_one(f"#table-{name}", DataTable).cursor_row)
 
     @on(DataTable.RowSelected)
     def _selected(self, event: DataTable.RowSelected) -> None:
