@@ -20,9 +20,7 @@ _VISION = "a vision or audio tower besides the language model"
 
 REASONS: dict[str, str] = {
     # state-space and recurrent mixers
-    "zamba": _HYBRID_SSM, "zamba2": _HYBRID_SSM,
-    "olmo_hybrid": _LINEAR_ATTN,
-    "lfm2_moe": "short-convolution operator layers (LFM2)",
+    "zamba": _HYBRID_SSM,
     # decoders of seq2seq models
     "prophetnet": _SEQ2SEQ,
     "bart": _SEQ2SEQ, "mbart": _SEQ2SEQ, "blenderbot": _SEQ2SEQ, "blenderbot-small": _SEQ2SEQ, "marian": _SEQ2SEQ,

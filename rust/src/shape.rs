@@ -68,6 +68,18 @@ pub struct Linear {
     /// `tuners_utils._check_lora_target_modules_mamba`: `out_proj` of Mamba-based models).
     #[serde(default)]
     pub peft_excluded: bool,
+    /// The weight belongs to a block tied across layers and is owned by an earlier layer
+    /// (Zamba's shared transformer: modeling_zamba2.py `get_layers`, `_tied_weights_keys`):
+    /// its parameters, gradient, optimizer state and quantised storage count at the owner;
+    /// its activations and FLOPs at every layer that runs it. peft wraps each layer's module
+    /// (the modules are distinct, only their weights are tied), so LoRA adapters count per layer.
+    #[serde(default)]
+    pub shared: bool,
+    /// Held by the layer but not run by its forward (Zamba2's adapter slots of the other
+    /// invocations of its shared block, `linear_q_adapter_list[i]`): its parameters count
+    /// where it is owned, its activations and FLOPs nowhere.
+    #[serde(default)]
+    pub idle: bool,
 }
 
 fn one() -> u64 {
@@ -191,7 +203,8 @@ impl Mixer {
 
 impl LayerType {
     pub fn num_parameters(&self) -> Result<u64> {
-        let lin = self.linears.iter().map(Linear::num_parameters).collect::<Result<Vec<_>>>()?;
+        // a weight owned by another layer (`shared`) counts there
+        let lin = self.linears.iter().filter(|l| !l.shared).map(Linear::num_parameters).collect::<Result<Vec<_>>>()?;
         checked_sum(lin, "layer parameters")?.add_or(self.other_parameters, "layer parameters")
     }
 }
@@ -446,12 +459,12 @@ impl ModelShape {
     }
 
     /// Parameters that the forward pass of one token touches (MoE: only `top_k` of the
-    /// routed experts). Used for FLOPs.
+    /// routed experts), a tied block's once (at its owner).
     pub fn active_parameters(&self) -> Result<u64> {
         let mut total = self.non_layer_parameters()?.add_or(self.vision_parameters()?, "active parameters")?;
         for &i in &self.layers {
             let lt = &self.layer_types[i as usize];
-            for lin in &lt.linears {
+            for lin in lt.linears.iter().filter(|l| !l.shared) {
                 let mut p = lin.num_parameters()?;
                 if lin.role == Role::Expert && lin.count > 0 && self.num_experts_per_tok > 0 {
                     p = p / lin.count * self.num_experts_per_tok.min(lin.count);
