@@ -5,7 +5,8 @@ Zamba 2 (modeling_zamba2.py ``Zamba2Model.get_layers``): every ``hybrid`` layer 
 ``num_mem_blocks`` shared transformer blocks (attention over ``concat(hidden, embeddings)``
 and a fused gated MLP), then a ``linear`` of its own, then its own Mamba-2 layer; the k-th
 hybrid layer runs block ``k % num_mem_blocks``, whose weights the first ``num_mem_blocks``
-hybrid layers own and the later ones tie to (``_tied_weights_keys``). A tied linear is listed
+hybrid layers own and the later ones tie to (``_tied_weights_keys``, applied only when
+``tie_word_embeddings`` is true). A tied linear is listed
 in every layer that runs it with ``shared=True``: its parameters, gradient and optimizer state
 count at the owner, its activations where it runs (rust/src/shape.rs ``Linear::shared``).
 Each block also holds per-invocation adapters (``linear_{q,k,v}_adapter_list[i]``,
@@ -112,15 +113,17 @@ def _zamba2(c: ConfigReader, name: str) -> ModelShape:
         own = [Linear("linear", hidden, hidden, False, "other")]
         return LayerType("decoder", tuple(shared + own + lin), shared_other + other + hidden, attention=True, mixer=mixer)
 
+    # transformers 5 applies `_tied_weights_keys` only under `tie_word_embeddings`
+    # (modeling_utils.py `get_expanded_tied_weights_keys`): untied, every layer owns its block
+    tie = c.bool("tie_word_embeddings", default=True)
     keys: list[tuple] = []
     for i, k in enumerate(kinds):
         if k == "hybrid":
             n = hybrid.index(i)
-            keys.append(("hybrid", n % blocks, ids.index(i) if i in ids else None, n < blocks))
+            keys.append(("hybrid", n % blocks, ids.index(i) if i in ids else None, n < blocks or not tie))
         else:
             keys.append((k,))
     layer_types, layers = _assemble(keys, layer)
-    tie = c.bool("tie_word_embeddings", default=True)
     hd = c.int("attention_head_dim", default=2 * hidden // heads)
     return _shape(c, name, "zamba2", hidden=hidden, n_layers=len(kinds), heads=heads, kv=kv, hd=hd,
                   inter=c.int("intermediate_size", default=4 * hidden), vocab=vocab, tie=tie, layer_types=layer_types, layers=layers,
