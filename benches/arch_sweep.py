@@ -243,8 +243,11 @@ def compare(shape: Any, model: Any) -> str | None:
         flat = {e for e in ours_e if named.get(e[0]) == e[1]} - experts
         # a 3-d tensor of per-head blocks (RecurrentGemma's RG-LRU gates [heads, w, w]) that
         # we count as `heads` linears of w × w, under its name
+        # (Zamba's per-head Mamba `x_proj_weight` [heads, R + 2N, I / heads], one head or more);
+        # and Mamba's state matrix `A_log` kept per head ([heads, I / heads, N], Zamba) is no expert
         blocks = {(lin.name, lin.count * lin.in_features * lin.out_features) for lin in lt.linears
-                  if lin.role != "expert" and lin.count > 1 and not lin.lora_targetable}
+                  if lin.role not in ("expert", "router") and not lin.lora_targetable}
+        experts = {e for e in experts if not e[0].endswith("A_log")}
         if ours_e != (experts - blocks) | flat:
             return f"layer {i} expert tensors {sorted(ours_e)} != {sorted(experts)}"
     return None

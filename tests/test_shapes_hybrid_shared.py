@@ -26,6 +26,13 @@ CASES: dict[str, dict[str, Any]] = {
     "zamba2-one-block-biases-untied": dict(Z2, num_hidden_layers=4, layers_block_type=["mamba", "hybrid", "hybrid", "hybrid"],
                                            num_mem_blocks=1, add_bias_linear=True, tie_word_embeddings=False, num_key_value_heads=4),
     "zamba2-no-hybrid": dict(Z2, num_hidden_layers=2, layers_block_type=["mamba", "mamba"]),
+    "zamba-one-block-three-invocations": dict(T, model_type="zamba", num_hidden_layers=5,
+                                              layers_block_type=["mamba", "hybrid", "mamba", "hybrid", "hybrid"],
+                                              n_mamba_heads=2, mamba_d_state=8, mamba_dt_rank=8, mamba_proj_bias=True),
+    "zamba-default-pattern-one-head": dict(T, model_type="zamba", num_hidden_layers=6, attn_layer_period=2, attn_layer_offset=0,
+                                           n_mamba_heads=1, mamba_d_state=8, mamba_conv_bias=False),
+    "zamba-untied": dict(T, model_type="zamba", num_hidden_layers=3, layers_block_type=["hybrid", "mamba", "hybrid"],
+                         n_mamba_heads=4, mamba_d_state=8, tie_word_embeddings=False),
     "lfm2_moe-dense-then-experts": dict(T, model_type="lfm2_moe", num_hidden_layers=4, layer_types=["conv", "full_attention", "conv", "full_attention"],
                                         num_dense_layers=1, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32),
     "lfm2_moe-conv-bias-untied": dict(T, model_type="lfm2_moe", num_hidden_layers=3, layer_types=["conv", "conv", "full_attention"],
@@ -83,6 +90,14 @@ def test_lora_on_a_tied_block_adapts_every_invocation() -> None:
     assert est.native.trainable_parameters == adapters
 
 
+def test_zamba_ties_one_block_and_keeps_per_head_mamba_weights_out_of_peft() -> None:
+    shape = shape_from_config(dict(CASES["zamba-one-block-three-invocations"]), "z")
+    hybrid = [shape.layer_types[t] for t in shape.layers if shape.layer_types[t].attention]
+    assert [any(lin.shared for lin in lt.linears) for lt in hybrid] == [False, True, True]
+    # x_proj_weight / dt_proj_weight are nn.Parameters: no LoRA target, no bitsandbytes
+    assert "x_proj_weight" not in shape.linear_names() and "in_proj" in shape.linear_names()
+
+
 def test_shared_blocks_are_priced_per_invocation() -> None:
     # the same weights run four times cost four layers' activations, stored once
     from forge_advisor import estimate
@@ -103,6 +118,8 @@ def test_shared_blocks_are_priced_per_invocation() -> None:
     (dict(Z2, num_hidden_layers=2, layers_block_type=["mamba", "attention"]), "layers_block_type"),
     (dict(Z2, num_hidden_layers=2, layers_block_type=None), "layers_block_type"),
     (dict(Z2, num_hidden_layers=2, layers_block_type=["hybrid", "mamba"], mamba_expand="two"), "mamba_expand"),
+    (dict(T, model_type="zamba", num_hidden_layers=2, layers_block_type=["hybrid", "hybrid"], n_mamba_heads=3), "n_mamba_heads"),
+    (dict(T, model_type="zamba", num_hidden_layers=2, layers_block_type="hybrid"), "layers_block_type"),
     (dict(T, model_type="lfm2_moe", num_hidden_layers=2, layer_types=None, num_experts=4, moe_intermediate_size=32), "layer_types"),
     (dict(T, model_type="olmo_hybrid", num_hidden_layers=2, layer_types=["conv", "full_attention"]), "layer_types"),
 ])

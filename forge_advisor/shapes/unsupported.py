@@ -20,7 +20,6 @@ _VISION = "a vision or audio tower besides the language model"
 
 REASONS: dict[str, str] = {
     # state-space and recurrent mixers
-    "zamba": _HYBRID_SSM,
     # decoders of seq2seq models
     "prophetnet": _SEQ2SEQ,
     "bart": _SEQ2SEQ, "mbart": _SEQ2SEQ, "blenderbot": _SEQ2SEQ, "blenderbot-small": _SEQ2SEQ, "marian": _SEQ2SEQ,

@@ -19,6 +19,8 @@ architecture sweep.
 
 from __future__ import annotations
 
+import dataclasses
+
 from forge_advisor.errors import ForgeError
 from forge_advisor.shapes.config import ConfigReader
 from forge_advisor.shapes.families.hybrid import _assemble, _attn, _gated, _head, _kinds, _mamba2, _shape
@@ -230,3 +232,94 @@ def _olmo_hybrid(c: ConfigReader, name: str) -> ModelShape:
     return _shape(c, name, "olmo_hybrid", hidden=hidden, n_layers=n_layers, heads=heads, kv=kv, hd=hd, inter=inter, vocab=vocab,
                   tie=tie, layer_types=layer_types, layers=layers,
                   params=_head(c, vocab, hidden, tie, "model.embed_tokens.weight", "model.norm"), hints={"qk_norm": True})
+
+
+def _zamba_kinds(c: ConfigReader, n_layers: int | None = None) -> list[str]:
+    """``layers_block_type`` ("mamba"/"linear_attention" or "hybrid" per layer), or Zamba's
+    default (configuration_zamba.py ``__post_init__``: two Mamba layers, a hybrid, then a
+    hybrid at every ``attn_layer_period``-th layer from ``attn_layer_offset``)."""
+    field = "layers_block_type" if c.has("layers_block_type") else "layer_types"
+    listed = c.data.get(field)
+    if listed is None and n_layers is not None:
+        period, offset = c.int("attn_layer_period", default=6), c.int("attn_layer_offset", default=4, minimum=0)
+        return ["linear_attention", "linear_attention", "hybrid"] + [
+            "hybrid" if i % period == offset else "linear_attention" for i in range(n_layers - 3)]
+    if not isinstance(listed, list) or not listed:
+        raise ForgeError(f"{c.source}: field 'layers_block_type' must list 'mamba' or 'hybrid' for each layer; got {listed!r}")
+    return [_ZAMBA_KINDS[k] for k in _kinds(c, field, len(listed), set(_ZAMBA_KINDS)) or []]
+
+
+def _zamba_mamba(c: ConfigReader, hidden: int, prefix: str) -> tuple[list[Linear], int, Mixer]:
+    """modeling_zamba.py ``ZambaMambaMixer``: Mamba-1 split into ``n_mamba_heads`` heads:
+    ``in_proj`` H → 2I, depthwise ``conv1d`` (I·K, + I bias), per-head ``x_proj_weight``
+    [nh, R + 2N, I/nh] and ``dt_proj_weight`` [nh, I/nh, R] (nn.Parameters, not
+    nn.Linear: peft cannot wrap them), ``dt_proj_bias`` and ``D`` [nh, I/nh], ``A_log``
+    [nh, I/nh, N], ``out_proj`` I → H."""
+    inner = c.int("mamba_expand", default=2) * hidden
+    nh = c.int("n_mamba_heads", default=2)
+    if inner % nh:
+        raise ForgeError(f"{c.source}: field 'n_mamba_heads'={nh} must divide mamba_expand × hidden_size = {inner}")
+    hd = inner // nh
+    state, kernel = c.int("mamba_d_state", default=16), c.int("mamba_d_conv", default=4)
+    raw = c.data.get("mamba_dt_rank", "auto")
+    rank = -(-hidden // 16) if raw == "auto" else c.int("mamba_dt_rank")  # math.ceil(hidden_size / 16)
+    bias = c.bool("mamba_proj_bias", default=False)
+    p = f"{prefix}mamba"
+    lin = [
+        Linear(f"{p}.in_proj", hidden, 2 * inner, bias, "attention"),
+        Linear(f"{p}.x_proj_weight", hd, rank + 2 * state, False, "other", count=nh, lora_targetable=False),
+        Linear(f"{p}.dt_proj_weight", rank, hd, False, "other", count=nh, lora_targetable=False),
+        Linear(f"{p}.out_proj", inner, hidden, bias, "attention"),
+    ]
+    conv = inner * kernel + (inner if c.bool("mamba_conv_bias", default=True) else 0)
+    other = conv + inner + inner * state + inner  # conv1d, dt_proj_bias, A_log, D
+    return lin, other, Mixer("mamba", d_inner=inner, conv_dim=inner, conv_kernel=kernel, d_state=state, dt_rank=rank)
+
+
+@register_architecture("zamba")
+def _zamba(c: ConfigReader, name: str) -> ModelShape:
+    """modeling_zamba.py ``ZambaModel``: ``ZambaMambaDecoderLayer`` (``input_layernorm`` +
+    the mixer) or ``ZambaHybridLayer``: the one shared ``ZambaAttentionDecoderLayer``
+    (``shared_transf``: attention from ``attention_hidden_size`` = 2H, the concatenation of
+    the hidden state and the embeddings; a gated MLP; ``input_layernorm`` over 2H,
+    ``pre_ff_layernorm``), a ``linear`` H → H of its own, then its own Mamba layer
+    (``mamba_decoder``). Every hybrid layer's block ties to the first one's
+    (``_tied_weights_keys``, applied under ``tie_word_embeddings``)."""
+    hidden, vocab = c.int("hidden_size"), c.int("vocab_size")
+    n_given = c.layers("num_hidden_layers") if c.has("num_hidden_layers") else None
+    kinds = _zamba_kinds(c, n_given)
+    heads = c.int("num_attention_heads")
+    kv = c.int("num_key_value_heads", default=heads)
+    width = c.int("attention_hidden_size", default=2 * hidden)
+    hd = c.int("attention_head_dim", default=2 * hidden // heads)
+    inter = c.int("intermediate_size")
+    tie = c.bool("tie_word_embeddings", default=True)
+
+    def layer(kind: tuple) -> LayerType:
+        if kind[0] == "linear_attention":
+            lin, other, mixer = _zamba_mamba(c, hidden, "")
+            return LayerType("decoder", tuple(lin), other + hidden, attention=False, mixer=mixer)
+        owner = kind[1]
+        p = "shared_transf"
+        block = [
+            Linear(f"{p}.self_attn.q_proj", width, heads * hd, False, "attention", shared=not owner),
+            Linear(f"{p}.self_attn.k_proj", width, kv * hd, False, "attention", shared=not owner),
+            Linear(f"{p}.self_attn.v_proj", width, kv * hd, False, "attention", shared=not owner),
+            Linear(f"{p}.self_attn.o_proj", heads * hd, hidden, False, "attention", shared=not owner),
+            *(replace_shared(lin, not owner) for lin in _gated(f"{p}.feed_forward", ("gate_proj", "up_proj", "down_proj"), hidden, inter)),
+        ]
+        lin, other, mixer = _zamba_mamba(c, hidden, "mamba_decoder.")
+        own = [Linear("linear", hidden, hidden, False, "other")]
+        norms = (width + hidden if owner else 0) + hidden
+        return LayerType("decoder", tuple(block + own + lin), other + norms, attention=True, mixer=mixer)
+
+    hybrid = [i for i, k in enumerate(kinds) if k == "hybrid"]
+    keys = [("hybrid", i == hybrid[0] or not tie) if k == "hybrid" else (k,) for i, k in enumerate(kinds)]
+    layer_types, layers = _assemble(keys, layer)
+    return _shape(c, name, "zamba", hidden=hidden, n_layers=len(kinds), heads=heads, kv=kv, hd=hd, inter=inter, vocab=vocab,
+                  tie=tie, layer_types=layer_types, layers=layers,
+                  params=_head(c, vocab, hidden, tie, "model.embed_tokens.weight", "model.final_layernorm"))
+
+
+def replace_shared(lin: Linear, shared: bool) -> Linear:
+    return dataclasses.replace(lin, shared=shared)
