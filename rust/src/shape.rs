@@ -315,6 +315,15 @@ pub struct Hints {
     /// The attention output is gated by a half of q_proj: `attn_output * sigmoid(gate)`
     /// (Qwen3-Next, Qwen3.5).
     pub attn_output_gate: bool,
+    /// Zamba's hybrid layers: the attention block reads `concat(hidden, embeddings)` (2H,
+    /// modeling_zamba2.py `Zamba2AttentionDecoderLayer.forward`), its output goes through a
+    /// `linear` H → H into the input of the layer's own Mamba block, which follows in
+    /// sequence with its own norm (not side by side on one normed input, as in Falcon-H1).
+    pub concat_embeddings: bool,
+    /// No rotary embedding (Zamba; Zamba2 without `use_mem_rope`): q, k, v reach SDPA as
+    /// transposed views of the projections' `[b, s, h, d]` outputs, the layout cuDNN takes
+    /// as is, so it makes no copies of them.
+    pub attention_without_rope: bool,
 }
 
 impl Default for Hints {
@@ -335,6 +344,8 @@ impl Default for Hints {
             dsa_indexer_head_dim: 0,
             hyper_connection_streams: 0,
             attn_output_gate: false,
+            concat_embeddings: false,
+            attention_without_rope: false,
         }
     }
 }

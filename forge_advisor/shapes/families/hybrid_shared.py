@@ -130,7 +130,7 @@ def _zamba2(c: ConfigReader, name: str) -> ModelShape:
     return _shape(c, name, "zamba2", hidden=hidden, n_layers=len(kinds), heads=heads, kv=kv, hd=hd,
                   inter=c.int("intermediate_size", default=4 * hidden), vocab=vocab, tie=tie, layer_types=layer_types, layers=layers,
                   params=_head(c, vocab, hidden, tie, "model.embed_tokens.weight", "model.final_layernorm"),
-                  )
+                  hints={"concat_embeddings": True, "attention_without_rope": not c.bool("use_mem_rope", default=False)})
 
 
 @register_architecture("lfm2_moe")
@@ -318,7 +318,8 @@ def _zamba(c: ConfigReader, name: str) -> ModelShape:
     layer_types, layers = _assemble(keys, layer)
     return _shape(c, name, "zamba", hidden=hidden, n_layers=len(kinds), heads=heads, kv=kv, hd=hd, inter=inter, vocab=vocab,
                   tie=tie, layer_types=layer_types, layers=layers,
-                  params=_head(c, vocab, hidden, tie, "model.embed_tokens.weight", "model.final_layernorm"))
+                  params=_head(c, vocab, hidden, tie, "model.embed_tokens.weight", "model.final_layernorm"),
+                  hints={"concat_embeddings": True, "attention_without_rope": True})  # ZambaAttention has no rotary
 
 
 def replace_shared(lin: Linear, shared: bool) -> Linear:
