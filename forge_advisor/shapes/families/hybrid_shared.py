@@ -78,11 +78,7 @@ def _zamba2(c: ConfigReader, name: str) -> ModelShape:
     (the shared block, ``linear`` H → H, then its own Mamba layer under ``mamba_decoder``);
     ``embed_tokens``, ``final_layernorm``, a head tied by default."""
     hidden, vocab = c.int("hidden_size"), c.int("vocab_size")
-    field = "layers_block_type" if c.has("layers_block_type") else "layer_types"
-    listed = c.data.get(field)
-    if not isinstance(listed, list) or not listed:
-        raise ForgeError(f"{c.source}: field 'layers_block_type' must list 'mamba' or 'hybrid' for each layer; got {listed!r}")
-    kinds = [_ZAMBA_KINDS[k] for k in _kinds(c, field, len(listed), set(_ZAMBA_KINDS)) or []]
+    kinds = _zamba_kinds(c)
     hybrid = [i for i, k in enumerate(kinds) if k == "hybrid"]
     # the adapter slots follow `hybrid_layer_ids` as given (configuration_zamba2.py derives it
     # from layers_block_type; modeling_zamba2.py `len(config.hybrid_layer_ids)` slots per block)
