@@ -33,6 +33,13 @@ class Linear:
     # an nn.Linear that peft refuses to adapt in this architecture (peft's
     # tuners_utils._check_lora_target_modules_mamba: out_proj of Mamba-based models)
     peft_excluded: bool = False
+    # a weight of a block tied across layers, owned by an earlier layer (Zamba's shared
+    # transformer): parameters, gradients, optimizer state counted there, activations
+    # here (rust/src/shape.rs `Linear::shared`)
+    shared: bool = False
+    # held by the layer, not run by its forward (Zamba2's adapter slots of the shared
+    # block's other invocations): parameters counted, no activations
+    idle: bool = False
 
     @property
     def leaf(self) -> str:
@@ -92,7 +99,8 @@ class LayerType:
 
     @property
     def num_parameters(self) -> int:
-        return sum(lin.num_parameters for lin in self.linears) + self.other_parameters
+        """Parameters the layer owns (a tied weight counts at its owner)."""
+        return sum(lin.num_parameters for lin in self.linears if not lin.shared) + self.other_parameters
 
 
 @dataclass(frozen=True)

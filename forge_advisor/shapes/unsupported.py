@@ -10,8 +10,6 @@ from __future__ import annotations
 __all__ = ["REASONS", "reason_for"]
 
 _SSM = "state-space (Mamba) mixer layers"
-_HYBRID_SSM = "hybrid attention + state-space (Mamba) layers"
-_LINEAR_ATTN = "hybrid linear-attention layers (Gated DeltaNet / linear recurrences)"
 _SEQ2SEQ_DECODER = "decoder of an encoder-decoder model (cross-attention layers, learned positions)"
 # fairseq.py parses these as the decoder-only causal LM (is_encoder_decoder: false); the
 # encoder-decoder checkpoint itself goes to the meta-device count
@@ -19,10 +17,6 @@ _SEQ2SEQ = "encoder-decoder model: only its decoder-only causal LM (is_encoder_d
 _VISION = "a vision or audio tower besides the language model"
 
 REASONS: dict[str, str] = {
-    # state-space and recurrent mixers
-    "zamba": _HYBRID_SSM, "zamba2": _HYBRID_SSM,
-    "olmo_hybrid": _LINEAR_ATTN,
-    "lfm2_moe": "short-convolution operator layers (LFM2)",
     # decoders of seq2seq models
     "prophetnet": _SEQ2SEQ,
     "bart": _SEQ2SEQ, "mbart": _SEQ2SEQ, "blenderbot": _SEQ2SEQ, "blenderbot-small": _SEQ2SEQ, "marian": _SEQ2SEQ,

@@ -220,6 +220,9 @@ pub fn layer_saved(shape: &ModelShape, an: &Analysis, info: &LayerInfo, g: &Laye
     }
     if let Some(m) = &info.mixer {
         mixer_scan_saved(shape, m, info, g, cx, &mut out);
+        if info.attention && shape.hints.concat_embeddings {
+            out.per_token += shared_block_sequence_saved(shape, g, cx);
+        }
     }
     if !an.mixed_blocks || info.has_ffn {
         mlp_saved(shape, an, info, g, cx, &mut out);
@@ -291,6 +294,29 @@ fn attn_gate_saved(shape: &ModelShape, g: &LayerGrad, cx: &PlanCtx, q: u64) -> u
     gate + output + input
 }
 
+/// What a Zamba hybrid layer keeps beyond an attention + mixer layer whose mixer reads the
+/// attention's normed input (`concat_embeddings`; modeling_zamba2.py `Zamba2HybridLayer`):
+/// the attention's pre-norm is 2H wide, not H (`input_layernorm` over the concatenation:
+/// one more H of what [`norm_saved`] keeps); the Mamba block has its own pre-norm over
+/// `hidden + linear(transformer_out)` (another H-wide norm) whose output in_proj keeps when
+/// its weight trains (a tensor of its own, e · H; under amp the autocast copy is in the
+/// attention group's sum already); and `linear` keeps its input (the MLP's output) when
+/// its weight trains.
+fn shared_block_sequence_saved(shape: &ModelShape, g: &LayerGrad, cx: &PlanCtx) -> u64 {
+    let (w, h) = (cx.w, shape.hidden_size);
+    // the concatenation needs a gradient when the layer's input does; the Mamba block's
+    // input also when anything in the shared block or `linear` trains
+    let norms = norm_saved(shape, w, g.input, g.weights, h) + norm_saved(shape, w, g.input || g.any_trains(), g.weights, h);
+    let inputs = if !g.weights {
+        0
+    } else if w.amp {
+        2 * h // linear's autocast copy
+    } else {
+        2 * w.e * h // in_proj's and linear's inputs
+    };
+    norms + inputs
+}
+
 /// A layer whose token mixer is not attention (Mamba, Gated DeltaNet, short convolution),
 /// its block's saved bytes added to `out`: the pre-norm, the in-projections' input (base
 /// and LoRA: they are the "attention"-role linears reading the normed hidden state), the
@@ -328,11 +354,25 @@ fn mixer_scan_saved(shape: &ModelShape, m: &Mixer, info: &LayerInfo, g: &LayerGr
             m.d_inner
         };
         out.per_token += e_in * out_in + if m.kind == MixerKind::Mamba { e_in * (m.d_inner + m.dt_rank) } else { 0 };
+        if m.kind == MixerKind::Mamba2 {
+            out.per_token += mamba2_weight_saved(m);
+        }
     }
     if !in_grad {
         return;
     }
     out.per_token += mixer_core_bytes(m, w);
+}
+
+/// What a Mamba-2 mixer's torch path keeps only for its own small weights' gradients
+/// (modeling_zamba2.py / modeling_nemotron_h.py `mamba2_chunk_scan`, `…RMSNormGated`):
+/// `D[..., None] * pad_tensor_by_size(x)` keeps the padded fp32 copy of x for D's grad
+/// (4 · I; `pad` returns a new tensor even with no padding), and the gated norm's
+/// `weight * hidden.to(input_dtype)` keeps the normed fp32 scan output for the weight's
+/// grad (4 · I: its input dtype is the scan's fp32). The depthwise convolution's input is
+/// a view of in_proj's output, kept already ([`mixer_core_bytes`]).
+fn mamba2_weight_saved(m: &Mixer) -> u64 {
+    4 * m.d_inner + if m.gated_norm { 4 * m.d_inner } else { 0 }
 }
 
 /// Per-token bytes a mixer's torch path keeps when its input needs a gradient (`e`: the
@@ -435,8 +475,10 @@ fn qkv_saved(shape: &ModelShape, g: &LayerGrad, cx: &PlanCtx, out: &mut Saved) {
         out.per_token += w.e * (2 * qd + 2 * kd) + 4 * heads;
         if cx.kernel == AttnKernel::Cudnn {
             // cuDNN keeps its layout-normalised copies of q, k, v and an output in
-            // [b, s, h, d] layout (measured on fake-H100 SDPA, benches/truth)
-            out.per_token += w.e * (qd + 2 * kd) + w.e * qd;
+            // [b, s, h, d] layout (measured on fake-H100 SDPA, benches/truth); without
+            // rotary, q, k, v already have that layout and are not copied
+            let copies = if hints.attention_without_rope { 0 } else { qd + 2 * kd };
+            out.per_token += w.e * copies + w.e * qd;
         }
     }
 }

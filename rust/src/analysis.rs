@@ -25,6 +25,8 @@ pub struct Lin {
     pub side: Side,
     pub targetable: bool,
     pub params: u64,
+    /// A tied weight owned by an earlier layer (`Linear::shared`): stored once, run here.
+    pub shared: bool,
     /// Index of the block/side group it belongs to (`GROUP_*`), or `GROUP_OTHER`.
     pub group: usize,
 }
@@ -367,6 +369,7 @@ fn lin_of(shape: &ModelShape, lin: &Linear, reg: &mut TargetNames) -> Result<Lin
         side,
         targetable: lin.lora_targetable,
         params: lin.num_parameters()?,
+        shared: lin.shared,
         group: match (block, side) {
             (Role::Attention, Side::In) => GROUP_ATTN_IN,
             (Role::Attention, Side::Out) => GROUP_ATTN_OUT,
@@ -386,7 +389,15 @@ fn layer_info(shape: &ModelShape, lt: &LayerType, reg: &mut TargetNames) -> Resu
     let mut linear_weight_params = 0u64;
     let (mut quantizable_weight_params, mut quantizable_rows) = (0u64, 0u64);
     for lin in &lt.linears {
-        lins.push(lin_of(shape, lin, reg)?);
+        // an idle linear (another invocation's adapter) is not run here: no activations,
+        // no FLOPs; its parameters are in `lt.num_parameters()`
+        if !lin.idle {
+            lins.push(lin_of(shape, lin, reg)?);
+        }
+        // a tied weight (`shared`) is stored, cast and quantised once, at its owner
+        if lin.shared {
+            continue;
+        }
         linear_weight_params += lin.in_features * lin.out_features * lin.count;
         if lin.lora_targetable {
             quantizable_weight_params += lin.in_features * lin.out_features * lin.count;
@@ -506,7 +517,7 @@ impl TopParams {
 fn tensor_counts(shape: &ModelShape, types: &[LayerInfo]) -> (u64, u64) {
     let mut largest = 0u64;
     let mut num_tensors = 0u64;
-    for l in types.iter().flat_map(|t| t.lins.iter()) {
+    for l in types.iter().flat_map(|t| t.lins.iter()).filter(|l| !l.shared) {
         largest = largest.max(l.in_f * l.out_f * l.count);
         num_tensors += if l.bias { 2 } else { 1 };
     }

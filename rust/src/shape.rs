@@ -68,6 +68,18 @@ pub struct Linear {
     /// `tuners_utils._check_lora_target_modules_mamba`: `out_proj` of Mamba-based models).
     #[serde(default)]
     pub peft_excluded: bool,
+    /// The weight belongs to a block tied across layers and is owned by an earlier layer
+    /// (Zamba's shared transformer: modeling_zamba2.py `get_layers`, `_tied_weights_keys`):
+    /// its parameters, gradient, optimizer state and quantised storage count at the owner;
+    /// its activations and FLOPs at every layer that runs it. peft wraps each layer's module
+    /// (the modules are distinct, only their weights are tied), so LoRA adapters count per layer.
+    #[serde(default)]
+    pub shared: bool,
+    /// Held by the layer but not run by its forward (Zamba2's adapter slots of the other
+    /// invocations of its shared block, `linear_q_adapter_list[i]`): its parameters count
+    /// where it is owned, its activations and FLOPs nowhere.
+    #[serde(default)]
+    pub idle: bool,
 }
 
 fn one() -> u64 {
@@ -191,7 +203,8 @@ impl Mixer {
 
 impl LayerType {
     pub fn num_parameters(&self) -> Result<u64> {
-        let lin = self.linears.iter().map(Linear::num_parameters).collect::<Result<Vec<_>>>()?;
+        // a weight owned by another layer (`shared`) counts there
+        let lin = self.linears.iter().filter(|l| !l.shared).map(Linear::num_parameters).collect::<Result<Vec<_>>>()?;
         checked_sum(lin, "layer parameters")?.add_or(self.other_parameters, "layer parameters")
     }
 }
@@ -302,6 +315,15 @@ pub struct Hints {
     /// The attention output is gated by a half of q_proj: `attn_output * sigmoid(gate)`
     /// (Qwen3-Next, Qwen3.5).
     pub attn_output_gate: bool,
+    /// Zamba's hybrid layers: the attention block reads `concat(hidden, embeddings)` (2H,
+    /// modeling_zamba2.py `Zamba2AttentionDecoderLayer.forward`), its output goes through a
+    /// `linear` H → H into the input of the layer's own Mamba block, which follows in
+    /// sequence with its own norm (not side by side on one normed input, as in Falcon-H1).
+    pub concat_embeddings: bool,
+    /// No rotary embedding (Zamba; Zamba2 without `use_mem_rope`): q, k, v reach SDPA as
+    /// transposed views of the projections' `[b, s, h, d]` outputs, the layout cuDNN takes
+    /// as is, so it makes no copies of them.
+    pub attention_without_rope: bool,
 }
 
 impl Default for Hints {
@@ -322,6 +344,8 @@ impl Default for Hints {
             dsa_indexer_head_dim: 0,
             hyper_connection_streams: 0,
             attn_output_gate: false,
+            concat_embeddings: false,
+            attention_without_rope: false,
         }
     }
 }
@@ -446,12 +470,12 @@ impl ModelShape {
     }
 
     /// Parameters that the forward pass of one token touches (MoE: only `top_k` of the
-    /// routed experts). Used for FLOPs.
+    /// routed experts), a tied block's once (at its owner).
     pub fn active_parameters(&self) -> Result<u64> {
         let mut total = self.non_layer_parameters()?.add_or(self.vision_parameters()?, "active parameters")?;
         for &i in &self.layers {
             let lt = &self.layer_types[i as usize];
-            for lin in &lt.linears {
+            for lin in lt.linears.iter().filter(|l| !l.shared) {
                 let mut p = lin.num_parameters()?;
                 if lin.role == Role::Expert && lin.count > 0 && self.num_experts_per_tok > 0 {
                     p = p / lin.count * self.num_experts_per_tok.min(lin.count);
