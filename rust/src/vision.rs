@@ -53,6 +53,17 @@ pub enum ImageRule {
         #[serde(default = "one_tile")]
         tiles: u64,
     },
+    /// Llama 3.2 Vision (`mllama`): the images stay out of the text — each is one
+    /// `<|image|>` token — and the decoder's cross-attention layers attend to
+    /// `vision_tokens` projected vision states per image (`tiles` tiles of `(image_size /
+    /// patch_size)² + 1` positions: 4 · 1025 = 4100). `MllamaImageProcessor` pads every image
+    /// to `max_image_tiles` tiles (`pad_batches_and_tiles`) and the model requires that count
+    /// (the aspect-ratio embeddings reshape to `max_num_tiles`), so `max_pixels` changes
+    /// nothing. The tower runs `patches` positions per image (each tile padded to a multiple
+    /// of 8: 4 · 1032 = 4128), its local and global blocks alike attending over the whole
+    /// image (modeling_mllama.py `MllamaVisionModel.forward`: `hidden_states.view(B · media,
+    /// -1, dim)`).
+    Cross { patches: u64, tiles: u64, vision_tokens: u64 },
 }
 
 fn one_tile() -> u64 {
@@ -72,13 +83,23 @@ impl ImageRule {
                 (tokens * merge_size * merge_size, tokens)
             }
             ImageRule::Fixed { patches, tokens, .. } => (patches, tokens),
+            ImageRule::Cross { patches, .. } => (patches, 1),
+        }
+    }
+
+    /// Vision states per image that cross-attention layers read (0: the images are tokens
+    /// of the language model's sequence instead).
+    pub fn cross_tokens(&self) -> u64 {
+        match *self {
+            ImageRule::Cross { vision_tokens, .. } => vision_tokens,
+            _ => 0,
         }
     }
 
     /// Encoder positions one attention window spans: a whole image, or one tile of it.
     pub fn attention_context(&self, patches_per_image: u64) -> u64 {
         match *self {
-            ImageRule::Dynamic { .. } => patches_per_image,
+            ImageRule::Dynamic { .. } | ImageRule::Cross { .. } => patches_per_image,
             ImageRule::Fixed { tiles, .. } => patches_per_image / tiles.max(1),
         }
     }
@@ -89,6 +110,7 @@ impl ImageRule {
         match *self {
             ImageRule::Dynamic { merge_size, .. } => merge_size * merge_size,
             ImageRule::Fixed { patches, tokens, .. } => patches.div_ceil(tokens.max(1)),
+            ImageRule::Cross { patches, .. } => patches,
         }
     }
 }
@@ -192,6 +214,11 @@ impl VisionTower {
         if let ImageRule::Dynamic { patch_size, merge_size, .. } = self.images {
             if patch_size == 0 || merge_size == 0 {
                 return Err(Error::field("vision.images", format!("patch {patch_size}, merge {merge_size}"), "positive sizes"));
+            }
+        }
+        if let ImageRule::Cross { patches, tiles, vision_tokens } = self.images {
+            if patches == 0 || tiles == 0 || vision_tokens == 0 {
+                return Err(Error::field("vision.images", format!("{patches} patches, {vision_tokens} vision tokens"), "positive counts"));
             }
         }
         if let ImageRule::Fixed { patches, tokens, tiles } = self.images {

@@ -12,6 +12,7 @@ from forge_advisor.shapes.families import (  # noqa: F401
     legacy,
     hybrid,
     llama,
+    mllama,
     hybrid_extra,
     opt,
     own_layout,
