@@ -720,6 +720,8 @@ impl Estimator {
         // stay in the graph (their checkpoint inputs are kept, backward runs through them).
         let mut acc = LayerSegments { input_grad: b.embed_trains || plan.gradient_checkpointing, ..Default::default() };
         segs.clear();
+        // the decoder layers' context: with what cross-attention layers read, when they read images
+        let mut cross_cx = *cx;
         // a vision tower runs first: its blocks and projector are the bottom segments, and
         // image features that require grad make the decoder's input require grad
         if let (Some(v), Some(ip)) = (an.vision.as_deref(), b.images.as_ref()) {
@@ -731,6 +733,10 @@ impl Estimator {
             };
             let tower = crate::vision::push_segments(v, ip, (plan, act_plan), cx, lm, segs);
             acc.input_grad |= tower.output_grad;
+            if ip.cross_tokens > 0 {
+                let c = crate::cross::CrossCtx { tokens: ip.cross_tokens, seq: plan.max_length, states_grad: tower.cross_states_grad, mask: b.mask };
+                cross_cx = PlanCtx { cross: Some(c), ..*cx };
+            }
             acc.autocast_copies = tower.autocast_copies;
             acc.tower_in_graph = tower.in_graph;
             acc.host_per_token = tower.host_per_token;
@@ -748,6 +754,7 @@ impl Estimator {
                 kept_bytes: tower.kept_per_token,
             });
         }
+        let cx = &cross_cx;
         // Consecutive layers with the same type, liveness and input-grad flag save, keep and
         // free exactly the same bytes: each such segment is priced once. Liveness changes at
         // `frozen`; the input flag can change once, after the first layer in the graph.

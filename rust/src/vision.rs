@@ -288,6 +288,9 @@ pub struct ImagePlan {
     pub projector_weights: bool,
     /// The tower's LoRA target mask (0: no adapters on it).
     pub tower_mask: u64,
+    /// Vision states per sample that cross-attention layers read (`ImageRule::Cross`; 0:
+    /// the images are tokens of the sequence).
+    pub cross_tokens: u64,
 }
 
 /// The images of one sample under `plan` (`None` for a text-only model).
@@ -331,7 +334,8 @@ pub fn image_plan(an: &crate::analysis::Analysis, plan: &crate::plan::Plan) -> R
         }
     }
     let context = v.tower.images.attention_context(patches);
-    Ok(Some(ImagePlan { patches: patches * images, tokens: tokens * images, patches_per_image: context, ..base }))
+    let cross_tokens = v.tower.images.cross_tokens() * images;
+    Ok(Some(ImagePlan { patches: patches * images, tokens: tokens * images, patches_per_image: context, cross_tokens, ..base }))
 }
 
 /// `x` bytes per encoder patch as bytes per language-model token of a sequence of `t`
@@ -414,6 +418,8 @@ pub(crate) struct TowerSegments {
     pub(crate) kept_per_token: u64,
     /// Activation offloading's host bytes per language-model token.
     pub(crate) host_per_token: u64,
+    /// The vision states cross-attention layers read require grad (cross.rs).
+    pub(crate) cross_states_grad: bool,
 }
 
 /// The tower's blocks and the projector as [`crate::timeline::Segment`]s below the language
@@ -431,6 +437,9 @@ pub(crate) fn push_segments(
     segs: &mut crate::timeline::Segments,
 ) -> TowerSegments {
     let (plan, act_plan) = plans;
+    if matches!(v.tower.images, ImageRule::Cross { .. }) {
+        return crate::cross::push_tower_segments(v, ip, plan, act_plan, cx, lm, segs);
+    }
     let (grad_bytes_per, grad_scale) = (lm.grad_bytes_per, lm.grad_scale);
     use crate::activations::{layer_backward_transient, layer_checkpointed, layer_saved, LayerGrad, PlanCtx};
     use crate::timeline::Segment;
@@ -544,7 +553,9 @@ pub(crate) fn flops_per_lm_token(v: &VisionAnalysis, ip: &ImagePlan, plan: &crat
         per_patch += fwd + bwd + if plan.gradient_checkpointing && in_graph { fwd } else { 0.0 };
     }
     let proj = v.projector_fwd_flops as f64 * if ip.projector_weights { 3.0 } else if in_graph { 2.0 } else { 1.0 };
-    (per_patch * ip.patches as f64 + proj * ip.tokens as f64) / plan.max_length as f64
+    // the projector maps every vision state (Cross: `cross_tokens`), else every image token
+    let rows = if ip.cross_tokens > 0 { ip.cross_tokens } else { ip.tokens };
+    (per_patch * ip.patches as f64 + proj * rows as f64) / plan.max_length as f64
 }
 
 #[cfg(test)]
