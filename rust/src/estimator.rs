@@ -752,6 +752,7 @@ impl Estimator {
                 projector_parameters: v.projector_params,
                 tower_trainable_parameters: tower_trainable,
                 kept_bytes: tower.kept_per_token,
+                vision_states_per_sample: ip.cross_tokens,
             });
         }
         let cx = &cross_cx;

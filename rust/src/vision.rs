@@ -390,6 +390,9 @@ pub struct VisionReport {
     /// What the tower and projector keep for backward per micro-batch (part of `activations`
     /// while the language model runs: its blocks' checkpoint inputs, or all they saved).
     pub kept_bytes: u64,
+    /// Vision states per sample the decoder's cross-attention layers read (Llama 3.2
+    /// Vision; 0 where the images are tokens of the sequence).
+    pub vision_states_per_sample: u64,
 }
 
 /// What the tower's segments need to know about the language model's side of the plan.
