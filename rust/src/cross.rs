@@ -50,12 +50,14 @@ pub struct CrossCtx {
 }
 
 /// peft LoRA's saved inputs of `n` adapted linears reading `in_f` features in all
-/// (`activations::lora_inputs` for one part of a group).
-fn lora_in(cx: &PlanCtx, in_f: u64, n: u64) -> u64 {
+/// (`activations::lora_inputs` for one part of a group). Dropout's bool mask is kept only when
+/// its input requires grad (autograd records no dropout on a tensor outside the graph: the
+/// vision states of a frozen tower), while `lora_A` keeps dropout's output for its weight.
+fn lora_in(cx: &PlanCtx, in_f: u64, n: u64, input_grad: bool) -> u64 {
     if n == 0 {
         return 0;
     }
-    let drop = if cx.lora_dropout { in_f } else { 0 };
+    let drop = if cx.lora_dropout && input_grad { in_f } else { 0 };
     if cx.w.autocast {
         2 * in_f + drop + 2 * cx.lora_r * n
     } else {
@@ -75,7 +77,8 @@ fn lora_in(cx: &PlanCtx, in_f: u64, n: u64) -> u64 {
 /// tanh gates (`residual + gate.tanh() * x`: `mul` keeps `x` for the gate's grad, `e·H` each,
 /// when the gates train);
 ///
-/// vision side, per vision state: the LoRA inputs of the adapted `k_proj`/`v_proj`; `k_norm`
+/// vision side, per vision state: the LoRA inputs of the adapted `k_proj`/`v_proj` (dropout's
+/// mask only when the states require grad: measured on fake-H100 with peft); `k_norm`
 /// when the keys need grad (`4·kd + 4·kv_heads`, + `e·kd` when its weight trains); SDPA's keys
 /// and values repeated to every head (`e·2·qd`: a mask disables SDPA's native GQA); under autocast the
 /// k/v projections' half copies of the states (`2·2·H`) when their weights train.
@@ -94,11 +97,11 @@ pub(crate) fn attention_saved(shape: &ModelShape, an: &Analysis, info: &LayerInf
     if g.weights {
         text += if w.amp { 2 * q.in_f } else { w.e * q.in_f };
     }
-    text += if q_lora { lora_in(cx, q.in_f, 1) } else { 0 };
+    text += if q_lora { lora_in(cx, q.in_f, 1, g.input) } else { 0 };
     let q_grad = g.input || g.weights || q_lora;
     let k_grad = c.states_grad || g.weights || k_lora;
     let attn_grad = q_grad || c.states_grad || g.weights || kv_n > 0;
-    let mut vision = lora_in(cx, kv_in, kv_n);
+    let mut vision = lora_in(cx, kv_in, kv_n, c.states_grad);
     if g.weights && w.amp {
         vision += 2 * kv.iter().map(|l| l.in_f).sum::<u64>();
     }
@@ -140,7 +143,7 @@ pub(crate) fn attention_saved(shape: &ModelShape, an: &Analysis, info: &LayerInf
 }
 
 fn lora_o(cx: &PlanCtx, g: &LayerGrad) -> u64 {
-    lora_in(cx, g.lora.in_f[GROUP_ATTN_OUT], g.lora.n[GROUP_ATTN_OUT])
+    lora_in(cx, g.lora.in_f[GROUP_ATTN_OUT], g.lora.n[GROUP_ATTN_OUT], true)
 }
 
 /// One segment of `kept` bytes per language-model token, kept until the backward reaches it.
@@ -249,4 +252,50 @@ pub(crate) fn push_tower_segments(
     out.cross_states_grad = input || ip.projector_weights;
     out.in_graph = in_graph;
     out
+}
+
+/// FLOPs per text token that the cross-attention layers cost beyond what `throughput.rs`
+/// counts for them as if they were self-attention layers over the text: attention over the
+/// `V` vision states (non-causal, the kernel given a mask: `4·qd·V` forward) in place of the
+/// text's own context, and `k_proj`/`v_proj` run per vision state (`2·in·out · V/T`) in place
+/// of per text token. Backward as there: attention ×2.5 (eager ×2), the input gradient of
+/// k/v when the vision states need grad, their weight gradient when they train, LoRA's
+/// `2·r·(in+out)` per adapted k/v forward and twice that backward; checkpointing recomputes
+/// the forward. Every cross layer is taken as in the graph (its text input requires grad
+/// whenever anything below it or in it trains).
+pub(crate) fn flops_correction(an: &Analysis, shape: &ModelShape, plan: &crate::plan::Plan, c: &CrossCtx, frozen: u64) -> f64 {
+    use crate::plan::{Attention, Method};
+    if c.tokens == 0 {
+        return 0.0;
+    }
+    let eager = plan.attn_implementation == Attention::Eager || shape.hints.eager_only;
+    let whole = eager || plan.context_follows_batch();
+    let s = plan.attention_context(plan.per_device_train_batch_size) as f64;
+    let qd = (shape.num_attention_heads * shape.head_dim) as f64;
+    let (v, t) = (c.tokens as f64, c.seq.max(1) as f64);
+    let bwd_attn = if eager { 2.0 } else { 2.5 };
+    let full = plan.method == Method::Full;
+    let r = plan.lora_r as f64;
+    let mut total = 0.0;
+    for (i, &ty) in an.layers.iter().enumerate() {
+        let info = &an.types[ty as usize];
+        if !info.cross_attention {
+            continue;
+        }
+        let live = i as u64 >= frozen;
+        let attn = 4.0 * qd * (v - s * if whole { 1.0 } else { 0.5 });
+        let (mut fwd, mut bwd) = (attn, attn * bwd_attn);
+        for l in info.attn_in.iter().skip(1) {
+            let mac = 2.0 * (l.in_f * l.out_f * l.count) as f64 * (v / t - 1.0);
+            fwd += mac;
+            bwd += if c.states_grad { mac } else { 0.0 } + if full && live { mac } else { 0.0 };
+            if !full && live && c.mask & (1 << l.bit) != 0 {
+                let lora = 2.0 * r * (l.in_f + l.out_f) as f64 * (v / t - 1.0);
+                fwd += lora;
+                bwd += 2.0 * lora;
+            }
+        }
+        total += fwd + bwd + if plan.gradient_checkpointing { fwd } else { 0.0 };
+    }
+    total
 }

@@ -246,6 +246,8 @@ struct LayerSegments {
     tower_in_graph: bool,
     /// What the images report, kept bytes per language-model token.
     vision: Option<crate::vision::VisionReport>,
+    /// What cross-attention layers read (cross.rs), when they read images.
+    cross: Option<crate::cross::CrossCtx>,
 }
 
 /// Weights and quantisation state in bytes: `total params · param bytes` (full, LoRA);
@@ -476,7 +478,7 @@ impl Estimator {
         let vision_flops = match (an.vision.as_deref(), b.images) {
             (Some(v), Some(ip)) => crate::vision::flops_per_lm_token(v, &ip, plan, acts.tower_in_graph),
             _ => 0.0,
-        };
+        } + acts.cross.map_or(0.0, |c| crate::cross::flops_correction(an, shape, plan, &c, frozen));
         let flops_per_token = crate::throughput::flops_per_token(self, plan, mask, frozen, acts.first_in_graph) + vision_flops;
         let quality = crate::objective::quality_score(plan, crate::objective::targets_all_linear(plan, mask & an.all_linear_mask, an.all_linear_mask));
         let base = Breakdown {
@@ -736,6 +738,7 @@ impl Estimator {
             if ip.cross_tokens > 0 {
                 let c = crate::cross::CrossCtx { tokens: ip.cross_tokens, seq: plan.max_length, states_grad: tower.cross_states_grad, mask: b.mask };
                 cross_cx = PlanCtx { cross: Some(c), ..*cx };
+                acc.cross = Some(c);
             }
             acc.autocast_copies = tower.autocast_copies;
             acc.tower_in_graph = tower.in_graph;

@@ -576,4 +576,17 @@ mod tests {
         // below min_pixels = 3136 px the processor scales up to 4 tokens (3136 / 784)
         assert_eq!(rule.per_image(Some(100)), (16, 4));
     }
+
+    /// Llama 3.2 Vision at 560 px tiles of 14 px patches, 4 tiles: 1601 positions per tile
+    /// padded to 1608 in the tower, one `<|image|>` token, 4 · 1601 cross-attention states;
+    /// the whole image is one attention context whatever `max_pixels` says.
+    #[test]
+    fn cross_rule_is_one_token_and_tiles_of_vision_states() {
+        let rule = ImageRule::Cross { patches: 4 * 1608, tiles: 4, vision_tokens: 4 * 1601 };
+        assert_eq!(rule.per_image(None), (6432, 1));
+        assert_eq!(rule.per_image(Some(100)), rule.per_image(Some(10_000_000)));
+        assert_eq!(rule.attention_context(6432), 6432);
+        assert_eq!(rule.cross_tokens(), 6404);
+        assert_eq!(ImageRule::Fixed { patches: 4096, tokens: 256, tiles: 1 }.cross_tokens(), 0);
+    }
 }
