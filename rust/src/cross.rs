@@ -146,6 +146,18 @@ fn lora_o(cx: &PlanCtx, g: &LayerGrad) -> u64 {
     lora_in(cx, g.lora.in_f[GROUP_ATTN_OUT], g.lora.n[GROUP_ATTN_OUT], true)
 }
 
+/// Eager attention's backward in a tower block, per (position, context position) and head:
+/// the matmul with `v` makes the probabilities' grad (`e`) while everything is held; then the
+/// probabilities (`e`, saved by that matmul) are freed as the cast back to fp32 makes its
+/// grad (`4`); softmax's backward turns that into the scores' grad (`e`) and frees its fp32
+/// output. At most `max(e, 4)` more than the block's saved tensors at any moment.
+fn eager_transient(mut t: Saved, shape: &ModelShape, cx: &PlanCtx) -> Saved {
+    if cx.kernel == AttnKernel::Eager {
+        t.per_token_ctx = cx.w.e.max(4) * shape.num_attention_heads;
+    }
+    t
+}
+
 /// One segment of `kept` bytes per language-model token, kept until the backward reaches it.
 fn push_once(out: &mut TowerSegments, segs: &mut Segments, kept: u64, grads: u64) {
     out.kept_per_token = out.kept_per_token.saturating_add(kept);
@@ -216,7 +228,7 @@ pub(crate) fn push_tower_segments(
             n,
             kept,
             full: scale(full),
-            transient: prefetch + scale(Segment::per_token(&layer_backward_transient(shape, info, act_plan), ip.patches_per_image)),
+            transient: prefetch + scale(Segment::per_token(&eager_transient(layer_backward_transient(shape, info, act_plan), shape, &tcx), ip.patches_per_image)),
             constant: saved.constant,
             layer_grads: trainable.saturating_mul(lm.grad_bytes_per) / lm.grad_scale,
             ..Segment::default()
