@@ -33,8 +33,11 @@ def meta_model(config: dict[str, Any]) -> Any:
     model_type = fields.pop("model_type")
     cfg = transformers.AutoConfig.for_model(model_type, **fields)
     auto = transformers.AutoModelForSeq2SeqLM if cfg.is_encoder_decoder else transformers.AutoModelForCausalLM
-    if type(cfg) not in auto._model_mapping and getattr(cfg, "vision_config", None) is not None:
-        auto = transformers.AutoModelForImageTextToText  # vision-language models outside the causal-LM mapping
+    vlm = transformers.AutoModelForImageTextToText
+    if getattr(cfg, "vision_config", None) is not None and (type(cfg) not in auto._model_mapping or type(cfg) in vlm._model_mapping):
+        # the whole vision-language model (mllama's causal-LM class, MllamaForCausalLM, is
+        # its language model alone; Gemma 3's is the whole model either way)
+        auto = vlm
     with torch.device("meta"):
         return auto.from_config(cfg)
 
