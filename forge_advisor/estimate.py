@@ -120,7 +120,9 @@ class EstimateResult:
     def vision(self) -> dict[str, Any] | None:
         """A vision-language model's images (rust/src/vision.rs ``VisionReport``): patches and
         image tokens per sample, tower/projector parameters, the tower's trainable parameters
-        and ``kept_bytes`` it keeps for backward per micro-batch (inside ``activations``); and
+        and ``kept_bytes`` it keeps for backward per micro-batch (inside ``activations``),
+        ``vision_states_per_sample`` (what Llama 3.2 Vision's cross-attention layers read; 0
+        elsewhere); and
         ``notes`` on how the plan's image fields were read. ``None`` for text-only models."""
         v = self.native.vision
         return None if v is None else {**v, "notes": list(self.vision_notes)}
@@ -277,6 +279,14 @@ def vision_notes(shape: ModelShape, plan: Plan) -> tuple[str, ...]:
         if plan.max_pixels is not None:
             return (f"max_pixels={plan.max_pixels:,} does not change this model's images: its processor resizes every "
                     f"image to one size ({rule.patches:,} encoder patches, {rule.tokens:,} tokens per image)",)
+        return ()
+    if rule.kind == "cross":
+        # MllamaImageProcessor pads every image to max_image_tiles tiles (pad_batches_and_tiles)
+        # and the model requires that count (families/mllama.py): max_pixels changes nothing
+        if plan.max_pixels is not None:
+            return (f"max_pixels={plan.max_pixels:,} does not change this model's images: its processor pads every image "
+                    f"to {rule.tiles} tiles ({rule.patches:,} tower positions, {rule.vision_tokens:,} vision states the "
+                    f"cross-attention layers read, 1 <|image|> token per image)",)
         return ()
     tokens = rule.per_image(plan.max_pixels)[1]
     if plan.max_pixels is None and tokens * plan.images_per_sample > plan.max_length:

@@ -41,6 +41,17 @@ CASES: dict[str, dict[str, Any]] = {
     "gemma3": dict(model_type="gemma3", mm_tokens_per_image=4,
                    text_config=dict(TEXT, head_dim=16),
                    vision_config=dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, image_size=56, patch_size=14, vision_use_head=False)),
+    # Llama 3.2 Vision: cross-attention layers at 1 and 3 of 5 (in place of self-attention
+    # layers), 4 local + 2 gated global tower blocks, two intermediate layers concatenated
+    "mllama": dict(model_type="mllama", image_token_index=299,
+                   text_config=dict(TEXT, num_hidden_layers=5, cross_attention_layers=[1, 3], pad_token_id=0, bos_token_id=1, eos_token_id=2),
+                   vision_config=dict(hidden_size=32, intermediate_size=48, num_hidden_layers=4, num_global_layers=2, attention_heads=4,
+                                      image_size=56, patch_size=14, vision_output_dim=96, intermediate_layers_indices=[0, 2])),
+    "mllama-3-tiles-no-global": dict(model_type="mllama", image_token_index=299,
+                                     text_config=dict(TEXT, num_hidden_layers=3, cross_attention_layers=[0, 7], pad_token_id=0, bos_token_id=1, eos_token_id=2),
+                                     vision_config=dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_global_layers=0, attention_heads=4,
+                                                        image_size=56, patch_size=14, vision_output_dim=64, intermediate_layers_indices=[1],
+                                                        max_num_tiles=3, supported_aspect_ratios=[[1, 1], [1, 2], [2, 1], [1, 3], [3, 1]])),
 }
 
 
@@ -68,10 +79,14 @@ def parts(model: Any) -> tuple[Any, Any, Any]:
         return visual, projector, inner.language_model.layers
     if hasattr(inner, "connector"):  # Idefics3, SmolVLM
         return inner.vision_model, [inner.connector], inner.text_model.layers
+    if hasattr(inner, "vision_model"):  # Mllama
+        return inner.vision_model, [inner.multi_modal_projector], inner.language_model.layers
     return inner.vision_tower, [inner.multi_modal_projector], inner.language_model.layers
 
 
 def tower_blocks(tower: Any) -> Any:
+    if hasattr(tower, "global_transformer"):  # Mllama: the local stack, then the global one
+        return list(tower.transformer.layers) + list(tower.global_transformer.layers)
     if hasattr(tower, "blocks"):
         return tower.blocks
     return tower.vision_model.encoder.layers if hasattr(tower, "vision_model") else tower.encoder.layers
@@ -110,6 +125,31 @@ def test_image_rules_follow_the_processors() -> None:
     assert llava.vision is not None and llava.vision.images.per_image(10**6) == (577, 576)
     gemma = shape_from_config(dict(model_type="gemma3", text_config=dict(TEXT, head_dim=16), vision_config=dict(hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=4, image_size=896, patch_size=14)), "g")
     assert gemma.vision is not None and gemma.vision.images.per_image(None) == (4096, 256)
+
+
+@pytest.mark.parametrize("name", ["mllama", "mllama-3-tiles-no-global"])
+def test_mllama_cross_attention_layers_and_text_only_model(name: str) -> None:
+    """Every decoder layer's linears (self- and cross-attention layers) and the gated global
+    blocks; `AutoModelForCausalLM` builds `MllamaForCausalLM`, the language model alone."""
+    config = CASES[name]
+    shape = shape_from_config(json.loads(json.dumps(config)), name)
+    model = meta_vlm(config)
+    _, _, layers = parts(model)
+    for i, layer in enumerate(layers):
+        lt = shape.layer_types[shape.layers[i]]
+        assert lt.cross_attention == (type(layer).__name__ == "MllamaCrossAttentionDecoderLayer")
+        assert {(lin.name, lin.in_features, lin.out_features, lin.bias) for lin in lt.linears} == linears(layer)
+    assert shape.vision is not None
+    blocks = tower_blocks(model.model.vision_model)
+    for i, block in enumerate(blocks):
+        vt = shape.vision.layer_types[shape.vision.layers[i]]
+        assert {(lin.name, lin.in_features, lin.out_features, lin.bias) for lin in vt.linears} == linears(block)
+    fields = json.loads(json.dumps(config))
+    cfg = transformers.AutoConfig.for_model(fields.pop("model_type"), **fields)
+    with torch.device("meta"):
+        text_lm = transformers.AutoModelForCausalLM.from_config(cfg)
+    assert type(text_lm).__name__ == "MllamaForCausalLM"
+    assert shape.text_only().num_parameters == numel(text_lm)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

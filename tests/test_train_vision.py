@@ -382,3 +382,72 @@ def test_llava_trains_its_projector_with_a_frozen_tower(tmp_path):
     assert not any(k.startswith("model.vision_tower.") for k in changed)
     assert any(k.startswith("model.multi_modal_projector.") for k in changed)
     assert any(k.startswith("model.language_model.") for k in changed)
+
+
+def build_mllama(folder) -> str:
+    """A tiny Llama 3.2 Vision: cross-attention layer 1 of 3, a tower of 2 local + 1 global
+    blocks at 56 px tiles of 14 px patches (17 positions per tile, 4 tiles per image)."""
+    from transformers import AutoConfig
+    from transformers.models.mllama.image_processing_mllama import MllamaImageProcessor
+    from transformers.models.mllama.processing_mllama import MllamaProcessor
+
+    tok, ids = _tokenizer(["<|image|>", "<|python_tag|>"])
+    cfg = AutoConfig.for_model(
+        "mllama",
+        text_config=dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                         num_attention_heads=4, num_key_value_heads=2, cross_attention_layers=[1], bos_token_id=1,
+                         eos_token_id=2, pad_token_id=0),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_global_layers=1,
+                           attention_heads=2, image_size=56, patch_size=14, vision_output_dim=96,
+                           intermediate_layers_indices=[0, 1]),
+        image_token_index=ids["<|image|>"])
+    torch.manual_seed(0)
+    AutoModelForImageTextToText.from_config(cfg).save_pretrained(folder)
+    MllamaProcessor(image_processor=MllamaImageProcessor(size={"height": 56, "width": 56}, max_image_tiles=4),
+                    tokenizer=tok, chat_template=TEMPLATE.replace("IMAGE", "<|image|>")).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def mllama(tmp_path_factory):
+    return build_mllama(tmp_path_factory.mktemp("mllama") / "model")
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_mllama_full_finetune_trains_the_tower_only_when_asked(mllama, tmp_path, freeze):
+    """Llama 3.2 Vision: each image is one <|image|> token in the text (the pixels reach the
+    decoder through its cross-attention layers); the tower trains only when unfrozen, the
+    projector and the cross-attention layers always in full fine-tuning."""
+    data = write_data(tmp_path / "d")
+    before = AutoModelForImageTextToText.from_pretrained(mllama).state_dict()
+    watch = Watch()
+    events = tmp_path / "events.jsonl"
+    r = run(mllama, data, "sft", tmp_path / "out", callbacks=[watch], events=events, quiet=True,
+            overrides={**FAST, "max_steps": 4, "freeze_vision_tower": freeze})
+    assert r.status == "completed" and r.global_step == 4 and torch.isfinite(torch.tensor(r.final_loss))
+    assert watch.calls >= 4
+    assert watch.tokens_seen == sum(expected_lengths(mllama, data))
+    start = json.loads(events.read_text().splitlines()[0])
+    assert start["vision"]["images"] == 6 and start["vision"]["image_tokens"] == 6  # one token per image
+    after = AutoModelForImageTextToText.from_pretrained(str(tmp_path / "out" / "model")).state_dict()
+    changed = {k for k, v in before.items() if not torch.equal(v, after[k])}
+    tower = {k for k in changed if k.startswith("model.vision_model.")}
+    assert bool(tower) == (not freeze)
+    assert any(k.startswith("model.multi_modal_projector.") for k in changed)
+    assert any(k.startswith("model.language_model.layers.1.cross_attn.") for k in changed)
+
+
+def test_mllama_lora_keeps_adapters_off_a_frozen_tower(mllama, tmp_path):
+    data = write_data(tmp_path / "d")
+    r = run(mllama, data, "lora", tmp_path / "out", quiet=True,
+            overrides={**FAST, "max_steps": 2, "lora_target_modules": "all-linear"})
+    keys = load_file(str(tmp_path / "out" / "adapter" / "adapter_model.safetensors")).keys()
+    assert r.global_step == 2 and torch.isfinite(torch.tensor(r.final_loss))
+    assert any(".cross_attn.k_proj." in k for k in keys)  # the cross-attention layers are adapted
+    assert not any(".vision_model." in k or "multi_modal_projector" in k for k in keys)
+    r = run(mllama, data, "lora", tmp_path / "out2", quiet=True,
+            overrides={**FAST, "max_steps": 1, "lora_target_modules": "all-linear", "freeze_vision_tower": False,
+                       "gradient_checkpointing": True})
+    keys = load_file(str(tmp_path / "out2" / "adapter" / "adapter_model.safetensors")).keys()
+    assert r.global_step == 1 and any(".vision_model.global_transformer.layers." in k for k in keys)
+    assert not any("multi_modal_projector" in k for k in keys)

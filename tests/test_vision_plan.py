@@ -189,3 +189,78 @@ def test_a_tower_nothing_hooks_stays_out_of_the_graph_under_checkpointing() -> N
     output (bf16, 4096 wide, per token), which `masked_scatter` keeps apart from layer 0's input."""
     r = estimate("Qwen/Qwen3-VL-8B-Instruct", "lora", max_pixels=401_408, max_length=1024, per_device_train_batch_size=2)
     assert r.vision is not None and r.vision["kept_bytes"] == 2 * 4096 * 1024 * 2
+
+
+# -- Llama 3.2 Vision (mllama): cross-attention over tiled images ------------------------------
+
+MLLAMA = "meta-llama/Llama-3.2-11B-Vision-Instruct"
+MLLAMA_TINY = dict(model_type="mllama", image_token_index=299,
+                   text_config=dict(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+                                    num_key_value_heads=2, vocab_size=300, cross_attention_layers=[1],
+                                    pad_token_id=0, bos_token_id=1, eos_token_id=2),
+                   vision_config=dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_global_layers=1,
+                                      attention_heads=4, image_size=56, patch_size=14, vision_output_dim=96,
+                                      intermediate_layers_indices=[0, 1]))
+
+
+@pytest.mark.parametrize("size", [(30, 20), (56, 56), (400, 90), (90, 400)])
+def test_mllama_tiles_and_vision_states_are_the_processor_and_model_arithmetic(size: tuple[int, int]) -> None:
+    """MllamaImageProcessor pads every image to max_image_tiles tiles whatever its size
+    (pad_batches_and_tiles), the tower runs (56/14)² + 1 = 17 positions per tile padded to 24,
+    and the cross-attention layers read tiles × 17 vision states: the parser's rule is what the
+    real processor and a real forward of the tiny model give."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from PIL import Image
+
+    from forge_advisor.shapes import shape_from_config
+
+    shape = shape_from_config(json.loads(json.dumps(MLLAMA_TINY)), "tiny")
+    assert shape.vision is not None
+    rule = shape.vision.images
+    proc = transformers.MllamaImageProcessor(size={"height": 56, "width": 56}, max_image_tiles=4)
+    batch = proc(images=[[Image.new("RGB", size)]], return_tensors="pt")
+    assert batch["pixel_values"].shape[2] == rule.tiles == 4
+    fields = dict(MLLAMA_TINY)
+    cfg = transformers.AutoConfig.for_model(fields.pop("model_type"), **json.loads(json.dumps(fields)))
+    model = transformers.AutoModelForImageTextToText.from_config(cfg).eval()
+    seen: list[int] = []
+    model.model.vision_model.transformer.layers[0].register_forward_pre_hook(
+        lambda m, a, kw: seen.append((a[0] if a else kw["hidden_states"]).shape[1]), with_kwargs=True)
+    with torch.no_grad():
+        out = model.model.vision_model(batch["pixel_values"], batch["aspect_ratio_ids"], batch["aspect_ratio_mask"])
+    assert seen == [rule.patches]  # 4 tiles × 24 positions in one attention
+    tiles, positions = out.last_hidden_state.shape[2:4]
+    assert tiles * positions == rule.vision_tokens == 4 * 17
+    assert rule.per_image(10**7) == rule.per_image(None) == (rule.patches, 1)  # one <|image|> token
+
+
+def test_mllama_estimate_reports_the_cross_attention_states_and_ignores_max_pixels() -> None:
+    r = estimate(MLLAMA, "lora", images_per_sample=2, max_length=1024, max_pixels=401_408)
+    s = estimate(MLLAMA, "lora", images_per_sample=2, max_length=1024)
+    assert r.peak_allocated_bytes == s.peak_allocated_bytes
+    assert r.vision is not None
+    # 560 px tiles of 14 px patches: 1601 positions, padded to 1608; 4 tiles per image
+    assert r.vision["patches_per_sample"] == 2 * 4 * 1608
+    assert r.vision["vision_states_per_sample"] == 2 * 4 * 1601
+    assert r.vision["image_tokens_per_sample"] == 2
+    assert any("does not change" in n for n in r.vision["notes"])
+    with pytest.raises(ForgeError) as err:
+        estimate(MLLAMA, "lora", images_per_sample=600, max_length=512)
+    assert err.value.field == "max_length"
+
+
+def test_mllama_tower_is_never_checkpointed() -> None:
+    """MllamaVisionEncoderLayer is a plain nn.Module: under checkpointing the hooked patch
+    embedding puts the frozen tower in the graph and every block keeps all it saved (not just
+    its input); without checkpointing a frozen tower under LoRA keeps nothing, and what is left
+    is the cross-attention mask [1, 1, T, V] in bf16 that the cross layers' SDPA keeps."""
+    kw = dict(max_length=1024, per_device_train_batch_size=1, gpu="H100 SXM")
+    gc = estimate(MLLAMA, "lora", **kw)
+    nogc = estimate(MLLAMA, "lora", gradient_checkpointing=False, **kw)
+    assert gc.vision is not None and nogc.vision is not None
+    assert nogc.vision["kept_bytes"] == 2 * 1024 * (4 * 1601)
+    # 40 blocks × 6432 positions keep at least their two LayerNorm inputs, q/k/v/out and the
+    # GELU input (bf16: 2·(2·1280 + 4·1280 + 5120) bytes per position): far above 40 inputs
+    floor = 40 * 6432 * 2 * (2 * 1280 + 4 * 1280 + 5120)
+    assert gc.vision["kept_bytes"] > floor > 40 * 6432 * 2 * 1280 * 5

@@ -20,6 +20,13 @@ the SDPA path of the Qwen vision attention (the split into images / windows) is 
 those lengths. The placeholder-count check (``get_placeholder_mask``'s ``torch_compilable_check``)
 cannot read fake values and is skipped; the mask itself is computed as the model does.
 The language model's 3-D rotary ``position_ids`` are passed (values do not change memory).
+* Llama 3.2 Vision (``mllama``): what ``MllamaProcessor`` makes — one ``<|image|>`` id
+  (``image_token_index``) per image at the start of the sample, ``pixel_values [B, images,
+  max_num_tiles, C, S, S]`` (``pad_batches_and_tiles`` pads every image to the tile limit),
+  ``aspect_ratio_ids [B, images]``, ``aspect_ratio_mask [B, images, tiles]`` and
+  ``cross_attention_mask [B, T, images, tiles]`` (every text token attending to every tile:
+  values do not change memory). No placeholder mask: the images reach the text through the
+  cross-attention layers only.
 
 Freezing (plan ``freeze_vision_tower``, default true): the tower's parameters do not train
 (full fine-tuning) and get no LoRA adapters; LoRA never adapts the projector (peft
@@ -34,7 +41,7 @@ from typing import Any
 
 # module paths of the towers and projectors (modeling_qwen2_5_vl.py `model.visual`, with its
 # `merger`; llava/gemma3 `model.vision_tower` and `model.multi_modal_projector`)
-TOWER = r"(visual|vision_tower)"
+TOWER = r"(visual|vision_tower|vision_model)"
 PROJECTOR = r"(merger|deepstack_merger_list|multi_modal_projector)"
 
 
@@ -103,6 +110,8 @@ class Images:
             return self.p["max_pixels"] // (factor * factor)
         if self.kind == "gemma3":
             return self.cfg.mm_tokens_per_image
+        if self.kind == "mllama":
+            return 1
         raise NotImplementedError(f"images for model_type {self.kind!r}")
 
     def forward_kwargs(self, input_ids: Any) -> dict[str, Any]:
@@ -112,6 +121,8 @@ class Images:
         if n > self.S:
             raise ValueError(f"{n} image tokens do not fit max_length={self.S}")
         input_ids[:, :n] = self.cfg.image_token_id
+        if self.kind == "mllama":
+            return self._mllama()
         if self.kind == "gemma3":
             v = self.cfg.vision_config
             pixel_values = torch.randn(self.B * self.images, v.num_channels, v.image_size, v.image_size, device="cuda")
@@ -119,6 +130,19 @@ class Images:
             token_type_ids[:, :n] = 1
             return {"pixel_values": pixel_values, "token_type_ids": token_type_ids}
         return self._qwen(input_ids)
+
+    def _mllama(self) -> dict[str, Any]:
+        import torch  # noqa: PLC0415
+
+        v = self.cfg.vision_config
+        tiles, n = v.max_num_tiles, self.images
+        pixel_values = torch.randn(self.B, n, tiles, v.num_channels, v.image_size, v.image_size, device="cuda")
+        # id of the largest supported canvas (ids count from 1; 0 is padding)
+        ratio_ids = torch.full((self.B, n), len(v.supported_aspect_ratios), dtype=torch.long, device="cuda")
+        ratio_mask = torch.ones(self.B, n, tiles, dtype=torch.long, device="cuda")
+        cross_mask = torch.ones(self.B, self.S, n, tiles, dtype=torch.long, device="cuda")
+        return {"pixel_values": pixel_values, "aspect_ratio_ids": ratio_ids, "aspect_ratio_mask": ratio_mask,
+                "cross_attention_mask": cross_mask}
 
     def _qwen(self, input_ids: Any) -> dict[str, Any]:
         import torch  # noqa: PLC0415
@@ -156,6 +180,9 @@ class Images:
         import torch  # noqa: PLC0415
         from torch._subclasses.fake_tensor import FakeTensor  # noqa: PLC0415
 
+        if self.kind == "mllama":  # no placeholder mask, no data-dependent vision helpers
+            yield
+            return
         inner = self.model.get_base_model().model if hasattr(self.model, "get_base_model") else self.model.model
         cls = type(inner)
         orig_mask = cls.get_placeholder_mask

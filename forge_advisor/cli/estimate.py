@@ -104,7 +104,9 @@ def render(report: dict[str, Any]) -> None:
         con.print(f"vision tower: {vision['tower_parameters'] / 1e6:,.0f}M parameters ({trains}) + projector "
                   f"{vision['projector_parameters'] / 1e6:,.0f}M · {plan['images_per_sample']} image(s) per sample = "
                   f"{vision['patches_per_sample']:,} patches in the tower, {vision['image_tokens_per_sample']:,} of the "
-                  f"{plan['max_length']:,} tokens")
+                  f"{plan['max_length']:,} tokens"
+                  + (f"; cross-attention over {vision['vision_states_per_sample']:,} vision states"
+                     if vision.get("vision_states_per_sample") else ""))
         for note in vision["notes"]:
             con.print(f"[yellow]note:[/] {note}")
     if report.get("unsupported"):

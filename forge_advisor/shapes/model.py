@@ -116,10 +116,13 @@ class Param:
 class ImageRule:
     """How an image becomes encoder patches and language-model tokens (rust/src/vision.rs
     ``ImageRule``): ``dynamic`` (Qwen2-VL's ``smart_resize`` to multiples of
-    ``patch_size · merge_size`` within [min_pixels, max_pixels]) or ``fixed`` (a resize to
-    one size: ``patches`` and ``tokens`` per image whatever ``max_pixels`` says)."""
+    ``patch_size · merge_size`` within [min_pixels, max_pixels]), ``fixed`` (a resize to
+    one size: ``patches`` and ``tokens`` per image whatever ``max_pixels`` says) or ``cross``
+    (Llama 3.2 Vision: every image padded to ``tiles`` tiles, ``patches`` encoder positions
+    attending over the whole image, one placeholder token in the text, ``vision_tokens``
+    states the decoder's cross-attention layers read; families/mllama.py)."""
 
-    kind: Literal["dynamic", "fixed"]
+    kind: Literal["dynamic", "fixed", "cross"]
     patch_size: int = 0
     merge_size: int = 0
     min_pixels: int = 0
@@ -127,15 +130,17 @@ class ImageRule:
     patches: int = 0
     tokens: int = 0
     tiles: int = 1  # fixed: encoder images per image (Idefics3/SmolVLM: 4×4 tiles + a global view)
+    vision_tokens: int = 0  # cross: vision states per image the cross-attention layers attend to
 
     def to_dict(self) -> dict[str, Any]:
-        keys = ("patch_size", "merge_size", "min_pixels", "max_pixels") if self.kind == "dynamic" else ("patches", "tokens", "tiles")
+        keys = {"dynamic": ("patch_size", "merge_size", "min_pixels", "max_pixels"), "fixed": ("patches", "tokens", "tiles"),
+                "cross": ("patches", "tiles", "vision_tokens")}[self.kind]
         return {"kind": self.kind, **{k: getattr(self, k) for k in keys}}
 
     def per_image(self, max_pixels: int | None) -> tuple[int, int]:
         """``(encoder patches, language-model tokens)`` of the largest image at ``max_pixels``
         (the twin of the Rust rule, for messages; the estimate is the core's)."""
-        if self.kind == "fixed":
+        if self.kind != "dynamic":
             return self.patches, self.tokens
         factor = self.patch_size * self.merge_size
         tokens = max(max(max_pixels or self.max_pixels, self.min_pixels) // (factor * factor), 1)
@@ -273,6 +278,13 @@ class ModelShape:
         if named and self.vision is None:
             raise ForgeError(f"{named[0]} applies to vision-language models; {self.name} ({self.model_type}) has no vision tower",
                              field=named[0], value=str(given[named[0]]), allowed="a vision-language model")
+
+    def text_only(self) -> ModelShape:
+        """The language model alone: what a VLM type's text-only causal-LM class builds
+        (``MllamaForCausalLM`` builds ``config.get_text_config()``, no tower or projector)."""
+        from dataclasses import replace
+
+        return replace(self, vision=None)
 
     # -- conversion -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -31,8 +31,6 @@ REASONS: dict[str, str] = {
     "inkling_text": "short convolutions around attention and MLP", "inkling2_text": "short convolutions around attention and MLP",
     "inkling2_loop_text": "short convolutions around attention and MLP",
     "doge": "Doge's CDMoE (is_moe: true): retrieval experts held as embedding rows",
-    # families before Llama's layout that no parser reads yet
-    "mllama": "cross-attention image layers inside the text decoder (Llama 3.2 Vision)",
 }
 _DEFAULT = "no built-in parser for this model_type"
 

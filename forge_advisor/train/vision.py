@@ -19,7 +19,10 @@ image kwargs (Qwen2-VL's ``smart_resize``: height·width ≤ max_pixels, both mu
 patch·merge = 28): the image processor is rebuilt with it, so an image of H×W pixels becomes
 ``(H'/14)·(W'/14)/4`` tokens. Processors that resize every image to a fixed size (Gemma 3's
 896², LLaVA's 336², SmolVLM's tiles) do not take it: the run says so in one line and goes
-on (their image tokens do not depend on it).
+on (their image tokens do not depend on it). Llama 3.2 Vision (``mllama``) is one of those:
+its processor puts one ``<|image|>`` token per image in the text and pads every image to
+``max_image_tiles`` tiles, which the decoder's cross-attention layers read
+(tests/test_train_vision.py trains a tiny one).
 
 **What trains.** ``freeze_vision_tower`` (default True, LLaMA-Factory's name and default)
 freezes the vision tower — the module transformers' ``get_encoder(modality="image")`` returns —

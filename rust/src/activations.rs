@@ -53,6 +53,9 @@ pub struct PlanCtx {
     pub hidden_dropout: bool,
     /// Attention-probability dropout is active.
     pub attention_dropout: bool,
+    /// What cross-attention layers read (Llama 3.2 Vision's vision states: cross.rs);
+    /// `None` without images.
+    pub cross: Option<crate::cross::CrossCtx>,
 }
 
 impl PlanCtx {
@@ -64,6 +67,7 @@ impl PlanCtx {
             lora_dropout: dropout(plan, plan.lora_dropout) > 0.0,
             hidden_dropout: dropout(plan, shape.hints.hidden_dropout) > 0.0,
             attention_dropout: dropout(plan, shape.hints.attention_dropout) > 0.0,
+            cross: None,
         }
     }
 }
@@ -123,7 +127,7 @@ pub fn dropout(plan: &Plan, p: f64) -> f64 {
 }
 
 /// Saved bytes per token of one norm over `h` features.
-fn norm_saved(shape: &ModelShape, w: Widths, input_grad: bool, weight_trains: bool, h: u64) -> u64 {
+pub(crate) fn norm_saved(shape: &ModelShape, w: Widths, input_grad: bool, weight_trains: bool, h: u64) -> u64 {
     match shape.norm {
         // HF RMSNorm: x.to(fp32); pow keeps x32; rsqrt keeps its [.,1] output; then
         // weight * normed.to(dtype) keeps normed (Gemma: in fp32) when the weight trains.
@@ -245,6 +249,9 @@ pub fn layer_saved(shape: &ModelShape, an: &Analysis, info: &LayerInfo, g: &Laye
 /// q/k/v projections (base and LoRA), what the attention kernel keeps ([`qkv_saved`]),
 /// the output projection's input, a dropout mask and cross-attention's projections.
 fn attention_saved(shape: &ModelShape, an: &Analysis, info: &LayerInfo, g: &LayerGrad, cx: &PlanCtx, out: &mut Saved) {
+    if let (true, Some(c)) = (info.cross_attention, cx.cross.as_ref()) {
+        return crate::cross::attention_saved(shape, an, info, g, cx, c, out);
+    }
     let (w, kernel, h) = (cx.w, cx.kernel, shape.hidden_size);
     let heads = shape.num_attention_heads;
     let qd = heads * shape.head_dim;

@@ -246,6 +246,8 @@ struct LayerSegments {
     tower_in_graph: bool,
     /// What the images report, kept bytes per language-model token.
     vision: Option<crate::vision::VisionReport>,
+    /// What cross-attention layers read (cross.rs), when they read images.
+    cross: Option<crate::cross::CrossCtx>,
 }
 
 /// Weights and quantisation state in bytes: `total params · param bytes` (full, LoRA);
@@ -476,7 +478,7 @@ impl Estimator {
         let vision_flops = match (an.vision.as_deref(), b.images) {
             (Some(v), Some(ip)) => crate::vision::flops_per_lm_token(v, &ip, plan, acts.tower_in_graph),
             _ => 0.0,
-        };
+        } + acts.cross.map_or(0.0, |c| crate::cross::flops_correction(an, shape, plan, &c, frozen));
         let flops_per_token = crate::throughput::flops_per_token(self, plan, mask, frozen, acts.first_in_graph) + vision_flops;
         let quality = crate::objective::quality_score(plan, crate::objective::targets_all_linear(plan, mask & an.all_linear_mask, an.all_linear_mask));
         let base = Breakdown {
@@ -720,6 +722,8 @@ impl Estimator {
         // stay in the graph (their checkpoint inputs are kept, backward runs through them).
         let mut acc = LayerSegments { input_grad: b.embed_trains || plan.gradient_checkpointing, ..Default::default() };
         segs.clear();
+        // the decoder layers' context: with what cross-attention layers read, when they read images
+        let mut cross_cx = *cx;
         // a vision tower runs first: its blocks and projector are the bottom segments, and
         // image features that require grad make the decoder's input require grad
         if let (Some(v), Some(ip)) = (an.vision.as_deref(), b.images.as_ref()) {
@@ -731,6 +735,11 @@ impl Estimator {
             };
             let tower = crate::vision::push_segments(v, ip, (plan, act_plan), cx, lm, segs);
             acc.input_grad |= tower.output_grad;
+            if ip.cross_tokens > 0 {
+                let c = crate::cross::CrossCtx { tokens: ip.cross_tokens, seq: plan.max_length, states_grad: tower.cross_states_grad, mask: b.mask };
+                cross_cx = PlanCtx { cross: Some(c), ..*cx };
+                acc.cross = Some(c);
+            }
             acc.autocast_copies = tower.autocast_copies;
             acc.tower_in_graph = tower.in_graph;
             acc.host_per_token = tower.host_per_token;
@@ -746,8 +755,10 @@ impl Estimator {
                 projector_parameters: v.projector_params,
                 tower_trainable_parameters: tower_trainable,
                 kept_bytes: tower.kept_per_token,
+                vision_states_per_sample: ip.cross_tokens,
             });
         }
+        let cx = &cross_cx;
         // Consecutive layers with the same type, liveness and input-grad flag save, keep and
         // free exactly the same bytes: each such segment is priced once. Liveness changes at
         // `frozen`; the input flag can change once, after the first layer in the graph.

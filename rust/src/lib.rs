@@ -6,6 +6,7 @@ pub mod activations;
 pub mod analysis;
 pub mod device;
 pub mod comm;
+pub mod cross;
 pub mod error;
 pub mod estimator;
 pub mod fsdp;

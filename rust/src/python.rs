@@ -533,6 +533,7 @@ impl PyEstimate {
         d.set_item("projector_parameters", v.projector_parameters)?;
         d.set_item("tower_trainable_parameters", v.tower_trainable_parameters)?;
         d.set_item("kept_bytes", v.kept_bytes)?;
+        d.set_item("vision_states_per_sample", v.vision_states_per_sample)?;
         Ok(Some(d))
     }
     /// Every getter as one dict (breakdown and device as dicts).

@@ -53,6 +53,17 @@ pub enum ImageRule {
         #[serde(default = "one_tile")]
         tiles: u64,
     },
+    /// Llama 3.2 Vision (`mllama`): the images stay out of the text — each is one
+    /// `<|image|>` token — and the decoder's cross-attention layers attend to
+    /// `vision_tokens` projected vision states per image (`tiles` tiles of `(image_size /
+    /// patch_size)² + 1` positions: 4 · 1025 = 4100). `MllamaImageProcessor` pads every image
+    /// to `max_image_tiles` tiles (`pad_batches_and_tiles`) and the model requires that count
+    /// (the aspect-ratio embeddings reshape to `max_num_tiles`), so `max_pixels` changes
+    /// nothing. The tower runs `patches` positions per image (each tile padded to a multiple
+    /// of 8: 4 · 1032 = 4128), its local and global blocks alike attending over the whole
+    /// image (modeling_mllama.py `MllamaVisionModel.forward`: `hidden_states.view(B · media,
+    /// -1, dim)`).
+    Cross { patches: u64, tiles: u64, vision_tokens: u64 },
 }
 
 fn one_tile() -> u64 {
@@ -72,13 +83,23 @@ impl ImageRule {
                 (tokens * merge_size * merge_size, tokens)
             }
             ImageRule::Fixed { patches, tokens, .. } => (patches, tokens),
+            ImageRule::Cross { patches, .. } => (patches, 1),
+        }
+    }
+
+    /// Vision states per image that cross-attention layers read (0: the images are tokens
+    /// of the language model's sequence instead).
+    pub fn cross_tokens(&self) -> u64 {
+        match *self {
+            ImageRule::Cross { vision_tokens, .. } => vision_tokens,
+            _ => 0,
         }
     }
 
     /// Encoder positions one attention window spans: a whole image, or one tile of it.
     pub fn attention_context(&self, patches_per_image: u64) -> u64 {
         match *self {
-            ImageRule::Dynamic { .. } => patches_per_image,
+            ImageRule::Dynamic { .. } | ImageRule::Cross { .. } => patches_per_image,
             ImageRule::Fixed { tiles, .. } => patches_per_image / tiles.max(1),
         }
     }
@@ -89,6 +110,7 @@ impl ImageRule {
         match *self {
             ImageRule::Dynamic { merge_size, .. } => merge_size * merge_size,
             ImageRule::Fixed { patches, tokens, .. } => patches.div_ceil(tokens.max(1)),
+            ImageRule::Cross { patches, .. } => patches,
         }
     }
 }
@@ -194,6 +216,11 @@ impl VisionTower {
                 return Err(Error::field("vision.images", format!("patch {patch_size}, merge {merge_size}"), "positive sizes"));
             }
         }
+        if let ImageRule::Cross { patches, tiles, vision_tokens } = self.images {
+            if patches == 0 || tiles == 0 || vision_tokens == 0 {
+                return Err(Error::field("vision.images", format!("{patches} patches, {vision_tokens} vision tokens"), "positive counts"));
+            }
+        }
         if let ImageRule::Fixed { patches, tokens, tiles } = self.images {
             if patches == 0 || tokens == 0 || tiles == 0 {
                 return Err(Error::field("vision.images", format!("{patches} patches, {tokens} tokens"), "positive counts"));
@@ -261,6 +288,9 @@ pub struct ImagePlan {
     pub projector_weights: bool,
     /// The tower's LoRA target mask (0: no adapters on it).
     pub tower_mask: u64,
+    /// Vision states per sample that cross-attention layers read (`ImageRule::Cross`; 0:
+    /// the images are tokens of the sequence).
+    pub cross_tokens: u64,
 }
 
 /// The images of one sample under `plan` (`None` for a text-only model).
@@ -304,7 +334,8 @@ pub fn image_plan(an: &crate::analysis::Analysis, plan: &crate::plan::Plan) -> R
         }
     }
     let context = v.tower.images.attention_context(patches);
-    Ok(Some(ImagePlan { patches: patches * images, tokens: tokens * images, patches_per_image: context, ..base }))
+    let cross_tokens = v.tower.images.cross_tokens() * images;
+    Ok(Some(ImagePlan { patches: patches * images, tokens: tokens * images, patches_per_image: context, cross_tokens, ..base }))
 }
 
 /// `x` bytes per encoder patch as bytes per language-model token of a sequence of `t`
@@ -359,6 +390,9 @@ pub struct VisionReport {
     /// What the tower and projector keep for backward per micro-batch (part of `activations`
     /// while the language model runs: its blocks' checkpoint inputs, or all they saved).
     pub kept_bytes: u64,
+    /// Vision states per sample the decoder's cross-attention layers read (Llama 3.2
+    /// Vision; 0 where the images are tokens of the sequence).
+    pub vision_states_per_sample: u64,
 }
 
 /// What the tower's segments need to know about the language model's side of the plan.
@@ -387,6 +421,8 @@ pub(crate) struct TowerSegments {
     pub(crate) kept_per_token: u64,
     /// Activation offloading's host bytes per language-model token.
     pub(crate) host_per_token: u64,
+    /// The vision states cross-attention layers read require grad (cross.rs).
+    pub(crate) cross_states_grad: bool,
 }
 
 /// The tower's blocks and the projector as [`crate::timeline::Segment`]s below the language
@@ -404,6 +440,9 @@ pub(crate) fn push_segments(
     segs: &mut crate::timeline::Segments,
 ) -> TowerSegments {
     let (plan, act_plan) = plans;
+    if matches!(v.tower.images, ImageRule::Cross { .. }) {
+        return crate::cross::push_tower_segments(v, ip, plan, act_plan, cx, lm, segs);
+    }
     let (grad_bytes_per, grad_scale) = (lm.grad_bytes_per, lm.grad_scale);
     use crate::activations::{layer_backward_transient, layer_checkpointed, layer_saved, LayerGrad, PlanCtx};
     use crate::timeline::Segment;
@@ -517,7 +556,9 @@ pub(crate) fn flops_per_lm_token(v: &VisionAnalysis, ip: &ImagePlan, plan: &crat
         per_patch += fwd + bwd + if plan.gradient_checkpointing && in_graph { fwd } else { 0.0 };
     }
     let proj = v.projector_fwd_flops as f64 * if ip.projector_weights { 3.0 } else if in_graph { 2.0 } else { 1.0 };
-    (per_patch * ip.patches as f64 + proj * ip.tokens as f64) / plan.max_length as f64
+    // the projector maps every vision state (Cross: `cross_tokens`), else every image token
+    let rows = if ip.cross_tokens > 0 { ip.cross_tokens } else { ip.tokens };
+    (per_patch * ip.patches as f64 + proj * rows as f64) / plan.max_length as f64
 }
 
 #[cfg(test)]
@@ -534,5 +575,18 @@ mod tests {
         assert_eq!(rule.per_image(Some(1_003_520 + 783)), (5120, 1280));
         // below min_pixels = 3136 px the processor scales up to 4 tokens (3136 / 784)
         assert_eq!(rule.per_image(Some(100)), (16, 4));
+    }
+
+    /// Llama 3.2 Vision at 560 px tiles of 14 px patches, 4 tiles: 1601 positions per tile
+    /// padded to 1608 in the tower, one `<|image|>` token, 4 · 1601 cross-attention states;
+    /// the whole image is one attention context whatever `max_pixels` says.
+    #[test]
+    fn cross_rule_is_one_token_and_tiles_of_vision_states() {
+        let rule = ImageRule::Cross { patches: 4 * 1608, tiles: 4, vision_tokens: 4 * 1601 };
+        assert_eq!(rule.per_image(None), (6432, 1));
+        assert_eq!(rule.per_image(Some(100)), rule.per_image(Some(10_000_000)));
+        assert_eq!(rule.attention_context(6432), 6432);
+        assert_eq!(rule.cross_tokens(), 6404);
+        assert_eq!(ImageRule::Fixed { patches: 4096, tokens: 256, tiles: 1 }.cross_tokens(), 0);
     }
 }

@@ -13,6 +13,7 @@ from forge_advisor.shapes.families import (  # noqa: F401
     hybrid,
     hybrid_shared,
     llama,
+    mllama,
     hybrid_extra,
     opt,
     own_layout,
