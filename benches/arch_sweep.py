@@ -205,10 +205,10 @@ def compare(shape: Any, model: Any) -> str | None:
         # every 3-d tensor must be one of ours; an expert tensor of ours stored 2-D (DBRX's
         # w1 [E · ffn, H]) must exist under that name with that many elements
         flat = {e for e in ours_e if named.get(e[0]) == e[1]} - experts
-        # a 3-d tensor of per-head blocks (RecurrentGemma's RG-LRU gates [heads, w, w]) that
-        # we count as `heads` linears of w × w, under its name
+        # a 3-d tensor of per-head blocks (RecurrentGemma's RG-LRU gates [heads, w, w]; Inkling's
+        # shared experts [S, m, H], S ≥ 1) that we count as `heads` linears of w × w, under its name
         blocks = {(lin.name, lin.count * lin.in_features * lin.out_features) for lin in lt.linears
-                  if lin.role != "expert" and lin.count > 1 and not lin.lora_targetable}
+                  if lin.role != "expert" and not lin.lora_targetable}
         if ours_e != (experts - blocks) | flat:
             return f"layer {i} expert tensors {sorted(ours_e)} != {sorted(experts)}"
     return None

@@ -34,8 +34,6 @@ REASONS: dict[str, str] = {
     # other mechanisms
     "blt": "byte-latent patching (local encoder/decoder around a global transformer)",
     "hrm_text": "hierarchical reasoning modules (two recurrent transformer stacks)",
-    "inkling_text": "short convolutions around attention and MLP", "inkling2_text": "short convolutions around attention and MLP",
-    "inkling2_loop_text": "short convolutions around attention and MLP",
     "doge": "Doge's CDMoE (is_moe: true): retrieval experts held as embedding rows",
     # families before Llama's layout that no parser reads yet
     "mllama": "cross-attention image layers inside the text decoder (Llama 3.2 Vision)",

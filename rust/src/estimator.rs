@@ -794,6 +794,8 @@ impl Estimator {
                         // peft target_parameters: the merged expert weights autograd keeps
                         // (not under checkpointing; offloading moves them with the rest)
                         let (merged, merged_bwd) = crate::activations::expert_lora_fixed(&g.lora, act_plan.dtype, plan.lora_r);
+                        // Inkling's dense position bias: its [S, S] index and masks (activations_conv.rs)
+                        let merged = merged + crate::activations_conv::position_bias_fixed(shape, cx, ctx, ctx);
                         let kept_fixed = if plan.gradient_checkpointing || plan.activation_offloading { 0 } else { merged };
                         acc.host_per_token = acc.host_per_token.saturating_add(sat(prefetch, n as u64));
                         let fwd_transient = Segment::per_token(&layer_forward_transient(shape, info, &g, cx), ctx);

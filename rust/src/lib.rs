@@ -3,6 +3,7 @@
 //! behind the `python` feature that maturin turns on.
 
 pub mod activations;
+pub mod activations_conv;
 pub mod analysis;
 pub mod device;
 pub mod comm;

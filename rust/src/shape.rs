@@ -302,6 +302,12 @@ pub struct Hints {
     /// The attention output is gated by a half of q_proj: `attn_output * sigmoid(gate)`
     /// (Qwen3-Next, Qwen3.5).
     pub attn_output_gate: bool,
+    /// Channels of fp32 depthwise short convolutions on the layer's grad path (Inkling:
+    /// keys, values, the attention output and the MLP output; activations_conv.rs); 0 when none.
+    pub fp32_short_conv_channels: u64,
+    /// A hidden-state-conditioned relative position bias `[batch, heads, q, kv]` enters
+    /// attention as a dense additive mask (Inkling; activations_conv.rs).
+    pub dense_position_bias: bool,
 }
 
 impl Default for Hints {
@@ -322,6 +328,8 @@ impl Default for Hints {
             dsa_indexer_head_dim: 0,
             hyper_connection_streams: 0,
             attn_output_gate: false,
+            fp32_short_conv_channels: 0,
+            dense_position_bias: false,
         }
     }
 }

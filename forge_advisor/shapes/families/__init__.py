@@ -11,6 +11,7 @@ from forge_advisor.shapes.families import (  # noqa: F401
     gpt_neox,
     legacy,
     hybrid,
+    inkling,
     llama,
     hybrid_extra,
     opt,

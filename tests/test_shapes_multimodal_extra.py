@@ -1,0 +1,47 @@
+"""The decoders added for the last refused causal-LM types of the architecture sweep
+(shapes/families/inkling.py, fuyu.py, hrm.py) with every layer kind present: the sweep's
+2-layer default configs see only the first kinds of each pattern (Inkling's full-attention
+layer is every 6th, its loop layers start at 6). Golden: the meta-device model transformers
+builds from the same config (benches/arch_sweep.py `compare`: total, per-layer counts, the
+nn.Linear inventory and the fused expert tensors)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from benches.arch_sweep import compare, meta_model
+from forge_advisor.shapes import shape_from_config, supported_model_types
+
+INK = dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=2, head_dim=8, swa_num_attention_heads=2,
+           swa_num_key_value_heads=1, swa_head_dim=16, sliding_window_size=16, rel_extent=24, d_rel=4, vocab_size=96,
+           moe_intermediate_size=16, n_routed_experts=4, num_experts_per_tok=2, conv_kernel_size=3, bos_token_id=1,
+           eos_token_id=2)
+
+CASES: dict[str, dict[str, Any]] = {
+    # layer 5 is the full ("hybrid") layer; two dense MLPs first, then the sparse block
+    "inkling-full-and-sliding-dense-first": dict(INK, model_type="inkling_text", num_hidden_layers=6, intermediate_size=40,
+                                                 n_shared_experts=2, mlp_layer_types=["dense", "dense"] + ["sparse"] * 4),
+    "inkling-listed-local-ids": dict(INK, model_type="inkling_text", num_hidden_layers=3, intermediate_size=40,
+                                     n_shared_experts=1, local_layer_ids=[1],
+                                     layer_types=["hybrid", "hybrid_sliding", "hybrid"]),
+    # full layers at 2 and 5 (dynamic k/v convolutions, three block-residual queries)
+    "inkling2-blocks-of-3": dict(INK, model_type="inkling2_text", num_hidden_layers=6, n_layers_per_attn_res_block=3,
+                                 unpadded_vocab_size=90, layer_types=["hybrid_sliding", "hybrid_sliding", "hybrid"] * 2),
+    # loop layers 2..3 (message gates) of 6, both kinds inside and outside the loop
+    "inkling2_loop-core": dict(INK, model_type="inkling2_loop_text", num_hidden_layers=6, n_layers_per_attn_res_block=2,
+                               unpadded_vocab_size=90, loop_layer_index_start=2, loop_layer_index_end=4, loop_gate_rank=8,
+                               layer_types=["hybrid_sliding", "hybrid", "hybrid_sliding", "hybrid"] + ["hybrid_sliding"] * 2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_every_layer_kind_matches_meta(name: str) -> None:
+    config = dict(CASES[name])
+    shape = shape_from_config(dict(config), name)
+    assert shape.model_type in supported_model_types()  # parsed, not the meta fallback
+    diff = compare(shape, meta_model(config))
+    assert diff is None, diff
+    if shape.model_type.startswith("inkling"):
+        assert len(set(shape.layers)) >= 2  # more than one layer kind was checked
