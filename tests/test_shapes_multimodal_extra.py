@@ -33,6 +33,13 @@ CASES: dict[str, dict[str, Any]] = {
     "inkling2_loop-core": dict(INK, model_type="inkling2_loop_text", num_hidden_layers=6, n_layers_per_attn_res_block=2,
                                unpadded_vocab_size=90, loop_layer_index_start=2, loop_layer_index_end=4, loop_gate_rank=8,
                                layer_types=["hybrid_sliding", "hybrid", "hybrid_sliding", "hybrid"] + ["hybrid_sliding"] * 2),
+    # a flat Hub config (text fields at the top level, popped into text_config), tied head
+    "fuyu-flat-tied": dict(model_type="fuyu", hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                           vocab_size=128, patch_size=4, num_channels=3, tie_word_embeddings=True),
+    "fuyu-text-config-no-qk-norm": dict(model_type="fuyu", patch_size=6, num_channels=1,
+                                        text_config=dict(model_type="persimmon", hidden_size=48, intermediate_size=80,
+                                                         num_hidden_layers=3, num_attention_heads=4, vocab_size=96,
+                                                         qk_layernorm=False)),
 }
 
 

@@ -5,6 +5,7 @@ from forge_advisor.shapes.families import (  # noqa: F401
     decoder,
     fairseq,
     falcon,
+    fuyu,
     gemma3,
     gpt2,
     gpt_era,
