@@ -16,6 +16,8 @@
 //!   into `torch.where(causal, bias, min)`, the float `attn_mask` the memory-efficient
 //!   kernel keeps for its backward (it returns the bias's gradient): e · heads per (token,
 //!   context). Under eager attention the bias is added to the scores (`add` keeps nothing).
+//!   Its efficient kernel has no GQA: SDPA repeats k and v to the query heads and keeps
+//!   the copies (2 · e · (heads − kv heads) · head_dim per token beyond activations.rs').
 //!   Batch-independent (per layer, S × S, [`position_bias_fixed`]): `gather` keeps its
 //!   int64 index (`distance.clamp(...)`, expanded, 8 bytes), `masked_fill` its bool mask
 //!   (1 byte), and under SDPA `torch.where` its bool causal condition (1 byte).
@@ -36,6 +38,11 @@ pub fn conv_bias_saved(shape: &ModelShape, cx: &PlanCtx, out: &mut Saved) {
     if hints.dense_position_bias && cx.kernel != AttnKernel::Eager {
         // the float attn_mask [B, heads, S, S] SDPA's efficient kernel keeps: e · heads
         out.per_token_ctx += cx.w.e * shape.num_attention_heads;
+        // sdpa_attention.py asks for `enable_gqa` (no mask yet when `use_gqa_in_sdpa` runs);
+        // the efficient kernel has no GQA, so SDPA repeats k and v to the query heads and
+        // the kernel keeps the repeated copies: 2 · e · (heads − kv heads) · head_dim more
+        let (qd, kd) = (shape.num_attention_heads * shape.head_dim, shape.num_key_value_heads * shape.head_dim);
+        out.per_token += 2 * cx.w.e * qd.saturating_sub(kd);
     }
 }
 
@@ -89,11 +96,12 @@ mod tests {
         let shape = tiny_shape(hints, 8);
         let mut out = Saved::default();
         conv_bias_saved(&shape, &ctx(AttnKernel::Efficient, Dtype::Bf16), &mut out);
-        // bf16 under autocast: 2 bytes × 3,072 channels; the mask: 2 bytes × 8 heads
-        assert_eq!((out.per_token, out.per_token_ctx), (2 * 3072, 2 * 8));
+        // bf16 under autocast: 2 bytes × 3,072 channels and k, v repeated from 2 to 8 heads
+        // of 16 (2 · 2 · 96); the mask: 2 bytes × 8 heads
+        assert_eq!((out.per_token, out.per_token_ctx), (2 * 3072 + 2 * 2 * 96, 2 * 8));
         let mut fp32 = Saved::default();
         conv_bias_saved(&shape, &ctx(AttnKernel::Efficient, Dtype::Fp32), &mut fp32);
-        assert_eq!(fp32.per_token, 4 * 3072);
+        assert_eq!(fp32.per_token, 4 * 3072 + 2 * 4 * 96);
         // eager adds the bias to the scores: no mask kept, no where condition
         let mut eager = Saved::default();
         conv_bias_saved(&shape, &ctx(AttnKernel::Eager, Dtype::Bf16), &mut eager);
