@@ -158,7 +158,10 @@ def _layer_stack(model: Any, depth: int) -> Any:
 
     lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == depth]
     if not lists:
-        return None
+        # stacks that together make the depth, in module order (HRM's L_module.layers and
+        # H_module.layers, depth/2 each)
+        halves = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and 2 * len(m) == depth]
+        return [*halves[0], *halves[1]] if len(halves) == 2 else None
     largest = max(lists, key=lambda m: sum(p.numel() for p in m.parameters()))
     parent = next(p for p in model.modules() if any(c is largest for c in p.children()))
     flat = {k: m for k, m in parent.named_children() if isinstance(m, torch.nn.ModuleList) and len(m) == depth}

@@ -40,6 +40,10 @@ CASES: dict[str, dict[str, Any]] = {
                                         text_config=dict(model_type="persimmon", hidden_size=48, intermediate_size=80,
                                                          num_hidden_layers=3, num_attention_heads=4, vocab_size=96,
                                                          qk_layernorm=False)),
+    # per-stack depth in num_hidden_layers (no num_layers_per_stack), biases, tied head
+    "hrm-per-stack-depth-biased-tied": dict(model_type="hrm_text", hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                                            num_attention_heads=4, head_dim=16, vocab_size=128, attention_bias=True,
+                                            mlp_bias=True, tie_word_embeddings=True),
 }
 
 
@@ -52,3 +56,24 @@ def test_every_layer_kind_matches_meta(name: str) -> None:
     assert diff is None, diff
     if shape.model_type.startswith("inkling"):
         assert len(set(shape.layers)) >= 2  # more than one layer kind was checked
+
+
+@pytest.mark.parametrize("cycles", [{}, {"H_cycles": 3, "L_cycles": 2, "L_bp_cycles": [5]}, {"H_cycles": 2, "L_cycles": 4, "L_bp_cycles": [3, 0, 2]}])
+def test_hrm_passes_are_the_runs_that_record_autograd(cycles: dict[str, Any]) -> None:
+    # golden: the real model's forward on CPU, counting each stack's first layer's calls made
+    # with autograd on (modeling_hrm_text.py runs early L cycles under torch.no_grad())
+    import torch
+    import transformers
+
+    config = dict(model_type="hrm_text", hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2,
+                  head_dim=16, vocab_size=64, **cycles)
+    shape = shape_from_config(dict(config), "hrm")
+    model = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**config))
+    calls = {"L": 0, "H": 0}
+    for stack in calls:
+        layer = getattr(model.model, f"{stack}_module").layers[0]
+        layer.register_forward_hook(lambda *a, stack=stack: calls.__setitem__(stack, calls[stack] + torch.is_grad_enabled()))
+    model(input_ids=torch.randint(0, 64, (1, 8)))
+    l_type, h_type = (shape.layer_types[shape.layers[0]], shape.layer_types[shape.layers[-1]])
+    assert (l_type.passes, h_type.passes) == (calls["L"], calls["H"])
+    assert calls["L"] >= 1 and calls["H"] >= 2

@@ -33,7 +33,6 @@ REASONS: dict[str, str] = {
     "moss_transcribe_diarize": _VISION, "moshi": "audio codebook streams (Moshi depth decoder)",
     # other mechanisms
     "blt": "byte-latent patching (local encoder/decoder around a global transformer)",
-    "hrm_text": "hierarchical reasoning modules (two recurrent transformer stacks)",
     "doge": "Doge's CDMoE (is_moe: true): retrieval experts held as embedding rows",
     # families before Llama's layout that no parser reads yet
     "mllama": "cross-attention image layers inside the text decoder (Llama 3.2 Vision)",

@@ -14,6 +14,7 @@ pub mod levers;
 pub mod gpu;
 pub mod objective;
 pub mod plan;
+pub mod recurrent;
 pub mod search;
 pub mod shape;
 pub mod throughput;

@@ -109,6 +109,11 @@ pub struct LayerType {
     /// where `attention` is also set, as in Falcon-H1).
     #[serde(default)]
     pub mixer: Option<Mixer>,
+    /// Times the layer runs forward with autograd recording in one step (1 but for
+    /// recurrent stacks: HRM's L and H modules, shapes/families/hrm.py); each run keeps its
+    /// own saved tensors (estimator.rs).
+    #[serde(default = "one")]
+    pub passes: u64,
 }
 
 /// The kind of a non-attention token mixer.
@@ -308,6 +313,9 @@ pub struct Hints {
     /// A hidden-state-conditioned relative position bias `[batch, heads, q, kv]` enters
     /// attention as a dense additive mask (Inkling; activations_conv.rs).
     pub dense_position_bias: bool,
+    /// Weightless RMSNorms outside the layers that run with autograd in one step, beyond
+    /// the final norm (HRM: each recurrent stack run ends with one; recurrent.rs).
+    pub stack_norm_runs: u64,
 }
 
 impl Default for Hints {
@@ -330,6 +338,7 @@ impl Default for Hints {
             attn_output_gate: false,
             fp32_short_conv_channels: 0,
             dense_position_bias: false,
+            stack_norm_runs: 0,
         }
     }
 }

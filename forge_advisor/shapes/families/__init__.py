@@ -10,6 +10,7 @@ from forge_advisor.shapes.families import (  # noqa: F401
     gpt2,
     gpt_era,
     gpt_neox,
+    hrm,
     legacy,
     hybrid,
     inkling,
