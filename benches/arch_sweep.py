@@ -162,7 +162,9 @@ def _layer_stack(model: Any, depth: int) -> Any:
         # H_module.layers, depth/2 each)
         halves = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and 2 * len(m) == depth]
         return [*halves[0], *halves[1]] if len(halves) == 2 else None
-    largest = max(lists, key=lambda m: sum(p.numel() for p in m.parameters()))
+    # the decoder's, not a vision tower's of the same size (GIT's CLIP image_encoder)
+    towers = {id(m) for n, m in model.named_modules() if "image_encoder" in n or "vision" in n}
+    largest = max(lists, key=lambda m: (sum(p.numel() for p in m.parameters()), id(m) not in towers))
     parent = next(p for p in model.modules() if any(c is largest for c in p.children()))
     flat = {k: m for k, m in parent.named_children() if isinstance(m, torch.nn.ModuleList) and len(m) == depth}
     if len(flat) > 1:

@@ -44,6 +44,12 @@ CASES: dict[str, dict[str, Any]] = {
     "hrm-per-stack-depth-biased-tied": dict(model_type="hrm_text", hidden_size=64, intermediate_size=96, num_hidden_layers=3,
                                             num_attention_heads=4, head_dim=16, vocab_size=128, attention_bias=True,
                                             mlp_bias=True, tie_word_embeddings=True),
+    # a CLIP tower of its own depth and width, temporal embeddings, tied output weight
+    "git-tower-frames-tied": dict(model_type="git", hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                                  num_attention_heads=4, vocab_size=128, max_position_embeddings=64, num_image_with_embedding=2,
+                                  tie_word_embeddings=True,
+                                  vision_config=dict(hidden_size=48, intermediate_size=80, num_hidden_layers=2,
+                                                     num_attention_heads=4, image_size=32, patch_size=8)),
 }
 
 
@@ -77,3 +83,11 @@ def test_hrm_passes_are_the_runs_that_record_autograd(cycles: dict[str, Any]) ->
     l_type, h_type = (shape.layer_types[shape.layers[0]], shape.layer_types[shape.layers[-1]])
     assert (l_type.passes, h_type.passes) == (calls["L"], calls["H"])
     assert calls["L"] >= 1 and calls["H"] >= 2
+
+
+def test_git_is_priced_with_the_attention_its_modeling_offers() -> None:
+    # transformers builds GIT's text self-attention only as "eager"
+    from transformers.models.git.modeling_git import GIT_SELF_ATTENTION_CLASSES
+
+    shape = shape_from_config(dict(CASES["git-tower-frames-tied"]), "git")
+    assert shape.hints["eager_only"] is (set(GIT_SELF_ATTENTION_CLASSES) == {"eager"})

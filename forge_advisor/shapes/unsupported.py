@@ -29,7 +29,7 @@ REASONS: dict[str, str] = {
     "mvp": _SEQ2SEQ, "pegasus": _SEQ2SEQ, "plbart": _SEQ2SEQ, "bigbird_pegasus": _SEQ2SEQ, "whisper": _SEQ2SEQ,
     "musicgen": _SEQ2SEQ_DECODER, "musicgen_melody": _SEQ2SEQ_DECODER,
     # multimodal causal LMs
-    "git": _VISION, "got_ocr2": _VISION, "phi4_multimodal": _VISION,
+    "got_ocr2": _VISION, "phi4_multimodal": _VISION,
     "moss_transcribe_diarize": _VISION, "moshi": "audio codebook streams (Moshi depth decoder)",
     # other mechanisms
     "blt": "byte-latent patching (local encoder/decoder around a global transformer)",

@@ -7,6 +7,7 @@ from forge_advisor.shapes.families import (  # noqa: F401
     falcon,
     fuyu,
     gemma3,
+    git,
     gpt2,
     gpt_era,
     gpt_neox,
