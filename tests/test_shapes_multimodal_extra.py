@@ -91,3 +91,22 @@ def test_git_is_priced_with_the_attention_its_modeling_offers() -> None:
 
     shape = shape_from_config(dict(CASES["git-tower-frames-tied"]), "git")
     assert shape.hints["eager_only"] is (set(GIT_SELF_ATTENTION_CLASSES) == {"eager"})
+
+
+def test_truth_harness_recasts_fake_parameters_a_model_casts_while_it_builds() -> None:
+    # modeling_inkling.py casts its short convolutions `.to(dtype=torch.float32)` in __init__;
+    # on fake tensors `_apply` would swap them and fail. The harness re-makes them in the new
+    # dtype, a tied parameter staying one parameter.
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from benches.truth.faketensor import _recast_to
+
+    with FakeTensorMode():
+        emb = torch.nn.Embedding(8, 4, dtype=torch.bfloat16)
+        head = torch.nn.Linear(4, 8, bias=False, dtype=torch.bfloat16)
+        head.weight = emb.weight
+        model = torch.nn.ModuleDict({"emb": emb, "head": head})
+        out = _recast_to(torch.nn.Module.to)(model, dtype=torch.float32)
+    assert out is model and model["emb"].weight.dtype == torch.float32
+    assert model["head"].weight is model["emb"].weight

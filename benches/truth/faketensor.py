@@ -573,10 +573,13 @@ def _recast_to(orig_to):
         device, dtype, _, _ = torch._C._nn._parse_to(*args, **kwargs)
         if device is not None or dtype is None:
             return orig_to(self, *args, **kwargs)
+        made: dict[int, Any] = {}  # a tied parameter stays one parameter
         for mod in self.modules():
             for name, t in list(mod._parameters.items()):
                 if t is not None and t.is_floating_point() and t.dtype != dtype:
-                    mod._parameters[name] = torch.nn.Parameter(t.detach().to(dtype), requires_grad=t.requires_grad)
+                    if id(t) not in made:
+                        made[id(t)] = torch.nn.Parameter(t.detach().to(dtype), requires_grad=t.requires_grad)
+                    mod._parameters[name] = made[id(t)]
             for name, t in list(mod._buffers.items()):
                 if t is not None and t.is_floating_point() and t.dtype != dtype:
                     mod._buffers[name] = t.to(dtype)
