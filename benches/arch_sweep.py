@@ -180,8 +180,13 @@ def _layer_stack(model: Any, depth: int) -> Any:
 
     lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == depth]
     if not lists:
-        return None
-    largest = max(lists, key=lambda m: sum(p.numel() for p in m.parameters()))
+        # stacks that together make the depth, in module order (HRM's L_module.layers and
+        # H_module.layers, depth/2 each)
+        halves = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and 2 * len(m) == depth]
+        return [*halves[0], *halves[1]] if len(halves) == 2 else None
+    # the decoder's, not a vision tower's of the same size (GIT's CLIP image_encoder)
+    towers = {id(m) for n, m in model.named_modules() if "image_encoder" in n or "vision" in n}
+    largest = max(lists, key=lambda m: (sum(p.numel() for p in m.parameters()), id(m) not in towers))
     parent = next(p for p in model.modules() if any(c is largest for c in p.children()))
     flat = {k: m for k, m in parent.named_children() if isinstance(m, torch.nn.ModuleList) and len(m) == depth}
     if len(flat) > 1:
@@ -241,8 +246,8 @@ def compare(shape: Any, model: Any) -> str | None:
         # every 3-d tensor must be one of ours; an expert tensor of ours stored 2-D (DBRX's
         # w1 [E · ffn, H]) must exist under that name with that many elements
         flat = {e for e in ours_e if named.get(e[0]) == e[1]} - experts
-        # a 3-d tensor of per-head blocks (RecurrentGemma's RG-LRU gates [heads, w, w]) that
-        # we count as `heads` linears of w × w, under its name
+        # a 3-d tensor of per-head blocks (RecurrentGemma's RG-LRU gates [heads, w, w]; Inkling's
+        # shared experts [S, m, H], S ≥ 1) that we count as `heads` linears of w × w, under its name
         # (Zamba's per-head Mamba `x_proj_weight` [heads, R + 2N, I / heads], one head or more);
         # and Mamba's state matrix `A_log` kept per head ([heads, I / heads, N], Zamba) is no expert
         blocks = {(lin.name, lin.count * lin.in_features * lin.out_features) for lin in lt.linears

@@ -52,6 +52,10 @@ def test_most_buildable_types_are_exact(report: dict[str, Any]) -> None:
     # layouts of their own (shapes/families/own_layout.py)
     for mt in ("dbrx", "xlm", "cpmant", "prophetnet", "doge", "zaya", "recurrent_gemma", "rwkv", "axk2", "longcat_flash", "xlstm", "deepseek_v4"):
         assert mt in exact, mt
+    # short convolutions around attention, a patch projection, recurrent stacks, a text
+    # decoder after a CLIP encoder (shapes/families/inkling.py, fuyu.py, hrm.py, git.py)
+    for mt in ("inkling_text", "inkling2_text", "inkling2_loop_text", "fuyu", "hrm_text", "git"):
+        assert mt in exact, mt
     assert report["exact"] >= 0.85 * report["buildable"]  # see benches/results/arch_sweep.md
 
 

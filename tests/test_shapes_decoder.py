@@ -155,8 +155,8 @@ def test_unknown_and_unsupported_types_say_why(tmp_path) -> None:  # type: ignor
     with pytest.raises(Exception) as exc:
         from forge_advisor.shapes.registry import build_shape
 
-        build_shape({"model_type": "hrm_text", "hidden_size": 8}, "r")
-    assert "unsupported without torch: hierarchical reasoning modules" in str(exc.value)
+        build_shape({"model_type": "blt", "hidden_size": 8}, "r")
+    assert "unsupported without torch: byte-latent patching" in str(exc.value)
     with pytest.raises(Exception) as exc:
         build_shape({"model_type": "chatglm", "auto_map": {"AutoModel": "m.M"}}, "c")
     assert "never executes" in str(exc.value) and "\n" not in str(exc.value)

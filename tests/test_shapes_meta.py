@@ -194,11 +194,10 @@ def test_parallel_and_norm_facts() -> None:
 
 # -- the meta-device fallback for model types without a parser ----------------------------------
 
-# types no torch-free parser reads (HRM's two recurrent stacks, Inkling's short convolutions
-# around attention and experts), as the architecture sweep builds them
+# types no torch-free parser reads (Moshi's audio codebook streams; BART's whole
+# encoder-decoder), as the architecture sweep builds them
 FALLBACK = {
-    "hrm_text": small_config("hrm_text"),
-    "inkling_text": small_config("inkling_text"),
+    "moshi": small_config("moshi"),
     "bart": dict(model_type="bart", d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=96, decoder_ffn_dim=96, vocab_size=100, max_position_embeddings=32),
 }
 
@@ -217,11 +216,20 @@ def test_meta_fallback_counts_unparsed_model_types(model_type: str, capsys: pyte
     block = real["decoder"][0]
     lt = shape.layer_types[shape.layers[shape.num_encoder_layers]]
     assert {(lin.name, lin.in_features, lin.out_features, lin.bias) for lin in lt.linears if lin.lora_targetable} == real_linears(block)
-    if model_type == "inkling_text":
-        assert shape.num_experts == 4 and any(not lin.lora_targetable for lin in lt.linears)
-        assert shape.active_parameters < shape.num_parameters
     if model_type == "bart":
         assert shape.is_encoder_decoder and shape.num_encoder_layers == 2 and lt.cross_attention
+
+
+def test_meta_fallback_reads_experts_as_the_parser_does() -> None:
+    # Inkling's sparse MLP (fused routed experts, bmm shared experts) through the meta
+    # fallback, as a model type without a parser would go, against its torch-free parser
+    from forge_advisor.shapes.meta import shape_from_meta
+
+    config = small_config("inkling_text")
+    shape = shape_from_meta(dict(config), "inkling", UnsupportedArchitecture("inkling_text", "inkling"))
+    lt = shape.layer_types[shape.layers[0]]
+    assert shape.num_experts == 4 and any(not lin.lora_targetable for lin in lt.linears)
+    assert shape.active_parameters < shape.num_parameters == build_shape(dict(config), "inkling").num_parameters
 
 
 def test_meta_fallback_errors_are_one_line() -> None:

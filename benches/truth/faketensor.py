@@ -561,6 +561,33 @@ def _noop_to(orig_to):
     return to
 
 
+def _recast_to(orig_to):
+    """``nn.Module.to`` for a dtype change on fake parameters: the modeling code of Inkling
+    (modeling_inkling.py ``InklingShortConvolution(...).to(dtype=torch.float32)``) casts a
+    submodule inside ``__init__``, where ``_apply`` would swap the fake tensors and fail
+    (they carry weakrefs); each parameter and buffer is re-made in the new dtype instead,
+    which is what the cast leaves behind."""
+    import torch  # noqa: PLC0415
+
+    def to(self, *args, **kwargs):
+        device, dtype, _, _ = torch._C._nn._parse_to(*args, **kwargs)
+        if device is not None or dtype is None:
+            return orig_to(self, *args, **kwargs)
+        made: dict[int, Any] = {}  # a tied parameter stays one parameter
+        for mod in self.modules():
+            for name, t in list(mod._parameters.items()):
+                if t is not None and t.is_floating_point() and t.dtype != dtype:
+                    if id(t) not in made:
+                        made[id(t)] = torch.nn.Parameter(t.detach().to(dtype), requires_grad=t.requires_grad)
+                    mod._parameters[name] = made[id(t)]
+            for name, t in list(mod._buffers.items()):
+                if t is not None and t.is_floating_point() and t.dtype != dtype:
+                    mod._buffers[name] = t.to(dtype)
+        return self
+
+    return to
+
+
 def _build_model(cfg, p: dict, dtype_w, *, for_reference: bool = False):
     import torch  # noqa: PLC0415
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText  # noqa: PLC0415
@@ -582,11 +609,14 @@ def _build_model(cfg, p: dict, dtype_w, *, for_reference: bool = False):
         return torch.empty(t.shape, dtype=t.dtype, device=device or "cuda")
 
     torch.tensor = tensor
+    orig_to = torch.nn.Module.to
+    torch.nn.Module.to = _recast_to(orig_to)
     try:
         with torch.device("cuda"), (vision.no_truncated_init() if vision.is_vlm(cfg) else contextlib.nullcontext()):
             model = auto.from_config(cfg, dtype=dtype_w, attn_implementation=p["attn_implementation"])
     finally:
         torch.tensor = orig_tensor
+        torch.nn.Module.to = orig_to
     return model
 
 

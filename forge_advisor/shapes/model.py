@@ -96,6 +96,8 @@ class LayerType:
     attention: bool = True
     # a recurrent / state-space / convolutional mixer (besides attention where both are set)
     mixer: Mixer | None = None
+    # forward runs with autograd per step: 1 but for recurrent stacks (HRM, shapes/families/hrm.py)
+    passes: int = 1
 
     @property
     def num_parameters(self) -> int:

@@ -23,13 +23,10 @@ REASONS: dict[str, str] = {
     "mvp": _SEQ2SEQ, "pegasus": _SEQ2SEQ, "plbart": _SEQ2SEQ, "bigbird_pegasus": _SEQ2SEQ, "whisper": _SEQ2SEQ,
     "musicgen": _SEQ2SEQ_DECODER, "musicgen_melody": _SEQ2SEQ_DECODER,
     # multimodal causal LMs
-    "fuyu": _VISION, "git": _VISION, "got_ocr2": _VISION, "phi4_multimodal": _VISION,
+    "got_ocr2": _VISION, "phi4_multimodal": _VISION,
     "moss_transcribe_diarize": _VISION, "moshi": "audio codebook streams (Moshi depth decoder)",
     # other mechanisms
     "blt": "byte-latent patching (local encoder/decoder around a global transformer)",
-    "hrm_text": "hierarchical reasoning modules (two recurrent transformer stacks)",
-    "inkling_text": "short convolutions around attention and MLP", "inkling2_text": "short convolutions around attention and MLP",
-    "inkling2_loop_text": "short convolutions around attention and MLP",
     "doge": "Doge's CDMoE (is_moe: true): retrieval experts held as embedding rows",
 }
 _DEFAULT = "no built-in parser for this model_type"

@@ -194,6 +194,11 @@ pub fn attention_kernel(shape: &ModelShape, plan: &Plan, gpu: Option<&GpuSpec>) 
     if plan.attn_implementation == Attention::FlashAttention2 {
         return AttnKernel::Flash;
     }
+    // a dense float mask that needs its gradient: only the memory-efficient kernel takes
+    // one (sdpa_attention.py `create_position_bias_mask`; activations_conv.rs)
+    if shape.hints.dense_position_bias {
+        return AttnKernel::Efficient;
+    }
     let w = Widths::of(plan.dtype);
     if w.e == 4 || dropout(plan, shape.hints.attention_dropout) > 0.0 {
         return AttnKernel::Efficient;
@@ -219,6 +224,7 @@ pub fn layer_saved(shape: &ModelShape, an: &Analysis, info: &LayerInfo, g: &Laye
     }
     if info.attention {
         attention_saved(shape, an, info, g, cx, &mut out);
+        crate::activations_conv::conv_bias_saved(shape, cx, &mut out);
     } else if info.mixer.is_some() {
         mixer_block_saved(shape, info, g, cx, &mut out);
     }
@@ -675,6 +681,8 @@ pub fn layer_backward_transient(shape: &ModelShape, info: &LayerInfo, plan: &Pla
     let mut per_token_ctx = 0;
     if info.attention && (plan.attn_implementation == Attention::Eager || shape.hints.eager_only) {
         per_token_ctx = (2 * w.e + 4) * shape.num_attention_heads;
+    } else if info.attention {
+        per_token_ctx = crate::activations_conv::position_bias_backward(shape, w);
     }
     Saved { per_token, per_token_ctx, constant: 0 }
 }

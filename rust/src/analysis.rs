@@ -104,6 +104,8 @@ pub struct LoraSums {
 
 #[derive(Debug, Clone)]
 pub struct LayerInfo {
+    /// Forward runs with autograd per step (`LayerType::passes`).
+    pub passes: u64,
     pub stack: Stack,
     pub lins: Vec<Lin>,
     pub other_params: u64,
@@ -450,6 +452,7 @@ fn layer_info(shape: &ModelShape, lt: &LayerType, reg: &mut TargetNames) -> Resu
         mixer: lt.mixer,
         has_ffn: !mlp_in_empty || lt.moe,
         mixer_fwd_flops: lt.mixer.as_ref().map_or(0, mixer_flops),
+        passes: lt.passes.max(1),
     })
 }
 

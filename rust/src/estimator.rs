@@ -328,6 +328,7 @@ fn tail_per_token(shape: &ModelShape, plan: &Plan, cx: &PlanCtx, input_grad: boo
     let liger_norm = plan.use_liger_kernel && shape.norm == crate::shape::NormKind::RmsNorm;
     if input_grad || full {
         per_tok += if liger_norm { w.e * h + 4 } else if shape.norm == crate::shape::NormKind::RmsNorm { 4 * h + 4 } else { w.r * h + 8 };
+        per_tok += crate::recurrent::stack_norms_per_token(shape);
         if full {
             per_tok += w.r * h;
         }
@@ -800,11 +801,16 @@ impl Estimator {
                         let router = if info.moe && shape.hints.router_logits_kept { w.e * shape.num_experts } else { 0 };
                         let full_saved = full_saved + router;
                         let kept = if plan.gradient_checkpointing { ckpt_kept + router } else { full_saved };
+                        // a layer run `passes` times (HRM's recurrent stacks) keeps one set per
+                        // run; while one run back-propagates, the others' sets wait
+                        let (kept, full_saved) = (sat(kept, info.passes), full_saved.saturating_add(sat(kept, info.passes - 1)));
                         // activation offloading: kept bytes wait on the host; one layer is fetched ahead
                         let (kept, prefetch) = if plan.activation_offloading { (0, crate::levers::offload_prefetch_per_token(kept)) } else { (kept, 0) };
                         // peft target_parameters: the merged expert weights autograd keeps
                         // (not under checkpointing; offloading moves them with the rest)
                         let (merged, merged_bwd) = crate::activations::expert_lora_fixed(&g.lora, act_plan.dtype, plan.lora_r);
+                        // Inkling's dense position bias: its [S, S] index and masks (activations_conv.rs)
+                        let merged = merged + crate::activations_conv::position_bias_fixed(shape, cx, ctx, ctx);
                         let kept_fixed = if plan.gradient_checkpointing || plan.activation_offloading { 0 } else { merged };
                         acc.host_per_token = acc.host_per_token.saturating_add(sat(prefetch, n as u64));
                         let fwd_transient = Segment::per_token(&layer_forward_transient(shape, info, &g, cx), ctx);

@@ -3,6 +3,7 @@
 //! behind the `python` feature that maturin turns on.
 
 pub mod activations;
+pub mod activations_conv;
 pub mod analysis;
 pub mod device;
 pub mod comm;
@@ -14,6 +15,7 @@ pub mod levers;
 pub mod gpu;
 pub mod objective;
 pub mod plan;
+pub mod recurrent;
 pub mod search;
 pub mod shape;
 pub mod throughput;

@@ -121,6 +121,11 @@ pub struct LayerType {
     /// where `attention` is also set, as in Falcon-H1).
     #[serde(default)]
     pub mixer: Option<Mixer>,
+    /// Times the layer runs forward with autograd recording in one step (1 but for
+    /// recurrent stacks: HRM's L and H modules, shapes/families/hrm.py); each run keeps its
+    /// own saved tensors (estimator.rs).
+    #[serde(default = "one")]
+    pub passes: u64,
 }
 
 /// The kind of a non-attention token mixer.
@@ -324,6 +329,15 @@ pub struct Hints {
     /// transposed views of the projections' `[b, s, h, d]` outputs, the layout cuDNN takes
     /// as is, so it makes no copies of them.
     pub attention_without_rope: bool,
+    /// Channels of fp32 depthwise short convolutions on the layer's grad path (Inkling:
+    /// keys, values, the attention output and the MLP output; activations_conv.rs); 0 when none.
+    pub fp32_short_conv_channels: u64,
+    /// A hidden-state-conditioned relative position bias `[batch, heads, q, kv]` enters
+    /// attention as a dense additive mask (Inkling; activations_conv.rs).
+    pub dense_position_bias: bool,
+    /// Weightless RMSNorms outside the layers that run with autograd in one step, beyond
+    /// the final norm (HRM: each recurrent stack run ends with one; recurrent.rs).
+    pub stack_norm_runs: u64,
 }
 
 impl Default for Hints {
@@ -346,6 +360,9 @@ impl Default for Hints {
             attn_output_gate: false,
             concat_embeddings: false,
             attention_without_rope: false,
+            fp32_short_conv_channels: 0,
+            dense_position_bias: false,
+            stack_norm_runs: 0,
         }
     }
 }
