@@ -93,6 +93,9 @@ class Images:
         self.model, self.cfg, self.p, self.B, self.S = model, cfg, p, batch, length
         self.kind = cfg.model_type
         self.images = int(p.get("images_per_sample", 1))
+        self.videos = int(p.get("videos_per_sample", 0))
+        if self.videos and self.images:
+            raise NotImplementedError("images and videos in one case (the tower runs twice with other bookkeeping)")
         self.lengths: dict[tuple[int, str], list[int]] = {}
 
     # -- the placeholder tokens -------------------------------------------------------------
@@ -108,6 +111,8 @@ class Images:
     def forward_kwargs(self, input_ids: Any) -> dict[str, Any]:
         import torch  # noqa: PLC0415
 
+        if self.videos:
+            return self._qwen_videos(input_ids)
         n = self.tokens_per_image() * self.images
         if n > self.S:
             raise ValueError(f"{n} image tokens do not fit max_length={self.S}")
@@ -120,17 +125,37 @@ class Images:
             return {"pixel_values": pixel_values, "token_type_ids": token_type_ids}
         return self._qwen(input_ids)
 
-    def _qwen(self, input_ids: Any) -> dict[str, Any]:
+    def _qwen_videos(self, input_ids: Any) -> dict[str, Any]:
+        """Videos (plan ``videos_per_sample``, ``num_frames``, ``video_max_pixels``; Qwen2-VL and
+        Qwen2.5-VL): what the video processor makes for ``num_frames`` frames at the per-frame
+        cap — ``grid_t = ⌈frames / T⌉`` groups (patchify pads with the last frame) of the largest
+        ``smart_resize`` grid, ``tokens = video_max_pixels // factor²`` per group —
+        ``pixel_values_videos [patches, C·T·p·p]``, ``video_grid_thw`` rows ``(grid_t, gh, gw)`` and
+        the ``video_token_id`` placeholders."""
+        if self.kind not in ("qwen2_vl", "qwen2_5_vl"):
+            raise NotImplementedError(f"videos for model_type {self.kind!r}")
+        v = self.cfg.vision_config
+        factor = v.patch_size * v.spatial_merge_size
+        per_group = self.p["video_max_pixels"] // (factor * factor)
+        grid_t = -(-int(self.p.get("num_frames", 16)) // v.temporal_patch_size)
+        n = per_group * grid_t * self.videos
+        if n > self.S:
+            raise ValueError(f"{n} video tokens do not fit max_length={self.S}")
+        input_ids[:, :n] = self.cfg.video_token_id
+        kw = self._qwen(input_ids, per_group, grid_t, self.videos)
+        return {"pixel_values_videos": kw.pop("pixel_values"), "video_grid_thw": kw.pop("image_grid_thw"), **kw}
+
+    def _qwen(self, input_ids: Any, tokens: int | None = None, grid_t: int = 1, count: int | None = None) -> dict[str, Any]:
         import torch  # noqa: PLC0415
         from torch._subclasses.fake_tensor import unset_fake_temporarily  # noqa: PLC0415
         from transformers import vision_utils  # noqa: PLC0415
 
         v = self.cfg.vision_config
         merge, patch, t = v.spatial_merge_size, v.patch_size, v.temporal_patch_size
-        gh, gw = _grid(self.tokens_per_image())
-        n_img = self.B * self.images
+        gh, gw = _grid(self.tokens_per_image() if tokens is None else tokens)
+        n_img = self.B * (self.images if count is None else count)
         with unset_fake_temporarily():
-            grid = torch.tensor([[1, gh * merge, gw * merge]] * n_img, dtype=torch.long)
+            grid = torch.tensor([[grid_t, gh * merge, gw * merge]] * n_img, dtype=torch.long)
             cu = vision_utils.get_vision_cu_seqlens(grid)
             pos = vision_utils.get_vision_position_ids(grid, merge)
             self.lengths[(len(cu) - 1, str(cu.dtype))] = (cu[1:] - cu[:-1]).tolist()
@@ -143,7 +168,7 @@ class Images:
             raise ValueError("image and window counts coincide: choose another max_pixels")  # keys must differ
         fake = {k: torch.empty(x.shape, dtype=x.dtype, device="cuda") for k, x in {"cu_seqlens": cu, "position_ids": pos, **extra}.items()}
         self.fake_vision = fake
-        patches = n_img * gh * merge * gw * merge
+        patches = n_img * grid_t * gh * merge * gw * merge
         pixel_values = torch.randn(patches, v.in_channels * t * patch * patch, device="cuda")
         image_grid_thw = torch.empty(grid.shape, dtype=grid.dtype, device="cuda")
         self.real_grid = grid

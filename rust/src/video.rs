@@ -206,7 +206,7 @@ mod tests {
     }
 
     /// Qwen3-VL: 786,432 px over all frames at factor 32: 8 frames → 98,304 px per frame = 96
-    /// tokens per group, 4 groups; timestamps at 2 fps: groups at 0.25, 2.25, 4.25, 6.25 s,
+    /// tokens per group, 4 groups; timestamps at 2 fps: groups at 0.25, 1.25, 2.25, 3.25 s,
     /// one integer digit each → 8 text tokens per group.
     #[test]
     fn qwen3_budget_spans_frames_and_adds_timestamps() {
