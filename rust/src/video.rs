@@ -95,7 +95,7 @@ impl VideoRule {
     /// * groups `grid_t = ⌈frames / T⌉` (patchify pads with the last frame);
     /// * pixels per frame: `max_pixels` (Qwen2-VL), or `max_pixels / min(frames, t̄)`
     ///   (Qwen3-VL, the larger of its two bounds in the module docs), at least the processor's
-    ///   `min_pixels` (per frame, or per video over `t̄` frames);
+    ///   `min_pixels` (per frame, or per video over `t̄` frames) lowered to `max_pixels`;
     /// * tokens per group `⌊px / factor²⌋` (≥ 1), patches per group `tokens · merge²`;
     /// * Qwen3-VL adds [`timestamp_tokens`] per group, `t_g = (2gT + T − 1) / (2·fps)` s.
     pub fn per_video(&self, images: &ImageRule, frames: u64, max_pixels: Option<u64>, cap_tokens: Option<u64>) -> Result<PerVideo> {
@@ -105,15 +105,19 @@ impl VideoRule {
         let t = self.temporal_patch_size;
         let groups = frames.div_ceil(t);
         let cap = max_pixels.unwrap_or(self.max_pixels);
+        // a cap below the processor's min_pixels lowers it (the runtime rebuilds the video
+        // processor so, forge_advisor/train/video.py `apply_video_max_pixels`; else smart_resize
+        // would grow a small frame past the cap)
+        let min_pixels = self.min_pixels.min(cap);
         let per_frame = if self.pixels_span_frames {
             // Qwen3-VL's smart_resize raises "t:{num_frames} must be larger than temporal_factor"
             if frames < t {
                 return Err(Error::field("num_frames", frames, format!("at least {t}: Qwen3-VL's video processor needs a whole temporal patch")));
             }
             let t_bar = round_half_even(frames, t);
-            (cap / frames.min(t_bar)).max(self.min_pixels.div_ceil(t_bar))
+            (cap / frames.min(t_bar)).max(min_pixels.div_ceil(t_bar))
         } else {
-            cap.max(self.min_pixels)
+            cap.max(min_pixels)
         };
         let factor = patch_size * merge_size;
         let mut tokens = (per_frame / (factor * factor)).max(1);
@@ -201,8 +205,8 @@ mod tests {
         assert_eq!(v.per_video(&img, 16, None, None).unwrap(), PerVideo { patches: 8 * 3072, tokens: 8 * 768, group_patches: 3072 });
         assert_eq!(v.per_video(&img, 15, None, None).unwrap().tokens, 8 * 768);
         assert_eq!(v.per_video(&img, 1, None, None).unwrap().tokens, 768);
-        // below the video min_pixels (128 tokens) the processor scales up
-        assert_eq!(v.per_video(&img, 4, Some(784), None).unwrap().tokens, 2 * 128);
+        // a cap below the video min_pixels (128 tokens) lowers it: one token per group
+        assert_eq!(v.per_video(&img, 4, Some(784), None).unwrap().tokens, 2);
     }
 
     /// Qwen3-VL: 786,432 px over all frames at factor 32: 8 frames → 98,304 px per frame = 96

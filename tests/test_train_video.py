@@ -1,0 +1,101 @@
+"""`train` with videos: a tiny random Qwen2.5-VL built from a config, short videos of PNG
+frames made here, records with ``messages`` + ``videos``. Real transformers/peft/trl, CPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoProcessor
+
+from forge_advisor.shapes import load_shape
+from forge_advisor.train import run
+from tests.test_train_vision import FAST, Watch, build_qwen25_vl
+
+VIDEO_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>\n{% if m['content'] is string %}{{ m['content'] }}{% else %}"
+                  "{% for c in m['content'] %}{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+                  "{% elif c['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
+                  "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}<|eos|>\n{% endfor %}")
+# 56 × 56 frames at video_max_pixels 3136 (= 56², min_pixels lowered to it): smart_resize keeps
+# 56 × 56 → 4 × 4 patches of 14 px per frame group, 4 tokens after the 2 × 2 merge
+PX = 56 * 56
+
+
+@pytest.fixture(scope="module")
+def qwen_video(tmp_path_factory):
+    folder = build_qwen25_vl(tmp_path_factory.mktemp("qwenv") / "model")
+    proc = AutoProcessor.from_pretrained(folder)
+    proc.chat_template = VIDEO_TEMPLATE
+    proc.save_pretrained(folder)
+    return folder
+
+
+def write_videos(folder, frames: tuple[int, ...] = (4, 5, 4)) -> str:
+    """One video per record, ``frames[i]`` PNG frames of 56 × 56 each."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, n in enumerate(frames):
+        paths = []
+        for f in range(n):
+            p = folder / "frames" / f"{i}_{f}.png"
+            p.parent.mkdir(exist_ok=True)
+            Image.new("RGB", (56, 56), (30 * f, 200 - 40 * i, 90)).save(p)
+            paths.append(str(p.relative_to(folder)))
+        content = [{"type": "video"}, {"type": "text", "text": f"what happens in clip {i}?"}]
+        rows.append({"messages": [{"role": "user", "content": content},
+                                  {"role": "assistant", "content": [{"type": "text", "text": f"motion {i}"}]}],
+                     "videos": [paths]})
+    path = folder / "video.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_lora_trains_on_videos_and_the_tower_sees_frame_groups(qwen_video, tmp_path):
+    data = write_videos(tmp_path / "d")
+    watch = Watch()
+    over = {**FAST, "max_steps": 3, "video_max_pixels": PX, "videos_per_sample": 1, "num_frames": 5}
+    r = run(qwen_video, data, "lora", tmp_path / "out", overrides=over, callbacks=[watch], quiet=True)
+    assert r.status == "completed" and r.global_step == 3 and torch.isfinite(torch.tensor(r.final_loss))
+    # 4 frames → 2 groups, 5 frames → 3 (patchify repeats the last frame); 4 × 4 patches each
+    assert watch.calls == 3
+    assert sorted(g.tolist()[0][0] for g in watch.grids) == [2, 2, 3]
+    assert all(g.tolist()[0][1:] == [4, 4] for g in watch.grids)
+
+
+def test_the_collators_video_tokens_are_the_cores_count(qwen_video, tmp_path):
+    """The batch the runtime builds holds as many <|video_pad|> tokens as rust/src/video.rs
+    prices for the same frames and video_max_pixels (⌈frames/2⌉ × 56²/28² tokens)."""
+    from forge_advisor.train.video import apply_video_max_pixels, video_token_id
+    from forge_advisor.train.vision import VisionCollator
+
+    data = write_videos(tmp_path / "d", frames=(4, 5))
+    proc = AutoProcessor.from_pretrained(qwen_video)
+    apply_video_max_pixels(proc, PX)
+    config = json.loads((Path(qwen_video) / "config.json").read_text())
+    collate = VisionCollator(proc, 512, config=config)
+    rows = [json.loads(line) for line in open(data)]
+    shape = load_shape(qwen_video)
+    for row, frames in zip(rows, (4, 5), strict=True):
+        rec = {"messages": row["messages"], "images": [], "where": "t",
+               "videos": [[str(tmp_path / "d" / p) for p in row["videos"][0]]]}
+        batch = collate([rec])
+        got = int((batch["input_ids"] == video_token_id(proc, config)).sum())
+        assert got == shape.native.video_tokens(frames, PX) == -(-frames // 2) * 4
+        assert (batch["labels"][batch["input_ids"] == video_token_id(proc, config)] == -100).all()
+        assert batch["pixel_values_videos"].shape[0] == -(-frames // 2) * 16
+
+
+def test_videos_on_a_model_without_a_video_processor_are_refused(tmp_path):
+    from tests.test_train_vision import build_gemma3
+
+    gemma = build_gemma3(tmp_path / "g")
+    data = write_videos(tmp_path / "d", frames=(2,))
+    out = subprocess.run([sys.executable, "-m", "forge_advisor.cli.main", "train", "--model", gemma, "--data", data,
+                          "--preset", "lora", "--output", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith("error: ") and out.stderr.count("\n") == 1 and "takes images only" in out.stderr
