@@ -99,3 +99,27 @@ def test_videos_on_a_model_without_a_video_processor_are_refused(tmp_path):
                           "--preset", "lora", "--output", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
     assert out.returncode == 2, out.stderr
     assert out.stderr.startswith("error: ") and out.stderr.count("\n") == 1 and "takes images only" in out.stderr
+
+
+def test_data_report_counts_videos_and_frames(tmp_path, capsys):
+    from forge_advisor.cli.main import main
+
+    data = write_videos(tmp_path / "d", frames=(4, 6, 3))
+    assert main(["data", "--model", "meta-llama/Llama-3.1-8B", "--data", data, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["lengths"]["videos_per_sample"] == {"max": 1, "p50": 1, "total": 3, "max_frames": 6}
+    assert main(["data", "--model", "meta-llama/Llama-3.1-8B", "--data", data]) == 0
+    text = " ".join(capsys.readouterr().out.split())  # the console wraps at its width
+    assert "videos per sample: max 1 · typical (p50) 1 · 3 in all · at most 6 frames per video" in text
+
+
+def test_a_video_block_without_its_video_is_refused(tmp_path):
+    from forge_advisor.dataplan.records import inspect_data
+    from forge_advisor.errors import ForgeError
+
+    data = write_videos(tmp_path / "d", frames=(2,))
+    row = json.loads(open(data).read())
+    row["videos"] = []
+    (tmp_path / "bad.jsonl").write_text(json.dumps(row) + "\n")
+    with pytest.raises(ForgeError, match=r"1 \{\"type\": \"video\"\} placeholder\(s\) but 0 video\(s\)"):
+        inspect_data(tmp_path / "bad.jsonl")
