@@ -710,7 +710,10 @@ def _measure(config: dict[str, Any], p: dict[str, Any], num_layers: int | None, 
             hooked = {id(model.get_input_embeddings())}
             for sub in model.modules():
                 if isinstance(sub, PreTrainedModel):
-                    emb = sub.get_input_embeddings()
+                    try:  # as enable_input_require_grads: a model naming no input embedding is skipped
+                        emb = sub.get_input_embeddings()
+                    except NotImplementedError:
+                        continue
                     if emb is not None and id(emb) not in hooked:
                         hooked.add(id(emb))
                         emb.register_forward_hook(_remember_leaf)
