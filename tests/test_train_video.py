@@ -123,3 +123,52 @@ def test_a_video_block_without_its_video_is_refused(tmp_path):
     (tmp_path / "bad.jsonl").write_text(json.dumps(row) + "\n")
     with pytest.raises(ForgeError, match=r"1 \{\"type\": \"video\"\} placeholder\(s\) but 0 video\(s\)"):
         inspect_data(tmp_path / "bad.jsonl")
+
+
+def build_qwen3_vl(folder) -> str:
+    from transformers import AutoConfig, AutoModelForImageTextToText
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+    from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
+
+    from tests.test_train_vision import _tokenizer
+
+    tok, ids = _tokenizer(["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"])
+    cfg = AutoConfig.for_model(
+        "qwen3_vl",
+        text_config=dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, bos_token_id=1, eos_token_id=2,
+                         pad_token_id=0, rope_parameters={"rope_type": "default", "mrope_section": [2, 2, 4],
+                                                          "mrope_interleaved": True, "rope_theta": 10000.0}),
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=16,
+                           num_position_embeddings=16, deepstack_visual_indexes=[0]),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=False)
+    torch.manual_seed(0)
+    AutoModelForImageTextToText.from_config(cfg).save_pretrained(folder)
+    Qwen3VLProcessor(image_processor=Qwen2VLImageProcessor(patch_size=16), tokenizer=tok,
+                     video_processor=Qwen3VLVideoProcessor(), chat_template=VIDEO_TEMPLATE).save_pretrained(folder)
+    return str(folder)
+
+
+def test_qwen3_vl_trains_on_videos_with_the_frames_as_given(tmp_path):
+    """Qwen3-VL: 64 × 64 frames, video_max_pixels 4 frames × 64² (its budget spans the frames),
+    each record's frames kept as given (no resampling): 4 frames → 2 groups of 4 × 4 patches."""
+    model = build_qwen3_vl(tmp_path / "m")
+    rows = []
+    (tmp_path / "d").mkdir()
+    for i in range(2):
+        paths = []
+        for f in range(4):
+            Image.new("RGB", (64, 64), (50 * f, 90, 20 * i)).save(tmp_path / "d" / f"{i}_{f}.png")
+            paths.append(f"{i}_{f}.png")
+        rows.append({"messages": [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "what moves?"}]},
+                                  {"role": "assistant", "content": [{"type": "text", "text": f"clip {i}"}]}],
+                     "videos": [paths]})
+    data = tmp_path / "d" / "v.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    watch = Watch()
+    over = {**FAST, "max_steps": 2, "video_max_pixels": 4 * 64 * 64, "videos_per_sample": 1, "num_frames": 4}
+    r = run(model, str(data), "lora", tmp_path / "out", overrides=over, callbacks=[watch], quiet=True)
+    assert r.status == "completed" and r.global_step == 2 and torch.isfinite(torch.tensor(r.final_loss))
+    assert [g.tolist()[0] for g in watch.grids] == [[2, 4, 4], [2, 4, 4]]

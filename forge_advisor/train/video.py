@@ -59,14 +59,16 @@ def check_videos(records: list[dict[str, Any]], model_config: dict[str, Any], mo
 
 
 def apply_video_max_pixels(processor: Any, video_max_pixels: int | None) -> None:
-    """The video processor rebuilt with ``max_pixels`` (its ``size["longest_edge"]``; Qwen2-VL's
-    ``__init__`` maps the key), ``min_pixels`` lowered to it when it was larger."""
+    """The video processor rebuilt with ``max_pixels`` as its ``size["longest_edge"]`` and
+    ``shortest_edge`` (min_pixels) lowered to it when it was larger."""
     vp = getattr(processor, "video_processor", None)
     if video_max_pixels is None or vp is None:
         return
-    shortest = getattr(getattr(vp, "size", None), "shortest_edge", None)
-    least = {"min_pixels": min(shortest, video_max_pixels)} if isinstance(shortest, int) else {}
-    processor.video_processor = type(vp).from_dict({**vp.to_dict(), "max_pixels": video_max_pixels, **least})
+    # the size dict itself: Qwen2-VL's __init__ maps max_pixels/min_pixels onto it, Qwen3-VL's does not
+    shortest = getattr(getattr(vp, "size", None), "shortest_edge", None) or video_max_pixels
+    size = {"shortest_edge": min(shortest, video_max_pixels), "longest_edge": video_max_pixels}
+    d = {k: v for k, v in vp.to_dict().items() if k not in ("max_pixels", "min_pixels")}
+    processor.video_processor = type(vp).from_dict({**d, "size": size})
 
 
 def video_token_id(processor: Any, config: dict[str, Any] | None = None) -> int | None:
@@ -93,7 +95,10 @@ def video_batch(processor: Any, records: list[dict[str, Any]], max_length: int |
     texts = [processor.apply_chat_template(r["messages"], tokenize=False) for r in records]
     images = [load_image(p) for r in records for p in r.get("images") or ()]
     videos = [_frames(v) for r in records for v in r.get(VIDEOS_FIELD) or ()]
-    out = processor(text=texts, images=images or None, videos=videos or None, padding=True, padding_side="right",
+    # the frames are the video as sampled (plan num_frames): no resampling (Qwen3-VL's video
+    # processor samples at fps = 2 by default, Qwen2-VL's does not)
+    kw = {"do_sample_frames": False} if videos else {}
+    out = processor(text=texts, images=images or None, videos=videos or None, **kw, padding=True, padding_side="right",
                     pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt", add_special_tokens=False,
                     truncation=max_length is not None, max_length=max_length)
     labels = out["input_ids"].clone()
