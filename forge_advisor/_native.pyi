@@ -58,6 +58,9 @@ class _PlanLike(Protocol):
     max_pixels: int | None
     images_per_sample: int
     freeze_vision_tower: bool
+    videos_per_sample: int
+    num_frames: int
+    video_max_pixels: int | None
     batching: str
 
 class _GpuLike(Protocol):
@@ -82,6 +85,8 @@ class Shape:
     def embedding_parameters(self) -> int: ...
     def non_layer_parameters(self) -> int: ...
     def layer_parameters(self) -> list[int]: ...
+    def video_tokens(self, num_frames: int, video_max_pixels: int | None = None) -> int:
+        """Tokens of one video of `num_frames` frames at `video_max_pixels` (0: no videos)."""
 
 @final
 class Plan:
@@ -141,6 +146,12 @@ class Plan:
     def images_per_sample(self) -> int: ...
     @property
     def freeze_vision_tower(self) -> bool: ...
+    @property
+    def videos_per_sample(self) -> int: ...
+    @property
+    def num_frames(self) -> int: ...
+    @property
+    def video_max_pixels(self) -> int | None: ...
     @property
     def batching(self) -> str: ...
 

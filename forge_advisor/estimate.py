@@ -266,7 +266,21 @@ def estimate(
                          field="headroom", value=str(headroom), allowed="[0, 0.9)")
     shape.check_length(plan.max_length)
     native = core.call(native_estimator(shape, gpu).estimate, plan)
-    return EstimateResult(shape.name, gpu, plan, native, dataset_tokens, load_calibration(gpu), headroom, vision_notes(shape, plan))
+    return EstimateResult(shape.name, gpu, plan, native, dataset_tokens, load_calibration(gpu), headroom,
+                          vision_notes(shape, plan) + video_notes(shape, plan))
+
+
+def video_notes(shape: ModelShape, plan: Plan) -> tuple[str, ...]:
+    """How a plan's video fields were read (rust/src/video.rs `video_plan`): an unset
+    ``video_max_pixels`` whose processor default does not fit ``max_length``."""
+    if plan.videos_per_sample == 0 or plan.video_max_pixels is not None:
+        return ()
+    tokens = shape.video_tokens({**plan.to_dict(), "videos_per_sample": 1})
+    if tokens * plan.videos_per_sample <= plan.max_length:
+        return ()
+    return (f"video_max_pixels unset: the video processor's default makes {tokens:,} tokens per video of "
+            f"{plan.num_frames} frames, more than max_length={plan.max_length:,} holds with {plan.videos_per_sample} "
+            "video(s), which trl refuses; priced at the largest video that fits; pass --video-max-pixels for your data",)
 
 
 def vision_notes(shape: ModelShape, plan: Plan) -> tuple[str, ...]:

@@ -14,7 +14,7 @@ from typing import Any, Literal, get_args
 from forge_advisor.core import PLAN_CHOICES, PLAN_FLOAT_RANGES, PLAN_INT_RANGES
 from forge_advisor.errors import ForgeError, did_you_mean
 
-__all__ = ["Plan", "VISION_FIELDS", "METHODS", "DTYPES", "OPTIMIZERS", "ATTENTION", "DISTRIBUTED", "TRAINERS", "QUANT_STORAGES", "BATCHING"]
+__all__ = ["Plan", "VISION_FIELDS", "VIDEO_FIELDS", "METHODS", "DTYPES", "OPTIMIZERS", "ATTENTION", "DISTRIBUTED", "TRAINERS", "QUANT_STORAGES", "BATCHING"]
 
 Method = Literal["full", "lora", "qlora", "lora_8bit"]
 Trainer = Literal["sft", "dpo"]
@@ -47,8 +47,13 @@ LITERALS: dict[str, tuple[str, ...]] = {
     "bnb_4bit_quant_storage": get_args(QuantStorage), "batching": get_args(Batching),
 }
 
+# the fields only a model taking videos reads (Qwen2-VL, Qwen2.5-VL, Qwen3-VL; rust/src/video.rs):
+# videos per sample, frames per video after sampling (the video processor's `num_frames`), and
+# the video processor's `max_pixels` (LLaMA-Factory's `video_max_pixels`; per frame in
+# Qwen2-VL/2.5-VL, per video in Qwen3-VL; None: the processor's default)
+VIDEO_FIELDS: tuple[str, ...] = ("videos_per_sample", "num_frames", "video_max_pixels")
 # the fields only a vision-language model reads (a text-only model refuses them when given)
-VISION_FIELDS: tuple[str, ...] = ("max_pixels", "images_per_sample", "freeze_vision_tower")
+VISION_FIELDS: tuple[str, ...] = ("max_pixels", "images_per_sample", "freeze_vision_tower", *VIDEO_FIELDS)
 
 MAX_BATCH = PLAN_INT_RANGES["per_device_train_batch_size"][1]
 MAX_LENGTH = PLAN_INT_RANGES["max_length"][1]
@@ -123,6 +128,9 @@ class Plan:
     max_pixels: int | None = None
     images_per_sample: int = 1
     freeze_vision_tower: bool = True
+    videos_per_sample: int = 0
+    num_frames: int = 16
+    video_max_pixels: int | None = None
     # the batching mode (rust/src/plan.rs `Batching`): padding to the batch's longest record
     # (transformers' default collator), to max_length, trl packing, padding-free rows
     batching: Batching = "longest"
@@ -153,6 +161,10 @@ class Plan:
         if self.max_pixels is not None:
             _int_range("max_pixels", self.max_pixels)
         _int_range("images_per_sample", self.images_per_sample)
+        _int_range("videos_per_sample", self.videos_per_sample)
+        _int_range("num_frames", self.num_frames)
+        if self.video_max_pixels is not None:
+            _int_range("video_max_pixels", self.video_max_pixels)
         for name in ("use_liger_kernel", "activation_offloading", "offload_optimizer", "offload_params", "freeze_vision_tower"):
             if not isinstance(getattr(self, name), bool):
                 raise ForgeError(f"{name}={getattr(self, name)!r} must be true or false", field=name,

@@ -141,7 +141,8 @@ PLAN_DEFAULTS: dict[str, Any] = {
 # its cached result, stays the same): trl's `activation_offloading`, peft's
 # `target_parameters` (``lora_target_parameters``: a list of parameter names, or "experts" for
 # every fused expert tensor, see ``_expert_parameters``), the image fields, the batching mode.
-OPTIONAL_PLAN_FIELDS = ("activation_offloading", "lora_target_parameters", "max_pixels", "images_per_sample", "freeze_vision_tower", "batching")
+OPTIONAL_PLAN_FIELDS = ("activation_offloading", "lora_target_parameters", "max_pixels", "images_per_sample", "freeze_vision_tower", "batching",
+                        "videos_per_sample", "num_frames", "video_max_pixels")
 
 CATEGORY_NAMES = {
     "Parameter": "parameters",
@@ -739,7 +740,10 @@ def _measure(config: dict[str, Any], p: dict[str, Any], num_layers: int | None, 
             hooked = {id(model.get_input_embeddings())}
             for sub in model.modules():
                 if isinstance(sub, PreTrainedModel):
-                    emb = sub.get_input_embeddings()
+                    try:  # as enable_input_require_grads: a model naming no input embedding is skipped
+                        emb = sub.get_input_embeddings()
+                    except NotImplementedError:
+                        continue
                     if emb is not None and id(emb) not in hooked:
                         hooked.add(id(emb))
                         emb.register_forward_hook(_remember_leaf)

@@ -42,6 +42,8 @@ from typing import Any
 # module paths of the towers and projectors (modeling_qwen2_5_vl.py `model.visual`, with its
 # `merger`; llava/gemma3 `model.vision_tower` and `model.multi_modal_projector`)
 TOWER = r"(visual|vision_tower|vision_model)"
+# the Qwen-VL model types the harness feeds patches and grids to
+QWEN = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 PROJECTOR = r"(merger|deepstack_merger_list|multi_modal_projector)"
 
 
@@ -100,6 +102,9 @@ class Images:
         self.model, self.cfg, self.p, self.B, self.S = model, cfg, p, batch, length
         self.kind = cfg.model_type
         self.images = int(p.get("images_per_sample", 1))
+        self.videos = int(p.get("videos_per_sample", 0))
+        if self.videos and self.images:
+            raise NotImplementedError("images and videos in one case (the tower runs twice with other bookkeeping)")
         self.lengths: dict[tuple[int, str], list[int]] = {}
 
     # -- the placeholder tokens -------------------------------------------------------------
@@ -117,6 +122,8 @@ class Images:
     def forward_kwargs(self, input_ids: Any) -> dict[str, Any]:
         import torch  # noqa: PLC0415
 
+        if self.videos:
+            return self._qwen_videos(input_ids)
         n = self.tokens_per_image() * self.images
         if n > self.S:
             raise ValueError(f"{n} image tokens do not fit max_length={self.S}")
@@ -144,21 +151,50 @@ class Images:
         return {"pixel_values": pixel_values, "aspect_ratio_ids": ratio_ids, "aspect_ratio_mask": ratio_mask,
                 "cross_attention_mask": cross_mask}
 
-    def _qwen(self, input_ids: Any) -> dict[str, Any]:
+    def _qwen_videos(self, input_ids: Any) -> dict[str, Any]:
+        """Videos (plan ``videos_per_sample``, ``num_frames``, ``video_max_pixels``; Qwen2-VL and
+        Qwen2.5-VL): what the video processor makes for ``num_frames`` frames at the per-frame
+        cap — ``grid_t = ⌈frames / T⌉`` groups (patchify pads with the last frame) of the largest
+        ``smart_resize`` grid, ``tokens = video_max_pixels // factor²`` per group —
+        ``pixel_values_videos [patches, C·T·p·p]``, ``video_grid_thw`` rows ``(grid_t, gh, gw)`` and
+        the ``video_token_id`` placeholders."""
+        if self.kind not in QWEN:
+            raise NotImplementedError(f"videos for model_type {self.kind!r}")
+        v = self.cfg.vision_config
+        factor = v.patch_size * v.spatial_merge_size
+        frames = int(self.p.get("num_frames", 16))
+        # Qwen3-VL's budget spans the frames (video_processing_qwen3_vl.py smart_resize(num_frames, …))
+        per_frame = self.p["video_max_pixels"] // (frames if self.kind == "qwen3_vl" else 1)
+        per_group = per_frame // (factor * factor)
+        grid_t = -(-frames // v.temporal_patch_size)
+        n = per_group * grid_t * self.videos
+        if n > self.S:
+            raise ValueError(f"{n} video tokens do not fit max_length={self.S}")
+        input_ids[:, :n] = self.cfg.video_token_id
+        self.placeholders = n
+        kw = self._qwen(input_ids, per_group, grid_t, self.videos)
+        return {"pixel_values_videos": kw.pop("pixel_values"), "video_grid_thw": kw.pop("image_grid_thw"), **kw}
+
+    def _qwen(self, input_ids: Any, tokens: int | None = None, grid_t: int = 1, count: int | None = None) -> dict[str, Any]:
         import torch  # noqa: PLC0415
         from torch._subclasses.fake_tensor import unset_fake_temporarily  # noqa: PLC0415
         from transformers import vision_utils  # noqa: PLC0415
 
         v = self.cfg.vision_config
         merge, patch, t = v.spatial_merge_size, v.patch_size, v.temporal_patch_size
-        gh, gw = _grid(self.tokens_per_image())
-        n_img = self.B * self.images
+        gh, gw = _grid(self.tokens_per_image() if tokens is None else tokens)
+        n_img = self.B * (self.images if count is None else count)
         with unset_fake_temporarily():
-            grid = torch.tensor([[1, gh * merge, gw * merge]] * n_img, dtype=torch.long)
+            grid = torch.tensor([[grid_t, gh * merge, gw * merge]] * n_img, dtype=torch.long)
             cu = vision_utils.get_vision_cu_seqlens(grid)
             pos = vision_utils.get_vision_position_ids(grid, merge)
             self.lengths[(len(cu) - 1, str(cu.dtype))] = (cu[1:] - cu[:-1]).tolist()
             extra: dict[str, Any] = {}
+            if self.kind == "qwen3_vl":  # the learned position grid resampled to each grid (its indices and weights)
+                idx, w = vision_utils.get_vision_interpolation_indices_and_weights(
+                    grid, num_grid_per_side=int(v.num_position_embeddings**0.5), mode="bilinear", align_corners=True,
+                    spatial_merge_size=merge)
+                extra = {"interp_indices": idx, "interp_weights": w}
             if self.kind == "qwen2_5_vl":
                 win, cu_win = vision_utils.get_vision_window_index(grid, merge, v.window_size, patch)
                 self.lengths[(len(cu_win) - 1, str(cu_win.dtype))] = (cu_win[1:] - cu_win[:-1]).tolist()
@@ -167,12 +203,32 @@ class Images:
             raise ValueError("image and window counts coincide: choose another max_pixels")  # keys must differ
         fake = {k: torch.empty(x.shape, dtype=x.dtype, device="cuda") for k, x in {"cu_seqlens": cu, "position_ids": pos, **extra}.items()}
         self.fake_vision = fake
-        patches = n_img * gh * merge * gw * merge
+        patches = n_img * grid_t * gh * merge * gw * merge
         pixel_values = torch.randn(patches, v.in_channels * t * patch * patch, device="cuda")
         image_grid_thw = torch.empty(grid.shape, dtype=grid.dtype, device="cuda")
         self.real_grid = grid
         position_ids = torch.arange(self.S, device="cuda").view(1, 1, -1).expand(3, self.B, -1)
         return {"pixel_values": pixel_values, "image_grid_thw": image_grid_thw, "position_ids": position_ids}
+
+    def _deepstack_by_slice(self, inner: Any) -> tuple[Any, str, Any]:
+        """Qwen3-VL adds the deepstack features at the visual positions of the first decoder
+        layers by boolean indexing (``_deepstack_process``: ``hidden[mask] + embeds`` written back),
+        a shape fake tensors cannot know; the placeholders are the first ``n`` tokens of every
+        sample here, so the same clone, add and write go through a slice (the boolean mask's
+        bytes aside, the same tensors)."""
+        text_cls = type(inner.language_model)
+        orig = text_cls._deepstack_process
+        n = self.placeholders
+
+        def by_slice(self_, hidden_states, visual_pos_masks, visual_embeds):
+            visual_embeds = visual_embeds.to(hidden_states.device, hidden_states.dtype)
+            hidden_states = hidden_states.clone()
+            b = hidden_states.shape[0]
+            hidden_states[:, :n, :] = hidden_states[:, :n, :] + visual_embeds.view(b, n, -1)
+            return hidden_states
+
+        text_cls._deepstack_process = by_slice
+        return (text_cls, "_deepstack_process", orig)
 
     # -- the data-dependent spots, answered from the chosen values --------------------------------
     @contextlib.contextmanager
@@ -190,7 +246,7 @@ class Images:
 
         def placeholder_mask(self_, input_ids, inputs_embeds, image_features=None, video_features=None, **kw):
             mask = (input_ids == self_.config.image_token_id).unsqueeze(-1).to(inputs_embeds.device)
-            if self.kind in ("qwen2_vl", "qwen2_5_vl"):
+            if self.kind in QWEN:
                 return mask.expand_as(inputs_embeds), (input_ids == self_.config.video_token_id).unsqueeze(-1).expand_as(inputs_embeds)
             return mask
 
@@ -203,7 +259,7 @@ class Images:
             return orig_tolist(t)
 
         restore: list[tuple[Any, str, Any]] = []
-        if self.kind in ("qwen2_vl", "qwen2_5_vl"):
+        if self.kind in QWEN:
             import importlib  # noqa: PLC0415
 
             mod = importlib.import_module(type(inner).__module__)
@@ -214,6 +270,7 @@ class Images:
                 "get_vision_attention_seqlens": lambda *a, **k: (fake["cu_seqlens"], None),
                 "get_vision_window_index": lambda *a, **k: (fake["window_index"], fake["cu_window_seqlens"]),
                 "get_max_seqlen": lambda *a, **k: None,
+                "get_vision_interpolation_indices_and_weights": lambda *a, **k: (fake["interp_indices"], fake["interp_weights"]),
             }
             for name, fn in replacements.items():
                 if hasattr(mod, name):
@@ -226,6 +283,8 @@ class Images:
             with unset_fake_temporarily():
                 tokens = (real_grid.prod(-1) // self.cfg.vision_config.spatial_merge_size**2).tolist()
             lengths[(len(tokens), str(real_grid.dtype))] = tokens
+        if self.kind == "qwen3_vl":
+            restore.append(self._deepstack_by_slice(inner))
         cls.get_placeholder_mask = placeholder_mask
         FakeTensor.tolist = tolist  # type: ignore[method-assign]
         try:

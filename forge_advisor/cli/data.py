@@ -108,6 +108,11 @@ def render(r: dict[str, Any]) -> None:
         im = L["images_per_sample"]
         con.print(f"images per sample: max {im['max']:,} · typical (p50) {im['p50']:,} · {im['total']:,} in all "
                   "(the token counts are text only: image tokens depend on the processor and max_pixels)")
+    if "videos_per_sample" in L:
+        vd = L["videos_per_sample"]
+        con.print(f"videos per sample: max {vd['max']:,} · typical (p50) {vd['p50']:,} · {vd['total']:,} in all · at most "
+                  f"{vd['max_frames']:,} frames per video (text only above: video tokens depend on the processor, "
+                  "num_frames and video_max_pixels)")
     peak = max(h["records"] for h in L["histogram"]) or 1
     for h in L["histogram"]:
         bar = "█" * round(30 * h["records"] / peak)

@@ -102,9 +102,10 @@ def render(report: dict[str, Any]) -> None:
     if vision:
         trains = f"{vision['tower_trainable_parameters']:,} trainable" if vision["tower_trainable_parameters"] else "frozen"
         con.print(f"vision tower: {vision['tower_parameters'] / 1e6:,.0f}M parameters ({trains}) + projector "
-                  f"{vision['projector_parameters'] / 1e6:,.0f}M · {plan['images_per_sample']} image(s) per sample = "
-                  f"{vision['patches_per_sample']:,} patches in the tower, {vision['image_tokens_per_sample']:,} of the "
-                  f"{plan['max_length']:,} tokens"
+                  f"{vision['projector_parameters'] / 1e6:,.0f}M · {plan['images_per_sample']} image(s)"
+                  + (f" + {plan['videos_per_sample']} video(s) of {plan['num_frames']} frames" if plan.get("videos_per_sample") else "")
+                  + f" per sample = {vision['patches_per_sample']:,} patches in the tower, "
+                  f"{vision['image_tokens_per_sample'] + vision.get('video_tokens_per_sample', 0):,} of the {plan['max_length']:,} tokens"
                   + (f"; cross-attention over {vision['vision_states_per_sample']:,} vision states"
                      if vision.get("vision_states_per_sample") else ""))
         for note in vision["notes"]:

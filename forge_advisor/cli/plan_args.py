@@ -115,6 +115,12 @@ PLAN_FLAGS: tuple[PlanFlag, ...] = (
     PlanFlag("images_per_sample", (), int, "N", "vision-language models: images per training sample"),
     PlanFlag("freeze_vision_tower", (), parse_bool, "BOOL",
              "vision-language models: keep the vision tower frozen (bare flag = true; --no-freeze-vision-tower = false)"),
+    # videos (Qwen2-VL, Qwen2.5-VL, Qwen3-VL; rust/src/video.rs); other models refuse them
+    PlanFlag("videos_per_sample", (), int, "N", "videos per training sample (Qwen2-VL, Qwen2.5-VL, Qwen3-VL)"),
+    PlanFlag("num_frames", (), int, "N", "frames per video after sampling (the video processor's num_frames)"),
+    PlanFlag("video_max_pixels", (), int, "PX",
+             "the video processor's max_pixels: per frame (Qwen2-VL, Qwen2.5-VL) or per video (Qwen3-VL); "
+             "default: the processor's"),
 )
 
 # bool fields whose flag has a `--no-` twin meaning false (the rest: `--flag false`)

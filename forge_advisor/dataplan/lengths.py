@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from forge_advisor.dataplan.records import IMAGES_FIELD, DataInfo, Sampling, inspect_data, iter_records, plan_sampling
+from forge_advisor.dataplan.records import (IMAGES_FIELD, DataInfo, Sampling, frames_of, inspect_data, iter_records, plan_sampling,
+                                            videos_of)
 from forge_advisor.dataplan.tokens import TokenCounter, counter_for
 from forge_advisor.errors import ForgeError
 
@@ -46,6 +47,11 @@ class LengthReport:
     # any. The text lengths above count no image tokens: how many tokens an image becomes is the
     # model's processor's (max_pixels), priced by the estimator from images_per_sample.
     images: tuple[int, ...] = ()
+    # videos per record of the sample, ascending, and the most frames any of its videos has
+    # (records' ``videos``: lists of frames; their tokens are the processor's, priced by the
+    # estimator from videos_per_sample, num_frames and video_max_pixels)
+    videos: tuple[int, ...] = ()
+    max_frames: int = 0
 
     def __post_init__(self) -> None:
         if not self.lengths:
@@ -100,14 +106,18 @@ class LengthReport:
             "histogram": [{"from": a, "to": b, "records": c} for a, b, c in self.histogram()],
             **({"images_per_sample": {"max": self.images[-1], "p50": percentile(self.images, 50),
                                       "total": round(sum(self.images) * self.scale)}} if self.images else {}),
+            **({"videos_per_sample": {"max": self.videos[-1], "p50": percentile(self.videos, 50),
+                                      "total": round(sum(self.videos) * self.scale), "max_frames": self.max_frames}}
+               if self.videos else {}),
         }
 
 
 def lengths_of(info: DataInfo, counter: TokenCounter, sampling: Sampling | None = None, *, seed: int = 0,
                progress: Callable[[int], None] | None = None,
-               images: list[int] | None = None) -> tuple[list[int], int, int, str]:
+               images: list[int] | None = None, videos: list[tuple[int, int]] | None = None) -> tuple[list[int], int, int, str]:
     """(sample lengths, records seen, longest, where) for the records ``sampling`` keeps; the
-    sample's images per record are appended to ``images`` when given."""
+    sample's images per record are appended to ``images`` when given, its (videos, most frames
+    of one) per record to ``videos``."""
     sample: list[int] = []
     longest, where_longest, seen = 0, "", 0
     chunk: list[Any] = []
@@ -120,6 +130,8 @@ def lengths_of(info: DataInfo, counter: TokenCounter, sampling: Sampling | None 
                 sample.append(n)
                 if images is not None:
                     images.append(len(rec.fields.get(IMAGES_FIELD) or ()))
+                if videos is not None:
+                    videos.append((videos_of(rec.fields), frames_of(rec.fields)))
             if n > longest:
                 longest, where_longest = n, rec.where
         chunk.clear()
@@ -142,18 +154,22 @@ def measure_lengths(data: str | Path, model: str | None, *, trainer: str | None 
     counter = counter or counter_for(model, tokenizer)
     sampling = plan_sampling(info, sample_limit)
     images: list[int] = []
+    videos: list[tuple[int, int]] = []
     if progress:
-        lengths, seen, longest, where = _with_progress(info, counter, sampling, seed, images)
+        lengths, seen, longest, where = _with_progress(info, counter, sampling, seed, images, videos)
     else:
-        lengths, seen, longest, where = lengths_of(info, counter, sampling, seed=seed, images=images)
+        lengths, seen, longest, where = lengths_of(info, counter, sampling, seed=seed, images=images, videos=videos)
     if not lengths:
         raise ForgeError(f"{info.path}: the dataset is empty (0 rows)")
     records = sampling.total if sampling.sampled and sampling.total else seen
     return LengthReport(str(info.path), info.kind, counter.describe(), counter.exact, tuple(sorted(lengths)),
-                        records, longest, where, sampling.sampled, tuple(sorted(images)) if any(images) else ())
+                        records, longest, where, sampling.sampled, tuple(sorted(images)) if any(images) else (),
+                        tuple(sorted(v for v, _ in videos)) if any(v for v, _ in videos) else (),
+                        max((f for _, f in videos), default=0))
 
 
-def _with_progress(info: DataInfo, counter: TokenCounter, sampling: Sampling, seed: int, images: list[int]) -> Any:
+def _with_progress(info: DataInfo, counter: TokenCounter, sampling: Sampling, seed: int, images: list[int],
+                   videos: list[tuple[int, int]]) -> Any:
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -164,4 +180,4 @@ def _with_progress(info: DataInfo, counter: TokenCounter, sampling: Sampling, se
                   console=con, transient=True, disable=not con.is_terminal) as bar:
         task = bar.add_task(label, total=size)
         return lengths_of(info, counter, sampling, seed=seed, progress=lambda done: bar.update(task, completed=done),
-                          images=images)
+                          images=images, videos=videos)

@@ -36,12 +36,17 @@ from typing import Any, Literal
 from forge_advisor.errors import ForgeError
 
 __all__ = ["DataInfo", "Kind", "DPO_FIELDS", "Record", "Sampling", "inspect_data", "iter_records", "plan_sampling",
-           "read_disk_rows", "kind_of", "check_record", "image_placeholders", "message_text", "median_images", "IMAGES_FIELD"]
+           "read_disk_rows", "kind_of", "check_record", "image_placeholders", "message_text", "median_images", "IMAGES_FIELD",
+           "VIDEOS_FIELD", "videos_of", "frames_of"]
 
 Kind = Literal["text", "messages", "dpo"]
 DPO_FIELDS = ("prompt", "chosen", "rejected")
 COLUMNS: dict[str, tuple[str, ...]] = {"text": ("text",), "messages": ("messages",), "dpo": DPO_FIELDS}
 IMAGES_FIELD = "images"  # trl 1.x's name: the image files of a vision-language chat record
+# a record's videos, each a list of frame image files (paths relative to the data file), one per
+# {"type": "video"} block: what the Qwen-VL processors take as a video (a list of frames);
+# trl 1.x's SFT collator reads no videos, the runtime's own (forge_advisor/train/video.py) does
+VIDEOS_FIELD = "videos"
 EXTREMES = 64  # longest lines (by bytes) always read when sampling
 
 
@@ -55,10 +60,14 @@ class DataInfo:
     # median (nearest rank) over the records read; 0 for text-only data or when not read
     max_images: int = 0
     typical_images: int = 0
+    # videos per record and frames per video: the most any record / video has (0: none)
+    max_videos: int = 0
+    max_frames: int = 0
 
     @property
     def has_images(self) -> bool:
-        return self.max_images > 0
+        """Images or videos: both go through the model's processor."""
+        return self.max_images > 0 or self.max_videos > 0
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,7 @@ def check_record(rec: Any, kind: Kind, where: str) -> None:
                 raise ForgeError(f"{where}: messages[{i}] must be an object with string 'role' and 'content'")
             _check_content(m.get("content"), f"{where}: messages[{i}]")
         _check_images(rec, msgs, where)
+        _check_videos(rec, msgs, where)
     else:
         for f in DPO_FIELDS:
             if not isinstance(rec.get(f), str):
@@ -113,9 +123,10 @@ def _check_content(content: Any, where: str) -> None:
         kind = block.get("type") if isinstance(block, dict) else None
         if kind == "text" and isinstance(block.get("text"), str):
             continue
-        if kind == "image":
+        if kind in ("image", "video"):
             continue
-        raise ForgeError(f"{where}.content[{j}] must be {{\"type\": \"text\", \"text\": ...}} or {{\"type\": \"image\"}}")
+        raise ForgeError(f"{where}.content[{j}] must be {{\"type\": \"text\", \"text\": ...}}, {{\"type\": \"image\"}} "
+                         "or {\"type\": \"video\"}")
 
 
 def image_placeholders(messages: list[dict[str, Any]]) -> int:
@@ -144,6 +155,30 @@ def _check_images(rec: dict[str, Any], msgs: list[Any], where: str) -> None:
     if blocks and blocks < len(images):
         raise ForgeError(f"{where}: {len(images)} image(s) in '{IMAGES_FIELD}' but only {blocks} {{\"type\": \"image\"}} "
                          "placeholder(s): each image needs one")
+
+
+def _check_videos(rec: dict[str, Any], msgs: list[Any], where: str) -> None:
+    videos = rec.get(VIDEOS_FIELD)
+    if videos is None:
+        videos = []
+    if not isinstance(videos, list) or not all(
+            isinstance(v, list) and v and all(isinstance(x, str) and x.strip() for x in v) for v in videos):
+        raise ForgeError(f"{where}: field '{VIDEOS_FIELD}' must be a list of videos, each a non-empty list of frame image paths")
+    blocks = sum(1 for m in msgs if isinstance(m.get("content"), list) for b in m["content"] if b.get("type") == "video")
+    if blocks != len(videos):
+        raise ForgeError(f"{where}: {blocks} {{\"type\": \"video\"}} placeholder(s) but {len(videos)} video(s) in "
+                         f"'{VIDEOS_FIELD}': each video needs one")
+
+
+def videos_of(rec: dict[str, Any]) -> int:
+    videos = rec.get(VIDEOS_FIELD)
+    return len(videos) if isinstance(videos, list) else 0
+
+
+def frames_of(rec: dict[str, Any]) -> int:
+    """The most frames any video of the record has."""
+    videos = rec.get(VIDEOS_FIELD)
+    return max((len(v) for v in videos if isinstance(v, list)), default=0) if isinstance(videos, list) else 0
 
 
 def _images_of(rec: dict[str, Any]) -> int:
@@ -190,7 +225,7 @@ def _has_content(rec: dict[str, Any], kind: Kind) -> bool:
     if kind == "text":
         return bool(rec["text"].strip())
     if kind == "messages":
-        return bool(_images_of(rec)) or any(message_text(m["content"]).strip() for m in rec["messages"])
+        return bool(_images_of(rec) or videos_of(rec)) or any(message_text(m["content"]).strip() for m in rec["messages"])
     return bool(rec["chosen"].strip() or rec["rejected"].strip())
 
 
@@ -198,6 +233,7 @@ def _inspect_jsonl(path: Path) -> DataInfo:
     kind: Kind | None = None
     n = usable = 0
     images: list[int] = []
+    videos = frames = 0
     with _open(path) as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
@@ -210,12 +246,13 @@ def _inspect_jsonl(path: Path) -> DataInfo:
             n += 1
             usable += _has_content(rec, kind)
             images.append(_images_of(rec))
+            videos, frames = max(videos, videos_of(rec)), max(frames, frames_of(rec))
     if n == 0 or kind is None:
         raise ForgeError(f"{path}: the dataset is empty (no JSON lines)")
     if usable == 0:
         field = {"text": "'text'", "messages": "message 'content'", "dpo": "'chosen'/'rejected'"}[kind]
         raise ForgeError(f"{path}: every record's {field} is empty ({n} records): nothing to train on")
-    return DataInfo(path, kind, "jsonl", n, max(images, default=0), median_images(images))
+    return DataInfo(path, kind, "jsonl", n, max(images, default=0), median_images(images), videos, frames)
 
 
 def _split_dir(path: Path) -> Path:
@@ -347,6 +384,8 @@ def _jsonl_records(info: DataInfo, sampling: Sampling, seed: int,
                 fields = {k: rec[k] for k in COLUMNS[kind]}
                 if kind == "messages" and _images_of(rec):
                     fields[IMAGES_FIELD] = rec[IMAGES_FIELD]
+                if kind == "messages" and videos_of(rec):
+                    fields[VIDEOS_FIELD] = rec[VIDEOS_FIELD]
                 yield Record(index, where, fields, in_sample)
             index += 1
     if progress is not None:

@@ -138,6 +138,10 @@ class BasePreset:
     max_pixels: int | None = None
     images_per_sample: int = 1
     freeze_vision_tower: bool = True
+    # videos (Qwen2-VL, Qwen2.5-VL, Qwen3-VL; forge_advisor/plan.py VIDEO_FIELDS)
+    videos_per_sample: int = 0
+    num_frames: int = 16
+    video_max_pixels: int | None = None
 
     def __post_init__(self) -> None:
         _choice("method", self.method, METHODS)
@@ -198,6 +202,10 @@ class BasePreset:
         _int("images_per_sample", self.images_per_sample, *PLAN_INT_RANGES["images_per_sample"])
         if not isinstance(self.freeze_vision_tower, bool):
             raise ForgeError(f"freeze_vision_tower={self.freeze_vision_tower!r} must be true or false")
+        _int("videos_per_sample", self.videos_per_sample, *PLAN_INT_RANGES["videos_per_sample"])
+        _int("num_frames", self.num_frames, *PLAN_INT_RANGES["num_frames"])
+        if self.video_max_pixels is not None:
+            _int("video_max_pixels", self.video_max_pixels, *PLAN_INT_RANGES["video_max_pixels"])
 
     def _check_batching(self) -> None:
         _choice("padding", self.padding, PADDING)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from forge_advisor.dataplan.batching import MODE_FIELDS, mode_of
 from forge_advisor.errors import ForgeError
 from forge_advisor.levers import LEVER_FIELDS
+from forge_advisor.plan import VIDEO_FIELDS
 
 if TYPE_CHECKING:
     from forge_advisor.plan import Plan
@@ -35,7 +36,7 @@ _SHARED = (
     "method", "trainer", "lora_r", "lora_alpha", "lora_dropout", "bnb_4bit_use_double_quant",
     "per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "freeze_ratio",
     "gradient_checkpointing", "optim", "num_gpus", "distributed", *LEVER_FIELDS,
-    "max_pixels", "images_per_sample", "freeze_vision_tower",
+    "max_pixels", "images_per_sample", "freeze_vision_tower", *VIDEO_FIELDS,
 )
 
 

@@ -150,6 +150,20 @@ class ImageRule:
 
 
 @dataclass(frozen=True)
+class VideoRule:
+    """How a video becomes encoder patches and tokens (rust/src/video.rs ``VideoRule``, which
+    prices it): groups of ``temporal_patch_size`` frames, each resized within the video
+    processor's [min_pixels, max_pixels] — per frame, or over all frames when
+    ``pixels_span_frames`` (Qwen3-VL) — and Qwen3-VL's timestamps at ``timestamp_fps``."""
+
+    temporal_patch_size: int
+    min_pixels: int
+    max_pixels: int
+    pixels_span_frames: bool = False
+    timestamp_fps: int = 0
+
+
+@dataclass(frozen=True)
 class Projector:
     """The projector between the tower and the language model (per language-model token)."""
 
@@ -185,6 +199,8 @@ class VisionTower:
     full_attention_blocks: tuple[int, ...] = ()
     # what transformers' enable_input_require_grads hooks (rust/src/vision.rs InputHook)
     input_hook: Literal["patch", "embeddings", "none"] = "patch"
+    # how a video becomes patches and tokens (None: the model takes no videos)
+    videos: VideoRule | None = None
 
     @property
     def num_parameters(self) -> int:
@@ -267,7 +283,18 @@ class ModelShape:
         """The ``max_length`` recommend and fit ask for when none is given: 2048 text tokens
         plus the image tokens of a vision-language sample under plan ``fields`` (trl counts
         them inside ``max_length``), within the model's position limit."""
-        return self.length_or_limit(2048 + self.image_tokens(fields))
+        return self.length_or_limit(2048 + self.image_tokens(fields) + self.video_tokens(fields))
+
+    def video_tokens(self, fields: Any) -> int:
+        """Language-model tokens the videos of one sample take under plan ``fields``
+        (``videos_per_sample``, ``num_frames``, ``video_max_pixels``; the core's count,
+        rust/src/video.rs); 0 for a model that takes no videos."""
+        videos = fields.get("videos_per_sample", 0)
+        if not videos or self.vision is None or self.vision.videos is None:
+            return 0
+        from forge_advisor.plan import Plan
+
+        return videos * self.native.video_tokens(fields.get("num_frames", Plan.num_frames), fields.get("video_max_pixels"))
 
     def check_vision_fields(self, given: Any) -> None:
         """Refuse vision-language plan fields (``max_pixels``, ``images_per_sample``,
@@ -280,6 +307,19 @@ class ModelShape:
         if named and self.vision is None:
             raise ForgeError(f"{named[0]} applies to vision-language models; {self.name} ({self.model_type}) has no vision tower",
                              field=named[0], value=str(given[named[0]]), allowed="a vision-language model")
+        self.check_video_fields(given)
+
+    def check_video_fields(self, given: Any) -> None:
+        """Refuse the video fields (``videos_per_sample``, ``num_frames``,
+        ``video_max_pixels``) for a model whose processor takes no videos (Gemma 3, LLaVA,
+        Idefics3: only Qwen2-VL, Qwen2.5-VL and Qwen3-VL have a video processor here)."""
+        from forge_advisor.plan import VIDEO_FIELDS
+
+        named = [k for k in VIDEO_FIELDS if k in given]
+        if named and self.vision is not None and self.vision.videos is None:
+            raise ForgeError(f"{named[0]} applies to models that take videos (Qwen2-VL, Qwen2.5-VL, Qwen3-VL); "
+                             f"{self.name} ({self.model_type}) takes images only",
+                             field=named[0], value=str(given[named[0]]), allowed="a model with a video processor")
 
     def text_only(self) -> ModelShape:
         """The language model alone: what a VLM type's text-only causal-LM class builds

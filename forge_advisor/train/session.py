@@ -117,7 +117,10 @@ class TrainingSession:
         if self.vision:
             from forge_advisor.train.vision import load_processor
 
+            from forge_advisor.train.video import apply_video_max_pixels
+
             processor, note = load_processor(self.model_info.name, self.preset.max_pixels)
+            apply_video_max_pixels(processor, self.preset.video_max_pixels)
             self._vision_note = note
             if note and not self.quiet:
                 print(f"warning: {note}", flush=True)
@@ -157,7 +160,9 @@ class TrainingSession:
         self.truncation = Truncation(len(lengths), len(over), sum(min(n, m) for n in lengths), sum(n - m for n in over), m)
         counts = [len(r["images"]) for r in records]
         self.vision_summary = VisionSummary(len(records), sum(counts), max(counts), image_tokens, self.preset.max_pixels,
-                                            not self.preset.freeze_vision_tower, getattr(self, "_vision_note", None))
+                                            not self.preset.freeze_vision_tower, getattr(self, "_vision_note", None),
+                                            sum(len(r["videos"]) for r in records),
+                                            max((len(v) for r in records for v in r["videos"]), default=0))
         for line in (self.truncation.line(), self.vision_summary.line()):
             if not self.quiet:
                 print(line, flush=True)

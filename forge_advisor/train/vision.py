@@ -78,8 +78,11 @@ def _base_dir(info: DataInfo) -> Path:
 def vision_records(info: DataInfo) -> list[dict[str, Any]]:
     """Every record as ``{"messages", "images": [absolute paths], "where"}`` (images unopened)."""
     base = _base_dir(info)
+    from forge_advisor.train.video import VIDEOS_FIELD, resolve_videos
+
     return [{"messages": r.fields["messages"],
              IMAGES_FIELD: [str(_resolve(x, base)) for x in (r.fields.get(IMAGES_FIELD) or ())],
+             VIDEOS_FIELD: resolve_videos(r.fields, base),
              "where": r.where} for r in iter_records(info)]
 
 
@@ -105,7 +108,8 @@ def check_vision_inputs(info: DataInfo, model_config: dict[str, Any], model_name
         return info
     records = vision_records(info)
     counts = [len(r[IMAGES_FIELD]) for r in records]
-    if not any(counts):
+    videos = [len(r["videos"]) for r in records]
+    if not any(counts) and not any(videos):
         return info
     import importlib.util
 
@@ -113,7 +117,7 @@ def check_vision_inputs(info: DataInfo, model_config: dict[str, Any], model_name
         raise ForgeError(f"{info.path}: the records have images; reading them needs Pillow, from the [vision] extra: "
                          "pip install \"forge-advisor[vision]\"")
     if not is_vision_config(model_config):
-        first = next(r for r in records if r[IMAGES_FIELD])
+        first = next(r for r in records if r[IMAGES_FIELD] or r["videos"])
         raise ForgeError(f"{first['where']}: the record has images but {model_name} is a text-only model "
                          f"(model_type '{model_config.get('model_type')}', no vision_config): use a vision-language "
                          "model or drop the images")
@@ -128,7 +132,10 @@ def check_vision_inputs(info: DataInfo, model_config: dict[str, Any], model_name
     for r in records:
         for image in r[IMAGES_FIELD]:
             _check_image(Path(image), r["where"])
-    return replace(info, max_images=max(counts), typical_images=median_images(counts))
+    from forge_advisor.train.video import check_videos
+
+    frames = check_videos(records, model_config, model_name, _check_image)
+    return replace(info, max_images=max(counts), typical_images=median_images(counts), max_videos=max(videos), max_frames=frames)
 
 
 # -- processor --------------------------------------------------------------------------------------
@@ -201,14 +208,24 @@ class VisionCollator:
         self.inner = DataCollatorForVisionLanguageModeling(processor, max_length=max_length,
                                                            pad_to_multiple_of=pad_to_multiple_of)
         self.image_token_id = image_token_id(processor, config)
+        self.config = config
 
     def examples(self, records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         # a deep copy: trl fills the image blocks in place, and the records are read every epoch
         return [{"messages": copy.deepcopy(r["messages"]), IMAGES_FIELD: [_load_image(p) for p in r[IMAGES_FIELD]]}
                 for r in records]
 
+    def batch(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """trl's collator's batch, or with videos the runtime's (forge_advisor/train/video.py)."""
+        if any(r.get("videos") for r in records):
+            from forge_advisor.train.video import video_batch, video_token_id
+
+            return video_batch(self.inner.processor, records, self.inner.max_length, self.inner.pad_to_multiple_of,
+                               _load_image, (self.image_token_id, video_token_id(self.inner.processor, self.config)))
+        return self.inner(self.examples(records))
+
     def __call__(self, records: list[dict[str, Any]]) -> dict[str, Any]:
-        batch = self.inner(self.examples(records))
+        batch = self.batch(records)
         if self.image_token_id is not None:
             batch["labels"][batch["input_ids"] == self.image_token_id] = -100
         return batch
@@ -223,17 +240,21 @@ class VisionSummary:
     max_pixels: int | None
     tower_trains: bool
     note: str | None  # max_pixels does not apply, …
+    videos: int = 0  # videos in all records (forge_advisor/train/video.py)
+    max_frames: int = 0  # frames of the longest video
 
     def to_dict(self) -> dict[str, Any]:
         return {"records": self.records, "images": self.images, "max_images_per_record": self.max_images,
                 "image_tokens": self.image_tokens, "max_pixels": self.max_pixels,
-                "vision_tower": "trains" if self.tower_trains else "frozen", "note": self.note}
+                "vision_tower": "trains" if self.tower_trains else "frozen", "note": self.note,
+                "videos": self.videos, "max_frames_per_video": self.max_frames}
 
     def line(self) -> str:
         pixels = "processor default" if self.max_pixels is None else f"{self.max_pixels:,}"
         tower = "trains" if self.tower_trains else "frozen"
+        videos = f"{self.videos:,} videos (at most {self.max_frames} frames), " if self.videos else ""
         return (f"vision: {self.images:,} images in {self.records:,} records (at most {self.max_images} per record), "
-                f"{self.image_tokens:,} image tokens, max_pixels {pixels}, vision tower {tower}")
+                f"{videos}{self.image_tokens:,} image{' and video' if self.videos else ''} tokens, max_pixels {pixels}, vision tower {tower}")
 
 
 def measure_vision(records: list[dict[str, Any]], processor: Any, max_length: int,
@@ -241,14 +262,16 @@ def measure_vision(records: list[dict[str, Any]], processor: Any, max_length: in
     """Each record's length in tokens as the collator builds it (image tokens included), and the
     image tokens in all. A record whose image tokens reach past ``max_length`` is refused: trl
     would cut an image's placeholders and the model would not match its features."""
+    from forge_advisor.train.video import video_token_id
+
     collate = VisionCollator(processor, None, config=config)
-    tid = collate.image_token_id
+    tid, vid = collate.image_token_id, video_token_id(processor, config)
     lengths, image_tokens = [], 0
     for r in records:
-        ids = collate.inner(collate.examples([r]))["input_ids"][0]
+        ids = collate.batch([r])["input_ids"][0]
         lengths.append(int(ids.numel()))
-        if tid is not None and r[IMAGES_FIELD]:
-            where = (ids == tid).nonzero()
+        if tid is not None and (r[IMAGES_FIELD] or r.get("videos")):
+            where = ((ids == tid) | (ids == (tid if vid is None else vid))).nonzero()
             image_tokens += int(where.numel())
             end = int(where.max()) + 1 if where.numel() else 0
             if end > max_length:

@@ -751,7 +751,8 @@ impl Estimator {
             };
             acc.vision = Some(crate::vision::VisionReport {
                 patches_per_sample: ip.patches,
-                image_tokens_per_sample: ip.tokens,
+                image_tokens_per_sample: ip.tokens - ip.video_tokens,
+                video_tokens_per_sample: ip.video_tokens,
                 tower_parameters: v.tower_params,
                 projector_parameters: v.projector_params,
                 tower_trainable_parameters: tower_trainable,

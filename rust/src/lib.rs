@@ -20,6 +20,7 @@ pub mod search;
 pub mod shape;
 pub mod throughput;
 pub mod timeline;
+pub mod video;
 pub mod vision;
 
 #[cfg(feature = "python")]

@@ -169,7 +169,10 @@ pub const CHOICES: [(&str, &[&str]); 8] = [
 /// checked only when the plan trains adapters. Vision-language plans: 0–1024 images per
 /// sample (0: text-only samples), and `max_pixels` from 28·28 = 784 (one merged Qwen2-VL
 /// token, the smallest image a processor makes) to 2^28 px (16384 × 16384), checked when set.
-pub const INT_RANGES: [(&str, u64, u64); 8] = [
+/// Videos (vision.rs `VideoRule`): 0–1024 per sample, 1–768 frames each (the Qwen video
+/// processors' `max_frames` = 768), `video_max_pixels` from 784 to 2^32 (Qwen3-VL's budget
+/// spans every frame of a video: 768 frames of 2^22 px), checked when set.
+pub const INT_RANGES: [(&str, u64, u64); 11] = [
     ("per_device_train_batch_size", 1, 1 << 16),
     ("gradient_accumulation_steps", 1, 1 << 16),
     ("max_length", 1, 1 << 24),
@@ -178,6 +181,9 @@ pub const INT_RANGES: [(&str, u64, u64); 8] = [
     ("lora_alpha", 1, 1 << 20),
     ("images_per_sample", 0, 1024),
     ("max_pixels", 28 * 28, 1 << 28),
+    ("videos_per_sample", 0, 1024),
+    ("num_frames", 1, 768),
+    ("video_max_pixels", 28 * 28, 1 << 32),
 ];
 
 /// Fractions and their half-open ranges `[lo, hi)` (`_native.PLAN_FLOAT_RANGES`).
@@ -331,6 +337,21 @@ pub struct Plan {
     /// gradients, no adapters on it; the projector and language model follow `method`.
     #[serde(default = "yes")]
     pub freeze_vision_tower: bool,
+    /// Videos per training sample (0: none; Qwen2-VL, Qwen2.5-VL, Qwen3-VL take them).
+    #[serde(default)]
+    pub videos_per_sample: u64,
+    /// Frames of each video as the video processor gets them after sampling (its
+    /// `num_frames`); vision.rs `VideoRule` groups them by `temporal_patch_size`.
+    #[serde(default = "sixteen_frames")]
+    pub num_frames: u64,
+    /// The video processor's `max_pixels` (`size["longest_edge"]`; `None`: its default),
+    /// per frame (Qwen2-VL, Qwen2.5-VL) or per video (Qwen3-VL): vision.rs `VideoRule`.
+    #[serde(default)]
+    pub video_max_pixels: Option<u64>,
+}
+
+fn sixteen_frames() -> u64 {
+    16
 }
 
 fn one_image() -> u64 {
@@ -375,6 +396,9 @@ impl Default for Plan {
             max_pixels: None,
             images_per_sample: 1,
             freeze_vision_tower: true,
+            videos_per_sample: 0,
+            num_frames: 16,
+            video_max_pixels: None,
             batching: Batching::Longest,
         }
     }
@@ -419,6 +443,9 @@ impl Plan {
             max_pixels,
             images_per_sample,
             freeze_vision_tower,
+            videos_per_sample,
+            num_frames,
+            video_max_pixels,
             batching,
         } = self;
         *method == other.method
@@ -446,6 +473,9 @@ impl Plan {
             && *max_pixels == other.max_pixels
             && *images_per_sample == other.images_per_sample
             && *freeze_vision_tower == other.freeze_vision_tower
+            && *videos_per_sample == other.videos_per_sample
+            && *num_frames == other.num_frames
+            && *video_max_pixels == other.video_max_pixels
             && *batching == other.batching
             // a flattened row under a masked attention is one sequence of batch × max_length
             // tokens: its context, hence its structure, changes with the batch
@@ -512,6 +542,12 @@ impl Plan {
                 "lora_alpha" if self.uses_lora() => self.lora_alpha,
                 "images_per_sample" => self.images_per_sample,
                 "max_pixels" => match self.max_pixels {
+                    Some(px) => px,
+                    None => continue,
+                },
+                "videos_per_sample" => self.videos_per_sample,
+                "num_frames" => self.num_frames,
+                "video_max_pixels" => match self.video_max_pixels {
                     Some(px) => px,
                     None => continue,
                 },
@@ -600,6 +636,9 @@ mod tests {
                     "lora_alpha" => p.lora_alpha = v,
                     "images_per_sample" => p.images_per_sample = v,
                     "max_pixels" => p.max_pixels = Some(v),
+                    "videos_per_sample" => p.videos_per_sample = v,
+                    "num_frames" => p.num_frames = v,
+                    "video_max_pixels" => p.video_max_pixels = Some(v),
                     _ => unreachable!(),
                 }
                 assert_eq!(p.validate().is_ok(), ok, "{field}={v}");

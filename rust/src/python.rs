@@ -147,6 +147,9 @@ fn read_plan(obj: &Bound<'_, PyAny>) -> PyResult<Plan> {
         max_pixels: optional_int(obj, "max_pixels")?,
         images_per_sample: int(obj, "images_per_sample")?,
         freeze_vision_tower: boolean(obj, "freeze_vision_tower")?,
+        videos_per_sample: int(obj, "videos_per_sample")?,
+        num_frames: int(obj, "num_frames")?,
+        video_max_pixels: optional_int(obj, "video_max_pixels")?,
         batching: choice(Batching::from_name("batching", &text(obj, "batching")?))?,
     };
     plan.validate().map_err(to_py)?;
@@ -242,6 +245,16 @@ impl PyShape {
 
     fn layer_parameters(&self) -> PyResult<Vec<u64>> {
         self.inner.layer_parameters().map_err(to_py)
+    }
+
+    /// Language-model tokens of one video of `num_frames` frames at `video_max_pixels`
+    /// (`None`: the processor's default), the largest the video processor makes (video.rs);
+    /// 0 for a model that takes no videos.
+    #[pyo3(signature = (num_frames, video_max_pixels=None))]
+    fn video_tokens(&self, num_frames: u64, video_max_pixels: Option<u64>) -> PyResult<u64> {
+        let Some(v) = self.inner.vision.as_ref() else { return Ok(0) };
+        let Some(rule) = v.videos.as_ref() else { return Ok(0) };
+        rule.per_video(&v.images, num_frames, video_max_pixels, None).map(|p| p.tokens).map_err(to_py)
     }
 
     fn __repr__(&self) -> String {
@@ -367,6 +380,18 @@ impl PyPlan {
     #[getter]
     fn freeze_vision_tower(&self) -> bool {
         self.inner.freeze_vision_tower
+    }
+    #[getter]
+    fn videos_per_sample(&self) -> u64 {
+        self.inner.videos_per_sample
+    }
+    #[getter]
+    fn num_frames(&self) -> u64 {
+        self.inner.num_frames
+    }
+    #[getter]
+    fn video_max_pixels(&self) -> Option<u64> {
+        self.inner.video_max_pixels
     }
     #[getter]
     fn batching(&self) -> &'static str {
@@ -529,6 +554,7 @@ impl PyEstimate {
         let d = PyDict::new(py);
         d.set_item("patches_per_sample", v.patches_per_sample)?;
         d.set_item("image_tokens_per_sample", v.image_tokens_per_sample)?;
+        d.set_item("video_tokens_per_sample", v.video_tokens_per_sample)?;
         d.set_item("tower_parameters", v.tower_parameters)?;
         d.set_item("projector_parameters", v.projector_parameters)?;
         d.set_item("tower_trainable_parameters", v.tower_trainable_parameters)?;

@@ -175,6 +175,9 @@ pub struct VisionTower {
     /// What `enable_input_require_grads` hooks in the tower (see the module docs).
     #[serde(default)]
     pub input_hook: InputHook,
+    /// How a video becomes patches and tokens (`None`: the model takes no videos).
+    #[serde(default)]
+    pub videos: Option<VideoRule>,
 }
 
 /// How transformers 5's `enable_input_require_grads` reaches a tower: it hooks
@@ -226,6 +229,9 @@ impl VisionTower {
                 return Err(Error::field("vision.images", format!("{patches} patches, {tokens} tokens"), "positive counts"));
             }
         }
+        if let Some(r) = &self.videos {
+            r.validate(&self.images)?;
+        }
         self.stack_shape().validate()
     }
 
@@ -272,13 +278,17 @@ impl VisionTower {
     }
 }
 
+pub use crate::video::VideoRule;
+
 /// What a plan's images cost the tower and the language model's sequence, per sample.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ImagePlan {
     /// Encoder patches per sample (all its images).
     pub patches: u64,
-    /// Language-model tokens the images take per sample (inside `max_length`).
+    /// Language-model tokens the images and videos take per sample (inside `max_length`).
     pub tokens: u64,
+    /// Of those, the videos' (video.rs).
+    pub video_tokens: u64,
     /// Encoder positions one attention spans (an image, or a tile of it: eager attention's
     /// context and the attention FLOPs).
     pub patches_per_image: u64,
@@ -311,11 +321,17 @@ pub fn image_plan(an: &crate::analysis::Analysis, plan: &crate::plan::Plan) -> R
     let tower_weights = full && !plan.freeze_vision_tower;
     let tower_mask = if !full && !plan.freeze_vision_tower { v.lenient_mask(plan.lora_target_modules.as_ref()) } else { 0 };
     let base = ImagePlan { tower_weights, projector_weights: full, tower_mask, ..Default::default() };
+    // the videos first (video.rs): their tokens leave the rest of max_length to the images
+    // (a video shrunk to fit leaves room for images of a set size)
+    let pinned = plan.max_pixels.is_some() || matches!(v.tower.images, ImageRule::Fixed { .. });
+    let reserved = if pinned { images.saturating_mul(v.tower.images.per_image(plan.max_pixels).1) } else { 0 };
+    let videos = crate::video::video_plan(&v.tower, plan, reserved)?;
+    let base = ImagePlan { patches: videos.patches, tokens: videos.tokens, video_tokens: videos.tokens, patches_per_image: videos.context, ..base };
     if images == 0 {
         return Ok(Some(base));
     }
     let (mut patches, mut tokens) = v.tower.images.per_image(plan.max_pixels);
-    let budget = plan.max_length / images;
+    let budget = (plan.max_length - videos.tokens) / images;
     if tokens > budget {
         let dynamic = matches!(v.tower.images, ImageRule::Dynamic { .. });
         if plan.max_pixels.is_none() && dynamic && budget > 0 {
@@ -326,16 +342,18 @@ pub fn image_plan(an: &crate::analysis::Analysis, plan: &crate::plan::Plan) -> R
                 "max_length",
                 plan.max_length,
                 format!(
-                    "at least {} tokens: {images} image(s) per sample take {tokens} tokens each, and trl truncates inside \
+                    "at least {} tokens: {images} image(s) per sample take {tokens} tokens each{}, and trl truncates inside \
                      them (\"Image features and image tokens do not match\"); lower max_pixels or images_per_sample",
-                    tokens.saturating_mul(images)
+                    tokens.saturating_mul(images).saturating_add(videos.tokens),
+                    if videos.tokens > 0 { format!(" besides {} video tokens", videos.tokens) } else { String::new() }
                 ),
             ));
         }
     }
-    let context = v.tower.images.attention_context(patches);
+    // one attention span for the whole sample: the longer of an image's and a video frame group's
+    let context = v.tower.images.attention_context(patches).max(base.patches_per_image);
     let cross_tokens = v.tower.images.cross_tokens() * images;
-    Ok(Some(ImagePlan { patches: patches * images, tokens: tokens * images, patches_per_image: context, cross_tokens, ..base }))
+    Ok(Some(ImagePlan { patches: patches * images + base.patches, tokens: tokens * images + base.tokens, patches_per_image: context, cross_tokens, ..base }))
 }
 
 /// `x` bytes per encoder patch as bytes per language-model token of a sequence of `t`
@@ -383,6 +401,8 @@ pub struct VisionReport {
     /// Encoder patches per sample and the language-model tokens they become (inside `max_length`).
     pub patches_per_sample: u64,
     pub image_tokens_per_sample: u64,
+    /// Language-model tokens of the sample's videos (video.rs; 0 without videos).
+    pub video_tokens_per_sample: u64,
     pub tower_parameters: u64,
     pub projector_parameters: u64,
     /// Trainable parameters of the tower (its weights or its adapters).

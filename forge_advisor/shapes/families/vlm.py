@@ -37,7 +37,7 @@ from typing import Any
 from forge_advisor.errors import ForgeError
 from forge_advisor.shapes.config import ConfigReader
 from forge_advisor.shapes.families.common import layer_norm
-from forge_advisor.shapes.model import ImageRule, LayerType, Linear, ModelShape, Param, Projector, VisionTower
+from forge_advisor.shapes.model import ImageRule, LayerType, Linear, ModelShape, Param, Projector, VideoRule, VisionTower
 from forge_advisor.shapes.registry import builder_for, register_architecture
 
 # image_processing_qwen2_vl.py `Qwen2VLImageProcessor.size`: shortest_edge 56·56 = 3136 px,
@@ -187,7 +187,19 @@ def qwen_tower(v: ConfigReader, model_type: str, lm_hidden: int) -> VisionTower:
         gated_mlp=gated, hidden_act=v.str("hidden_act"), layer_types=(block,), layers=(0,) * depth, params=tuple(params),
         projector=Projector(tuple(linears), other_parameters=other, norm_width=hv * merge * merge),
         images=ImageRule("dynamic", patch_size=patch, merge_size=merge, min_pixels=QWEN_MIN_PIXELS, max_pixels=QWEN_MAX_PIXELS),
+        videos=qwen_videos(model_type, patch * merge, temporal),
     )
+
+
+def qwen_videos(model_type: str, factor: int, temporal: int) -> VideoRule:
+    """The video processor's pixel range, ``size = {"shortest_edge": 128·f², "longest_edge":
+    768·f²}`` with f = patch · merge (video_processing_qwen2_vl.py: 128·28·28 and 28·28·768;
+    video_processing_qwen3_vl.py: 128·32·32 and 32·32·768, a budget over all frames of a video
+    in Qwen3-VL's ``smart_resize(num_frames, …)``), and Qwen3-VL's per-group timestamps at its
+    sampling ``fps = 2`` (processing_qwen3_vl.py ``replace_video_token``)."""
+    qwen3 = model_type == "qwen3_vl"
+    return VideoRule(temporal, min_pixels=128 * factor * factor, max_pixels=768 * factor * factor,
+                     pixels_span_frames=qwen3, timestamp_fps=2 if qwen3 else 0)
 
 
 @register_architecture("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
