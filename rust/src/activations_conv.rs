@@ -87,7 +87,7 @@ mod tests {
     }
 
     fn ctx(kernel: AttnKernel, dtype: Dtype) -> PlanCtx {
-        PlanCtx { w: Widths::of(dtype), kernel, lora_r: 16, lora_dropout: false, hidden_dropout: false, attention_dropout: false }
+        PlanCtx { w: Widths::of(dtype), kernel, lora_r: 16, lora_dropout: false, hidden_dropout: false, attention_dropout: false, cross: None }
     }
 
     #[test]
