@@ -200,7 +200,13 @@ impl Prepared<'_> {
         let tokens = sat(batch, self.s.tokens_per_sequence);
         let lines = &self.lines[usize::from(accumulation > 1)];
         let peak_allocated = if lines.complete && tokens <= self.fast_tokens_max {
-            clip(lines.max_at(tokens))
+            let mut peak = lines.max_at(tokens);
+            if let (Some((h, v, e, head_grad)), Some((a, b))) = (self.s.liger, lines.liger_forward) {
+                // forward end: its line plus Liger's chunk (`forward_peak`)
+                let chunk = crate::levers::liger_forward_transient(tokens, h, v, e, head_grad);
+                peak = peak.max(a as u128 + b as u128 * tokens as u128 + chunk as u128);
+            }
+            clip(peak)
         } else {
             self.peak(batch, accumulation).total
         };
@@ -562,11 +568,14 @@ pub(crate) struct Lines {
     len: usize,
     /// All of the phases' lines are here (else the phase walk is used).
     complete: bool,
+    /// Under Liger's fused cross-entropy, the forward end's line without the loss chunk
+    /// (`levers::liger_forward_transient`, added at each batch); it is not in `a`, `b`.
+    liger_forward: Option<(u64, u64)>,
 }
 
 impl Default for Lines {
     fn default() -> Self {
-        Lines { a: [0; LINES], b: [0; LINES], len: 0, complete: false }
+        Lines { a: [0; LINES], b: [0; LINES], len: 0, complete: false, liger_forward: None }
     }
 }
 
@@ -667,14 +676,18 @@ impl Prepared<'_> {
         let mut cands = std::mem::take(&mut self.scratch);
         for accum in [false, true] {
             cands.clear();
-            // Liger's chunk is a power of two of the tokens: not affine, walk the phases
-            let affine = self.s.liger.is_none() && self.lines_for(accum, &mut cands).is_some();
-            self.lines[usize::from(accum)] = if affine { Lines::envelope(&mut cands) } else { Lines::default() };
+            self.lines[usize::from(accum)] = match self.lines_for(accum, &mut cands) {
+                Some(liger_forward) => Lines { liger_forward, ..Lines::envelope(&mut cands) },
+                None => Lines::default(),
+            };
         }
         self.scratch = cands;
     }
 
-    fn lines_for(&self, accum: bool, lines: &mut Vec<(u64, u64)>) -> Option<()> {
+    /// The candidate lines of one line set into `lines`. Under Liger's fused cross-entropy
+    /// the forward-end line is returned instead: its chunk is a power of two of the tokens,
+    /// not affine, so [`Prepared::evaluate`] adds it to that line at each batch.
+    fn lines_for(&self, accum: bool, lines: &mut Vec<(u64, u64)>) -> Option<Option<(u64, u64)>> {
         let segs = self.segs.as_slice();
         let (c0, c1, c2) = self.s.logits_per_tv;
         let vocab = self.est.shape.vocab_size as u128;
@@ -687,7 +700,13 @@ impl Prepared<'_> {
         // forward end and loss backward: the same terms but the logits' (c0 vs c1, c2)
         let grads_prev = if accum { gradients as u128 } else { 0 };
         let mut below = self.s.tail_per_token as u128 + kept_total;
-        if units.forward == units.loss_backward {
+        let mut liger_forward = None;
+        if self.s.liger.is_some() {
+            // no [tokens, vocab] logits (`logits_per_tv` is zero): the forward's chunk is added later
+            let a = fixed + autocast + grads_prev + fixed_below + units.forward as u128;
+            liger_forward = Some((u64::try_from(a).ok()?, u64::try_from(below).ok()?));
+            push_line(lines, fixed + autocast + grads_prev + fixed_below + units.loss_backward as u128, below + vocab * c1.max(c2) as u128)?;
+        } else if units.forward == units.loss_backward {
             push_line(lines, fixed + autocast + grads_prev + fixed_below + units.forward as u128, below + vocab * c0.max(c1).max(c2) as u128)?;
         } else {
             push_line(lines, fixed + autocast + grads_prev + fixed_below + units.forward as u128, below + vocab * c0 as u128)?;
@@ -741,7 +760,8 @@ impl Prepared<'_> {
         let (embed, end_units) = self.backward_end(accum);
         let end = gradients as u128 + embed as u128 + end_units as u128;
         let step = self.s.gradients as u128 + self.s.temporaries as u128;
-        push_line(lines, fixed + end.max(step), 0)
+        push_line(lines, fixed + end.max(step), 0)?;
+        Some(liger_forward)
     }
 
     /// The embedding backward's transients and FSDP2's units at the end of backward.
@@ -820,13 +840,14 @@ mod tests {
             num_gpus,
             distributed,
             activation_offloading: rng.pick(&[false, false, true]),
+            use_liger_kernel: rng.pick(&[false, true]),
             offload_params: sharded_params && rng.pick(&[false, true]),
             ..Plan::default()
         }
     }
 
-    /// The upper envelope of the lines gives the phase walk's peak, number for number, and
-    /// is small enough to be used: on interleaved hybrid stacks (one segment per layer) and
+    /// The upper envelope of the lines (with Liger's forward chunk) gives the phase walk's
+    /// peak, number for number, and is small enough to be used: on interleaved hybrid stacks (one segment per layer) and
     /// at every batch the search tries, with and without accumulation.
     fn envelope_matches_walk(est: &Estimator, plans: usize, seed: u64, min_segments: usize) {
         let mut rng = Rng(seed);
@@ -842,7 +863,7 @@ mod tests {
                     if tokens > p.fast_tokens_max {
                         continue;
                     }
-                    assert_eq!(clip(lines.max_at(tokens)), p.peak(batch, accum).total, "{}: {plan:?} at batch {batch}×{accum}", est.shape.name);
+                    assert_eq!(p.evaluate(batch, accum).expect("priced").peak_allocated_bytes, p.peak(batch, accum).total, "{}: {plan:?} at batch {batch}×{accum}", est.shape.name);
                     checked += 1;
                 }
             }
