@@ -200,6 +200,40 @@ struct Basis {
     images: Option<crate::vision::ImagePlan>,
 }
 
+/// What [`Estimator::params`] prices of a plan: everything before its activations.
+pub(crate) struct Params<'p> {
+    /// The plan the activations are priced with (FSDP2: its compute dtype).
+    act_plan: std::borrow::Cow<'p, Plan>,
+    w: Widths,
+    b: Basis,
+    set: TrainableSet,
+    /// Paged optimizer states (`optimizer_bytes`).
+    paged: u64,
+    fixed: Fixed,
+    /// The terms alive in every phase (`Scalars::base`).
+    base: Breakdown,
+}
+
+impl Params<'_> {
+    /// The least peak reserved memory of the plan at any batch, in what the search judges
+    /// fits by (`Evaluation::peak_reserved_upper_bytes`): every phase of the step holds the
+    /// terms of `base` (`Prepared::peak`), and the device adds at least the CUDA context and
+    /// cuBLAS's workspaces (`Prepared::evaluation`); `reserved_upper` rises with its input.
+    pub(crate) fn reserved_floor(&self, gpu: Option<&GpuSpec>) -> u64 {
+        let fixed: u128 = self.base.entries().iter().map(|&(_, x)| x as u128).sum();
+        let allocated = u64::try_from(fixed).unwrap_or(u64::MAX);
+        let reserved = allocated.saturating_add(crate::device::CUDA_CONTEXT_BYTES).saturating_add(crate::device::cublas_workspace(gpu));
+        crate::device::reserved_upper(reserved, crate::device::CUDA_CONTEXT_BYTES)
+    }
+
+    /// The floor's allocated part (`Scalars::fixed`) is beyond what `Prepared::evaluation`
+    /// prices (it answers an overflow error there).
+    pub(crate) fn overflows(&self) -> bool {
+        let fixed: u128 = self.base.entries().iter().map(|&(_, x)| x as u128).sum();
+        fixed >= (u64::MAX / 4) as u128
+    }
+}
+
 /// The trainable parameters of a plan ([`Estimator::trainable_set`]).
 struct TrainableSet {
     /// Of the LoRA adapters (0 under full fine-tuning).
@@ -411,6 +445,15 @@ impl Estimator {
     /// segments ([`Estimator::layer_segments`]), the tail ([`tail_per_token`],
     /// [`logits_per_tv`]) and the speed and overhead models ([`Estimator::overhead`]).
     pub(crate) fn prepare_in<'a>(&'a self, plan: &Plan, gpu: Option<&GpuSpec>, out: &mut Prepared<'a>, lines: bool) -> Result<()> {
+        let params = self.params(plan)?;
+        self.prepare_params(plan, gpu, out, lines, params);
+        Ok(())
+    }
+
+    /// The first steps of [`Estimator::prepare_in`], all that can reject a plan: its checks
+    /// and target mask, weights and quantisation, the trainable set, optimizer states,
+    /// sharding and offloading.
+    pub(crate) fn params<'p>(&self, plan: &'p Plan) -> Result<Params<'p>> {
         let mask = self.checked_target_mask(plan)?;
         let shape = &self.shape;
         let an = &self.analysis;
@@ -424,7 +467,6 @@ impl Estimator {
         let pb = plan.dtype.param_bytes();
         let full = plan.method == Method::Full;
         let frozen = self.frozen_layers(plan);
-        let n_layers = an.layers.len() as u64;
         // any freeze ratio > 0 freezes the input embeddings, even when it rounds to 0 layers
         // (forge_advisor.train.freezing.setup_lp_lora_style, benches/truth)
         let embed_trains = full && plan.freeze_ratio == 0.0;
@@ -445,9 +487,29 @@ impl Estimator {
         let (states, temporaries, paged) = optimizer_bytes(an, plan, mask, trainable);
 
         // ---- distributed sharding -------------------------------------------------------
-        let n_gpus = plan.num_gpus;
         let fixed = self.sharded(plan, w, Fixed::unsharded(weights, gradients, states, temporaries), trainable, &b);
         let reference_model = if plan.trainer == Trainer::Dpo && full { fixed.weights } else { 0 };
+        let base = Breakdown {
+            weights: fixed.weights,
+            quant_state,
+            lora_adapters: adapter_bytes,
+            reference_model,
+            optimizer_states: fixed.states,
+            distributed_buffers: fixed.dist_buffers,
+            ..Default::default()
+        };
+        Ok(Params { act_plan, w, b, set, paged, fixed, base })
+    }
+
+    /// [`Estimator::prepare_in`] after [`Estimator::params`]: the layer segments, the tail,
+    /// the speed and overhead models, and the lines.
+    pub(crate) fn prepare_params<'a>(&'a self, plan: &Plan, gpu: Option<&GpuSpec>, out: &mut Prepared<'a>, lines: bool, params: Params<'_>) {
+        let Params { act_plan, w, b, set, paged, fixed, base } = params;
+        let (shape, an) = (&self.shape, &self.analysis);
+        let (full, frozen, embed_trains, grad_bytes_per, grad_scale, mask) = (b.full, b.frozen, b.embed_trains, b.grad_bytes_per, b.grad_scale, b.mask);
+        let n_layers = an.layers.len() as u64;
+        let trainable = set.trainable;
+        let n_gpus = plan.num_gpus;
 
         // ---- activations per layer (per token; multiplied out in `finish`) ---------------
         let cx = PlanCtx::new(shape, &act_plan, gpu);
@@ -479,15 +541,6 @@ impl Estimator {
         };
         let flops_per_token = crate::throughput::flops_per_token(self, plan, mask, frozen, acts.first_in_graph) + vision_flops;
         let quality = crate::objective::quality_score(plan, crate::objective::targets_all_linear(plan, mask & an.all_linear_mask, an.all_linear_mask));
-        let base = Breakdown {
-            weights: fixed.weights,
-            quant_state,
-            lora_adapters: adapter_bytes,
-            reference_model,
-            optimizer_states: fixed.states,
-            distributed_buffers: fixed.dist_buffers,
-            ..Default::default()
-        };
         out.s = Scalars {
             tokens_per_sequence: if plan.trainer == Trainer::Dpo { 2 * plan.max_length } else { plan.max_length },
             lengths_vary: plan.batching.lengths_vary(),
@@ -526,7 +579,6 @@ impl Estimator {
         } else {
             out.lines = Default::default();
         }
-        Ok(())
     }
 
     /// The plan's checks that need the model (after [`Plan::validate`]) and its LoRA target
