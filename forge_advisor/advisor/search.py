@@ -11,6 +11,7 @@ imports no Optuna: ``--storage`` lives in :mod:`forge_advisor.advisor.study`.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -154,11 +155,22 @@ def with_preset_alpha(plan: Plan, preset: str, fixed: dict[str, Any]) -> Plan:
     α changes neither memory nor speed, so the core's estimate stands."""
     if not plan.uses_lora or "lora_alpha" in fixed:
         return plan
-    from forge_advisor.presets import get_preset
     from forge_advisor.presets.planning import scaled_alpha
+    from forge_advisor.presets.registry import get_preset_class
+
+    alpha, r = _preset_alpha_r(preset, get_preset_class(preset))
+    return plan.with_(lora_alpha=scaled_alpha(alpha, r, plan.lora_r))
+
+
+@functools.lru_cache(maxsize=64)
+def _preset_alpha_r(preset: str, cls: type) -> tuple[int, int]:
+    """``(lora_alpha, lora_r)`` of the registered preset ``preset``: built once per preset
+    class (``cls`` keys the cache, so a preset registered again is read again), not once
+    per plan a search shows."""
+    from forge_advisor.presets import get_preset
 
     base = get_preset(preset)
-    return plan.with_(lora_alpha=scaled_alpha(base.lora_alpha, base.lora_r, plan.lora_r))
+    return base.lora_alpha, base.lora_r
 
 
 def check_fixed(shape: ModelShape, gpu: GPU, req: SearchRequest, space: dict[str, Any]) -> None:

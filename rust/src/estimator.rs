@@ -216,12 +216,15 @@ pub(crate) struct Params<'p> {
 
 impl Params<'_> {
     /// The least peak reserved memory of the plan at any batch, in what the search judges
-    /// fits by (`Evaluation::peak_reserved_upper_bytes`): every phase of the step holds the
-    /// terms of `base` (`Prepared::peak`), and the device adds at least the CUDA context and
-    /// cuBLAS's workspaces (`Prepared::evaluation`); `reserved_upper` rises with its input.
+    /// fits by (`Evaluation::peak_reserved_upper_bytes`): the peak is at least the
+    /// optimizer step's total, the terms of `base` (alive in every phase) + the sharded
+    /// gradients + the optimizer's temporaries (`Prepared::offer_step_end`); the device adds
+    /// at least the CUDA context and cuBLAS's workspaces (`Prepared::evaluation`); and
+    /// `reserved_upper` rises with its input.
     pub(crate) fn reserved_floor(&self, gpu: Option<&GpuSpec>) -> u64 {
         let fixed: u128 = self.base.entries().iter().map(|&(_, x)| x as u128).sum();
-        let allocated = u64::try_from(fixed).unwrap_or(u64::MAX);
+        let step = fixed + self.fixed.gradients as u128 + self.fixed.temporaries as u128;
+        let allocated = u64::try_from(step).unwrap_or(u64::MAX);
         let reserved = allocated.saturating_add(crate::device::CUDA_CONTEXT_BYTES).saturating_add(crate::device::cublas_workspace(gpu));
         crate::device::reserved_upper(reserved, crate::device::CUDA_CONTEXT_BYTES)
     }

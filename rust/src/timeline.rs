@@ -582,7 +582,11 @@ impl Default for Lines {
 /// Add the line `a + b·T` to `lines`; `None` when a term does not fit 64 bits (the phase
 /// walk is used then).
 fn push_line(lines: &mut Vec<(u64, u64)>, a: u128, b: u128) -> Option<()> {
-    lines.push((u64::try_from(a).ok()?, u64::try_from(b).ok()?));
+    let line = (u64::try_from(a).ok()?, u64::try_from(b).ok()?);
+    // the same line as the one before it (a one-layer segment's candidates) adds nothing
+    if lines.last() != Some(&line) {
+        lines.push(line);
+    }
     Some(())
 }
 
