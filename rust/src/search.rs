@@ -407,6 +407,7 @@ impl Estimator {
         let outers = space.outer_plans();
         let options = space.batch_options(space.base.num_gpus);
         let mut slots = Slots::new(self, space);
+        slots.prune = prune;
         let mut fitting = Vec::new();
         let mut leanest: Option<Ranked> = None;
         for outer in &outers {
@@ -470,6 +471,15 @@ impl Estimator {
         // cannot win, pricing them changes nothing: a lever never raises tokens/s)
         let may_gain = skipped || acc.best.as_ref().is_none_or(|(_, tps, _)| faster_unfit.is_some_and(|t| t > *tps));
         if slots.has_levers && may_gain {
+            // with a plain fit, a lever variant can win only where its own twin does not fit
+            // yet is faster than that fit: the others are not priced
+            let best = acc.best.as_ref().map(|(_, tps, _)| *tps);
+            for i in 0..slots.variants.len() {
+                slots.need[i] = match (best, slots.twin[i]) {
+                    (Some(best), Some(j)) if slots.prune && slots.ok[j] => slots.unfit_tps[j] > best,
+                    _ => true,
+                };
+            }
             slots.prepare(self, outer, gpu, false, space.usable_bytes)?;
             Self::scan(options, space, slots, false, outer.batching, &mut acc)?;
         }
@@ -477,14 +487,25 @@ impl Estimator {
     }
 
     /// Evaluate the prepared variants of one phase (plain or lever) at every batch into
-    /// `acc`; returns the most tokens/s among the plans that do not fit.
-    fn scan(options: &[(u64, u64)], space: &Space, slots: &Slots<'_>, plain: bool, mode: Batching, acc: &mut Inner) -> Result<Option<f64>> {
+    /// `acc`; returns the most tokens/s among the plans that do not fit. The plain phase
+    /// also keeps that most per variant in `slots.unfit_tps` (∞ where a batch could not be
+    /// priced: unknown).
+    fn scan(options: &[(u64, u64)], space: &Space, slots: &mut Slots<'_>, plain: bool, mode: Batching, acc: &mut Inner) -> Result<Option<f64>> {
         let mut faster_unfit: Option<f64> = None;
+        if plain {
+            slots.unfit_tps.iter_mut().for_each(|t| *t = f64::NEG_INFINITY);
+        }
         for (bi, &(batch, accumulation)) in options.iter().enumerate() {
-            for (variant, prep) in slots.valid(plain) {
-                let ev: Evaluation = match prep.evaluate(batch, accumulation) {
+            for variant in 0..slots.variants.len() {
+                if !(slots.ok[variant] && slots.plain[variant] == plain) {
+                    continue;
+                }
+                let ev: Evaluation = match slots.prepared[variant].evaluate(batch, accumulation) {
                     Ok(e) => e,
-                    Err(Error::InvalidField { .. }) => continue,
+                    Err(Error::InvalidField { .. }) => {
+                        slots.unfit_tps[variant] = f64::INFINITY;
+                        continue;
+                    }
                     Err(e) => return Err(e),
                 };
                 let reserved = space.judged_reserved(&ev);
@@ -499,6 +520,9 @@ impl Estimator {
                     }
                 } else {
                     faster_unfit = Some(faster_unfit.map_or(tps, |t| t.max(tps)));
+                    // (NaN tokens/s: unknown, as if faster)
+                    let t = &mut slots.unfit_tps[variant];
+                    *t = if tps.is_nan() { f64::INFINITY } else { t.max(tps) };
                     if acc.leanest.as_ref().is_none_or(|(cur, k)| reserved < cur.reserved || (reserved == cur.reserved && key < *k)) {
                         acc.leanest = Some((w, key));
                     }
@@ -609,6 +633,14 @@ struct Slots<'a> {
     /// Skip a variant whose reserved floor is over the usable bytes and at least this: it
     /// can neither fit nor be leaner than the leanest plan so far (`None`: skip none).
     skip_from: Option<u64>,
+    /// The plain variant with the same checkpointing as `variants[i]` (its twin).
+    twin: Vec<Option<usize>>,
+    /// Per plain variant, the most tokens/s of a batch that does not fit (`Estimator::scan`).
+    unfit_tps: Vec<f64>,
+    /// Whether a lever variant is priced in the lever phase (`Estimator::inner_search`).
+    need: Vec<bool>,
+    /// Whether variants that can change nothing are skipped (`skip_from`, `need`).
+    prune: bool,
 }
 
 impl<'a> Slots<'a> {
@@ -628,7 +660,22 @@ impl<'a> Slots<'a> {
             .collect();
         let n = variants.len();
         let has_levers = plain.iter().any(|p| !p);
-        Slots { variants, plain, has_levers, prepared: (0..n).map(|_| Prepared::empty(est)).collect(), ok: vec![false; n], skip_from: None }
+        let twin = variants
+            .iter()
+            .map(|v| (0..n).find(|&j| plain[j] && variants[j].gradient_checkpointing == v.gradient_checkpointing))
+            .collect();
+        Slots {
+            variants,
+            plain,
+            has_levers,
+            prepared: (0..n).map(|_| Prepared::empty(est)).collect(),
+            ok: vec![false; n],
+            skip_from: None,
+            twin,
+            unfit_tps: vec![f64::NEG_INFINITY; n],
+            need: vec![true; n],
+            prune: true,
+        }
     }
 
     /// Prepare `outer` under each variant of one phase (`plain` or lever); a variant the
@@ -639,8 +686,8 @@ impl<'a> Slots<'a> {
     /// batch-independent terms) is over `usable` and at least [`Slots::skip_from`] is
     /// skipped (marked invalid) before its layers are priced: at every batch it would not
     /// fit, and its reserved bytes would be no less than the leanest plan's so far (which
-    /// `rank` keeps on equals), so it changes nothing `rank` returns. Returns whether one
-    /// was skipped.
+    /// `rank` keeps on equals), so it changes nothing `rank` returns. So is a lever variant
+    /// that `need` leaves out. Returns whether one was skipped by its floor.
     fn prepare(&mut self, est: &'a Estimator, outer: &Plan, gpu: Option<&GpuSpec>, plain: bool, usable: u64) -> Result<bool> {
         let mut skipped = false;
         for i in 0..self.variants.len() {
@@ -651,7 +698,7 @@ impl<'a> Slots<'a> {
                 continue;
             }
             let v = self.variants[i];
-            if !v.runs_with(outer.distributed) {
+            if !v.runs_with(outer.distributed) || !(plain || self.need[i]) {
                 self.ok[i] = false;
                 continue;
             }
@@ -678,9 +725,6 @@ impl<'a> Slots<'a> {
         Ok(skipped)
     }
 
-    fn valid(&self, plain: bool) -> impl Iterator<Item = (usize, &Prepared<'a>)> {
-        self.prepared.iter().enumerate().filter(move |(i, _)| self.ok[*i] && self.plain[*i] == plain)
-    }
 }
 
 #[cfg(test)]
@@ -1037,7 +1081,8 @@ mod tests {
     }
 
     /// Skipping the variants whose floor can neither fit nor be leaner than the leanest so
-    /// far returns the very ranking (every plan, estimate and index, compared through their
+    /// far, and the lever variants whose plain twin has no unfit batch faster than the best
+    /// plain fit, returns the very ranking (every plan, estimate and index, compared through their
     /// `Debug` text) of pricing them all: on the spaces of `recommend`'s suggestions (one
     /// GPU at shorter lengths, more GPUs with sharding and offloading) for hybrid and dense
     /// models, where nothing fits, some plans fit and everything fits.
