@@ -300,6 +300,16 @@ def main() -> None:
         "- What remains per unrelated plan is `prepare` itself (~200 ns: validation, the per-segment activation",
         "  rules, FLOPs, quality), so arrays of unrelated plans run at ~3–4 M/s.",
         "- Python `estimate()`: `Plan.to_dict()` is field by field (it was `dataclasses.asdict`, ~17 µs).",
+        "- Interleaved hybrid stacks (Nemotron-3-Super: 88 layers, a segment per layer) had more phase lines than",
+        "  the 12 kept and fell back to the phase walk at every batch. The lines are now reduced to their upper",
+        "  envelope over tokens ≥ 0 (an exact convex hull, integer cross-multiplication; Liger's non-affine loss",
+        "  chunk is added to the forward line at each batch), each (layer type, input grad, live) is priced once",
+        "  per plan, and `rank` skips what can change nothing it returns: a variant whose batch-independent floor",
+        "  (every phase's fixed terms, the optimizer step's grads and temporaries, CUDA context, cuBLAS) is over",
+        "  the usable bytes and no leaner than the leanest plan so far, and a lever variant whose own plain twin has",
+        "  no unfit batch faster than the best plain fit. Rankings unchanged: a test compares the pruned ranking",
+        "  with the full one, and the envelope with the walk on hybrid shapes and random interleavings",
+        "  (`benches/results/recommend_speed.md`).",
         "",
     ]
     write_results("speed", report, "\n".join(lines))

@@ -11,6 +11,8 @@ imports no Optuna: ``--storage`` lives in :mod:`forge_advisor.advisor.study`.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -148,17 +150,37 @@ def plan_of(native: core.NativePlan) -> Plan:
     return Plan(**{name: getattr(native, name) for name in Plan.field_names()})
 
 
+def preset_alpha(plan: Plan, preset: str, fixed: dict[str, Any]) -> int | None:
+    """The α :func:`with_preset_alpha` gives ``plan``, or None where it keeps the plan (no
+    adapters, α pinned, or the preset's α/r already gives the plan's α)."""
+    if not plan.uses_lora or "lora_alpha" in fixed:
+        return None
+    from forge_advisor.presets.planning import scaled_alpha
+    from forge_advisor.presets.registry import get_preset_class
+
+    alpha, r = _preset_alpha_r(preset, get_preset_class(preset))
+    new = scaled_alpha(alpha, r, plan.lora_r)
+    return None if new == plan.lora_alpha else new
+
+
 def with_preset_alpha(plan: Plan, preset: str, fixed: dict[str, Any]) -> Plan:
     """The core varies ``lora_r`` alone; the plan keeps its preset's α/r unless α is pinned
     (presets/planning.py ``scaled_alpha``: r 128 on the lora preset's 32/16 -> α 256).
     α changes neither memory nor speed, so the core's estimate stands."""
-    if not plan.uses_lora or "lora_alpha" in fixed:
-        return plan
+    alpha = preset_alpha(plan, preset, fixed)
+    # (`replace`, not `Plan.with_`: lora_alpha is a field, no name to check)
+    return plan if alpha is None else dataclasses.replace(plan, lora_alpha=alpha)
+
+
+@functools.lru_cache(maxsize=64)
+def _preset_alpha_r(preset: str, cls: type) -> tuple[int, int]:
+    """``(lora_alpha, lora_r)`` of the registered preset ``preset``: built once per preset
+    class (``cls`` keys the cache, so a preset registered again is read again), not once
+    per plan a search shows."""
     from forge_advisor.presets import get_preset
-    from forge_advisor.presets.planning import scaled_alpha
 
     base = get_preset(preset)
-    return plan.with_(lora_alpha=scaled_alpha(base.lora_alpha, base.lora_r, plan.lora_r))
+    return base.lora_alpha, base.lora_r
 
 
 def check_fixed(shape: ModelShape, gpu: GPU, req: SearchRequest, space: dict[str, Any]) -> None:

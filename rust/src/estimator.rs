@@ -200,6 +200,43 @@ struct Basis {
     images: Option<crate::vision::ImagePlan>,
 }
 
+/// What [`Estimator::params`] prices of a plan: everything before its activations.
+pub(crate) struct Params<'p> {
+    /// The plan the activations are priced with (FSDP2: its compute dtype).
+    act_plan: std::borrow::Cow<'p, Plan>,
+    w: Widths,
+    b: Basis,
+    set: TrainableSet,
+    /// Paged optimizer states (`optimizer_bytes`).
+    paged: u64,
+    fixed: Fixed,
+    /// The terms alive in every phase (`Scalars::base`).
+    base: Breakdown,
+}
+
+impl Params<'_> {
+    /// The least peak reserved memory of the plan at any batch, in what the search judges
+    /// fits by (`Evaluation::peak_reserved_upper_bytes`): the peak is at least the
+    /// optimizer step's total, the terms of `base` (alive in every phase) + the sharded
+    /// gradients + the optimizer's temporaries (`Prepared::offer_step_end`); the device adds
+    /// at least the CUDA context and cuBLAS's workspaces (`Prepared::evaluation`); and
+    /// `reserved_upper` rises with its input.
+    pub(crate) fn reserved_floor(&self, gpu: Option<&GpuSpec>) -> u64 {
+        let fixed: u128 = self.base.entries().iter().map(|&(_, x)| x as u128).sum();
+        let step = fixed + self.fixed.gradients as u128 + self.fixed.temporaries as u128;
+        let allocated = u64::try_from(step).unwrap_or(u64::MAX);
+        let reserved = allocated.saturating_add(crate::device::CUDA_CONTEXT_BYTES).saturating_add(crate::device::cublas_workspace(gpu));
+        crate::device::reserved_upper(reserved, crate::device::CUDA_CONTEXT_BYTES)
+    }
+
+    /// The floor's allocated part (`Scalars::fixed`) is beyond what `Prepared::evaluation`
+    /// prices (it answers an overflow error there).
+    pub(crate) fn overflows(&self) -> bool {
+        let fixed: u128 = self.base.entries().iter().map(|&(_, x)| x as u128).sum();
+        fixed >= (u64::MAX / 4) as u128
+    }
+}
+
 /// The trainable parameters of a plan ([`Estimator::trainable_set`]).
 struct TrainableSet {
     /// Of the LoRA adapters (0 under full fine-tuning).
@@ -414,6 +451,15 @@ impl Estimator {
     /// segments ([`Estimator::layer_segments`]), the tail ([`tail_per_token`],
     /// [`logits_per_tv`]) and the speed and overhead models ([`Estimator::overhead`]).
     pub(crate) fn prepare_in<'a>(&'a self, plan: &Plan, gpu: Option<&GpuSpec>, out: &mut Prepared<'a>, lines: bool) -> Result<()> {
+        let params = self.params(plan)?;
+        self.prepare_params(plan, gpu, out, lines, params);
+        Ok(())
+    }
+
+    /// The first steps of [`Estimator::prepare_in`], all that can reject a plan: its checks
+    /// and target mask, weights and quantisation, the trainable set, optimizer states,
+    /// sharding and offloading.
+    pub(crate) fn params<'p>(&self, plan: &'p Plan) -> Result<Params<'p>> {
         let mask = self.checked_target_mask(plan)?;
         let shape = &self.shape;
         let an = &self.analysis;
@@ -427,7 +473,6 @@ impl Estimator {
         let pb = plan.dtype.param_bytes();
         let full = plan.method == Method::Full;
         let frozen = self.frozen_layers(plan);
-        let n_layers = an.layers.len() as u64;
         // any freeze ratio > 0 freezes the input embeddings, even when it rounds to 0 layers
         // (forge_advisor.train.freezing.setup_lp_lora_style, benches/truth)
         let embed_trains = full && plan.freeze_ratio == 0.0;
@@ -448,9 +493,29 @@ impl Estimator {
         let (states, temporaries, paged) = optimizer_bytes(an, plan, mask, trainable);
 
         // ---- distributed sharding -------------------------------------------------------
-        let n_gpus = plan.num_gpus;
         let fixed = self.sharded(plan, w, Fixed::unsharded(weights, gradients, states, temporaries), trainable, &b);
         let reference_model = if plan.trainer == Trainer::Dpo && full { fixed.weights } else { 0 };
+        let base = Breakdown {
+            weights: fixed.weights,
+            quant_state,
+            lora_adapters: adapter_bytes,
+            reference_model,
+            optimizer_states: fixed.states,
+            distributed_buffers: fixed.dist_buffers,
+            ..Default::default()
+        };
+        Ok(Params { act_plan, w, b, set, paged, fixed, base })
+    }
+
+    /// [`Estimator::prepare_in`] after [`Estimator::params`]: the layer segments, the tail,
+    /// the speed and overhead models, and the lines.
+    pub(crate) fn prepare_params<'a>(&'a self, plan: &Plan, gpu: Option<&GpuSpec>, out: &mut Prepared<'a>, lines: bool, params: Params<'_>) {
+        let Params { act_plan, w, b, set, paged, fixed, base } = params;
+        let (shape, an) = (&self.shape, &self.analysis);
+        let (full, frozen, embed_trains, grad_bytes_per, grad_scale, mask) = (b.full, b.frozen, b.embed_trains, b.grad_bytes_per, b.grad_scale, b.mask);
+        let n_layers = an.layers.len() as u64;
+        let trainable = set.trainable;
+        let n_gpus = plan.num_gpus;
 
         // ---- activations per layer (per token; multiplied out in `finish`) ---------------
         let cx = PlanCtx::new(shape, &act_plan, gpu);
@@ -482,15 +547,6 @@ impl Estimator {
         } + acts.cross.map_or(0.0, |c| crate::cross::flops_correction(an, shape, plan, &c, frozen));
         let flops_per_token = crate::throughput::flops_per_token(self, plan, mask, frozen, acts.first_in_graph) + vision_flops;
         let quality = crate::objective::quality_score(plan, crate::objective::targets_all_linear(plan, mask & an.all_linear_mask, an.all_linear_mask));
-        let base = Breakdown {
-            weights: fixed.weights,
-            quant_state,
-            lora_adapters: adapter_bytes,
-            reference_model,
-            optimizer_states: fixed.states,
-            distributed_buffers: fixed.dist_buffers,
-            ..Default::default()
-        };
         out.s = Scalars {
             tokens_per_sequence: if plan.trainer == Trainer::Dpo { 2 * plan.max_length } else { plan.max_length },
             lengths_vary: plan.batching.lengths_vary(),
@@ -529,7 +585,6 @@ impl Estimator {
         } else {
             out.lines = Default::default();
         }
-        Ok(())
     }
 
     /// The plan's checks that need the model (after [`Plan::validate`]) and its LoRA target
@@ -717,7 +772,7 @@ impl Estimator {
     /// else everything it saved ([`layer_saved`]) less Liger's saving; `layer_grads` =
     /// `trainable · grad bytes / grad_scale` (sharded grads: `grad_scale` = N).
     fn layer_segments(&self, plan: &Plan, act_plan: &Plan, cx: &PlanCtx, b: &Basis, segs: &mut Segments) -> LayerSegments {
-        let (shape, an, w, full) = (&self.shape, &self.analysis, cx.w, b.full);
+        let (shape, an, w) = (&self.shape, &self.analysis, cx.w);
         // transformers 5 `gradient_checkpointing_enable` calls `enable_input_require_grads`
         // (modeling_utils.py): the embedding output requires grad, so frozen lower layers
         // stay in the graph (their checkpoint inputs are kept, backward runs through them).
@@ -767,75 +822,34 @@ impl Estimator {
         // attention's context: max_length, or the whole flattened row under a mask (plan.rs)
         let ctx = plan.attention_context(plan.per_device_train_batch_size);
         let ckpt_kept = Segment::per_token(&layer_checkpointed(shape, w), ctx);
-        // Liger's RMSNorm/SwiGLU save less than transformers' modules (levers.rs)
-        let liger_norms = if shape.norm == crate::shape::NormKind::RmsNorm { 2 * an.norms_per_block } else { 0 };
-        let liger_silu = shape.gated_mlp && shape.hints.hidden_act == "silu";
+        // Every layer of one type with the same graph flags saves, keeps and frees the same
+        // bytes wherever it sits: each (type, input grad, live) is priced once per plan and
+        // reused by every run of it (an interleaved stack has a run per layer).
+        let mut priced: Vec<((u32, bool, bool), Option<(Segment, u64)>)> = Vec::new();
         for &(t, start, end) in &an.runs {
             let info = &an.types[t as usize];
-            let lora = info.lora_sums(b.mask);
-            let mut transient: Option<(u64, u64)> = None;
             let first_live = (b.frozen.min(end as u64) as usize).max(start);
             for (mut lo, hi, live) in [(start, first_live, false), (first_live, end, true)] {
                 while lo < hi {
-                    let g = LayerGrad {
-                        input: acc.input_grad,
-                        weights: full && live,
-                        lora: if live && !full { lora } else { LoraSums::default() },
+                    let key = (t, acc.input_grad, live);
+                    let layer = match priced.iter().find(|(k, _)| *k == key) {
+                        Some(&(_, layer)) => layer,
+                        None => {
+                            let layer = self.layer_segment(plan, act_plan, cx, b, info, acc.input_grad, live, (ckpt_kept, ctx));
+                            priced.push((key, layer));
+                            layer
+                        }
                     };
-                    let in_graph = g.input || g.any_trains();
+                    let in_graph = layer.is_some();
                     let n = if in_graph == acc.input_grad { hi - lo } else { 1 };
-                    if in_graph {
-                        let saved = layer_saved(shape, an, info, &g, cx);
+                    if let Some((layer, prefetch)) = layer {
                         // autocast's weight cache is dropped when the forward leaves autocast; a
                         // copy outlives it only if autograd saved it, which checkpointing prevents
                         if !plan.gradient_checkpointing {
-                            acc.autocast_copies = acc.autocast_copies.saturating_add(sat(saved.constant, n as u64));
+                            acc.autocast_copies = acc.autocast_copies.saturating_add(sat(layer.constant, n as u64));
                         }
-                        let tp = if live { layer_trainable(info.params, &lora, full, plan.lora_r) } else { 0 };
-                        let liger_cut = if plan.use_liger_kernel && g.input {
-                            crate::levers::liger_layer_saving(shape.hidden_size, info.mlp_inter.unwrap_or(0), w.e, liger_norms, liger_silu)
-                        } else {
-                            0
-                        };
-                        let full_saved = Segment::per_token(&saved, ctx).saturating_sub(liger_cut);
-                        // the router logits the load-balancing loss reads, outside any checkpoint
-                        let router = if info.moe && shape.hints.router_logits_kept { w.e * shape.num_experts } else { 0 };
-                        let full_saved = full_saved + router;
-                        let kept = if plan.gradient_checkpointing { ckpt_kept + router } else { full_saved };
-                        // a layer run `passes` times (HRM's recurrent stacks) keeps one set per
-                        // run; while one run back-propagates, the others' sets wait
-                        let (kept, full_saved) = (sat(kept, info.passes), full_saved.saturating_add(sat(kept, info.passes - 1)));
-                        // activation offloading: kept bytes wait on the host; one layer is fetched ahead
-                        let (kept, prefetch) = if plan.activation_offloading { (0, crate::levers::offload_prefetch_per_token(kept)) } else { (kept, 0) };
-                        // peft target_parameters: the merged expert weights autograd keeps
-                        // (not under checkpointing; offloading moves them with the rest)
-                        let (merged, merged_bwd) = crate::activations::expert_lora_fixed(&g.lora, act_plan.dtype, plan.lora_r);
-                        // Inkling's dense position bias: its [S, S] index and masks (activations_conv.rs)
-                        let merged = merged + crate::activations_conv::position_bias_fixed(shape, cx, ctx, ctx);
-                        let kept_fixed = if plan.gradient_checkpointing || plan.activation_offloading { 0 } else { merged };
                         acc.host_per_token = acc.host_per_token.saturating_add(sat(prefetch, n as u64));
-                        let fwd_transient = Segment::per_token(&layer_forward_transient(shape, info, &g, cx), ctx);
-                        let (mut bwd_transient, bwd_mlp) =
-                            *transient.get_or_insert_with(|| backward_transient(shape, info, act_plan, ctx));
-                        if plan.gradient_checkpointing && fwd_transient > 0 {
-                            // the recompute runs the forward again before the layer's backward:
-                            // its input and the forward's transients, not yet what it saves
-                            // (the walk adds `full`): max(backward buffers, input + transients − full)
-                            bwd_transient = bwd_transient.max(kept.saturating_add(fwd_transient).saturating_sub(full_saved));
-                        }
-                        segs.push(Segment {
-                            n: n as u64,
-                            kept,
-                            full: full_saved,
-                            transient: prefetch + bwd_transient,
-                            transient_mlp: prefetch + bwd_mlp,
-                            constant: saved.constant,
-                            layer_grads: sat(tp, b.grad_bytes_per) / b.grad_scale,
-                            kept_fixed,
-                            full_fixed: merged,
-                            bwd_fixed: merged_bwd,
-                            fwd_transient,
-                        });
+                        segs.push(Segment { n: n as u64, ..layer });
                         if acc.first_in_graph.is_none() {
                             acc.first_in_graph = Some(lo);
                         }
@@ -846,6 +860,69 @@ impl Estimator {
             }
         }
         acc
+    }
+
+    /// One layer of type `info` whose input requires grad (`input`) and that is `live`
+    /// (not frozen), as a [`Segment`] of one layer, and the activation offloading's
+    /// prefetch bytes per token it adds; `None` when it is not in the autograd graph (no
+    /// layer below trains and it does not).
+    /// `(ckpt_kept, ctx)`: a checkpointed layer's kept bytes per token, attention's context.
+    #[allow(clippy::too_many_arguments)]
+    fn layer_segment(&self, plan: &Plan, act_plan: &Plan, cx: &PlanCtx, b: &Basis, info: &crate::analysis::LayerInfo, input: bool, live: bool, (ckpt_kept, ctx): (u64, u64)) -> Option<(Segment, u64)> {
+        let (shape, an, w, full) = (&self.shape, &self.analysis, cx.w, b.full);
+        let lora = info.lora_sums(b.mask);
+        let g = LayerGrad { input, weights: full && live, lora: if live && !full { lora } else { LoraSums::default() } };
+        if !(g.input || g.any_trains()) {
+            return None;
+        }
+        let liger_norms = if shape.norm == crate::shape::NormKind::RmsNorm { 2 * an.norms_per_block } else { 0 };
+        let liger_silu = shape.gated_mlp && shape.hints.hidden_act == "silu";
+        let saved = layer_saved(shape, an, info, &g, cx);
+        let tp = if live { layer_trainable(info.params, &lora, full, plan.lora_r) } else { 0 };
+        // Liger's RMSNorm/SwiGLU save less than transformers' modules (levers.rs)
+        let liger_cut = if plan.use_liger_kernel && g.input {
+            crate::levers::liger_layer_saving(shape.hidden_size, info.mlp_inter.unwrap_or(0), w.e, liger_norms, liger_silu)
+        } else {
+            0
+        };
+        let full_saved = Segment::per_token(&saved, ctx).saturating_sub(liger_cut);
+        // the router logits the load-balancing loss reads, outside any checkpoint
+        let router = if info.moe && shape.hints.router_logits_kept { w.e * shape.num_experts } else { 0 };
+        let full_saved = full_saved + router;
+        let kept = if plan.gradient_checkpointing { ckpt_kept + router } else { full_saved };
+        // a layer run `passes` times (HRM's recurrent stacks) keeps one set per
+        // run; while one run back-propagates, the others' sets wait
+        let (kept, full_saved) = (sat(kept, info.passes), full_saved.saturating_add(sat(kept, info.passes - 1)));
+        // activation offloading: kept bytes wait on the host; one layer is fetched ahead
+        let (kept, prefetch) = if plan.activation_offloading { (0, crate::levers::offload_prefetch_per_token(kept)) } else { (kept, 0) };
+        // peft target_parameters: the merged expert weights autograd keeps
+        // (not under checkpointing; offloading moves them with the rest)
+        let (merged, merged_bwd) = crate::activations::expert_lora_fixed(&g.lora, act_plan.dtype, plan.lora_r);
+        // Inkling's dense position bias: its [S, S] index and masks (activations_conv.rs)
+        let merged = merged + crate::activations_conv::position_bias_fixed(shape, cx, ctx, ctx);
+        let kept_fixed = if plan.gradient_checkpointing || plan.activation_offloading { 0 } else { merged };
+        let fwd_transient = Segment::per_token(&layer_forward_transient(shape, info, &g, cx), ctx);
+        let (mut bwd_transient, bwd_mlp) = backward_transient(shape, info, act_plan, ctx);
+        if plan.gradient_checkpointing && fwd_transient > 0 {
+            // the recompute runs the forward again before the layer's backward:
+            // its input and the forward's transients, not yet what it saves
+            // (the walk adds `full`): max(backward buffers, input + transients − full)
+            bwd_transient = bwd_transient.max(kept.saturating_add(fwd_transient).saturating_sub(full_saved));
+        }
+        let layer = Segment {
+            n: 1,
+            kept,
+            full: full_saved,
+            transient: prefetch + bwd_transient,
+            transient_mlp: prefetch + bwd_mlp,
+            constant: saved.constant,
+            layer_grads: sat(tp, b.grad_bytes_per) / b.grad_scale,
+            kept_fixed,
+            full_fixed: merged,
+            bwd_fixed: merged_bwd,
+            fwd_transient,
+        };
+        Some((layer, prefetch))
     }
 
     /// The collectives, offload transfers and CPU optimizer of one step (comm.rs), priced

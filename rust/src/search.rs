@@ -397,13 +397,25 @@ impl Estimator {
 
     /// Rank the whole space exactly: see [`Ranking`]. `top` is N of the top N per objective.
     pub fn rank(&self, space: &Space, gpu: Option<&GpuSpec>, top: usize) -> Result<Ranking> {
+        self.rank_pruned(space, gpu, top, true)
+    }
+
+    /// [`Estimator::rank`], skipping the variants that can change nothing when `prune` (see
+    /// `Slots::prepare`; the tests compare both).
+    fn rank_pruned(&self, space: &Space, gpu: Option<&GpuSpec>, top: usize, prune: bool) -> Result<Ranking> {
         space.validate()?;
         let outers = space.outer_plans();
         let options = space.batch_options(space.base.num_gpus);
         let mut slots = Slots::new(self, space);
+        slots.prune = prune;
         let mut fitting = Vec::new();
         let mut leanest: Option<Ranked> = None;
         for outer in &outers {
+            // A variant that cannot fit (its floor is over the usable bytes) matters only as
+            // the leanest plan: not once something fits, nor when it is no leaner than the
+            // leanest so far (see `Slots::prepare`).
+            let no_leaner_than = if !fitting.is_empty() { Some(0) } else { leanest.as_ref().map(|l| l.reserved_bytes) };
+            slots.skip_from = no_leaner_than.filter(|_| prune && space.reserve_factor == 1.0);
             let Some(w) = self.inner_search(outer, &options, space, gpu, &mut slots)? else { continue };
             if !w.fits && leanest.as_ref().is_some_and(|l| l.reserved_bytes <= w.reserved) {
                 continue; // neither fits nor is leaner than the leanest so far
@@ -453,25 +465,47 @@ impl Estimator {
         slots: &mut Slots<'a>,
     ) -> Result<Option<Winner>> {
         let mut acc = Inner::default();
-        slots.prepare(self, outer, gpu, true)?;
+        let skipped = slots.prepare(self, outer, gpu, true, space.usable_bytes)?;
         let faster_unfit = Self::scan(options, space, slots, true, outer.batching, &mut acc)?;
-        let may_gain = acc.best.as_ref().is_none_or(|(_, tps, _)| faster_unfit.is_some_and(|t| t > *tps));
+        // a skipped plain variant's speed is unknown: its lever twins are priced (where they
+        // cannot win, pricing them changes nothing: a lever never raises tokens/s)
+        let may_gain = skipped || acc.best.as_ref().is_none_or(|(_, tps, _)| faster_unfit.is_some_and(|t| t > *tps));
         if slots.has_levers && may_gain {
-            slots.prepare(self, outer, gpu, false)?;
+            // with a plain fit, a lever variant can win only where its own twin does not fit
+            // yet is faster than that fit: the others are not priced
+            let best = acc.best.as_ref().map(|(_, tps, _)| *tps);
+            for i in 0..slots.variants.len() {
+                slots.need[i] = match (best, slots.twin[i]) {
+                    (Some(best), Some(j)) if slots.prune && slots.ok[j] => slots.unfit_tps[j] > best,
+                    _ => true,
+                };
+            }
+            slots.prepare(self, outer, gpu, false, space.usable_bytes)?;
             Self::scan(options, space, slots, false, outer.batching, &mut acc)?;
         }
         Ok(acc.best.map(|(w, _, _)| w).or(acc.leanest.map(|(w, _)| w)))
     }
 
     /// Evaluate the prepared variants of one phase (plain or lever) at every batch into
-    /// `acc`; returns the most tokens/s among the plans that do not fit.
-    fn scan(options: &[(u64, u64)], space: &Space, slots: &Slots<'_>, plain: bool, mode: Batching, acc: &mut Inner) -> Result<Option<f64>> {
+    /// `acc`; returns the most tokens/s among the plans that do not fit. The plain phase
+    /// also keeps that most per variant in `slots.unfit_tps` (∞ where a batch could not be
+    /// priced: unknown).
+    fn scan(options: &[(u64, u64)], space: &Space, slots: &mut Slots<'_>, plain: bool, mode: Batching, acc: &mut Inner) -> Result<Option<f64>> {
         let mut faster_unfit: Option<f64> = None;
+        if plain {
+            slots.unfit_tps.iter_mut().for_each(|t| *t = f64::NEG_INFINITY);
+        }
         for (bi, &(batch, accumulation)) in options.iter().enumerate() {
-            for (variant, prep) in slots.valid(plain) {
-                let ev: Evaluation = match prep.evaluate(batch, accumulation) {
+            for variant in 0..slots.variants.len() {
+                if !(slots.ok[variant] && slots.plain[variant] == plain) {
+                    continue;
+                }
+                let ev: Evaluation = match slots.prepared[variant].evaluate(batch, accumulation) {
                     Ok(e) => e,
-                    Err(Error::InvalidField { .. }) => continue,
+                    Err(Error::InvalidField { .. }) => {
+                        slots.unfit_tps[variant] = f64::INFINITY;
+                        continue;
+                    }
                     Err(e) => return Err(e),
                 };
                 let reserved = space.judged_reserved(&ev);
@@ -486,6 +520,9 @@ impl Estimator {
                     }
                 } else {
                     faster_unfit = Some(faster_unfit.map_or(tps, |t| t.max(tps)));
+                    // (NaN tokens/s: unknown, as if faster)
+                    let t = &mut slots.unfit_tps[variant];
+                    *t = if tps.is_nan() { f64::INFINITY } else { t.max(tps) };
                     if acc.leanest.as_ref().is_none_or(|(cur, k)| reserved < cur.reserved || (reserved == cur.reserved && key < *k)) {
                         acc.leanest = Some((w, key));
                     }
@@ -593,6 +630,17 @@ struct Slots<'a> {
     prepared: Vec<Prepared<'a>>,
     /// Whether `prepared[i]` holds a valid plan for the current outer choice.
     ok: Vec<bool>,
+    /// Skip a variant whose reserved floor is over the usable bytes and at least this: it
+    /// can neither fit nor be leaner than the leanest plan so far (`None`: skip none).
+    skip_from: Option<u64>,
+    /// The plain variant with the same checkpointing as `variants[i]` (its twin).
+    twin: Vec<Option<usize>>,
+    /// Per plain variant, the most tokens/s of a batch that does not fit (`Estimator::scan`).
+    unfit_tps: Vec<f64>,
+    /// Whether a lever variant is priced in the lever phase (`Estimator::inner_search`).
+    need: Vec<bool>,
+    /// Whether variants that can change nothing are skipped (`skip_from`, `need`).
+    prune: bool,
 }
 
 impl<'a> Slots<'a> {
@@ -612,13 +660,36 @@ impl<'a> Slots<'a> {
             .collect();
         let n = variants.len();
         let has_levers = plain.iter().any(|p| !p);
-        Slots { variants, plain, has_levers, prepared: (0..n).map(|_| Prepared::empty(est)).collect(), ok: vec![false; n] }
+        let twin = variants
+            .iter()
+            .map(|v| (0..n).find(|&j| plain[j] && variants[j].gradient_checkpointing == v.gradient_checkpointing))
+            .collect();
+        Slots {
+            variants,
+            plain,
+            has_levers,
+            prepared: (0..n).map(|_| Prepared::empty(est)).collect(),
+            ok: vec![false; n],
+            skip_from: None,
+            twin,
+            unfit_tps: vec![f64::NEG_INFINITY; n],
+            need: vec![true; n],
+            prune: true,
+        }
     }
 
     /// Prepare `outer` under each variant of one phase (`plain` or lever); a variant the
     /// plan rejects (e.g. a rank above a layer's width, an offload its sharding cannot do)
     /// is marked invalid. Preparing the plain phase marks every lever variant invalid.
-    fn prepare(&mut self, est: &'a Estimator, outer: &Plan, gpu: Option<&GpuSpec>, plain: bool) -> Result<()> {
+    ///
+    /// A variant whose reserved floor ([`crate::estimator::Params::reserved_floor`], its
+    /// batch-independent terms) is over `usable` and at least [`Slots::skip_from`] is
+    /// skipped (marked invalid) before its layers are priced: at every batch it would not
+    /// fit, and its reserved bytes would be no less than the leanest plan's so far (which
+    /// `rank` keeps on equals), so it changes nothing `rank` returns. So is a lever variant
+    /// that `need` leaves out. Returns whether one was skipped by its floor.
+    fn prepare(&mut self, est: &'a Estimator, outer: &Plan, gpu: Option<&GpuSpec>, plain: bool, usable: u64) -> Result<bool> {
+        let mut skipped = false;
         for i in 0..self.variants.len() {
             if self.plain[i] != plain {
                 if plain {
@@ -627,23 +698,33 @@ impl<'a> Slots<'a> {
                 continue;
             }
             let v = self.variants[i];
-            if !v.runs_with(outer.distributed) {
+            if !v.runs_with(outer.distributed) || !(plain || self.need[i]) {
                 self.ok[i] = false;
                 continue;
             }
             let variant = v.apply(outer);
-            self.ok[i] = match est.prepare_in(&variant, gpu, &mut self.prepared[i], true) {
-                Ok(()) => true,
-                Err(Error::InvalidField { .. }) => false,
+            let params = match est.params(&variant) {
+                Ok(p) => p,
+                Err(Error::InvalidField { .. }) => {
+                    self.ok[i] = false;
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
+            if let Some(from) = self.skip_from {
+                let floor = params.reserved_floor(gpu);
+                if !params.overflows() && !fits(floor, usable) && floor >= from {
+                    self.ok[i] = false;
+                    skipped = true;
+                    continue;
+                }
+            }
+            est.prepare_params(&variant, gpu, &mut self.prepared[i], true, params);
+            self.ok[i] = true;
         }
-        Ok(())
+        Ok(skipped)
     }
 
-    fn valid(&self, plain: bool) -> impl Iterator<Item = (usize, &Prepared<'a>)> {
-        self.prepared.iter().enumerate().filter(move |(i, _)| self.ok[*i] && self.plain[*i] == plain)
-    }
 }
 
 #[cfg(test)]
@@ -997,5 +1078,49 @@ mod tests {
         assert_eq!(vary.device.allocator_reserve - fixed.device.allocator_reserve, 10 * tv); // bf16: 2 + 4 + 4
         assert_eq!(vary.peak_allocated_bytes, fixed.peak_allocated_bytes);
         assert_eq!(vary.tokens_per_second, fixed.tokens_per_second);
+    }
+
+    /// Skipping the variants whose floor can neither fit nor be leaner than the leanest so
+    /// far, and the lever variants whose plain twin has no unfit batch faster than the best
+    /// plain fit, returns the very ranking (every plan, estimate and index, compared through their
+    /// `Debug` text) of pricing them all: on the spaces of `recommend`'s suggestions (one
+    /// GPU at shorter lengths, more GPUs with sharding and offloading) for hybrid and dense
+    /// models, where nothing fits, some plans fit and everything fits.
+    #[test]
+    fn skipping_unfit_variants_changes_no_ranking() {
+        let shapes = ["rust/tests/data/shapes/nemotron-3-super.shape.json", "rust/tests/data/shapes/qwen3-coder-next.shape.json",
+                      "rust/tests/data/shapes/jamba-v0.1.shape.json", "benches/data/llama-3.1-8b.shape.json"];
+        let h100 = GpuSpec::from_json(r#"{"name": "H100 SXM", "memory_bytes": 85899345920, "peak_tflops": {"bf16": 989.5, "tf32": 494.5},
+                                          "bandwidth_bytes_per_s": 3.35e12, "compute_capability": "9.0"}"#).expect("gpu");
+        let (_, rtx, base) = fixture();
+        let mut skipped_some = false;
+        for path in shapes {
+            let est = Estimator::from_json(&std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).expect(path)).expect(path);
+            for (gpu, usable) in [(&h100, 84_181_359_001u64), (&rtx, 23_708_219_473)] {
+                for (gpus, length) in [(1, 2048), (1, 256), (2, 2048), (8, 1024)] {
+                    let mut space = Space {
+                        lora_r: vec![4, 64],
+                        freeze: vec![0.0, 0.5, 0.9],
+                        optim: vec![Optim::AdamwTorchFused, Optim::Adamw8bit],
+                        use_liger_kernel: vec![false, true],
+                        activation_offloading: vec![false, true],
+                        usable_bytes: usable,
+                        base: Plan { max_length: length, num_gpus: gpus, ..base.base.clone() },
+                        ..base.clone()
+                    };
+                    if gpus > 1 {
+                        space.distributed = vec![Distributed::Ddp, Distributed::Fsdp, Distributed::Zero2, Distributed::Zero3];
+                        space.base.distributed = Distributed::Ddp;
+                        space.offload_optimizer = vec![false, true];
+                        space.offload_params = vec![false, true];
+                    }
+                    let all = est.rank_pruned(&space, Some(gpu), 3, false).expect("rank");
+                    let pruned = est.rank_pruned(&space, Some(gpu), 3, true).expect("rank");
+                    assert_eq!(format!("{pruned:?}"), format!("{all:?}"), "{path} on {gpus} × {} at {length}", gpu.name);
+                    skipped_some |= all.nothing_fits.is_some() || all.fitting.len() < all.outer as usize;
+                }
+            }
+        }
+        assert!(skipped_some, "some space has plans that do not fit");
     }
 }

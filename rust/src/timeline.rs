@@ -136,6 +136,8 @@ pub struct Prepared<'a> {
     /// ([`crate::plan::Plan::context_follows_batch`]): another batch is priced by preparing
     /// the plan again at that batch.
     pub(crate) replan: Option<(crate::plan::Plan, Option<crate::gpu::GpuSpec>)>,
+    /// The candidate lines while [`Prepared::build_lines`] reduces them (kept for reuse).
+    scratch: Vec<(u64, u64)>,
 }
 
 /// The batch-independent numbers of a prepared plan.
@@ -198,7 +200,13 @@ impl Prepared<'_> {
         let tokens = sat(batch, self.s.tokens_per_sequence);
         let lines = &self.lines[usize::from(accumulation > 1)];
         let peak_allocated = if lines.complete && tokens <= self.fast_tokens_max {
-            clip(lines.max_at(tokens))
+            let mut peak = lines.max_at(tokens);
+            if let (Some((h, v, e, head_grad)), Some((a, b))) = (self.s.liger, lines.liger_forward) {
+                // forward end: its line plus Liger's chunk (`forward_peak`)
+                let chunk = crate::levers::liger_forward_transient(tokens, h, v, e, head_grad);
+                peak = peak.max(a as u128 + b as u128 * tokens as u128 + chunk as u128);
+            }
+            clip(peak)
         } else {
             self.peak(batch, accumulation).total
         };
@@ -542,13 +550,17 @@ fn check_batch(batch: u64, accumulation: u64) -> Result<()> {
     Ok(())
 }
 
-/// At most this many lines per set: the forward, a few per layer segment, the end.
-const LINES: usize = 12;
+/// At most this many lines per set: the upper envelope of the phases' lines (the forward,
+/// a few per layer segment, the end; see [`Lines::envelope`]).
+const LINES: usize = 16;
 
 /// The step's phase totals as affine functions of the micro-batch's tokens `T`,
 /// `a + b·T`: the peak is their maximum. Exact while no per-token product saturates
 /// (`Prepared::fast_tokens_max`), which `Prepared::evaluate` checks in debug builds
-/// against the phase walk of [`Prepared::finish`].
+/// against the phase walk of [`Prepared::finish`]. Only the lines of the upper envelope
+/// over `T ≥ 0` are kept: the maximum of the others never exceeds theirs, so the maximum
+/// is the same number, and an interleaved stack (one segment per layer) is priced in
+/// a few lines instead of a walk over its layers.
 #[derive(Clone, Copy)]
 pub(crate) struct Lines {
     a: [u64; LINES],
@@ -556,29 +568,84 @@ pub(crate) struct Lines {
     len: usize,
     /// All of the phases' lines are here (else the phase walk is used).
     complete: bool,
+    /// Under Liger's fused cross-entropy, the forward end's line without the loss chunk
+    /// (`levers::liger_forward_transient`, added at each batch); it is not in `a`, `b`.
+    liger_forward: Option<(u64, u64)>,
 }
 
 impl Default for Lines {
     fn default() -> Self {
-        Lines { a: [0; LINES], b: [0; LINES], len: 0, complete: false }
+        Lines { a: [0; LINES], b: [0; LINES], len: 0, complete: false, liger_forward: None }
+    }
+}
+
+/// Add the line `a + b·T` to `lines`; `None` when a term does not fit 64 bits (the phase
+/// walk is used then).
+fn push_line(lines: &mut Vec<(u64, u64)>, a: u128, b: u128) -> Option<()> {
+    let line = (u64::try_from(a).ok()?, u64::try_from(b).ok()?);
+    // the same line as the one before it (a one-layer segment's candidates) adds nothing
+    if lines.last() != Some(&line) {
+        lines.push(line);
+    }
+    Some(())
+}
+
+/// `p·q` against `r·s` exactly, for `|p|, q, |r|, s < 2^64` (each product's magnitude
+/// fits 128 bits).
+fn cmp_products(p: i128, q: u128, r: i128, s: u128) -> std::cmp::Ordering {
+    let (lhs, rhs) = (p.unsigned_abs() * q, r.unsigned_abs() * s);
+    match (p < 0, r < 0) {
+        (false, false) => lhs.cmp(&rhs),
+        (true, true) => rhs.cmp(&lhs),
+        (false, true) => if lhs == 0 && rhs == 0 { std::cmp::Ordering::Equal } else { std::cmp::Ordering::Greater },
+        (true, false) => if lhs == 0 && rhs == 0 { std::cmp::Ordering::Equal } else { std::cmp::Ordering::Less },
     }
 }
 
 impl Lines {
-    /// `None` when full, or when a term does not fit 64 bits (the phase walk is used then).
-    fn push(&mut self, a: u128, b: u128) -> Option<()> {
-        if self.len == LINES {
-            return None;
+    /// The upper envelope of `cands` over `T ≥ 0` (`cands` is reordered); `complete` is
+    /// false when it has more than [`LINES`] lines. The line with the largest value at
+    /// `T = 0` (of equals, the steepest) is on it, and no shallower line is ever above it;
+    /// the steeper ones, by slope, form the rest of the convex hull (the "convex hull
+    /// trick"): with slopes `b1 < b2 < b3`, the middle line is never strictly above both
+    /// others when `l1` meets `l3` no later than it meets `l2`,
+    /// `(a1 − a3)/(b3 − b1) ≤ (a1 − a2)/(b2 − b1)`, compared exactly by cross-multiplying.
+    fn envelope(cands: &mut Vec<(u64, u64)>) -> Lines {
+        let mut out = Lines::default();
+        let Some(&(a0, b0)) = cands.iter().max() else {
+            out.complete = true;
+            return out;
+        };
+        cands.retain(|&(_, b)| b > b0);
+        // by slope, and of one slope only the highest
+        cands.sort_unstable_by(|x, y| x.1.cmp(&y.1).then(y.0.cmp(&x.0)));
+        cands.dedup_by_key(|l| l.1);
+        cands.insert(0, (a0, b0));
+        let useless = |l1: (u64, u64), l2: (u64, u64), l3: (u64, u64)| {
+            let d = |x: u64, y: u64| x as i128 - y as i128;
+            let w = |x: u64, y: u64| (x - y) as u128;
+            cmp_products(d(l1.0, l3.0), w(l2.1, l1.1), d(l1.0, l2.0), w(l3.1, l1.1)) != std::cmp::Ordering::Greater
+        };
+        // the hull as a stack in `cands[..k]` (k ≤ i: it never overtakes the reading)
+        let mut k = 0;
+        for i in 0..cands.len() {
+            let l3 = cands[i];
+            while k >= 2 && useless(cands[k - 2], cands[k - 1], l3) {
+                k -= 1;
+            }
+            cands[k] = l3;
+            k += 1;
         }
-        // the same (a, b) as the line before it adds nothing to the maximum
-        let (a, b) = (u64::try_from(a).ok()?, u64::try_from(b).ok()?);
-        if self.len > 0 && self.a[self.len - 1] == a && self.b[self.len - 1] == b {
-            return Some(());
+        if k > LINES {
+            return out;
         }
-        self.a[self.len] = a;
-        self.b[self.len] = b;
-        self.len += 1;
-        Some(())
+        for (i, &(a, b)) in cands[..k].iter().enumerate() {
+            out.a[i] = a;
+            out.b[i] = b;
+        }
+        out.len = k;
+        out.complete = true;
+        out
     }
 
     fn max_at(&self, tokens: u64) -> u128 {
@@ -590,7 +657,7 @@ impl Lines {
 impl<'a> Prepared<'a> {
     /// A slot for [`Estimator::prepare`] to fill.
     pub(crate) fn empty(est: &'a Estimator) -> Self {
-        Prepared { est, s: Scalars::default(), segs: Segments::new(), lines: [Lines::default(); 2], fast_tokens_max: 0, replan: None }
+        Prepared { est, s: Scalars::default(), segs: Segments::new(), lines: [Lines::default(); 2], fast_tokens_max: 0, replan: None, scratch: Vec::new() }
     }
 }
 
@@ -610,15 +677,21 @@ impl Prepared<'_> {
                 u64::MAX.checked_div(coef).unwrap_or(u64::MAX)
             }
         };
+        let mut cands = std::mem::take(&mut self.scratch);
         for accum in [false, true] {
-            let mut lines = Lines::default();
-            // Liger's chunk is a power of two of the tokens: not affine, walk the phases
-            lines.complete = self.s.liger.is_none() && self.lines_for(accum, &mut lines).is_some();
-            self.lines[usize::from(accum)] = lines;
+            cands.clear();
+            self.lines[usize::from(accum)] = match self.lines_for(accum, &mut cands) {
+                Some(liger_forward) => Lines { liger_forward, ..Lines::envelope(&mut cands) },
+                None => Lines::default(),
+            };
         }
+        self.scratch = cands;
     }
 
-    fn lines_for(&self, accum: bool, lines: &mut Lines) -> Option<()> {
+    /// The candidate lines of one line set into `lines`. Under Liger's fused cross-entropy
+    /// the forward-end line is returned instead: its chunk is a power of two of the tokens,
+    /// not affine, so [`Prepared::evaluate`] adds it to that line at each batch.
+    fn lines_for(&self, accum: bool, lines: &mut Vec<(u64, u64)>) -> Option<Option<(u64, u64)>> {
         let segs = self.segs.as_slice();
         let (c0, c1, c2) = self.s.logits_per_tv;
         let vocab = self.est.shape.vocab_size as u128;
@@ -631,11 +704,17 @@ impl Prepared<'_> {
         // forward end and loss backward: the same terms but the logits' (c0 vs c1, c2)
         let grads_prev = if accum { gradients as u128 } else { 0 };
         let mut below = self.s.tail_per_token as u128 + kept_total;
-        if units.forward == units.loss_backward {
-            lines.push(fixed + autocast + grads_prev + fixed_below + units.forward as u128, below + vocab * c0.max(c1).max(c2) as u128)?;
+        let mut liger_forward = None;
+        if self.s.liger.is_some() {
+            // no [tokens, vocab] logits (`logits_per_tv` is zero): the forward's chunk is added later
+            let a = fixed + autocast + grads_prev + fixed_below + units.forward as u128;
+            liger_forward = Some((u64::try_from(a).ok()?, u64::try_from(below).ok()?));
+            push_line(lines, fixed + autocast + grads_prev + fixed_below + units.loss_backward as u128, below + vocab * c1.max(c2) as u128)?;
+        } else if units.forward == units.loss_backward {
+            push_line(lines, fixed + autocast + grads_prev + fixed_below + units.forward as u128, below + vocab * c0.max(c1).max(c2) as u128)?;
         } else {
-            lines.push(fixed + autocast + grads_prev + fixed_below + units.forward as u128, below + vocab * c0 as u128)?;
-            lines.push(fixed + autocast + grads_prev + fixed_below + units.loss_backward as u128, below + vocab * c1.max(c2) as u128)?;
+            push_line(lines, fixed + autocast + grads_prev + fixed_below + units.forward as u128, below + vocab * c0 as u128)?;
+            push_line(lines, fixed + autocast + grads_prev + fixed_below + units.loss_backward as u128, below + vocab * c1.max(c2) as u128)?;
         }
         if !self.s.gradient_checkpointing {
             // the forward of each segment's top layer with its transients (`forward_peak`)
@@ -643,7 +722,7 @@ impl Prepared<'_> {
             for sg in segs {
                 if sg.fwd_transient > 0 {
                     let b = before + sg.kept as u128 * sg.n.saturating_sub(1) as u128 + sg.fwd_transient as u128;
-                    lines.push(fixed + autocast + grads_prev + units.forward as u128, b)?;
+                    push_line(lines, fixed + autocast + grads_prev + units.forward as u128, b)?;
                 }
                 before += sg.kept as u128 * sg.n as u128;
             }
@@ -671,7 +750,7 @@ impl Prepared<'_> {
                 if (m >= 1 && m <= uncapped_end) || (m >= capped_start.max(1) && m <= n) {
                     let grads = if accum { all } else { (done + m * lg).min(all) };
                     for &(ta, tb) in variants {
-                        lines.push(a + ta + grads - m * sg.kept_fixed as u128, below + sg.full as u128 + tb - m * sg.kept as u128)?;
+                        push_line(lines, a + ta + grads - m * sg.kept_fixed as u128, below + sg.full as u128 + tb - m * sg.kept as u128)?;
                     }
                 }
             }
@@ -685,7 +764,8 @@ impl Prepared<'_> {
         let (embed, end_units) = self.backward_end(accum);
         let end = gradients as u128 + embed as u128 + end_units as u128;
         let step = self.s.gradients as u128 + self.s.temporaries as u128;
-        lines.push(fixed + end.max(step), 0)
+        push_line(lines, fixed + end.max(step), 0)?;
+        Some(liger_forward)
     }
 
     /// The embedding backward's transients and FSDP2's units at the end of backward.
@@ -711,6 +791,133 @@ impl Prepared<'_> {
             (true, true, false) => sat(self.s.vh, 2),
             (true, false, true) => self.s.vh,
             (true, false, false) => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Attention, Distributed, Dtype, Method, Optim, Plan, Targets, Trainer};
+
+    fn read(rel: &str) -> String {
+        std::fs::read_to_string(format!("{}/{rel}", env!("CARGO_MANIFEST_DIR"))).expect(rel)
+    }
+
+    /// A deterministic xorshift, so every run draws the same plans.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn pick<T: Clone>(&mut self, xs: &[T]) -> T {
+            xs[(self.next() % xs.len() as u64) as usize].clone()
+        }
+    }
+
+    /// A plan over the axes the search varies (method, rank, targets, freezing,
+    /// checkpointing, attention, sharding, the levers) plus trainer, dtype and length.
+    fn draw_plan(rng: &mut Rng) -> Plan {
+        let method = rng.pick(&[Method::Full, Method::Lora, Method::Qlora, Method::Lora8bit]);
+        let dtype = match method {
+            Method::Full => rng.pick(&[Dtype::AmpBf16, Dtype::Bf16, Dtype::Fp32]),
+            Method::Qlora => Dtype::Bf16,
+            _ => rng.pick(&[Dtype::Bf16, Dtype::AmpBf16, Dtype::Fp16]),
+        };
+        let (num_gpus, distributed) =
+            rng.pick(&[(1, Distributed::None), (1, Distributed::None), (2, Distributed::Ddp), (2, Distributed::Fsdp), (4, Distributed::Zero2), (8, Distributed::Zero3)]);
+        let sharded_params = matches!(distributed, Distributed::Fsdp | Distributed::Zero3);
+        Plan {
+            method,
+            dtype,
+            trainer: rng.pick(&[Trainer::Sft, Trainer::Sft, Trainer::Dpo]),
+            lora_r: rng.pick(&[4, 16, 64]),
+            lora_target_modules: rng.pick(&[None, Some(Targets::Keyword("all-linear".into()))]),
+            max_length: rng.pick(&[128, 512, 2048, 8192]),
+            freeze_ratio: rng.pick(&[0.0, 0.0, 0.25, 0.5, 0.9]),
+            gradient_checkpointing: rng.pick(&[false, true]),
+            attn_implementation: rng.pick(&[Attention::Sdpa, Attention::Eager]),
+            optim: rng.pick(&[Optim::AdamwTorch, Optim::Adamw8bit, Optim::Sgd]),
+            num_gpus,
+            distributed,
+            activation_offloading: rng.pick(&[false, false, true]),
+            use_liger_kernel: rng.pick(&[false, true]),
+            offload_params: sharded_params && rng.pick(&[false, true]),
+            ..Plan::default()
+        }
+    }
+
+    /// The upper envelope of the lines (with Liger's forward chunk) gives the phase walk's
+    /// peak, number for number, and is small enough to be used: on interleaved hybrid stacks (one segment per layer) and
+    /// at every batch the search tries, with and without accumulation.
+    fn envelope_matches_walk(est: &Estimator, plans: usize, seed: u64, min_segments: usize) {
+        let mut rng = Rng(seed);
+        let (mut checked, mut most_segments) = (0, 0);
+        for _ in 0..plans {
+            let plan = draw_plan(&mut rng);
+            let Ok(p) = est.prepare(&plan, None) else { continue };
+            most_segments = most_segments.max(p.segs.as_slice().len());
+            for (accum, lines) in [(1, &p.lines[0]), (4, &p.lines[1])] {
+                assert!(lines.complete, "{}: {plan:?}: the envelope fits {LINES} lines", est.shape.name);
+                for batch in [1, 2, 3, 4, 8, 16, 32, 64, 1000] {
+                    let tokens = sat(batch, p.s.tokens_per_sequence);
+                    if tokens > p.fast_tokens_max {
+                        continue;
+                    }
+                    assert_eq!(p.evaluate(batch, accum).expect("priced").peak_allocated_bytes, p.peak(batch, accum).total, "{}: {plan:?} at batch {batch}×{accum}", est.shape.name);
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > plans * 4, "{}: only {checked} comparisons", est.shape.name);
+        assert!(most_segments > min_segments, "{}: at most {most_segments} segments", est.shape.name);
+    }
+
+    #[test]
+    fn envelope_matches_walk_on_hybrid_catalog_shapes() {
+        for name in ["nemotron-3-super", "qwen3-coder-next", "jamba-v0.1"] {
+            let est = Estimator::from_json(&read(&format!("rust/tests/data/shapes/{name}.shape.json"))).expect(name);
+            envelope_matches_walk(&est, 300, 0x9E37_79B9_7F4A_7C15, LINES);
+        }
+    }
+
+    /// Jamba's three layer types (mamba + MLP, mamba + experts, attention + experts) in
+    /// random orders and depths.
+    #[test]
+    fn envelope_matches_walk_on_random_interleavings() {
+        let base: serde_json::Value = serde_json::from_str(&read("rust/tests/data/shapes/jamba-v0.1.shape.json")).expect("json");
+        let types = base["layer_types"].as_array().expect("layer types").len() as u64;
+        let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+        for _ in 0..20 {
+            let n = 8 + rng.next() % 120;
+            let layers: Vec<u64> = (0..n).map(|_| rng.next() % types).collect();
+            let mut shape = base.clone();
+            shape["layers"] = layers.into();
+            shape["num_hidden_layers"] = n.into();
+            let est = Estimator::from_json(&shape.to_string()).expect("a random interleaving");
+            envelope_matches_walk(&est, 40, rng.next(), 1);
+        }
+    }
+
+    #[test]
+    fn envelope_keeps_the_maximum_of_its_lines() {
+        let mut rng = Rng(7);
+        for _ in 0..2000 {
+            let n = 1 + (rng.next() % 40) as usize;
+            // small values make ties and parallel lines common
+            let scale = rng.pick(&[4u64, 1000, u64::MAX >> 1]);
+            let cands: Vec<(u64, u64)> = (0..n).map(|_| (rng.next() % scale, rng.next() % scale)).collect();
+            let lines = Lines::envelope(&mut cands.clone());
+            if !lines.complete {
+                continue;
+            }
+            for t in [0, 1, 2, 3, 7, 100, 1 << 20, u32::MAX as u64] {
+                let want = cands.iter().map(|&(a, b)| a as u128 + b as u128 * t as u128).max().expect("lines");
+                assert_eq!(lines.max_at(t), want, "{cands:?} at {t}");
+            }
         }
     }
 }
