@@ -6,6 +6,7 @@ from forge_advisor.shapes.families import (  # noqa: F401
     fairseq,
     falcon,
     gemma3,
+    gemma4,
     gpt2,
     gpt_era,
     gpt_neox,
