@@ -97,3 +97,16 @@ def test_multimodal_model_is_counted_exactly(towers: dict[str, Any]) -> None:
     if "audio_config" in towers:
         audio = next(p.numel for p in shape.params if p.name == "model.audio_tower")
         assert audio == numel(model.model.audio_tower) + numel(model.model.embed_audio)
+
+
+@pytest.mark.parametrize("model_type, extra", [("gemma4_assistant", {"use_ordered_embeddings": True, "num_centroids": 10}),
+                                               ("gemma4_unified_assistant", {})])
+def test_assistant_is_counted_exactly(model_type: str, extra: dict[str, Any]) -> None:
+    # the drafter validates that it has no per-layer embeddings (configuration_gemma4_assistant.py)
+    text = dict(TEXT, hidden_size_per_layer_input=0, vocab_size_per_layer_input=0)
+    config = {"model_type": model_type, "backbone_hidden_size": 40, "text_config": text, **extra}
+    model = meta(config, transformers.AutoModelForCausalLM)
+    shape = shape_from_config(config, name="drafter")
+    assert compare(shape, model) is None, compare(shape, model)
+    # every layer reuses the target's K/V: no k_proj anywhere
+    assert not any(lin.leaf == "k_proj" for lt in shape.layer_types for lin in lt.linears)

@@ -289,3 +289,30 @@ def build_gemma4(c: ConfigReader, name: str) -> ModelShape:
         return replace(shape, model_type=model_type,
                        architectures=tuple(x for x in archs if isinstance(x, str)) if isinstance(archs, list) else ())
     return _with_vision(shape, c, model_type, tower)
+
+
+@register_architecture("gemma4_assistant", "gemma4_unified_assistant")
+def build_gemma4_assistant(c: ConfigReader, name: str) -> ModelShape:
+    """The speculative-decoding drafter (modeling_gemma4_assistant.py
+    ``Gemma4AssistantForCausalLM``): a Gemma 4 text model whose every layer reuses the
+    target's K/V (``__post_init__`` sets ``num_kv_shared_layers = num_hidden_layers``), its
+    ``lm_head``, ``pre_projection [H, 2·H_b]`` and ``post_projection [H_b, H]`` to and from the
+    target's width ``backbone_hidden_size`` (3840), and with ``use_ordered_embeddings`` the
+    ``masked_embedding.centroids [num_centroids, H]``."""
+    model_type = c.str("model_type")
+    text_raw = c.data.get("text_config") or {}
+    if not isinstance(text_raw, dict):
+        raise ForgeError(f"{c.source}: field 'text_config' must be an object")
+    text_type = "gemma4_unified_text" if model_type.startswith("gemma4_unified") else "gemma4_text"
+    text_cfg = {**text_raw, "model_type": text_type}
+    n_layers = text_cfg.get("num_hidden_layers", TEXT_DEFAULTS["num_hidden_layers"])
+    if not text_cfg.get("num_kv_shared_layers"):
+        text_cfg["num_kv_shared_layers"] = n_layers
+    tie = c.bool("tie_word_embeddings", default=True)
+    text = build_text(_text_reader(ConfigReader({**text_cfg, "tie_word_embeddings": tie}, f"{c.source} [text_config]"), text_type),
+                      name, text_type)
+    h, hb = text.hidden_size, c.int("backbone_hidden_size", default=3840)
+    extra = [Param("pre_projection.weight", 2 * hb * h, "other"), Param("post_projection.weight", h * hb, "other")]
+    if c.bool("use_ordered_embeddings", default=False):
+        extra.append(Param("masked_embedding.centroids.weight", c.int("num_centroids", default=2048) * h, "other"))
+    return replace(text, model_type=model_type, params=text.params + tuple(extra))
