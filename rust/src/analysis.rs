@@ -587,7 +587,7 @@ impl Analysis {
             min_side_by_bit,
             act: Act::of(&shape.hints.hidden_act),
             // gemma2/3: four norms per layer (pre and post, attention and MLP)
-            norms_per_block: if shape.model_type.starts_with("gemma2") || shape.model_type.starts_with("gemma3") { 2 } else { 1 },
+            norms_per_block: if ["gemma2", "gemma3", "gemma4"].iter().any(|g| shape.model_type.starts_with(g)) { 2 } else { 1 },
             vision,
             mixed_blocks: shape.layer_types.iter().any(|lt| !lt.attention || lt.mixer.is_some()),
         })

@@ -339,6 +339,16 @@ fn tail_per_token(shape: &ModelShape, plan: &Plan, cx: &PlanCtx, input_grad: boo
     if b.embed_trains {
         per_tok += 8; // token ids kept by the embedding
     }
+    let ple = shape.hints.per_layer_input_width;
+    if ple > 0 {
+        // Gemma 4's per-layer inputs (modeling_gemma4.py `project_per_layer_inputs`): one
+        // `[B, S, L, P]` tensor in the compute dtype, each layer's product keeping its slice
+        // until that layer's backward (under checkpointing too: the slice is the checkpointed
+        // layer's input); with full fine-tuning `per_layer_projection_norm` keeps its fp32
+        // input and a rsqrt per layer slice
+        let l = shape.num_hidden_layers;
+        per_tok += w.e * l * ple + if full { 4 * l * ple + 4 * l } else { 0 };
+    }
     if cx.hidden_dropout {
         per_tok += h;
     }

@@ -302,6 +302,20 @@ pub struct Hints {
     /// The attention output is gated by a half of q_proj: `attn_output * sigmoid(gate)`
     /// (Qwen3-Next, Qwen3.5).
     pub attn_output_gate: bool,
+    /// Attention widths differ by layer (Gemma 4: 512-wide heads on full-attention layers,
+    /// 256 on sliding ones; a layer reusing an earlier layer's K/V computes none): each
+    /// layer's q and new k/v widths are read from its own projections (activations.rs
+    /// `attn_widths`), not from the model-wide `head_dim`.
+    pub per_layer_attention: bool,
+    /// An unweighted RMSNorm over each value head (Gemma 4 `v_norm`, `with_scale=False`).
+    pub v_norm: bool,
+    /// Width P of the per-layer input embeddings (Gemma 4 `hidden_size_per_layer_input`);
+    /// 0 when none.
+    pub per_layer_input_width: u64,
+    /// RMSNorms over the hidden size that a mixture-of-experts block adds beside the dense
+    /// MLP (Gemma 4 26B-A4B: `post_feedforward_layernorm_1`, `pre_feedforward_layernorm_2`,
+    /// `post_feedforward_layernorm_2` and the router's unweighted norm: 4); 0 when none.
+    pub moe_block_norms: u64,
 }
 
 impl Default for Hints {
@@ -322,6 +336,10 @@ impl Default for Hints {
             dsa_indexer_head_dim: 0,
             hyper_connection_streams: 0,
             attn_output_gate: false,
+            per_layer_attention: false,
+            v_norm: false,
+            per_layer_input_width: 0,
+            moe_block_norms: 0,
         }
     }
 }

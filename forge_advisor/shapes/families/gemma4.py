@@ -195,7 +195,12 @@ def build_text(c: ConfigReader, name: str, model_type: str) -> ModelShape:
         **python_facts(c, act=("hidden_activation",), act_default="gelu_pytorch_tanh"),
     )
     hints = hints_for(c, model_type)
-    hints["qk_norm"] = True  # q_norm / k_norm / v_norm over each head (activations.rs)
+    # what the activation model prices layer by layer (rust/src/activations.rs): q_norm and
+    # k_norm over each head, the unweighted v_norm, each layer's own q/k widths (and none in a
+    # layer reusing K/V), the per-layer input branch, and the MoE block's four norms
+    hints.update(qk_norm=True, v_norm=True, per_layer_attention=True, per_layer_input_width=ple)
+    if moe:
+        hints["moe_block_norms"] = 4
     return replace(shape, hints=hints)
 
 
