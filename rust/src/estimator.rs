@@ -466,10 +466,13 @@ impl Estimator {
 
         // ---- tail: final norm, head, logits and loss --------------------------------
         let h = shape.hidden_size;
+        // the token embedding is vocab × hidden of the embedding parameters; the rest are other
+        // tables (Gemma 4's per-layer embeddings [V_p, L·P]), which a tied head does not share
+        let token_embedding = an.embedding_params.min(shape.vocab_size.saturating_mul(h));
         let tail_per_token = tail_per_token(shape, plan, &cx, acts.input_grad, &b);
         let mut autocast_copies = acts.autocast_copies;
         if w.amp {
-            autocast_copies = autocast_copies.saturating_add(sat(an.head_params.max(if shape.tie_word_embeddings { an.embedding_params } else { 0 }), 2));
+            autocast_copies = autocast_copies.saturating_add(sat(an.head_params.max(if shape.tie_word_embeddings { token_embedding } else { 0 }), 2));
         }
         let liger = plan.use_liger_kernel && plan.trainer == Trainer::Sft;
         let logits_per_tv = logits_per_tv(shape, plan, w, liger);
@@ -481,8 +484,9 @@ impl Estimator {
 
         let head_grad = sat(if full { set.head_train_params - if embed_trains { an.embedding_params + an.position_params } else { 0 } } else { 0 }, grad_bytes_per);
         // a tied head's grad waits in autograd's input buffer for the embedding's
-        let held_head = if shape.tie_word_embeddings && embed_trains { sat(an.embedding_params, grad_bytes_per) } else { 0 };
-        let vh = sat(an.embedding_params, grad_bytes_per);
+        let held_head = if shape.tie_word_embeddings && embed_trains { sat(token_embedding, grad_bytes_per) } else { 0 };
+        let vh = sat(token_embedding, grad_bytes_per);
+        let vh_other = sat(an.embedding_params - token_embedding, grad_bytes_per);
         let vision_flops = match (an.vision.as_deref(), b.images) {
             (Some(v), Some(ip)) => crate::vision::flops_per_lm_token(v, &ip, plan, acts.tower_in_graph),
             _ => 0.0,
@@ -524,6 +528,7 @@ impl Estimator {
             vision: acts.vision,
             held_head,
             vh,
+            vh_other,
             embed_trains,
             trainable,
             frozen: frozen.min(n_layers),
