@@ -2,8 +2,8 @@
 torch-free parser.
 
 For each ``model_type`` in ``MODEL_FOR_CAUSAL_LM_MAPPING_NAMES`` (transformers 5), the
-default config (``CONFIG_MAPPING[model_type]()``) is shrunk to 2 layers and small sizes
-(:func:`shrink`), instantiated with ``AutoModelForCausalLM.from_config`` on the meta device,
+default config (``CONFIG_MAPPING[model_type]()``) is shrunk to 2 layers, or one period of
+its layer pattern (:func:`new_depth`), and small sizes (:func:`shrink`), instantiated with ``AutoModelForCausalLM.from_config`` on the meta device,
 and parsed by ``forge_advisor.shapes`` without torch (the meta fallback is not used). The
 result is one of:
 
@@ -301,7 +301,8 @@ def sweep_one(model_type: str) -> dict[str, Any]:
             model = meta_model(config)
             note = f"{LAYERS} layers: every layer kind does not build ({type(exc).__name__}: {str(exc).strip()[:80]})"
     except Exception as exc:  # transformers cannot build it: outside the sweep's scope
-        first = (str(exc).strip().splitlines() or [""])[0][:120]
+        # (strict configs name the failed validator on the first line and the reason on the next)
+        first = " ".join(line.strip() for line in str(exc).strip().splitlines()[:2])[:160]
         row.update(status="not buildable", detail=f"{type(exc).__name__}: {first}")
         return row
     row["parameters"] = sum(p.numel() for p in model.parameters())
@@ -347,7 +348,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"**exact without torch: {e} ({100 * e / max(b, 1):.0f}%)**, unsupported with a reason: {report['unsupported']}, "
         f"mismatches: {report['mismatch']}. Sweep time {report['seconds']} s (`python -m benches.arch_sweep`).",
         "",
-        "| model_type | result | parameters (2 layers) | detail |",
+        "| model_type | result | parameters (shrunk) | detail |",
         "|---|---|---:|---|",
     ]
     for r in report["rows"]:

@@ -89,6 +89,9 @@ class LayerType:
     attention: bool = True
     # a recurrent / state-space / convolutional mixer (besides attention where both are set)
     mixer: Mixer | None = None
+    # tokens a sliding-window attention layer attends to (0: full attention), recorded where
+    # it changes what attention keeps (Gemma 4: a mask past the window; activations.rs)
+    sliding_window: int = 0
 
     @property
     def num_parameters(self) -> int:

@@ -53,6 +53,11 @@ pub struct PlanCtx {
     pub hidden_dropout: bool,
     /// Attention-probability dropout is active.
     pub attention_dropout: bool,
+    /// The sequence length (`max_length`): whether a sliding-window layer needs a mask.
+    pub max_length: u64,
+    /// On SDPA's half-precision path (no eager, no flash_attention_2, no fp32, no dropout):
+    /// whether the GPU is Hopper or newer (cuDNN attention eligible); `None` off that path.
+    pub sdpa_half_hopper: Option<bool>,
 }
 
 impl PlanCtx {
@@ -64,6 +69,8 @@ impl PlanCtx {
             lora_dropout: dropout(plan, plan.lora_dropout) > 0.0,
             hidden_dropout: dropout(plan, shape.hints.hidden_dropout) > 0.0,
             attention_dropout: dropout(plan, shape.hints.attention_dropout) > 0.0,
+            max_length: plan.max_length,
+            sdpa_half_hopper: sdpa_half_hopper(shape, plan, gpu),
         }
     }
 }
@@ -183,6 +190,28 @@ pub enum AttnKernel {
     Efficient,
 }
 
+/// `Some(hopper)` when SDPA picks among its half-precision kernels (see [`attention_kernel`]).
+fn sdpa_half_hopper(shape: &ModelShape, plan: &Plan, gpu: Option<&GpuSpec>) -> Option<bool> {
+    let off = plan.attn_implementation != Attention::Sdpa
+        || shape.hints.eager_only
+        || Widths::of(plan.dtype).e == 4
+        || dropout(plan, shape.hints.attention_dropout) > 0.0;
+    (!off).then(|| gpu.and_then(GpuSpec::cc_major).is_none_or(|major| major >= 9))
+}
+
+/// The kernel of one layer whose head width `qd / heads` is its own (`Hints::
+/// per_layer_attention`, Gemma 4): on the half path, heads wider than 256 run the
+/// memory-efficient kernel (FlashAttention and cuDNN take at most 256), as fake-H100 SDPA
+/// dispatched on Gemma 4's 512-wide full-attention layers (benches/cases_accuracy.json
+/// `g4-*`, `attention_ops`). Otherwise the model's kernel.
+pub fn layer_kernel(shape: &ModelShape, cx: &PlanCtx, qd: u64) -> AttnKernel {
+    let heads = shape.num_attention_heads.max(1);
+    match cx.sdpa_half_hopper {
+        Some(_) if shape.hints.per_layer_attention && qd / heads > 256 => AttnKernel::Efficient,
+        _ => cx.kernel,
+    }
+}
+
 pub fn attention_kernel(shape: &ModelShape, plan: &Plan, gpu: Option<&GpuSpec>) -> AttnKernel {
     if plan.attn_implementation == Attention::Eager || shape.hints.eager_only {
         return AttnKernel::Eager;
@@ -246,14 +275,15 @@ pub fn layer_saved(shape: &ModelShape, an: &Analysis, info: &LayerInfo, g: &Laye
 /// q/k/v projections (base and LoRA), what the attention kernel keeps ([`qkv_saved`]),
 /// the output projection's input, a dropout mask and cross-attention's projections.
 fn attention_saved(shape: &ModelShape, an: &Analysis, info: &LayerInfo, g: &LayerGrad, cx: &PlanCtx, out: &mut Saved) {
-    let (w, kernel, h) = (cx.w, cx.kernel, shape.hidden_size);
+    let (w, h) = (cx.w, shape.hidden_size);
     let heads = shape.num_attention_heads;
     let (qd, kd) = attn_widths(shape, info);
+    let kernel = layer_kernel(shape, cx, qd);
     out.per_token += norm_saved(shape, w, g.input, g.weights, h) * an.norms_per_block;
     out.per_token += base_inputs(w, g, info, GROUP_ATTN_IN) + lora_inputs(cx, g, GROUP_ATTN_IN);
     let qkv_grad = g.input || g.weights || g.lora.n[GROUP_ATTN_IN] > 0;
     if qkv_grad {
-        qkv_saved(shape, (qd, kd), g, cx, out);
+        qkv_saved(shape, (qd, kd), info.sliding_window, g, &PlanCtx { kernel, ..*cx }, out);
     }
     let o_in: u64 = info.attn_out_in.unwrap_or(qd);
     let gated = shape.hints.attn_gate_width > 0;
@@ -437,7 +467,7 @@ fn attn_widths(shape: &ModelShape, info: &LayerInfo) -> (u64, u64) {
 /// eager's q, k, v (`e · (qd + 2·rep)`) and per context token its fp32 softmax and half
 /// cast (`(4 + e) · heads`, + softcapping's tanh and dropout's mask), or SDPA's q, k, v,
 /// output and fp32 log-sum-exp (`e · (2·qd + 2·kd) + 4 · heads`, cuDNN: + its copies).
-fn qkv_saved(shape: &ModelShape, (qd, kd): (u64, u64), g: &LayerGrad, cx: &PlanCtx, out: &mut Saved) {
+fn qkv_saved(shape: &ModelShape, (qd, kd): (u64, u64), window: u64, g: &LayerGrad, cx: &PlanCtx, out: &mut Saved) {
     let (w, hints): (Widths, &Hints) = (cx.w, &shape.hints);
     let heads = shape.num_attention_heads;
     // K/V heads of this layer: kd over the layer's head width qd / heads
@@ -473,14 +503,37 @@ fn qkv_saved(shape: &ModelShape, (qd, kd): (u64, u64), g: &LayerGrad, cx: &PlanC
         }
         out.per_token_ctx += s;
     } else {
-        // q, k, v (GQA passed natively), output, fp32 logsumexp per head
-        out.per_token += w.e * (2 * qd + 2 * kd) + 4 * heads;
+        // q, k, v (GQA passed natively), output, fp32 logsumexp per head; where transformers
+        // repeats K/V to every head first, the repeated copies (see `sdpa_repeats_kv`)
+        let masked = window > 0 && cx.max_length > window;
+        let kept_kv = if sdpa_repeats_kv(shape, qd, kd, masked, cx.kernel) { qd } else { kd };
+        out.per_token += w.e * (2 * qd + 2 * kept_kv) + 4 * heads;
         if cx.kernel == AttnKernel::Cudnn {
             // cuDNN keeps its layout-normalised copies of q, k, v and an output in
             // [b, s, h, d] layout (measured on fake-H100 SDPA, benches/truth)
-            out.per_token += w.e * (qd + 2 * kd) + w.e * qd;
+            out.per_token += w.e * (qd + 2 * kept_kv) + w.e * qd;
         }
     }
+}
+
+/// transformers passes grouped K/V to SDPA natively only without a mask and with heads of at
+/// most 256 (integrations/sdpa_attention.py `use_gqa_in_sdpa`: "CUDA ... require no mask and
+/// supported head dims to avoid falling back to the math kernel"); otherwise `repeat_kv`
+/// expands K and V to every query head, `x[:, :, None].expand(b, kv, n, s, d).reshape(b,
+/// kv·n, s, d)`: a copy that SDPA keeps when kv > 1, a view (the size-1 dim merges with the
+/// stride-0 one) with a single K/V head, which the memory-efficient kernel then copies to
+/// its contiguous layout. With `Hints::per_layer_attention` only (Gemma 4: 512-wide
+/// full-attention heads on the efficient kernel, sliding layers masked past their window); a
+/// layer reusing an earlier layer's K/V (`kd` = 0) repeats the shared tensors itself, with
+/// the model's `num_key_value_heads`.
+fn sdpa_repeats_kv(shape: &ModelShape, qd: u64, kd: u64, masked: bool, kernel: AttnKernel) -> bool {
+    let heads = shape.num_attention_heads;
+    if !shape.hints.per_layer_attention || qd == 0 || heads == 0 {
+        return false;
+    }
+    let kv_heads = if kd == 0 { shape.num_key_value_heads } else { kd * heads / qd };
+    let wide = qd / heads > 256;
+    kv_heads < heads && (masked || wide) && (kv_heads > 1 || kernel == AttnKernel::Efficient)
 }
 
 /// The MLP block's saved bytes, added to `out`: its norm(s) (shared with attention under

@@ -148,6 +148,8 @@ pub struct LayerInfo {
     pub has_ffn: bool,
     /// Forward FLOPs per token of the mixer's scan and convolution (`mixer_flops`).
     pub mixer_fwd_flops: u128,
+    /// The layer's sliding window (0: full attention).
+    pub sliding_window: u64,
 }
 
 impl LayerInfo {
@@ -439,6 +441,7 @@ fn layer_info(shape: &ModelShape, lt: &LayerType, reg: &mut TargetNames) -> Resu
         mixer: lt.mixer,
         has_ffn: !mlp_in_empty || lt.moe,
         mixer_fwd_flops: lt.mixer.as_ref().map_or(0, mixer_flops),
+        sliding_window: lt.sliding_window,
     })
 }
 

@@ -109,6 +109,10 @@ pub struct LayerType {
     /// where `attention` is also set, as in Falcon-H1).
     #[serde(default)]
     pub mixer: Option<Mixer>,
+    /// Tokens a sliding-window attention layer attends to (0: full attention). Recorded
+    /// where it changes what attention keeps (Gemma 4: activations.rs `qkv_saved`).
+    #[serde(default)]
+    pub sliding_window: u64,
 }
 
 /// The kind of a non-attention token mixer.

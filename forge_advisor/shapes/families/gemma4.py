@@ -152,7 +152,9 @@ def _text_layer(c: ConfigReader, over: dict[str, Any], full: bool, shared: bool)
                  Linear("experts.gate_up_proj", h, 2 * mi, False, "expert", count=e, lora_targetable=False),
                  Linear("experts.down_proj", mi, h, False, "expert", count=e, lora_targetable=False)]
         other += h + e + 3 * h  # router.scale, router.per_expert_scale, three more norms
-    return LayerType("decoder", tuple(lins), other_parameters=other, moe=moe)
+    # Gemma4TextConfig.sliding_window (512 by default) on "sliding_attention" layers
+    window = 0 if full else c.int("sliding_window", default=512)
+    return LayerType("decoder", tuple(lins), other_parameters=other, moe=moe, sliding_window=window)
 
 
 def build_text(c: ConfigReader, name: str, model_type: str) -> ModelShape:
