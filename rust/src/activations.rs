@@ -508,6 +508,11 @@ fn qkv_saved(shape: &ModelShape, (qd, kd): (u64, u64), window: u64, g: &LayerGra
         let masked = window > 0 && cx.max_length > window;
         let kept_kv = if sdpa_repeats_kv(shape, qd, kd, masked, cx.kernel) { qd } else { kd };
         out.per_token += w.e * (2 * qd + 2 * kept_kv) + 4 * heads;
+        if masked && shape.hints.per_layer_attention {
+            // the sliding window's bool mask [B, 1, S, S] becomes an additive bias in the
+            // query's dtype that the kernel keeps for backward (as the DSA mask above)
+            out.per_token_ctx += w.e;
+        }
         if cx.kernel == AttnKernel::Cudnn {
             // cuDNN keeps its layout-normalised copies of q, k, v and an output in
             // [b, s, h, d] layout (measured on fake-H100 SDPA, benches/truth)
