@@ -2,8 +2,8 @@
 torch-free parser.
 
 For each ``model_type`` in ``MODEL_FOR_CAUSAL_LM_MAPPING_NAMES`` (transformers 5), the
-default config (``CONFIG_MAPPING[model_type]()``) is shrunk to 2 layers and small sizes
-(:func:`shrink`), instantiated with ``AutoModelForCausalLM.from_config`` on the meta device,
+default config (``CONFIG_MAPPING[model_type]()``) is shrunk to 2 layers, or one period of
+its layer pattern (:func:`new_depth`), and small sizes (:func:`shrink`), instantiated with ``AutoModelForCausalLM.from_config`` on the meta device,
 and parsed by ``forge_advisor.shapes`` without torch (the meta fallback is not used). The
 result is one of:
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import platform
 import sys
 import time
@@ -44,6 +45,7 @@ SMALL = {
     "q_lora_rank": 32, "kv_lora_rank": 16, "qk_rope_head_dim": 8, "qk_nope_head_dim": 8, "v_head_dim": 16,
     "n_group": 1, "topk_group": 1, "encoder_ffn_dim": 96, "decoder_ffn_dim": 96,
     "encoder_attention_heads": 4, "decoder_attention_heads": 4, "first_k_dense_replace": 1,
+    "hidden_size_per_layer_input": 16,
 }
 LAYERS = 2
 VOCAB = 256
@@ -67,25 +69,88 @@ CONSISTENT = {
 }
 
 
-def shrink(config: dict[str, Any], keep_kinds: bool = True) -> dict[str, Any]:
-    """A small version of a config dict: ``LAYERS`` layers, ``SMALL`` sizes (never larger
-    than the default), per-layer lists cut to the new depth (``keep_kinds``: by
-    :func:`cut_layers`, else the first ones), nested ``*_config`` shrunk."""
+def new_depth(config: dict[str, Any], depth: int | None, cover: bool = True) -> int:
+    """The shrunk depth: ``LAYERS``, or as many as the first layer of every kind in
+    ``layer_types`` needs (one period of the pattern: Gemma 3/4's 5 sliding + 1 full
+    layers), doubled where the last ``num_kv_shared_layers`` reuse an earlier layer's K/V
+    (Gemma 3n/4: ``kv_sharing_modes`` requires a producer of every kind before the
+    consumers); never deeper than the default."""
+    n = LAYERS
+    types = config.get("layer_types")
+    if cover and isinstance(types, list) and types and all(isinstance(t, str) for t in types):
+        first = max(types.index(t) for t in set(types)) + 1
+        # the pattern's period where it has one within twice that (Dory's released layout
+        # lists attention and MLP blocks in pairs: 8 = s, mlp, s, mlp, s, mlp, full, mlp)
+        period = next((p for p in range(first, 2 * first + 1) if all(t == types[i % p] for i, t in enumerate(types))), first)
+        n = max(n, period)
+    if isinstance(config.get("num_kv_shared_layers"), int) and config["num_kv_shared_layers"] > 0:
+        n *= 2
+    return min(n, depth) if depth else n
+
+
+def _overrides(over: dict[str, Any], base: dict[str, Any], small: dict[str, Any]) -> dict[str, Any]:
+    """One layer's ``per_layer_config`` overrides at the shrunk sizes, in the default's ratio
+    to the base value (Gemma 4's full-attention head_dim 512 over 256: 32 over 16)."""
+    out = {}
+    for k, v in over.items():
+        b, s = base.get(k), small.get(k)
+        if k == "num_key_value_heads" and v == over.get("num_attention_heads") and "num_attention_heads" in small:
+            out[k] = _overrides({"num_attention_heads": v}, base, small)["num_attention_heads"]  # MLA: equal, as above
+        elif k in SMALL and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in (v, b, s)):
+            out[k] = max(1, s * v // b)
+        else:
+            out[k] = v
+    # MLA's head width is its no-rope plus rope parts (dots3_note validates "SWA head_dim must
+    # equal qk_nope_head_dim + qk_rope_head_dim"): kept so where the default has it
+    dims = ("head_dim", "qk_nope_head_dim", "qk_rope_head_dim")
+    full, shrunk = {**base, **over}, {**small, **out}
+    if all(isinstance(full.get(k), int) and isinstance(shrunk.get(k), int) for k in dims) and "qk_nope_head_dim" in out:
+        if full["head_dim"] == full["qk_nope_head_dim"] + full["qk_rope_head_dim"]:
+            out["qk_nope_head_dim"] = shrunk["head_dim"] - shrunk["qk_rope_head_dim"]
+    return out
+
+
+def shrink(config: dict[str, Any], cover: bool = True) -> dict[str, Any]:
+    """A small version of a config dict: ``LAYERS`` layers (or one period of the layer
+    pattern, :func:`new_depth`), ``SMALL`` sizes (never larger than the default), per-layer
+    lists and ``per_layer_config`` cut to the new depth, nested ``*_config`` shrunk."""
     depth = next((config[k] for k in LAYER_FIELDS if isinstance(config.get(k), int)), None)
+    layers = new_depth(config, depth, cover)
     out = dict(config)
     for k, v in config.items():
+        if k == "per_layer_config" and isinstance(v, dict):
+            continue  # after the sizes it scales with
         if isinstance(v, dict) and k.endswith("config"):
-            out[k] = shrink(v, keep_kinds)
+            out[k] = shrink(v, cover)
         elif k in LAYER_FIELDS and isinstance(v, int):
-            out[k] = min(v, LAYERS)
+            out[k] = min(v, layers)
         elif k in SMALL and isinstance(v, int) and not isinstance(v, bool):
             out[k] = min(v, SMALL[k]) if v > 0 else v
-        elif k == "vocab_size" and isinstance(v, int):
+        elif k in ("vocab_size", "vocab_size_per_layer_input") and isinstance(v, int):
             out[k] = min(v, VOCAB)
         elif isinstance(v, list) and depth and len(v) == depth:
-            out[k] = cut_layers(v) if keep_kinds else v[:LAYERS]
+            out[k] = cut_layers(v, layers) if cover else v[:layers]
         elif isinstance(v, dict) and v and all(str(x).isdigit() for x in v):
-            out[k] = {x: y for x, y in v.items() if int(x) < LAYERS}
+            out[k] = {x: y for x, y in v.items() if int(x) < layers}
+    if isinstance(config.get("per_layer_config"), dict):
+        # (transformers: "`per_layer_config` keys must be integer layer indices in the range [0, depth)")
+        out["per_layer_config"] = {x: _overrides(y, config, out) for x, y in config["per_layer_config"].items()
+                                   if str(x).isdigit() and int(x) < layers and isinstance(y, dict)}
+    if "kv_lora_rank" in config and config.get("num_key_value_heads") == config.get("num_attention_heads"):
+        # multi-head latent attention has no key/value heads of its own: configs that
+        # validate it (dots3_note: "num_key_value_heads must match num_attention_heads") keep them equal
+        out["num_key_value_heads"] = out.get("num_attention_heads")
+    parts = [k for k, v in config.items() if k.startswith("n_") and k.endswith("_layers") and isinstance(v, int)]
+    if depth and len(parts) > 1 and sum(config[k] for k in parts) == depth:
+        # a depth split into stages that must sum to it (Dory: n_input + n_recurrent + n_output
+        # layers = num_hidden_layers): each stage its share, the remainder to the largest
+        unit = math.gcd(2, depth, *(config[k] for k in parts))  # 2: a layout of paired blocks stays paired
+        for k in parts:
+            out[k] = max(unit, layers * config[k] // depth // unit * unit)
+        out[max(parts, key=config.__getitem__)] += layers - sum(out[k] for k in parts)
+    if isinstance(config.get("num_kv_shared_layers"), int) and config["num_kv_shared_layers"] > 0:
+        # the second half of the layers reuses the first half's K/V (see new_depth)
+        out["num_kv_shared_layers"] = layers // 2
     # transformers 5's default configs of ministral, hunyuan_v1_* and nemotron leave
     # head_dim / num_key_value_heads as None, which their own modeling code cannot read
     # (modeling_ministral.py: `getattr(config, "head_dim", hidden // heads)` returns the None;
@@ -110,16 +175,16 @@ def shrink(config: dict[str, Any], keep_kinds: bool = True) -> dict[str, Any]:
     return out
 
 
-def cut_layers(kinds: list[Any]) -> list[Any]:
-    """A per-layer list cut to ``LAYERS`` entries. A list of layer kinds keeps every kind it
+def cut_layers(kinds: list[Any], n: int = LAYERS) -> list[Any]:
+    """A per-layer list cut to ``n`` entries. A list of layer kinds keeps every kind it
     names: the first layers, their tail replaced by the first layer of each kind they lack
     (OLMo-Hybrid's and Zamba's defaults begin with linear-attention / Mamba layers, and
     configuration_olmo_hybrid.py `validate_architecture` refuses a stack without attention)."""
-    head = kinds[:LAYERS]
+    head = kinds[:n]
     if not all(isinstance(k, str) for k in kinds):
         return head
-    missing = [k for k in dict.fromkeys(kinds) if k not in head][: LAYERS - 1]
-    return head[: LAYERS - len(missing)] + missing
+    missing = [k for k in dict.fromkeys(kinds) if k not in head][: n - 1]
+    return head[: n - len(missing)] + missing
 
 
 @contextlib.contextmanager
@@ -142,13 +207,14 @@ def causal_lm_types() -> list[str]:
     return sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
 
 
-def small_config(model_type: str, keep_kinds: bool = True) -> dict[str, Any]:
-    """The shrunk default config of ``model_type`` as a plain config.json dict."""
+def small_config(model_type: str, cover: bool = True) -> dict[str, Any]:
+    """The shrunk default config of ``model_type`` as a plain config.json dict (``cover``:
+    one layer of every kind in ``layer_types``, else ``LAYERS``)."""
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     with quiet():
         raw = CONFIG_MAPPING[model_type]().to_dict()
-    cfg = shrink(raw, keep_kinds)
+    cfg = shrink(raw, cover)
     for k in ("transformers_version", "architectures", "_name_or_path"):
         cfg.pop(k, None)
     cfg["model_type"] = model_type
@@ -264,15 +330,22 @@ def sweep_one(model_type: str) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     row: dict[str, Any] = {"model_type": model_type}
+    note = ""
     try:
         try:
             config = small_config(model_type)
             model = meta_model(config)
-        except Exception:  # a kind the default config cannot build (qwen4_exp's indexer sizes are None)
-            config = small_config(model_type, keep_kinds=False)
+        except Exception as exc:
+            # a layer kind the default config cannot build (qwen4_exp's indexed attention:
+            # `token_budget` None): the first LAYERS layers, as far as they build
+            if small_config(model_type, cover=False) == config:
+                raise
+            config = small_config(model_type, cover=False)
             model = meta_model(config)
+            note = f"{LAYERS} layers: every layer kind does not build ({type(exc).__name__}: {str(exc).strip()[:80]})"
     except Exception as exc:  # transformers cannot build it: outside the sweep's scope
-        first = (str(exc).strip().splitlines() or [""])[0][:120]
+        # (strict configs name the failed validator on the first line and the reason on the next)
+        first = " ".join(line.strip() for line in str(exc).strip().splitlines()[:2])[:160]
         row.update(status="not buildable", detail=f"{type(exc).__name__}: {first}")
         return row
     row["parameters"] = sum(p.numel() for p in model.parameters())
@@ -288,7 +361,7 @@ def sweep_one(model_type: str) -> dict[str, Any]:
             # builds `config.get_text_config()`): compare that part of the shape
             shape = shape.text_only()
         diff = compare(shape, model)
-        row.update(status="exact" if diff is None else "mismatch", detail=diff or "")
+        row.update(status="exact" if diff is None else "mismatch", detail=diff or note)
     row["seconds"] = round(time.perf_counter() - t0, 3)
     return row
 
@@ -322,7 +395,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"**exact without torch: {e} ({100 * e / max(b, 1):.0f}%)**, unsupported with a reason: {report['unsupported']}, "
         f"mismatches: {report['mismatch']}. Sweep time {report['seconds']} s (`python -m benches.arch_sweep`).",
         "",
-        "| model_type | result | parameters (2 layers) | detail |",
+        "| model_type | result | parameters (shrunk) | detail |",
         "|---|---|---:|---|",
     ]
     for r in report["rows"]:

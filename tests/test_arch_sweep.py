@@ -68,6 +68,28 @@ def test_shrink_cuts_depth_and_per_layer_lists() -> None:
     assert small["text_config"] == {"num_hidden_layers": 2, "head_dim": 16}
 
 
+def test_shrink_keeps_one_period_of_the_layer_pattern() -> None:
+    # Gemma 4: 5 sliding + 1 full; per_layer_config keys must lie in the new depth, their
+    # overrides scaled with the base (head_dim 512 over 256 -> 32 over 16)
+    g4 = {"num_hidden_layers": 30, "head_dim": 256, "layer_types": (["s"] * 5 + ["f"]) * 5,
+          "per_layer_config": {str(i): {"head_dim": 512} for i in range(5, 30, 6)}}
+    small = shrink(g4)
+    assert small["num_hidden_layers"] == 6 and small["layer_types"] == ["s"] * 5 + ["f"]
+    assert small["per_layer_config"] == {"5": {"head_dim": 32}}
+    # KV sharing: a producer of every kind before the consumers (two periods, half shared)
+    g3n = {"num_hidden_layers": 35, "layer_types": (["s"] * 4 + ["f"]) * 7, "num_kv_shared_layers": 15}
+    assert (shrink(g3n)["num_hidden_layers"], shrink(g3n)["num_kv_shared_layers"]) == (10, 5)
+    # a pattern whose period is longer than its first layer of each kind (Dory's paired
+    # blocks), and stages that must sum to the depth, kept paired
+    dory = {"num_hidden_layers": 72, "layer_types": (["s", "mlp"] * 3 + ["f", "mlp"]) * 9,
+            "n_input_layers": 16, "n_recurrent_layers": 40, "n_output_layers": 16}
+    small = shrink(dory)
+    assert small["num_hidden_layers"] == 8 and len(small["layer_types"]) == 8
+    assert (small["n_input_layers"], small["n_recurrent_layers"], small["n_output_layers"]) == (2, 4, 2)
+    # without a pattern, or when asked not to cover it, 2 layers as before
+    assert shrink(g4, cover=False)["num_hidden_layers"] == 2 and shrink(g4, cover=False)["per_layer_config"] == {}
+
+
 def test_shrink_fills_fields_transformers_defaults_leave_unreadable() -> None:
     # ministral/hunyuan: head_dim None; nemotron: num_key_value_heads None (their modeling
     # cannot read either); dbrx: attn_config without rope_theta; cohere_compass: rope_parameters {}
@@ -97,5 +119,6 @@ def test_own_layouts_with_switches_flipped(model_type: str, flips: dict[str, Any
     from benches.arch_sweep import compare, meta_model, small_config
     from forge_advisor.shapes.registry import build_shape
 
-    cfg = {**small_config(model_type), **flips}
+    # (the flips are written for the 2-layer cut, not one period of the layer pattern)
+    cfg = {**small_config(model_type, cover=False), **flips}
     assert compare(build_shape(cfg, model_type), meta_model(cfg)) is None

@@ -98,6 +98,9 @@ class LayerType:
     mixer: Mixer | None = None
     # forward runs with autograd per step: 1 but for recurrent stacks (HRM, shapes/families/hrm.py)
     passes: int = 1
+    # tokens a sliding-window attention layer attends to (0: full attention), recorded where
+    # it changes what attention keeps (Gemma 4: a mask past the window; activations.rs)
+    sliding_window: int = 0
 
     @property
     def num_parameters(self) -> int:

@@ -28,6 +28,10 @@ REASONS: dict[str, str] = {
     # other mechanisms
     "blt": "byte-latent patching (local encoder/decoder around a global transformer)",
     "doge": "Doge's CDMoE (is_moe: true): retrieval experts held as embedding rows",
+    # buildable once the sweep keeps one period of the layer pattern (benches/arch_sweep.py new_depth)
+    "gemma3n_text": "AltUp parallel residual streams and LAuReL low-rank blocks (Gemma 3n)",
+    "dory": "looped depth: the recurrent block runs n_recurrent_loops times with per-loop caches",
+    "dots3_note_text": "per-layer MLA widths (per_layer_config) with indexed (DSA) and sliding layers (dots.3)",
 }
 _DEFAULT = "no built-in parser for this model_type"
 

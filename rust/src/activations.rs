@@ -56,6 +56,11 @@ pub struct PlanCtx {
     /// What cross-attention layers read (Llama 3.2 Vision's vision states: cross.rs);
     /// `None` without images.
     pub cross: Option<crate::cross::CrossCtx>,
+    /// The sequence length (`max_length`): whether a sliding-window layer needs a mask.
+    pub max_length: u64,
+    /// On SDPA's half-precision path (no eager, no flash_attention_2, no fp32, no dropout):
+    /// whether the GPU is Hopper or newer (cuDNN attention eligible); `None` off that path.
+    pub sdpa_half_hopper: Option<bool>,
 }
 
 impl PlanCtx {
@@ -68,6 +73,8 @@ impl PlanCtx {
             hidden_dropout: dropout(plan, shape.hints.hidden_dropout) > 0.0,
             attention_dropout: dropout(plan, shape.hints.attention_dropout) > 0.0,
             cross: None,
+            max_length: plan.max_length,
+            sdpa_half_hopper: sdpa_half_hopper(shape, plan, gpu),
         }
     }
 }
@@ -187,6 +194,28 @@ pub enum AttnKernel {
     Efficient,
 }
 
+/// `Some(hopper)` when SDPA picks among its half-precision kernels (see [`attention_kernel`]).
+fn sdpa_half_hopper(shape: &ModelShape, plan: &Plan, gpu: Option<&GpuSpec>) -> Option<bool> {
+    let off = plan.attn_implementation != Attention::Sdpa
+        || shape.hints.eager_only
+        || Widths::of(plan.dtype).e == 4
+        || dropout(plan, shape.hints.attention_dropout) > 0.0;
+    (!off).then(|| gpu.and_then(GpuSpec::cc_major).is_none_or(|major| major >= 9))
+}
+
+/// The kernel of one layer whose head width `qd / heads` is its own (`Hints::
+/// per_layer_attention`, Gemma 4): on the half path, heads wider than 256 run the
+/// memory-efficient kernel (FlashAttention and cuDNN take at most 256), as fake-H100 SDPA
+/// dispatched on Gemma 4's 512-wide full-attention layers (benches/cases_accuracy.json
+/// `g4-*`, `attention_ops`). Otherwise the model's kernel.
+pub fn layer_kernel(shape: &ModelShape, cx: &PlanCtx, qd: u64) -> AttnKernel {
+    let heads = shape.num_attention_heads.max(1);
+    match cx.sdpa_half_hopper {
+        Some(_) if shape.hints.per_layer_attention && qd / heads > 256 => AttnKernel::Efficient,
+        _ => cx.kernel,
+    }
+}
+
 pub fn attention_kernel(shape: &ModelShape, plan: &Plan, gpu: Option<&GpuSpec>) -> AttnKernel {
     if plan.attn_implementation == Attention::Eager || shape.hints.eager_only {
         return AttnKernel::Eager;
@@ -239,6 +268,10 @@ pub fn layer_saved(shape: &ModelShape, an: &Analysis, info: &LayerInfo, g: &Laye
     }
     if info.moe {
         out.per_token += moe_saved(shape, info, g, w, act_saved_bytes(an.act, w));
+        out.per_token += norm_saved(shape, w, true, g.weights, h) * shape.hints.moe_block_norms;
+    }
+    if shape.hints.per_layer_input_width > 0 {
+        out.per_token += per_layer_input_saved(shape, an, g, cx);
     }
     if cx.hidden_dropout {
         out.per_token += h;
@@ -258,15 +291,15 @@ fn attention_saved(shape: &ModelShape, an: &Analysis, info: &LayerInfo, g: &Laye
     if let (true, Some(c)) = (info.cross_attention, cx.cross.as_ref()) {
         return crate::cross::attention_saved(shape, an, info, g, cx, c, out);
     }
-    let (w, kernel, h) = (cx.w, cx.kernel, shape.hidden_size);
+    let (w, h) = (cx.w, shape.hidden_size);
     let heads = shape.num_attention_heads;
-    let qd = heads * shape.head_dim;
-    let kd = shape.num_key_value_heads * shape.head_dim;
+    let (qd, kd) = attn_widths(shape, info);
+    let kernel = layer_kernel(shape, cx, qd);
     out.per_token += norm_saved(shape, w, g.input, g.weights, h) * an.norms_per_block;
     out.per_token += base_inputs(w, g, info, GROUP_ATTN_IN) + lora_inputs(cx, g, GROUP_ATTN_IN);
     let qkv_grad = g.input || g.weights || g.lora.n[GROUP_ATTN_IN] > 0;
     if qkv_grad {
-        qkv_saved(shape, g, cx, out);
+        qkv_saved(shape, (qd, kd), info.sliding_window, g, &PlanCtx { kernel, ..*cx }, out);
     }
     let o_in: u64 = info.attn_out_in.unwrap_or(qd);
     let gated = shape.hints.attn_gate_width > 0;
@@ -286,6 +319,25 @@ fn attention_saved(shape: &ModelShape, an: &Analysis, info: &LayerInfo, g: &Laye
         // cross-attention: same projections over encoder states (approximation: as self)
         out.per_token += base_inputs(w, g, info, GROUP_ATTN_IN) + w.e * (2 * qd + 2 * kd) + 4 * heads;
     }
+}
+
+/// The per-layer input branch after the MLP (modeling_gemma4.py `Gemma4TextDecoderLayer.
+/// forward`, P = `hidden_size_per_layer_input`): `per_layer_input_gate(h)` keeps h when its
+/// weight trains; the activation keeps the gate's output ([`act_saved_bytes`] · P); the
+/// product with the layer's slice of the per-layer inputs keeps that slice (a view of the
+/// model-wide `[B, S, L, P]` tensor, counted once: estimator.rs `tail_per_token`) and, when
+/// that slice needs a gradient (the PLE weights train), the activation's output (e · P);
+/// `per_layer_projection` keeps the product (e · P) when its weight trains;
+/// `post_per_layer_input_norm` over H is one more norm ([`norm_saved`]); `hidden_states *=
+/// layer_scalar` multiplies by a buffer and keeps nothing per token.
+fn per_layer_input_saved(shape: &ModelShape, an: &Analysis, g: &LayerGrad, cx: &PlanCtx) -> u64 {
+    let (w, h, p) = (cx.w, shape.hidden_size, shape.hints.per_layer_input_width);
+    let half_in = |n: u64| if w.amp { 2 * n } else { w.e * n };
+    let mut bytes = act_saved_bytes(an.act, w) * p + norm_saved(shape, w, true, g.weights, h);
+    if g.weights {
+        bytes += half_in(h) + w.e * p + half_in(p);
+    }
+    bytes
 }
 
 /// Gated attention output (modeling_afmoe.py `AfmoeAttention.forward`:
@@ -449,21 +501,41 @@ pub fn mixer_core_bytes(m: &Mixer, w: Widths) -> u64 {
     }
 }
 
+/// The query width and the width of the keys (= values) a layer computes itself:
+/// `heads · head_dim` and `kv_heads · head_dim` from the shape, or with
+/// `Hints::per_layer_attention` from the layer's own projections (Gemma 4,
+/// modeling_gemma4.py `Gemma4TextAttention`): q from `o_proj`'s input (heads · hd of the
+/// layer), k from `k_proj` (the second attention input projection, after `q_proj`), and 0 in
+/// a layer that reuses an earlier layer's K/V (`is_kv_shared_layer`: no `k_proj`; the
+/// tensors SDPA keeps there are the producer's, counted once in the producer).
+fn attn_widths(shape: &ModelShape, info: &LayerInfo) -> (u64, u64) {
+    let (qd, kd) = (shape.num_attention_heads * shape.head_dim, shape.num_key_value_heads * shape.head_dim);
+    if !shape.hints.per_layer_attention {
+        return (qd, kd);
+    }
+    (info.attn_out_in.unwrap_or(qd), info.attn_in.get(1).map_or(0, |k| k.out_f))
+}
+
 /// What attention keeps when q, k, v need grads, added to `out`: per-head q/k norms, then
 /// eager's q, k, v (`e · (qd + 2·rep)`) and per context token its fp32 softmax and half
 /// cast (`(4 + e) · heads`, + softcapping's tanh and dropout's mask), or SDPA's q, k, v,
 /// output and fp32 log-sum-exp (`e · (2·qd + 2·kd) + 4 · heads`, cuDNN: + its copies).
-fn qkv_saved(shape: &ModelShape, g: &LayerGrad, cx: &PlanCtx, out: &mut Saved) {
+fn qkv_saved(shape: &ModelShape, (qd, kd): (u64, u64), window: u64, g: &LayerGrad, cx: &PlanCtx, out: &mut Saved) {
     let (w, hints): (Widths, &Hints) = (cx.w, &shape.hints);
     let heads = shape.num_attention_heads;
-    let qd = heads * shape.head_dim;
-    let kd = shape.num_key_value_heads * shape.head_dim;
+    // K/V heads of this layer: kd over the layer's head width qd / heads
+    let kv_heads = if qd == 0 { 0 } else { kd * heads / qd };
     if hints.qk_norm {
         // per-head RMSNorm on q and k: fp32 copies and rsqrt per head
-        out.per_token += 4 * (qd + kd) + 4 * (heads + shape.num_key_value_heads);
+        out.per_token += 4 * (qd + kd) + 4 * (heads + kv_heads);
         if g.weights {
             out.per_token += w.e * (qd + kd);
         }
+    }
+    if hints.v_norm {
+        // Gemma4RMSNorm(with_scale=False) on v: `x.float()` kept by pow and by the product
+        // with `pow(mean(x²) + eps, -0.5)`, whose [.., 1] output (and its input) it keeps too
+        out.per_token += 4 * kd + 8 * kv_heads;
     }
     if hints.dsa_indexer_heads > 0 && cx.kernel != AttnKernel::Eager {
         // DSA folds the indexer's top-k into a materialised `[B, 1, S, T]` mask
@@ -472,7 +544,7 @@ fn qkv_saved(shape: &ModelShape, g: &LayerGrad, cx: &PlanCtx, out: &mut Saved) {
         out.per_token_ctx += w.e;
     }
     if cx.kernel == AttnKernel::Eager {
-        let rep = if shape.num_key_value_heads == heads { kd } else { qd };
+        let rep = if kd == 0 { 0 } else if kv_heads == heads { kd } else { qd };
         out.per_token += w.e * (qd + 2 * rep);
         // fp32 softmax output + its cast to the compute dtype, per (token, context)
         let mut s = (4 + w.e) * heads;
@@ -484,16 +556,44 @@ fn qkv_saved(shape: &ModelShape, g: &LayerGrad, cx: &PlanCtx, out: &mut Saved) {
         }
         out.per_token_ctx += s;
     } else {
-        // q, k, v (GQA passed natively), output, fp32 logsumexp per head
-        out.per_token += w.e * (2 * qd + 2 * kd) + 4 * heads;
+        // q, k, v (GQA passed natively), output, fp32 logsumexp per head; where transformers
+        // repeats K/V to every head first, the repeated copies (see `sdpa_repeats_kv`)
+        let masked = window > 0 && cx.max_length > window;
+        let kept_kv = if sdpa_repeats_kv(shape, qd, kd, masked, cx.kernel) { qd } else { kd };
+        out.per_token += w.e * (2 * qd + 2 * kept_kv) + 4 * heads;
+        if masked && shape.hints.per_layer_attention {
+            // the sliding window's bool mask [B, 1, S, S] becomes an additive bias in the
+            // query's dtype that the kernel keeps for backward (as the DSA mask above)
+            out.per_token_ctx += w.e;
+        }
         if cx.kernel == AttnKernel::Cudnn {
             // cuDNN keeps its layout-normalised copies of q, k, v and an output in
             // [b, s, h, d] layout (measured on fake-H100 SDPA, benches/truth); without
             // rotary, q, k, v already have that layout and are not copied
-            let copies = if hints.attention_without_rope { 0 } else { qd + 2 * kd };
+            let copies = if hints.attention_without_rope { 0 } else { qd + 2 * kept_kv };
             out.per_token += w.e * copies + w.e * qd;
         }
     }
+}
+
+/// transformers passes grouped K/V to SDPA natively only without a mask and with heads of at
+/// most 256 (integrations/sdpa_attention.py `use_gqa_in_sdpa`: "CUDA ... require no mask and
+/// supported head dims to avoid falling back to the math kernel"); otherwise `repeat_kv`
+/// expands K and V to every query head, `x[:, :, None].expand(b, kv, n, s, d).reshape(b,
+/// kv·n, s, d)`: a copy that SDPA keeps when kv > 1, a view (the size-1 dim merges with the
+/// stride-0 one) with a single K/V head, which the memory-efficient kernel then copies to
+/// its contiguous layout. With `Hints::per_layer_attention` only (Gemma 4: 512-wide
+/// full-attention heads on the efficient kernel, sliding layers masked past their window); a
+/// layer reusing an earlier layer's K/V (`kd` = 0) repeats the shared tensors itself, with
+/// the model's `num_key_value_heads`.
+fn sdpa_repeats_kv(shape: &ModelShape, qd: u64, kd: u64, masked: bool, kernel: AttnKernel) -> bool {
+    let heads = shape.num_attention_heads;
+    if !shape.hints.per_layer_attention || qd == 0 || heads == 0 {
+        return false;
+    }
+    let kv_heads = if kd == 0 { shape.num_key_value_heads } else { kd * heads / qd };
+    let wide = qd / heads > 256;
+    kv_heads < heads && (masked || wide) && (kv_heads > 1 || kernel == AttnKernel::Efficient)
 }
 
 /// The MLP block's saved bytes, added to `out`: its norm(s) (shared with attention under

@@ -87,7 +87,7 @@ mod tests {
     }
 
     fn ctx(kernel: AttnKernel, dtype: Dtype) -> PlanCtx {
-        PlanCtx { w: Widths::of(dtype), kernel, lora_r: 16, lora_dropout: false, hidden_dropout: false, attention_dropout: false, cross: None }
+        PlanCtx { w: Widths::of(dtype), kernel, lora_r: 16, lora_dropout: false, hidden_dropout: false, attention_dropout: false, cross: None, max_length: 2048, sdpa_half_hopper: None }
     }
 
     #[test]

@@ -152,6 +152,8 @@ pub struct LayerInfo {
     pub has_ffn: bool,
     /// Forward FLOPs per token of the mixer's scan and convolution (`mixer_flops`).
     pub mixer_fwd_flops: u128,
+    /// The layer's sliding window (0: full attention).
+    pub sliding_window: u64,
 }
 
 impl LayerInfo {
@@ -453,6 +455,7 @@ fn layer_info(shape: &ModelShape, lt: &LayerType, reg: &mut TargetNames) -> Resu
         has_ffn: !mlp_in_empty || lt.moe,
         mixer_fwd_flops: lt.mixer.as_ref().map_or(0, mixer_flops),
         passes: lt.passes.max(1),
+        sliding_window: lt.sliding_window,
     })
 }
 
@@ -601,7 +604,7 @@ impl Analysis {
             min_side_by_bit,
             act: Act::of(&shape.hints.hidden_act),
             // gemma2/3: four norms per layer (pre and post, attention and MLP)
-            norms_per_block: if shape.model_type.starts_with("gemma2") || shape.model_type.starts_with("gemma3") { 2 } else { 1 },
+            norms_per_block: if ["gemma2", "gemma3", "gemma4"].iter().any(|g| shape.model_type.starts_with(g)) { 2 } else { 1 },
             vision,
             mixed_blocks: shape.layer_types.iter().any(|lt| !lt.attention || lt.mixer.is_some()),
         })

@@ -379,6 +379,16 @@ fn tail_per_token(shape: &ModelShape, plan: &Plan, cx: &PlanCtx, input_grad: boo
     if b.embed_trains {
         per_tok += 8; // token ids kept by the embedding
     }
+    let ple = shape.hints.per_layer_input_width;
+    if ple > 0 {
+        // Gemma 4's per-layer inputs (modeling_gemma4.py `project_per_layer_inputs`): one
+        // `[B, S, L, P]` tensor in the compute dtype, each layer's product keeping its slice
+        // until that layer's backward (under checkpointing too: the slice is the checkpointed
+        // layer's input); with full fine-tuning `per_layer_projection_norm` keeps its fp32
+        // input and a rsqrt per layer slice
+        let l = shape.num_hidden_layers;
+        per_tok += w.e * l * ple + if full { 4 * l * ple + 4 * l } else { 0 };
+    }
     if cx.hidden_dropout {
         per_tok += h;
     }
@@ -524,10 +534,13 @@ impl Estimator {
 
         // ---- tail: final norm, head, logits and loss --------------------------------
         let h = shape.hidden_size;
+        // the token embedding is vocab × hidden of the embedding parameters; the rest are other
+        // tables (Gemma 4's per-layer embeddings [V_p, L·P]), which a tied head does not share
+        let token_embedding = an.embedding_params.min(shape.vocab_size.saturating_mul(h));
         let tail_per_token = tail_per_token(shape, plan, &cx, acts.input_grad, &b);
         let mut autocast_copies = acts.autocast_copies;
         if w.amp {
-            autocast_copies = autocast_copies.saturating_add(sat(an.head_params.max(if shape.tie_word_embeddings { an.embedding_params } else { 0 }), 2));
+            autocast_copies = autocast_copies.saturating_add(sat(an.head_params.max(if shape.tie_word_embeddings { token_embedding } else { 0 }), 2));
         }
         let liger = plan.use_liger_kernel && plan.trainer == Trainer::Sft;
         let logits_per_tv = logits_per_tv(shape, plan, w, liger);
@@ -539,8 +552,9 @@ impl Estimator {
 
         let head_grad = sat(if full { set.head_train_params - if embed_trains { an.embedding_params + an.position_params } else { 0 } } else { 0 }, grad_bytes_per);
         // a tied head's grad waits in autograd's input buffer for the embedding's
-        let held_head = if shape.tie_word_embeddings && embed_trains { sat(an.embedding_params, grad_bytes_per) } else { 0 };
-        let vh = sat(an.embedding_params, grad_bytes_per);
+        let held_head = if shape.tie_word_embeddings && embed_trains { sat(token_embedding, grad_bytes_per) } else { 0 };
+        let vh = sat(token_embedding, grad_bytes_per);
+        let vh_other = sat(an.embedding_params - token_embedding, grad_bytes_per);
         let vision_flops = match (an.vision.as_deref(), b.images) {
             (Some(v), Some(ip)) => crate::vision::flops_per_lm_token(v, &ip, plan, acts.tower_in_graph),
             _ => 0.0,
@@ -573,6 +587,7 @@ impl Estimator {
             vision: acts.vision,
             held_head,
             vh,
+            vh_other,
             embed_trains,
             trainable,
             frozen: frozen.min(n_layers),

@@ -126,6 +126,10 @@ pub struct LayerType {
     /// own saved tensors (estimator.rs).
     #[serde(default = "one")]
     pub passes: u64,
+    /// Tokens a sliding-window attention layer attends to (0: full attention). Recorded
+    /// where it changes what attention keeps (Gemma 4: activations.rs `qkv_saved`).
+    #[serde(default)]
+    pub sliding_window: u64,
 }
 
 /// The kind of a non-attention token mixer.
@@ -338,6 +342,20 @@ pub struct Hints {
     /// Weightless RMSNorms outside the layers that run with autograd in one step, beyond
     /// the final norm (HRM: each recurrent stack run ends with one; recurrent.rs).
     pub stack_norm_runs: u64,
+    /// Attention widths differ by layer (Gemma 4: 512-wide heads on full-attention layers,
+    /// 256 on sliding ones; a layer reusing an earlier layer's K/V computes none): each
+    /// layer's q and new k/v widths are read from its own projections (activations.rs
+    /// `attn_widths`), not from the model-wide `head_dim`.
+    pub per_layer_attention: bool,
+    /// An unweighted RMSNorm over each value head (Gemma 4 `v_norm`, `with_scale=False`).
+    pub v_norm: bool,
+    /// Width P of the per-layer input embeddings (Gemma 4 `hidden_size_per_layer_input`);
+    /// 0 when none.
+    pub per_layer_input_width: u64,
+    /// RMSNorms over the hidden size that a mixture-of-experts block adds beside the dense
+    /// MLP (Gemma 4 26B-A4B: `post_feedforward_layernorm_1`, `pre_feedforward_layernorm_2`,
+    /// `post_feedforward_layernorm_2` and the router's unweighted norm: 4); 0 when none.
+    pub moe_block_norms: u64,
 }
 
 impl Default for Hints {
@@ -363,6 +381,10 @@ impl Default for Hints {
             fp32_short_conv_channels: 0,
             dense_position_bias: false,
             stack_norm_runs: 0,
+            per_layer_attention: false,
+            v_norm: false,
+            per_layer_input_width: 0,
+            moe_block_norms: 0,
         }
     }
 }

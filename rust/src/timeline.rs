@@ -181,7 +181,10 @@ pub(crate) struct Scalars {
     /// A vision-language model's images; `kept_bytes` per language-model token (vision.rs).
     pub(crate) vision: Option<crate::vision::VisionReport>,
     pub(crate) held_head: u64,
+    /// Gradient bytes of the token embedding (vocab × hidden: what a tied head shares).
     pub(crate) vh: u64,
+    /// Gradient bytes of the other embedding tables (Gemma 4's per-layer embeddings).
+    pub(crate) vh_other: u64,
     pub(crate) embed_trains: bool,
     pub(crate) trainable: u64,
     pub(crate) frozen: u64,
@@ -284,7 +287,7 @@ impl Prepared<'_> {
         // e.g. 4 seqs × 585 tokens × 128,256 vocab = 300,119,040 logits entries
         let tv = sat(sat(batch, self.s.tokens_per_sequence), self.est.shape.vocab_size);
         let has_logits = self.s.logits_width > 0;
-        let embed = if self.s.embed_trains { self.s.vh } else { 0 };
+        let embed = if self.s.embed_trains { self.s.vh.max(self.s.vh_other) } else { 0 };
         ReserveInputs {
             logits: sat(tv, self.s.logits_width),
             fp32_logits: if has_logits { sat(tv, 4) } else { 0 },
@@ -781,15 +784,17 @@ impl Prepared<'_> {
     /// Embedding backward: a dense [vocab, hidden] grad (embedding_dense_backward); with a
     /// tied head, the head's contribution is held until it is summed with it (autograd
     /// InputBuffer), so three such tensors are alive at once; accumulation adds the result
-    /// into the existing .grad, otherwise it becomes the .grad.
+    /// into the existing .grad, otherwise it becomes the .grad. Other embedding tables (an
+    /// untied table each, run one after another) add their own dense grad when accumulating.
     fn embed_transient(&self, accum: bool) -> u64 {
         // FSDP2 sets accumulated grads aside: the embedding's backward writes a fresh .grad
         let accum = accum && self.s.fsdp_units == crate::fsdp::PhaseBytes::default();
+        let other = if accum { self.s.vh_other } else { 0 };
         match (self.s.embed_trains, self.est.shape.tie_word_embeddings, accum) {
             (false, _, _) => 0,
-            (true, true, true) => sat(self.s.vh, 3),
+            (true, true, true) => sat(self.s.vh, 3).max(other),
             (true, true, false) => sat(self.s.vh, 2),
-            (true, false, true) => self.s.vh,
+            (true, false, true) => self.s.vh.max(other),
             (true, false, false) => 0,
         }
     }

@@ -8,6 +8,7 @@ from forge_advisor.shapes.families import (  # noqa: F401
     fuyu,
     gemma3,
     git,
+    gemma4,
     gpt2,
     gpt_era,
     gpt_neox,

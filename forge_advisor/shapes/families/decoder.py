@@ -563,7 +563,8 @@ SPECS: dict[str, Spec] = {
     # modeling_granite_swa.py: Llama layout with attention sinks
     "granite_swa": Spec(attn=Attn(sinks=True), tie_default=True),
     # modeling_flint.py: per-head q/k norms and sinks
-    "flint": Spec(attn=Attn(qk_norm="head", sinks=True)),
+    # Qwen2-MoE-style sparse layers past `mlp_only_layers` with an ungated shared expert (modeling_flint.py FlintSparseMoeBlock)
+    "flint": Spec(attn=Attn(qk_norm="head", sinks=True), moe=Moe(shared="shared_expert", shared_inter=("shared_expert_intermediate_size",), sparse="step")),
     # modeling_ministral3.py / modeling_cwm.py / mllama text: Llama layout
     # modeling_nanochat.py: parameter-free RMSNorm, plain fc1/fc2 MLP (relu²)
     "nanochat": Spec(norm="none", mlp=Mlp(kind="plain", names=("fc1", "fc2"))),
