@@ -33,6 +33,8 @@ FAMILIES = {
                         kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16,
                         n_group=1, topk_group=1, n_shared_experts=1),
     "afmoe": dict(BASE, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=24, num_dense_layers=0),
+    "glm4_moe": dict(BASE, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=24, first_k_dense_replace=0,
+                     n_group=1, topk_group=1),
     "qwen3_moe": dict(BASE, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=24),
     "qwen2_moe": dict(BASE, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=24, shared_expert_intermediate_size=32),
     "gpt_oss": dict(BASE, num_local_experts=4, num_experts_per_tok=2, layer_types=["full_attention"]),
