@@ -13,6 +13,13 @@ __all__ = ["hints_for"]
 _QK_NORM = {"qwen3", "qwen3_moe", "gemma3", "gemma3_text", "olmo2"}
 # transformers 5 runs these with eager attention whatever is asked (Gemma 2 soft-caps scores)
 _EAGER_ONLY = {"gemma2"}
+# routers whose top-k weights reach the experts in fp32 in a half model, so the experts'
+# combine (integrations/moe.py `proj_out * sample_weights_g`) runs in fp32: Mixtral
+# (`softmax(router_logits.float())`), DeepSeek-V2 (`softmax(dim=-1, dtype=torch.float32)`),
+# AfMoE (`self.gate(hidden_states).to(torch.float32)`), GLM-4-MoE (fp32 gate); Gemma 4 sets it
+# in its own parser. Qwen2/3-MoE, OLMoE, gpt-oss and LFM2-MoE cast them back to half
+# (tests/test_moe_combine.py checks each on the real modules)
+_FP32_ROUTING_WEIGHTS = {"mixtral", "deepseek_v2", "afmoe", "glm4_moe"}
 # config fields holding dropout probabilities, by what they drop
 _HIDDEN_DROPOUT = ("resid_pdrop", "hidden_dropout", "dropout", "dropout_rate", "hidden_dropout_prob", "residual_dropout")
 _ATTN_DROPOUT = ("attention_dropout", "attn_pdrop", "attention_probs_dropout_prob")
@@ -45,4 +52,6 @@ def hints_for(c: ConfigReader, model_type: str) -> dict[str, Any]:
         # the MoE forward records every router's logits for the load-balancing loss
         # (OutputRecorder(…TopKRouter, index=0)): kept until the loss, their grads until backward
         hints["router_logits_kept"] = True
+    if model_type in _FP32_ROUTING_WEIGHTS:
+        hints["moe_fp32_combine"] = True
     return hints

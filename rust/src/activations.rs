@@ -776,7 +776,9 @@ pub fn layer_backward_transient(shape: &ModelShape, info: &LayerInfo, plan: &Pla
     // the residual's gradient in and out (n streams with hyper-connections)
     let mut per_token = 2 * w.r * h * shape.hints.hyper_connection_streams.max(1) + mlp;
     if info.moe {
-        per_token += shape.num_experts_per_tok * 3 * w.e * shape.moe_intermediate_size;
+        // the experts' gradients and the combine's backward run one after the other
+        let experts = shape.num_experts_per_tok * 3 * w.e * shape.moe_intermediate_size;
+        per_token += experts.max(moe_combine_backward(shape, w));
     }
     let mut per_token_ctx = 0;
     if info.attention && (plan.attn_implementation == Attention::Eager || shape.hints.eager_only) {
@@ -785,6 +787,46 @@ pub fn layer_backward_transient(shape: &ModelShape, info: &LayerInfo, plan: &Pla
         per_token_ctx = crate::activations_conv::position_bias_backward(shape, w);
     }
     Saved { per_token, per_token_ctx, constant: 0 }
+}
+
+/// Per token, what a layer holds while its fp32 experts' combine runs forward
+/// (`Hints::moe_fp32_combine`; transformers integrations/moe.py `grouped_mm_experts_forward`):
+/// `weighted_out = proj_out * sample_weights_g` (fp32 `[T·k, H]`) and its reordered copy
+/// `weighted_out[inv_perm]` are alive together, 2 · 4·k·H, saved by nothing, on top of
+/// `held`, the layer's saved bytes per token (all of them: the two norms that follow the
+/// block, `post_feedforward_layernorm_2` and `post_feedforward_layernorm`, are not saved
+/// yet, an overcount of 2 · 4·H against the 8·k·H here). Gemma 4 26B-A4B (k = 8,
+/// H = 2,816) at 4,096 tokens: 2 · 4 · 8 · 2,816 · 4,096 = 738,197,504 bytes, the fp32
+/// `mul` and `index` outputs live at the forward peak of a fake-tensor step
+/// (benches/cases_accuracy.json `g4-26b-a4b-smallvocab-lora-nogc`). 0 without the hint.
+pub fn moe_combine_forward(shape: &ModelShape, info: &LayerInfo, held: u64) -> u64 {
+    if !(info.moe && shape.hints.moe_fp32_combine) {
+        return 0;
+    }
+    held + 8 * shape.num_experts_per_tok * shape.hidden_size
+}
+
+/// Per token, what the backward of an fp32 experts' combine holds at once
+/// (`Hints::moe_fp32_combine`; transformers integrations/moe.py `grouped_mm_experts_forward`,
+/// k routes, H = hidden size): `weighted_out = proj_out * sample_weights_g` is fp32
+/// (`[T·k, H]`, half × fp32 promotes), then `weighted_out[inv_perm]` and
+/// `.view(T, k, H).sum(dim=1)`. Backward: IndexBackward scatters the fp32 gradient into new
+/// zeros (4·k·H); MulBackward0 then builds both products at once, `grad * sample_weights`
+/// for `proj_out` and `grad * proj_out` for the weights (2 · 4·k·H, fp32), and the engine
+/// casts the first to `proj_out`'s half dtype (e·k·H; none when the experts run in fp32:
+/// fp32 weights, or autocast, which `grouped_mm` does not join). (12 + e)·k·H in all:
+/// Gemma 4 26B-A4B's layer (k = 8, H = 2,816, bf16) at 4,096 tokens, 14 · 8 · 2,816 · 4,096
+/// = 1,291,845,632 bytes, the live fp32 `[32768, 2816]` index_put and two mul outputs and the
+/// bf16 cast seen at the backward peak of a fake-tensor step (benches/cases_accuracy.json
+/// `g4-26b-a4b-smallvocab-lora-nogc`, whose peak temporaries are these plus the residual's
+/// 4·H fp32 gradient of `.to(hidden_states.dtype)`).
+fn moe_combine_backward(shape: &ModelShape, w: Widths) -> u64 {
+    if !shape.hints.moe_fp32_combine {
+        return 0;
+    }
+    let kh = shape.num_experts_per_tok * shape.hidden_size;
+    let cast = if w.e < 4 && !w.amp { w.e } else { 0 };
+    (12 + cast) * kh
 }
 
 #[cfg(test)]

@@ -916,7 +916,8 @@ impl Estimator {
         // Inkling's dense position bias: its [S, S] index and masks (activations_conv.rs)
         let merged = merged + crate::activations_conv::position_bias_fixed(shape, cx, ctx, ctx);
         let kept_fixed = if plan.gradient_checkpointing || plan.activation_offloading { 0 } else { merged };
-        let fwd_transient = Segment::per_token(&layer_forward_transient(shape, info, &g, cx), ctx);
+        let fwd_transient = Segment::per_token(&layer_forward_transient(shape, info, &g, cx), ctx)
+            .max(crate::activations::moe_combine_forward(shape, info, full_saved));
         let (mut bwd_transient, bwd_mlp) = backward_transient(shape, info, act_plan, ctx);
         if plan.gradient_checkpointing && fwd_transient > 0 {
             // the recompute runs the forward again before the layer's backward:

@@ -356,6 +356,12 @@ pub struct Hints {
     /// MLP (Gemma 4 26B-A4B: `post_feedforward_layernorm_1`, `pre_feedforward_layernorm_2`,
     /// `post_feedforward_layernorm_2` and the router's unweighted norm: 4); 0 when none.
     pub moe_block_norms: u64,
+    /// The router's top-k weights stay fp32 and multiply the experts' half output, so the
+    /// experts' combine (transformers integrations/moe.py `grouped_mm_experts_forward`:
+    /// `weighted_out = proj_out * sample_weights_g`, its reordering gather and the sum over
+    /// the k routes) runs in fp32 (Gemma 4: `Gemma4TextRouter` returns the fp32 softmax's
+    /// top-k times `per_expert_scale`; activations.rs `moe_combine_backward`).
+    pub moe_fp32_combine: bool,
 }
 
 impl Default for Hints {
@@ -385,6 +391,7 @@ impl Default for Hints {
             v_norm: false,
             per_layer_input_width: 0,
             moe_block_norms: 0,
+            moe_fp32_combine: false,
         }
     }
 }

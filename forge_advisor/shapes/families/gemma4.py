@@ -202,7 +202,9 @@ def build_text(c: ConfigReader, name: str, model_type: str) -> ModelShape:
     # layer reusing K/V), the per-layer input branch, and the MoE block's four norms
     hints.update(qk_norm=True, v_norm=True, per_layer_attention=True, per_layer_input_width=ple)
     if moe:
-        hints["moe_block_norms"] = 4
+        # the router's fp32 top-k weights (`Gemma4TextRouter.forward`) make the experts'
+        # combine fp32 (rust/src/shape.rs `Hints::moe_fp32_combine`)
+        hints.update(moe_block_norms=4, moe_fp32_combine=True)
     return replace(shape, hints=hints)
 
 
