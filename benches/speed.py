@@ -310,6 +310,13 @@ def main() -> None:
         "  no unfit batch faster than the best plain fit. Rankings unchanged: a test compares the pruned ranking",
         "  with the full one, and the envelope with the walk on hybrid shapes and random interleavings",
         "  (`benches/results/recommend_speed.md`).",
+        "- The price of that, measured side by side on 2026-11-30 (`taskset -c 1 cargo bench --bench estimator_speed`,",
+        "  same machine and load, ~1–2.6): one `estimate` of Llama-3.1-8B's lora preset takes 379 ns on the version",
+        "  before this work (6961bde), 505 ns with the hybrid work alone and 524–577 ns with this stop's new activation",
+        "  rules (vision cross-attention, videos, Gemma 4, shared blocks, recurrent passes, MoE fp32 combine);",
+        "  `evaluate_many` of the 8,700-plan space 1.47 ms → 1.72 ms → 1.86 ms. The ≥ 10 M plans/s targets, met on",
+        "  2026-11-22 on a quiet machine, are not met on this version (4.7 M/s); Nemotron-3-Super's rank went",
+        "  from ~750 to ~200 ms. A dense stack's single estimate is where the next speed work belongs.",
         "",
     ]
     write_results("speed", report, "\n".join(lines))

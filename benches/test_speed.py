@@ -60,7 +60,7 @@ def test_native_estimate_batch_1000(benchmark, warm) -> None:
     texts = [
         plan.with_(per_device_train_batch_size=b, lora_r=r, gradient_checkpointing=c)
         for b in (1, 2, 4, 8, 16)
-        for r in (4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+        for r in (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)  # r ≤ the smallest targeted side (k_proj: 1024)
         for c in (False, True)
     ] * 10
     assert len(texts) == 1000
