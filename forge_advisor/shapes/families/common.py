@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from forge_advisor.shapes.config import ConfigReader
+from forge_advisor.shapes.model import Linear
 
 
 def python_facts(
@@ -26,3 +27,13 @@ def layer_norm(dim: int, affine: bool = True, bias: bool = True) -> int:
     """Parameters of ``nn.LayerNorm(dim, elementwise_affine=affine, bias=bias)`` (torch docs:
     weight and bias of shape ``[dim]`` when affine)."""
     return (dim + (dim if bias else 0)) if affine else 0
+
+
+def fused_experts(prefix: str, hidden: int, inter: int, count: int, bias: bool = False) -> list[Linear]:
+    """transformers 5's fused expert tensors under ``prefix`` (``mlp.experts``…):
+    ``gate_up_proj [E, 2I, H]`` and ``down_proj [E, H, I]`` (integrations/moe.py; 3-d
+    Parameters, not nn.Linear: peft reaches them only through ``target_parameters``)."""
+    return [
+        Linear(f"{prefix}.gate_up_proj", hidden, 2 * inter, bias, "expert", count=count, lora_targetable=False),
+        Linear(f"{prefix}.down_proj", inter, hidden, bias, "expert", count=count, lora_targetable=False),
+    ]

@@ -34,7 +34,7 @@ from typing import Literal, Union
 
 from forge_advisor.errors import ForgeError
 from forge_advisor.shapes.config import ConfigReader
-from forge_advisor.shapes.families.common import python_facts
+from forge_advisor.shapes.families.common import fused_experts, python_facts
 from forge_advisor.shapes.hints import hints_for
 from forge_advisor.shapes.model import LayerType, Linear, ModelShape, Param
 from forge_advisor.shapes.registry import register_architecture
@@ -345,8 +345,7 @@ def _moe(c: ConfigReader, s: Spec, hidden: int) -> tuple[list[Linear], int, int,
     p = m.prefix
     lin = [
         Linear(f"{p}.{m.router}", hidden, experts, m.router_bias, "router", lora_targetable=m.router_linear),
-        Linear(f"{p}.experts.gate_up_proj", hidden, 2 * inter, m.expert_bias, "expert", count=experts, lora_targetable=False),
-        Linear(f"{p}.experts.down_proj", inter, hidden, m.expert_bias, "expert", count=experts, lora_targetable=False),
+        *fused_experts(f"{p}.experts", hidden, inter, experts, m.expert_bias),
     ]
     if m.shared:
         if m.shared_inter:

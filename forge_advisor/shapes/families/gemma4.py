@@ -42,7 +42,7 @@ from typing import Any
 
 from forge_advisor.errors import ForgeError
 from forge_advisor.shapes.config import ConfigReader
-from forge_advisor.shapes.families.common import python_facts
+from forge_advisor.shapes.families.common import fused_experts, python_facts
 from forge_advisor.shapes.families.vlm import _with_vision, language_model
 from forge_advisor.shapes.hints import hints_for
 from forge_advisor.shapes.model import ImageRule, LayerType, Linear, ModelShape, Param, Projector, VisionTower
@@ -149,8 +149,7 @@ def _text_layer(c: ConfigReader, over: dict[str, Any], full: bool, shared: bool)
     if moe:
         e, mi = c.int("num_experts"), c.int("moe_intermediate_size")
         lins += [Linear("router.proj", h, e, False, "router"),
-                 Linear("experts.gate_up_proj", h, 2 * mi, False, "expert", count=e, lora_targetable=False),
-                 Linear("experts.down_proj", mi, h, False, "expert", count=e, lora_targetable=False)]
+                 *fused_experts("experts", h, mi, e)]
         other += h + e + 3 * h  # router.scale, router.per_expert_scale, three more norms
     # Gemma4TextConfig.sliding_window (512 by default) on "sliding_attention" layers
     window = 0 if full else c.int("sliding_window", default=512)

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from forge_advisor.errors import ForgeError
 from forge_advisor.shapes.config import ConfigReader
-from forge_advisor.shapes.families.common import python_facts
+from forge_advisor.shapes.families.common import fused_experts, python_facts
 from forge_advisor.shapes.families.decoder import Moe, Spec, _moe, _sparse_layers
 from forge_advisor.shapes.hints import hints_for
 from forge_advisor.shapes.model import LayerType, Linear, Mixer, ModelShape, Param
@@ -330,8 +330,7 @@ def _jamba(c: ConfigReader, name: str) -> ModelShape:
     kinds = [("attention" if i % ap == ao else "mamba", experts > 1 and i % ep == eo) for i in range(n_layers)]
     moe_lin = [
         Linear("feed_forward.router", hidden, experts, False, "router", lora_targetable=False),
-        Linear("feed_forward.experts.gate_up_proj", hidden, 2 * inter, False, "expert", count=experts, lora_targetable=False),
-        Linear("feed_forward.experts.down_proj", inter, hidden, False, "expert", count=experts, lora_targetable=False),
+        *fused_experts("feed_forward.experts", hidden, inter, experts),
     ]
 
     def layer(kind: tuple) -> LayerType:
@@ -539,8 +538,7 @@ def _granite_hybrid(model_type: str) -> Callable[[ConfigReader, str], ModelShape
                 top_k = c.int("num_experts_per_tok", default=1, maximum=experts)
                 ffn = [
                     Linear("block_sparse_moe.router", hidden, experts, False, "router", lora_targetable=False),
-                    Linear("block_sparse_moe.experts.gate_up_proj", hidden, 2 * moe_inter, False, "expert", count=experts, lora_targetable=False),
-                    Linear("block_sparse_moe.experts.down_proj", moe_inter, hidden, False, "expert", count=experts, lora_targetable=False),
+                    *fused_experts("block_sparse_moe.experts", hidden, moe_inter, experts),
                 ]
             shared = c.int("shared_intermediate_size")
             ffn += [Linear("shared_mlp.input_linear", hidden, 2 * shared, False, "mlp"), Linear("shared_mlp.output_linear", shared, hidden, False, "mlp")]

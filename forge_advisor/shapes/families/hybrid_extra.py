@@ -28,6 +28,7 @@ from forge_advisor.shapes.config import ConfigReader
 from forge_advisor.errors import ForgeError
 from forge_advisor.shapes.families.decoder import Moe, Spec, _mla, _moe
 from forge_advisor.shapes.families.hybrid import _assemble, _attn, _gated, _gdn, _head, _kinds, _shape
+from forge_advisor.shapes.families.common import fused_experts
 from forge_advisor.shapes.model import LayerType, Linear, Mixer, ModelShape, Param
 from forge_advisor.shapes.registry import register_architecture
 
@@ -61,8 +62,7 @@ def _minimax(c: ConfigReader, name: str) -> ModelShape:
     inter = c.int("intermediate_size")
     moe = [
         Linear("mlp.gate", hidden, experts, False, "router", lora_targetable=False),
-        Linear("mlp.experts.gate_up_proj", hidden, 2 * inter, False, "expert", count=experts, lora_targetable=False),
-        Linear("mlp.experts.down_proj", inter, hidden, False, "expert", count=experts, lora_targetable=False),
+        *fused_experts("mlp.experts", hidden, inter, experts),
     ]
     norms = 2 * hidden  # input_layernorm, post_attention_layernorm
 
@@ -273,8 +273,7 @@ def _m3_ffn(c: ConfigReader, hidden: int, sparse: bool) -> tuple[list[Linear], i
     shared = c.int("shared_intermediate_size", default=3072)
     return [
         Linear("mlp.gate", hidden, experts, False, "router", lora_targetable=False),
-        Linear("mlp.experts.gate_up_proj", hidden, 2 * inter, False, "expert", count=experts, lora_targetable=False),
-        Linear("mlp.experts.down_proj", inter, hidden, False, "expert", count=experts, lora_targetable=False),
+        *fused_experts("mlp.experts", hidden, inter, experts),
         Linear("mlp.shared_experts.gate_up_proj", hidden, 2 * shared, False, "shared_expert"),
         Linear("mlp.shared_experts.down_proj", shared, hidden, False, "shared_expert"),
     ], inter

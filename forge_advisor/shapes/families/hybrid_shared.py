@@ -24,6 +24,7 @@ import dataclasses
 from forge_advisor.errors import ForgeError
 from forge_advisor.shapes.config import ConfigReader
 from forge_advisor.shapes.families.hybrid import _assemble, _attn, _gated, _head, _kinds, _mamba2, _shape
+from forge_advisor.shapes.families.common import fused_experts
 from forge_advisor.shapes.model import LayerType, Linear, Mixer, ModelShape
 from forge_advisor.shapes.registry import register_architecture
 
@@ -155,8 +156,7 @@ def _lfm2_moe(c: ConfigReader, name: str) -> ModelShape:
     kernel = c.int("conv_L_cache", default=3)
     moe = [
         Linear("feed_forward.gate", hidden, experts, False, "router", lora_targetable=False),
-        Linear("feed_forward.experts.gate_up_proj", hidden, 2 * moe_inter, False, "expert", count=experts, lora_targetable=False),
-        Linear("feed_forward.experts.down_proj", moe_inter, hidden, False, "expert", count=experts, lora_targetable=False),
+        *fused_experts("feed_forward.experts", hidden, moe_inter, experts),
     ]
 
     def layer(kind: tuple) -> LayerType:

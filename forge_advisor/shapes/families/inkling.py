@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from forge_advisor.errors import ForgeError
 from forge_advisor.shapes.config import ConfigReader
 from forge_advisor.shapes.families.hybrid import _assemble, _kinds, _shape
+from forge_advisor.shapes.families.common import fused_experts
 from forge_advisor.shapes.model import LayerType, Linear, ModelShape, Param
 from forge_advisor.shapes.registry import register_architecture
 
@@ -103,8 +104,7 @@ def _inkling_mlp(c: ConfigReader, hidden: int, sparse: bool, inter: int, moe_int
     lin = [
         # InklingTopkRouter.weight [routed + shared, H] (a Parameter) and global_scale [1]
         Linear("mlp.gate", hidden, experts + shared, False, "router", lora_targetable=False),
-        Linear("mlp.experts.gate_up_proj", hidden, 2 * moe_inter, False, "expert", count=experts, lora_targetable=False),
-        Linear("mlp.experts.down_proj", moe_inter, hidden, False, "expert", count=experts, lora_targetable=False),
+        *fused_experts("mlp.experts", hidden, moe_inter, experts),
         # InklingSharedExperts: 3-D Parameters [S, m, H] / [S, H, m] run through bmm over every
         # token, held as one S·m-wide shared expert (what each token computes and keeps)
         Linear("mlp.shared_experts.gate_proj", hidden, shared * moe_inter, False, "shared_expert", lora_targetable=False),
@@ -171,8 +171,7 @@ def _inkling2_layer(c: ConfigReader, hidden: int, full: bool, first: bool, loop:
         Linear("self_attn.sink_proj", hidden, a.heads, False, "attention"),
         Linear("self_attn.relative_position_bias.linear", hidden, a.heads * d_rel, False, "attention"),
         Linear("mlp.gate", hidden, experts, False, "router", lora_targetable=False),  # Inkling2TopKRouter.weight [E, H]
-        Linear("mlp.experts.gate_up_proj", hidden, 2 * moe_inter, False, "expert", count=experts, lora_targetable=False),
-        Linear("mlp.experts.down_proj", moe_inter, hidden, False, "expert", count=experts, lora_targetable=False),
+        *fused_experts("mlp.experts", hidden, moe_inter, experts),
     ]
     if full:
         # Inkling2DynamicShortConvolution: static_weight [K, kv·hd], weight_proj H → kv·K

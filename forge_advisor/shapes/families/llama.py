@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from forge_advisor.shapes.config import ConfigReader
-from forge_advisor.shapes.families.common import python_facts
+from forge_advisor.shapes.families.common import fused_experts, python_facts
 from forge_advisor.shapes.model import LayerType, Linear, ModelShape, Param
 from forge_advisor.shapes.registry import register_architecture
 
@@ -112,8 +112,7 @@ def _moe_mlp(c: ConfigReader, v: Variant, hidden: int) -> tuple[list[Linear], in
         # the router is a `<Type>TopKRouter` holding `weight [E, H]` as an nn.Parameter, not
         # an nn.Linear (modeling_mixtral.py, MixtralTopKRouter), so peft cannot wrap it
         Linear("mlp.gate", hidden, experts, False, "router", lora_targetable=False),
-        Linear("mlp.experts.gate_up_proj", hidden, 2 * inter, False, "expert", count=experts, lora_targetable=False),
-        Linear("mlp.experts.down_proj", inter, hidden, False, "expert", count=experts, lora_targetable=False),
+        *fused_experts("mlp.experts", hidden, inter, experts),
     ]
     if v.moe == "qwen2_moe":
         shared = c.int("shared_expert_intermediate_size")

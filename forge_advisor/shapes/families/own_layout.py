@@ -158,7 +158,7 @@ from dataclasses import replace
 
 from forge_advisor.shapes.config import ConfigReader
 from forge_advisor.shapes.families import decoder
-from forge_advisor.shapes.families.common import layer_norm, python_facts
+from forge_advisor.shapes.families.common import fused_experts, layer_norm, python_facts
 from forge_advisor.shapes.model import LayerType, Linear, Mixer, ModelShape, Param
 from forge_advisor.shapes.registry import UnsupportedArchitecture, register_architecture
 
@@ -319,8 +319,7 @@ def build_zaya(c: ConfigReader, name: str) -> ModelShape:
         # the router's own MLP: nn.Linear modules peft can wrap, not LoRA defaults
         Linear(f"{g}.down_proj", h, r, True, "router"), Linear(f"{g}.router_mlp.fc1", r, r, True, "router"),
         Linear(f"{g}.router_mlp.fc2", r, r, True, "router"), Linear(f"{g}.router_mlp.out_proj", r, experts + 1, False, "router"),
-        Linear("mlp.experts.gate_up_proj", h, 2 * inter, False, "expert", count=experts, lora_targetable=False),
-        Linear("mlp.experts.down_proj", inter, h, False, "expert", count=experts, lora_targetable=False),
+        *fused_experts("mlp.experts", h, inter, experts),
     )
     ch = (heads + kv) * hd
     convs = ch * c.int("cca_time0", default=2) + ch + ch * hd * c.int("cca_time1", default=2) + ch
@@ -454,8 +453,7 @@ def build_axk2(c: ConfigReader, name: str) -> ModelShape:
     shared = moe_inter * c.int("n_shared_experts", default=1, minimum=0)
     top_k = c.int("num_experts_per_tok", maximum=experts)
     moe = (Linear("mlp.gate", h, experts, False, "router", lora_targetable=False),
-           Linear("mlp.experts.gate_up_proj", h, 2 * moe_inter, False, "expert", count=experts, lora_targetable=False),
-           Linear("mlp.experts.down_proj", moe_inter, h, False, "expert", count=experts, lora_targetable=False))
+           *fused_experts("mlp.experts", h, moe_inter, experts))
     if shared:
         moe += (Linear("mlp.shared_experts.gate_proj", h, shared, False, "shared_expert"),
                 Linear("mlp.shared_experts.up_proj", h, shared, False, "shared_expert"),
@@ -580,8 +578,7 @@ def build_deepseek_v4(c: ConfigReader, name: str) -> ModelShape:
         Linear(f"{a}.kv_proj", h, hd, False, "attention"),
         Linear(f"{a}.o_a_proj", heads * hd // g, g * olr, False, "other"), Linear(f"{a}.o_b_proj", g * olr, h, False, "attention"),
         Linear("mlp.gate", h, experts, False, "router", lora_targetable=False),
-        Linear("mlp.experts.gate_up_proj", h, 2 * inter, False, "expert", count=experts, lora_targetable=False),
-        Linear("mlp.experts.down_proj", inter, h, False, "expert", count=experts, lora_targetable=False),
+        *fused_experts("mlp.experts", h, inter, experts),
         Linear("mlp.shared_experts.gate_proj", h, inter, mb, "shared_expert"), Linear("mlp.shared_experts.up_proj", h, inter, mb, "shared_expert"),
         Linear("mlp.shared_experts.down_proj", inter, h, mb, "shared_expert"),
     )
