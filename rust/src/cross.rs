@@ -220,19 +220,8 @@ pub(crate) fn push_tower_segments(
         let full = Segment::per_token(&saved, ip.patches_per_image) + gates;
         let trainable = if ip.tower_weights { info.params } else { plan.lora_r.saturating_mul(lora.params_per_rank) };
         // not GradientCheckpointingLayers: every block keeps all it saved, checkpointing or not
-        let kept = scale(full);
-        let (kept, prefetch) = if plan.activation_offloading { (0, crate::levers::offload_prefetch_per_token(kept)) } else { (kept, 0) };
-        out.host_per_token = out.host_per_token.saturating_add(prefetch.saturating_mul(n));
-        out.kept_per_token = out.kept_per_token.saturating_add(kept.saturating_mul(n));
-        segs.push(Segment {
-            n,
-            kept,
-            full: scale(full),
-            transient: prefetch + scale(Segment::per_token(&eager_transient(layer_backward_transient(shape, info, act_plan), shape, &tcx), ip.patches_per_image)),
-            constant: saved.constant,
-            layer_grads: trainable.saturating_mul(lm.grad_bytes_per) / lm.grad_scale,
-            ..Segment::default()
-        });
+        let transient = scale(Segment::per_token(&eager_transient(layer_backward_transient(shape, info, act_plan), shape, &tcx), ip.patches_per_image));
+        out.push_blocks(segs, plan, n, scale(full), scale(full), transient, saved.constant, trainable.saturating_mul(lm.grad_bytes_per) / lm.grad_scale);
         input = true;
         if ty == 0 && end as usize == an.layers.iter().filter(|&&x| x == 0).count() {
             push_once(&mut out, segs, scale(norm), 0); // layernorm_post, between the local and global stacks

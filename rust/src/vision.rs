@@ -445,6 +445,21 @@ pub(crate) struct TowerSegments {
     pub(crate) cross_states_grad: bool,
 }
 
+impl TowerSegments {
+    /// `n` tower blocks of one type as one segment: `kept` bytes each per language-model
+    /// token unless trl's activation offloading moves them to the host (as the decoder's,
+    /// estimator.rs `layer_segment`, levers.rs: one block fetched ahead, a transient), with
+    /// `full` (all they saved), their backward `transient`, autocast's weight-copy
+    /// `constant` and their gradients `layer_grads`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn push_blocks(&mut self, segs: &mut crate::timeline::Segments, plan: &crate::plan::Plan, n: u64, kept: u64, full: u64, transient: u64, constant: u64, layer_grads: u64) {
+        let (kept, prefetch) = if plan.activation_offloading { (0, crate::levers::offload_prefetch_per_token(kept)) } else { (kept, 0) };
+        self.host_per_token = self.host_per_token.saturating_add(prefetch.saturating_mul(n));
+        self.kept_per_token = self.kept_per_token.saturating_add(kept.saturating_mul(n));
+        segs.push(crate::timeline::Segment { n, kept, full, transient: prefetch + transient, constant, layer_grads, ..crate::timeline::Segment::default() });
+    }
+}
+
 /// The tower's blocks and the projector as [`crate::timeline::Segment`]s below the language
 /// model's layers, in bytes per language-model token ([`per_lm_token`]). A block is in the
 /// graph when its input requires grad — the patch embedding trains, or checkpointing's
@@ -506,20 +521,8 @@ pub(crate) fn push_segments(
         let full = Segment::per_token(&saved, ip.patches_per_image);
         let trainable = if ip.tower_weights { info.params } else { plan.lora_r.saturating_mul(lora.params_per_rank) };
         let kept = scale(if plan.gradient_checkpointing { ckpt } else { full });
-        // trl's activation offloading moves the blocks' saved tensors to the host as the
-        // decoder's (estimator.rs `layer_segments`, levers.rs): one block is fetched ahead
-        let (kept, prefetch) = if plan.activation_offloading { (0, crate::levers::offload_prefetch_per_token(kept)) } else { (kept, 0) };
-        out.host_per_token = out.host_per_token.saturating_add(prefetch.saturating_mul(n));
-        out.kept_per_token = out.kept_per_token.saturating_add(kept.saturating_mul(n));
-        segs.push(Segment {
-            n,
-            kept,
-            full: scale(full),
-            transient: prefetch + scale(Segment::per_token(&layer_backward_transient(shape, info, act_plan), ip.patches_per_image)),
-            constant: saved.constant,
-            layer_grads: trainable.saturating_mul(grad_bytes_per) / grad_scale,
-            ..Segment::default()
-        });
+        let transient = scale(Segment::per_token(&layer_backward_transient(shape, info, act_plan), ip.patches_per_image));
+        out.push_blocks(segs, plan, n, kept, scale(full), transient, saved.constant, trainable.saturating_mul(grad_bytes_per) / grad_scale);
         input = true;
     }
     // SigLIP/CLIP `post_layernorm` over every patch: native_layer_norm keeps its input (a
